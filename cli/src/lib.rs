@@ -1,0 +1,1 @@
+//! The wapipe command line (being written).

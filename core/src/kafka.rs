@@ -1,0 +1,164 @@
+//! Kafka connection settings shared by every wapipe binary: bootstrap servers, SASL/TLS, and a
+//! passthrough for raw librdkafka options. Secrets may come from files (a mounted Secret).
+
+use std::path::PathBuf;
+
+use rdkafka::config::ClientConfig;
+
+/// Connection flags, flattened into each binary's clap configuration.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KafkaArgs {
+    /// Comma-separated Kafka bootstrap servers (host:port).
+    #[arg(long = "kafka-brokers", env = "WAPIPE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+
+    /// librdkafka `security.protocol`: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long = "kafka-security-protocol", env = "WAPIPE_KAFKA_SECURITY_PROTOCOL")]
+    pub security_protocol: Option<String>,
+
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
+    #[arg(long = "kafka-sasl-mechanism", env = "WAPIPE_KAFKA_SASL_MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+
+    /// SASL username.
+    #[arg(long = "kafka-sasl-username", env = "WAPIPE_KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+
+    /// SASL password. Prefer --kafka-sasl-password-file in production.
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "WAPIPE_KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<String>,
+
+    /// File holding the SASL password (a mounted Secret); trailing newlines are ignored.
+    #[arg(long = "kafka-sasl-password-file", env = "WAPIPE_KAFKA_SASL_PASSWORD_FILE")]
+    pub sasl_password_file: Option<PathBuf>,
+
+    /// PEM file of CA certificates used to verify the brokers.
+    #[arg(long = "kafka-ssl-ca-location", env = "WAPIPE_KAFKA_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<PathBuf>,
+
+    /// Raw librdkafka settings as key=value, repeatable or comma-separated; applied last, so
+    /// they win over every other flag.
+    #[arg(
+        long = "kafka-option",
+        env = "WAPIPE_KAFKA_OPTIONS",
+        value_delimiter = ',',
+        value_parser = parse_key_value
+    )]
+    pub options: Vec<(String, String)>,
+}
+
+/// A Kafka setting that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaConfigError {
+    #[error("reading the SASL password from {path}: {source}")]
+    ReadPasswordFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+    let (key, value) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {raw:?}"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("empty key in {raw:?}"));
+    }
+    Ok((key.to_string(), value.trim().to_string()))
+}
+
+/// Reads a secret from a file, dropping trailing newlines that editors and `kubectl create
+/// secret --from-file` leave behind.
+pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
+    let raw = std::fs::read_to_string(path)?;
+    Ok(raw.trim_end_matches(['\n', '\r']).to_string())
+}
+
+impl KafkaArgs {
+    /// Settings for plain loopback use, as tests and local mode need.
+    pub fn plaintext(brokers: impl Into<String>) -> Self {
+        KafkaArgs {
+            brokers: brokers.into(),
+            ..KafkaArgs::default()
+        }
+    }
+
+    /// A client configuration carrying the connection settings; callers add their own.
+    pub fn client_config(&self) -> Result<ClientConfig, KafkaConfigError> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        if let Some(protocol) = &self.security_protocol {
+            config.set("security.protocol", protocol);
+        }
+        if let Some(mechanism) = &self.sasl_mechanism {
+            config.set("sasl.mechanism", mechanism);
+        }
+        if let Some(username) = &self.sasl_username {
+            config.set("sasl.username", username);
+        }
+        let password = match (&self.sasl_password, &self.sasl_password_file) {
+            (_, Some(path)) => Some(read_secret_file(path).map_err(|source| {
+                KafkaConfigError::ReadPasswordFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?),
+            (Some(password), None) => Some(password.clone()),
+            (None, None) => None,
+        };
+        if let Some(password) = password {
+            config.set("sasl.password", password);
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            config.set("ssl.ca.location", ca.to_string_lossy());
+        }
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_options_override_named_flags() {
+        let args = KafkaArgs {
+            brokers: "b:9092".into(),
+            security_protocol: Some("ssl".into()),
+            options: vec![("security.protocol".into(), "sasl_ssl".into())],
+            ..KafkaArgs::default()
+        };
+        let config = args.client_config().unwrap();
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(config.get("bootstrap.servers"), Some("b:9092"));
+    }
+
+    #[test]
+    fn password_file_wins_and_loses_its_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("wapipe-kafka-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let args = KafkaArgs {
+            sasl_password: Some("from-flag".into()),
+            sasl_password_file: Some(file),
+            ..KafkaArgs::plaintext("b:9092")
+        };
+        assert_eq!(args.client_config().unwrap().get("sasl.password"), Some("s3cret"));
+    }
+
+    #[test]
+    fn key_value_options_must_have_a_key_and_an_equals_sign() {
+        assert!(parse_key_value("linger.ms=5").is_ok());
+        assert!(parse_key_value("linger.ms").is_err());
+        assert!(parse_key_value("=5").is_err());
+    }
+}

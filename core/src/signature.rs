@@ -1,0 +1,1 @@
+//! Webhook signature checks (being written).

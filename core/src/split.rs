@@ -1,0 +1,1 @@
+//! Splitting a POST into records (being written).

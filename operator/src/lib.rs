@@ -1,0 +1,1 @@
+//! wapipe operator (being written).

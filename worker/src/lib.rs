@@ -1,0 +1,1 @@
+//! wapipe worker (being written).
