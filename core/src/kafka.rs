@@ -9,11 +9,18 @@ use rdkafka::config::ClientConfig;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct KafkaArgs {
     /// Comma-separated Kafka bootstrap servers (host:port).
-    #[arg(long = "kafka-brokers", env = "WAPIPE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "WAPIPE_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub brokers: String,
 
     /// librdkafka `security.protocol`: plaintext, ssl, sasl_plaintext or sasl_ssl.
-    #[arg(long = "kafka-security-protocol", env = "WAPIPE_KAFKA_SECURITY_PROTOCOL")]
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "WAPIPE_KAFKA_SECURITY_PROTOCOL"
+    )]
     pub security_protocol: Option<String>,
 
     /// SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
@@ -33,7 +40,10 @@ pub struct KafkaArgs {
     pub sasl_password: Option<String>,
 
     /// File holding the SASL password (a mounted Secret); trailing newlines are ignored.
-    #[arg(long = "kafka-sasl-password-file", env = "WAPIPE_KAFKA_SASL_PASSWORD_FILE")]
+    #[arg(
+        long = "kafka-sasl-password-file",
+        env = "WAPIPE_KAFKA_SASL_PASSWORD_FILE"
+    )]
     pub sasl_password_file: Option<PathBuf>,
 
     /// PEM file of CA certificates used to verify the brokers.
@@ -152,7 +162,10 @@ mod tests {
             sasl_password_file: Some(file),
             ..KafkaArgs::plaintext("b:9092")
         };
-        assert_eq!(args.client_config().unwrap().get("sasl.password"), Some("s3cret"));
+        assert_eq!(
+            args.client_config().unwrap().get("sasl.password"),
+            Some("s3cret")
+        );
     }
 
     #[test]

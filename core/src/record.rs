@@ -64,7 +64,9 @@ impl FromStr for Provider {
         match s.to_ascii_lowercase().as_str() {
             "meta" => Ok(Provider::Meta),
             "wasender" => Ok(Provider::Wasender),
-            other => Err(format!("unknown provider {other:?}: expected meta or wasender")),
+            other => Err(format!(
+                "unknown provider {other:?}: expected meta or wasender"
+            )),
         }
     }
 }

@@ -1,1 +1,188 @@
-//! Webhook signature checks (being written).
+//! Webhook signature checks, over the raw body exactly as received.
+//!
+//! Meta signs the body with HMAC-SHA256 keyed by the app secret and sends
+//! `X-Hub-Signature-256: sha256=<hex>`. The body Meta sends is already escaped (`\u00e9`, `\/`),
+//! so the HMAC must be computed over the received bytes, never over re-serialized JSON.
+//! WASender sends its configured secret verbatim in `X-Webhook-Signature`.
+//! Both comparisons run in constant time.
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Meta's signature header.
+pub const META_SIGNATURE_HEADER: &str = "x-hub-signature-256";
+/// WASender's signature header.
+pub const WASENDER_SIGNATURE_HEADER: &str = "x-webhook-signature";
+
+/// Why a signature was refused. The wording is safe to show to the caller: it never includes
+/// the expected value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("signature header is missing")]
+    Missing,
+    #[error("signature header must start with sha256=")]
+    MissingPrefix,
+    #[error("signature must be 64 hex characters")]
+    Malformed,
+    #[error("signature does not match the body")]
+    Mismatch,
+}
+
+/// Checks Meta's `X-Hub-Signature-256` header value against `body`. Hex digits may be of
+/// either case; the prefix is matched case-insensitively.
+pub fn verify_meta(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&[u8]>,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let header = trim_ascii(header);
+    let hex_digest = header
+        .get(..7)
+        .filter(|prefix| prefix.eq_ignore_ascii_case(b"sha256="))
+        .map(|_| &header[7..])
+        .ok_or(SignatureError::MissingPrefix)?;
+    if hex_digest.len() != 64 {
+        return Err(SignatureError::Malformed);
+    }
+    let mut expected = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut expected).map_err(|_| SignatureError::Malformed)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(body);
+    mac.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
+/// Checks WASender's `X-Webhook-Signature` header value against the configured secret. Both
+/// sides are hashed first so the comparison takes the same time whatever their lengths.
+pub fn verify_wasender(secret: &[u8], header: Option<&[u8]>) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let given = Sha256::digest(trim_ascii(header));
+    let wanted = Sha256::digest(secret);
+    if bool::from(given.ct_eq(&wanted)) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// `sha256=<lowercase hex>` for `body`, as Meta would send it. Used by the load generator and
+/// tests.
+pub fn sign_meta(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Lowercase hex SHA-256 of `body`: the digest carried in every record's headers.
+pub fn body_sha256(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+fn trim_ascii(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &bytes[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"app-secret";
+
+    #[test]
+    fn meta_signature_over_unicode_escaped_body_verifies_on_the_raw_bytes() {
+        // Meta sends non-ASCII escaped; re-serializing would turn \u00e9 into é and break the HMAC.
+        let body =
+            br#"{"text":{"body":"J'ai mang\u00e9 des p\u00e2tes \ud83c\udf5d https:\/\/x.y @me"}}"#;
+        let header = sign_meta(SECRET, body);
+        assert_eq!(verify_meta(SECRET, body, Some(header.as_bytes())), Ok(()));
+        let reserialized =
+            serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(body).unwrap())
+                .unwrap();
+        assert_eq!(
+            verify_meta(SECRET, &reserialized, Some(header.as_bytes())),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn uppercase_hex_and_prefix_are_accepted() {
+        let body = b"{}";
+        let header = sign_meta(SECRET, body);
+        let upper = format!("SHA256={}", header[7..].to_ascii_uppercase());
+        assert_eq!(verify_meta(SECRET, body, Some(upper.as_bytes())), Ok(()));
+    }
+
+    #[test]
+    fn missing_header_prefix_or_wrong_length_is_refused() {
+        let body = b"{}";
+        let header = sign_meta(SECRET, body);
+        assert_eq!(
+            verify_meta(SECRET, body, None),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify_meta(SECRET, body, Some(header[7..].as_bytes())),
+            Err(SignatureError::MissingPrefix)
+        );
+        assert_eq!(
+            verify_meta(SECRET, body, Some(&header.as_bytes()[..header.len() - 2])),
+            Err(SignatureError::Malformed)
+        );
+        let long = format!("{header}00");
+        assert_eq!(
+            verify_meta(SECRET, body, Some(long.as_bytes())),
+            Err(SignatureError::Malformed)
+        );
+        let not_hex = format!("sha256={}", "zz".repeat(32));
+        assert_eq!(
+            verify_meta(SECRET, body, Some(not_hex.as_bytes())),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_meta(SECRET, body, Some(b"")),
+            Err(SignatureError::MissingPrefix)
+        );
+    }
+
+    #[test]
+    fn meta_signature_with_another_secret_or_body_mismatches() {
+        let header = sign_meta(b"other", b"{}");
+        assert_eq!(
+            verify_meta(SECRET, b"{}", Some(header.as_bytes())),
+            Err(SignatureError::Mismatch)
+        );
+        let header = sign_meta(SECRET, b"{}");
+        assert_eq!(
+            verify_meta(SECRET, b"{ }", Some(header.as_bytes())),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn wasender_secret_must_match_exactly() {
+        assert_eq!(verify_wasender(b"s3cret", Some(b"s3cret")), Ok(()));
+        assert_eq!(verify_wasender(b"s3cret", Some(b" s3cret\r\n")), Ok(()));
+        assert_eq!(
+            verify_wasender(b"s3cret", Some(b"s3cre")),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_wasender(b"s3cret", Some(b"S3CRET")),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_wasender(b"s3cret", None),
+            Err(SignatureError::Missing)
+        );
+    }
+}

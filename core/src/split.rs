@@ -1,1 +1,494 @@
-//! Splitting a POST into records (being written).
+//! Splitting one provider POST into one record per event, each keyed by its user.
+//!
+//! A Meta POST holds `entry[]`, each with `changes[]`; a `messages` change holds any number of
+//! `messages[]`, `statuses[]` and `errors[]`, possibly for several users. Every one of them
+//! becomes its own record whose value is a single-event envelope of Meta's own shape (the other
+//! keys of the change value are kept, `contacts` is narrowed to the event's user). Every event
+//! object is copied byte for byte from the POST, so nothing is re-encoded.
+//!
+//! Keys, so that one user's events land on one partition in order:
+//! - message: `from`, else `from_user_id` (usernames hide the phone number);
+//! - status: `recipient_participant_id` for group sends, else `recipient_id`, else
+//!   `recipient_user_id`;
+//! - everything with no user: the business `phone_number_id`, else the entry id (WABA);
+//! - WASender: the participant's phone in groups, else the sender's phone.
+//!
+//! A body that is not JSON, or whose shape is not understood, is still produced whole under
+//! the fallback key: nothing signed is ever dropped.
+
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::record::{EventKind, Provider, Record};
+
+/// Splits `body` from `provider` into records. Never fails and never returns an empty list.
+pub fn split(provider: Provider, body: &[u8], fallback_key: &str) -> Vec<Record> {
+    let records = match provider {
+        Provider::Meta => split_meta(body),
+        Provider::Wasender => split_wasender(body),
+    };
+    match records {
+        Some(mut records) if !records.is_empty() => {
+            for record in &mut records {
+                if record.key.is_empty() {
+                    record.key = fallback_key.to_string();
+                }
+            }
+            records
+        }
+        _ => vec![unparsed(body, fallback_key)],
+    }
+}
+
+fn unparsed(body: &[u8], fallback_key: &str) -> Record {
+    Record {
+        key: fallback_key.to_string(),
+        value: body.to_vec(),
+        kind: EventKind::Unparsed,
+        field: None,
+        message_id: None,
+        status: None,
+    }
+}
+
+/// A JSON object kept as its members' raw bytes, in their original order.
+struct RawObject<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
+    fn parse(raw: &'a RawValue) -> Option<RawObject<'a>> {
+        serde_json::from_str(raw.get()).ok()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push((key, value));
+                }
+                Ok(RawObject(members))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A JSON array kept as its elements' raw bytes.
+fn raw_array(raw: &RawValue) -> Option<Vec<&RawValue>> {
+    struct ArrayVisitor;
+    impl<'de> Visitor<'de> for ArrayVisitor {
+        type Value = Vec<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    deserializer.deserialize_seq(ArrayVisitor).ok()
+}
+
+/// Reads the string (or number) members named in `path` from an event object without
+/// building a full tree: the identifiers used for keys and headers.
+fn lookup(raw: &RawValue, path: &[&str]) -> Option<String> {
+    let mut current = raw;
+    for name in path {
+        current = RawObject::parse(current)?.get(name)?;
+    }
+    match serde_json::from_str::<Value>(current.get()).ok()? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Normalizes a user identifier for keying: Meta documents `from` with a leading `+` in places
+/// and without it in examples; WASender JIDs carry an `@server` suffix.
+fn normalize_user(id: &str) -> Option<String> {
+    let id = id.trim();
+    let id = id.strip_prefix('+').unwrap_or(id);
+    let id = id.split_once('@').map_or(id, |(user, _)| user);
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+fn first_user(raw: &RawValue, paths: &[&[&str]]) -> Option<String> {
+    paths
+        .iter()
+        .find_map(|path| lookup(raw, path).and_then(|id| normalize_user(&id)))
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
+}
+
+/// Appends `"name":value` members to a JSON object under construction.
+fn push_member(out: &mut String, name: &str, value: &str) {
+    if !out.ends_with('{') {
+        out.push(',');
+    }
+    out.push_str(&json_string(name));
+    out.push(':');
+    out.push_str(value);
+}
+
+fn json_array<'a>(items: impl IntoIterator<Item = &'a RawValue>) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item.get());
+    }
+    out.push(']');
+    out
+}
+
+/// The parts of a Meta POST shared by every event in one change.
+struct MetaChangeContext<'a> {
+    object: Option<&'a RawValue>,
+    entry: &'a RawObject<'a>,
+    field: &'a str,
+    field_raw: &'a RawValue,
+}
+
+impl MetaChangeContext<'_> {
+    /// `{"object":..,"entry":[{<entry members but changes>,"changes":[{"field":..,"value":VALUE}]}]}`
+    fn envelope(&self, value: &str) -> Vec<u8> {
+        let mut out = String::from("{");
+        if let Some(object) = self.object {
+            push_member(&mut out, "object", object.get());
+        }
+        out.push_str(if out.ends_with('{') { "" } else { "," });
+        out.push_str("\"entry\":[{");
+        for (name, member) in &self.entry.0 {
+            if name != "changes" {
+                push_member(&mut out, name, member.get());
+            }
+        }
+        let mut change = String::from("{");
+        push_member(&mut change, "field", self.field_raw.get());
+        push_member(&mut change, "value", value);
+        change.push('}');
+        push_member(&mut out, "changes", &format!("[{change}]"));
+        out.push_str("}]}");
+        out.into_bytes()
+    }
+
+    fn business_key(&self, value: Option<&RawObject>) -> String {
+        value
+            .and_then(|v| v.get("metadata"))
+            .and_then(|m| lookup(m, &["phone_number_id"]))
+            .or_else(|| self.entry.get("id").and_then(|id| lookup(id, &[])))
+            .unwrap_or_default()
+    }
+}
+
+const EVENT_ARRAYS: [(&str, EventKind); 3] = [
+    ("messages", EventKind::Message),
+    ("statuses", EventKind::Status),
+    ("errors", EventKind::Error),
+];
+
+fn split_meta(body: &[u8]) -> Option<Vec<Record>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let root: RawObject = serde_json::from_str(text).ok()?;
+    let object = root.get("object");
+    let entries = raw_array(root.get("entry")?)?;
+    let mut records = Vec::new();
+    for entry_raw in entries {
+        let Some(entry) = RawObject::parse(entry_raw) else {
+            records.push(unparsed_part(entry_raw, ""));
+            continue;
+        };
+        let Some(changes) = entry.get("changes").and_then(raw_array) else {
+            records.push(unparsed_part(entry_raw, &lookup_key(&entry)));
+            continue;
+        };
+        for change_raw in changes {
+            split_meta_change(object, &entry, change_raw, &mut records);
+        }
+    }
+    Some(records)
+}
+
+fn lookup_key(entry: &RawObject) -> String {
+    entry
+        .get("id")
+        .and_then(|id| lookup(id, &[]))
+        .unwrap_or_default()
+}
+
+/// A piece of a POST that could not be understood, kept whole.
+fn unparsed_part(raw: &RawValue, key: &str) -> Record {
+    Record {
+        key: key.to_string(),
+        value: raw.get().as_bytes().to_vec(),
+        kind: EventKind::Unparsed,
+        field: None,
+        message_id: None,
+        status: None,
+    }
+}
+
+fn split_meta_change<'a>(
+    object: Option<&'a RawValue>,
+    entry: &'a RawObject<'a>,
+    change_raw: &'a RawValue,
+    records: &mut Vec<Record>,
+) {
+    let change = RawObject::parse(change_raw);
+    let field_raw = change.as_ref().and_then(|c| c.get("field"));
+    let field = field_raw.and_then(|f| lookup(f, &[]));
+    let value_raw = change.as_ref().and_then(|c| c.get("value"));
+    let (Some(field_raw), Some(field), Some(value_raw)) = (field_raw, field, value_raw) else {
+        records.push(unparsed_part(change_raw, &lookup_key(entry)));
+        return;
+    };
+    let ctx = MetaChangeContext {
+        object,
+        entry,
+        field: &field,
+        field_raw,
+    };
+    let value = RawObject::parse(value_raw);
+    let before = records.len();
+    if field == "messages" {
+        if let Some(value) = &value {
+            split_messages_value(&ctx, value, records);
+        }
+    }
+    if records.len() == before {
+        // Another field, or a messages change with nothing we know in it: one record, whole.
+        records.push(Record {
+            key: ctx.business_key(value.as_ref()),
+            value: ctx.envelope(value_raw.get()),
+            kind: if value.is_some() {
+                EventKind::Field
+            } else {
+                EventKind::Unparsed
+            },
+            field: Some(field.clone()),
+            message_id: None,
+            status: None,
+        });
+    }
+}
+
+fn split_messages_value(ctx: &MetaChangeContext, value: &RawObject, records: &mut Vec<Record>) {
+    let contacts: Vec<&RawValue> = value
+        .get("contacts")
+        .and_then(raw_array)
+        .unwrap_or_default();
+    for (array_name, kind) in EVENT_ARRAYS {
+        let Some(events) = value.get(array_name).and_then(raw_array) else {
+            continue;
+        };
+        for event in events {
+            let (user, user_id) = match kind {
+                EventKind::Message => (
+                    first_user(event, &[&["from"]]),
+                    first_user(event, &[&["from_user_id"]]),
+                ),
+                EventKind::Status => {
+                    let group = lookup(event, &["recipient_type"]).as_deref() == Some("group");
+                    let participant = first_user(event, &[&["recipient_participant_id"]]);
+                    let phone = if group || participant.is_some() {
+                        participant.or_else(|| first_user(event, &[&["recipient_id"]]))
+                    } else {
+                        first_user(event, &[&["recipient_id"]])
+                    };
+                    (phone, first_user(event, &[&["recipient_user_id"]]))
+                }
+                _ => (None, None),
+            };
+            let key = user
+                .clone()
+                .or_else(|| user_id.clone())
+                .unwrap_or_else(|| ctx.business_key(Some(value)));
+
+            let mut out = String::from("{");
+            for (name, member) in &value.0 {
+                let is_event_array = EVENT_ARRAYS.iter().any(|(a, _)| a == name);
+                if name != "contacts" && !is_event_array {
+                    push_member(&mut out, name, member.get());
+                }
+            }
+            if kind != EventKind::Error && !contacts.is_empty() {
+                let matching = matching_contacts(&contacts, user.as_deref(), user_id.as_deref());
+                if !matching.is_empty() {
+                    push_member(&mut out, "contacts", &json_array(matching));
+                }
+            }
+            push_member(&mut out, array_name, &json_array([event]));
+            out.push('}');
+
+            records.push(Record {
+                key,
+                value: ctx.envelope(&out),
+                kind,
+                field: Some(ctx.field.to_string()),
+                message_id: match kind {
+                    EventKind::Error => None,
+                    _ => lookup(event, &["id"]),
+                },
+                status: match kind {
+                    EventKind::Status => lookup(event, &["status"]),
+                    _ => None,
+                },
+            });
+        }
+    }
+}
+
+/// The contacts that describe the event's user; with a single contact and no match (an
+/// identifier format Meta changed), that one contact, since a lone contact is the sender.
+fn matching_contacts<'a>(
+    contacts: &[&'a RawValue],
+    phone: Option<&str>,
+    user_id: Option<&str>,
+) -> Vec<&'a RawValue> {
+    let matching: Vec<&RawValue> = contacts
+        .iter()
+        .copied()
+        .filter(|contact| {
+            let wa_id = first_user(contact, &[&["wa_id"]]);
+            let contact_user = first_user(contact, &[&["user_id"]]);
+            (phone.is_some() && wa_id.as_deref() == phone)
+                || (user_id.is_some() && contact_user.as_deref() == user_id)
+        })
+        .collect();
+    if matching.is_empty() && contacts.len() == 1 {
+        contacts.to_vec()
+    } else {
+        matching
+    }
+}
+
+/// WASender status codes of `messages.update`.
+fn wasender_status(code: &str) -> String {
+    match code {
+        "0" => "error",
+        "1" => "pending",
+        "2" => "sent",
+        "3" => "delivered",
+        "4" => "read",
+        "5" => "played",
+        other => other,
+    }
+    .to_string()
+}
+
+fn wasender_kind(event: &str) -> EventKind {
+    match event {
+        "messages.update" | "message-receipt.update" => EventKind::Status,
+        e if e.starts_with("message") => EventKind::Message,
+        _ => EventKind::Field,
+    }
+}
+
+fn split_wasender(body: &[u8]) -> Option<Vec<Record>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let root: RawObject = serde_json::from_str(text).ok()?;
+    let event = root.get("event").and_then(|e| lookup(e, &[]))?;
+    let kind = wasender_kind(&event);
+    let session_key = root
+        .get("sessionId")
+        .and_then(|s| lookup(s, &[]))
+        .unwrap_or_default();
+    let data = root.get("data");
+
+    // The event items: data.messages (array or single object), or data itself when it is an
+    // array of keyed updates; otherwise the event is one record, whole.
+    let data_object = data.and_then(RawObject::parse);
+    let (items, wrap_in_messages): (Vec<&RawValue>, bool) =
+        match data_object.as_ref().and_then(|d| d.get("messages")) {
+            Some(messages) => (raw_array(messages).unwrap_or_else(|| vec![messages]), true),
+            None => match data.and_then(raw_array) {
+                Some(items) => (items, false),
+                None => {
+                    let user = data.and_then(|d| wasender_user(d)).unwrap_or(session_key);
+                    return Some(vec![Record {
+                        key: user,
+                        value: body.to_vec(),
+                        kind,
+                        field: Some(event.clone()),
+                        message_id: data.and_then(|d| lookup(d, &["key", "id"])),
+                        status: None,
+                    }]);
+                }
+            },
+        };
+
+    let mut records = Vec::with_capacity(items.len());
+    for item in items {
+        let mut data_json = String::from("{");
+        if wrap_in_messages {
+            for (name, member) in data_object.iter().flat_map(|d| d.0.iter()) {
+                if name != "messages" {
+                    push_member(&mut data_json, name, member.get());
+                }
+            }
+            push_member(&mut data_json, "messages", item.get());
+            data_json.push('}');
+        } else {
+            data_json = item.get().to_string();
+        }
+        let mut out = String::from("{");
+        for (name, member) in &root.0 {
+            if name == "data" {
+                push_member(&mut out, "data", &data_json);
+            } else {
+                push_member(&mut out, name, member.get());
+            }
+        }
+        out.push('}');
+        let status = (kind == EventKind::Status)
+            .then(|| lookup(item, &["update", "status"]).map(|s| wasender_status(&s)))
+            .flatten();
+        records.push(Record {
+            key: wasender_user(item).unwrap_or_else(|| session_key.clone()),
+            value: out.into_bytes(),
+            kind,
+            field: Some(event.clone()),
+            message_id: lookup(item, &["key", "id"]),
+            status,
+        });
+    }
+    Some(records)
+}
+
+/// The user of a WASender message: the participant in groups, the sender in private chats.
+/// `remoteJid` is the chat (a group or a LID), used only when nothing better is there.
+fn wasender_user(item: &RawValue) -> Option<String> {
+    first_user(
+        item,
+        &[
+            &["key", "cleanedParticipantPn"],
+            &["key", "participantPn"],
+            &["key", "cleanedSenderPn"],
+            &["key", "senderPn"],
+            &["key", "participant"],
+            &["key", "remoteJid"],
+        ],
+    )
+}
