@@ -128,3 +128,24 @@ def close_objects(schema):
     if isinstance(schema, list):
         return [close_objects(v) for v in schema]
     return schema
+
+
+E2E_MANIFESTS = REPO / "tests" / "e2e" / "manifests"
+
+
+def test_e2e_infrastructure_manifests_match_the_kubernetes_schema():
+    kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+    for name in ("kafka.yaml", "postgres.yaml", "pipeline.yaml"):
+        for d in docs(E2E_MANIFESTS / name):
+            if d["apiVersion"].startswith("wapipe.dev/"):
+                continue
+            kv.validate(d, "1.30", strict=True)
+
+
+def test_e2e_pipeline_validates_against_the_generated_crd_schema():
+    schema = crd_schema()
+    if schema is None:
+        pytest.skip("crds/ has no generated WhatsAppWebhookPipeline CRD yet")
+    jsonschema = pytest.importorskip("jsonschema")
+    (pipeline,) = [d for d in docs(E2E_MANIFESTS / "pipeline.yaml") if d["kind"] == "WhatsAppWebhookPipeline"]
+    jsonschema.validate({"spec": pipeline["spec"]}, {**close_objects(schema), "required": ["spec"]})
