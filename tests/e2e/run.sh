@@ -267,6 +267,12 @@ dead_letters_empty() {
   [[ -n "$out" ]] && ! grep -qv ':0$' <<<"$out"
 }
 check "a sink outage dead-letters nothing" dead_letters_empty
+# wamids were numbered in sending order, so per user (user_key) the write order (seq)
+# must follow them, across the rebalances of the scale-up.
+in_order_per_user() {
+  [[ "$(psql_query "SELECT count(*) FROM (SELECT wamid, lag(wamid) OVER (PARTITION BY user_key ORDER BY seq) AS prev FROM $messages_table) t WHERE prev > wamid")" == 0 ]]
+}
+check "messages of each user are written in the order they were sent" in_order_per_user
 lag_drained() { [[ "$(status_field totalLag)" == 0 ]]; }
 check "status lag drains to 0" retry 180 lag_drained
 check "workers scale back down to 1 after the window" retry 240 at_min
