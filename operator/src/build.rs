@@ -1,0 +1,433 @@
+//! Pure construction of the children of a pipeline: the ingress Deployment, Service and
+//! PodDisruptionBudget, and the worker Deployment (template only: its replicas belong to the
+//! scaler). Secrets are referenced by volume or `secretKeyRef`, never copied.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::crd::{KafkaSpec, Resources, SecretKeyRef, SinkType};
+use crate::validate::ValidPipeline;
+
+/// Port of the ingress (webhooks, health, metrics).
+pub const INGRESS_PORT: i32 = 8080;
+/// Port of the worker (health, metrics).
+pub const WORKER_PORT: i32 = 8081;
+/// Where Secret volumes are mounted; one directory per Secret reference.
+pub const SECRET_MOUNT_ROOT: &str = "/var/run/secrets/wapipe";
+/// Label naming the pipeline a child belongs to.
+pub const PIPELINE_LABEL: &str = "wapipe.dev/pipeline";
+
+/// Everything the reconciler applies for one pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    pub ingress_deployment: Deployment,
+    pub ingress_service: Service,
+    pub ingress_pdb: PodDisruptionBudget,
+    pub worker_deployment: Deployment,
+}
+
+pub fn ingress_name(pipeline: &str) -> String {
+    format!("{pipeline}-ingress")
+}
+
+pub fn worker_name(pipeline: &str) -> String {
+    format!("{pipeline}-worker")
+}
+
+/// Builds every child of `pipeline`.
+pub fn build(pipeline: &ValidPipeline) -> Children {
+    Children {
+        ingress_deployment: ingress_deployment(pipeline),
+        ingress_service: ingress_service(pipeline),
+        ingress_pdb: ingress_pdb(pipeline),
+        worker_deployment: worker_deployment(pipeline),
+    }
+}
+
+fn selector_labels(pipeline: &ValidPipeline, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            format!("wapipe-{component}"),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
+        (PIPELINE_LABEL.to_string(), pipeline.name.clone()),
+    ])
+}
+
+fn labels(pipeline: &ValidPipeline, component: &str) -> BTreeMap<String, String> {
+    let mut labels = pipeline.labels.clone();
+    labels.extend(selector_labels(pipeline, component));
+    labels.insert("app.kubernetes.io/part-of".into(), "wapipe".into());
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        crate::FIELD_MANAGER.into(),
+    );
+    labels
+}
+
+fn metadata(pipeline: &ValidPipeline, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(pipeline.namespace.clone()),
+        labels: Some(labels(pipeline, component)),
+        owner_references: Some(vec![pipeline.owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn env_from_secret(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// Mounted Secret references of one container: volumes, mounts, and the file each key lands in.
+#[derive(Default)]
+struct SecretFiles {
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+}
+
+impl SecretFiles {
+    /// Mounts `secret`'s key under `SECRET_MOUNT_ROOT/<purpose>/` and returns the file path.
+    fn mount(&mut self, purpose: &str, secret: &SecretKeyRef) -> String {
+        let dir = format!("{SECRET_MOUNT_ROOT}/{purpose}");
+        self.volumes.push(Volume {
+            name: purpose.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: secret.key.clone(),
+                    path: secret.key.clone(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        });
+        self.mounts.push(VolumeMount {
+            name: purpose.into(),
+            mount_path: dir.clone(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        format!("{dir}/{}", secret.key)
+    }
+}
+
+/// Kafka connection env shared by ingress and worker (`wapipe_core::kafka::KafkaArgs`).
+fn kafka_env(kafka: &KafkaSpec, files: &mut SecretFiles) -> Vec<EnvVar> {
+    let mut vars = vec![env("WAPIPE_KAFKA_BROKERS", kafka.bootstrap_servers.clone())];
+    let protocol = match (kafka.sasl.is_some(), kafka.tls.is_some()) {
+        (true, true) => Some("SASL_SSL"),
+        (true, false) => Some("SASL_PLAINTEXT"),
+        (false, true) => Some("SSL"),
+        (false, false) => None,
+    };
+    if let Some(protocol) = protocol {
+        vars.push(env("WAPIPE_KAFKA_SECURITY_PROTOCOL", protocol));
+    }
+    if let Some(sasl) = &kafka.sasl {
+        vars.push(env("WAPIPE_KAFKA_SASL_MECHANISM", sasl.mechanism.as_str()));
+        vars.push(env("WAPIPE_KAFKA_SASL_USERNAME", sasl.username.clone()));
+        let path = files.mount("kafka-sasl-password", &sasl.password_secret_ref);
+        vars.push(env("WAPIPE_KAFKA_SASL_PASSWORD_FILE", path));
+    }
+    if let Some(ca) = kafka
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.ca_secret_ref.as_ref())
+    {
+        let path = files.mount("kafka-ca", ca);
+        vars.push(env("WAPIPE_KAFKA_SSL_CA_LOCATION", path));
+    }
+    vars
+}
+
+fn resources(resources: Option<&Resources>) -> Option<ResourceRequirements> {
+    let resources = resources?;
+    let quantities = |map: &BTreeMap<String, String>| {
+        (!map.is_empty()).then(|| {
+            map.iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .collect::<BTreeMap<_, _>>()
+        })
+    };
+    Some(ResourceRequirements {
+        requests: quantities(&resources.requests),
+        limits: quantities(&resources.limits),
+        ..ResourceRequirements::default()
+    })
+}
+
+fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+/// The restricted Pod Security Standard, container level.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The restricted Pod Security Standard, pod level.
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        run_as_group: Some(65532),
+        fs_group: Some(65532),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// A pod template running `command` with a writable `/tmp` (the root filesystem is read-only).
+fn pod_template(
+    pipeline: &ValidPipeline,
+    component: &str,
+    container: Container,
+    mut volumes: Vec<Volume>,
+    grace_seconds: i64,
+) -> PodTemplateSpec {
+    volumes.push(Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(pipeline, component)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            volumes: Some(volumes),
+            security_context: Some(pod_security()),
+            automount_service_account_token: Some(false),
+            termination_grace_period_seconds: Some(grace_seconds),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn tmp_mount() -> VolumeMount {
+    VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    }
+}
+
+fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
+    let spec = &pipeline.spec;
+    let mut files = SecretFiles::default();
+    let mut vars = vec![
+        env("WAPIPE_LISTEN", format!("0.0.0.0:{INGRESS_PORT}")),
+        env("WAPIPE_PROVIDER", spec.ingress.provider.as_str()),
+        env("WAPIPE_TOPIC", spec.topic.name.clone()),
+        env("WAPIPE_LOG_FORMAT", "json"),
+    ];
+    vars.extend(kafka_env(&spec.kafka, &mut files));
+    let app_secret = files.mount("app-secret", &spec.ingress.app_secret_ref);
+    vars.push(env("WAPIPE_APP_SECRET_FILE", app_secret));
+    if let Some(token) = &spec.ingress.verify_token_ref {
+        let path = files.mount("verify-token", token);
+        vars.push(env("WAPIPE_VERIFY_TOKEN_FILE", path));
+    }
+    if let Some(max) = spec.ingress.max_body_bytes {
+        vars.push(env("WAPIPE_MAX_BODY_BYTES", max.to_string()));
+    }
+    let mut mounts = files.mounts;
+    mounts.push(tmp_mount());
+    let container = Container {
+        name: "ingress".into(),
+        image: Some(pipeline.ingress_image.clone()),
+        command: Some(vec!["wapipe-ingress".into()]),
+        env: Some(vars),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: INGRESS_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        liveness_probe: Some(http_probe("/healthz", INGRESS_PORT, 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", INGRESS_PORT, 5, 2)),
+        resources: resources(spec.ingress.resources.as_ref()),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: metadata(pipeline, ingress_name(&pipeline.name), "ingress"),
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.ingress.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(pipeline, "ingress")),
+                ..LabelSelector::default()
+            },
+            template: pod_template(pipeline, "ingress", container, files.volumes, 30),
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn ingress_service(pipeline: &ValidPipeline) -> Service {
+    Service {
+        metadata: metadata(pipeline, ingress_name(&pipeline.name), "ingress"),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(pipeline, "ingress")),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn ingress_pdb(pipeline: &ValidPipeline) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: metadata(pipeline, ingress_name(&pipeline.name), "ingress"),
+        spec: Some(PodDisruptionBudgetSpec {
+            // At most one pod down at a time: with two or more replicas one always answers.
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(pipeline, "ingress")),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+fn worker_deployment(pipeline: &ValidPipeline) -> Deployment {
+    let spec = &pipeline.spec;
+    let worker = &spec.worker;
+    let mut files = SecretFiles::default();
+    let mut vars = vec![
+        env("WAPIPE_LISTEN", format!("0.0.0.0:{WORKER_PORT}")),
+        env("WAPIPE_TOPIC", spec.topic.name.clone()),
+        env(
+            "WAPIPE_DEAD_LETTER_TOPIC",
+            spec.dead_letter_topic.name.clone(),
+        ),
+        env("WAPIPE_GROUP", pipeline.consumer_group.clone()),
+        env("WAPIPE_SINK", worker.sink.type_.as_str()),
+        env("WAPIPE_MAX_ATTEMPTS", worker.max_attempts.to_string()),
+        env("WAPIPE_LOG_FORMAT", "json"),
+    ];
+    vars.extend(kafka_env(&spec.kafka, &mut files));
+    match worker.sink.type_ {
+        SinkType::Postgres => {
+            if let Some(secret) = &worker.sink.database_url_secret_ref {
+                vars.push(env_from_secret("WAPIPE_DATABASE_URL", secret));
+            }
+        }
+        SinkType::Http => {
+            if let Some(url) = &worker.sink.http_url {
+                vars.push(env("WAPIPE_HTTP_SINK_URL", url.clone()));
+            }
+        }
+        SinkType::Log => {}
+    }
+    let mut mounts = files.mounts;
+    mounts.push(tmp_mount());
+    let container = Container {
+        name: "worker".into(),
+        image: Some(pipeline.worker_image.clone()),
+        command: Some(vec!["wapipe-worker".into()]),
+        env: Some(vars),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: WORKER_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        liveness_probe: Some(http_probe("/healthz", WORKER_PORT, 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", WORKER_PORT, 5, 2)),
+        resources: resources(worker.resources.as_ref()),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: metadata(pipeline, worker_name(&pipeline.name), "worker"),
+        spec: Some(DeploymentSpec {
+            // Left out on purpose: `spec.replicas` is owned by the scaler's field manager.
+            replicas: None,
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(pipeline, "worker")),
+                ..LabelSelector::default()
+            },
+            // Time to finish the event in hand and commit its offset before the pod is killed.
+            template: pod_template(pipeline, "worker", container, files.volumes, 60),
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}

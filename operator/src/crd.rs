@@ -1,0 +1,463 @@
+//! The `WhatsAppWebhookPipeline` custom resource: what a user applies, and the status the
+//! operator reports back. Doc comments become the schema descriptions of the generated CRD.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Finalizer guarding topic deletion under `deletionPolicy: Delete`.
+pub const FINALIZER: &str = "wapipe.dev/topic";
+
+/// A WhatsApp webhook pipeline: a Kafka topic, an ingress that writes webhooks to it, and a
+/// worker pool that consumes it, scaled by consumer-group lag.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "wapipe.dev",
+    version = "v1alpha1",
+    kind = "WhatsAppWebhookPipeline",
+    plural = "whatsappwebhookpipelines",
+    shortname = "wapipe",
+    namespaced,
+    status = "PipelineStatus",
+    doc = "A WhatsApp webhook pipeline: Kafka topic, ingress Deployment and lag-autoscaled worker Deployment.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Partitions",
+        type_ = "integer",
+        json_path = ".status.partitions"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "integer",
+        json_path = ".status.currentWorkers"
+    ),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.totalLag"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineSpec {
+    /// How to reach the Kafka cluster. The ingress, the workers and the operator all use it.
+    pub kafka: KafkaSpec,
+    /// The topic incoming webhook events are written to, one record per event keyed by user.
+    #[serde(default)]
+    pub topic: TopicSpec,
+    /// The topic events go to after the worker gave up on them.
+    #[serde(default)]
+    pub dead_letter_topic: DeadLetterTopicSpec,
+    /// The HTTP service that receives the provider's webhooks.
+    pub ingress: IngressSpec,
+    /// The consumer-group worker pool and its lag-driven scaling.
+    pub worker: WorkerSpec,
+    /// What happens to the topics when this resource is deleted. `Retain` (default) keeps them;
+    /// `Delete` deletes the topics the operator created itself (never adopted ones).
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Kafka connection settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+    /// SASL authentication; omit for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<SaslSpec>,
+    /// TLS to the brokers; omit for plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// SASL authentication to Kafka.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SaslSpec {
+    /// SASL mechanism.
+    pub mechanism: SaslMechanism,
+    /// SASL user name.
+    #[schemars(length(min = 1))]
+    pub username: String,
+    /// Secret key holding the SASL password; mounted into the pods, never copied.
+    pub password_secret_ref: SecretKeyRef,
+}
+
+/// SASL mechanisms librdkafka supports with a user name and password.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SaslMechanism {
+    /// `PLAIN` (use only over TLS).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// `SCRAM-SHA-256`.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// TLS to the brokers.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret key holding a PEM CA bundle to verify the brokers; omit to use the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the pipeline's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// The raw events topic.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicSpec {
+    /// Topic name.
+    #[serde(default = "default_topic_name")]
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub name: String,
+    /// Number of partitions: the ceiling on useful workers. It can be increased (keys then map to
+    /// other partitions, so per-user order breaks across the change) but never decreased.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub partitions: i32,
+    /// Replication factor; omit for the broker's default. It cannot be changed later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32767))]
+    pub replication_factor: Option<i32>,
+    /// Topic configuration passed to Kafka as is (e.g. `retention.ms`, `min.insync.replicas`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for TopicSpec {
+    fn default() -> Self {
+        TopicSpec {
+            name: default_topic_name(),
+            partitions: default_partitions(),
+            replication_factor: None,
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+/// The dead-letter topic.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterTopicSpec {
+    /// Topic name.
+    #[serde(default = "default_dead_letter_topic_name")]
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub name: String,
+    /// Number of partitions.
+    #[serde(default = "default_dead_letter_partitions")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub partitions: i32,
+    /// Replication factor; omit for the broker's default. It cannot be changed later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32767))]
+    pub replication_factor: Option<i32>,
+    /// Topic configuration passed to Kafka as is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for DeadLetterTopicSpec {
+    fn default() -> Self {
+        DeadLetterTopicSpec {
+            name: default_dead_letter_topic_name(),
+            partitions: default_dead_letter_partitions(),
+            replication_factor: None,
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which provider signs and shapes the webhooks.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Meta WhatsApp Cloud API (`X-Hub-Signature-256`, GET verification handshake).
+    #[default]
+    Meta,
+    /// WASenderApi.
+    Wasender,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Meta => "meta",
+            Provider::Wasender => "wasender",
+        }
+    }
+}
+
+/// CPU and memory requests and limits, as Kubernetes quantities.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// Requested resources, e.g. `cpu: 100m`, `memory: 128Mi`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    /// Resource limits, e.g. `memory: 256Mi`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// The webhook ingress.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Container image running `wapipe-ingress`; defaults to the operator's own image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Number of ingress pods (not autoscaled). Two or more keep webhooks flowing during a
+    /// rollout; a PodDisruptionBudget keeps one available.
+    #[serde(default = "default_ingress_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: i32,
+    /// Webhook provider.
+    #[serde(default)]
+    pub provider: Provider,
+    /// Secret key holding the app secret that signs webhook bodies.
+    pub app_secret_ref: SecretKeyRef,
+    /// Secret key holding the verify token of Meta's GET handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_token_ref: Option<SecretKeyRef>,
+    /// Resources of the ingress container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Largest accepted request body in bytes; larger bodies get 413. Omit for the ingress default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Where the worker delivers events.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkType {
+    /// PostgreSQL (needs `databaseUrlSecretRef`).
+    Postgres,
+    /// HTTP POST to `httpUrl`.
+    Http,
+    /// Log each event (for trials).
+    #[default]
+    Log,
+}
+
+impl SinkType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkType::Postgres => "postgres",
+            SinkType::Http => "http",
+            SinkType::Log => "log",
+        }
+    }
+}
+
+/// The worker's sink.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkSpec {
+    /// Sink kind.
+    #[serde(rename = "type", default)]
+    pub type_: SinkType,
+    /// Secret key holding the PostgreSQL URL (type `postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url_secret_ref: Option<SecretKeyRef>,
+    /// URL events are POSTed to (type `http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
+}
+
+/// The worker pool.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.maxReplicas >= self.minReplicas", "message": "maxReplicas must be at least minReplicas"}
+]))]
+pub struct WorkerSpec {
+    /// Container image running `wapipe-worker`; defaults to the operator's own image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Kafka consumer group; defaults to `wapipe-<pipeline name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub consumer_group: Option<String>,
+    /// Fewest workers. `0` enables scale to zero: no workers while lag is at most `activationLag`.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: i32,
+    /// Most workers; the topic's partition count caps it further.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Lag (in offsets) one worker is expected to carry: workers = ceil(lag / lagPerReplica).
+    #[serde(default = "default_lag_per_replica")]
+    #[schemars(range(min = 1))]
+    pub lag_per_replica: i64,
+    /// Seconds a lower recommendation must hold before workers are removed.
+    #[serde(default = "default_scale_down_window")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_window_seconds: i64,
+    /// Seconds between lag polls.
+    #[serde(default = "default_poll_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub poll_interval_seconds: i64,
+    /// Attempts at an event that fails by its own fault before it is dead-lettered.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: i32,
+    /// With `minReplicas: 0`, total lag above this value brings the pool back from zero.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub activation_lag: i64,
+    /// Where events are delivered.
+    #[serde(default)]
+    pub sink: SinkSpec,
+    /// Resources of the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// What happens to the topics when the pipeline is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum DeletionPolicy {
+    /// Keep the topics and their records.
+    #[default]
+    Retain,
+    /// Delete the topics the operator created (adopted topics are always kept).
+    Delete,
+}
+
+/// Observed state of a pipeline.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions `Ready`, `TopicReady`, `IngressReady`, `WorkersReady` and `Scaling`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Partitions of the topic as last seen on the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+    /// Whether the operator created the topics (only then may it delete them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_created: Option<bool>,
+    /// Whether the operator created the dead-letter topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic_created: Option<bool>,
+    /// Total consumer-group lag at the last poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_lag: Option<i64>,
+    /// Lag and status of each partition at the last poll.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_lag: Vec<PartitionLagStatus>,
+    /// Workers the scaler wants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_workers: Option<i32>,
+    /// Workers the Deployment runs (ready pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_workers: Option<i32>,
+}
+
+/// Lag of one partition.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionLagStatus {
+    /// Partition number.
+    pub partition: i32,
+    /// Offsets not yet committed by the group.
+    pub lag: i64,
+    /// `Ok`, `Lagging`, or `Stalled` (committed offset stuck with lag: likely a poison event).
+    pub status: String,
+}
+
+/// A status condition in the Kubernetes convention.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// One CamelCase word.
+    pub reason: String,
+    /// Human-readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// The generation this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+fn default_topic_name() -> String {
+    wapipe_core::DEFAULT_RAW_TOPIC.to_string()
+}
+fn default_dead_letter_topic_name() -> String {
+    wapipe_core::DEFAULT_DEAD_LETTER_TOPIC.to_string()
+}
+fn default_partitions() -> i32 {
+    12
+}
+fn default_dead_letter_partitions() -> i32 {
+    3
+}
+fn default_ingress_replicas() -> i32 {
+    2
+}
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_max_replicas() -> i32 {
+    12
+}
+fn default_lag_per_replica() -> i64 {
+    1000
+}
+fn default_scale_down_window() -> i64 {
+    300
+}
+fn default_poll_interval() -> i64 {
+    10
+}
+fn default_max_attempts() -> i32 {
+    3
+}

@@ -1,0 +1,69 @@
+//! The crate's error type: one variant per step of a reconcile that can fail.
+
+use crate::kafka::AdminError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The resource's spec cannot be reconciled as written; waits for the next change.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("listing pipelines to check topic claims: {0}")]
+    ListPipelines(#[source] kube::Error),
+    #[error("reading Secret {name}: {source}")]
+    ReadSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Secret {name} has no key {key}")]
+    SecretKeyMissing { name: String, key: String },
+    #[error("applying {kind} {name}: {source}")]
+    ApplyChild {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing worker replicas: {0}")]
+    PatchReplicas(#[source] kube::Error),
+    #[error("writing status: {0}")]
+    PatchStatus(#[source] kube::Error),
+    #[error("updating finalizers: {0}")]
+    PatchFinalizers(#[source] kube::Error),
+    #[error("{action} topic {topic}: {source}")]
+    Topic {
+        action: &'static str,
+        topic: String,
+        #[source]
+        source: AdminError,
+    },
+    #[error("reading consumer-group lag: {0}")]
+    ReadLag(#[source] AdminError),
+    #[error("serializing {0}: {1}")]
+    Serialize(&'static str, #[source] serde_json::Error),
+}
+
+impl Error {
+    /// Whether retrying later may succeed without a change to the resource.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Error::InvalidSpec(_))
+    }
+
+    /// A one-word label for metrics and events.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::ListPipelines(_) => "ListPipelines",
+            Error::ReadSecret { .. } | Error::SecretKeyMissing { .. } => "ReadSecret",
+            Error::ApplyChild { .. } => "ApplyChild",
+            Error::PatchReplicas(_) => "PatchReplicas",
+            Error::PatchStatus(_) => "PatchStatus",
+            Error::PatchFinalizers(_) => "PatchFinalizers",
+            Error::Topic { .. } => "KafkaError",
+            Error::ReadLag(_) => "ReadLag",
+            Error::Serialize(..) => "Serialize",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,368 @@
+//! The operator's side of Kafka: topic administration and lag reading behind [`TopicAdmin`], so
+//! the reconciler runs against the real broker ([`RdKafkaAdmin`]) or an in-memory one in tests
+//! ([`InMemoryAdmin`]).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::scaler::policy::PartitionOffsets;
+
+/// librdkafka properties of one Kafka connection (`bootstrap.servers`, SASL, TLS).
+pub type KafkaSettings = BTreeMap<String, String>;
+
+/// How long one admin or metadata request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("Kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("broker refused: {0:?}")]
+    Refused(RDKafkaErrorCode),
+    #[error("topic {0} does not exist")]
+    NoSuchTopic(String),
+    #[error("blocking Kafka call panicked or was cancelled")]
+    Join,
+}
+
+/// The shape of an existing topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicShape {
+    pub partitions: i32,
+    pub replication_factor: i32,
+}
+
+/// A topic to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicRequest {
+    pub name: String,
+    pub partitions: i32,
+    /// `None` leaves it to the broker's default.
+    pub replication_factor: Option<i32>,
+    pub config: BTreeMap<String, String>,
+}
+
+/// Topic administration and lag reading.
+#[async_trait]
+pub trait TopicAdmin: Send + Sync + 'static {
+    /// The topic's shape, `None` if it does not exist.
+    async fn describe_topic(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+    ) -> Result<Option<TopicShape>, AdminError>;
+    async fn create_topic(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &TopicRequest,
+    ) -> Result<(), AdminError>;
+    /// Raises the partition count to `total`.
+    async fn create_partitions(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        total: i32,
+    ) -> Result<(), AdminError>;
+    async fn delete_topic(&self, kafka: &KafkaSettings, topic: &str) -> Result<(), AdminError>;
+    /// Committed offsets of `group` and watermarks of every partition of `topic`.
+    async fn read_offsets(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        group: &str,
+    ) -> Result<Vec<PartitionOffsets>, AdminError>;
+}
+
+fn client_config(kafka: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in kafka {
+        config.set(key, value);
+    }
+    config
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| AdminError::Join)?
+}
+
+/// [`TopicAdmin`] over librdkafka.
+#[derive(Clone, Debug, Default)]
+pub struct RdKafkaAdmin;
+
+impl RdKafkaAdmin {
+    fn admin(kafka: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, AdminError> {
+        Ok(client_config(kafka).create()?)
+    }
+
+    fn check(results: Vec<Result<String, (String, RDKafkaErrorCode)>>) -> Result<(), AdminError> {
+        for result in results {
+            if let Err((_, code)) = result {
+                return Err(AdminError::Refused(code));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TopicAdmin for RdKafkaAdmin {
+    async fn describe_topic(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+    ) -> Result<Option<TopicShape>, AdminError> {
+        let admin = Self::admin(kafka)?;
+        let topic = topic.to_string();
+        blocking(move || {
+            // Listing every topic never triggers a broker's auto-creation of the one asked for.
+            let metadata = admin.inner().fetch_metadata(None, REQUEST_TIMEOUT)?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| TopicShape {
+                    partitions: i32::try_from(t.partitions().len()).unwrap_or(i32::MAX),
+                    replication_factor: t
+                        .partitions()
+                        .first()
+                        .map(|p| i32::try_from(p.replicas().len()).unwrap_or(i32::MAX))
+                        .unwrap_or(0),
+                }))
+        })
+        .await
+    }
+
+    async fn create_topic(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &TopicRequest,
+    ) -> Result<(), AdminError> {
+        let admin = Self::admin(kafka)?;
+        let mut new_topic = NewTopic::new(
+            &topic.name,
+            topic.partitions,
+            TopicReplication::Fixed(topic.replication_factor.unwrap_or(-1)),
+        );
+        for (key, value) in &topic.config {
+            new_topic = new_topic.set(key, value);
+        }
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        Self::check(admin.create_topics(&[new_topic], &options).await?)
+    }
+
+    async fn create_partitions(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        total: i32,
+    ) -> Result<(), AdminError> {
+        let admin = Self::admin(kafka)?;
+        let total = usize::try_from(total).unwrap_or(0);
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        Self::check(
+            admin
+                .create_partitions(&[NewPartitions::new(topic, total)], &options)
+                .await?,
+        )
+    }
+
+    async fn delete_topic(&self, kafka: &KafkaSettings, topic: &str) -> Result<(), AdminError> {
+        let admin = Self::admin(kafka)?;
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        match Self::check(admin.delete_topics(&[topic], &options).await?) {
+            Err(AdminError::Refused(RDKafkaErrorCode::UnknownTopicOrPartition)) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn read_offsets(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        group: &str,
+    ) -> Result<Vec<PartitionOffsets>, AdminError> {
+        let mut config = client_config(kafka);
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        // Never subscribes: joining the group would trigger a rebalance of the real workers.
+        let consumer: BaseConsumer = config.create()?;
+        let topic = topic.to_string();
+        blocking(move || {
+            let metadata = consumer.fetch_metadata(None, REQUEST_TIMEOUT)?;
+            let Some(topic_metadata) = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+            else {
+                return Err(AdminError::NoSuchTopic(topic));
+            };
+            let mut partitions: Vec<i32> =
+                topic_metadata.partitions().iter().map(|p| p.id()).collect();
+            partitions.sort_unstable();
+            let mut list = TopicPartitionList::new();
+            for &partition in &partitions {
+                list.add_partition(&topic, partition);
+            }
+            let committed = consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
+            partitions
+                .into_iter()
+                .map(|partition| {
+                    let (log_start, log_end) =
+                        consumer.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)?;
+                    let committed = committed.find_partition(&topic, partition).and_then(
+                        |element| match element.offset() {
+                            Offset::Offset(offset) if offset >= 0 => Some(offset),
+                            _ => None,
+                        },
+                    );
+                    Ok(PartitionOffsets {
+                        partition,
+                        committed,
+                        log_start,
+                        log_end,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+/// An in-memory [`TopicAdmin`] for tests and dry runs: topics are shapes in a map, offsets are
+/// whatever the caller sets, and every call is recorded.
+#[derive(Debug, Default)]
+pub struct InMemoryAdmin {
+    topics: Mutex<BTreeMap<String, TopicShape>>,
+    offsets: Mutex<BTreeMap<(String, String), Vec<PartitionOffsets>>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl InMemoryAdmin {
+    pub fn with_topic(self, name: &str, partitions: i32, replication_factor: i32) -> Self {
+        lock(&self.topics).insert(
+            name.to_string(),
+            TopicShape {
+                partitions,
+                replication_factor,
+            },
+        );
+        self
+    }
+
+    pub fn set_offsets(&self, topic: &str, group: &str, offsets: Vec<PartitionOffsets>) {
+        lock(&self.offsets).insert((topic.to_string(), group.to_string()), offsets);
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicShape> {
+        lock(&self.topics).get(name).copied()
+    }
+
+    /// The calls made so far, e.g. `create whatsapp_webhooks_raw 12`.
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.calls).clone()
+    }
+
+    fn record(&self, call: String) {
+        lock(&self.calls).push(call);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait]
+impl TopicAdmin for InMemoryAdmin {
+    async fn describe_topic(
+        &self,
+        _kafka: &KafkaSettings,
+        topic: &str,
+    ) -> Result<Option<TopicShape>, AdminError> {
+        Ok(self.topic(topic))
+    }
+
+    async fn create_topic(
+        &self,
+        _kafka: &KafkaSettings,
+        topic: &TopicRequest,
+    ) -> Result<(), AdminError> {
+        self.record(format!("create {} {}", topic.name, topic.partitions));
+        let mut topics = lock(&self.topics);
+        if topics.contains_key(&topic.name) {
+            return Err(AdminError::Refused(RDKafkaErrorCode::TopicAlreadyExists));
+        }
+        topics.insert(
+            topic.name.clone(),
+            TopicShape {
+                partitions: topic.partitions,
+                replication_factor: topic.replication_factor.unwrap_or(1),
+            },
+        );
+        Ok(())
+    }
+
+    async fn create_partitions(
+        &self,
+        _kafka: &KafkaSettings,
+        topic: &str,
+        total: i32,
+    ) -> Result<(), AdminError> {
+        self.record(format!("create-partitions {topic} {total}"));
+        match lock(&self.topics).get_mut(topic) {
+            Some(shape) if shape.partitions < total => {
+                shape.partitions = total;
+                Ok(())
+            }
+            Some(_) => Err(AdminError::Refused(RDKafkaErrorCode::InvalidPartitions)),
+            None => Err(AdminError::NoSuchTopic(topic.to_string())),
+        }
+    }
+
+    async fn delete_topic(&self, _kafka: &KafkaSettings, topic: &str) -> Result<(), AdminError> {
+        self.record(format!("delete {topic}"));
+        lock(&self.topics).remove(topic);
+        Ok(())
+    }
+
+    async fn read_offsets(
+        &self,
+        _kafka: &KafkaSettings,
+        topic: &str,
+        group: &str,
+    ) -> Result<Vec<PartitionOffsets>, AdminError> {
+        let Some(shape) = self.topic(topic) else {
+            return Err(AdminError::NoSuchTopic(topic.to_string()));
+        };
+        Ok(lock(&self.offsets)
+            .get(&(topic.to_string(), group.to_string()))
+            .cloned()
+            .unwrap_or_else(|| {
+                (0..shape.partitions)
+                    .map(|partition| PartitionOffsets {
+                        partition,
+                        committed: None,
+                        log_start: 0,
+                        log_end: 0,
+                    })
+                    .collect()
+            }))
+    }
+}

@@ -1,0 +1,233 @@
+//! Pure validation: turns a fetched pipeline (and the other pipelines it may collide with) into a
+//! [`ValidPipeline`] with every default resolved, or an [`Invalid`] outcome for the status.
+//! Checks the schema cannot express live here; what the schema checks is checked again only where
+//! a mistake would be costly (the operator may run against an older CRD).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{PipelineSpec, Provider, SinkType, WhatsAppWebhookPipeline};
+use crate::scaler::policy::PolicyConfig;
+
+/// A pipeline that can be reconciled, with defaults resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidPipeline {
+    pub name: String,
+    pub namespace: String,
+    pub owner: OwnerReference,
+    /// Labels of the resource worth carrying onto children (tracking labels removed).
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub spec: PipelineSpec,
+    pub ingress_image: String,
+    pub worker_image: String,
+    pub consumer_group: String,
+    pub policy: PolicyConfig,
+}
+
+/// Why a pipeline cannot be reconciled as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// One CamelCase word: `InvalidSpec` or `ResourceConflict`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    fn spec(message: impl Into<String>) -> Self {
+        Invalid {
+            reason: "InvalidSpec",
+            message: message.into(),
+        }
+    }
+}
+
+/// Label and annotation keys that belong to the tool that applied the resource, never to children:
+/// copying Argo CD's tracking label would make Argo CD prune the children as strays.
+pub fn is_tracking_key(key: &str) -> bool {
+    key.starts_with("argocd.argoproj.io/")
+        || key == "app.kubernetes.io/instance"
+        || key.starts_with("kubectl.kubernetes.io/")
+}
+
+/// Validates `pipeline` against its own rules and against `others` (every pipeline in the
+/// cluster, itself included or not). `default_image` is the operator's own image.
+pub fn validate(
+    pipeline: &WhatsAppWebhookPipeline,
+    others: &[WhatsAppWebhookPipeline],
+    default_image: &str,
+) -> Result<ValidPipeline, Invalid> {
+    let spec = &pipeline.spec;
+    let name = pipeline.name_any();
+    let namespace = pipeline
+        .namespace()
+        .ok_or_else(|| Invalid::spec("the resource has no namespace"))?;
+    let owner = pipeline
+        .controller_owner_ref(&())
+        .ok_or_else(|| Invalid::spec("the resource has no uid yet"))?;
+
+    if spec.kafka.bootstrap_servers.trim().is_empty() {
+        return Err(Invalid::spec("kafka.bootstrapServers is empty"));
+    }
+    if spec.topic.name == spec.dead_letter_topic.name {
+        return Err(Invalid::spec(format!(
+            "topic and deadLetterTopic are both {}",
+            spec.topic.name
+        )));
+    }
+    for topic in [&spec.topic.name, &spec.dead_letter_topic.name] {
+        if !is_valid_topic_name(topic) {
+            return Err(Invalid::spec(format!(
+                "{topic:?} is not a valid Kafka topic name"
+            )));
+        }
+    }
+    if spec.topic.partitions < 1 || spec.dead_letter_topic.partitions < 1 {
+        return Err(Invalid::spec("partitions must be at least 1"));
+    }
+    let worker = &spec.worker;
+    if worker.min_replicas < 0 || worker.max_replicas < 1 {
+        return Err(Invalid::spec(
+            "worker replicas must be minReplicas ≥ 0, maxReplicas ≥ 1",
+        ));
+    }
+    if worker.max_replicas < worker.min_replicas {
+        return Err(Invalid::spec(format!(
+            "worker.maxReplicas {} is below worker.minReplicas {}",
+            worker.max_replicas, worker.min_replicas
+        )));
+    }
+    if worker.lag_per_replica < 1 || worker.poll_interval_seconds < 1 {
+        return Err(Invalid::spec(
+            "lagPerReplica and pollIntervalSeconds must be at least 1",
+        ));
+    }
+    match worker.sink.type_ {
+        SinkType::Postgres if worker.sink.database_url_secret_ref.is_none() => {
+            return Err(Invalid::spec(
+                "sink type postgres needs sink.databaseUrlSecretRef",
+            ));
+        }
+        SinkType::Http if worker.sink.http_url.as_deref().is_none_or(str::is_empty) => {
+            return Err(Invalid::spec("sink type http needs sink.httpUrl"));
+        }
+        _ => {}
+    }
+    if spec.ingress.provider == Provider::Meta && spec.ingress.verify_token_ref.is_none() {
+        return Err(Invalid::spec(
+            "provider meta needs ingress.verifyTokenRef for the GET verification handshake",
+        ));
+    }
+    let ingress_image = image_or_default(spec.ingress.image.as_deref(), default_image)
+        .ok_or_else(|| Invalid::spec("ingress.image is unset and the operator has no image"))?;
+    let worker_image = image_or_default(worker.image.as_deref(), default_image)
+        .ok_or_else(|| Invalid::spec("worker.image is unset and the operator has no image"))?;
+
+    if let Some(winner) = conflicting_claim(pipeline, others) {
+        return Err(Invalid {
+            reason: "ResourceConflict",
+            message: format!(
+                "pipeline {}/{} already claims a topic of this pipeline on the same cluster",
+                winner.namespace().unwrap_or_default(),
+                winner.name_any()
+            ),
+        });
+    }
+
+    let labels = pipeline
+        .labels()
+        .iter()
+        .filter(|(key, _)| !is_tracking_key(key) && !key.starts_with("app.kubernetes.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let min_replicas = u32::try_from(worker.min_replicas).unwrap_or(0);
+    let policy = PolicyConfig {
+        min_replicas,
+        max_replicas: u32::try_from(worker.max_replicas).unwrap_or(1),
+        lag_per_replica: u64::try_from(worker.lag_per_replica).unwrap_or(1),
+        scale_down_window: std::time::Duration::from_secs(
+            u64::try_from(worker.scale_down_window_seconds).unwrap_or(0),
+        ),
+        activation_lag: u64::try_from(worker.activation_lag).unwrap_or(0),
+        scale_to_zero: min_replicas == 0,
+        ..PolicyConfig::default()
+    };
+    Ok(ValidPipeline {
+        consumer_group: worker
+            .consumer_group
+            .clone()
+            .unwrap_or_else(|| format!("wapipe-{name}")),
+        name,
+        namespace,
+        owner,
+        labels,
+        spec: spec.clone(),
+        ingress_image,
+        worker_image,
+        policy,
+    })
+}
+
+fn image_or_default(image: Option<&str>, default_image: &str) -> Option<String> {
+    match image {
+        Some(image) if !image.trim().is_empty() => Some(image.to_string()),
+        _ if !default_image.trim().is_empty() => Some(default_image.to_string()),
+        _ => None,
+    }
+}
+
+fn is_valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The bootstrap list as a set, so `a:9092,b:9092` and `b:9092, a:9092` name the same cluster.
+fn cluster_key(bootstrap: &str) -> Vec<String> {
+    let mut servers: Vec<String> = bootstrap
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    servers.sort();
+    servers.dedup();
+    servers
+}
+
+/// The older pipeline that claims one of `pipeline`'s topics on the same cluster, if any. As in
+/// Strimzi, the oldest claim wins; ties go to the lexically smaller namespace/name.
+fn conflicting_claim<'a>(
+    pipeline: &WhatsAppWebhookPipeline,
+    others: &'a [WhatsAppWebhookPipeline],
+) -> Option<&'a WhatsAppWebhookPipeline> {
+    let cluster = cluster_key(&pipeline.spec.kafka.bootstrap_servers);
+    let mine = [
+        &pipeline.spec.topic.name,
+        &pipeline.spec.dead_letter_topic.name,
+    ];
+    let rank = |p: &WhatsAppWebhookPipeline| {
+        (
+            p.metadata.creation_timestamp.clone().map(|t| t.0),
+            p.namespace().unwrap_or_default(),
+            p.name_any(),
+        )
+    };
+    others
+        .iter()
+        .filter(|other| other.uid() != pipeline.uid() || other.uid().is_none())
+        .filter(|other| {
+            !(other.namespace() == pipeline.namespace() && other.name_any() == pipeline.name_any())
+        })
+        .filter(|other| other.metadata.deletion_timestamp.is_none())
+        .filter(|other| cluster_key(&other.spec.kafka.bootstrap_servers) == cluster)
+        .filter(|other| {
+            [&other.spec.topic.name, &other.spec.dead_letter_topic.name]
+                .iter()
+                .any(|theirs| mine.contains(theirs))
+        })
+        .filter(|other| rank(other) < rank(pipeline))
+        .min_by_key(|other| rank(other))
+}
