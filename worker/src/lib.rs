@@ -1,1 +1,208 @@
-//! wapipe worker (being written).
+//! The wapipe worker: consumes the raw topic in a consumer group and writes each event to a
+//! sink, in order per user, at least once (idempotent sinks make it effectively once), with
+//! retries and a dead-letter topic for events that cannot be handled.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod observe;
+pub mod replay;
+pub mod route;
+pub mod schedule;
+pub mod sink;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+pub use config::Cli;
+pub use error::{Error, Result};
+pub use worker::{Worker, WorkerSettings};
+
+use config::{Command, DlqCommand, LogFormat, RunArgs};
+use sink::{HttpSink, LogSink, PostgresSink, SharedSink, SinkKind};
+
+/// Installs the tracing subscriber in the chosen format (`RUST_LOG` filters, default info).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Builds the sink `args` chooses, connecting (and migrating) where it has to.
+pub async fn build_sink(args: &RunArgs) -> Result<SharedSink> {
+    Ok(match args.sink {
+        SinkKind::Log => Arc::new(LogSink),
+        SinkKind::Http => {
+            let url = args.http_sink_url.as_deref().ok_or_else(|| {
+                Error::Config("--sink http needs --http-sink-url (WAPIPE_HTTP_SINK_URL)".into())
+            })?;
+            Arc::new(HttpSink::new(url, args.http_sink_timeout)?)
+        }
+        SinkKind::Postgres => {
+            let url = args.database_url()?.ok_or_else(|| {
+                Error::Config(
+                    "--sink postgres needs --database-url (WAPIPE_DATABASE_URL or _FILE)".into(),
+                )
+            })?;
+            Arc::new(PostgresSink::connect(&url, args.database_schema.clone()).await?)
+        }
+    })
+}
+
+fn settings(args: &RunArgs) -> WorkerSettings {
+    let t = &args.topics;
+    WorkerSettings {
+        max_attempts: args.max_attempts,
+        concurrency: args.concurrency as usize,
+        max_buffered: args.max_buffered.max(1),
+        retry_backoff: args.retry_backoff,
+        max_backoff: args.max_backoff,
+        drain_timeout: args.drain_timeout,
+        sink_timeout: args
+            .http_sink_timeout
+            .max(std::time::Duration::from_secs(30)),
+        ..WorkerSettings::new(t.kafka.clone(), &t.topic, &t.dead_letter_topic, &t.group)
+    }
+}
+
+/// Runs the worker with its HTTP endpoints until SIGTERM or Ctrl-C.
+pub async fn run_worker(args: RunArgs) -> Result<()> {
+    let worker = Worker::new();
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| Error::Serve {
+            addr: args.listen,
+            source,
+        })?;
+    let app = observe::router(observe::AppState {
+        metrics: worker.metrics.clone(),
+        health: worker.health.clone(),
+    });
+    let server_shutdown = shutdown.clone();
+    let addr = args.listen;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+            .await
+            .map_err(|source| Error::Serve { addr, source })
+    });
+    let signal_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        signal_shutdown.cancel();
+    });
+    // Until the sink is up the worker is not ready; a sink that cannot connect now is retried.
+    let sink = loop {
+        match build_sink(&args).await {
+            Ok(sink) => break sink,
+            Err(error @ (Error::ConnectDatabase(_) | Error::MigrateDatabase(_))) => {
+                tracing::warn!(%error, "sink not reachable yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let result = worker.run(settings(&args), sink, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = server.await;
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs what the command line asks for.
+pub async fn run_cli(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => {
+            init_tracing(cli.run.topics.log_format);
+            run_worker(cli.run).await
+        }
+        Some(Command::Run(args)) => {
+            init_tracing(args.topics.log_format);
+            run_worker(args).await
+        }
+        Some(Command::Dlq(DlqCommand::Replay(args))) => {
+            init_tracing(args.topics.log_format);
+            let now = now_ms();
+            let filter = replay::DeadLetterFilter {
+                since_ms: args
+                    .since
+                    .as_deref()
+                    .map(|s| config::parse_point_in_time(s, now))
+                    .transpose()?,
+                until_ms: args
+                    .until
+                    .as_deref()
+                    .map(|s| config::parse_point_in_time(s, now))
+                    .transpose()?,
+                key: args.key.clone(),
+            };
+            let t = &args.topics;
+            let summary =
+                replay::replay_dead_letters(&t.kafka, &t.dead_letter_topic, &t.topic, &filter)
+                    .await?;
+            println!(
+                "replayed {} of {} dead letters from {} to {}",
+                summary.replayed, summary.scanned, t.dead_letter_topic, t.topic
+            );
+            Ok(())
+        }
+        Some(Command::Replay(args)) => {
+            init_tracing(args.topics.log_format);
+            let since = config::parse_point_in_time(&args.since, now_ms())?;
+            let t = args.topics.clone();
+            let offsets = tokio::task::spawn_blocking(move || {
+                replay::reset_offsets_to_time(&t.kafka, &t.topic, &t.group, since, args.force)
+            })
+            .await
+            .map_err(|e| Error::Config(format!("offset reset task failed: {e}")))??;
+            for (partition, offset) in offsets {
+                println!(
+                    "{} partition {partition}: group {} rewound to offset {offset}",
+                    args.topics.topic, args.topics.group
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Command line and environment configuration of the `wapipe-worker` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wapipe_core::kafka::KafkaArgs;
+
+use crate::sink::SinkKind;
+
+/// Consumes the raw topic and writes events to a sink; also replays dead letters.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "wapipe-worker",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Without a subcommand the worker runs (same as `run`).
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Consume the raw topic and write events to the sink (the default).
+    Run(RunArgs),
+    /// Dead-letter topic tools.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Reset the group's offsets on the raw topic to a point in time, so the worker processes
+    /// everything since then again. Refused while the group has active members.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqCommand {
+    /// Produce dead letters back to the raw topic (all, or filtered by time or key).
+    Replay(DlqReplayArgs),
+}
+
+/// Where the worker reads and which group it belongs to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopicArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Topic with one record per webhook event.
+    #[arg(long, env = "WAPIPE_TOPIC", default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
+    pub topic: String,
+
+    /// Topic receiving events that failed `--max-attempts` times.
+    #[arg(long, env = "WAPIPE_DEAD_LETTER_TOPIC", default_value = wapipe_core::DEFAULT_DEAD_LETTER_TOPIC)]
+    pub dead_letter_topic: String,
+
+    /// Consumer group of the workers.
+    #[arg(long, env = "WAPIPE_GROUP", default_value = "wapipe-worker")]
+    pub group: String,
+
+    /// Log format: text or json.
+    #[arg(long, env = "WAPIPE_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub topics: TopicArgs,
+
+    /// Where events are written.
+    #[arg(long, env = "WAPIPE_SINK", default_value = "log")]
+    pub sink: SinkKind,
+
+    /// PostgreSQL URL for the postgres sink (postgres://user@host/db).
+    #[arg(long, env = "WAPIPE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// File holding the PostgreSQL URL (a mounted Secret); wins over --database-url.
+    #[arg(long, env = "WAPIPE_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
+    /// PostgreSQL schema for the tables, created if missing; default: the search path.
+    #[arg(long, env = "WAPIPE_DATABASE_SCHEMA")]
+    pub database_schema: Option<String>,
+
+    /// URL the http sink POSTs each event to.
+    #[arg(long, env = "WAPIPE_HTTP_SINK_URL")]
+    pub http_sink_url: Option<String>,
+
+    /// Timeout of one http sink request.
+    #[arg(long, env = "WAPIPE_HTTP_SINK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http_sink_timeout: Duration,
+
+    /// Attempts for an event that fails by its own fault before it is dead-lettered.
+    #[arg(long, env = "WAPIPE_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+
+    /// Events processed at the same time (different keys; one key is always sequential).
+    #[arg(long, env = "WAPIPE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// Events received but not finished before fetching pauses.
+    #[arg(long, env = "WAPIPE_MAX_BUFFERED", default_value_t = 2000)]
+    pub max_buffered: usize,
+
+    /// First backoff between attempts; doubles per attempt up to --max-backoff.
+    #[arg(long, env = "WAPIPE_RETRY_BACKOFF", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
+
+    /// Longest backoff, also while waiting for an unavailable sink.
+    #[arg(long, env = "WAPIPE_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub max_backoff: Duration,
+
+    /// How long shutdown and partition revocation wait for in-flight events.
+    #[arg(long, env = "WAPIPE_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "WAPIPE_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DlqReplayArgs {
+    #[command(flatten)]
+    pub topics: TopicArgs,
+
+    /// Only dead letters written at or after this point: a duration ago (`24h`), an RFC 3339
+    /// time, or unix milliseconds.
+    #[arg(long)]
+    pub since: Option<String>,
+
+    /// Only dead letters written before this point (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+
+    /// Only dead letters with this key (user).
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub topics: TopicArgs,
+
+    /// Point in time to rewind to: a duration ago (`24h`), an RFC 3339 time, or unix ms.
+    #[arg(long)]
+    pub since: String,
+
+    /// Reset even though the group has active members (they may overwrite the reset).
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl RunArgs {
+    /// The database URL from the file or the flag.
+    pub fn database_url(&self) -> crate::Result<Option<String>> {
+        match &self.database_url_file {
+            Some(path) => wapipe_core::kafka::read_secret_file(path)
+                .map(Some)
+                .map_err(|source| crate::Error::ReadDatabaseUrl {
+                    path: path.clone(),
+                    source,
+                }),
+            None => Ok(self.database_url.clone()),
+        }
+    }
+}
+
+/// Parses a point in time: a duration ago (`24h`, `90m`), an RFC 3339 time, or unix ms.
+pub fn parse_point_in_time(raw: &str, now_ms: i64) -> crate::Result<i64> {
+    let raw = raw.trim();
+    if let Ok(ms) = raw.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(ago) = humantime::parse_duration(raw) {
+        return Ok(now_ms - ago.as_millis() as i64);
+    }
+    humantime::parse_rfc3339_weak(raw)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| {
+            crate::Error::Config(format!(
+                "{raw:?} is neither a duration (24h), an RFC 3339 time nor unix milliseconds"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn points_in_time_are_durations_ago_timestamps_or_unix_ms() {
+        let now = 1_700_000_000_000;
+        assert_eq!(parse_point_in_time("24h", now).unwrap(), now - 86_400_000);
+        assert_eq!(
+            parse_point_in_time("1600000000000", now).unwrap(),
+            1_600_000_000_000
+        );
+        assert_eq!(
+            parse_point_in_time("2023-11-14T22:13:20Z", now).unwrap(),
+            1_700_000_000_000
+        );
+        assert!(parse_point_in_time("yesterday-ish", now).is_err());
+    }
+
+    #[test]
+    fn no_subcommand_means_run_and_subcommands_parse() {
+        let cli =
+            Cli::try_parse_from(["wapipe-worker", "--sink", "postgres", "--concurrency", "4"])
+                .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.sink, SinkKind::Postgres);
+        assert_eq!(cli.run.max_attempts, 3);
+        let cli = Cli::try_parse_from(["wapipe-worker", "dlq", "replay", "--key", "1555"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Dlq(DlqCommand::Replay(ref a))) if a.key.as_deref() == Some("1555"))
+        );
+        let cli =
+            Cli::try_parse_from(["wapipe-worker", "replay", "--since", "24h", "--force"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Replay(ref a)) if a.force));
+    }
+}

@@ -1,0 +1,77 @@
+//! The crate's one error type, and the rule that decides whose fault a failure is: the event's
+//! own (retried a few times, then dead-lettered) or the sink's (waited out, never dead-lettered).
+
+/// Everything that can go wrong in the worker, named for the action that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("parsing the event: {0}")]
+    ParseEvent(String),
+
+    #[error("the {sink} sink rejected the event: {reason}")]
+    SinkRejected { sink: &'static str, reason: String },
+
+    #[error("the {sink} sink is unavailable: {reason}")]
+    SinkUnavailable { sink: &'static str, reason: String },
+
+    #[error("producing to the dead-letter topic {topic}: {source}")]
+    ProduceDeadLetter {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
+
+    #[error("producing to the topic {topic}: {source}")]
+    Produce {
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
+
+    #[error("Kafka client: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+
+    #[error("Kafka settings: {0}")]
+    KafkaConfig(#[from] wapipe_core::kafka::KafkaConfigError),
+
+    #[error("connecting to PostgreSQL: {0}")]
+    ConnectDatabase(#[source] tokio_postgres::Error),
+
+    #[error("migrating the PostgreSQL schema: {0}")]
+    MigrateDatabase(#[source] tokio_postgres::Error),
+
+    #[error("reading the database URL from {path}: {source}")]
+    ReadDatabaseUrl {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("the group {group} has {members} active member(s); stop the workers or pass --force")]
+    GroupActive { group: String, members: usize },
+
+    #[error("serving HTTP on {addr}: {source}")]
+    Serve {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Whose fault a failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The event itself cannot be handled: retry a few times, then dead-letter it.
+    Event,
+    /// The sink or the broker is not working: wait and retry forever, never dead-letter.
+    Infrastructure,
+}
+
+impl Error {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::ParseEvent(_) | Error::SinkRejected { .. } => Fault::Event,
+            _ => Fault::Infrastructure,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

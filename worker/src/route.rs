@@ -1,0 +1,472 @@
+//! Routing: turns one record of the raw topic into a typed [`Event`] (message, status, error or
+//! other field) that a sink can write. A record that cannot be understood is the event's own
+//! fault ([`Error::ParseEvent`]): it is retried and then dead-lettered, never dropped.
+
+use rdkafka::message::{Headers, Message};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wapipe_core::record::{
+    HEADER_BODY_SHA256, HEADER_EVENT_INDEX, HEADER_KIND, HEADER_PROVIDER, HEADER_RECEIVED_AT,
+};
+use wapipe_core::{EventKind, Provider};
+
+use crate::error::{Error, Result};
+use crate::model::{
+    unix_seconds, DeliveryStatus, MetaEnvelope, MetaMessagesValue, WasenderEnvelope,
+    WasenderMessage,
+};
+
+/// A record taken off the raw topic, detached from the consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Incoming {
+    pub fn from_message<M: Message>(message: &M) -> Incoming {
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Incoming {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
+    /// The first header called `name`, if it is UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    pub fn key_str(&self) -> String {
+        self.key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Receive time at the ingress, unix milliseconds.
+    pub fn received_at_ms(&self) -> Option<i64> {
+        self.header(HEADER_RECEIVED_AT)
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+/// One routed event, ready for a sink.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Stable identity used for idempotency: the wamid for messages, `wamid:status` for
+    /// statuses, the source POST digest and index (or the value's digest) otherwise.
+    pub id: String,
+    pub provider: &'static str,
+    pub kind: &'static str,
+    /// The partition key: the user the event belongs to.
+    pub user_key: String,
+    pub received_at_ms: Option<i64>,
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// The event exactly as the provider shaped it.
+    pub raw: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    Message(MessageEvent),
+    Status(StatusEvent),
+    Error(ErrorEvent),
+    Field(FieldEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageEvent {
+    pub wamid: String,
+    pub from: Option<String>,
+    pub from_user_id: Option<String>,
+    pub phone_number_id: Option<String>,
+    pub message_type: String,
+    pub group_id: Option<String>,
+    pub text: Option<String>,
+    pub contact_name: Option<String>,
+    /// Unix seconds at which the user sent it.
+    pub sent_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusEvent {
+    pub wamid: String,
+    pub status: DeliveryStatus,
+    pub rank: i16,
+    pub recipient_id: Option<String>,
+    pub phone_number_id: Option<String>,
+    /// Unix seconds of the status change.
+    pub status_at: Option<i64>,
+    pub errors: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorEvent {
+    pub code: Option<i64>,
+    pub title: Option<String>,
+    pub message: Option<String>,
+    pub phone_number_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldEvent {
+    pub field: String,
+}
+
+impl Event {
+    pub fn event_kind(&self) -> EventKind {
+        match self.body {
+            EventBody::Message(_) => EventKind::Message,
+            EventBody::Status(_) => EventKind::Status,
+            EventBody::Error(_) => EventKind::Error,
+            EventBody::Field(_) => EventKind::Field,
+        }
+    }
+
+    /// The wamid the event is about, if any.
+    pub fn wamid(&self) -> Option<&str> {
+        match &self.body {
+            EventBody::Message(m) => Some(&m.wamid),
+            EventBody::Status(s) => Some(&s.wamid),
+            _ => None,
+        }
+    }
+}
+
+/// The kind a record claims in its header, for metrics before it is parsed.
+pub fn claimed_kind(incoming: &Incoming) -> &'static str {
+    incoming
+        .header(HEADER_KIND)
+        .and_then(|k| k.parse::<EventKind>().ok())
+        .map(EventKind::as_str)
+        .unwrap_or("unknown")
+}
+
+/// Routes one record. Content wins over headers where they disagree.
+pub fn route(incoming: &Incoming) -> Result<Event> {
+    if incoming.header(HEADER_KIND) == Some(EventKind::Unparsed.as_str()) {
+        return Err(Error::ParseEvent(
+            "the ingress could not parse the body this event came from".into(),
+        ));
+    }
+    let payload = incoming
+        .payload
+        .as_deref()
+        .ok_or_else(|| Error::ParseEvent("the record has no value".into()))?;
+    let raw: Value = serde_json::from_slice(payload)
+        .map_err(|e| Error::ParseEvent(format!("the value is not JSON: {e}")))?;
+    let provider = match incoming.header(HEADER_PROVIDER) {
+        Some(p) => p
+            .parse::<Provider>()
+            .map_err(|e| Error::ParseEvent(e.to_string()))?,
+        None if raw.get("object").is_some() => Provider::Meta,
+        None if raw.get("event").is_some() => Provider::Wasender,
+        None => {
+            return Err(Error::ParseEvent(
+                "neither a Meta nor a WASender envelope".into(),
+            ))
+        }
+    };
+    let body = match provider {
+        Provider::Meta => route_meta(&raw)?,
+        Provider::Wasender => route_wasender(&raw)?,
+    };
+    let id = match &body {
+        EventBody::Message(m) => m.wamid.clone(),
+        EventBody::Status(s) => format!("{}:{}", s.wamid, s.status.as_str()),
+        _ => match (
+            incoming.header(HEADER_BODY_SHA256),
+            incoming.header(HEADER_EVENT_INDEX),
+        ) {
+            (Some(digest), Some(index)) => format!("{digest}:{index}"),
+            _ => hex::encode(Sha256::digest(payload)),
+        },
+    };
+    let kind = match body {
+        EventBody::Message(_) => EventKind::Message,
+        EventBody::Status(_) => EventKind::Status,
+        EventBody::Error(_) => EventKind::Error,
+        EventBody::Field(_) => EventKind::Field,
+    };
+    Ok(Event {
+        id,
+        provider: provider.as_str(),
+        kind: kind.as_str(),
+        user_key: incoming.key_str(),
+        received_at_ms: incoming.received_at_ms(),
+        body,
+        raw,
+    })
+}
+
+fn route_meta(raw: &Value) -> Result<EventBody> {
+    let envelope: MetaEnvelope = serde_json::from_value(raw.clone())
+        .map_err(|e| Error::ParseEvent(format!("not a Meta envelope: {e}")))?;
+    let change = envelope
+        .entry
+        .first()
+        .and_then(|entry| entry.changes.first())
+        .ok_or_else(|| Error::ParseEvent("the Meta envelope has no entry.changes".into()))?;
+    if change.field != "messages" {
+        return Ok(EventBody::Field(FieldEvent {
+            field: change.field.clone(),
+        }));
+    }
+    let value: MetaMessagesValue = serde_json::from_value(change.value.clone())
+        .map_err(|e| Error::ParseEvent(format!("not a messages value: {e}")))?;
+    let phone_number_id = value
+        .metadata
+        .as_ref()
+        .and_then(|m| m.phone_number_id.clone());
+    if let Some(message) = value.messages.first() {
+        let contact_name = value
+            .contacts
+            .first()
+            .and_then(|c| c.profile.as_ref())
+            .and_then(|p| p.name.clone());
+        return Ok(EventBody::Message(MessageEvent {
+            wamid: message.id.clone(),
+            from: message.from.clone(),
+            from_user_id: message.from_user_id.clone(),
+            phone_number_id,
+            message_type: message.message_type.as_str().to_string(),
+            group_id: message.group_id.clone(),
+            text: message.text.as_ref().and_then(|t| t.body.clone()),
+            contact_name,
+            sent_at: unix_seconds(message.timestamp.as_deref()),
+        }));
+    }
+    if let Some(status) = value.statuses.first() {
+        let recipient_id = status
+            .recipient_participant_id
+            .clone()
+            .or_else(|| status.recipient_id.clone())
+            .or_else(|| status.recipient_user_id.clone());
+        return Ok(EventBody::Status(StatusEvent {
+            wamid: status.id.clone(),
+            rank: status.status.rank(),
+            status: status.status.clone(),
+            recipient_id,
+            phone_number_id,
+            status_at: unix_seconds(status.timestamp.as_deref()),
+            errors: status.errors.clone(),
+        }));
+    }
+    if let Some(error) = value.errors.first() {
+        return Ok(EventBody::Error(ErrorEvent {
+            code: error.code,
+            title: error.title.clone(),
+            message: error.message.clone(),
+            phone_number_id,
+        }));
+    }
+    Ok(EventBody::Field(FieldEvent {
+        field: change.field.clone(),
+    }))
+}
+
+fn route_wasender(raw: &Value) -> Result<EventBody> {
+    let envelope: WasenderEnvelope = serde_json::from_value(raw.clone())
+        .map_err(|e| Error::ParseEvent(format!("not a WASender envelope: {e}")))?;
+    let is_message = matches!(
+        envelope.event.as_str(),
+        "messages.received"
+            | "messages.upsert"
+            | "messages.personal.received"
+            | "messages.group.received"
+    );
+    let message = envelope.data.get("messages").and_then(|m| match m {
+        Value::Array(items) => items.first(),
+        other => Some(other),
+    });
+    match (is_message, message) {
+        (true, Some(message)) => {
+            let message: WasenderMessage = serde_json::from_value(message.clone())
+                .map_err(|e| Error::ParseEvent(format!("not a WASender message: {e}")))?;
+            let from = message
+                .key
+                .cleaned_participant_pn
+                .clone()
+                .or_else(|| message.key.cleaned_sender_pn.clone())
+                .or_else(|| message.key.remote_jid.clone());
+            let group_id = message
+                .key
+                .remote_jid
+                .clone()
+                .filter(|jid| jid.ends_with("@g.us"));
+            let message_type = message
+                .message
+                .as_ref()
+                .and_then(Value::as_object)
+                .and_then(|m| m.keys().next().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            let sent_at = message
+                .message_timestamp
+                .as_ref()
+                .or(envelope.timestamp.as_ref())
+                .and_then(|t| match t {
+                    Value::Number(n) => n.as_i64(),
+                    Value::String(s) => s.parse().ok(),
+                    _ => None,
+                })
+                .map(|t| if t > 100_000_000_000 { t / 1000 } else { t });
+            Ok(EventBody::Message(MessageEvent {
+                wamid: message.key.id,
+                from,
+                from_user_id: None,
+                phone_number_id: envelope.session_id,
+                message_type,
+                group_id,
+                text: message.message_body,
+                contact_name: None,
+                sent_at,
+            }))
+        }
+        _ => Ok(EventBody::Field(FieldEvent {
+            field: envelope.event,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn incoming(kind: &str, provider: &str, value: Value) -> Incoming {
+        Incoming {
+            topic: "raw".into(),
+            partition: 0,
+            offset: 7,
+            key: Some(b"15550001".to_vec()),
+            payload: Some(serde_json::to_vec(&value).unwrap()),
+            headers: vec![
+                (HEADER_KIND.into(), kind.as_bytes().to_vec()),
+                (HEADER_PROVIDER.into(), provider.as_bytes().to_vec()),
+                (HEADER_RECEIVED_AT.into(), b"1700000000123".to_vec()),
+            ],
+        }
+    }
+
+    fn meta(value: Value) -> Value {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "waba1", "changes": [
+            {"field": "messages", "value": value}]}]})
+    }
+
+    #[test]
+    fn a_meta_message_of_an_unknown_type_is_routed_as_a_message() {
+        let event = route(&incoming(
+            "message",
+            "meta",
+            meta(json!({"messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "1555", "phone_number_id": "pn1"},
+                "contacts": [{"wa_id": "15550001", "profile": {"name": "Ann"}}],
+                "messages": [{"from": "15550001", "id": "wamid.A", "timestamp": "1700000000",
+                    "type": "hologram", "hologram": {}}]})),
+        ))
+        .unwrap();
+        assert_eq!(event.id, "wamid.A");
+        assert_eq!(event.received_at_ms, Some(1_700_000_000_123));
+        let EventBody::Message(m) = &event.body else {
+            panic!("not a message: {event:?}")
+        };
+        assert_eq!(m.message_type, "hologram");
+        assert_eq!(m.contact_name.as_deref(), Some("Ann"));
+        assert_eq!(m.sent_at, Some(1_700_000_000));
+    }
+
+    #[test]
+    fn a_meta_status_is_identified_by_wamid_and_status() {
+        let event = route(&incoming(
+            "status",
+            "meta",
+            meta(json!({"statuses": [{"id": "wamid.B", "status": "read",
+                "timestamp": "1700000001", "recipient_id": "15550002"}]})),
+        ))
+        .unwrap();
+        assert_eq!(event.id, "wamid.B:read");
+        assert!(matches!(&event.body, EventBody::Status(s) if s.rank == 3));
+    }
+
+    #[test]
+    fn meta_errors_and_other_fields_are_routed_by_shape() {
+        let error = route(&incoming(
+            "error",
+            "meta",
+            meta(json!({"errors": [{"code": 131051, "title": "Unsupported"}]})),
+        ))
+        .unwrap();
+        assert!(matches!(
+            error.body,
+            EventBody::Error(ErrorEvent {
+                code: Some(131051),
+                ..
+            })
+        ));
+        let field = route(&incoming(
+            "field",
+            "meta",
+            json!({"object": "whatsapp_business_account", "entry": [{"id": "w", "time": 1,
+                "changes": [{"field": "message_template_status_update", "value": {"event": "APPROVED"}}]}]}),
+        ))
+        .unwrap();
+        assert_eq!(
+            field.body,
+            EventBody::Field(FieldEvent {
+                field: "message_template_status_update".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_wasender_message_is_keyed_by_its_id() {
+        let event = route(&incoming(
+            "message",
+            "wasender",
+            json!({"event": "messages.received", "timestamp": 1700000000, "sessionId": "s1",
+                "data": {"messages": {"key": {"id": "W1", "fromMe": false,
+                    "remoteJid": "15550001@s.whatsapp.net", "cleanedSenderPn": "15550001"},
+                    "messageBody": "hi", "message": {"conversation": "hi"}}}}),
+        ))
+        .unwrap();
+        assert_eq!(event.wamid(), Some("W1"));
+        let EventBody::Message(m) = &event.body else {
+            panic!("not a message")
+        };
+        assert_eq!(m.from.as_deref(), Some("15550001"));
+        assert_eq!(m.message_type, "conversation");
+    }
+
+    #[test]
+    fn unparsed_and_garbage_records_are_the_events_fault() {
+        let mut garbage = incoming("unparsed", "meta", json!({}));
+        garbage.payload = Some(b"\x00not json".to_vec());
+        assert!(matches!(route(&garbage), Err(Error::ParseEvent(_))));
+        let mut claimed_message = incoming("message", "meta", json!({}));
+        claimed_message.payload = Some(b"{oops".to_vec());
+        assert!(matches!(route(&claimed_message), Err(Error::ParseEvent(_))));
+    }
+}

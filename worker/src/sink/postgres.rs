@@ -1,0 +1,286 @@
+//! The `postgres` sink: messages, statuses and other events in tables created by embedded
+//! migrations. Every write is one idempotent statement (`ON CONFLICT DO NOTHING`, or a
+//! rank-guarded upsert for the current status), so replays and redeliveries change nothing.
+//! One connection is shared by all concurrent writers (tokio-postgres pipelines their
+//! queries); when it breaks, the next write reconnects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::error::{Error, Result};
+use crate::route::{Event, EventBody};
+
+use super::Sink;
+
+/// Migrations compiled into the binary: (version, name, SQL), applied in order once each.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
+
+const SINK: &str = "postgres";
+
+const INSERT_MESSAGE: &str = "INSERT INTO wapipe_messages (wamid, provider, user_key, from_phone,
+    from_user_id, phone_number_id, message_type, group_id, body, contact_name, sent_at,
+    received_at, raw)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11::bigint),
+    to_timestamp($12::bigint / 1000.0), $13)
+  ON CONFLICT (wamid) DO NOTHING";
+
+const INSERT_STATUS: &str = "WITH inserted AS (
+    INSERT INTO wapipe_statuses (wamid, status, rank, provider, user_key, recipient_id,
+      phone_number_id, status_at, errors, received_at, raw)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint), $9,
+      to_timestamp($10::bigint / 1000.0), $11)
+    ON CONFLICT (wamid, status) DO NOTHING)
+  INSERT INTO wapipe_message_status AS current (wamid, status, rank, status_at)
+  VALUES ($1, $2, $3, to_timestamp($8::bigint))
+  ON CONFLICT (wamid) DO UPDATE
+    SET status = excluded.status, rank = excluded.rank, status_at = excluded.status_at,
+        updated_at = now()
+    WHERE excluded.rank > current.rank";
+
+const INSERT_EVENT: &str = "INSERT INTO wapipe_events (event_id, kind, provider, field,
+    user_key, error_code, error_title, received_at, raw)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint / 1000.0), $9)
+  ON CONFLICT (event_id) DO NOTHING";
+
+struct Connection {
+    client: Client,
+    insert_message: Statement,
+    insert_status: Statement,
+    insert_event: Statement,
+}
+
+/// Writes events to PostgreSQL.
+pub struct PostgresSink {
+    url: String,
+    schema: Option<String>,
+    connection: Mutex<Option<Arc<Connection>>>,
+}
+
+impl PostgresSink {
+    /// Connects, creates `schema` if given (and puts it first on the search path), and runs
+    /// the migrations. Fails if the database cannot be reached now.
+    pub async fn connect(url: &str, schema: Option<String>) -> Result<PostgresSink> {
+        let sink = PostgresSink {
+            url: url.to_string(),
+            schema,
+            connection: Mutex::new(None),
+        };
+        let client = sink.open_client().await.map_err(Error::ConnectDatabase)?;
+        migrate(&client).await?;
+        Ok(sink)
+    }
+
+    async fn open_client(&self) -> std::result::Result<Client, tokio_postgres::Error> {
+        let mut config: tokio_postgres::Config = self.url.parse()?;
+        config.connect_timeout(Duration::from_secs(5));
+        config.application_name("wapipe-worker");
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(%error, "PostgreSQL connection closed");
+            }
+        });
+        if let Some(schema) = &self.schema {
+            let quoted = quote_identifier(schema);
+            client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {quoted}; SET search_path TO {quoted}"
+                ))
+                .await?;
+        }
+        Ok(client)
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            if !connection.client.is_closed() {
+                return Ok(connection.clone());
+            }
+        }
+        *slot = None;
+        let client = self.open_client().await.map_err(classify)?;
+        let connection = Arc::new(Connection {
+            insert_message: client.prepare(INSERT_MESSAGE).await.map_err(classify)?,
+            insert_status: client.prepare(INSERT_STATUS).await.map_err(classify)?,
+            insert_event: client.prepare(INSERT_EVENT).await.map_err(classify)?,
+            client,
+        });
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for PostgresSink {
+    fn name(&self) -> &'static str {
+        SINK
+    }
+
+    async fn write(&self, event: &Event) -> Result<()> {
+        let c = self.connection().await?;
+        let received_at = event.received_at_ms;
+        let result = match &event.body {
+            EventBody::Message(m) => {
+                c.client
+                    .execute(
+                        &c.insert_message,
+                        &[
+                            &m.wamid,
+                            &event.provider,
+                            &event.user_key,
+                            &m.from,
+                            &m.from_user_id,
+                            &m.phone_number_id,
+                            &m.message_type,
+                            &m.group_id,
+                            &m.text,
+                            &m.contact_name,
+                            &m.sent_at,
+                            &received_at,
+                            &event.raw,
+                        ],
+                    )
+                    .await
+            }
+            EventBody::Status(s) => {
+                let errors =
+                    (!s.errors.is_empty()).then(|| serde_json::Value::from(s.errors.clone()));
+                c.client
+                    .execute(
+                        &c.insert_status,
+                        &[
+                            &s.wamid,
+                            &s.status.as_str(),
+                            &s.rank,
+                            &event.provider,
+                            &event.user_key,
+                            &s.recipient_id,
+                            &s.phone_number_id,
+                            &s.status_at,
+                            &errors,
+                            &received_at,
+                            &event.raw,
+                        ],
+                    )
+                    .await
+            }
+            EventBody::Error(e) => {
+                c.client
+                    .execute(
+                        &c.insert_event,
+                        &[
+                            &event.id,
+                            &event.kind,
+                            &event.provider,
+                            &None::<String>,
+                            &event.user_key,
+                            &e.code,
+                            &e.title,
+                            &received_at,
+                            &event.raw,
+                        ],
+                    )
+                    .await
+            }
+            EventBody::Field(f) => {
+                c.client
+                    .execute(
+                        &c.insert_event,
+                        &[
+                            &event.id,
+                            &event.kind,
+                            &event.provider,
+                            &Some(f.field.as_str()),
+                            &event.user_key,
+                            &None::<i64>,
+                            &None::<String>,
+                            &received_at,
+                            &event.raw,
+                        ],
+                    )
+                    .await
+            }
+        };
+        result.map(|_| ()).map_err(classify)
+    }
+}
+
+/// Data errors (class 22) and constraint violations (class 23) are the event's fault; anything
+/// else (connection lost, server shutting down, missing table) is the database's.
+fn classify(error: tokio_postgres::Error) -> Error {
+    let event_fault = error
+        .code()
+        .map(|code| {
+            let code = code.code();
+            code.starts_with("22") || code.starts_with("23")
+        })
+        .unwrap_or(false);
+    let reason = match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    };
+    if event_fault {
+        Error::SinkRejected { sink: SINK, reason }
+    } else {
+        Error::SinkUnavailable { sink: SINK, reason }
+    }
+}
+
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Applies the embedded migrations that are not applied yet, under an advisory lock so that
+/// replicas starting together migrate once.
+pub async fn migrate(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "SELECT pg_advisory_lock(hashtext(current_schema() || '.wapipe_schema_migrations'));
+             CREATE TABLE IF NOT EXISTS wapipe_schema_migrations (
+                 version bigint PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(Error::MigrateDatabase)?;
+    let result = apply_migrations(client).await;
+    let unlock = client
+        .batch_execute(
+            "SELECT pg_advisory_unlock(hashtext(current_schema() || '.wapipe_schema_migrations'))",
+        )
+        .await
+        .map_err(Error::MigrateDatabase);
+    result.and(unlock)
+}
+
+async fn apply_migrations(client: &Client) -> Result<()> {
+    for (version, name, sql) in MIGRATIONS {
+        let applied = client
+            .query_opt(
+                "SELECT 1 FROM wapipe_schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await
+            .map_err(Error::MigrateDatabase)?;
+        if applied.is_some() {
+            continue;
+        }
+        tracing::info!(version, name, "applying migration");
+        client
+            .batch_execute(&format!(
+                "BEGIN; {sql}; INSERT INTO wapipe_schema_migrations (version, name) \
+                 VALUES ({version}, '{name}'); COMMIT;"
+            ))
+            .await
+            .map_err(Error::MigrateDatabase)?;
+    }
+    Ok(())
+}
