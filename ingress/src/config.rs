@@ -1,0 +1,127 @@
+//! Ingress configuration: flags, each also read from a `WAPIPE_*` environment variable.
+//! Secrets may be given inline or, better, as files from a mounted Kubernetes Secret.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wapipe_core::kafka::{read_secret_file, KafkaArgs};
+use wapipe_core::{Provider, DEFAULT_RAW_TOPIC};
+
+use crate::Error;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "wapipe-ingress", version, about = "Verifies signed WhatsApp webhooks and produces one Kafka record per event")]
+pub struct Config {
+    /// Address to serve the webhook, health and metrics endpoints on.
+    #[arg(long, env = "WAPIPE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Who signs the webhooks: meta (X-Hub-Signature-256) or wasender (X-Webhook-Signature).
+    #[arg(long, env = "WAPIPE_PROVIDER", default_value = "meta")]
+    pub provider: Provider,
+
+    /// Meta's App Secret, or WASender's webhook secret. Prefer --app-secret-file.
+    #[arg(long, env = "WAPIPE_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+
+    /// File holding the app secret (a mounted Secret); wins over --app-secret.
+    #[arg(long, env = "WAPIPE_APP_SECRET_FILE")]
+    pub app_secret_file: Option<PathBuf>,
+
+    /// Token Meta sends in the GET verification handshake. Without one, handshakes get 403.
+    #[arg(long, env = "WAPIPE_VERIFY_TOKEN", hide_env_values = true)]
+    pub verify_token: Option<String>,
+
+    /// File holding the verify token; wins over --verify-token.
+    #[arg(long, env = "WAPIPE_VERIFY_TOKEN_FILE")]
+    pub verify_token_file: Option<PathBuf>,
+
+    /// Topic that receives one record per event.
+    #[arg(long, env = "WAPIPE_TOPIC", default_value = DEFAULT_RAW_TOPIC)]
+    pub topic: String,
+
+    /// Largest POST body accepted; larger ones get 413 before they are read whole. Meta's
+    /// payloads are at most 3 MB.
+    #[arg(long, env = "WAPIPE_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long a request waits for Kafka to acknowledge all its records before it answers
+    /// 503. Keep it well under the provider's timeout (360dialog allows 5 s; Messenger 20 s).
+    #[arg(long, env = "WAPIPE_PRODUCE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub produce_timeout: Duration,
+
+    /// Requests handled at once; past it, 503 with Retry-After instead of queueing in memory.
+    #[arg(long, env = "WAPIPE_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+
+    /// Records the producer may hold unacknowledged (librdkafka queue.buffering.max.messages);
+    /// past it, requests get 503.
+    #[arg(long, env = "WAPIPE_PRODUCER_QUEUE_MESSAGES", default_value_t = 100_000)]
+    pub producer_queue_messages: u32,
+
+    /// Kilobytes the producer may hold unacknowledged (queue.buffering.max.kbytes).
+    #[arg(long, env = "WAPIPE_PRODUCER_QUEUE_KBYTES", default_value_t = 256 * 1024)]
+    pub producer_queue_kbytes: u32,
+
+    /// How long the producer waits to batch records (linger.ms).
+    #[arg(long, env = "WAPIPE_LINGER", default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub linger: Duration,
+
+    /// Value of the Retry-After header on 503 answers.
+    #[arg(long, env = "WAPIPE_RETRY_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub retry_after: Duration,
+
+    /// Key for signed bodies whose user cannot be found (unparseable payloads).
+    #[arg(long, env = "WAPIPE_FALLBACK_KEY", default_value = "unparsed")]
+    pub fallback_key: String,
+
+    /// How long shutdown waits for in-flight requests and the producer's flush.
+    #[arg(long, env = "WAPIPE_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// How often readiness asks the broker for the topic's metadata.
+    #[arg(long, env = "WAPIPE_READINESS_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub readiness_interval: Duration,
+
+    /// Log format: text or json.
+    #[arg(long, env = "WAPIPE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+/// Secrets resolved from flags or files.
+#[derive(Clone)]
+pub struct Secrets {
+    pub signing: Vec<u8>,
+    pub verify_token: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
+fn resolve(inline: &Option<String>, file: &Option<PathBuf>, what: &'static str) -> Result<Option<Vec<u8>>, Error> {
+    match (inline, file) {
+        (_, Some(path)) => read_secret_file(path)
+            .map(|s| Some(s.into_bytes()))
+            .map_err(|source| Error::ReadSecret { what, path: path.clone(), source }),
+        (Some(value), None) => Ok(Some(value.clone().into_bytes())),
+        (None, None) => Ok(None),
+    }
+}
+
+impl Config {
+    pub fn secrets(&self) -> Result<Secrets, Error> {
+        let signing = resolve(&self.app_secret, &self.app_secret_file, "app secret")?
+            .filter(|s| !s.is_empty())
+            .ok_or(Error::MissingSecret("an app secret (--app-secret or --app-secret-file) is required to verify signatures"))?;
+        let verify_token = resolve(&self.verify_token, &self.verify_token_file, "verify token")?
+            .filter(|s| !s.is_empty());
+        Ok(Secrets { signing, verify_token })
+    }
+}

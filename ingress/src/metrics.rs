@@ -1,0 +1,71 @@
+//! Prometheus metrics of the ingress, served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<OutcomeLabel, Counter>,
+    pub events: Family<KindLabel, Counter>,
+    pub produce_seconds: Histogram,
+    pub in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wapipe_ingress");
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "requests",
+            "Webhook requests by outcome (ok, unauthorized, too_large, bad_request, unavailable, overloaded, verified, forbidden)",
+            requests.clone(),
+        );
+        let events = Family::<KindLabel, Counter>::default();
+        registry.register("events_produced", "Events acknowledged by Kafka, by kind", events.clone());
+        // 1 ms .. ~16 s
+        let produce_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "produce_duration_seconds",
+            "Time from handing a request's records to the producer until Kafka acknowledged all of them",
+            produce_seconds.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register("in_flight_requests", "Webhook requests being handled", in_flight.clone());
+        Metrics {
+            registry,
+            requests,
+            events,
+            produce_seconds,
+            in_flight,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, outcome: &str) {
+        self.requests
+            .get_or_create(&OutcomeLabel { outcome: outcome.to_string() })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,246 @@
+//! Every answer of the router, driven through `oneshot` with a fake sink.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use clap::Parser;
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use wapipe_core::signature::sign_meta;
+use wapipe_core::{EventKind, Provider, Record};
+use wapipe_ingress::sink::{Batch, EventSink, ProduceError};
+use wapipe_ingress::{router, AppState, Config, Secrets};
+
+const SECRET: &str = "app-secret";
+const TOKEN: &str = "verify-me";
+const TWO_SENDERS: &str = include_str!("../../core/tests/fixtures/meta/two_senders.json");
+
+/// Records what it was given; fails on demand.
+#[derive(Default)]
+struct FakeSink {
+    produced: Mutex<Vec<(Provider, String, Record)>>,
+    fail_with: Mutex<Option<ProduceError>>,
+    not_ready: bool,
+    hang: bool,
+}
+
+impl EventSink for FakeSink {
+    fn produce<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), ProduceError>> {
+        Box::pin(async move {
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            if let Some(error) = self.fail_with.lock().unwrap().clone() {
+                return Err(error);
+            }
+            let mut produced = self.produced.lock().unwrap();
+            for record in batch.records {
+                produced.push((batch.provider, batch.body_sha256.to_string(), record.clone()));
+            }
+            Ok(())
+        })
+    }
+    fn is_ready(&self) -> bool {
+        !self.not_ready
+    }
+}
+
+fn config(args: &[&str]) -> Config {
+    let mut argv = vec!["wapipe-ingress"];
+    argv.extend_from_slice(args);
+    Config::try_parse_from(argv).expect("valid test flags")
+}
+
+fn state_with(config: Config, sink: Arc<FakeSink>) -> Arc<AppState> {
+    let secrets = Secrets {
+        signing: SECRET.as_bytes().to_vec(),
+        verify_token: Some(TOKEN.as_bytes().to_vec()),
+    };
+    Arc::new(AppState::new(&config, secrets, sink))
+}
+
+fn meta_post(body: &str, signature: Option<String>) -> Request<Body> {
+    let mut request = Request::post("/webhook").header("content-type", "application/json");
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    request.body(Body::from(body.to_string())).unwrap()
+}
+
+async fn send(state: Arc<AppState>, request: Request<Body>) -> (StatusCode, Option<String>, String) {
+    let response = router(state).oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, retry_after, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn signed_batch_with_two_senders_is_acknowledged_as_two_events() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&[]), sink.clone());
+    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
+    let (status, _, body) = send(state, meta_post(TWO_SENDERS, Some(signature))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, r#"{"events":2}"#);
+    let produced = sink.produced.lock().unwrap();
+    let keys: Vec<_> = produced.iter().map(|(_, _, r)| r.key.as_str()).collect();
+    assert_eq!(keys, ["5215512345678", "2348031234567"]);
+    assert!(produced.iter().all(|(p, digest, _)| *p == Provider::Meta
+        && *digest == wapipe_core::signature::body_sha256(TWO_SENDERS.as_bytes())));
+}
+
+#[tokio::test]
+async fn wrong_or_missing_signature_is_401_and_nothing_is_produced() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&[]), sink.clone());
+    let wrong = sign_meta(b"another-secret", TWO_SENDERS.as_bytes());
+    let (status, _, body) = send(state.clone(), meta_post(TWO_SENDERS, Some(wrong))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("does not match"), "{body}");
+    let (status, _, body) = send(state, meta_post(TWO_SENDERS, None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("missing"), "{body}");
+    assert!(sink.produced.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413_before_signature_or_produce() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&["--max-body-bytes", "64"]), sink.clone());
+    let body = "x".repeat(65);
+    let signature = sign_meta(SECRET.as_bytes(), body.as_bytes());
+    let (status, _, _) = send(state.clone(), meta_post(&body, Some(signature))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Without a Content-Length (chunked), the limit still holds while streaming.
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
+        (0..10).map(|_| Ok(bytes::Bytes::from_static(b"0123456789"))).collect();
+    let streamed = Request::post("/webhook")
+        .header("x-hub-signature-256", "sha256=00")
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    let (status, _, _) = send(state, streamed).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(sink.produced.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn broker_failures_answer_503_with_retry_after() {
+    for error in [
+        ProduceError::QueueFull,
+        ProduceError::Timeout(Duration::from_secs(3)),
+        ProduceError::Broker("all brokers down".into()),
+    ] {
+        let sink = Arc::new(FakeSink { fail_with: Mutex::new(Some(error.clone())), ..FakeSink::default() });
+        let state = state_with(config(&["--retry-after", "7s"]), sink);
+        let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
+        let (status, retry_after, _) = send(state, meta_post(TWO_SENDERS, Some(signature))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error:?}");
+        assert_eq!(retry_after.as_deref(), Some("7"), "{error:?}");
+    }
+}
+
+#[tokio::test]
+async fn requests_past_the_in_flight_bound_are_shed_with_503() {
+    let sink = Arc::new(FakeSink { hang: true, ..FakeSink::default() });
+    let state = state_with(config(&["--max-in-flight", "1"]), sink);
+    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
+    // The first request holds the only slot (its produce never completes).
+    let first = tokio::spawn(send(state.clone(), meta_post(TWO_SENDERS, Some(signature.clone()))));
+    while state.in_flight.available_permits() > 0 {
+        tokio::task::yield_now().await;
+    }
+    let (status, retry_after, body) = send(state, meta_post(TWO_SENDERS, Some(signature))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(retry_after.is_some());
+    assert!(body.contains("in flight"), "{body}");
+    first.abort();
+}
+
+#[tokio::test]
+async fn signed_garbage_is_produced_whole_not_dropped() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&["--fallback-key", "poison"]), sink.clone());
+    let body = "definitely not json";
+    let signature = sign_meta(SECRET.as_bytes(), body.as_bytes());
+    let (status, _, _) = send(state, meta_post(body, Some(signature))).await;
+    assert_eq!(status, StatusCode::OK);
+    let produced = sink.produced.lock().unwrap();
+    assert_eq!(produced.len(), 1);
+    assert_eq!(produced[0].2.kind, EventKind::Unparsed);
+    assert_eq!(produced[0].2.key, "poison");
+    assert_eq!(produced[0].2.value, body.as_bytes());
+}
+
+#[tokio::test]
+async fn handshake_echoes_the_challenge_byte_for_byte_when_the_token_matches() {
+    let state = state_with(config(&[]), Arc::new(FakeSink::default()));
+    let ok = Request::get(format!(
+        "/webhook?hub.mode=subscribe&hub.verify_token={TOKEN}&hub.challenge=1158201444%2Eabc"
+    ))
+    .body(Body::empty())
+    .unwrap();
+    let (status, _, body) = send(state.clone(), ok).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "1158201444.abc");
+
+    for query in [
+        "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+        "hub.mode=unsubscribe&hub.verify_token=verify-me&hub.challenge=1",
+        "hub.mode=subscribe&hub.challenge=1",
+        "hub.mode=subscribe&hub.verify_token=verify-me",
+    ] {
+        let request = Request::get(format!("/webhook?{query}")).body(Body::empty()).unwrap();
+        let (status, _, _) = send(state.clone(), request).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn wasender_uses_its_shared_secret_header() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&["--provider", "wasender"]), sink.clone());
+    let body = include_str!("../../core/tests/fixtures/wasender/group_messages.json");
+    let request = |secret: &str| {
+        Request::post("/webhook")
+            .header("x-webhook-signature", secret)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (status, _, _) = send(state.clone(), request("nope")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, response) = send(state, request(SECRET)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(response, r#"{"events":2}"#);
+    assert!(sink.produced.lock().unwrap().iter().all(|(p, _, _)| *p == Provider::Wasender));
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_say_what_they_mean() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&[]), sink);
+    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
+    send(state.clone(), meta_post(TWO_SENDERS, Some(signature))).await;
+    send(state.clone(), meta_post(TWO_SENDERS, None)).await;
+
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    assert_eq!(send(state.clone(), get("/healthz")).await.0, StatusCode::OK);
+    assert_eq!(send(state.clone(), get("/readyz")).await.0, StatusCode::OK);
+    let (status, _, metrics) = send(state, get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(metrics.contains(r#"wapipe_ingress_requests_total{outcome="ok"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"wapipe_ingress_requests_total{outcome="unauthorized"} 1"#));
+    assert!(metrics.contains(r#"wapipe_ingress_events_produced_total{kind="message"} 2"#));
+    assert!(metrics.contains("wapipe_ingress_produce_duration_seconds_count 1"));
+    assert!(metrics.contains("wapipe_ingress_in_flight_requests 0"));
+
+    let unready = state_with(config(&[]), Arc::new(FakeSink { not_ready: true, ..FakeSink::default() }));
+    assert_eq!(send(unready, get("/readyz")).await.0, StatusCode::SERVICE_UNAVAILABLE);
+}
