@@ -1,0 +1,301 @@
+//! Shared helpers of the worker's integration tests: a broker, a PostgreSQL schema per test,
+//! records shaped like the ingress produces them, and a TCP proxy that can cut the database.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+use wapipe_core::kafka::KafkaArgs;
+use wapipe_core::record::{
+    HEADER_BODY_SHA256, HEADER_EVENT_INDEX, HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER,
+    HEADER_RECEIVED_AT, HEADER_STATUS,
+};
+use wapipe_worker::WorkerSettings;
+
+pub const DATABASE: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+pub fn database_url(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/test")
+}
+
+/// A broker for this test, its topic and dead-letter topic, and a group of its own.
+pub struct Setup {
+    pub brokers: String,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub group: String,
+    pub schema: String,
+    _tansu: Option<wapipe_testkit::Tansu>,
+}
+
+impl Setup {
+    pub async fn new(name: &str, partitions: i32) -> Setup {
+        let (brokers, tansu) = wapipe_testkit::broker().expect("a Kafka broker for the test");
+        let topic = wapipe_testkit::unique_name(&format!("{name}-raw"));
+        let dead_letter_topic = wapipe_testkit::unique_name(&format!("{name}-dlq"));
+        wapipe_testkit::create_topic(&brokers, &topic, partitions)
+            .await
+            .expect("creating the raw topic");
+        wapipe_testkit::create_topic(&brokers, &dead_letter_topic, 1)
+            .await
+            .expect("creating the dead-letter topic");
+        let schema = wapipe_testkit::unique_name(name)
+            .replace('-', "_")
+            .to_lowercase();
+        Setup {
+            group: wapipe_testkit::unique_name(&format!("{name}-group")),
+            brokers,
+            topic,
+            dead_letter_topic,
+            schema,
+            _tansu: tansu,
+        }
+    }
+
+    pub fn kafka(&self) -> KafkaArgs {
+        KafkaArgs::plaintext(self.brokers.clone())
+    }
+
+    pub fn settings(&self) -> WorkerSettings {
+        WorkerSettings {
+            concurrency: 8,
+            retry_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(300),
+            drain_timeout: Duration::from_secs(10),
+            ..WorkerSettings::new(
+                self.kafka(),
+                &self.topic,
+                &self.dead_letter_topic,
+                &self.group,
+            )
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .expect("creating a producer")
+    }
+
+    /// Connects to PostgreSQL with this test's schema first on the search path.
+    pub async fn database(&self) -> Client {
+        let (client, connection) = tokio_postgres::connect(DATABASE, NoTls)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {0}; SET search_path TO {0}",
+                self.schema
+            ))
+            .await
+            .expect("creating the test schema");
+        client
+    }
+
+    /// High watermarks summed over the dead-letter topic: how many dead letters exist.
+    pub fn dead_letter_count(&self) -> i64 {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("creating a consumer");
+        let (low, high) = consumer
+            .fetch_watermarks(&self.dead_letter_topic, 0, Duration::from_secs(10))
+            .expect("dead-letter watermarks");
+        high - low
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A Meta text message from `user` as the ingress produces it.
+pub fn message_value(user: &str, wamid: &str, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "waba-1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "pn-1"},
+            "contacts": [{"wa_id": user, "profile": {"name": "Test User"}}],
+            "messages": [{"from": user, "id": wamid, "timestamp": "1700000000",
+                "type": "text", "text": {"body": text}}]
+        }}]}]
+    }))
+    .unwrap()
+}
+
+/// A Meta status of `wamid` sent to `user`.
+pub fn status_value(user: &str, wamid: &str, status: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "waba-1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "pn-1"},
+            "statuses": [{"id": wamid, "status": status, "timestamp": "1700000001",
+                "recipient_id": user}]
+        }}]}]
+    }))
+    .unwrap()
+}
+
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+    kind: &str,
+    message_id: Option<&str>,
+    status: Option<&str>,
+) {
+    let received_at = now_ms().to_string();
+    let mut headers = OwnedHeaders::new()
+        .insert(Header {
+            key: HEADER_PROVIDER,
+            value: Some("meta"),
+        })
+        .insert(Header {
+            key: HEADER_RECEIVED_AT,
+            value: Some(&received_at),
+        })
+        .insert(Header {
+            key: HEADER_KIND,
+            value: Some(kind),
+        })
+        .insert(Header {
+            key: HEADER_BODY_SHA256,
+            value: Some("00"),
+        })
+        .insert(Header {
+            key: HEADER_EVENT_INDEX,
+            value: Some("0"),
+        });
+    if let Some(id) = message_id {
+        headers = headers.insert(Header {
+            key: HEADER_MESSAGE_ID,
+            value: Some(id),
+        });
+    }
+    if let Some(status) = status {
+        headers = headers.insert(Header {
+            key: HEADER_STATUS,
+            value: Some(status),
+        });
+    }
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("producing a test record");
+}
+
+pub async fn produce_message(producer: &FutureProducer, topic: &str, user: &str, wamid: &str) {
+    let value = message_value(user, wamid, &format!("text of {wamid}"));
+    produce(producer, topic, user, &value, "message", Some(wamid), None).await;
+}
+
+/// Polls `check` until it holds; panics with `what` after a generous bound (never a timing
+/// assertion: only a guard against hanging forever).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !check().await {
+        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn count(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .map(|row| row.get::<_, i64>(0))
+        .unwrap_or(-1)
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut (every connection dropped and new
+/// ones refused) and restore, without touching the shared server.
+pub struct CuttableProxy {
+    pub port: u16,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    pub async fn start(target: SocketAddr) -> CuttableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (open2, connections2) = (open.clone(), connections.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !open2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                connections2.lock().unwrap().push(task);
+            }
+        });
+        CuttableProxy {
+            port,
+            open,
+            connections,
+            accept,
+        }
+    }
+
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}

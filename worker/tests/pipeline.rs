@@ -1,0 +1,542 @@
+//! The worker on a real broker and a real PostgreSQL, run in-process.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use common::*;
+use tokio_util::sync::CancellationToken;
+use wapipe_worker::error::{Error, Result};
+use wapipe_worker::replay::{self, DeadLetterFilter};
+use wapipe_worker::route::Event;
+use wapipe_worker::sink::{HttpSink, PostgresSink, SharedSink, Sink};
+use wapipe_worker::{Worker, WorkerSettings};
+
+/// Records the order of writes per user and how many writes overlapped.
+#[derive(Default)]
+struct RecordingSink {
+    order: Mutex<HashMap<String, Vec<String>>>,
+    running: AtomicUsize,
+    most_running: AtomicUsize,
+    writes: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Sink for RecordingSink {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+
+    async fn write(&self, event: &Event) -> Result<()> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_running.fetch_max(now, Ordering::SeqCst);
+        // Uneven write times, so that a scheduler that reorders would show it.
+        let spread = event.id.bytes().map(u64::from).sum::<u64>() % 7;
+        tokio::time::sleep(Duration::from_millis(spread)).await;
+        self.order
+            .lock()
+            .unwrap()
+            .entry(event.user_key.clone())
+            .or_default()
+            .push(event.id.clone());
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct Running {
+    worker: Arc<Worker>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("worker task").expect("worker run");
+    }
+}
+
+fn start(settings: WorkerSettings, sink: SharedSink) -> Running {
+    let worker = Arc::new(Worker::new());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (worker, stop) = (worker.clone(), stop.clone());
+        async move { worker.run(settings, sink, stop).await }
+    });
+    Running { worker, stop, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_of_one_user_are_written_in_order_while_users_of_one_partition_run_concurrently() {
+    let setup = Setup::new("order", 1).await;
+    let producer = setup.producer();
+    let users: Vec<String> = (0..6).map(|u| format!("1555000{u}")).collect();
+    for n in 0..40 {
+        for user in &users {
+            produce_message(
+                &producer,
+                &setup.topic,
+                user,
+                &format!("wamid.{user}.{n:03}"),
+            )
+            .await;
+        }
+    }
+    let sink = Arc::new(RecordingSink::default());
+    let running = start(setup.settings(), sink.clone());
+    eventually("all 240 events written", || {
+        let sink = sink.clone();
+        async move { sink.writes.load(Ordering::SeqCst) >= 240 }
+    })
+    .await;
+    running.stop().await;
+
+    let order = sink.order.lock().unwrap();
+    for user in &users {
+        let expected: Vec<String> = (0..40).map(|n| format!("wamid.{user}.{n:03}")).collect();
+        assert_eq!(order[user], expected, "events of {user} out of order");
+    }
+    // One partition, yet several users were written at the same time.
+    assert!(sink.most_running.load(Ordering::SeqCst) > 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statuses_never_regress_and_duplicates_leave_one_row_in_postgres() {
+    let setup = Setup::new("status", 2).await;
+    let producer = setup.producer();
+    let db = setup.database().await;
+    let sink = PostgresSink::connect(&database_url(5432), Some(setup.schema.clone()))
+        .await
+        .expect("postgres sink");
+    let user = "15550100";
+    produce_message(&producer, &setup.topic, user, "wamid.in.1").await;
+    produce_message(&producer, &setup.topic, user, "wamid.in.1").await;
+    for status in ["sent", "read", "delivered", "read"] {
+        let value = status_value(user, "wamid.out.1", status);
+        produce(
+            &producer,
+            &setup.topic,
+            user,
+            &value,
+            "status",
+            Some("wamid.out.1"),
+            Some(status),
+        )
+        .await;
+    }
+    let other_field = br#"{"object":"whatsapp_business_account","entry":[{"id":"w","time":1,"changes":[{"field":"message_template_status_update","value":{"event":"APPROVED"}}]}]}"#;
+    produce(
+        &producer,
+        &setup.topic,
+        "pn-1",
+        other_field,
+        "field",
+        None,
+        None,
+    )
+    .await;
+    let running = start(setup.settings(), Arc::new(sink));
+    eventually("7 events finished", || {
+        let metrics = running.worker.metrics.clone();
+        async move { metrics.finished_events() >= 7 }
+    })
+    .await;
+    running.stop().await;
+
+    assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM wapipe_statuses").await, 3);
+    assert_eq!(count(&db, "SELECT count(*) FROM wapipe_events").await, 1);
+    let current: String = db
+        .query_one(
+            "SELECT status FROM wapipe_message_status WHERE wamid = 'wamid.out.1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(current, "read", "a late delivered must not overwrite read");
+    let raw_kept: bool = db
+        .query_one(
+            "SELECT raw->'entry'->0->>'id' = 'waba-1' FROM wapipe_messages",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(raw_kept);
+}
+
+/// An HTTP service that refuses one wamid with 422 (until fixed) and counts every request.
+#[derive(Default)]
+struct Service {
+    calls: Mutex<HashMap<String, usize>>,
+    fixed: AtomicBool,
+}
+
+async fn serve(service: Arc<Service>) -> SocketAddr {
+    async fn handle(State(service): State<Arc<Service>>, headers: HeaderMap) -> StatusCode {
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        *service
+            .calls
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default() += 1;
+        if key == "wamid.poison" && !service.fixed.load(Ordering::SeqCst) {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        }
+    }
+    let app = axum::Router::new()
+        .route("/events", axum::routing::post(handle))
+        .with_state(service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_event_is_dead_lettered_after_exactly_three_attempts_and_replayed_once_fixed() {
+    let setup = Setup::new("poison", 2).await;
+    let producer = setup.producer();
+    let service = Arc::new(Service::default());
+    let addr = serve(service.clone()).await;
+    let user = "15550200";
+    produce_message(&producer, &setup.topic, user, "wamid.before").await;
+    produce_message(&producer, &setup.topic, user, "wamid.poison").await;
+    for n in 0..20 {
+        produce_message(&producer, &setup.topic, user, &format!("wamid.after.{n}")).await;
+        produce_message(
+            &producer,
+            &setup.topic,
+            "15550201",
+            &format!("wamid.other.{n}"),
+        )
+        .await;
+    }
+    produce(
+        &producer,
+        &setup.topic,
+        "pn-1",
+        b"\x00garbage",
+        "unparsed",
+        None,
+        None,
+    )
+    .await;
+    let sink = HttpSink::new(&format!("http://{addr}/events"), Duration::from_secs(5)).unwrap();
+    let running = start(setup.settings(), Arc::new(sink));
+    eventually("every event finished", || {
+        let metrics = running.worker.metrics.clone();
+        async move { metrics.finished_events() >= 44 }
+    })
+    .await;
+    {
+        let calls = service.calls.lock().unwrap();
+        assert_eq!(
+            calls["wamid.poison"], 3,
+            "the poison event is tried exactly three times"
+        );
+        assert_eq!(calls["wamid.after.19"], 1);
+        assert_eq!(calls["wamid.other.19"], 1);
+    }
+    // The poison message and the unparsable body are dead letters; nothing else is.
+    eventually("two dead letters", || {
+        let n = setup.dead_letter_count();
+        async move { n == 2 }
+    })
+    .await;
+    let dead = read_dead_letters(&setup).await;
+    let poison = dead
+        .iter()
+        .find(|h| h.get("wapipe-message-id").map(String::as_str) == Some("wamid.poison"))
+        .expect("the poison dead letter");
+    assert_eq!(poison["wapipe-dlq-attempts"], "3");
+    assert_eq!(poison["wapipe-dlq-source-topic"], setup.topic);
+    assert_eq!(poison["wapipe-kind"], "message");
+    assert!(poison["wapipe-dlq-error"].contains("422"));
+    assert!(poison.contains_key("wapipe-dlq-first-failure-at"));
+
+    // The bug is fixed: moving the user's dead letters back delivers the event once more.
+    service.fixed.store(true, Ordering::SeqCst);
+    let filter = DeadLetterFilter {
+        key: Some(user.to_string()),
+        ..DeadLetterFilter::default()
+    };
+    let summary = replay::replay_dead_letters(
+        &setup.kafka(),
+        &setup.dead_letter_topic,
+        &setup.topic,
+        &filter,
+    )
+    .await
+    .expect("replaying dead letters");
+    assert_eq!((summary.scanned, summary.replayed), (2, 1));
+    eventually("the replayed event delivered", || {
+        let service = service.clone();
+        async move { service.calls.lock().unwrap()["wamid.poison"] == 4 }
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        setup.dead_letter_count(),
+        2,
+        "the fixed event is not dead-lettered again"
+    );
+}
+
+async fn read_dead_letters(setup: &Setup) -> Vec<HashMap<String, String>> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &setup.brokers)
+        .set("group.id", wapipe_testkit::unique_name("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&setup.dead_letter_topic]).unwrap();
+    let total = setup.dead_letter_count() as usize;
+    let mut out = Vec::new();
+    while out.len() < total {
+        let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("a dead letter within a minute")
+            .unwrap();
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(headers);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_when_it_returns() {
+    let setup = Setup::new("dbdown", 2).await;
+    let producer = setup.producer();
+    let db = setup.database().await;
+    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
+        .await
+        .expect("postgres sink through the proxy");
+    let running = start(setup.settings(), Arc::new(sink));
+    for n in 0..10 {
+        produce_message(
+            &producer,
+            &setup.topic,
+            &format!("1555030{}", n % 3),
+            &format!("wamid.a.{n}"),
+        )
+        .await;
+    }
+    eventually("first 10 rows", || async {
+        count(&db, "SELECT count(*) FROM wapipe_messages").await == 10
+    })
+    .await;
+    assert!(running.worker.health.is_ready());
+
+    proxy.cut();
+    for n in 0..10 {
+        produce_message(
+            &producer,
+            &setup.topic,
+            &format!("1555030{}", n % 3),
+            &format!("wamid.b.{n}"),
+        )
+        .await;
+    }
+    eventually("the worker reports not ready", || {
+        let health = running.worker.health.clone();
+        async move { !health.is_ready() }
+    })
+    .await;
+    eventually("several sink retries", || {
+        let metrics = running.worker.metrics.clone();
+        async move {
+            metrics
+                .encode()
+                .contains("wapipe_worker_retries_total{reason=\"sink\"}")
+        }
+    })
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 10);
+    assert_eq!(
+        setup.dead_letter_count(),
+        0,
+        "an unavailable sink is not the events' fault"
+    );
+
+    proxy.restore();
+    eventually("all 20 rows after the database returned", || async {
+        count(&db, "SELECT count(*) FROM wapipe_messages").await == 20
+    })
+    .await;
+    eventually("ready again", || {
+        let health = running.worker.health.clone();
+        async move { health.is_ready() }
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(setup.dead_letter_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_split_the_partitions_and_survive_a_rebalance_with_nothing_lost() {
+    let setup = Setup::new("rebalance", 4).await;
+    let producer = setup.producer();
+    let db = setup.database().await;
+    let sink = || async {
+        Arc::new(
+            PostgresSink::connect(&database_url(5432), Some(setup.schema.clone()))
+                .await
+                .expect("postgres sink"),
+        ) as SharedSink
+    };
+    let users: Vec<String> = (0..12).map(|u| format!("155504{u:02}")).collect();
+    let mut produced = 0;
+    let mut produce_round = |round: usize| {
+        let producer = producer.clone();
+        let users = users.clone();
+        let topic = setup.topic.clone();
+        produced += users.len() * 10;
+        async move {
+            for n in 0..10 {
+                for user in &users {
+                    produce_message(
+                        &producer,
+                        &topic,
+                        user,
+                        &format!("wamid.{user}.{round}.{n}"),
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+    produce_round(0).await;
+    let first = start(setup.settings(), sink().await);
+    eventually("the first worker makes progress", || async {
+        count(&db, "SELECT count(*) FROM wapipe_messages").await > 0
+    })
+    .await;
+    let second = start(setup.settings(), sink().await);
+    produce_round(1).await;
+    eventually("both workers own partitions", || {
+        let (a, b) = (first.worker.metrics.clone(), second.worker.metrics.clone());
+        async move { a.assigned_partitions.get() > 0 && b.assigned_partitions.get() > 0 }
+    })
+    .await;
+    assert_eq!(
+        first.worker.metrics.assigned_partitions.get()
+            + second.worker.metrics.assigned_partitions.get(),
+        4
+    );
+    // The first worker leaves: its partitions move to the second one.
+    first.stop().await;
+    produce_round(2).await;
+    let expected = produced as i64;
+    eventually("every event in PostgreSQL", || async {
+        count(&db, "SELECT count(*) FROM wapipe_messages").await == expected
+    })
+    .await;
+    eventually("the second worker owns every partition", || {
+        let m = second.worker.metrics.clone();
+        async move { m.assigned_partitions.get() == 4 }
+    })
+    .await;
+    second.stop().await;
+    // Per user, rows were written in the order produced.
+    for user in &users {
+        let rows = db
+            .query(
+                "SELECT wamid FROM wapipe_messages WHERE user_key = $1 ORDER BY seq",
+                &[user],
+            )
+            .await
+            .unwrap();
+        let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let want: Vec<String> = (0..3)
+            .flat_map(|round| (0..10).map(move |n| format!("wamid.{user}.{round}.{n}")))
+            .collect();
+        assert_eq!(got, want, "order of {user}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_from_a_timestamp_rewinds_the_group_and_is_refused_while_it_has_members() {
+    let setup = Setup::new("rewind", 2).await;
+    let producer = setup.producer();
+    let before = now_ms() - 1000;
+    for n in 0..10 {
+        produce_message(
+            &producer,
+            &setup.topic,
+            &format!("1555050{}", n % 2),
+            &format!("wamid.{n}"),
+        )
+        .await;
+    }
+    let sink = Arc::new(RecordingSink::default());
+    let running = start(setup.settings(), sink.clone());
+    eventually("10 written", || {
+        let sink = sink.clone();
+        async move { sink.writes.load(Ordering::SeqCst) >= 10 }
+    })
+    .await;
+    let refused =
+        replay::reset_offsets_to_time(&setup.kafka(), &setup.topic, &setup.group, before, false);
+    assert!(
+        matches!(refused, Err(Error::GroupActive { .. })),
+        "{refused:?}"
+    );
+    running.stop().await;
+
+    let mut offsets = None;
+    eventually("the group to empty and the reset to pass", || {
+        let result = replay::reset_offsets_to_time(
+            &setup.kafka(),
+            &setup.topic,
+            &setup.group,
+            before,
+            false,
+        );
+        let ok = result.is_ok();
+        if let Ok(o) = result {
+            offsets = Some(o);
+        }
+        async move { ok }
+    })
+    .await;
+    assert!(offsets.unwrap().iter().all(|(_, offset)| *offset == 0));
+    let running = start(setup.settings(), sink.clone());
+    eventually("the 10 events written again", || {
+        let sink = sink.clone();
+        async move { sink.writes.load(Ordering::SeqCst) >= 20 }
+    })
+    .await;
+    running.stop().await;
+}
