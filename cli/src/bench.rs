@@ -1,0 +1,184 @@
+//! `wapipe bench ingress`: loads a real ingress process with signed, varied payloads and prints
+//! requests/s, events/s, p50/p99 and peak RSS, beside the ceiling: the raw rdkafka producer
+//! rate (idempotent, acks=all) to the same broker.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::future::join_all;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use wapipe_core::split::split;
+use wapipe_core::Provider;
+
+use crate::payloads::Generator;
+use crate::send::{random_run_id, send, SendArgs};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchIngressArgs {
+    /// Broker to use; a private Tansu is started when absent.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// Requests to send through the ingress.
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Events per POST.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Records for the raw producer ceiling.
+    #[arg(long, default_value_t = 50_000)]
+    pub raw_records: usize,
+    /// Provider whose payloads to send.
+    #[arg(long, default_value = "meta")]
+    pub provider: Provider,
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Peak resident set size of a process, from /proc (Linux).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A binary built beside this one (`target/<profile>/NAME`).
+pub fn sibling_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.is_file() {
+        bail!("{} not found: build it with `cargo build --release -p {name}`", path.display());
+    }
+    Ok(path)
+}
+
+/// Produces `count` records shaped like the ingress's through one idempotent acks=all
+/// producer and returns records/s.
+async fn raw_producer_rate(brokers: &str, topic: &str, provider: Provider, count: usize) -> anyhow::Result<f64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()?;
+    let generator = Generator::new(provider, random_run_id(), 1000, 100);
+    let mut records = Vec::new();
+    while records.len() < count {
+        records.extend(split(provider, generator.next().body.as_bytes(), "f"));
+    }
+    records.truncate(count);
+    let started = Instant::now();
+    for chunk in records.chunks(10_000) {
+        let deliveries: Vec<_> = chunk
+            .iter()
+            .map(|r| {
+                producer.send_result(FutureRecord::to(topic).key(r.key.as_bytes()).payload(&r.value))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|(e, _)| anyhow::anyhow!("enqueueing: {e}"))?;
+        for delivery in join_all(deliveries).await {
+            delivery?.map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+        }
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
+    let (_broker_guard, brokers) = match &args.brokers {
+        Some(b) => (None, b.clone()),
+        None => {
+            let tansu = wapipe_testkit::Tansu::start().context("starting a private Tansu broker")?;
+            let b = tansu.bootstrap();
+            (Some(tansu), b)
+        }
+    };
+    let ceiling_topic = wapipe_testkit::unique_name("bench-raw");
+    let topic = wapipe_testkit::unique_name("bench-ingress");
+    wapipe_testkit::create_topic(&brokers, &ceiling_topic, args.partitions).await?;
+    wapipe_testkit::create_topic(&brokers, &topic, args.partitions).await?;
+
+    println!("broker {brokers}, {} partitions, provider {}", args.partitions, args.provider);
+    let raw_rate = raw_producer_rate(&brokers, &ceiling_topic, args.provider, args.raw_records).await?;
+
+    let port = wapipe_testkit::free_port();
+    let secret = "bench-secret";
+    let ingress = Command::new(sibling_binary("wapipe-ingress")?)
+        .env("WAPIPE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WAPIPE_PROVIDER", args.provider.as_str())
+        .env("WAPIPE_APP_SECRET", secret)
+        .env("WAPIPE_TOPIC", &topic)
+        .env("WAPIPE_KAFKA_BROKERS", &brokers)
+        .env("WAPIPE_READINESS_INTERVAL", "200ms")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting wapipe-ingress")?;
+    let ingress = KillOnDrop(ingress);
+    let pid = ingress.0.id();
+    let client = reqwest::Client::new();
+    let ready_url = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(&ready_url).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the ingress did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let send_args = SendArgs {
+        url: format!("http://127.0.0.1:{port}/webhook"),
+        provider: args.provider,
+        secret: secret.to_string(),
+        concurrency: args.concurrency,
+        rate: None,
+        requests: args.requests,
+        batch: args.batch,
+        users: 1000,
+        run_id: None,
+    };
+    // Warm up connections and the producer before measuring.
+    send(&SendArgs { requests: 200, ..send_args.clone() }).await?;
+    let report = send(&send_args).await?;
+    let rss = peak_rss_kib(pid);
+
+    let secs = report.elapsed.as_secs_f64();
+    println!();
+    println!("ingress: {} requests x {} event(s), concurrency {}", args.requests, args.batch, args.concurrency);
+    report.print();
+    match rss {
+        Some(kib) => println!("peak RSS       {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("peak RSS       unavailable (no /proc)"),
+    }
+    println!("ceiling: raw rdkafka producer (idempotent, acks=all) {raw_rate:.0} records/s");
+    println!(
+        "ingress events/s as share of ceiling: {:.0}%",
+        100.0 * (report.events_acknowledged as f64 / secs) / raw_rate
+    );
+    if report.ok() != report.requests() {
+        bail!("{} of {} requests were not answered 200", report.requests() - report.ok(), report.requests());
+    }
+    Ok(())
+}

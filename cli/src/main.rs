@@ -1,0 +1,40 @@
+use clap::{Parser, Subcommand};
+use wapipe::bench::{bench_ingress, BenchIngressArgs};
+use wapipe::send::{send, SendArgs};
+
+#[derive(Parser)]
+#[command(name = "wapipe", version, about = "wapipe: WhatsApp webhooks into Kafka, durably")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send signed, realistic webhooks to an ingress and report what came back.
+    Send(SendArgs),
+    /// Benchmarks that print figures beside their ceilings.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Requests/s, events/s, p50/p99 and peak RSS of a real ingress, beside the raw producer rate.
+    Ingress(BenchIngressArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Send(args) => {
+            let report = send(&args).await?;
+            report.print();
+            if report.ok() != report.requests() {
+                std::process::exit(1);
+            }
+        }
+        Command::Bench(Bench::Ingress(args)) => bench_ingress(&args).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! `wapipe send`: posts signed, realistic webhooks at a chosen rate and concurrency to any
+//! ingress and reports what came back. Benchmarks use it as their load generator.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+use wapipe_core::signature::sign_meta;
+use wapipe_core::Provider;
+
+use crate::payloads::Generator;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SendArgs {
+    /// Webhook URL of the ingress.
+    #[arg(long, default_value = "http://127.0.0.1:8080/webhook")]
+    pub url: String,
+    /// Provider whose payloads and signature to use: meta or wasender.
+    #[arg(long, default_value = "meta")]
+    pub provider: Provider,
+    /// The app secret (Meta) or webhook secret (WASender) the ingress verifies with.
+    #[arg(long, env = "WAPIPE_APP_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Requests sent at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Total requests per second across all connections; unlimited when absent.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How many requests to send.
+    #[arg(long, default_value_t = 1000)]
+    pub requests: u64,
+    /// Events per POST (Meta batches up to 1000).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Distinct users the events are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub users: u64,
+    /// Tag put into message ids, so runs never collide; random when absent.
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+/// What a run of `send` saw.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub statuses: BTreeMap<String, u64>,
+    pub events_acknowledged: u64,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+}
+
+impl Report {
+    pub fn requests(&self) -> u64 {
+        self.statuses.values().sum()
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.statuses.get("200").copied().unwrap_or(0)
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[index]
+    }
+
+    pub fn print(&self) {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        println!("requests       {}", self.requests());
+        for (status, count) in &self.statuses {
+            println!("  {status:<12} {count}");
+        }
+        println!("requests/s     {:.0}", self.requests() as f64 / secs);
+        println!("events/s       {:.0} (acknowledged)", self.events_acknowledged as f64 / secs);
+        println!("latency p50    {:.2} ms", self.percentile(0.50).as_secs_f64() * 1e3);
+        println!("latency p99    {:.2} ms", self.percentile(0.99).as_secs_f64() * 1e3);
+    }
+}
+
+pub fn random_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("r{:x}", (nanos as u64) ^ u64::from(std::process::id()))
+}
+
+pub async fn send(args: &SendArgs) -> anyhow::Result<Report> {
+    let run = args.run_id.clone().unwrap_or_else(random_run_id);
+    let generator = Arc::new(Generator::new(args.provider, run, args.users, args.batch));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let remaining = Arc::new(std::sync::atomic::AtomicU64::new(args.requests));
+    let pacer = args.rate.filter(|r| *r > 0.0).map(|rate| {
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        Arc::new(Mutex::new(interval))
+    });
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (client, generator, remaining, pacer, args) =
+            (client.clone(), generator.clone(), remaining.clone(), pacer.clone(), args.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut report = Report::default();
+            loop {
+                let left = remaining.fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                );
+                if left.is_err() {
+                    break;
+                }
+                if let Some(pacer) = &pacer {
+                    pacer.lock().await.tick().await;
+                }
+                let payload = generator.next();
+                let request = client.post(&args.url).header("content-type", "application/json");
+                let request = match args.provider {
+                    Provider::Meta => request.header(
+                        "x-hub-signature-256",
+                        sign_meta(args.secret.as_bytes(), payload.body.as_bytes()),
+                    ),
+                    Provider::Wasender => request.header("x-webhook-signature", &args.secret),
+                };
+                let sent = Instant::now();
+                let outcome = request.body(payload.body).send().await;
+                report.latencies.push(sent.elapsed());
+                let status = match outcome {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let _ = response.bytes().await;
+                        if status == 200 {
+                            report.events_acknowledged += payload.events as u64;
+                        }
+                        status.to_string()
+                    }
+                    Err(error) if error.is_timeout() => "timeout".to_string(),
+                    Err(_) => "connect-error".to_string(),
+                };
+                *report.statuses.entry(status).or_default() += 1;
+            }
+            report
+        }));
+    }
+    let mut total = Report::default();
+    for task in tasks {
+        let part = task.await?;
+        for (status, count) in part.statuses {
+            *total.statuses.entry(status).or_default() += count;
+        }
+        total.events_acknowledged += part.events_acknowledged;
+        total.latencies.extend(part.latencies);
+    }
+    total.elapsed = started.elapsed();
+    total.latencies.sort();
+    Ok(total)
+}
