@@ -1,1 +1,955 @@
-//! stub
+//! The reconciler: fetch → validate (pure) → topic → build (pure) → apply → scale → status.
+//!
+//! Children are applied with server-side apply under [`crate::FIELD_MANAGER`]; the worker
+//! Deployment's `spec.replicas` is written separately under [`crate::SCALER_FIELD_MANAGER`], so
+//! the template apply never fights the scaler. Topics live outside Kubernetes, so deleting them
+//! (only under `deletionPolicy: Delete`, only topics the operator created) goes through a
+//! finalizer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::build::{build, worker_name};
+use crate::crd::{
+    Condition, DeletionPolicy, KafkaSpec, PartitionLagStatus, PipelineStatus, SecretKeyRef,
+    WhatsAppWebhookPipeline, FINALIZER,
+};
+use crate::error::{Error, Result};
+use crate::kafka::{KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
+use crate::metrics::{Metrics, PipelineLabels, ScalingLabels};
+use crate::scaler::policy::{self, Decision, PartitionStatus, PolicyState};
+use crate::validate::{validate, ValidPipeline};
+
+/// What the scaler remembers about one pipeline between reconciles.
+#[derive(Debug, Default)]
+struct ScalerMemory {
+    state: PolicyState,
+    last_poll: Option<Instant>,
+    last: Option<Decision>,
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub admin: Arc<dyn TopicAdmin>,
+    pub recorder: Recorder,
+    /// Image for ingress and worker when the spec names none: the operator's own.
+    pub default_image: String,
+    pub metrics: Arc<Metrics>,
+    scalers: Mutex<HashMap<String, ScalerMemory>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        admin: Arc<dyn TopicAdmin>,
+        default_image: impl Into<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: crate::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            admin,
+            default_image: default_image.into(),
+            metrics,
+            scalers: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn key(pipeline: &WhatsAppWebhookPipeline) -> String {
+    format!(
+        "{}/{}",
+        pipeline.namespace().unwrap_or_default(),
+        pipeline.name_any()
+    )
+}
+
+/// Runs the controller until the stream ends (shutdown signal).
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let pipelines = Api::<WhatsAppWebhookPipeline>::all(client.clone());
+    let config = watcher::Config::default().any_semantic();
+    Controller::new(pipelines, config.clone())
+        .owns(Api::<Deployment>::all(client.clone()), config.clone())
+        .owns(Api::<Service>::all(client.clone()), config.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client), config)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => warn!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// Transient errors retry with exponential backoff (5 s doubling to 5 min); spec errors wait.
+pub fn error_policy(
+    pipeline: Arc<WhatsAppWebhookPipeline>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            error: error.metric_label().into(),
+        })
+        .inc();
+    warn!(pipeline = %key(&pipeline), %error, "reconcile failed");
+    if !error.is_transient() {
+        return Action::await_change();
+    }
+    let mut failures = lock(&ctx.failures);
+    let attempts = failures.entry(key(&pipeline)).or_insert(0);
+    *attempts = attempts.saturating_add(1);
+    Action::requeue(backoff(*attempts))
+}
+
+/// Delay before retry number `attempt` (1-based).
+pub fn backoff(attempt: u32) -> Duration {
+    let seconds = 5u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
+    Duration::from_secs(seconds.min(300))
+}
+
+/// Reconciles one pipeline.
+pub async fn reconcile(
+    pipeline: Arc<WhatsAppWebhookPipeline>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    ctx.metrics.reconciliations.inc();
+    let action = if pipeline.metadata.deletion_timestamp.is_some() {
+        cleanup(&pipeline, &ctx).await?
+    } else {
+        apply(&pipeline, &ctx).await?
+    };
+    lock(&ctx.failures).remove(&key(&pipeline));
+    Ok(action)
+}
+
+fn has_finalizer(pipeline: &WhatsAppWebhookPipeline) -> bool {
+    pipeline.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+async fn set_finalizers(
+    pipeline: &WhatsAppWebhookPipeline,
+    ctx: &Context,
+    finalizers: Vec<String>,
+) -> Result<()> {
+    let api: Api<WhatsAppWebhookPipeline> = Api::namespaced(
+        ctx.client.clone(),
+        &pipeline.namespace().unwrap_or_default(),
+    );
+    // The resourceVersion makes this a compare-and-swap against other writers of the list.
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": pipeline.resource_version(),
+    }});
+    api.patch(
+        &pipeline.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::PatchFinalizers)?;
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx
+        .recorder
+        .publish(&event, &pipeline.object_ref(&()))
+        .await
+    {
+        // An event lost is not worth failing the reconcile for.
+        warn!(%error, reason, "publishing event failed");
+    }
+}
+
+/// Reads one key of a Secret in `namespace`.
+async fn read_secret(client: &Client, namespace: &str, secret: &SecretKeyRef) -> Result<String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let object = api
+        .get(&secret.name)
+        .await
+        .map_err(|source| Error::ReadSecret {
+            name: secret.name.clone(),
+            source,
+        })?;
+    object
+        .data
+        .as_ref()
+        .and_then(|data| data.get(&secret.key))
+        .map(|value| String::from_utf8_lossy(&value.0).into_owned())
+        .ok_or_else(|| Error::SecretKeyMissing {
+            name: secret.name.clone(),
+            key: secret.key.clone(),
+        })
+}
+
+/// The operator's own Kafka connection for this pipeline (SASL password and CA read from Secrets).
+async fn kafka_settings(
+    client: &Client,
+    namespace: &str,
+    kafka: &KafkaSpec,
+) -> Result<KafkaSettings> {
+    let mut settings = KafkaSettings::new();
+    settings.insert("bootstrap.servers".into(), kafka.bootstrap_servers.clone());
+    let protocol = match (kafka.sasl.is_some(), kafka.tls.is_some()) {
+        (true, true) => Some("SASL_SSL"),
+        (true, false) => Some("SASL_PLAINTEXT"),
+        (false, true) => Some("SSL"),
+        (false, false) => None,
+    };
+    if let Some(protocol) = protocol {
+        settings.insert("security.protocol".into(), protocol.into());
+    }
+    if let Some(sasl) = &kafka.sasl {
+        settings.insert("sasl.mechanism".into(), sasl.mechanism.as_str().into());
+        settings.insert("sasl.username".into(), sasl.username.clone());
+        let password = read_secret(client, namespace, &sasl.password_secret_ref).await?;
+        settings.insert("sasl.password".into(), password.trim_end().to_string());
+    }
+    if let Some(ca) = kafka
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.ca_secret_ref.as_ref())
+    {
+        settings.insert(
+            "ssl.ca.pem".into(),
+            read_secret(client, namespace, ca).await?,
+        );
+    }
+    Ok(settings)
+}
+
+/// What to do about a topic, given its spec and what the broker has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicPlan {
+    Create,
+    /// It exists with the requested shape.
+    Matches,
+    IncreasePartitions {
+        from: i32,
+        to: i32,
+    },
+    /// A decrease of partitions or a change of replication factor.
+    NotSupported(String),
+}
+
+/// Pure: compares the requested shape with the existing topic.
+pub fn plan_topic(
+    partitions: i32,
+    replication_factor: Option<i32>,
+    existing: Option<TopicShape>,
+) -> TopicPlan {
+    let Some(existing) = existing else {
+        return TopicPlan::Create;
+    };
+    let mut problems = Vec::new();
+    if partitions < existing.partitions {
+        problems.push(format!(
+            "decreasing partitions from {} to {partitions} is not supported",
+            existing.partitions
+        ));
+    }
+    if let Some(rf) = replication_factor {
+        if rf != existing.replication_factor {
+            problems.push(format!(
+                "changing the replication factor from {} to {rf} is not supported",
+                existing.replication_factor
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return TopicPlan::NotSupported(problems.join("; "));
+    }
+    if partitions > existing.partitions {
+        return TopicPlan::IncreasePartitions {
+            from: existing.partitions,
+            to: partitions,
+        };
+    }
+    TopicPlan::Matches
+}
+
+/// Outcome of reconciling one topic, for the status.
+struct TopicOutcome {
+    ready: bool,
+    reason: &'static str,
+    message: String,
+    partitions: Option<i32>,
+    created: bool,
+}
+
+async fn ensure_topic(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    kafka: &KafkaSettings,
+    request: TopicRequest,
+    created_before: bool,
+) -> Result<TopicOutcome> {
+    let name = request.name.clone();
+    let topic_error = |action: &'static str| {
+        let topic = name.clone();
+        move |source| Error::Topic {
+            action,
+            topic,
+            source,
+        }
+    };
+    let existing = ctx
+        .admin
+        .describe_topic(kafka, &name)
+        .await
+        .map_err(topic_error("describing"))?;
+    let plan = plan_topic(request.partitions, request.replication_factor, existing);
+    let outcome = match plan {
+        TopicPlan::Create => {
+            ctx.admin
+                .create_topic(kafka, &request)
+                .await
+                .map_err(topic_error("creating"))?;
+            let message = format!(
+                "created topic {name} with {} partitions",
+                request.partitions
+            );
+            info!(pipeline = %key(pipeline), topic = %name, "created topic");
+            publish(
+                ctx,
+                pipeline,
+                EventType::Normal,
+                "TopicCreated",
+                message.clone(),
+            )
+            .await;
+            TopicOutcome {
+                ready: true,
+                reason: "Created",
+                message,
+                partitions: Some(request.partitions),
+                created: true,
+            }
+        }
+        TopicPlan::Matches => TopicOutcome {
+            ready: true,
+            reason: if created_before { "Created" } else { "Adopted" },
+            message: format!(
+                "topic {name} has {} partitions{}",
+                request.partitions,
+                if created_before {
+                    ""
+                } else {
+                    " (adopted: it existed before and is never deleted by the operator)"
+                }
+            ),
+            partitions: existing.map(|e| e.partitions),
+            created: created_before,
+        },
+        TopicPlan::IncreasePartitions { from, to } => {
+            ctx.admin
+                .create_partitions(kafka, &name, to)
+                .await
+                .map_err(topic_error("adding partitions to"))?;
+            let message = format!(
+                "partitions of {name} increased from {from} to {to}: keys now map to other \
+                 partitions, so per-user order is not guaranteed across the change"
+            );
+            publish(
+                ctx,
+                pipeline,
+                EventType::Warning,
+                "PartitionsIncreased",
+                message.clone(),
+            )
+            .await;
+            TopicOutcome {
+                ready: true,
+                reason: "PartitionsIncreased",
+                message,
+                partitions: Some(to),
+                created: created_before,
+            }
+        }
+        TopicPlan::NotSupported(message) => {
+            publish(
+                ctx,
+                pipeline,
+                EventType::Warning,
+                "NotSupported",
+                message.clone(),
+            )
+            .await;
+            TopicOutcome {
+                ready: false,
+                reason: "NotSupported",
+                message,
+                partitions: existing.map(|e| e.partitions),
+                created: created_before,
+            }
+        }
+    };
+    Ok(outcome)
+}
+
+async fn apply_child<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    let kind = K::kind(&());
+    let kind: &'static str = match kind.as_ref() {
+        "Deployment" => "Deployment",
+        "Service" => "Service",
+        "PodDisruptionBudget" => "PodDisruptionBudget",
+        _ => "object",
+    };
+    let mut value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
+    value["apiVersion"] = json!(K::api_version(&()));
+    value["kind"] = json!(K::kind(&()));
+    api.patch(
+        &name,
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(|source| Error::ApplyChild { kind, name, source })
+}
+
+/// Sets `condition` in `conditions`, keeping its transition time when the status did not change.
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    previous: &[Condition],
+    generation: Option<i64>,
+    type_: &str,
+    ready: bool,
+    reason: &str,
+    message: impl Into<String>,
+) {
+    let status = if ready { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .and_then(|c| c.last_transition_time.clone())
+        .or_else(|| Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time,
+        observed_generation: generation,
+    });
+}
+
+async fn write_status(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    status: PipelineStatus,
+) -> Result<()> {
+    let api: Api<WhatsAppWebhookPipeline> = Api::namespaced(
+        ctx.client.clone(),
+        &pipeline.namespace().unwrap_or_default(),
+    );
+    let patch = json!({
+        "apiVersion": WhatsAppWebhookPipeline::api_version(&()),
+        "kind": WhatsAppWebhookPipeline::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &pipeline.name_any(),
+        &PatchParams::apply(crate::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let generation = pipeline.metadata.generation;
+    let previous = pipeline.status.clone().unwrap_or_default();
+    let wants_finalizer = pipeline.spec.deletion_policy == DeletionPolicy::Delete;
+    if wants_finalizer && !has_finalizer(pipeline) {
+        let mut finalizers = pipeline.finalizers().to_vec();
+        finalizers.push(FINALIZER.into());
+        set_finalizers(pipeline, ctx, finalizers).await?;
+    }
+
+    let others = Api::<WhatsAppWebhookPipeline>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::ListPipelines)?
+        .items;
+    let valid = match validate(pipeline, &others, &ctx.default_image) {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            warn!(pipeline = %key(pipeline), reason = invalid.reason, message = %invalid.message, "cannot reconcile");
+            publish(
+                ctx,
+                pipeline,
+                EventType::Warning,
+                invalid.reason,
+                invalid.message.clone(),
+            )
+            .await;
+            let mut status = previous.clone();
+            status.observed_generation = generation;
+            let conditions = &mut status.conditions;
+            set_condition(
+                conditions,
+                &previous.conditions,
+                generation,
+                "Ready",
+                false,
+                invalid.reason,
+                &invalid.message,
+            );
+            if invalid.reason == "ResourceConflict" {
+                set_condition(
+                    conditions,
+                    &previous.conditions,
+                    generation,
+                    "TopicReady",
+                    false,
+                    invalid.reason,
+                    &invalid.message,
+                );
+            }
+            write_status(ctx, pipeline, status).await?;
+            // A spec error waits for the next change of the resource.
+            return Ok(Action::await_change());
+        }
+    };
+    let spec = &valid.spec;
+    let kafka = kafka_settings(&ctx.client, &namespace, &spec.kafka).await?;
+
+    let topic = ensure_topic(
+        ctx,
+        pipeline,
+        &kafka,
+        TopicRequest {
+            name: spec.topic.name.clone(),
+            partitions: spec.topic.partitions,
+            replication_factor: spec.topic.replication_factor,
+            config: spec.topic.config.clone(),
+        },
+        previous.topic_created.unwrap_or(false),
+    )
+    .await?;
+    let dead_letter = ensure_topic(
+        ctx,
+        pipeline,
+        &kafka,
+        TopicRequest {
+            name: spec.dead_letter_topic.name.clone(),
+            partitions: spec.dead_letter_topic.partitions,
+            replication_factor: spec.dead_letter_topic.replication_factor,
+            config: spec.dead_letter_topic.config.clone(),
+        },
+        previous.dead_letter_topic_created.unwrap_or(false),
+    )
+    .await?;
+
+    let children = build(&valid);
+    let ingress = apply_child(ctx, &namespace, &children.ingress_deployment).await?;
+    apply_child(ctx, &namespace, &children.ingress_service).await?;
+    apply_child(ctx, &namespace, &children.ingress_pdb).await?;
+    let worker = apply_child(ctx, &namespace, &children.worker_deployment).await?;
+
+    // Replicas the Deployment asks for now (the API server defaults an unset count to 1).
+    let running = worker.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let decision = scale(
+        ctx,
+        pipeline,
+        &valid,
+        &kafka,
+        u32::try_from(running).unwrap_or(0),
+    )
+    .await?;
+
+    let ingress_available = ingress
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    let workers_ready = worker
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    status.partitions = topic.partitions;
+    status.topic_created = Some(topic.created);
+    status.dead_letter_topic_created = Some(dead_letter.created);
+    status.current_workers = Some(workers_ready);
+    let prev = &previous.conditions;
+    let conditions = &mut status.conditions;
+    let (topic_ready, topic_reason, topic_message) = if !topic.ready {
+        (false, topic.reason, topic.message.clone())
+    } else if !dead_letter.ready {
+        (
+            false,
+            dead_letter.reason,
+            format!("dead-letter topic: {}", dead_letter.message),
+        )
+    } else if let Some(warning) = kept_partition_warning(prev, generation) {
+        // Keep the key-remap warning visible for the generation that asked for the increase.
+        (true, "PartitionsIncreased", warning)
+    } else {
+        (true, topic.reason, topic.message.clone())
+    };
+    set_condition(
+        conditions,
+        prev,
+        generation,
+        "TopicReady",
+        topic_ready,
+        topic_reason,
+        topic_message,
+    );
+    let ingress_ready = ingress_available >= 1;
+    set_condition(
+        conditions,
+        prev,
+        generation,
+        "IngressReady",
+        ingress_ready,
+        if ingress_ready {
+            "Available"
+        } else {
+            "Unavailable"
+        },
+        format!(
+            "{ingress_available} of {} ingress pods available",
+            spec.ingress.replicas
+        ),
+    );
+    match &decision {
+        Some(decision) => {
+            let desired = i32::try_from(decision.desired).unwrap_or(i32::MAX);
+            status.desired_workers = Some(desired);
+            status.total_lag = Some(i64::try_from(decision.total_lag).unwrap_or(i64::MAX));
+            status.partition_lag = decision
+                .partitions
+                .iter()
+                .map(|p| PartitionLagStatus {
+                    partition: p.partition,
+                    lag: i64::try_from(p.lag).unwrap_or(i64::MAX),
+                    status: p.status.as_str().into(),
+                })
+                .collect();
+            let workers_ok = workers_ready >= desired;
+            set_condition(
+                conditions,
+                prev,
+                generation,
+                "WorkersReady",
+                workers_ok,
+                if workers_ok {
+                    "Available"
+                } else {
+                    "Progressing"
+                },
+                format!("{workers_ready} of {desired} workers ready"),
+            );
+            let stalled = decision
+                .partitions
+                .iter()
+                .any(|p| p.status == PartitionStatus::Stalled);
+            set_condition(
+                conditions,
+                prev,
+                generation,
+                "Scaling",
+                !stalled,
+                if stalled {
+                    "PartitionStalled"
+                } else {
+                    decision.reason.as_str()
+                },
+                decision.message.clone(),
+            );
+        }
+        None => {
+            set_condition(
+                conditions,
+                prev,
+                generation,
+                "WorkersReady",
+                workers_ready >= 1,
+                "Unknown",
+                "no lag reading yet",
+            );
+            set_condition(
+                conditions,
+                prev,
+                generation,
+                "Scaling",
+                false,
+                "NoLagReading",
+                "lag could not be read yet",
+            );
+        }
+    }
+    let workers_ok = conditions
+        .iter()
+        .any(|c| c.type_ == "WorkersReady" && c.status == "True");
+    let all_ready = topic_ready && ingress_ready && workers_ok;
+    let (ready_reason, ready_message) = if all_ready {
+        ("Ready", "topic, ingress and workers are ready".to_string())
+    } else if !topic_ready {
+        (
+            "TopicNotReady",
+            "the topic is not ready; see TopicReady".to_string(),
+        )
+    } else if !ingress_ready {
+        (
+            "IngressNotReady",
+            "no ingress pod is available yet".to_string(),
+        )
+    } else {
+        (
+            "WorkersNotReady",
+            "the workers are not ready yet".to_string(),
+        )
+    };
+    set_condition(
+        conditions,
+        prev,
+        generation,
+        "Ready",
+        all_ready,
+        ready_reason,
+        ready_message,
+    );
+    write_status(ctx, pipeline, status).await?;
+
+    let labels = PipelineLabels {
+        namespace: namespace.clone(),
+        pipeline: valid.name.clone(),
+    };
+    ctx.metrics
+        .current_workers
+        .get_or_create(&labels)
+        .set(i64::from(workers_ready));
+    Ok(Action::requeue(Duration::from_secs(
+        u64::try_from(spec.worker.poll_interval_seconds).unwrap_or(10),
+    )))
+}
+
+fn kept_partition_warning(previous: &[Condition], generation: Option<i64>) -> Option<String> {
+    previous
+        .iter()
+        .find(|c| {
+            c.type_ == "TopicReady"
+                && c.reason == "PartitionsIncreased"
+                && c.observed_generation == generation
+        })
+        .map(|c| c.message.clone())
+}
+
+/// One scaler step: at most once per poll interval, read lag, decide, and write replicas under
+/// the scaler's field manager when they change. Returns the latest decision, if any.
+async fn scale(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    valid: &ValidPipeline,
+    kafka: &KafkaSettings,
+    running: u32,
+) -> Result<Option<Decision>> {
+    let poll_interval =
+        Duration::from_secs(u64::try_from(valid.spec.worker.poll_interval_seconds).unwrap_or(10));
+    let pipeline_key = key(pipeline);
+    let now = Instant::now();
+    {
+        let scalers = lock(&ctx.scalers);
+        if let Some(memory) = scalers.get(&pipeline_key) {
+            // Child events re-trigger reconciles; the policy counts polls, so poll on schedule.
+            if memory
+                .last_poll
+                .is_some_and(|at| now.duration_since(at) < poll_interval)
+            {
+                return Ok(memory.last.clone());
+            }
+        }
+    }
+    let offsets = ctx
+        .admin
+        .read_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group)
+        .await
+        .map_err(Error::ReadLag)?;
+    let decision = {
+        let mut scalers = lock(&ctx.scalers);
+        let memory = scalers.entry(pipeline_key).or_default();
+        let decision = policy::decide(&valid.policy, &mut memory.state, &offsets, running, now);
+        memory.last_poll = Some(now);
+        memory.last = Some(decision.clone());
+        decision
+    };
+    let labels = PipelineLabels {
+        namespace: valid.namespace.clone(),
+        pipeline: valid.name.clone(),
+    };
+    let metrics = &ctx.metrics;
+    metrics
+        .total_lag
+        .get_or_create(&labels)
+        .set(i64::try_from(decision.total_lag).unwrap_or(i64::MAX));
+    metrics
+        .desired_workers
+        .get_or_create(&labels)
+        .set(i64::from(decision.desired));
+    let stalled = decision
+        .partitions
+        .iter()
+        .filter(|p| p.status == PartitionStatus::Stalled)
+        .count();
+    metrics
+        .stalled_partitions
+        .get_or_create(&labels)
+        .set(i64::try_from(stalled).unwrap_or(0));
+
+    if decision.desired != running {
+        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &valid.namespace);
+        let patch = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": worker_name(&valid.name), "namespace": valid.namespace},
+            "spec": {"replicas": decision.desired},
+        });
+        api.patch(
+            &worker_name(&valid.name),
+            &PatchParams::apply(crate::SCALER_FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::PatchReplicas)?;
+        info!(pipeline = %key(pipeline), from = running, to = decision.desired, reason = decision.reason.as_str(), "scaled workers");
+        metrics
+            .scaling_changes
+            .get_or_create(&ScalingLabels {
+                namespace: valid.namespace.clone(),
+                pipeline: valid.name.clone(),
+                reason: decision.reason.as_str().into(),
+            })
+            .inc();
+        publish(
+            ctx,
+            pipeline,
+            EventType::Normal,
+            decision.reason.as_str(),
+            format!(
+                "workers {running} → {}: {}",
+                decision.desired, decision.message
+            ),
+        )
+        .await;
+    }
+    Ok(Some(decision))
+}
+
+/// Deletion: under `Delete`, delete the topics the operator created, then drop the finalizer.
+async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
+    lock(&ctx.scalers).remove(&key(pipeline));
+    if !has_finalizer(pipeline) {
+        return Ok(Action::await_change());
+    }
+    let status = pipeline.status.clone().unwrap_or_default();
+    if pipeline.spec.deletion_policy == DeletionPolicy::Delete {
+        let namespace = pipeline.namespace().unwrap_or_default();
+        let kafka = kafka_settings(&ctx.client, &namespace, &pipeline.spec.kafka).await?;
+        let topics = [
+            (&pipeline.spec.topic.name, status.topic_created),
+            (
+                &pipeline.spec.dead_letter_topic.name,
+                status.dead_letter_topic_created,
+            ),
+        ];
+        for (topic, created) in topics {
+            if created == Some(true) {
+                ctx.admin
+                    .delete_topic(&kafka, topic)
+                    .await
+                    .map_err(|source| Error::Topic {
+                        action: "deleting",
+                        topic: topic.clone(),
+                        source,
+                    })?;
+                publish(
+                    ctx,
+                    pipeline,
+                    EventType::Normal,
+                    "TopicDeleted",
+                    format!("deleted topic {topic}"),
+                )
+                .await;
+            } else {
+                publish(
+                    ctx,
+                    pipeline,
+                    EventType::Normal,
+                    "TopicRetained",
+                    format!("kept topic {topic}: the operator did not create it"),
+                )
+                .await;
+            }
+        }
+    }
+    let remaining = pipeline
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(pipeline, ctx, remaining).await?;
+    Ok(Action::await_change())
+}

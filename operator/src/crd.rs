@@ -1,6 +1,9 @@
 //! The `WhatsAppWebhookPipeline` custom resource: what a user applies, and the status the
 //! operator reports back. Doc comments become the schema descriptions of the generated CRD.
 
+// The printer columns repeat `type_` by design; clippy reads them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use kube::CustomResource;

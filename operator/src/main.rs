@@ -1,1 +1,161 @@
-fn main() {}
+//! `wapipe-operator`: parses configuration, serves metrics and health, wins the leader Lease and
+//! runs the controller.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use wapipe_operator::controller::{self, Context};
+use wapipe_operator::kafka::RdKafkaAdmin;
+use wapipe_operator::leader::LeaderElector;
+use wapipe_operator::metrics::Metrics;
+
+/// Kubernetes operator for WhatsAppWebhookPipeline resources.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "WAPIPE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Image for ingress and worker pods when a pipeline names none (the operator's own image).
+    #[arg(long, env = "WAPIPE_IMAGE", default_value = "")]
+    image: String,
+    /// Namespace of the leader-election Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "WAPIPE_LEASE_NAME",
+        default_value = "wapipe-operator-leader"
+    )]
+    lease_name: String,
+    /// Identity in the Lease; defaults to the pod name, else the host name.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal (renewed every third of it).
+    #[arg(long, env = "WAPIPE_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "WAPIPE_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    ready: Arc<AtomicBool>,
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Ready once connected to the API server; a standby replica is ready too (it serves metrics and
+/// takes over when the leader goes).
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+
+    let metrics = Arc::new(Metrics::default());
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let state = AppState {
+        registry: Arc::new(registry),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let app = router(state.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API server")?;
+    state.ready.store(true, Ordering::Relaxed);
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("wapipe-operator-{}", std::process::id()));
+    let lease_duration = Duration::from_secs(args.lease_duration_seconds.max(3));
+    let elector = LeaderElector::new(
+        client.clone(),
+        &args.namespace,
+        &args.lease_name,
+        identity,
+        lease_duration,
+    );
+    tracing::info!(identity = elector.identity(), lease = %args.lease_name, "waiting for leadership");
+    elector.acquire(lease_duration / 3).await;
+    tracing::info!(identity = elector.identity(), "became leader");
+
+    let ctx = Arc::new(Context::new(
+        client,
+        Arc::new(RdKafkaAdmin),
+        args.image,
+        metrics,
+    ));
+    tokio::select! {
+        () = controller::run(ctx) => tracing::info!("controller stopped"),
+        () = elector.hold(lease_duration / 3) => {
+            // Another replica may already reconcile: stop at once rather than race it.
+            tracing::error!("lost leadership; exiting");
+            std::process::exit(1);
+        }
+    }
+    server.abort();
+    Ok(())
+}

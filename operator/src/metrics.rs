@@ -1,1 +1,79 @@
-//! stub
+//! Prometheus metrics of the operator, served on `/metrics` by the binary.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PipelineLabels {
+    pub namespace: String,
+    pub pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScalingLabels {
+    pub namespace: String,
+    pub pipeline: String,
+    pub reason: String,
+}
+
+/// Every metric the operator exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub reconciliations: Counter,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub total_lag: Family<PipelineLabels, Gauge>,
+    pub desired_workers: Family<PipelineLabels, Gauge>,
+    pub current_workers: Family<PipelineLabels, Gauge>,
+    pub stalled_partitions: Family<PipelineLabels, Gauge>,
+    pub scaling_changes: Family<ScalingLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers every metric in `registry` under the `wapipe_operator` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("wapipe_operator");
+        registry.register(
+            "reconciliations",
+            "Reconciliations started",
+            self.reconciliations.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by failed step",
+            self.reconcile_errors.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "Total consumer-group lag of the pipeline at the last poll",
+            self.total_lag.clone(),
+        );
+        registry.register(
+            "desired_workers",
+            "Worker replicas the scaler wants",
+            self.desired_workers.clone(),
+        );
+        registry.register(
+            "current_workers",
+            "Ready worker replicas",
+            self.current_workers.clone(),
+        );
+        registry.register(
+            "stalled_partitions",
+            "Partitions whose committed offset is stuck with lag",
+            self.stalled_partitions.clone(),
+        );
+        registry.register(
+            "scaling_changes",
+            "Changes of the worker replica count, by reason",
+            self.scaling_changes.clone(),
+        );
+    }
+}
