@@ -1,0 +1,297 @@
+//! Pure validate and build over fixture resources: the exact objects the reconciler applies.
+//! The golden files under `tests/fixtures/*.children.yaml` are the reviewed rendering; set
+//! `WAPIPE_BLESS=1` to rewrite them after an intended change, then review the diff.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, EnvVar};
+use wapipe_operator::build::{build, Children};
+use wapipe_operator::validate::{validate, ValidPipeline};
+use wapipe_operator::WhatsAppWebhookPipeline;
+
+const OPERATOR_IMAGE: &str = "ghcr.io/wapipe/wapipe:0.1.0";
+
+fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn load(name: &str) -> WhatsAppWebhookPipeline {
+    let text = std::fs::read_to_string(fixture_path(name)).expect("fixture exists");
+    serde_yaml::from_str(&text).expect("fixture parses as a pipeline")
+}
+
+fn valid(name: &str) -> ValidPipeline {
+    validate(&load(name), &[], OPERATOR_IMAGE).expect("fixture is valid")
+}
+
+fn container(deployment: &Deployment) -> &Container {
+    &deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+fn env_value<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
+    container.env.as_ref()?.iter().find(|e| e.name == name)
+}
+
+fn plain(container: &Container, name: &str) -> Option<String> {
+    env_value(container, name)?.value.clone()
+}
+
+fn assert_golden(name: &str, children: &Children) {
+    let rendered = [
+        serde_yaml::to_string(&children.ingress_deployment).unwrap(),
+        serde_yaml::to_string(&children.ingress_service).unwrap(),
+        serde_yaml::to_string(&children.ingress_pdb).unwrap(),
+        serde_yaml::to_string(&children.worker_deployment).unwrap(),
+    ]
+    .join("---\n");
+    let path = fixture_path(name);
+    if std::env::var_os("WAPIPE_BLESS").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).expect("golden file exists (WAPIPE_BLESS=1)");
+    assert_eq!(
+        rendered,
+        expected,
+        "rendering differs from {}",
+        path.display()
+    );
+}
+
+#[test]
+fn production_fixture_renders_the_reviewed_children() {
+    assert_golden(
+        "pipeline-meta-postgres.children.yaml",
+        &build(&valid("pipeline-meta-postgres.yaml")),
+    );
+}
+
+#[test]
+fn minimal_fixture_renders_the_reviewed_children() {
+    assert_golden(
+        "pipeline-minimal.children.yaml",
+        &build(&valid("pipeline-minimal.yaml")),
+    );
+}
+
+#[test]
+fn minimal_fixture_takes_every_default() {
+    let valid = valid("pipeline-minimal.yaml");
+    assert_eq!(valid.spec.topic.name, "whatsapp_webhooks_raw");
+    assert_eq!(valid.spec.topic.partitions, 12);
+    assert_eq!(
+        valid.spec.dead_letter_topic.name,
+        "whatsapp_webhooks_failed"
+    );
+    assert_eq!(valid.spec.worker.scale_down_window_seconds, 300);
+    assert_eq!(valid.spec.worker.poll_interval_seconds, 10);
+    assert_eq!(valid.spec.worker.max_attempts, 3);
+    assert_eq!(valid.consumer_group, "wapipe-minimal");
+    assert_eq!(valid.ingress_image, OPERATOR_IMAGE);
+    assert_eq!(valid.worker_image, OPERATOR_IMAGE);
+    assert_eq!(
+        valid.spec.deletion_policy,
+        wapipe_operator::crd::DeletionPolicy::Retain
+    );
+}
+
+#[test]
+fn worker_template_leaves_replicas_to_the_scaler() {
+    let children = build(&valid("pipeline-meta-postgres.yaml"));
+    assert_eq!(
+        children.worker_deployment.spec.as_ref().unwrap().replicas,
+        None
+    );
+    assert_eq!(
+        children.ingress_deployment.spec.as_ref().unwrap().replicas,
+        Some(3)
+    );
+}
+
+#[test]
+fn argo_cd_tracking_labels_and_annotations_never_reach_children() {
+    let children = build(&valid("pipeline-meta-postgres.yaml"));
+    let metas = [
+        &children.ingress_deployment.metadata,
+        &children.ingress_service.metadata,
+        &children.ingress_pdb.metadata,
+        &children.worker_deployment.metadata,
+    ];
+    for meta in metas {
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels.get("team").map(String::as_str), Some("messaging"));
+        assert!(labels.keys().all(|k| !k.starts_with("argocd.argoproj.io/")));
+        assert!(!labels.contains_key("app.kubernetes.io/instance"));
+        assert!(meta.annotations.is_none());
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "WhatsAppWebhookPipeline");
+        assert_eq!(owner.name, "orders");
+        assert_eq!(owner.controller, Some(true));
+    }
+}
+
+#[test]
+fn secrets_are_referenced_by_file_or_secret_key_ref_and_never_copied() {
+    let children = build(&valid("pipeline-meta-postgres.yaml"));
+    let ingress = container(&children.ingress_deployment);
+    assert_eq!(
+        plain(ingress, "WAPIPE_APP_SECRET_FILE").as_deref(),
+        Some("/var/run/secrets/wapipe/app-secret/app-secret")
+    );
+    assert_eq!(
+        plain(ingress, "WAPIPE_VERIFY_TOKEN_FILE").as_deref(),
+        Some("/var/run/secrets/wapipe/verify-token/verify-token")
+    );
+    assert_eq!(
+        plain(ingress, "WAPIPE_KAFKA_SASL_PASSWORD_FILE").as_deref(),
+        Some("/var/run/secrets/wapipe/kafka-sasl-password/password")
+    );
+    assert_eq!(
+        plain(ingress, "WAPIPE_KAFKA_SECURITY_PROTOCOL").as_deref(),
+        Some("SASL_SSL")
+    );
+    assert_eq!(
+        plain(ingress, "WAPIPE_KAFKA_SASL_MECHANISM").as_deref(),
+        Some("SCRAM-SHA-512")
+    );
+    assert_eq!(plain(ingress, "WAPIPE_PROVIDER").as_deref(), Some("meta"));
+    assert_eq!(
+        plain(ingress, "WAPIPE_LISTEN").as_deref(),
+        Some("0.0.0.0:8080")
+    );
+
+    let worker = container(&children.worker_deployment);
+    let database = env_value(worker, "WAPIPE_DATABASE_URL").unwrap();
+    assert_eq!(database.value, None);
+    let selector = database
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .unwrap();
+    assert_eq!(
+        (selector.name.as_str(), selector.key.as_str()),
+        ("orders-db", "url")
+    );
+    assert_eq!(
+        plain(worker, "WAPIPE_GROUP").as_deref(),
+        Some("orders-workers")
+    );
+    assert_eq!(plain(worker, "WAPIPE_MAX_ATTEMPTS").as_deref(), Some("5"));
+    assert_eq!(
+        plain(worker, "WAPIPE_LISTEN").as_deref(),
+        Some("0.0.0.0:8081")
+    );
+    assert_eq!(
+        worker.image.as_deref(),
+        Some("registry.example/wapipe:1.2.3")
+    );
+}
+
+#[test]
+fn every_container_runs_under_the_restricted_profile() {
+    let children = build(&valid("pipeline-minimal.yaml"));
+    for deployment in [&children.ingress_deployment, &children.worker_deployment] {
+        let pod = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let pod_security = pod.security_context.as_ref().unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        let security = container(deployment).security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(
+            security.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+    }
+}
+
+#[test]
+fn spec_errors_are_reported_with_a_reason() {
+    let cases: [(&str, fn(&mut WhatsAppWebhookPipeline)); 5] = [
+        ("max below min", |p| {
+            p.spec.worker.min_replicas = 5;
+            p.spec.worker.max_replicas = 2;
+        }),
+        ("same topic twice", |p| {
+            p.spec.dead_letter_topic.name = p.spec.topic.name.clone();
+        }),
+        ("postgres without url", |p| {
+            p.spec.worker.sink.database_url_secret_ref = None;
+        }),
+        ("meta without verify token", |p| {
+            p.spec.ingress.verify_token_ref = None;
+        }),
+        ("bad topic name", |p| {
+            p.spec.topic.name = "no spaces allowed".into()
+        }),
+    ];
+    for (case, mutate) in cases {
+        let mut pipeline = load("pipeline-meta-postgres.yaml");
+        mutate(&mut pipeline);
+        let invalid = validate(&pipeline, &[], OPERATOR_IMAGE).expect_err(case);
+        assert_eq!(invalid.reason, "InvalidSpec", "{case}");
+    }
+}
+
+#[test]
+fn a_younger_pipeline_claiming_the_same_topic_is_a_resource_conflict() {
+    let older = load("pipeline-meta-postgres.yaml");
+    let mut younger = older.clone();
+    younger.metadata.name = Some("orders-copy".into());
+    younger.metadata.uid = Some("11111111-2222-4333-8444-555555555555".into());
+    younger.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-02-01T00:00:00Z".parse().unwrap(),
+        ));
+    // Same cluster spelled differently: order and spacing of the bootstrap list do not matter.
+    younger.spec.kafka.bootstrap_servers = "kafka-1.kafka:9093, kafka-0.kafka:9093".into();
+    let all = [older.clone(), younger.clone()];
+    let invalid = validate(&younger, &all, OPERATOR_IMAGE).unwrap_err();
+    assert_eq!(invalid.reason, "ResourceConflict");
+    assert!(invalid.message.contains("shop/orders"));
+    assert!(
+        validate(&older, &all, OPERATOR_IMAGE).is_ok(),
+        "the oldest claim wins"
+    );
+
+    younger.spec.kafka.bootstrap_servers = "other-cluster:9092".into();
+    assert!(
+        validate(&younger, &all, OPERATOR_IMAGE).is_ok(),
+        "another cluster is no conflict"
+    );
+}
+
+#[test]
+fn generated_crd_matches_the_committed_yaml() {
+    use kube::CustomResourceExt;
+    let generated = serde_yaml::to_string(&WhatsAppWebhookPipeline::crd()).unwrap();
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../crds/whatsappwebhookpipelines.wapipe.dev.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        generated, committed,
+        "crds/ is stale: run `cargo run -p wapipe-operator --bin crdgen`"
+    );
+}
