@@ -1,0 +1,673 @@
+//! The reconciler against a mocked API server (kube-rs `ApiServerVerifier` pattern) and the
+//! in-memory topic admin. Each test is one scenario: the exact sequence of API calls the
+//! reconcile must make, what each call carries, and what ends up in the status. Events are
+//! answered and recorded on the side, since the recorder may POST or PATCH them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::Client;
+use serde_json::{json, Value};
+use tower_test::mock::{self, Handle};
+use wapipe_operator::controller::{reconcile, Context};
+use wapipe_operator::kafka::InMemoryAdmin;
+use wapipe_operator::metrics::Metrics;
+use wapipe_operator::scaler::policy::PartitionOffsets;
+use wapipe_operator::WhatsAppWebhookPipeline;
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+/// The mocked API server's side of one scenario.
+struct ApiServer {
+    handle: ApiHandle,
+    events: Vec<String>,
+}
+
+/// One request as the server saw it.
+struct Seen {
+    method: String,
+    uri: String,
+    body: Value,
+}
+
+impl ApiServer {
+    /// Answers the next non-event request with `respond(request body)`.
+    async fn expect(
+        &mut self,
+        method: &str,
+        path: &str,
+        respond: impl FnOnce(&Value) -> Value,
+    ) -> Seen {
+        loop {
+            let (request, send) =
+                tokio::time::timeout(Duration::from_secs(10), self.handle.next_request())
+                    .await
+                    .unwrap_or_else(|_| panic!("no request arrived; expected {method} {path}"))
+                    .unwrap_or_else(|| panic!("client gone; expected {method} {path}"));
+            let method_seen = request.method().to_string();
+            let uri = request.uri().to_string();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if uri.contains("/events") {
+                if let Some(reason) = body.get("reason").and_then(Value::as_str) {
+                    self.events.push(reason.to_string());
+                }
+                send.send_response(
+                    Response::builder()
+                        .status(201)
+                        .body(Body::from(bytes.to_vec()))
+                        .unwrap(),
+                );
+                continue;
+            }
+            assert_eq!(
+                method_seen, method,
+                "unexpected request {method_seen} {uri}"
+            );
+            assert!(uri.starts_with(path), "expected {method} {path}, got {uri}");
+            let answer = respond(&body);
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap(),
+            );
+            return Seen {
+                method: method_seen,
+                uri,
+                body,
+            };
+        }
+    }
+
+    /// Answers any events still queued, then checks no other request comes.
+    async fn finish(&mut self) {
+        while let Ok(Some((request, send))) =
+            tokio::time::timeout(Duration::from_millis(200), self.handle.next_request()).await
+        {
+            let uri = request.uri().to_string();
+            assert!(
+                uri.contains("/events"),
+                "unexpected extra request {} {uri}",
+                request.method()
+            );
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            if let Some(reason) = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|b| b.get("reason").and_then(Value::as_str).map(String::from))
+            {
+                self.events.push(reason);
+            }
+            send.send_response(
+                Response::builder()
+                    .status(201)
+                    .body(Body::from(bytes.to_vec()))
+                    .unwrap(),
+            );
+        }
+    }
+}
+
+fn setup(admin: Arc<InMemoryAdmin>) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Context::new(
+        client,
+        admin,
+        "ghcr.io/wapipe/wapipe:0.1.0",
+        Arc::new(Metrics::default()),
+    );
+    (
+        Arc::new(ctx),
+        ApiServer {
+            handle,
+            events: Vec::new(),
+        },
+    )
+}
+
+fn pipeline(extra: Value) -> WhatsAppWebhookPipeline {
+    let mut base = json!({
+        "apiVersion": "wapipe.dev/v1alpha1",
+        "kind": "WhatsAppWebhookPipeline",
+        "metadata": {
+            "name": "orders", "namespace": "shop", "uid": "0b7c4a52-1d3e-4c8e-9a57-2f4b1c2d3e4f",
+            "generation": 2, "resourceVersion": "100", "creationTimestamp": "2026-01-01T00:00:00Z"
+        },
+        "spec": {
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "ingress": {"provider": "wasender", "appSecretRef": {"name": "wasender", "key": "secret"}},
+            "worker": {"minReplicas": 1, "maxReplicas": 12, "lagPerReplica": 1000}
+        }
+    });
+    merge(&mut base, extra);
+    serde_json::from_value(base).expect("test pipeline parses")
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                merge(into.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (into, from) => *into = from,
+    }
+}
+
+fn list_of(pipelines: &[&WhatsAppWebhookPipeline]) -> Value {
+    json!({
+        "apiVersion": "wapipe.dev/v1alpha1", "kind": "WhatsAppWebhookPipelineList",
+        "metadata": {"resourceVersion": "1"}, "items": pipelines,
+    })
+}
+
+/// The API server's answer to an apply: the object, with the fields the server would add.
+fn applied(body: &Value, extra: Value) -> Value {
+    let mut answer = body.clone();
+    merge(&mut answer, extra);
+    answer
+}
+
+fn lagging(partitions: i32, lag_each: i64) -> Vec<PartitionOffsets> {
+    (0..partitions)
+        .map(|partition| PartitionOffsets {
+            partition,
+            committed: Some(1000),
+            log_start: 0,
+            log_end: 1000 + lag_each,
+        })
+        .collect()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+/// Expects the four child applies, answering as a cluster whose pods are up and whose worker
+/// Deployment runs `worker_replicas`. Returns the worker template apply.
+async fn expect_children(server: &mut ApiServer, worker_replicas: i64) -> Seen {
+    let ingress = server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            |b| applied(b, json!({"status": {"availableReplicas": 2}})),
+        )
+        .await;
+    assert!(ingress.uri.contains("fieldManager=wapipe-operator"));
+    assert!(ingress.uri.contains("force=true"));
+    server
+        .expect(
+            "PATCH",
+            "/api/v1/namespaces/shop/services/orders-ingress?",
+            |b| b.clone(),
+        )
+        .await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders-ingress?",
+            |b| b.clone(),
+        )
+        .await;
+    let worker = server
+        .expect("PATCH", "/apis/apps/v1/namespaces/shop/deployments/orders-worker?", |b| {
+            applied(
+                b,
+                json!({"spec": {"replicas": worker_replicas}, "status": {"readyReplicas": worker_replicas}}),
+            )
+        })
+        .await;
+    assert!(worker.uri.contains("fieldManager=wapipe-operator"));
+    assert!(
+        worker.body["spec"].get("replicas").is_none(),
+        "the template apply must leave replicas to the scaler"
+    );
+    worker
+}
+
+async fn run_reconcile(
+    pipeline: WhatsAppWebhookPipeline,
+    ctx: Arc<Context>,
+) -> tokio::task::JoinHandle<Result<Action, wapipe_operator::Error>> {
+    tokio::spawn(reconcile(Arc::new(pipeline), ctx))
+}
+
+#[tokio::test]
+async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = pipeline(json!({}));
+    // Topics are created by the reconcile before the lag read; offsets are set up front.
+    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+            |_| list_of(&[&pipeline]),
+        )
+        .await;
+    expect_children(&mut server, 1).await;
+    let scale = server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            |b| b.clone(),
+        )
+        .await;
+    assert!(
+        scale.uri.contains("fieldManager=wapipe-scaler"),
+        "{}",
+        scale.uri
+    );
+    assert_eq!(
+        scale.body["spec"],
+        json!({"replicas": 3}),
+        "ceil(3000 / 1000) workers"
+    );
+    let status = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
+        )
+        .await;
+    server.finish().await;
+    let action = task.await.unwrap().expect("reconcile succeeds");
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+
+    assert_eq!(
+        admin.calls(),
+        [
+            "create whatsapp_webhooks_raw 12",
+            "create whatsapp_webhooks_failed 3"
+        ]
+    );
+    let status = &status.body["status"];
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["partitions"], 12);
+    assert_eq!(status["topicCreated"], true);
+    assert_eq!(status["totalLag"], 3000);
+    assert_eq!(status["desiredWorkers"], 3);
+    assert_eq!(status["partitionLag"].as_array().unwrap().len(), 12);
+    assert_eq!(condition(status, "TopicReady")["reason"], "Created");
+    assert_eq!(condition(status, "IngressReady")["status"], "True");
+    assert_eq!(condition(status, "Scaling")["reason"], "ScaledUp");
+    // One worker of the three wanted is ready: not Ready yet.
+    assert_eq!(condition(status, "WorkersReady")["status"], "False");
+    assert_eq!(condition(status, "Ready")["reason"], "WorkersNotReady");
+    assert!(
+        server.events.contains(&"TopicCreated".to_string()),
+        "{:?}",
+        server.events
+    );
+    assert!(
+        server.events.contains(&"ScaledUp".to_string()),
+        "{:?}",
+        server.events
+    );
+}
+
+#[tokio::test]
+async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
+    let admin = Arc::new(
+        InMemoryAdmin::default()
+            .with_topic("whatsapp_webhooks_raw", 12, 1)
+            .with_topic("whatsapp_webhooks_failed", 3, 1),
+    );
+    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 100));
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = pipeline(json!({"spec": {"ingress": {"replicas": 4}}}));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+            |_| list_of(&[&pipeline]),
+        )
+        .await;
+    let ingress = server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            |b| applied(b, json!({"status": {"availableReplicas": 4}})),
+        )
+        .await;
+    assert_eq!(ingress.body["spec"]["replicas"], 4);
+    server
+        .expect(
+            "PATCH",
+            "/api/v1/namespaces/shop/services/orders-ingress?",
+            |b| b.clone(),
+        )
+        .await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders-ingress?",
+            |b| b.clone(),
+        )
+        .await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            |b| {
+                applied(
+                    b,
+                    json!({"spec": {"replicas": 2}, "status": {"readyReplicas": 2}}),
+                )
+            },
+        )
+        .await;
+    // ceil(1200 / 1000) = 2 = running: no scaler write, straight to the status.
+    let status = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
+        )
+        .await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+
+    assert!(
+        admin.calls().is_empty(),
+        "adopting creates nothing: {:?}",
+        admin.calls()
+    );
+    let status = &status.body["status"];
+    assert_eq!(status["topicCreated"], false);
+    assert_eq!(condition(status, "TopicReady")["reason"], "Adopted");
+    assert_eq!(condition(status, "Ready")["status"], "True");
+    assert_eq!(condition(status, "Scaling")["reason"], "Steady");
+}
+
+#[tokio::test]
+async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
+    let admin = Arc::new(
+        InMemoryAdmin::default()
+            .with_topic("whatsapp_webhooks_raw", 6, 1)
+            .with_topic("whatsapp_webhooks_failed", 3, 1),
+    );
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12}}}));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+            |_| list_of(&[&pipeline]),
+        )
+        .await;
+    expect_children(&mut server, 1).await;
+    let status = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
+        )
+        .await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+
+    assert_eq!(
+        admin.calls(),
+        ["create-partitions whatsapp_webhooks_raw 12"]
+    );
+    assert_eq!(admin.topic("whatsapp_webhooks_raw").unwrap().partitions, 12);
+    let status = &status.body["status"];
+    let topic_ready = condition(status, "TopicReady");
+    assert_eq!(topic_ready["status"], "True");
+    assert_eq!(topic_ready["reason"], "PartitionsIncreased");
+    assert!(topic_ready["message"]
+        .as_str()
+        .unwrap()
+        .contains("per-user order"));
+    assert_eq!(status["partitions"], 12);
+    assert!(server.events.contains(&"PartitionsIncreased".to_string()));
+}
+
+#[tokio::test]
+async fn a_partition_decrease_or_replication_change_is_not_supported() {
+    let admin = Arc::new(
+        InMemoryAdmin::default()
+            .with_topic("whatsapp_webhooks_raw", 24, 1)
+            .with_topic("whatsapp_webhooks_failed", 3, 1),
+    );
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12, "replicationFactor": 3}}}));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+            |_| list_of(&[&pipeline]),
+        )
+        .await;
+    expect_children(&mut server, 1).await;
+    let status = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
+        )
+        .await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    let status = &status.body["status"];
+    let topic_ready = condition(status, "TopicReady");
+    assert_eq!(topic_ready["status"], "False");
+    assert_eq!(topic_ready["reason"], "NotSupported");
+    let message = topic_ready["message"].as_str().unwrap();
+    assert!(message.contains("decreasing partitions") && message.contains("replication factor"));
+    assert_eq!(condition(status, "Ready")["reason"], "TopicNotReady");
+    assert!(server.events.contains(&"NotSupported".to_string()));
+}
+
+#[tokio::test]
+async fn a_second_pipeline_claiming_the_topic_gets_a_resource_conflict() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    let (ctx, mut server) = setup(admin.clone());
+    let older = pipeline(
+        json!({"metadata": {"name": "first", "uid": "aaaaaaaa-0000-4000-8000-000000000000",
+        "creationTimestamp": "2025-06-01T00:00:00Z"}}),
+    );
+    let younger = pipeline(json!({}));
+    let task = run_reconcile(younger.clone(), ctx).await;
+
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+            |_| list_of(&[&older, &younger]),
+        )
+        .await;
+    let status = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+            |b| applied(&serde_json::to_value(&younger).unwrap(), b.clone()),
+        )
+        .await;
+    server.finish().await;
+    let action = task
+        .await
+        .unwrap()
+        .expect("a conflict is reported, not an error");
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "a spec problem waits for the next change"
+    );
+
+    assert!(admin.calls().is_empty(), "the loser touches no topic");
+    let status = &status.body["status"];
+    assert_eq!(condition(status, "Ready")["reason"], "ResourceConflict");
+    assert_eq!(
+        condition(status, "TopicReady")["reason"],
+        "ResourceConflict"
+    );
+    assert!(condition(status, "Ready")["message"]
+        .as_str()
+        .unwrap()
+        .contains("shop/first"));
+    assert!(server.events.contains(&"ResourceConflict".to_string()));
+}
+
+#[tokio::test]
+async fn delete_policy_adds_the_finalizer_before_anything_else() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = pipeline(json!({"spec": {"deletionPolicy": "Delete"}}));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+
+    let finalizer = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
+            |_| {
+                let mut with = serde_json::to_value(&pipeline).unwrap();
+                with["metadata"]["finalizers"] = json!(["wapipe.dev/topic"]);
+                with
+            },
+        )
+        .await;
+    assert_eq!(finalizer.method, "PATCH");
+    assert_eq!(
+        finalizer.body["metadata"]["finalizers"],
+        json!(["wapipe.dev/topic"])
+    );
+    assert_eq!(finalizer.body["metadata"]["resourceVersion"], "100");
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+            |_| list_of(&[&pipeline]),
+        )
+        .await;
+    expect_children(&mut server, 1).await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
+        )
+        .await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+}
+
+fn deleted(policy: &str, topic_created: bool) -> WhatsAppWebhookPipeline {
+    pipeline(json!({
+        "metadata": {"deletionTimestamp": "2026-03-01T00:00:00Z", "finalizers": ["wapipe.dev/topic"]},
+        "spec": {"deletionPolicy": policy},
+        "status": {"topicCreated": topic_created, "deadLetterTopicCreated": false}
+    }))
+}
+
+#[tokio::test]
+async fn deletion_under_delete_removes_only_the_topics_the_operator_created() {
+    let admin = Arc::new(
+        InMemoryAdmin::default()
+            .with_topic("whatsapp_webhooks_raw", 12, 1)
+            .with_topic("whatsapp_webhooks_failed", 3, 1),
+    );
+    let (ctx, mut server) = setup(admin.clone());
+    let task = run_reconcile(deleted("Delete", true), ctx).await;
+
+    let release = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
+            |b| {
+                applied(
+                    &serde_json::to_value(deleted("Delete", true)).unwrap(),
+                    b.clone(),
+                )
+            },
+        )
+        .await;
+    assert_eq!(release.body["metadata"]["finalizers"], json!([]));
+    server.finish().await;
+    task.await.unwrap().expect("cleanup succeeds");
+
+    // The dead-letter topic was adopted (deadLetterTopicCreated false): it stays.
+    assert_eq!(admin.calls(), ["delete whatsapp_webhooks_raw"]);
+    assert!(admin.topic("whatsapp_webhooks_failed").is_some());
+    assert!(server.events.contains(&"TopicDeleted".to_string()));
+    assert!(server.events.contains(&"TopicRetained".to_string()));
+}
+
+#[tokio::test]
+async fn deletion_under_delete_keeps_an_adopted_topic() {
+    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
+    let (ctx, mut server) = setup(admin.clone());
+    let task = run_reconcile(deleted("Delete", false), ctx).await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
+            |b| {
+                applied(
+                    &serde_json::to_value(deleted("Delete", false)).unwrap(),
+                    b.clone(),
+                )
+            },
+        )
+        .await;
+    server.finish().await;
+    task.await.unwrap().expect("cleanup succeeds");
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+}
+
+#[tokio::test]
+async fn deletion_under_retain_keeps_every_topic_and_releases_the_finalizer() {
+    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
+    let (ctx, mut server) = setup(admin.clone());
+    let task = run_reconcile(deleted("Retain", true), ctx).await;
+    let release = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
+            |b| {
+                applied(
+                    &serde_json::to_value(deleted("Retain", true)).unwrap(),
+                    b.clone(),
+                )
+            },
+        )
+        .await;
+    assert_eq!(release.body["metadata"]["finalizers"], json!([]));
+    server.finish().await;
+    task.await.unwrap().expect("cleanup succeeds");
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    assert!(admin.topic("whatsapp_webhooks_raw").is_some());
+}
+
+#[tokio::test]
+async fn deletion_without_our_finalizer_makes_no_call() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    let (ctx, mut server) = setup(admin.clone());
+    let mut pipeline = deleted("Retain", false);
+    pipeline.metadata.finalizers = Some(vec!["someone.else/finalizer".into()]);
+    let task = run_reconcile(pipeline, ctx).await;
+    server.finish().await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(admin.calls().is_empty());
+}
