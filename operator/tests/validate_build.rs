@@ -227,7 +227,8 @@ fn every_container_runs_under_the_restricted_profile() {
 
 #[test]
 fn spec_errors_are_reported_with_a_reason() {
-    let cases: [(&str, fn(&mut WhatsAppWebhookPipeline)); 5] = [
+    type Mutation = fn(&mut WhatsAppWebhookPipeline);
+    let cases: [(&str, Mutation); 5] = [
         ("max below min", |p| {
             p.spec.worker.min_replicas = 5;
             p.spec.worker.max_replicas = 2;

@@ -1,0 +1,169 @@
+//! The real topic admin and lag reader against a Tansu broker (`wapipe_testkit::broker`).
+//! Tansu implements no CreatePartitions, so partition increases are covered only by the
+//! in-memory admin in `reconcile_mock.rs`.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use wapipe_operator::controller::{plan_topic, TopicPlan};
+use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin, TopicRequest};
+use wapipe_testkit::{broker, create_topic, unique_name};
+
+fn settings(bootstrap: &str) -> KafkaSettings {
+    KafkaSettings::from([("bootstrap.servers".to_string(), bootstrap.to_string())])
+}
+
+async fn produce(bootstrap: &str, topic: &str, partition: i32, count: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for n in 0..count {
+        let payload = format!("event {n}");
+        producer
+            .send(
+                FutureRecord::<str, str>::to(topic)
+                    .partition(partition)
+                    .key("user")
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_missing_topic_is_created_with_the_requested_shape_then_matches() {
+    let (bootstrap, _guard) = broker().unwrap();
+    let kafka = settings(&bootstrap);
+    let admin = RdKafkaAdmin;
+    let topic = unique_name("wapipe-op-create");
+    assert_eq!(admin.describe_topic(&kafka, &topic).await.unwrap(), None);
+    admin
+        .create_topic(
+            &kafka,
+            &TopicRequest {
+                name: topic.clone(),
+                partitions: 4,
+                replication_factor: Some(1),
+                config: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+    let mut shape = None;
+    for _ in 0..50 {
+        shape = admin.describe_topic(&kafka, &topic).await.unwrap();
+        if shape.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shape = shape.expect("the created topic is listed");
+    assert_eq!((shape.partitions, shape.replication_factor), (4, 1));
+    assert_eq!(plan_topic(4, Some(1), Some(shape)), TopicPlan::Matches);
+    admin.delete_topic(&kafka, &topic).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_existing_topic_is_adopted_and_a_smaller_spec_is_not_supported() {
+    let (bootstrap, _guard) = broker().unwrap();
+    let kafka = settings(&bootstrap);
+    let topic = unique_name("wapipe-op-adopt");
+    create_topic(&bootstrap, &topic, 3).await.unwrap();
+    let shape = RdKafkaAdmin.describe_topic(&kafka, &topic).await.unwrap();
+    assert_eq!(
+        plan_topic(3, None, shape),
+        TopicPlan::Matches,
+        "adopted as is"
+    );
+    assert_eq!(
+        plan_topic(6, None, shape),
+        TopicPlan::IncreasePartitions { from: 3, to: 6 }
+    );
+    assert!(matches!(
+        plan_topic(2, None, shape),
+        TopicPlan::NotSupported(_)
+    ));
+    assert!(matches!(
+        plan_topic(3, Some(3), shape),
+        TopicPlan::NotSupported(_)
+    ));
+    // Creating it again is refused by the broker: the reconciler adopts instead of creating.
+    let again = RdKafkaAdmin
+        .create_topic(
+            &kafka,
+            &TopicRequest {
+                name: topic.clone(),
+                partitions: 3,
+                replication_factor: Some(1),
+                config: Default::default(),
+            },
+        )
+        .await;
+    assert!(again.is_err(), "a second create of {topic} must fail");
+}
+
+#[tokio::test]
+async fn lag_of_a_group_that_never_committed_counts_only_retained_records() {
+    let (bootstrap, _guard) = broker().unwrap();
+    let kafka = settings(&bootstrap);
+    let topic = unique_name("wapipe-op-lag-new");
+    create_topic(&bootstrap, &topic, 2).await.unwrap();
+    produce(&bootstrap, &topic, 0, 5).await;
+    let group = unique_name("wapipe-op-group-new");
+    let offsets = RdKafkaAdmin
+        .read_offsets(&kafka, &topic, &group)
+        .await
+        .unwrap();
+    assert_eq!(offsets.len(), 2);
+    assert!(offsets.iter().all(|p| p.committed.is_none()), "{offsets:?}");
+    assert_eq!(offsets[0].lag(), 5);
+    assert_eq!(offsets[1].lag(), 0);
+}
+
+#[tokio::test]
+async fn lag_of_a_group_that_committed_is_log_end_minus_committed() {
+    let (bootstrap, _guard) = broker().unwrap();
+    let kafka = settings(&bootstrap);
+    let topic = unique_name("wapipe-op-lag-committed");
+    create_topic(&bootstrap, &topic, 2).await.unwrap();
+    produce(&bootstrap, &topic, 0, 10).await;
+    produce(&bootstrap, &topic, 1, 4).await;
+    let group = unique_name("wapipe-op-group-committed");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut commit = TopicPartitionList::new();
+    commit
+        .add_partition_offset(&topic, 0, Offset::Offset(7))
+        .unwrap();
+    consumer.commit(&commit, CommitMode::Sync).unwrap();
+
+    let offsets = RdKafkaAdmin
+        .read_offsets(&kafka, &topic, &group)
+        .await
+        .unwrap();
+    assert_eq!(offsets[0].committed, Some(7));
+    assert_eq!((offsets[0].log_end, offsets[0].lag()), (10, 3));
+    assert_eq!(offsets[1].committed, None);
+    assert_eq!(offsets[1].lag(), 4);
+}
+
+#[tokio::test]
+async fn reading_lag_of_a_missing_topic_is_an_error() {
+    let (bootstrap, _guard) = broker().unwrap();
+    let missing = unique_name("wapipe-op-missing");
+    let result = RdKafkaAdmin
+        .read_offsets(&settings(&bootstrap), &missing, "any-group")
+        .await;
+    assert!(result.is_err());
+}
