@@ -65,14 +65,22 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 pub fn sibling_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     let path = std::env::current_exe()?.with_file_name(name);
     if !path.is_file() {
-        bail!("{} not found: build it with `cargo build --release -p {name}`", path.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p {name}`",
+            path.display()
+        );
     }
     Ok(path)
 }
 
 /// Produces `count` records shaped like the ingress's through one idempotent acks=all
 /// producer and returns records/s.
-async fn raw_producer_rate(brokers: &str, topic: &str, provider: Provider, count: usize) -> anyhow::Result<f64> {
+async fn raw_producer_rate(
+    brokers: &str,
+    topic: &str,
+    provider: Provider,
+    count: usize,
+) -> anyhow::Result<f64> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -88,13 +96,16 @@ async fn raw_producer_rate(brokers: &str, topic: &str, provider: Provider, count
     records.truncate(count);
     let started = Instant::now();
     for chunk in records.chunks(10_000) {
-        let deliveries: Vec<_> = chunk
-            .iter()
-            .map(|r| {
-                producer.send_result(FutureRecord::to(topic).key(r.key.as_bytes()).payload(&r.value))
-            })
-            .collect::<Result<_, _>>()
-            .map_err(|(e, _)| anyhow::anyhow!("enqueueing: {e}"))?;
+        let mut deliveries = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            let record = FutureRecord::to(topic)
+                .key(r.key.as_bytes())
+                .payload(&r.value);
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => bail!("enqueueing: {e}"),
+            }
+        }
         for delivery in join_all(deliveries).await {
             delivery?.map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
         }
@@ -106,7 +117,8 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
     let (_broker_guard, brokers) = match &args.brokers {
         Some(b) => (None, b.clone()),
         None => {
-            let tansu = wapipe_testkit::Tansu::start().context("starting a private Tansu broker")?;
+            let tansu =
+                wapipe_testkit::Tansu::start().context("starting a private Tansu broker")?;
             let b = tansu.bootstrap();
             (Some(tansu), b)
         }
@@ -116,8 +128,12 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
     wapipe_testkit::create_topic(&brokers, &ceiling_topic, args.partitions).await?;
     wapipe_testkit::create_topic(&brokers, &topic, args.partitions).await?;
 
-    println!("broker {brokers}, {} partitions, provider {}", args.partitions, args.provider);
-    let raw_rate = raw_producer_rate(&brokers, &ceiling_topic, args.provider, args.raw_records).await?;
+    println!(
+        "broker {brokers}, {} partitions, provider {}",
+        args.partitions, args.provider
+    );
+    let raw_rate =
+        raw_producer_rate(&brokers, &ceiling_topic, args.provider, args.raw_records).await?;
 
     let port = wapipe_testkit::free_port();
     let secret = "bench-secret";
@@ -160,13 +176,20 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
         run_id: None,
     };
     // Warm up connections and the producer before measuring.
-    send(&SendArgs { requests: 200, ..send_args.clone() }).await?;
+    send(&SendArgs {
+        requests: 200,
+        ..send_args.clone()
+    })
+    .await?;
     let report = send(&send_args).await?;
     let rss = peak_rss_kib(pid);
 
     let secs = report.elapsed.as_secs_f64();
     println!();
-    println!("ingress: {} requests x {} event(s), concurrency {}", args.requests, args.batch, args.concurrency);
+    println!(
+        "ingress: {} requests x {} event(s), concurrency {}",
+        args.requests, args.batch, args.concurrency
+    );
     report.print();
     match rss {
         Some(kib) => println!("peak RSS       {:.1} MiB", kib as f64 / 1024.0),
@@ -178,7 +201,11 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
         100.0 * (report.events_acknowledged as f64 / secs) / raw_rate
     );
     if report.ok() != report.requests() {
-        bail!("{} of {} requests were not answered 200", report.requests() - report.ok(), report.requests());
+        bail!(
+            "{} of {} requests were not answered 200",
+            report.requests() - report.ok(),
+            report.requests()
+        );
     }
     Ok(())
 }

@@ -3,7 +3,11 @@ use wapipe::bench::{bench_ingress, BenchIngressArgs};
 use wapipe::send::{send, SendArgs};
 
 #[derive(Parser)]
-#[command(name = "wapipe", version, about = "wapipe: WhatsApp webhooks into Kafka, durably")]
+#[command(
+    name = "wapipe",
+    version,
+    about = "wapipe: WhatsApp webhooks into Kafka, durably"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -57,7 +57,11 @@ impl Generator {
             let wamid = format!("wamid.{}.{n}", self.run);
             let value = match n % 10 {
                 0..=5 => message_value(&user, &wamid, n),
-                6 | 7 => status_value(&user, &wamid, ["sent", "delivered", "read"][(n % 3) as usize]),
+                6 | 7 => status_value(
+                    &user,
+                    &wamid,
+                    ["sent", "delivered", "read"][(n % 3) as usize],
+                ),
                 8 => failed_status_value(&user, &wamid),
                 _ => message_value(&user, &wamid, n + 3),
             };
@@ -102,7 +106,9 @@ impl Generator {
 }
 
 fn metadata() -> String {
-    format!(r#""messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"{PHONE_NUMBER_ID}"}}"#)
+    format!(
+        r#""messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"{PHONE_NUMBER_ID}"}}"#
+    )
 }
 
 fn message_value(user: &str, wamid: &str, n: u64) -> String {
@@ -149,8 +155,13 @@ mod tests {
                 let payload = generator.next();
                 let records = split(provider, payload.body.as_bytes(), "fallback");
                 assert_eq!(records.len(), payload.events, "{provider}");
-                assert!(records.iter().all(|r| r.kind != wapipe_core::EventKind::Unparsed));
-                assert!(records.iter().all(|r| r.key.starts_with("52155")), "{provider}");
+                assert!(records
+                    .iter()
+                    .all(|r| r.kind != wapipe_core::EventKind::Unparsed));
+                assert!(
+                    records.iter().all(|r| r.key.starts_with("52155")),
+                    "{provider}"
+                );
             }
         }
     }

@@ -75,9 +75,18 @@ impl Report {
             println!("  {status:<12} {count}");
         }
         println!("requests/s     {:.0}", self.requests() as f64 / secs);
-        println!("events/s       {:.0} (acknowledged)", self.events_acknowledged as f64 / secs);
-        println!("latency p50    {:.2} ms", self.percentile(0.50).as_secs_f64() * 1e3);
-        println!("latency p99    {:.2} ms", self.percentile(0.99).as_secs_f64() * 1e3);
+        println!(
+            "events/s       {:.0} (acknowledged)",
+            self.events_acknowledged as f64 / secs
+        );
+        println!(
+            "latency p50    {:.2} ms",
+            self.percentile(0.50).as_secs_f64() * 1e3
+        );
+        println!(
+            "latency p99    {:.2} ms",
+            self.percentile(0.99).as_secs_f64() * 1e3
+        );
     }
 }
 
@@ -105,8 +114,13 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<Report> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let (client, generator, remaining, pacer, args) =
-            (client.clone(), generator.clone(), remaining.clone(), pacer.clone(), args.clone());
+        let (client, generator, remaining, pacer, args) = (
+            client.clone(),
+            generator.clone(),
+            remaining.clone(),
+            pacer.clone(),
+            args.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut report = Report::default();
             loop {
@@ -122,7 +136,9 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<Report> {
                     pacer.lock().await.tick().await;
                 }
                 let payload = generator.next();
-                let request = client.post(&args.url).header("content-type", "application/json");
+                let request = client
+                    .post(&args.url)
+                    .header("content-type", "application/json");
                 let request = match args.provider {
                     Provider::Meta => request.header(
                         "x-hub-signature-256",

@@ -134,7 +134,7 @@ mod tests {
             Err(SignatureError::Missing)
         );
         assert_eq!(
-            verify_meta(SECRET, body, Some(header[7..].as_bytes())),
+            verify_meta(SECRET, body, Some(&header.as_bytes()[7..])),
             Err(SignatureError::MissingPrefix)
         );
         assert_eq!(

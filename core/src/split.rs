@@ -426,7 +426,7 @@ fn split_wasender(body: &[u8]) -> Option<Vec<Record>> {
             None => match data.and_then(raw_array) {
                 Some(items) => (items, false),
                 None => {
-                    let user = data.and_then(|d| wasender_user(d)).unwrap_or(session_key);
+                    let user = data.and_then(wasender_user).unwrap_or(session_key);
                     return Some(vec![Record {
                         key: user,
                         value: body.to_vec(),

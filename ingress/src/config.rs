@@ -11,7 +11,11 @@ use wapipe_core::{Provider, DEFAULT_RAW_TOPIC};
 use crate::Error;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "wapipe-ingress", version, about = "Verifies signed WhatsApp webhooks and produces one Kafka record per event")]
+#[command(
+    name = "wapipe-ingress",
+    version,
+    about = "Verifies signed WhatsApp webhooks and produces one Kafka record per event"
+)]
 pub struct Config {
     /// Address to serve the webhook, health and metrics endpoints on.
     #[arg(long, env = "WAPIPE_LISTEN", default_value = "0.0.0.0:8080")]
@@ -57,12 +61,21 @@ pub struct Config {
 
     /// Records the producer may hold unacknowledged (librdkafka queue.buffering.max.messages);
     /// past it, requests get 503.
-    #[arg(long, env = "WAPIPE_PRODUCER_QUEUE_MESSAGES", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "WAPIPE_PRODUCER_QUEUE_MESSAGES",
+        default_value_t = 100_000
+    )]
     pub producer_queue_messages: u32,
 
     /// Kilobytes the producer may hold unacknowledged (queue.buffering.max.kbytes).
     #[arg(long, env = "WAPIPE_PRODUCER_QUEUE_KBYTES", default_value_t = 256 * 1024)]
     pub producer_queue_kbytes: u32,
+
+    /// How long librdkafka keeps retrying a record whose request already answered 503
+    /// (message.timeout.ms). Records delivered late are duplicates the worker drops.
+    #[arg(long, env = "WAPIPE_PRODUCER_MESSAGE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub producer_message_timeout: Duration,
 
     /// How long the producer waits to batch records (linger.ms).
     #[arg(long, env = "WAPIPE_LINGER", default_value = "5ms", value_parser = humantime::parse_duration)]
@@ -105,11 +118,19 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
-fn resolve(inline: &Option<String>, file: &Option<PathBuf>, what: &'static str) -> Result<Option<Vec<u8>>, Error> {
+fn resolve(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    what: &'static str,
+) -> Result<Option<Vec<u8>>, Error> {
     match (inline, file) {
         (_, Some(path)) => read_secret_file(path)
             .map(|s| Some(s.into_bytes()))
-            .map_err(|source| Error::ReadSecret { what, path: path.clone(), source }),
+            .map_err(|source| Error::ReadSecret {
+                what,
+                path: path.clone(),
+                source,
+            }),
         (Some(value), None) => Ok(Some(value.clone().into_bytes())),
         (None, None) => Ok(None),
     }
@@ -122,6 +143,9 @@ impl Config {
             .ok_or(Error::MissingSecret("an app secret (--app-secret or --app-secret-file) is required to verify signatures"))?;
         let verify_token = resolve(&self.verify_token, &self.verify_token_file, "verify token")?
             .filter(|s| !s.is_empty());
-        Ok(Secrets { signing, verify_token })
+        Ok(Secrets {
+            signing,
+            verify_token,
+        })
     }
 }

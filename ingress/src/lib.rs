@@ -60,10 +60,17 @@ pub enum Error {
 pub enum Rejection {
     Unauthorized(SignatureError),
     Forbidden,
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
     BadRequest(String),
-    Unavailable { reason: String, retry_after: Duration },
-    Overloaded { retry_after: Duration },
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    Overloaded {
+        retry_after: Duration,
+    },
 }
 
 impl Rejection {
@@ -83,16 +90,25 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let (status, message, retry_after) = match &self {
             Rejection::Unauthorized(e) => (StatusCode::UNAUTHORIZED, e.to_string(), None),
-            Rejection::Forbidden => (StatusCode::FORBIDDEN, "verification failed".to_string(), None),
+            Rejection::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "verification failed".to_string(),
+                None,
+            ),
             Rejection::TooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body is larger than {limit} bytes"),
                 None,
             ),
             Rejection::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone(), None),
-            Rejection::Unavailable { reason, retry_after } => {
-                (StatusCode::SERVICE_UNAVAILABLE, reason.clone(), Some(*retry_after))
-            }
+            Rejection::Unavailable {
+                reason,
+                retry_after,
+            } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                reason.clone(),
+                Some(*retry_after),
+            ),
             Rejection::Overloaded { retry_after } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many requests in flight".to_string(),
@@ -180,7 +196,10 @@ async fn handshake(
 async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         state.metrics.request("overloaded");
-        return Rejection::Overloaded { retry_after: state.retry_after }.into_response();
+        return Rejection::Overloaded {
+            retry_after: state.retry_after,
+        }
+        .into_response();
     };
     // A guard, so the gauge comes down even when the client goes away mid-request.
     let _counted = InFlight::enter(&state.metrics.in_flight);
@@ -188,12 +207,19 @@ async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Respon
     match result {
         Ok(events) => {
             state.metrics.request("ok");
-            (StatusCode::OK, Json(serde_json::json!({ "events": events }))).into_response()
+            (
+                StatusCode::OK,
+                Json(serde_json::json!({ "events": events })),
+            )
+                .into_response()
         }
         Err(rejection) => {
             state.metrics.request(rejection.outcome());
             if let Rejection::Unavailable { reason, .. } = &rejection {
-                tracing::warn!(reason, "webhook not acknowledged: answered 503 so the provider retries");
+                tracing::warn!(
+                    reason,
+                    "webhook not acknowledged: answered 503 so the provider retries"
+                );
             }
             rejection.into_response()
         }
@@ -227,11 +253,17 @@ async fn handle_post(state: &AppState, request: Request) -> Result<usize, Reject
         Provider::Meta => signature::verify_meta(
             &state.secrets.signing,
             &body,
-            parts.headers.get(signature::META_SIGNATURE_HEADER).map(HeaderValue::as_bytes),
+            parts
+                .headers
+                .get(signature::META_SIGNATURE_HEADER)
+                .map(HeaderValue::as_bytes),
         ),
         Provider::Wasender => signature::verify_wasender(
             &state.secrets.signing,
-            parts.headers.get(signature::WASENDER_SIGNATURE_HEADER).map(HeaderValue::as_bytes),
+            parts
+                .headers
+                .get(signature::WASENDER_SIGNATURE_HEADER)
+                .map(HeaderValue::as_bytes),
         ),
     }
     .map_err(Rejection::Unauthorized)?;
@@ -248,14 +280,19 @@ async fn handle_post(state: &AppState, request: Request) -> Result<usize, Reject
             records: &records,
         })
         .await;
-    state.metrics.produce_seconds.observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .produce_seconds
+        .observe(started.elapsed().as_secs_f64());
     match produced {
         Ok(()) => {
             for record in &records {
                 state
                     .metrics
                     .events
-                    .get_or_create(&KindLabel { kind: record.kind.to_string() })
+                    .get_or_create(&KindLabel {
+                        kind: record.kind.to_string(),
+                    })
                     .inc();
             }
             Ok(records.len())
@@ -272,7 +309,11 @@ async fn handle_post(state: &AppState, request: Request) -> Result<usize, Reject
 
 /// Reads the body, refusing at once what announces itself as too large and stopping as soon
 /// as a body without a length passes the limit.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes, Rejection> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, Rejection> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -282,7 +323,9 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<byte
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Rejection::TooLarge { limit }),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Rejection::TooLarge { limit })
+        }
         Err(error) => Err(Rejection::BadRequest(format!("reading the body: {error}"))),
     }
 }
@@ -291,7 +334,11 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if state.sink.is_alive() {
         (StatusCode::OK, "ok").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the producer hit a fatal error").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the producer hit a fatal error",
+        )
+            .into_response()
     }
 }
 
@@ -299,13 +346,20 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.sink.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the broker is unreachable or the topic is missing").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the broker is unreachable or the topic is missing",
+        )
+            .into_response()
     }
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()

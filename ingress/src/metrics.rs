@@ -35,7 +35,11 @@ impl Default for Metrics {
             requests.clone(),
         );
         let events = Family::<KindLabel, Counter>::default();
-        registry.register("events_produced", "Events acknowledged by Kafka, by kind", events.clone());
+        registry.register(
+            "events_produced",
+            "Events acknowledged by Kafka, by kind",
+            events.clone(),
+        );
         // 1 ms .. ~16 s
         let produce_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         registry.register(
@@ -44,7 +48,11 @@ impl Default for Metrics {
             produce_seconds.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("in_flight_requests", "Webhook requests being handled", in_flight.clone());
+        registry.register(
+            "in_flight_requests",
+            "Webhook requests being handled",
+            in_flight.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -58,7 +66,9 @@ impl Default for Metrics {
 impl Metrics {
     pub fn request(&self, outcome: &str) {
         self.requests
-            .get_or_create(&OutcomeLabel { outcome: outcome.to_string() })
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
             .inc();
     }
 

@@ -45,7 +45,10 @@ pub async fn shutdown_signal() {
 
 /// Runs the ingress until `shutdown` resolves: stops accepting, lets in-flight requests finish
 /// (up to the shutdown timeout), then flushes the producer.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let secrets = config.secrets()?;
     let sink = Arc::new(KafkaSink::new(
         &config.kafka,
@@ -55,11 +58,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             linger: config.linger,
             queue_messages: config.producer_queue_messages,
             queue_kbytes: config.producer_queue_kbytes,
+            message_timeout: config.producer_message_timeout,
         },
     )?);
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| Error::Bind { addr: config.listen, source })?;
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
     tracing::info!(
         listen = %config.listen,
         provider = %config.provider,
@@ -74,9 +81,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let probe = tokio::spawn(async move {
         loop {
             let sink = probe_sink.clone();
-            let ready = tokio::task::spawn_blocking(move || sink.check_readiness(Duration::from_secs(2)))
-                .await
-                .unwrap_or(false);
+            let ready =
+                tokio::task::spawn_blocking(move || sink.check_readiness(Duration::from_secs(2)))
+                    .await
+                    .unwrap_or(false);
             tracing::trace!(ready, "readiness probe");
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {},

@@ -89,6 +89,7 @@ pub struct ProducerSettings {
     pub linger: Duration,
     pub queue_messages: u32,
     pub queue_kbytes: u32,
+    pub message_timeout: Duration,
 }
 
 impl KafkaSink {
@@ -100,11 +101,23 @@ impl KafkaSink {
             ("enable.idempotence", "true".to_string()),
             ("acks", "all".to_string()),
             ("linger.ms", settings.linger.as_millis().to_string()),
-            ("queue.buffering.max.messages", settings.queue_messages.to_string()),
-            ("queue.buffering.max.kbytes", settings.queue_kbytes.to_string()),
-            // A record the request gave up on should not linger for minutes and arrive as a
-            // surprise duplicate; give librdkafka the same bound as the request.
-            ("message.timeout.ms", settings.produce_timeout.as_millis().max(1).to_string()),
+            (
+                "queue.buffering.max.messages",
+                settings.queue_messages.to_string(),
+            ),
+            (
+                "queue.buffering.max.kbytes",
+                settings.queue_kbytes.to_string(),
+            ),
+            // How long librdkafka keeps retrying a record after its request gave up (503). Kept
+            // long on purpose: an idempotent producer whose records time out locally has to
+            // bump its epoch, which some Kafka-compatible brokers (Tansu) do not support, and
+            // it then never recovers. A late delivery is only a duplicate, which the worker
+            // drops by message id.
+            (
+                "message.timeout.ms",
+                settings.message_timeout.as_millis().max(1).to_string(),
+            ),
             ("compression.type", "lz4".to_string()),
         ];
         for (key, value) in defaults {
@@ -128,11 +141,14 @@ impl KafkaSink {
 
     /// Asks the broker for the topic's metadata and records whether it answered.
     pub fn check_readiness(&self, within: Duration) -> bool {
-        let ok = match self.producer.client().fetch_metadata(Some(&self.topic), within) {
-            Ok(metadata) => metadata
-                .topics()
-                .iter()
-                .any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()),
+        let ok = match self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), within)
+        {
+            Ok(metadata) => metadata.topics().iter().any(|t| {
+                t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
+            }),
             Err(error) => {
                 tracing::debug!(%error, "readiness: broker metadata unavailable");
                 false
@@ -153,9 +169,15 @@ impl EventSink for KafkaSink {
                 let headers = record
                     .headers(batch.provider, &received_at, batch.body_sha256, &index)
                     .into_iter()
-                    .fold(OwnedHeaders::new_with_capacity(8), |headers, (key, value)| {
-                        headers.insert(Header { key, value: Some(value) })
-                    });
+                    .fold(
+                        OwnedHeaders::new_with_capacity(8),
+                        |headers, (key, value)| {
+                            headers.insert(Header {
+                                key,
+                                value: Some(value),
+                            })
+                        },
+                    );
                 let future_record = FutureRecord::to(&self.topic)
                     .key(record.key.as_bytes())
                     .payload(&record.value)
@@ -174,11 +196,14 @@ impl EventSink for KafkaSink {
             for outcome in outcomes {
                 match outcome {
                     Ok(Ok(_)) => {}
-                    Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _))) => {
-                        return Err(ProduceError::Timeout(self.timeout))
-                    }
+                    Ok(Err((
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+                        _,
+                    ))) => return Err(ProduceError::Timeout(self.timeout)),
                     Ok(Err((error, _))) => return Err(ProduceError::Broker(error.to_string())),
-                    Err(_canceled) => return Err(ProduceError::Broker("the producer was dropped".into())),
+                    Err(_canceled) => {
+                        return Err(ProduceError::Broker("the producer was dropped".into()))
+                    }
                 }
             }
             Ok(())

@@ -8,7 +8,9 @@ use clap::Parser;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
-use wapipe_core::record::{HEADER_BODY_SHA256, HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER, HEADER_RECEIVED_AT};
+use wapipe_core::record::{
+    HEADER_BODY_SHA256, HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER, HEADER_RECEIVED_AT,
+};
 use wapipe_core::signature::{body_sha256, sign_meta};
 use wapipe_ingress::{server, Config};
 use wapipe_testkit::{create_topic, free_port, unique_name, Tansu};
@@ -73,13 +75,20 @@ impl Ingress {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ingress { url, stop: Some(stop), task }
+        Ingress {
+            url,
+            stop: Some(stop),
+            task,
+        }
     }
 
     async fn post(&self, body: &str) -> reqwest::Response {
         reqwest::Client::new()
             .post(format!("{}/webhook", self.url))
-            .header("x-hub-signature-256", sign_meta(SECRET.as_bytes(), body.as_bytes()))
+            .header(
+                "x-hub-signature-256",
+                sign_meta(SECRET.as_bytes(), body.as_bytes()),
+            )
             .body(body.to_string())
             .timeout(Duration::from_secs(60))
             .send()
@@ -113,7 +122,9 @@ fn consume(brokers: &str, topic: &str, expected: usize) -> Vec<Consumed> {
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while out.len() < expected && std::time::Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let message = message.expect("consume");
         let mut headers = HashMap::new();
         if let Some(h) = message.headers() {
@@ -160,7 +171,11 @@ async fn batch_splits_into_keyed_records_and_broker_outage_answers_503_then_reco
     for record in &records {
         // Each key on exactly one partition.
         let partition = *partition_of.entry(&record.key).or_insert(record.partition);
-        assert_eq!(partition, record.partition, "key {} split across partitions", record.key);
+        assert_eq!(
+            partition, record.partition,
+            "key {} split across partitions",
+            record.key
+        );
         assert_eq!(record.headers[HEADER_PROVIDER], "meta");
         assert_eq!(record.headers[HEADER_KIND], "message");
         assert_eq!(record.headers[HEADER_BODY_SHA256], digest);
@@ -172,7 +187,11 @@ async fn batch_splits_into_keyed_records_and_broker_outage_answers_503_then_reco
     assert_eq!(order.len(), senders);
     for (key, sequence) in order {
         // Per user, the records are in the order of the POST.
-        assert_eq!(sequence, (0..per_sender).collect::<Vec<_>>(), "order of {key}");
+        assert_eq!(
+            sequence,
+            (0..per_sender).collect::<Vec<_>>(),
+            "order of {key}"
+        );
     }
 
     // 2. Broker stopped: 503 with Retry-After, within the produce bound (not asserted as a
@@ -192,6 +211,9 @@ async fn batch_splits_into_keyed_records_and_broker_outage_answers_503_then_reco
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(recovered, "the ingress never answered 200 after the broker came back");
+    assert!(
+        recovered,
+        "the ingress never answered 200 after the broker came back"
+    );
     ingress.shutdown().await;
 }

@@ -38,7 +38,11 @@ impl EventSink for FakeSink {
             }
             let mut produced = self.produced.lock().unwrap();
             for record in batch.records {
-                produced.push((batch.provider, batch.body_sha256.to_string(), record.clone()));
+                produced.push((
+                    batch.provider,
+                    batch.body_sha256.to_string(),
+                    record.clone(),
+                ));
             }
             Ok(())
         })
@@ -70,7 +74,10 @@ fn meta_post(body: &str, signature: Option<String>) -> Request<Body> {
     request.body(Body::from(body.to_string())).unwrap()
 }
 
-async fn send(state: Arc<AppState>, request: Request<Body>) -> (StatusCode, Option<String>, String) {
+async fn send(
+    state: Arc<AppState>,
+    request: Request<Body>,
+) -> (StatusCode, Option<String>, String) {
     let response = router(state).oneshot(request).await.unwrap();
     let status = response.status();
     let retry_after = response
@@ -78,7 +85,11 @@ async fn send(state: Arc<AppState>, request: Request<Body>) -> (StatusCode, Opti
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_string());
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, retry_after, String::from_utf8_lossy(&body).into_owned())
+    (
+        status,
+        retry_after,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -120,8 +131,9 @@ async fn body_over_the_limit_is_413_before_signature_or_produce() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Without a Content-Length (chunked), the limit still holds while streaming.
-    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
-        (0..10).map(|_| Ok(bytes::Bytes::from_static(b"0123456789"))).collect();
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = (0..10)
+        .map(|_| Ok(bytes::Bytes::from_static(b"0123456789")))
+        .collect();
     let streamed = Request::post("/webhook")
         .header("x-hub-signature-256", "sha256=00")
         .body(Body::from_stream(futures::stream::iter(chunks)))
@@ -138,7 +150,10 @@ async fn broker_failures_answer_503_with_retry_after() {
         ProduceError::Timeout(Duration::from_secs(3)),
         ProduceError::Broker("all brokers down".into()),
     ] {
-        let sink = Arc::new(FakeSink { fail_with: Mutex::new(Some(error.clone())), ..FakeSink::default() });
+        let sink = Arc::new(FakeSink {
+            fail_with: Mutex::new(Some(error.clone())),
+            ..FakeSink::default()
+        });
         let state = state_with(config(&["--retry-after", "7s"]), sink);
         let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
         let (status, retry_after, _) = send(state, meta_post(TWO_SENDERS, Some(signature))).await;
@@ -149,11 +164,17 @@ async fn broker_failures_answer_503_with_retry_after() {
 
 #[tokio::test]
 async fn requests_past_the_in_flight_bound_are_shed_with_503() {
-    let sink = Arc::new(FakeSink { hang: true, ..FakeSink::default() });
+    let sink = Arc::new(FakeSink {
+        hang: true,
+        ..FakeSink::default()
+    });
     let state = state_with(config(&["--max-in-flight", "1"]), sink);
     let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
     // The first request holds the only slot (its produce never completes).
-    let first = tokio::spawn(send(state.clone(), meta_post(TWO_SENDERS, Some(signature.clone()))));
+    let first = tokio::spawn(send(
+        state.clone(),
+        meta_post(TWO_SENDERS, Some(signature.clone())),
+    ));
     while state.in_flight.available_permits() > 0 {
         tokio::task::yield_now().await;
     }
@@ -197,7 +218,9 @@ async fn handshake_echoes_the_challenge_byte_for_byte_when_the_token_matches() {
         "hub.mode=subscribe&hub.challenge=1",
         "hub.mode=subscribe&hub.verify_token=verify-me",
     ] {
-        let request = Request::get(format!("/webhook?{query}")).body(Body::empty()).unwrap();
+        let request = Request::get(format!("/webhook?{query}"))
+            .body(Body::empty())
+            .unwrap();
         let (status, _, _) = send(state.clone(), request).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{query}");
     }
@@ -219,7 +242,12 @@ async fn wasender_uses_its_shared_secret_header() {
     let (status, _, response) = send(state, request(SECRET)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(response, r#"{"events":2}"#);
-    assert!(sink.produced.lock().unwrap().iter().all(|(p, _, _)| *p == Provider::Wasender));
+    assert!(sink
+        .produced
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(p, _, _)| *p == Provider::Wasender));
 }
 
 #[tokio::test]
@@ -235,12 +263,24 @@ async fn health_readiness_and_metrics_say_what_they_mean() {
     assert_eq!(send(state.clone(), get("/readyz")).await.0, StatusCode::OK);
     let (status, _, metrics) = send(state, get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(metrics.contains(r#"wapipe_ingress_requests_total{outcome="ok"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"wapipe_ingress_requests_total{outcome="ok"} 1"#),
+        "{metrics}"
+    );
     assert!(metrics.contains(r#"wapipe_ingress_requests_total{outcome="unauthorized"} 1"#));
     assert!(metrics.contains(r#"wapipe_ingress_events_produced_total{kind="message"} 2"#));
     assert!(metrics.contains("wapipe_ingress_produce_duration_seconds_count 1"));
     assert!(metrics.contains("wapipe_ingress_in_flight_requests 0"));
 
-    let unready = state_with(config(&[]), Arc::new(FakeSink { not_ready: true, ..FakeSink::default() }));
-    assert_eq!(send(unready, get("/readyz")).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let unready = state_with(
+        config(&[]),
+        Arc::new(FakeSink {
+            not_ready: true,
+            ..FakeSink::default()
+        }),
+    );
+    assert_eq!(
+        send(unready, get("/readyz")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }

@@ -110,7 +110,8 @@ impl Tansu {
             .with_context(|| format!("starting {}", binary.display()))?;
         self.child = Some(child);
         wait_for_broker(&self.bootstrap(), Duration::from_secs(30)).with_context(|| {
-            let log = std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
             format!("tansu did not come up; its log:\n{log}")
         })
     }

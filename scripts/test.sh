@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, generated CRDs up to date, unit,
+# service and integration tests on a real broker (Tansu) and PostgreSQL, the chart and Argo CD
+# health checks, and the kind end-to-end suite where Docker and kind exist.
+#
+# Starts a shared Tansu broker for the run unless WAPIPE_TEST_BROKERS names one; tests that stop
+# and restart a broker start their own.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+step() { printf '\n== %s\n' "$*"; }
+
+if [[ -z "${WAPIPE_TEST_BROKERS:-}" ]]; then
+  step "starting a Tansu broker for the tests"
+  bash scripts/tansu.sh stop
+  WAPIPE_TEST_BROKERS="$(bash scripts/tansu.sh start)"
+  export WAPIPE_TEST_BROKERS
+  trap 'bash scripts/tansu.sh stop' EXIT
+fi
+echo "broker: $WAPIPE_TEST_BROKERS"
+bash scripts/postgres.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "CRDs in crds/ match the Rust types"
+generated="$(mktemp)"
+cargo run -q -p wapipe-operator --bin crdgen -- - >"$generated"
+if ! diff -u crds/whatsappwebhookpipelines.wapipe.dev.yaml "$generated"; then
+  echo "crds/ is stale: run cargo run -p wapipe-operator --bin crdgen && scripts/sync-chart-crds.sh" >&2
+  exit 1
+fi
+rm -f "$generated"
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "chart (Helm engine), examples and Argo CD health check"
+bash scripts/check-chart.sh
+bash scripts/test-lua.sh
+
+step "kind end-to-end suite"
+set +e
+bash tests/e2e/run.sh
+rc=$?
+set -e
+case "$rc" in
+  0) ;;
+  77) echo "e2e: skipped (see the SKIPPED line above); everything else still runs" ;;
+  *) echo "e2e: failed ($rc)" >&2; exit "$rc" ;;
+esac
+
+step "cargo test (unit, service and integration tests)"
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/wapipe-cargo-test.log"
+status="${PIPESTATUS[0]}"
+set -e
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "${TMPDIR:-/tmp}/wapipe-cargo-test.log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "${TMPDIR:-/tmp}/wapipe-cargo-test.log" | awk '{s+=$1} END {print s+0}')
+echo
+echo "cargo: ${passed} passed, ${failed} failed"
+exit "$status"
