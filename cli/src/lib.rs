@@ -5,3 +5,4 @@
 pub mod bench;
 pub mod payloads;
 pub mod send;
+pub mod topics;

@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 use wapipe::bench::{bench_ingress, BenchIngressArgs};
 use wapipe::send::{send, SendArgs};
+use wapipe::topics::{self, TopicsArgs};
 
 #[derive(Parser)]
 #[command(
@@ -17,9 +18,18 @@ struct Cli {
 enum Command {
     /// Send signed, realistic webhooks to an ingress and report what came back.
     Send(SendArgs),
+    /// Kafka topics of a pipeline.
+    #[command(subcommand)]
+    Topics(Topics),
     /// Benchmarks that print figures beside their ceilings.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Topics {
+    /// Create the raw and dead-letter topics (existing ones are kept as they are).
+    Create(TopicsArgs),
 }
 
 #[derive(Subcommand)]
@@ -38,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Topics(Topics::Create(args)) => topics::create(&args).await?,
         Command::Bench(Bench::Ingress(args)) => bench_ingress(&args).await?,
     }
     Ok(())

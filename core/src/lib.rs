@@ -3,6 +3,7 @@
 //! records with their partition keys, and webhook signature checks.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod record;
 pub mod signature;
