@@ -124,6 +124,11 @@ pub struct RunArgs {
     #[arg(long, env = "WAPIPE_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Static group membership id (e.g. the pod name of a StatefulSet): a replica restarted
+    /// under the same id gets its partitions back at once instead of after a session timeout.
+    #[arg(long, env = "WAPIPE_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "WAPIPE_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,

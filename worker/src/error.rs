@@ -46,6 +46,14 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    #[error(
+        "checking the members of group {group} failed ({source}); pass --force to reset anyway"
+    )]
+    CheckGroup {
+        group: String,
+        source: rdkafka::error::KafkaError,
+    },
+
     #[error("the group {group} has {members} active member(s); stop the workers or pass --force")]
     GroupActive { group: String, members: usize },
 

@@ -76,6 +76,7 @@ fn settings(args: &RunArgs) -> WorkerSettings {
         sink_timeout: args
             .http_sink_timeout
             .max(std::time::Duration::from_secs(30)),
+        group_instance_id: args.group_instance_id.clone(),
         ..WorkerSettings::new(t.kafka.clone(), &t.topic, &t.dead_letter_topic, &t.group)
     }
 }

@@ -188,7 +188,12 @@ pub async fn replay_dead_letters(
 /// Active members of `group`, as the broker's group list reports them.
 pub fn group_members(kafka: &KafkaArgs, group: &str) -> Result<usize> {
     let consumer: BaseConsumer = kafka.client_config()?.create()?;
-    let groups = consumer.fetch_group_list(Some(group), TIMEOUT)?;
+    let groups = consumer
+        .fetch_group_list(Some(group), TIMEOUT)
+        .map_err(|source| Error::CheckGroup {
+            group: group.to_string(),
+            source,
+        })?;
     Ok(groups
         .groups()
         .iter()
@@ -207,12 +212,22 @@ pub fn reset_offsets_to_time(
     since_ms: i64,
     force: bool,
 ) -> Result<Vec<(i32, i64)>> {
-    let members = group_members(kafka, group)?;
-    if members > 0 && !force {
-        return Err(Error::GroupActive {
-            group: group.to_string(),
-            members,
-        });
+    // A group whose members cannot be listed is treated as active: only --force goes ahead.
+    match group_members(kafka, group) {
+        Ok(0) => {}
+        Ok(_) | Err(Error::CheckGroup { .. }) if force => {
+            tracing::warn!(
+                group,
+                "resetting offsets of a group that may have active members"
+            )
+        }
+        Ok(members) => {
+            return Err(Error::GroupActive {
+                group: group.to_string(),
+                members,
+            })
+        }
+        Err(error) => return Err(error),
     }
     let consumer: BaseConsumer = kafka
         .client_config()?

@@ -45,6 +45,9 @@ pub struct WorkerSettings {
     pub drain_timeout: Duration,
     /// Longest a single sink write may take before it counts as the sink being unavailable.
     pub sink_timeout: Duration,
+    /// Static group membership (`group.instance.id`): a restarted replica with the same id
+    /// takes its partitions back without waiting for its old session to expire.
+    pub group_instance_id: Option<String>,
 }
 
 impl WorkerSettings {
@@ -61,6 +64,7 @@ impl WorkerSettings {
             max_backoff: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
             sink_timeout: Duration::from_secs(60),
+            group_instance_id: None,
         }
     }
 }
@@ -233,6 +237,10 @@ fn commit<C: Consumer<X>, X: ConsumerContext>(consumer: &C, offsets: &TopicParti
     if offsets.count() == 0 {
         return;
     }
+    // Stored offsets equal to the commit, so librdkafka's own commit on close changes nothing.
+    if let Err(error) = consumer.store_offsets(offsets) {
+        tracing::debug!(%error, "storing final offsets failed");
+    }
     if let Err(error) = consumer.commit(offsets, CommitMode::Sync) {
         tracing::warn!(%error, "committing offsets failed; the next owner redoes those events");
     }
@@ -296,17 +304,24 @@ impl Worker {
             health: self.health.clone(),
             abandon: CancellationToken::new(),
         });
-        let consumer: StreamConsumer<WorkerContext> = settings
-            .kafka
-            .client_config()?
+        let mut config = settings.kafka.client_config()?;
+        config
             .set("group.id", &settings.group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
-            .create_with_context(WorkerContext {
+            .set("session.timeout.ms", "10000");
+        if let Some(instance) = &settings.group_instance_id {
+            config.set("group.instance.id", instance);
+        }
+        // Raw librdkafka settings win over the worker's defaults.
+        for (key, value) in &settings.kafka.options {
+            config.set(key, value);
+        }
+        let consumer: StreamConsumer<WorkerContext> =
+            config.create_with_context(WorkerContext {
                 shared: shared.clone(),
             })?;
         let consumer = Arc::new(consumer);

@@ -26,6 +26,11 @@ fn spawn_worker(setup: &Setup, log: &std::path::Path) -> Child {
             format!("127.0.0.1:{}", wapipe_testkit::free_port()),
         )
         .env("WAPIPE_CONCURRENCY", "8")
+        // The restarted process is the same replica (as a restarted container of one pod).
+        .env(
+            "WAPIPE_GROUP_INSTANCE_ID",
+            format!("{}-replica-0", setup.group),
+        )
         .env("WAPIPE_DRAIN_TIMEOUT", "10s")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -39,8 +44,8 @@ async fn a_worker_killed_mid_stream_and_restarted_leaves_every_event_exactly_onc
     let setup = Setup::new("crash", 3).await;
     let producer = setup.producer();
     let db = setup.database().await;
-    let logs = tempfile::tempdir().unwrap();
-    let log = logs.path().join("worker.log");
+    let log = std::env::temp_dir().join(format!("{}.log", setup.group));
+    eprintln!("worker log: {}", log.display());
     let users: Vec<String> = (0..20).map(|u| format!("155506{u:02}")).collect();
     let total = 1500usize;
     for n in 0..total / users.len() {

@@ -41,6 +41,12 @@ pub struct Setup {
 
 impl Setup {
     pub async fn new(name: &str, partitions: i32) -> Setup {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "wapipe_worker=info".into()),
+            )
+            .try_init();
         let (brokers, tansu) = wapipe_testkit::broker().expect("a Kafka broker for the test");
         let topic = wapipe_testkit::unique_name(&format!("{name}-raw"));
         let dead_letter_topic = wapipe_testkit::unique_name(&format!("{name}-dlq"));
