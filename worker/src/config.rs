@@ -92,6 +92,10 @@ pub struct RunArgs {
     #[arg(long, env = "WAPIPE_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
 
+    /// Database file of the sqlite sink (local mode), created if missing.
+    #[arg(long, env = "WAPIPE_SQLITE_PATH", default_value = "wapipe.db")]
+    pub sqlite_path: PathBuf,
+
     /// URL the http sink POSTs each event to.
     #[arg(long, env = "WAPIPE_HTTP_SINK_URL")]
     pub http_sink_url: Option<String>,

@@ -43,6 +43,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("the topic {0} does not exist")]
+    TopicMissing(String),
+
+    #[error("reading {topic} stalled before its end")]
+    ReadStalled { topic: String },
+
     #[error("invalid configuration: {0}")]
     Config(String),
 

@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub use worker::{Worker, WorkerSettings};
 
 use config::{Command, DlqCommand, LogFormat, RunArgs};
-use sink::{HttpSink, LogSink, PostgresSink, SharedSink, SinkKind};
+use sink::{HttpSink, LogSink, PostgresSink, SharedSink, SinkKind, SqliteSink};
 
 /// Installs the tracing subscriber in the chosen format (`RUST_LOG` filters, default info).
 pub fn init_tracing(format: LogFormat) {
@@ -53,6 +53,7 @@ pub async fn build_sink(args: &RunArgs) -> Result<SharedSink> {
             })?;
             Arc::new(HttpSink::new(url, args.http_sink_timeout)?)
         }
+        SinkKind::Sqlite => Arc::new(SqliteSink::open(&args.sqlite_path)?),
         SinkKind::Postgres => {
             let url = args.database_url()?.ok_or_else(|| {
                 Error::Config(

@@ -57,7 +57,7 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(Error::Config(format!("the topic {topic} does not exist")));
+        return Err(Error::TopicMissing(topic.to_string()));
     }
     Ok(partitions)
 }
@@ -136,9 +136,9 @@ pub async fn replay_dead_letters(
         let message = match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
             Ok(received) => received?,
             Err(_) if last_progress.elapsed() > Duration::from_secs(30) => {
-                return Err(Error::Config(format!(
-                    "reading {dead_letter_topic} stalled before its end"
-                )))
+                return Err(Error::ReadStalled {
+                    topic: dead_letter_topic.to_string(),
+                })
             }
             Err(_) => continue,
         };

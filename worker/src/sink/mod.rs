@@ -2,15 +2,17 @@
 //! same event twice leaves one effect), rejects it ([`Error::SinkRejected`], the event's fault)
 //! or is unavailable ([`Error::SinkUnavailable`], waited out without dead-lettering).
 //!
-//! A local-mode `sqlite` sink fits the same trait: implement [`Sink`] and add a [`SinkKind`].
+//! `sqlite` is the local-mode sink: the postgres tables in one file.
 
 mod http;
 mod log;
 mod postgres;
+mod sqlite;
 
 pub use self::http::HttpSink;
 pub use self::log::LogSink;
 pub use self::postgres::{PostgresSink, MIGRATIONS};
+pub use self::sqlite::{SqliteSink, SQLITE_MIGRATIONS};
 
 use std::sync::Arc;
 
@@ -31,6 +33,7 @@ pub trait Sink: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SinkKind {
     Postgres,
+    Sqlite,
     Http,
     Log,
 }
