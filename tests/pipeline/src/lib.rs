@@ -1,0 +1,2 @@
+//! Cross-crate end-to-end tests live in `tests/`; this crate has no code of its own.
+#![forbid(unsafe_code)]
