@@ -1,8 +1,12 @@
-//! The `wapipe` command line: a load generator for any ingress (`send`) and benchmarks that
-//! print figures beside their ceilings (`bench`).
+//! The `wapipe` command line: local mode (`up`), consumer-group lag with the scaler's decision
+//! (`lag`), a load generator for any ingress (`send`) and benchmarks that print figures beside
+//! their ceilings (`bench`).
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod lag;
+pub mod local;
 pub mod payloads;
 pub mod send;
 pub mod topics;
+pub mod up;

@@ -1,7 +1,9 @@
 use clap::{Parser, Subcommand};
 use wapipe::bench::{bench_ingress, BenchIngressArgs};
+use wapipe::lag::{lag, LagArgs};
 use wapipe::send::{send, SendArgs};
 use wapipe::topics::{self, TopicsArgs};
+use wapipe::up::{up, UpArgs};
 
 #[derive(Parser)]
 #[command(
@@ -16,6 +18,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole pipeline on this machine: broker, topics, ingress and a worker pool scaled
+    /// by the operator's policy, with a live view. Ctrl-C stops everything.
+    Up(UpArgs),
+    /// Per-partition lag of a consumer group, its status (ok, lagging, stalled) and the scaler's
+    /// decision.
+    Lag(LagArgs),
     /// Send signed, realistic webhooks to an ingress and report what came back.
     Send(SendArgs),
     /// Kafka topics of a pipeline.
@@ -41,6 +49,8 @@ enum Bench {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Up(args) => up(&args).await?,
+        Command::Lag(args) => lag(&args).await?,
         Command::Send(args) => {
             let report = send(&args).await?;
             report.print();

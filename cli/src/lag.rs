@@ -1,0 +1,214 @@
+//! `wapipe lag`: per-partition lag of a consumer group with a status in Burrow's spirit (ok,
+//! lagging, stalled), judged over a few polls, and the decision the operator's scaler would make.
+//! It reads committed offsets and watermarks only: it never joins the group.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use wapipe_core::kafka::KafkaArgs;
+use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin};
+use wapipe_operator::scaler::policy::{decide, Decision, PolicyConfig, PolicyState};
+
+use crate::local::pipeline;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LagArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group of the workers.
+    #[arg(long, env = "WAPIPE_GROUP")]
+    pub group: String,
+    /// Topic the group consumes.
+    #[arg(long, env = "WAPIPE_TOPIC", default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
+    pub topic: String,
+    /// Take the scaling settings from this WhatsAppWebhookPipeline YAML; flags below win.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Lag one worker is expected to carry (default 1000, as in the CRD).
+    #[arg(long)]
+    pub lag_per_replica: Option<u64>,
+    /// Fewest workers (default 1).
+    #[arg(long)]
+    pub min_replicas: Option<u32>,
+    /// Most workers (default 12); the partition count caps it further.
+    #[arg(long)]
+    pub max_replicas: Option<u32>,
+    /// Workers running now; default: the members of the group as the broker reports them.
+    #[arg(long)]
+    pub workers: Option<u32>,
+    /// Polls to sample: a partition is stalled when its committed offset did not move over all
+    /// of them while it had lag.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub samples: u32,
+    /// Time between polls.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+}
+
+/// librdkafka settings of `args` with secrets in clear (the sanitized view would hide them).
+fn settings(args: &KafkaArgs) -> anyhow::Result<KafkaSettings> {
+    let config = args.client_config()?;
+    Ok(config
+        .config_map()
+        .keys()
+        .filter_map(|key| Some((key.to_string(), config.get(key)?.to_string())))
+        .collect())
+}
+
+/// The policy from the file (if any), then the flags.
+pub fn policy_config(args: &LagArgs) -> anyhow::Result<PolicyConfig> {
+    let mut config = match &args.file {
+        Some(file) => pipeline::load(Some(file))?.policy,
+        None => PolicyConfig::default(),
+    };
+    if let Some(lag) = args.lag_per_replica {
+        config.lag_per_replica = lag.max(1);
+    }
+    if let Some(min) = args.min_replicas {
+        config.min_replicas = min;
+        config.scale_to_zero = min == 0;
+    }
+    if let Some(max) = args.max_replicas {
+        config.max_replicas = max.max(1);
+    }
+    // Over `samples` polls a partition can stay put `samples - 1` times.
+    config.stall_polls = args.samples.saturating_sub(1).max(1);
+    Ok(config)
+}
+
+/// Members of `group`, if the broker lists them.
+fn group_members(kafka: &KafkaSettings, group: &str) -> Option<u32> {
+    let mut config = rdkafka::ClientConfig::new();
+    for (key, value) in kafka {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config.create().ok()?;
+    let list = consumer
+        .fetch_group_list(Some(group), Duration::from_secs(5))
+        .ok()?;
+    let group = list.groups().iter().find(|g| g.name() == group)?;
+    u32::try_from(group.members().len()).ok()
+}
+
+/// The table `wapipe lag` prints.
+pub fn render(decision: &Decision, workers: u32, workers_known: bool) -> String {
+    let mut out = format!("{:>9}  {:>10}  status\n", "partition", "lag");
+    for p in &decision.partitions {
+        out.push_str(&format!(
+            "{:>9}  {:>10}  {}\n",
+            p.partition,
+            p.lag,
+            p.status.as_str().to_ascii_lowercase()
+        ));
+    }
+    out.push_str(&format!("{:>9}  {:>10}\n", "total", decision.total_lag));
+    out.push_str(&format!(
+        "workers: {workers}{} -> desired {} ({})\n{}\n",
+        if workers_known { "" } else { " (assumed)" },
+        decision.desired,
+        decision.reason.as_str(),
+        decision.message
+    ));
+    out
+}
+
+pub async fn lag(args: &LagArgs) -> anyhow::Result<()> {
+    let kafka = settings(&args.kafka)?;
+    let config = policy_config(args)?;
+    let admin = RdKafkaAdmin;
+    let members = match args.workers {
+        Some(workers) => Some(workers),
+        None => {
+            let (kafka, group) = (kafka.clone(), args.group.clone());
+            tokio::task::spawn_blocking(move || group_members(&kafka, &group))
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    let workers = members.unwrap_or(config.min_replicas.max(1));
+    let mut state = PolicyState::default();
+    let mut decision = None;
+    for sample in 0..args.samples {
+        if sample > 0 {
+            tokio::time::sleep(args.interval).await;
+        }
+        let offsets = admin
+            .read_offsets(&kafka, &args.topic, &args.group)
+            .await
+            .with_context(|| {
+                format!("reading offsets of group {} on {}", args.group, args.topic)
+            })?;
+        decision = Some(decide(
+            &config,
+            &mut state,
+            &offsets,
+            workers,
+            Instant::now(),
+        ));
+    }
+    let decision = decision.context("no sample taken")?;
+    println!(
+        "group {} on {} ({} samples, {} apart)",
+        args.group,
+        args.topic,
+        args.samples,
+        humantime::format_duration(args.interval)
+    );
+    print!("{}", render(&decision, workers, members.is_some()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use wapipe_operator::scaler::policy::PartitionOffsets;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        lag: LagArgs,
+    }
+
+    #[test]
+    fn a_partition_whose_commit_never_moves_over_the_samples_is_stalled() {
+        let cli = Cli::parse_from(["lag", "--group", "g", "--lag-per-replica", "10"]);
+        let config = policy_config(&cli.lag).unwrap();
+        assert_eq!(config.stall_polls, 2);
+        let mut state = PolicyState::default();
+        let start = Instant::now();
+        let mut decision = None;
+        for (poll, moving) in [(0u64, 0i64), (1, 5), (2, 10)] {
+            let offsets = [
+                PartitionOffsets {
+                    partition: 0,
+                    committed: Some(100),
+                    log_start: 0,
+                    log_end: 150,
+                },
+                PartitionOffsets {
+                    partition: 1,
+                    committed: Some(moving),
+                    log_start: 0,
+                    log_end: 20,
+                },
+            ];
+            decision = Some(decide(
+                &config,
+                &mut state,
+                &offsets,
+                1,
+                start + Duration::from_secs(poll),
+            ));
+        }
+        let decision = decision.unwrap();
+        let table = render(&decision, 1, true);
+        assert!(table.contains("        0          50  stalled"), "{table}");
+        assert!(table.contains("        1          10  ok"), "{table}");
+        // The stalled partition's lag is not scaled for: 10 lag at 10 per worker is one worker.
+        assert_eq!(decision.desired, 1);
+    }
+}
