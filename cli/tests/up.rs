@@ -1,0 +1,385 @@
+//! Local mode end to end: `wapipe up` in a temporary directory brings up a real Tansu broker, the
+//! ingress and a worker pool; `wapipe send` pushes signed webhooks through it; every event lands
+//! in the SQLite file exactly once; the burst scales the pool up and, after the (shortened)
+//! scale-down window, down again; SIGTERM stops everything and no process is left behind.
+//!
+//! The ingress and worker binaries are built first with the profile of this test (a no-op when
+//! `cargo test --workspace` already built them). Skipped, with a SKIPPED line, when Tansu is not
+//! installed. Deadlines only bound waiting; nothing asserts how long anything took.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, Pid, Signal};
+use serde_json::Value;
+use wapipe::payloads::Generator;
+use wapipe_core::split::split;
+use wapipe_core::{EventKind, Provider};
+
+/// Builds wapipe-ingress and wapipe-worker beside the `wapipe` binary under test.
+fn build_siblings() -> PathBuf {
+    let wapipe = PathBuf::from(env!("CARGO_BIN_EXE_wapipe"));
+    let dir = wapipe.parent().expect("binary directory").to_path_buf();
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let profile = if profile == "debug" { "dev" } else { profile };
+    let target_dir = dir.parent().expect("target directory");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "wapipe-ingress",
+            "-p",
+            "wapipe-worker",
+            "--profile",
+            profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(workspace)
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "building the ingress and the worker");
+    dir
+}
+
+fn signal(pid: u32, signal: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(pid, signal);
+    }
+}
+
+/// Whether `pid` is still a process of ours (not reaped, and not reused by another program).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    !zombie && (cmdline.contains("wapipe") || cmdline.contains("tansu"))
+}
+
+/// `wapipe up` as a child; on drop (a failed assertion) it and everything it started are killed.
+struct Up {
+    child: Child,
+    state_dir: PathBuf,
+    seen: BTreeSet<u32>,
+}
+
+impl Up {
+    fn status(&mut self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.state_dir.join("status.json")).ok()?;
+        let status: Value = serde_json::from_str(&text).ok()?;
+        let pids = &status["pids"];
+        for pid in [&pids["broker"], &pids["ingress"]]
+            .into_iter()
+            .chain(pids["workers"].as_array().into_iter().flatten())
+        {
+            if let Some(pid) = pid.as_u64() {
+                self.seen.insert(pid as u32);
+            }
+        }
+        Some(status)
+    }
+
+    /// Polls status.json until `done` holds, failing after `within`.
+    fn wait_for(&mut self, what: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.status() {
+                if done(&status) {
+                    return status;
+                }
+            }
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("wapipe up exited ({exit}) while waiting for {what}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gave up waiting for {what}; last status: {:?}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn terminate(&mut self, within: Duration) -> ExitStatus {
+        signal(self.child.id(), Signal::TERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("waiting for wapipe up") {
+                return exit;
+            }
+            assert!(Instant::now() < deadline, "wapipe up did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for &pid in &self.seen {
+            if alive(pid) {
+                signal(pid, Signal::KILL);
+            }
+        }
+    }
+}
+
+fn pipeline_yaml(group: &str) -> String {
+    format!(
+        r#"apiVersion: wapipe.dev/v1alpha1
+kind: WhatsAppWebhookPipeline
+metadata:
+  name: up-test
+spec:
+  kafka:
+    bootstrapServers: 127.0.0.1:9092
+  topic:
+    partitions: 4
+  deadLetterTopic:
+    partitions: 1
+  ingress:
+    provider: meta
+    appSecretRef: {{name: s, key: app-secret}}
+    verifyTokenRef: {{name: s, key: verify-token}}
+  worker:
+    consumerGroup: {group}
+    minReplicas: 1
+    maxReplicas: 3
+    lagPerReplica: 20
+    scaleDownWindowSeconds: 3
+    pollIntervalSeconds: 1
+"#
+    )
+}
+
+/// Message ids and (message id, status) pairs of the events `wapipe send` generates for `run`.
+fn expected_rows(
+    run: &str,
+    users: u64,
+    batch: usize,
+    requests: u64,
+) -> (BTreeSet<String>, BTreeSet<(String, String)>) {
+    let generator = Generator::new(Provider::Meta, run, users, batch);
+    let (mut messages, mut statuses) = (BTreeSet::new(), BTreeSet::new());
+    for _ in 0..requests {
+        for record in split(Provider::Meta, generator.next().body.as_bytes(), "f") {
+            let id = record.message_id.expect("generated events carry ids");
+            match record.kind {
+                EventKind::Message => {
+                    messages.insert(id);
+                }
+                EventKind::Status => {
+                    statuses.insert((id, record.status.expect("a status")));
+                }
+                other => panic!("unexpected event kind {other:?}"),
+            }
+        }
+    }
+    (messages, statuses)
+}
+
+fn rows(db: &Path, run: &str) -> (BTreeSet<String>, BTreeSet<(String, String)>, i64) {
+    let connection =
+        match rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        {
+            Ok(c) => c,
+            Err(_) => return Default::default(),
+        };
+    let _ = connection.busy_timeout(Duration::from_secs(5));
+    let pattern = format!("wamid.{run}.%");
+    let query = |sql: &str| -> rusqlite::Result<Vec<(String, String)>> {
+        let mut statement = connection.prepare(sql)?;
+        let rows = statement.query_map([&pattern], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    };
+    let messages =
+        query("SELECT wamid, wamid FROM wapipe_messages WHERE wamid LIKE ?1").unwrap_or_default();
+    let statuses =
+        query("SELECT wamid, status FROM wapipe_statuses WHERE wamid LIKE ?1").unwrap_or_default();
+    let total = (messages.len() + statuses.len()) as i64;
+    (
+        messages.into_iter().map(|(id, _)| id).collect(),
+        statuses.into_iter().collect(),
+        total,
+    )
+}
+
+#[test]
+fn up_carries_webhooks_into_sqlite_once_scales_with_lag_and_leaves_nothing_running() {
+    if wapipe_testkit::tansu_binary().is_none() {
+        eprintln!("SKIPPED: the tansu broker is not installed (scripts/install-tansu.sh)");
+        return;
+    }
+    let bin_dir = build_siblings();
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let pipeline = dir.path().join("pipeline.yaml");
+    std::fs::write(&pipeline, pipeline_yaml(&wapipe_testkit::unique_name("up"))).unwrap();
+    let port = wapipe_testkit::free_port();
+    let broker_port = wapipe_testkit::free_port();
+    let secret = "up-test-secret";
+    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_wapipe"))
+        .args(["up", "--no-tui", "--refresh", "200ms", "--grace", "20s"])
+        .arg("-f")
+        .arg(&pipeline)
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .args(["--port", &port.to_string()])
+        .args(["--broker-port", &broker_port.to_string()])
+        .args(["--app-secret", secret])
+        .env("WAPIPE_BIN_DIR", &bin_dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting wapipe up");
+    let mut up = Up {
+        child,
+        state_dir: state_dir.clone(),
+        seen: BTreeSet::new(),
+    };
+    let started = up.wait_for("the pipeline to come up", Duration::from_secs(180), |s| {
+        s["pids"]["ingress"].is_u64() && s["workers_current"] == 1
+    });
+    assert!(started["pids"]["broker"].is_u64());
+
+    // A burst far above one worker's lag share.
+    let run = format!("up{}", std::process::id());
+    let (requests, batch, users) = (200u64, 25usize, 60u64);
+    // A 503 asks the provider to retry; like the provider, send the whole run again (same ids)
+    // until every request of one pass was accepted. Duplicates must not become rows.
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        let sent = Command::new(env!("CARGO_BIN_EXE_wapipe"))
+            .args(["send", "--url", &format!("http://127.0.0.1:{port}/webhook")])
+            .args(["--secret", secret, "--run-id", &run, "--concurrency", "4"])
+            .args([
+                "--requests",
+                &requests.to_string(),
+                "--batch",
+                &batch.to_string(),
+            ])
+            .args(["--users", &users.to_string()])
+            .output()
+            .expect("running wapipe send");
+        // `send` exits non-zero unless every request was answered 200.
+        if sent.status.success() {
+            break;
+        }
+        assert!(
+            passes < 5,
+            "send failed {passes} times:\n{}",
+            String::from_utf8_lossy(&sent.stdout)
+        );
+    }
+
+    let scaled_up = up.wait_for("the pool to scale up", Duration::from_secs(120), |s| {
+        s["workers_current"].as_u64().unwrap_or(0) >= 2
+    });
+    assert!(scaled_up["workers_desired"].as_u64().unwrap() <= 3);
+
+    let (messages, statuses) = expected_rows(&run, users, batch, requests);
+    assert_eq!(messages.len() + statuses.len(), (requests as usize) * batch);
+    let db = state_dir.join("wapipe.db");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        up.status();
+        let (got_messages, got_statuses, total) = rows(&db, &run);
+        if got_messages == messages && got_statuses == statuses {
+            // Exactly once: every event one row, nothing else from this run.
+            assert_eq!(total as usize, messages.len() + statuses.len());
+            break;
+        }
+        assert!(
+            got_messages.is_subset(&messages) && got_statuses.is_subset(&statuses),
+            "rows that were never sent"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} messages and {} of {} statuses arrived",
+            got_messages.len(),
+            messages.len(),
+            got_statuses.len(),
+            statuses.len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    let before_down: BTreeSet<u32> = up.seen.clone();
+    let scaled_down = up.wait_for(
+        "the pool to scale down after the window",
+        Duration::from_secs(120),
+        |s| s["workers_current"] == 1 && s["workers_desired"] == 1 && s["workers_stopping"] == 0,
+    );
+    let remaining: BTreeSet<u32> = scaled_down["pids"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .map(|p| p as u32)
+        .collect();
+    let workers_ever: BTreeSet<u32> = before_down
+        .iter()
+        .copied()
+        .filter(|p| {
+            Some(u64::from(*p)) != scaled_down["pids"]["broker"].as_u64()
+                && Some(u64::from(*p)) != scaled_down["pids"]["ingress"].as_u64()
+        })
+        .collect();
+    for pid in workers_ever.difference(&remaining) {
+        assert!(!alive(*pid), "worker {pid} was scaled away but still runs");
+    }
+
+    let exit = up.terminate(Duration::from_secs(120));
+    assert!(exit.success(), "wapipe up exited with {exit}");
+    let seen = up.seen.clone();
+    assert!(
+        seen.len() >= 4,
+        "broker, ingress and at least two workers: {seen:?}"
+    );
+    let left: Vec<u32> = seen.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "processes left running: {left:?}");
+    let output = std::fs::read_to_string(dir.path().join("up.log")).unwrap();
+    assert!(output.contains("none left running"), "{output}");
+}
+
+#[test]
+fn up_refuses_a_taken_port_and_names_the_flag_to_change() {
+    let bin_dir = build_siblings();
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    for flag in ["--port", "--broker-port"] {
+        let other = if flag == "--port" {
+            "--broker-port"
+        } else {
+            "--port"
+        };
+        let output = Command::new(env!("CARGO_BIN_EXE_wapipe"))
+            .args(["up", "--no-tui", "--state-dir"])
+            .arg(dir.path())
+            .args([other, &wapipe_testkit::free_port().to_string()])
+            .args([flag, &port])
+            .env("WAPIPE_BIN_DIR", &bin_dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains(&format!("port {port}")) && stderr.contains(flag),
+            "{stderr}"
+        );
+    }
+}
