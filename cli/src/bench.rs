@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::future::join_all;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use wapipe_core::split::split;
@@ -61,6 +62,16 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU seconds (user + system) a process has used, from /proc (Linux).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// A binary built beside this one (`target/<profile>/NAME`).
 pub fn sibling_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     let path = std::env::current_exe()?.with_file_name(name);
@@ -73,7 +84,24 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
-/// Produces `count` records shaped like the ingress's through one idempotent acks=all
+/// The headers the ingress puts on a record, so the ceiling carries the same bytes per record.
+fn ingress_headers(record: &wapipe_core::Record, provider: Provider) -> OwnedHeaders {
+    let digest = "0".repeat(64);
+    record
+        .headers(provider, "1767000000000", &digest, "0")
+        .into_iter()
+        .fold(
+            OwnedHeaders::new_with_capacity(8),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        )
+}
+
+/// Produces `count` records shaped like the ingress's (same values, keys and headers) through one idempotent acks=all
 /// producer and returns records/s.
 async fn raw_producer_rate(
     brokers: &str,
@@ -100,7 +128,8 @@ async fn raw_producer_rate(
         for r in chunk {
             let record = FutureRecord::to(topic)
                 .key(r.key.as_bytes())
-                .payload(&r.value);
+                .payload(&r.value)
+                .headers(ingress_headers(r, provider));
             match producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((e, _)) => bail!("enqueueing: {e}"),
@@ -152,7 +181,8 @@ async fn raw_producer_rate_at_concurrency(
                 };
                 let record = FutureRecord::to(&topic)
                     .key(r.key.as_bytes())
-                    .payload(&r.value);
+                    .payload(&r.value)
+                    .headers(ingress_headers(r, provider));
                 producer
                     .send(record, Duration::from_secs(30))
                     .await
@@ -242,8 +272,12 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
         ..send_args.clone()
     })
     .await?;
+    let cpu_before = cpu_seconds(pid);
     let report = send(&send_args).await?;
     let rss = peak_rss_kib(pid);
+    let cpu_used = cpu_seconds(pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
 
     let secs = report.elapsed.as_secs_f64();
     println!();
@@ -255,6 +289,12 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
     match rss {
         Some(kib) => println!("peak RSS       {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS       unavailable (no /proc)"),
+    }
+    if let Some(cpu) = cpu_used {
+        println!(
+            "ingress CPU    {cpu:.1} s ({:.0}% of one core)",
+            100.0 * cpu / report.elapsed.as_secs_f64()
+        );
     }
     println!("ceiling: raw rdkafka producer (idempotent, acks=all), same broker:");
     println!("  pipelined, 10000 in flight      {raw_rate:.0} records/s");
