@@ -332,7 +332,13 @@ impl Worker {
 
         let mut paused = false;
         loop {
-            let full = shared.lock().buffered >= settings.max_buffered;
+            // Pause at the limit; resume at half of it, so fetches are not toggled per event.
+            let buffered = shared.lock().buffered;
+            let full = if paused {
+                buffered > settings.max_buffered / 2
+            } else {
+                buffered >= settings.max_buffered
+            };
             if full != paused {
                 if let Ok(assignment) = consumer.assignment() {
                     let result = if full {

@@ -91,7 +91,12 @@ async fn events_of_one_user_are_written_in_order_while_users_of_one_partition_ru
         }
     }
     let sink = Arc::new(RecordingSink::default());
-    let running = start(setup.settings(), sink.clone());
+    // A small buffer makes the worker pause and resume fetching many times along the way.
+    let settings = WorkerSettings {
+        max_buffered: 20,
+        ..setup.settings()
+    };
+    let running = start(settings, sink.clone());
     eventually("all 240 events written", || {
         let sink = sink.clone();
         async move { sink.writes.load(Ordering::SeqCst) >= 240 }
