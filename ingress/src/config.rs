@@ -149,3 +149,56 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("wapipe-ingress").chain(args.iter().copied()))
+            .expect("valid flags")
+    }
+
+    #[test]
+    fn secret_files_win_over_inline_values_and_lose_their_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("app-secret");
+        let token = dir.path().join("verify-token");
+        std::fs::write(&secret, "from-file\n").unwrap();
+        std::fs::write(&token, "token-file\r\n").unwrap();
+        let config = parse(&[
+            "--app-secret",
+            "inline",
+            "--app-secret-file",
+            secret.to_str().unwrap(),
+            "--verify-token-file",
+            token.to_str().unwrap(),
+        ]);
+        let secrets = config.secrets().unwrap();
+        assert_eq!(secrets.signing, b"from-file");
+        assert_eq!(secrets.verify_token.as_deref(), Some(&b"token-file"[..]));
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_secret_is_a_clear_startup_error() {
+        let error = parse(&[]).secrets().unwrap_err().to_string();
+        assert!(error.contains("--app-secret"), "{error}");
+        let error = parse(&["--app-secret-file", "/nonexistent/wapipe/secret"])
+            .secrets()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/wapipe/secret"), "{error}");
+        // An empty secret would accept any signature computed with an empty key.
+        assert!(parse(&["--app-secret", ""]).secrets().is_err());
+    }
+
+    #[test]
+    fn durations_and_providers_parse_from_flags() {
+        let config = parse(&["--provider", "wasender", "--produce-timeout", "1500ms"]);
+        assert_eq!(config.provider, Provider::Wasender);
+        assert_eq!(config.produce_timeout, Duration::from_millis(1500));
+        assert!(Config::try_parse_from(["wapipe-ingress", "--provider", "twilio"]).is_err());
+    }
+}

@@ -217,3 +217,59 @@ async fn batch_splits_into_keyed_records_and_broker_outage_answers_503_then_reco
     );
     ingress.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_in_flight_request_finish_and_then_stops() {
+    let mut broker = Tansu::start().expect("tansu starts");
+    let brokers = broker.bootstrap();
+    let topic = unique_name("raw");
+    create_topic(&brokers, &topic, 2).await.unwrap();
+    let mut ingress = Ingress::start(&brokers, &topic, "3s").await;
+    assert_eq!(ingress.post(&batch(1, 1)).await.status(), 200);
+
+    // With the broker gone, a request stays in flight until the produce bound fires.
+    broker.stop();
+    let url = ingress.url.clone();
+    let in_flight = tokio::spawn({
+        let body = batch(3, 2);
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/webhook"))
+                .header(
+                    "x-hub-signature-256",
+                    sign_meta(SECRET.as_bytes(), body.as_bytes()),
+                )
+                .body(body)
+                .send()
+                .await
+        }
+    });
+    let metrics_url = format!("{}/metrics", ingress.url);
+    loop {
+        let metrics = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("wapipe_ingress_in_flight_requests 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Shutdown while it is in flight: it still gets a real answer, not a reset connection.
+    let _ = ingress.stop.take().unwrap().send(());
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status(), 503);
+    ingress.task.await.expect("the ingress stops cleanly");
+    assert!(
+        reqwest::get(format!("{}/healthz", ingress.url))
+            .await
+            .is_err(),
+        "no new connections after shutdown"
+    );
+}
