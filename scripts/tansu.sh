@@ -31,8 +31,13 @@ case "$cmd" in
       exit 1
     fi
     url="tcp://127.0.0.1:$port"
-    (cd "$dir" && nohup "$bin" broker --listener-url "$url" --advertised-listener-url "$url" \
-      --storage-engine "sqlite://tansu.db" >"$dir/tansu.log" 2>&1 & echo $! >"$pidfile")
+    # Started without a subshell, so that $! is the broker itself and nothing keeps this
+    # script's stdout open (callers read the bootstrap address with $(...)).
+    cd "$dir"
+    nohup "$bin" broker --listener-url "$url" --advertised-listener-url "$url" \
+      --storage-engine "sqlite://tansu.db" >"$dir/tansu.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+    cd "$repo"
     for _ in $(seq 1 100); do
       if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "127.0.0.1:$port"
