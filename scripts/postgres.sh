@@ -5,7 +5,7 @@ set -euo pipefail
 answers() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
 answers && exit 0
 if command -v pg_ctlcluster >/dev/null 2>&1; then
-  version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+  version="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" | sort -V | tail -n 1)"
   echo "postgres: starting cluster $version/main"
   pg_ctlcluster --skip-systemctl-redirect "$version" main start
 fi
