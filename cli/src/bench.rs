@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::future::join_all;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use wapipe_core::kafka::record_headers;
 use wapipe_core::split::split;
 use wapipe_core::Provider;
 
@@ -86,19 +87,18 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
 
 /// The headers the ingress puts on a record, so the ceiling carries the same bytes per record.
 fn ingress_headers(record: &wapipe_core::Record, provider: Provider) -> OwnedHeaders {
-    let digest = "0".repeat(64);
-    record
-        .headers(provider, "1767000000000", &digest, "0")
-        .into_iter()
-        .fold(
-            OwnedHeaders::new_with_capacity(8),
-            |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            },
-        )
+    record_headers(record, provider, "1767000000000", &"0".repeat(64), "0")
+}
+
+/// The producer of the ceilings: configured as the ingress's.
+fn ceiling_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()?)
 }
 
 /// Produces `count` records shaped like the ingress's (same values, keys and headers) through one idempotent acks=all
@@ -109,13 +109,7 @@ async fn raw_producer_rate(
     provider: Provider,
     count: usize,
 ) -> anyhow::Result<f64> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()?;
+    let producer = ceiling_producer(brokers)?;
     let generator = Generator::new(provider, random_run_id(), 1000, 100);
     let mut records = Vec::new();
     while records.len() < count {
@@ -151,13 +145,7 @@ async fn raw_producer_rate_at_concurrency(
     count: usize,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()?;
+    let producer = ceiling_producer(brokers)?;
     let generator = Generator::new(provider, random_run_id(), 1000, 1);
     let records: Vec<_> = (0..count)
         .flat_map(|_| split(provider, generator.next().body.as_bytes(), "f"))

@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 
 use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+
+use crate::{Provider, Record};
 
 /// Connection flags, flattened into each binary's clap configuration.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -132,6 +135,28 @@ impl KafkaArgs {
         }
         Ok(config)
     }
+}
+
+/// The Kafka headers of `record` (see [`Record::headers`]).
+pub fn record_headers(
+    record: &Record,
+    provider: Provider,
+    received_at_ms: &str,
+    body_sha256: &str,
+    index: &str,
+) -> OwnedHeaders {
+    record
+        .headers(provider, received_at_ms, body_sha256, index)
+        .into_iter()
+        .fold(
+            OwnedHeaders::new_with_capacity(8),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        )
 }
 
 #[cfg(test)]

@@ -12,9 +12,8 @@ use futures::future::{join_all, BoxFuture};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext};
-use wapipe_core::kafka::KafkaArgs;
+use wapipe_core::kafka::{record_headers, KafkaArgs};
 use wapipe_core::{Provider, Record};
 
 use crate::Error;
@@ -166,18 +165,13 @@ impl EventSink for KafkaSink {
             let mut deliveries = Vec::with_capacity(batch.records.len());
             for (index, record) in batch.records.iter().enumerate() {
                 let index = index.to_string();
-                let headers = record
-                    .headers(batch.provider, &received_at, batch.body_sha256, &index)
-                    .into_iter()
-                    .fold(
-                        OwnedHeaders::new_with_capacity(8),
-                        |headers, (key, value)| {
-                            headers.insert(Header {
-                                key,
-                                value: Some(value),
-                            })
-                        },
-                    );
+                let headers = record_headers(
+                    record,
+                    batch.provider,
+                    &received_at,
+                    batch.body_sha256,
+                    &index,
+                );
                 let future_record = FutureRecord::to(&self.topic)
                     .key(record.key.as_bytes())
                     .payload(&record.value)
