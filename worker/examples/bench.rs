@@ -16,8 +16,11 @@ use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 use wapipe_core::kafka::KafkaArgs;
 use wapipe_core::record::{HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER, HEADER_RECEIVED_AT};
-use wapipe_worker::sink::{LogSink, PostgresSink, SharedSink};
+use wapipe_worker::sink::{LogSink, PostgresSink, SharedSink, SqliteSink};
 use wapipe_worker::{Worker, WorkerSettings};
+
+/// Guard against a stalled broker: a stage taking longer than this fails the bench.
+const STAGE_LIMIT: Duration = Duration::from_secs(300);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -96,11 +99,11 @@ async fn raw_consumer_rate(brokers: &str, topic: &str, events: usize) -> anyhow:
         .set("enable.auto.commit", "false")
         .create()?;
     consumer.subscribe(&[topic])?;
-    let first = consumer.recv().await?;
+    let first = tokio::time::timeout(STAGE_LIMIT, consumer.recv()).await??;
     drop(first);
     let started = Instant::now();
     for _ in 1..events {
-        consumer.recv().await?;
+        tokio::time::timeout(STAGE_LIMIT, consumer.recv()).await??;
     }
     Ok((events - 1) as f64 / started.elapsed().as_secs_f64())
 }
@@ -133,7 +136,12 @@ async fn worker_rate(
     }
     let started = Instant::now();
     let start_count = worker.metrics.finished_events();
+    let deadline = Instant::now() + STAGE_LIMIT;
     while worker.metrics.finished_events() < events as u64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the worker did not finish within {STAGE_LIMIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = (events as u64 - start_count) as f64 / started.elapsed().as_secs_f64();
@@ -172,5 +180,9 @@ async fn main() -> anyhow::Result<()> {
     let postgres = PostgresSink::connect(&url, Some(schema.clone())).await?;
     let pg = worker_rate(&brokers, &topic, events, Arc::new(postgres)).await?;
     println!("worker, postgres sink (concurrency 32): {pg:>7.0} events/s  (schema {schema})");
+    let dir = tempfile::tempdir()?;
+    let sqlite = SqliteSink::open(&dir.path().join("bench.db"))?;
+    let lite = worker_rate(&brokers, &topic, events, Arc::new(sqlite)).await?;
+    println!("worker, sqlite sink (concurrency 32):   {lite:>7.0} events/s");
     Ok(())
 }
