@@ -47,6 +47,12 @@ pub struct SendArgs {
 pub struct Report {
     pub statuses: BTreeMap<String, u64>,
     pub events_acknowledged: u64,
+    /// Events sent in requests answered 200.
+    pub events_sent_ok: u64,
+    /// Requests answered 200 whose `{"events":N}` differed from the events the POST carried.
+    pub event_count_mismatches: u64,
+    /// One response body per status other than 200, to show why.
+    pub samples: BTreeMap<String, String>,
     pub elapsed: Duration,
     pub latencies: Vec<Duration>,
 }
@@ -74,6 +80,22 @@ impl Report {
         for (status, count) in &self.statuses {
             println!("  {status:<12} {count}");
         }
+        for (status, body) in &self.samples {
+            println!("  {status} answer  {body}");
+        }
+        println!(
+            "events         {} acknowledged by the ingress ({} sent in accepted requests{})",
+            self.events_acknowledged,
+            self.events_sent_ok,
+            if self.event_count_mismatches > 0 {
+                format!(
+                    ", {} answers with another count",
+                    self.event_count_mismatches
+                )
+            } else {
+                String::new()
+            }
+        );
         println!("requests/s     {:.0}", self.requests() as f64 / secs);
         println!(
             "events/s       {:.0} (acknowledged)",
@@ -152,14 +174,39 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<Report> {
                 let status = match outcome {
                     Ok(response) => {
                         let status = response.status().as_u16();
-                        let _ = response.bytes().await;
+                        let retry_after = response
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .map(|v| format!(" (Retry-After: {v})"))
+                            .unwrap_or_default();
+                        let body = response.bytes().await.unwrap_or_default();
                         if status == 200 {
-                            report.events_acknowledged += payload.events as u64;
+                            let answered = serde_json::from_slice::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["events"].as_u64());
+                            report.events_sent_ok += payload.events as u64;
+                            report.events_acknowledged += answered.unwrap_or(payload.events as u64);
+                            if answered != Some(payload.events as u64) {
+                                report.event_count_mismatches += 1;
+                            }
+                        } else {
+                            report.samples.entry(status.to_string()).or_insert_with(|| {
+                                let text = String::from_utf8_lossy(&body);
+                                let text: String = text.chars().take(200).collect();
+                                format!("{}{retry_after}", text.trim())
+                            });
                         }
                         status.to_string()
                     }
                     Err(error) if error.is_timeout() => "timeout".to_string(),
-                    Err(_) => "connect-error".to_string(),
+                    Err(error) => {
+                        report
+                            .samples
+                            .entry("connect-error".into())
+                            .or_insert_with(|| error.to_string());
+                        "connect-error".to_string()
+                    }
                 };
                 *report.statuses.entry(status).or_default() += 1;
             }
@@ -173,6 +220,11 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<Report> {
             *total.statuses.entry(status).or_default() += count;
         }
         total.events_acknowledged += part.events_acknowledged;
+        total.events_sent_ok += part.events_sent_ok;
+        total.event_count_mismatches += part.event_count_mismatches;
+        for (status, body) in part.samples {
+            total.samples.entry(status).or_insert(body);
+        }
         total.latencies.extend(part.latencies);
     }
     total.elapsed = started.elapsed();

@@ -55,6 +55,11 @@ pub struct UpArgs {
     /// Overrides the pipeline's scaleDownWindowSeconds.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub scale_down_window: Option<Duration>,
+    /// How long the ingress waits for Kafka's acknowledgement before answering 503. Longer than
+    /// the ingress's own default (3 s) because locally the broker shares the cores with
+    /// everything else.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub produce_timeout: Duration,
     /// How long a stopping process may take before it is killed.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
@@ -497,6 +502,10 @@ async fn run(
         ("WAPIPE_TOPIC".into(), spec.topic.name.clone()),
         ("WAPIPE_KAFKA_BROKERS".into(), brokers.clone()),
         ("WAPIPE_READINESS_INTERVAL".into(), "1s".into()),
+        (
+            "WAPIPE_PRODUCE_TIMEOUT".into(),
+            humantime::format_duration(args.produce_timeout).to_string(),
+        ),
         ("WAPIPE_SHUTDOWN_TIMEOUT".into(), "10s".into()),
     ]);
     if let Some(max) = spec.ingress.max_body_bytes {
