@@ -92,6 +92,10 @@ pub struct RunArgs {
     #[arg(long, env = "WAPIPE_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
 
+    /// PostgreSQL connections of the postgres sink (writes are spread over them).
+    #[arg(long, env = "WAPIPE_DATABASE_CONNECTIONS", default_value_t = crate::sink::DEFAULT_CONNECTIONS)]
+    pub database_connections: usize,
+
     /// Database file of the sqlite sink (local mode), created if missing.
     #[arg(long, env = "WAPIPE_SQLITE_PATH", default_value = "wapipe.db")]
     pub sqlite_path: PathBuf,

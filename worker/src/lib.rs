@@ -60,7 +60,14 @@ pub async fn build_sink(args: &RunArgs) -> Result<SharedSink> {
                     "--sink postgres needs --database-url (WAPIPE_DATABASE_URL or _FILE)".into(),
                 )
             })?;
-            Arc::new(PostgresSink::connect(&url, args.database_schema.clone()).await?)
+            Arc::new(
+                PostgresSink::connect_with(
+                    &url,
+                    args.database_schema.clone(),
+                    args.database_connections,
+                )
+                .await?,
+            )
         }
     })
 }

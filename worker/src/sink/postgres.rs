@@ -1,9 +1,11 @@
 //! The `postgres` sink: messages, statuses and other events in tables created by embedded
 //! migrations. Every write is one idempotent statement (`ON CONFLICT DO NOTHING`, or a
 //! rank-guarded upsert for the current status), so replays and redeliveries change nothing.
-//! One connection is shared by all concurrent writers (tokio-postgres pipelines their
-//! queries); when it breaks, the next write reconnects.
+//! A few connections are shared round-robin by the concurrent writers (tokio-postgres pipelines
+//! queries on each; several backends let commits overlap); a broken one is reopened on its next
+//! use.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,17 +62,31 @@ struct Connection {
 pub struct PostgresSink {
     url: String,
     schema: Option<String>,
-    connection: Mutex<Option<Arc<Connection>>>,
+    connections: Vec<Mutex<Option<Arc<Connection>>>>,
+    next: AtomicUsize,
 }
+
+/// Connections opened by default.
+pub const DEFAULT_CONNECTIONS: usize = 4;
 
 impl PostgresSink {
     /// Connects, creates `schema` if given (and puts it first on the search path), and runs
     /// the migrations. Fails if the database cannot be reached now.
     pub async fn connect(url: &str, schema: Option<String>) -> Result<PostgresSink> {
+        PostgresSink::connect_with(url, schema, DEFAULT_CONNECTIONS).await
+    }
+
+    /// As [`PostgresSink::connect`], with `connections` connections (at least one).
+    pub async fn connect_with(
+        url: &str,
+        schema: Option<String>,
+        connections: usize,
+    ) -> Result<PostgresSink> {
         let sink = PostgresSink {
             url: url.to_string(),
             schema,
-            connection: Mutex::new(None),
+            connections: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
         };
         let client = sink.open_client().await.map_err(Error::ConnectDatabase)?;
         migrate(&client).await?;
@@ -99,7 +115,8 @@ impl PostgresSink {
     }
 
     async fn connection(&self) -> Result<Arc<Connection>> {
-        let mut slot = self.connection.lock().await;
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        let mut slot = self.connections[index].lock().await;
         if let Some(connection) = slot.as_ref() {
             if !connection.client.is_closed() {
                 return Ok(connection.clone());
