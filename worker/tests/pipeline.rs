@@ -184,6 +184,8 @@ async fn statuses_never_regress_and_duplicates_leave_one_row_in_postgres() {
 struct Service {
     calls: Mutex<HashMap<String, usize>>,
     fixed: AtomicBool,
+    /// While set, every request answers 503.
+    down: AtomicBool,
 }
 
 async fn serve(service: Arc<Service>) -> SocketAddr {
@@ -199,7 +201,9 @@ async fn serve(service: Arc<Service>) -> SocketAddr {
             .unwrap()
             .entry(key.clone())
             .or_default() += 1;
-        if key == "wamid.poison" && !service.fixed.load(Ordering::SeqCst) {
+        if service.down.load(Ordering::SeqCst) {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else if key == "wamid.poison" && !service.fixed.load(Ordering::SeqCst) {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
             StatusCode::OK
@@ -550,4 +554,51 @@ async fn replay_from_a_timestamp_rewinds_the_group_and_is_refused_while_it_has_m
     })
     .await;
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_answering_503_is_waited_out_without_dead_letters() {
+    let setup = Setup::new("http503", 1).await;
+    let producer = setup.producer();
+    let service = Arc::new(Service::default());
+    service.down.store(true, Ordering::SeqCst);
+    let addr = serve(service.clone()).await;
+    for n in 0..5 {
+        produce_message(
+            &producer,
+            &setup.topic,
+            "15550600",
+            &format!("wamid.down.{n}"),
+        )
+        .await;
+    }
+    let sink = HttpSink::new(&format!("http://{addr}/events"), Duration::from_secs(5)).unwrap();
+    let running = start(setup.settings(), Arc::new(sink));
+    // Far more failed requests than --max-attempts, yet no dead letter.
+    eventually("the first event tried more than three times", || {
+        let service = service.clone();
+        async move {
+            service
+                .calls
+                .lock()
+                .unwrap()
+                .get("wamid.down.0")
+                .copied()
+                .unwrap_or(0)
+                > 5
+        }
+    })
+    .await;
+    assert!(!running.worker.health.is_ready());
+    assert_eq!(running.worker.metrics.finished_events(), 0);
+    service.down.store(false, Ordering::SeqCst);
+    eventually("all five delivered once the service is back", || {
+        let metrics = running.worker.metrics.clone();
+        async move { metrics.finished_events() == 5 }
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(setup.dead_letter_count(), 0);
+    // Order held while waiting: events after the first were not sent before it succeeded.
+    assert_eq!(service.calls.lock().unwrap()["wamid.down.4"], 1);
 }
