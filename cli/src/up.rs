@@ -32,8 +32,8 @@ pub struct UpArgs {
     /// Port of the ingress on 127.0.0.1.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Port of the Tansu broker on 127.0.0.1.
-    #[arg(long, default_value_t = 19092)]
+    /// Port of the Tansu broker on 127.0.0.1 (not 19092, which the test scripts' broker uses).
+    #[arg(long, default_value_t = 19192)]
     pub broker_port: u16,
     /// Use this running Kafka-compatible broker instead of starting Tansu.
     #[arg(long)]
@@ -528,10 +528,11 @@ async fn run(
     );
     println!("workers write to {}", sink.describe());
     println!("logs: {}", logs.display());
-    println!(
-        "send webhooks: wapipe send --url {ingress_url} --secret {app_secret} --provider {} --requests 2000 --batch 20",
+    let hint = format!(
+        "wapipe send --url {ingress_url} --secret {app_secret} --provider {} --requests 2000 --batch 20",
         pipeline.provider()
     );
+    println!("send webhooks: {hint}");
 
     let worker_env = {
         let mut env = sink.env();
@@ -581,6 +582,7 @@ async fn run(
     let mut state = PolicyState::default();
     let mut snapshot = Snapshot {
         pipeline: pipeline.name.clone(),
+        hint,
         brokers: brokers.clone(),
         ingress_url: ingress_url.clone(),
         workers_desired: initial,

@@ -379,6 +379,29 @@ fn up_carries_webhooks_into_sqlite_once_scales_with_lag_and_leaves_nothing_runni
 }
 
 #[test]
+fn up_says_so_when_the_broker_cannot_start_and_leaves_nothing_behind() {
+    let bin_dir = build_siblings();
+    let dir = tempfile::tempdir().unwrap();
+    // A "broker" that exits at once.
+    let output = Command::new(env!("CARGO_BIN_EXE_wapipe"))
+        .args(["up", "--no-tui", "--state-dir"])
+        .arg(dir.path())
+        .args(["--port", &wapipe_testkit::free_port().to_string()])
+        .args(["--broker-port", &wapipe_testkit::free_port().to_string()])
+        .env("WAPIPE_BIN_DIR", &bin_dir)
+        .env("WAPIPE_TANSU", "/bin/false")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("the Tansu broker could not start") && stderr.contains("the broker exited"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("none left running"));
+}
+
+#[test]
 fn up_refuses_a_taken_port_and_names_the_flag_to_change() {
     let bin_dir = build_siblings();
     let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,9 @@ pub struct Pids {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Snapshot {
     pub pipeline: String,
+    /// How to send webhooks (it holds the secret, so it stays out of status.json).
+    #[serde(skip)]
+    pub hint: String,
     pub brokers: String,
     pub ingress_url: String,
     pub uptime_secs: u64,
@@ -70,6 +73,9 @@ pub fn render_table(s: &Snapshot) -> String {
     ));
     line(format!("  webhooks  {}", s.ingress_url));
     line(format!("  broker    {}", s.brokers));
+    if !s.hint.is_empty() {
+        line(format!("  send      {}", s.hint));
+    }
     line(String::new());
     line(format!(
         "  requests/s {:>8.0}   events/s {:>8.0}   (total {} requests, {} events, {} not accepted)",
