@@ -180,7 +180,7 @@ impl ConsumerContext for WorkerContext {
         if owned == 0 {
             return;
         }
-        let wait = || {
+        let hand_over = || {
             let state = shared.lock();
             let _ = shared
                 .finished
@@ -189,17 +189,17 @@ impl ConsumerContext for WorkerContext {
                         .iter()
                         .any(|p| s.partitions.get(p).is_some_and(|slot| slot.executing > 0))
                 });
+            let offsets = shared.release(Some(&revoked));
+            commit(consumer, &offsets);
         };
-        // Runners need the runtime while this thread waits.
+        // Runners need the runtime while this thread waits and commits.
         match tokio::runtime::Handle::try_current() {
             Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
+                tokio::task::block_in_place(hand_over)
             }
-            _ => wait(),
+            _ => hand_over(),
         }
-        let offsets = shared.release(Some(&revoked));
         shared.metrics.assigned_partitions.dec_by(owned);
-        commit(consumer, &offsets);
         tracing::info!(partitions = ?revoked, "partitions revoked; finished work committed");
     }
 
@@ -210,8 +210,12 @@ impl ConsumerContext for WorkerContext {
                 let mut state = shared.lock();
                 let mut added = 0;
                 for element in tpl.elements_for_topic(&shared.settings.topic) {
+                    // A partition still held (incremental assignment) keeps its progress.
+                    if state.partitions.contains_key(&element.partition()) {
+                        continue;
+                    }
                     let epoch = shared.next_epoch();
-                    let previous = state.partitions.insert(
+                    state.partitions.insert(
                         element.partition(),
                         PartitionSlot {
                             epoch,
@@ -220,9 +224,7 @@ impl ConsumerContext for WorkerContext {
                             revoking: false,
                         },
                     );
-                    if previous.is_none() {
-                        added += 1;
-                    }
+                    added += 1;
                 }
                 shared.metrics.assigned_partitions.inc_by(added);
                 tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
