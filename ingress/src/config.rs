@@ -77,6 +77,11 @@ pub struct Config {
     #[arg(long, env = "WAPIPE_PRODUCER_MESSAGE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub producer_message_timeout: Duration,
 
+    /// A producer that acknowledged nothing for this long, while the broker answers and
+    /// requests keep timing out, is stuck and gets rebuilt.
+    #[arg(long, env = "WAPIPE_PRODUCER_STUCK_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub producer_stuck_after: Duration,
+
     /// How long the producer waits to batch records (linger.ms).
     #[arg(long, env = "WAPIPE_LINGER", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub linger: Duration,

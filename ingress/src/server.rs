@@ -59,6 +59,7 @@ pub async fn run(
             queue_messages: config.producer_queue_messages,
             queue_kbytes: config.producer_queue_kbytes,
             message_timeout: config.producer_message_timeout,
+            stuck_after: config.producer_stuck_after,
         },
     )?);
     let listener = TcpListener::bind(config.listen)

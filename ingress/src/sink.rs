@@ -4,9 +4,9 @@
 //! the broker (`acks=all`, idempotent producer). Anything else is an error and the request
 //! answers 503, so the provider retries.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::future::{join_all, BoxFuture};
 use rdkafka::client::ClientContext;
@@ -72,13 +72,26 @@ impl ProducerContext for IngressContext {
     fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
 }
 
-/// The Kafka producer: one per process, long-lived.
+type IngressProducer = FutureProducer<IngressContext>;
+
+/// The Kafka producer: one per process, long-lived. It is rebuilt only when it is stuck: the
+/// broker answers metadata requests, yet nothing has been acknowledged for `stuck_after`
+/// while requests keep timing out (an idempotent producer that lost its epoch after local
+/// message timeouts, on brokers that cannot bump it, never recovers by itself).
 pub struct KafkaSink {
-    producer: FutureProducer<IngressContext>,
+    producer: RwLock<Arc<IngressProducer>>,
+    config: ClientConfig,
     topic: String,
     timeout: Duration,
+    stuck_after: Duration,
     ready: Arc<AtomicBool>,
     fatal: Arc<AtomicBool>,
+    /// When Kafka last acknowledged a whole batch (ms since `started`).
+    last_ack_ms: AtomicU64,
+    /// Requests timed out since the last acknowledged one.
+    timeouts_since_ack: AtomicU64,
+    started: Instant,
+    rebuilds: AtomicU64,
 }
 
 /// Producer settings beyond the connection.
@@ -89,6 +102,7 @@ pub struct ProducerSettings {
     pub queue_messages: u32,
     pub queue_kbytes: u32,
     pub message_timeout: Duration,
+    pub stuck_after: Duration,
 }
 
 impl KafkaSink {
@@ -124,27 +138,44 @@ impl KafkaSink {
                 config.set(key, value);
             }
         }
-        let context = IngressContext::default();
-        let fatal = context.fatal.clone();
-        let producer: FutureProducer<IngressContext> = config
-            .create_with_context(context)
-            .map_err(Error::CreateProducer)?;
+        let fatal = Arc::new(AtomicBool::new(false));
+        let producer = create_producer(&config, &fatal)?;
         Ok(KafkaSink {
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
+            config,
             topic: settings.topic,
             timeout: settings.produce_timeout,
+            stuck_after: settings.stuck_after,
             ready: Arc::new(AtomicBool::new(false)),
             fatal,
+            last_ack_ms: AtomicU64::new(0),
+            timeouts_since_ack: AtomicU64::new(0),
+            started: Instant::now(),
+            rebuilds: AtomicU64::new(0),
         })
     }
 
-    /// Asks the broker for the topic's metadata and records whether it answered.
+    fn current(&self) -> Arc<IngressProducer> {
+        self.producer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// How many times the producer was rebuilt because it was stuck.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(Ordering::SeqCst)
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Asks the broker for the topic's metadata and records whether it answered; rebuilds the
+    /// producer when the broker answers but the producer is stuck.
     pub fn check_readiness(&self, within: Duration) -> bool {
-        let ok = match self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topic), within)
-        {
+        let producer = self.current();
+        let ok = match producer.client().fetch_metadata(Some(&self.topic), within) {
             Ok(metadata) => metadata.topics().iter().any(|t| {
                 t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
             }),
@@ -154,13 +185,57 @@ impl KafkaSink {
             }
         };
         self.ready.store(ok, Ordering::SeqCst);
+        let silent_for = self.elapsed_ms() - self.last_ack_ms.load(Ordering::SeqCst);
+        let stuck = ok
+            && self.timeouts_since_ack.load(Ordering::SeqCst) >= 3
+            && silent_for >= self.stuck_after.as_millis() as u64;
+        if stuck {
+            self.rebuild(silent_for);
+        }
         ok
     }
+
+    fn rebuild(&self, silent_for_ms: u64) {
+        match create_producer(&self.config, &self.fatal) {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self
+                        .producer
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                    Arc::new(fresh),
+                );
+                self.timeouts_since_ack.store(0, Ordering::SeqCst);
+                self.last_ack_ms.store(self.elapsed_ms(), Ordering::SeqCst);
+                self.rebuilds.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(
+                    silent_for_ms,
+                    "the broker answers but the producer acknowledged nothing: rebuilt the producer"
+                );
+                // Records still queued in the old producer were never acknowledged, so their
+                // requests answered 503 and the provider will send them again.
+                drop(old);
+            }
+            Err(error) => tracing::error!(%error, "rebuilding a stuck producer failed"),
+        }
+    }
+}
+
+fn create_producer(
+    config: &ClientConfig,
+    fatal: &Arc<AtomicBool>,
+) -> Result<IngressProducer, Error> {
+    config
+        .create_with_context(IngressContext {
+            fatal: fatal.clone(),
+        })
+        .map_err(Error::CreateProducer)
 }
 
 impl EventSink for KafkaSink {
     fn produce<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), ProduceError>> {
         Box::pin(async move {
+            let producer = self.current();
             let received_at = batch.received_at_ms.to_string();
             let mut deliveries = Vec::with_capacity(batch.records.len());
             for (index, record) in batch.records.iter().enumerate() {
@@ -176,7 +251,7 @@ impl EventSink for KafkaSink {
                     .key(record.key.as_bytes())
                     .payload(&record.value)
                     .headers(headers);
-                match self.producer.send_result(future_record) {
+                match producer.send_result(future_record) {
                     Ok(delivery) => deliveries.push(delivery),
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         return Err(ProduceError::QueueFull)
@@ -184,22 +259,29 @@ impl EventSink for KafkaSink {
                     Err((error, _)) => return Err(ProduceError::Broker(error.to_string())),
                 }
             }
-            let outcomes = tokio::time::timeout(self.timeout, join_all(deliveries))
-                .await
-                .map_err(|_| ProduceError::Timeout(self.timeout))?;
+            let Ok(outcomes) = tokio::time::timeout(self.timeout, join_all(deliveries)).await
+            else {
+                self.timeouts_since_ack.fetch_add(1, Ordering::SeqCst);
+                return Err(ProduceError::Timeout(self.timeout));
+            };
             for outcome in outcomes {
                 match outcome {
                     Ok(Ok(_)) => {}
                     Ok(Err((
                         KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
                         _,
-                    ))) => return Err(ProduceError::Timeout(self.timeout)),
+                    ))) => {
+                        self.timeouts_since_ack.fetch_add(1, Ordering::SeqCst);
+                        return Err(ProduceError::Timeout(self.timeout));
+                    }
                     Ok(Err((error, _))) => return Err(ProduceError::Broker(error.to_string())),
                     Err(_canceled) => {
                         return Err(ProduceError::Broker("the producer was dropped".into()))
                     }
                 }
             }
+            self.timeouts_since_ack.store(0, Ordering::SeqCst);
+            self.last_ack_ms.store(self.elapsed_ms(), Ordering::SeqCst);
             Ok(())
         })
     }
@@ -213,7 +295,7 @@ impl EventSink for KafkaSink {
     }
 
     fn flush(&self, timeout: Duration) {
-        if let Err(error) = self.producer.flush(timeout) {
+        if let Err(error) = self.current().flush(timeout) {
             tracing::warn!(%error, "records were still queued when shutdown gave up");
         }
     }

@@ -42,11 +42,21 @@ struct Ingress {
 
 impl Ingress {
     async fn start(brokers: &str, topic: &str, produce_timeout: &str) -> Ingress {
+        Ingress::start_with(brokers, topic, produce_timeout, &[]).await
+    }
+
+    async fn start_with(
+        brokers: &str,
+        topic: &str,
+        produce_timeout: &str,
+        extra: &[&str],
+    ) -> Ingress {
         let port = free_port();
-        let config = Config::try_parse_from([
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec![
             "wapipe-ingress",
             "--listen",
-            &format!("127.0.0.1:{port}"),
+            &listen,
             "--app-secret",
             SECRET,
             "--topic",
@@ -57,8 +67,9 @@ impl Ingress {
             produce_timeout,
             "--readiness-interval",
             "200ms",
-        ])
-        .unwrap();
+        ];
+        args.extend_from_slice(extra);
+        let config = Config::try_parse_from(args).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server::run(config, async {
@@ -272,4 +283,44 @@ async fn shutdown_lets_the_in_flight_request_finish_and_then_stops() {
             .is_err(),
         "no new connections after shutdown"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_stuck_after_local_message_timeouts_is_rebuilt_and_recovers() {
+    // Records that time out inside librdkafka leave an idempotent producer that has already
+    // produced needing an epoch bump Tansu cannot give: without the rebuild this producer never
+    // acknowledges again (checked: with --producer-stuck-after 1h this test fails).
+    let mut broker = Tansu::start().expect("tansu starts");
+    let brokers = broker.bootstrap();
+    let topic = unique_name("raw");
+    create_topic(&brokers, &topic, 4).await.unwrap();
+    let ingress = Ingress::start_with(
+        &brokers,
+        &topic,
+        "2s",
+        &[
+            "--producer-message-timeout",
+            "2s",
+            "--producer-stuck-after",
+            "3s",
+        ],
+    )
+    .await;
+    assert_eq!(ingress.post(&batch(6, 5)).await.status(), 200);
+
+    broker.stop();
+    for _ in 0..3 {
+        assert_eq!(ingress.post(&batch(2, 1)).await.status(), 503);
+    }
+    broker.restart().expect("tansu restarts");
+    let mut recovered = false;
+    for _ in 0..60 {
+        if ingress.post(&batch(2, 1)).await.status() == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(recovered, "the stuck producer was never rebuilt");
+    ingress.shutdown().await;
 }
