@@ -23,17 +23,33 @@ async fn produce(bootstrap: &str, topic: &str, partition: i32, count: usize) {
         .unwrap();
     for n in 0..count {
         let payload = format!("event {n}");
-        producer
-            .send(
-                FutureRecord::<str, str>::to(topic)
-                    .partition(partition)
-                    .key("user")
-                    .payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        // A topic just created can still be unknown to the partition leader for a moment on a
+        // busy broker; that error is not what these tests are about, so it is retried.
+        let mut attempts = 0;
+        loop {
+            let sent = producer
+                .send(
+                    FutureRecord::<str, str>::to(topic)
+                        .partition(partition)
+                        .key("user")
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e);
+            match sent {
+                Ok(_) => break,
+                Err(e)
+                    if attempts < 50
+                        && e.rdkafka_error_code()
+                            == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("producing to {topic}/{partition}: {e}"),
+            }
+        }
     }
 }
 
