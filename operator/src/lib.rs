@@ -10,6 +10,7 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod http;
 pub mod kafka;
 pub mod leader;
 pub mod metrics;

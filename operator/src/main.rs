@@ -8,14 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use clap::Parser;
 use prometheus_client::registry::Registry;
 use wapipe_operator::controller::{self, Context};
+use wapipe_operator::http::{router, AppState};
 use wapipe_operator::kafka::RdKafkaAdmin;
 use wapipe_operator::leader::LeaderElector;
 use wapipe_operator::metrics::Metrics;
@@ -49,46 +45,6 @@ struct Args {
     /// Log format: `text` or `json`.
     #[arg(long, env = "WAPIPE_LOG_FORMAT", default_value = "text")]
     log_format: String,
-}
-
-#[derive(Clone)]
-struct AppState {
-    registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
-}
-
-fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
-}
-
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-/// Ready once connected to the API server; a standby replica is ready too (it serves metrics and
-/// takes over when the leader goes).
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
-    }
 }
 
 fn init_tracing(format: &str) {

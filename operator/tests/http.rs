@@ -1,0 +1,48 @@
+//! The operator's endpoints through `oneshot`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use prometheus_client::registry::Registry;
+use tower::ServiceExt;
+use wapipe_operator::http::{router, AppState};
+use wapipe_operator::metrics::Metrics;
+
+async fn get(state: &AppState, path: &str) -> (StatusCode, String) {
+    let response = router(state.clone())
+        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn readiness_follows_the_api_server_connection_and_metrics_are_exported() {
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let state = AppState {
+        registry: Arc::new(registry),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&state, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    state.ready.store(true, Ordering::Relaxed);
+    assert_eq!(get(&state, "/readyz").await.0, StatusCode::OK);
+
+    let (status, text) = get(&state, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains("# TYPE"),
+        "the operator's metrics are registered: {text}"
+    );
+}
