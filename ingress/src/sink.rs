@@ -175,7 +175,9 @@ impl KafkaSink {
     /// producer when the broker answers but the producer is stuck.
     pub fn check_readiness(&self, within: Duration) -> bool {
         let producer = self.current();
-        let ok = match producer.client().fetch_metadata(Some(&self.topic), within) {
+        // All topics rather than ours by name: asking a producer's broker about one missing
+        // topic can auto-create it with the broker's defaults, the wrong shape for a pipeline.
+        let ok = match producer.client().fetch_metadata(None, within) {
             Ok(metadata) => metadata.topics().iter().any(|t| {
                 t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
             }),

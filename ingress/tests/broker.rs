@@ -324,3 +324,52 @@ async fn a_producer_stuck_after_local_message_timeouts_is_rebuilt_and_recovers()
     assert!(recovered, "the stuck producer was never rebuilt");
     ingress.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_until_the_topic_exists_then_200() {
+    let (brokers, _broker) = wapipe_testkit::broker().expect("a broker");
+    let topic = unique_name("not-yet");
+    let ingress = Ingress::start(&brokers, &topic, "2s").await;
+    let ready = || async {
+        reqwest::get(format!("{}/readyz", ingress.url))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    // Several probe intervals pass without the topic: not ready, and the topic still absent.
+    for _ in 0..10 {
+        assert_eq!(ready().await, 503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed = tokio::task::spawn_blocking({
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .unwrap();
+            let metadata = consumer
+                .fetch_metadata(None, Duration::from_secs(5))
+                .unwrap();
+            metadata.topics().iter().any(|t| t.name() == topic)
+        }
+    })
+    .await
+    .unwrap();
+    // Tansu never auto-creates topics on a metadata request, so this guards only the
+    // brokers that do (Apache Kafka with auto.create.topics.enable): the probe asks for all
+    // topics, never for ours by name.
+    assert!(!listed, "the readiness probe created the topic");
+
+    create_topic(&brokers, &topic, 2).await.unwrap();
+    let mut became_ready = false;
+    for _ in 0..100 {
+        if ready().await == 200 {
+            became_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(became_ready, "never ready after the topic was created");
+    ingress.shutdown().await;
+}
