@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::signal::unix::{signal, SignalKind};
 use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin, TopicRequest};
-use wapipe_operator::scaler::policy::{decide, PartitionStatus, PolicyState};
+use wapipe_operator::scaler::policy::{decide, PartitionOffsets, PartitionStatus, PolicyState};
 
 use crate::local::metrics::IngressCounters;
 use crate::local::pipeline::{self, LocalPipeline};
@@ -595,9 +595,17 @@ async fn run(
         reason: "Starting".into(),
         ..Snapshot::default()
     };
-    let mut poll = tokio::time::interval(pipeline.poll_interval);
+    // Offsets are read in a task of their own: a slow broker must not freeze the view.
+    let (readings_tx, mut readings) = tokio::sync::mpsc::channel(1);
+    let _reader = AbortOnDrop(tokio::spawn(read_offsets_every(
+        pipeline.poll_interval,
+        kafka.clone(),
+        spec.topic.name.clone(),
+        spec.dead_letter_topic.name.clone(),
+        pipeline.consumer_group.clone(),
+        readings_tx,
+    )));
     let mut refresh = tokio::time::interval(args.refresh);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let metrics_url = format!("http://127.0.0.1:{}/metrics", args.port);
     let mut previous: Option<IngressCounters> = None;
@@ -609,24 +617,17 @@ async fn run(
 
     loop {
         tokio::select! {
-            _ = poll.tick() => {
+            Some(reading) = readings.recv() => {
                 let pool = running.pool.as_mut().context("the worker pool is gone")?;
-                let read = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    admin.read_offsets(&kafka, &spec.topic.name, &pipeline.consumer_group),
-                ).await;
-                match read {
-                    Ok(Ok(offsets)) => {
+                match reading.offsets {
+                    Ok(offsets) => {
                         let current = pool.current();
-                        let decision = decide(&policy, &mut state, &offsets, current, Instant::now());
-                        if decision.desired != current {
-                            let line = format!(
+                        let decision = decide(&policy, &mut state, &offsets, current, reading.at);
+                        if decision.desired != current && !tui {
+                            println!(
                                 "scaler: {} {current} -> {} workers: {}",
                                 decision.reason.as_str(), decision.desired, decision.message
                             );
-                            if !tui {
-                                println!("{line}");
-                            }
                         }
                         pool.scale_to(decision.desired)?;
                         snapshot.workers_desired = decision.desired;
@@ -640,15 +641,10 @@ async fn run(
                         }).collect();
                         snapshot.lag_error = None;
                     }
-                    Ok(Err(error)) => snapshot.lag_error = Some(error.to_string()),
-                    Err(_) => snapshot.lag_error = Some("reading offsets took over 10 s".into()),
+                    Err(error) => snapshot.lag_error = Some(error),
                 }
-                let dead = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    admin.read_offsets(&kafka, &spec.dead_letter_topic.name, &pipeline.consumer_group),
-                ).await;
-                if let Ok(Ok(offsets)) = dead {
-                    snapshot.dead_letters = offsets.iter().map(|o| o.log_end).sum();
+                if let Some(dead_letters) = reading.dead_letters {
+                    snapshot.dead_letters = dead_letters;
                 }
             }
             _ = refresh.tick() => {
@@ -704,6 +700,64 @@ async fn run(
                     }
                 }
             }
+        }
+    }
+}
+
+/// One read of the group's offsets and of the dead-letter topic's high watermarks.
+struct Reading {
+    offsets: Result<Vec<PartitionOffsets>, String>,
+    dead_letters: Option<i64>,
+    at: Instant,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads offsets every `interval` and hands them over; stops when the receiver is gone.
+async fn read_offsets_every(
+    interval: Duration,
+    kafka: KafkaSettings,
+    topic: String,
+    dead_letter_topic: String,
+    group: String,
+    readings: tokio::sync::mpsc::Sender<Reading>,
+) {
+    const READ_TIMEOUT: Duration = Duration::from_secs(30);
+    let admin = RdKafkaAdmin;
+    let mut poll = tokio::time::interval(interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        poll.tick().await;
+        let offsets =
+            match tokio::time::timeout(READ_TIMEOUT, admin.read_offsets(&kafka, &topic, &group))
+                .await
+            {
+                Ok(Ok(offsets)) => Ok(offsets),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("reading offsets took over {READ_TIMEOUT:?}")),
+            };
+        let at = Instant::now();
+        let dead_letters = tokio::time::timeout(
+            READ_TIMEOUT,
+            admin.read_offsets(&kafka, &dead_letter_topic, &group),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|offsets| offsets.iter().map(|o| o.log_end).sum());
+        let reading = Reading {
+            offsets,
+            dead_letters,
+            at,
+        };
+        if readings.send(reading).await.is_err() {
+            return;
         }
     }
 }
