@@ -529,7 +529,7 @@ async fn run(
     println!("workers write to {}", sink.describe());
     println!("logs: {}", logs.display());
     let hint = format!(
-        "wapipe send --url {ingress_url} --secret {app_secret} --provider {} --requests 2000 --batch 20",
+        "wapipe send --url {ingress_url} --secret {app_secret} --provider {} --requests 800 --batch 20 --concurrency 8",
         pipeline.provider()
     );
     println!("send webhooks: {hint}");
