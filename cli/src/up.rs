@@ -522,10 +522,14 @@ async fn run(
     wait_for_ingress(&client, args.port, ingress).await?;
     let ingress_url = format!("http://127.0.0.1:{}/webhook", args.port);
     println!("ingress: {ingress_url} (pid {})", ingress.pid());
-    println!(
-        "secret: {app_secret} ({app_secret_origin}; {}/app-secret), verify token {verify_token}",
-        state_dir.display()
-    );
+    let origin = match app_secret_origin {
+        "given" => "given".to_string(),
+        other => format!(
+            "{other}, kept in {}",
+            state_dir.join("app-secret").display()
+        ),
+    };
+    println!("secret: {app_secret} ({origin}), verify token {verify_token}");
     println!("workers write to {}", sink.describe());
     println!("logs: {}", logs.display());
     let hint = format!(
