@@ -193,3 +193,74 @@ impl WorkerPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(program: &str, args: &[&str], dir: &Path) -> WorkerPool {
+        let (program, args, dir) = (
+            PathBuf::from(program),
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            dir.to_path_buf(),
+        );
+        WorkerPool::new(
+            Box::new(move |index| Spec {
+                name: format!("worker-{index}"),
+                program: program.clone(),
+                args: args.clone(),
+                env: BTreeMap::new(),
+                current_dir: None,
+                log: dir.join(format!("worker-{index}.log")),
+            }),
+            Duration::from_secs(5),
+        )
+    }
+
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| {
+                !stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    }
+
+    #[tokio::test]
+    async fn the_pool_grows_shrinks_newest_first_and_shuts_down_without_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pool = pool("sleep", &["600"], dir.path());
+        pool.scale_to(3).unwrap();
+        let pids = pool.pids();
+        assert_eq!(pids.len(), 3);
+        pool.scale_to(1).unwrap();
+        assert_eq!(pool.pids(), vec![pids[0]]);
+        // Stopping happens in the background; wait for it the way `up` does at shutdown.
+        for handle in pool.stopping.drain(..) {
+            handle.await.unwrap();
+        }
+        assert!(!running(pids[1]) && !running(pids[2]));
+        pool.shutdown().await;
+        assert_eq!(pool.current(), 0);
+        assert!(pids.iter().all(|&pid| !running(pid)));
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_exits_on_its_own_is_started_again_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pool = pool("true", &[], dir.path());
+        pool.scale_to(1).unwrap();
+        let first = pool.pids()[0];
+        let mut notices = Vec::new();
+        while notices.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            notices = pool.restart_exited().unwrap();
+        }
+        assert_eq!(pool.restarts, 1);
+        assert_eq!(pool.current(), 1);
+        assert_ne!(pool.pids()[0], first);
+        assert!(notices[0].contains("worker-0"), "{}", notices[0]);
+        pool.shutdown().await;
+    }
+}
