@@ -96,7 +96,8 @@ pub struct RunArgs {
     #[arg(long, env = "WAPIPE_DATABASE_CONNECTIONS", default_value_t = crate::sink::DEFAULT_CONNECTIONS)]
     pub database_connections: usize,
 
-    /// Database file of the sqlite sink (local mode), created if missing.
+    /// Database file of the sqlite sink (local mode), created if missing; a
+    /// `--database-url sqlite://PATH` wins over it.
     #[arg(long, env = "WAPIPE_SQLITE_PATH", default_value = "wapipe.db")]
     pub sqlite_path: PathBuf,
 
@@ -188,6 +189,17 @@ impl RunArgs {
             None => Ok(self.database_url.clone()),
         }
     }
+
+    /// The sqlite sink's file: the path of a `sqlite://PATH` database URL, else --sqlite-path.
+    pub fn sqlite_file(&self) -> crate::Result<PathBuf> {
+        Ok(self
+            .database_url()?
+            .as_deref()
+            .and_then(|url| url.strip_prefix("sqlite://"))
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.sqlite_path.clone()))
+    }
 }
 
 /// Parses a point in time: a duration ago (`24h`, `90m`), an RFC 3339 time, or unix ms.
@@ -228,6 +240,25 @@ mod tests {
             1_700_000_000_000
         );
         assert!(parse_point_in_time("yesterday-ish", now).is_err());
+    }
+
+    #[test]
+    fn a_sqlite_database_url_names_the_sqlite_sinks_file() {
+        let cli = Cli::try_parse_from([
+            "wapipe-worker",
+            "--sink",
+            "sqlite",
+            "--database-url",
+            "sqlite:///var/lib/wapipe/rows.db",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.sink, SinkKind::Sqlite);
+        assert_eq!(
+            cli.run.sqlite_file().unwrap(),
+            PathBuf::from("/var/lib/wapipe/rows.db")
+        );
+        let cli = Cli::try_parse_from(["wapipe-worker", "--sink", "sqlite"]).unwrap();
+        assert_eq!(cli.run.sqlite_file().unwrap(), PathBuf::from("wapipe.db"));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub async fn build_sink(args: &RunArgs) -> Result<SharedSink> {
             })?;
             Arc::new(HttpSink::new(url, args.http_sink_timeout)?)
         }
-        SinkKind::Sqlite => Arc::new(SqliteSink::open(&args.sqlite_path)?),
+        SinkKind::Sqlite => Arc::new(SqliteSink::open(&args.sqlite_file()?)?),
         SinkKind::Postgres => {
             let url = args.database_url()?.ok_or_else(|| {
                 Error::Config(
