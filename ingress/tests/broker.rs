@@ -107,6 +107,17 @@ impl Ingress {
             .expect("the ingress answers")
     }
 
+    /// Posts a small batch every half second until one is answered 200 (up to 60 tries).
+    async fn posts_until_ok(&self) -> bool {
+        for _ in 0..60 {
+            if self.post(&batch(2, 1)).await.status() == 200 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        false
+    }
+
     async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -214,14 +225,7 @@ async fn batch_splits_into_keyed_records_and_broker_outage_answers_503_then_reco
 
     // 3. Broker back: 200 again, same ingress process.
     broker.restart().expect("tansu restarts");
-    let mut recovered = false;
-    for _ in 0..60 {
-        if ingress.post(&batch(2, 1)).await.status() == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let recovered = ingress.posts_until_ok().await;
     assert!(
         recovered,
         "the ingress never answered 200 after the broker came back"
@@ -313,14 +317,7 @@ async fn a_producer_stuck_after_local_message_timeouts_is_rebuilt_and_recovers()
         assert_eq!(ingress.post(&batch(2, 1)).await.status(), 503);
     }
     broker.restart().expect("tansu restarts");
-    let mut recovered = false;
-    for _ in 0..60 {
-        if ingress.post(&batch(2, 1)).await.status() == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let recovered = ingress.posts_until_ok().await;
     assert!(recovered, "the stuck producer was never rebuilt");
     ingress.shutdown().await;
 }
