@@ -454,7 +454,9 @@ async fn run(
                 "the Tansu broker is not installed: run `bash scripts/install-tansu.sh` \
                  (or pass --kafka-brokers for a broker of your own)",
             )?;
-            let broker_dir = state_dir.join("broker");
+            // Not `broker/`: scripts/tansu.sh keeps the test suite's broker there, and two
+            // brokers must never share one SQLite file.
+            let broker_dir = state_dir.join("tansu");
             std::fs::create_dir_all(&broker_dir)?;
             let url = format!("tcp://127.0.0.1:{}", args.broker_port);
             let broker = Managed::spawn(Spec {
@@ -471,7 +473,7 @@ async fn run(
                 .await
                 .context("the Tansu broker could not start")?;
             println!(
-                "broker: Tansu on {brokers}, storage {}/broker/tansu.db (pid {})",
+                "broker: Tansu on {brokers}, storage {}/tansu/tansu.db (pid {})",
                 state_dir.display(),
                 broker.pid()
             );
