@@ -97,14 +97,7 @@ async fn a_worker_killed_mid_stream_and_restarted_leaves_every_event_exactly_onc
         total as i64
     );
     for user in &users {
-        let rows = db
-            .query(
-                "SELECT wamid FROM wapipe_messages WHERE user_key = $1 ORDER BY seq",
-                &[user],
-            )
-            .await
-            .unwrap();
-        let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let got = wamids_in_write_order(&db, user).await;
         let want: Vec<String> = (0..total / users.len())
             .map(|n| format!("wamid.{user}.{n:04}"))
             .collect();

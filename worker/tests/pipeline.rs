@@ -480,14 +480,7 @@ async fn two_workers_split_the_partitions_and_survive_a_rebalance_with_nothing_l
     second.stop().await;
     // Per user, rows were written in the order produced.
     for user in &users {
-        let rows = db
-            .query(
-                "SELECT wamid FROM wapipe_messages WHERE user_key = $1 ORDER BY seq",
-                &[user],
-            )
-            .await
-            .unwrap();
-        let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let got = wamids_in_write_order(&db, user).await;
         let want: Vec<String> = (0..3)
             .flat_map(|round| (0..10).map(move |n| format!("wamid.{user}.{round}.{n}")))
             .collect();

@@ -189,45 +189,40 @@ impl Sink for PostgresSink {
                     )
                     .await
             }
-            EventBody::Error(e) => {
-                c.client
-                    .execute(
-                        &c.insert_event,
-                        &[
-                            &event.id,
-                            &event.kind,
-                            &event.provider,
-                            &None::<String>,
-                            &event.user_key,
-                            &e.code,
-                            &e.title,
-                            &received_at,
-                            &event.raw,
-                        ],
-                    )
-                    .await
-            }
+            EventBody::Error(e) => insert_event(&c, event, None, e.code, e.title.as_deref()).await,
             EventBody::Field(f) => {
-                c.client
-                    .execute(
-                        &c.insert_event,
-                        &[
-                            &event.id,
-                            &event.kind,
-                            &event.provider,
-                            &Some(f.field.as_str()),
-                            &event.user_key,
-                            &None::<i64>,
-                            &None::<String>,
-                            &received_at,
-                            &event.raw,
-                        ],
-                    )
-                    .await
+                insert_event(&c, event, Some(f.field.as_str()), None, None).await
             }
         };
         result.map(|_| ()).map_err(classify)
     }
+}
+
+/// Errors and changes of other fields share one table: an error has a code and a title, a field
+/// change its field name.
+async fn insert_event(
+    c: &Connection,
+    event: &Event,
+    field: Option<&str>,
+    code: Option<i64>,
+    title: Option<&str>,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    c.client
+        .execute(
+            &c.insert_event,
+            &[
+                &event.id,
+                &event.kind,
+                &event.provider,
+                &field,
+                &event.user_key,
+                &code,
+                &title,
+                &event.received_at_ms,
+                &event.raw,
+            ],
+        )
+        .await
 }
 
 /// Data errors (class 22) and constraint violations (class 23) are the event's fault; anything

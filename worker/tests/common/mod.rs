@@ -305,3 +305,17 @@ impl Drop for CuttableProxy {
         self.cut();
     }
 }
+
+/// The wamids of `user`'s messages in the order the worker wrote them.
+pub async fn wamids_in_write_order(client: &Client, user: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT wamid FROM wapipe_messages WHERE user_key = $1 ORDER BY seq",
+            &[&user],
+        )
+        .await
+        .expect("reading the messages of a user")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
