@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need on a fresh Debian machine, reusing whatever is
 # already there: C toolchain and headers for librdkafka, Lua and shellcheck for the chart and
-# Argo CD checks, the Python packages of the chart tests, PostgreSQL, and the Tansu broker.
+# Argo CD checks, the Python packages of the chart tests, PostgreSQL, Java 17 and the Apache Kafka
+# broker (Maven Central jars, cached by version).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -28,4 +29,4 @@ if ! python3 -c 'import helm_python, kubernetes_validate, pytest, yaml, jsonsche
   python3 -m pip install -q -r tests/chart/requirements.txt
 fi
 
-bash scripts/install-tansu.sh
+bash scripts/install-kafka.sh

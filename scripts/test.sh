@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, generated CRDs up to date, unit,
-# service and integration tests on a real broker (Tansu) and PostgreSQL, the chart and Argo CD
-# health checks, and the kind end-to-end suite where Docker and kind exist.
+# service and integration tests on Apache Kafka and PostgreSQL, the chart and Argo CD health
+# checks, and the kind end-to-end suite where Docker and kind exist.
 #
-# Starts a shared Tansu broker for the run unless WAPIPE_TEST_BROKERS names one; tests that stop
-# and restart a broker start their own.
+# Starts a shared Kafka broker (scripts/kafka.sh, state in .wapipe/test-kafka) for the run unless
+# WAPIPE_TEST_BROKERS names one, and stops it at the end; tests that stop and restart a broker,
+# or need broker settings of their own, start a private one.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -12,11 +13,14 @@ cd "$repo"
 step() { printf '\n== %s\n' "$*"; }
 
 if [[ -z "${WAPIPE_TEST_BROKERS:-}" ]]; then
-  step "starting a Tansu broker for the tests"
-  bash scripts/tansu.sh stop
-  WAPIPE_TEST_BROKERS="$(bash scripts/tansu.sh start)"
+  step "starting an Apache Kafka broker for the tests"
+  export WAPIPE_STATE_DIR="$repo/.wapipe/test"
+  bash scripts/kafka.sh stop
+  # A fresh log every run: topics of earlier runs would only slow the broker down.
+  rm -rf "$WAPIPE_STATE_DIR/kafka"
+  WAPIPE_TEST_BROKERS="$(bash scripts/kafka.sh start)"
   export WAPIPE_TEST_BROKERS
-  trap 'bash scripts/tansu.sh stop' EXIT
+  trap 'bash scripts/kafka.sh stop' EXIT
 fi
 echo "broker: $WAPIPE_TEST_BROKERS"
 bash scripts/postgres.sh

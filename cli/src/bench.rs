@@ -19,7 +19,7 @@ use crate::send::{random_run_id, send, SendArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchIngressArgs {
-    /// Broker to use; a private Tansu is started when absent.
+    /// Broker to use; a private Apache Kafka broker is started when absent.
     #[arg(long)]
     pub brokers: Option<String>,
     /// Partitions of the benchmark topic.
@@ -188,10 +188,10 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
     let (_broker_guard, brokers) = match &args.brokers {
         Some(b) => (None, b.clone()),
         None => {
-            let tansu =
-                wapipe_testkit::Tansu::start().context("starting a private Tansu broker")?;
-            let b = tansu.bootstrap();
-            (Some(tansu), b)
+            let kafka =
+                wapipe_testkit::Kafka::start().context("starting a private Kafka broker")?;
+            let b = kafka.bootstrap();
+            (Some(kafka), b)
         }
     };
     let ceiling_topic = wapipe_testkit::unique_name("bench-raw");

@@ -1,5 +1,5 @@
-//! `wapipe up`: the whole pipeline on one machine, no Kubernetes. A Tansu broker on loopback
-//! (SQLite storage in the state directory), the topics of the pipeline, one ingress and a pool of
+//! `wapipe up`: the whole pipeline on one machine, no Kubernetes. An Apache Kafka broker on
+//! loopback (KRaft, its log in the state directory), the topics of the pipeline, one ingress and a pool of
 //! worker processes sized every poll interval by the operator's own scaling policy. A live view
 //! shows rates, lag, workers and dead letters; Ctrl-C or SIGTERM stops everything in order
 //! (ingress and workers drain, then the broker) and waits for every child.
@@ -26,16 +26,17 @@ pub struct UpArgs {
     /// absent.
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
-    /// Broker storage, the SQLite database, logs and status.json live here.
+    /// Kafka's log dirs, the SQLite database, logs and status.json live here.
     #[arg(long, env = "WAPIPE_STATE_DIR", default_value = ".wapipe")]
     pub state_dir: PathBuf,
     /// Port of the ingress on 127.0.0.1.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Port of the Tansu broker on 127.0.0.1 (not 19092, which the test scripts' broker uses).
+    /// Port of the Kafka broker on 127.0.0.1; its KRaft controller takes the next port (not
+    /// 19092, which the test scripts' broker uses).
     #[arg(long, default_value_t = 19192)]
     pub broker_port: u16,
-    /// Use this running Kafka-compatible broker instead of starting Tansu.
+    /// Use this running Kafka cluster instead of starting a broker.
     #[arg(long)]
     pub kafka_brokers: Option<String>,
     /// App secret (Meta) or webhook secret (WASender) the ingress verifies; generated once and
@@ -249,31 +250,32 @@ async fn ensure_topic(
 }
 
 fn topic_requests(pipeline: &LocalPipeline) -> [TopicRequest; 2] {
-    let local_config = |config: &BTreeMap<String, String>| {
+    // One local broker: replication 1, and min.insync.replicas 1 whatever the cluster's spec says.
+    let local = |name: &str, partitions: i32, config: &BTreeMap<String, String>| {
         let mut config = config.clone();
         config.remove("min.insync.replicas");
-        config
+        TopicRequest::for_pipeline(
+            name,
+            partitions,
+            Some(1),
+            &config,
+            pipeline.spec.ingress.max_body_bytes,
+        )
     };
     let spec = &pipeline.spec;
     [
-        TopicRequest {
-            name: spec.topic.name.clone(),
-            partitions: spec.topic.partitions,
-            replication_factor: Some(1),
-            config: local_config(&spec.topic.config),
-        },
-        TopicRequest {
-            name: spec.dead_letter_topic.name.clone(),
-            partitions: spec.dead_letter_topic.partitions,
-            replication_factor: Some(1),
-            config: local_config(&spec.dead_letter_topic.config),
-        },
+        local(&spec.topic.name, spec.topic.partitions, &spec.topic.config),
+        local(
+            &spec.dead_letter_topic.name,
+            spec.dead_letter_topic.partitions,
+            &spec.dead_letter_topic.config,
+        ),
     ]
 }
 
 /// Waits until `brokers` answers metadata requests, failing early if `broker` exits.
 async fn wait_for_broker(brokers: &str, mut broker: Option<&mut Managed>) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(broker) = broker.as_deref_mut() {
             if let Some(status) = broker.exited() {
@@ -294,7 +296,7 @@ async fn wait_for_broker(brokers: &str, mut broker: Option<&mut Managed>) -> any
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("no broker answered on {brokers} within 60 s");
+            bail!("no broker answered on {brokers} within 120 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -450,30 +452,40 @@ async fn run(
         }
         None => {
             ensure_port_free(args.broker_port, "broker", "--broker-port")?;
-            let tansu = wapipe_testkit::tansu_binary().context(
-                "the Tansu broker is not installed: run `bash scripts/install-tansu.sh` \
-                 (or pass --kafka-brokers for a broker of your own)",
+            ensure_port_free(
+                args.broker_port.saturating_add(1),
+                "Kafka controller (the broker port + 1)",
+                "--broker-port",
             )?;
-            // Not `broker/`: scripts/tansu.sh keeps the test suite's broker there, and two
-            // brokers must never share one SQLite file.
-            let broker_dir = state_dir.join("tansu");
-            std::fs::create_dir_all(&broker_dir)?;
-            let url = format!("tcp://127.0.0.1:{}", args.broker_port);
+            let broker_dir = state_dir.join("kafka");
+            let command = wapipe_testkit::kafka::prepare(
+                &broker_dir,
+                wapipe_testkit::KafkaPorts {
+                    port: args.broker_port,
+                    controller_port: args.broker_port.saturating_add(1),
+                },
+                &[],
+            )
+            .context(
+                "Apache Kafka could not be prepared (or pass --kafka-brokers for a broker of \
+                 your own)",
+            )?;
             let broker = Managed::spawn(Spec {
-                name: "tansu".into(),
-                program: tansu,
-                args: wapipe_testkit::tansu_args(&url, "sqlite://tansu.db"),
+                name: "kafka".into(),
+                program: command.program,
+                args: command.args,
                 env: BTreeMap::new(),
                 current_dir: Some(broker_dir),
-                log: logs.join("tansu.log"),
+                log: logs.join("kafka.log"),
             })?;
             let broker = running.broker.insert(broker);
             let brokers = format!("127.0.0.1:{}", args.broker_port);
             wait_for_broker(&brokers, Some(broker))
                 .await
-                .context("the Tansu broker could not start")?;
+                .context("the Kafka broker could not start")?;
             println!(
-                "broker: Tansu on {brokers}, storage {}/tansu/tansu.db (pid {})",
+                "broker: Apache Kafka {} on {brokers}, log dirs in {}/kafka/data (pid {})",
+                wapipe_testkit::kafka_version(),
                 state_dir.display(),
                 broker.pid()
             );
@@ -807,13 +819,21 @@ mod tests {
     }
 
     #[test]
-    fn local_topics_have_one_replica_and_no_min_insync_replicas() {
+    fn local_topics_have_one_replica_and_a_min_insync_replicas_one_node_meets() {
         let yaml = include_str!("../../examples/meta-postgres.yaml");
         let pipeline = pipeline::parse(yaml).unwrap();
         let [raw, dead] = topic_requests(&pipeline);
         assert_eq!(raw.partitions, 12);
         assert_eq!(raw.replication_factor, Some(1));
-        assert!(!raw.config.contains_key("min.insync.replicas"));
+        // The example asks for 2 in-sync replicas (a cluster's setting); one node has one.
+        assert_eq!(
+            raw.config.get("min.insync.replicas").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(
+            raw.config.get("max.message.bytes").map(String::as_str),
+            Some("3211264")
+        );
         assert_eq!(
             raw.config.get("retention.ms").map(String::as_str),
             Some("604800000")

@@ -1,11 +1,12 @@
-//! Local mode end to end: `wapipe up` in a temporary directory brings up a real Tansu broker, the
+//! Local mode end to end: `wapipe up` in a temporary directory brings up Apache Kafka, the
 //! ingress and a worker pool; `wapipe send` pushes signed webhooks through it; every event lands
 //! in the SQLite file exactly once; the burst scales the pool up and, after the (shortened)
 //! scale-down window, down again; SIGTERM stops everything and no process is left behind.
 //!
 //! The ingress and worker binaries are built first with the profile of this test (a no-op when
-//! `cargo test --workspace` already built them). Skipped, with a SKIPPED line, when Tansu is not
-//! installed. Deadlines only bound waiting; nothing asserts how long anything took.
+//! `cargo test --workspace` already built them). Kafka must be installed
+//! (scripts/install-kafka.sh). Deadlines only bound waiting; nothing asserts how long anything
+//! took.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -60,7 +61,7 @@ fn alive(pid: u32) -> bool {
         .rsplit_once(')')
         .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    !zombie && (cmdline.contains("wapipe") || cmdline.contains("tansu"))
+    !zombie && (cmdline.contains("wapipe") || cmdline.contains("kafka.Kafka"))
 }
 
 /// `wapipe up` as a child; on drop (a failed assertion) it and everything it started are killed.
@@ -232,10 +233,6 @@ fn rows(db: &Path, run: &str) -> Rows {
 
 #[test]
 fn up_carries_webhooks_into_sqlite_once_scales_with_lag_and_leaves_nothing_running() {
-    if wapipe_testkit::tansu_binary().is_none() {
-        eprintln!("SKIPPED: the tansu broker is not installed (scripts/install-tansu.sh)");
-        return;
-    }
     let bin_dir = build_siblings();
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
@@ -382,20 +379,31 @@ fn up_carries_webhooks_into_sqlite_once_scales_with_lag_and_leaves_nothing_runni
 fn up_says_so_when_the_broker_cannot_start_and_leaves_nothing_behind() {
     let bin_dir = build_siblings();
     let dir = tempfile::tempdir().unwrap();
-    // A "broker" that exits at once.
+    // A Java whose storage tool works but whose broker exits at once.
+    let java_home = dir.path().join("java");
+    std::fs::create_dir_all(java_home.join("bin")).unwrap();
+    let java = java_home.join("bin/java");
+    std::fs::write(
+        &java,
+        "#!/bin/sh\ncase \"$*\" in *StorageTool*) exit 0 ;; esac\necho 'no broker today' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&java, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_wapipe"))
         .args(["up", "--no-tui", "--state-dir"])
         .arg(dir.path())
         .args(["--port", &wapipe_testkit::free_port().to_string()])
         .args(["--broker-port", &wapipe_testkit::free_port().to_string()])
         .env("WAPIPE_BIN_DIR", &bin_dir)
-        .env("WAPIPE_TANSU", "/bin/false")
+        .env("JAVA_HOME", &java_home)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("the Tansu broker could not start") && stderr.contains("the broker exited"),
+        stderr.contains("the Kafka broker could not start")
+            && stderr.contains("the broker exited")
+            && stderr.contains("no broker today"),
         "{stderr}"
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("none left running"));

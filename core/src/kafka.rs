@@ -72,6 +72,54 @@ pub enum KafkaConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("--kafka-option {key}={value} is refused: {why}")]
+    Weakens {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// Checks a raw librdkafka option against the guarantees wapipe gives: a 200 means the records
+/// are on every in-sync replica, exactly once and in order per key; an offset moves only past
+/// events the sink has; no client ever creates a topic by asking for it.
+pub fn check_option(key: &str, value: &str) -> Result<(), KafkaConfigError> {
+    let refuse = |why| {
+        Err(KafkaConfigError::Weakens {
+            key: key.to_string(),
+            value: value.to_string(),
+            why,
+        })
+    };
+    let value_lower = value.trim().to_ascii_lowercase();
+    let is_true = matches!(value_lower.as_str(), "true" | "1" | "yes" | "on");
+    match key.trim() {
+        "acks" | "request.required.acks" | "topic.request.required.acks"
+            if !matches!(value_lower.as_str(), "all" | "-1") =>
+        {
+            refuse("a 200 must mean every in-sync replica has the records (acks=all)")
+        }
+        "enable.idempotence" if !is_true => {
+            refuse("without idempotence a retried batch can be written twice or out of order")
+        }
+        "max.in.flight.requests.per.connection" | "max.in.flight"
+            if value_lower.parse::<u32>().map_or(true, |n| n > 5) =>
+        {
+            refuse(
+                "an idempotent producer keeps per-key order only with at most 5 requests in flight",
+            )
+        }
+        "allow.auto.create.topics" | "auto.create.topics.enable" if is_true => {
+            refuse("a running client must never create (or re-create) a topic by asking for it")
+        }
+        "enable.auto.offset.store" if is_true => refuse(
+            "offsets move only past events the sink has written; the worker stores them itself",
+        ),
+        "enable.gapless.guarantee" | "transactional.id" => {
+            refuse("wapipe manages the producer's delivery semantics itself")
+        }
+        _ => Ok(()),
+    }
 }
 
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
@@ -130,7 +178,11 @@ impl KafkaArgs {
         if let Some(ca) = &self.ssl_ca_location {
             config.set("ssl.ca.location", ca.to_string_lossy());
         }
+        // Metadata requests for a missing topic must never create it with the broker's
+        // defaults (the wrong shape for a pipeline, or a deleted topic brought back).
+        config.set("allow.auto.create.topics", "false");
         for (key, value) in &self.options {
+            check_option(key, value)?;
             config.set(key, value);
         }
         Ok(config)
@@ -191,6 +243,47 @@ mod tests {
             args.client_config().unwrap().get("sasl.password"),
             Some("s3cret")
         );
+    }
+
+    #[test]
+    fn options_that_would_weaken_a_200_are_refused_with_the_reason() {
+        for (key, value) in [
+            ("acks", "1"),
+            ("request.required.acks", "0"),
+            ("enable.idempotence", "false"),
+            ("max.in.flight.requests.per.connection", "6"),
+            ("max.in.flight", "lots"),
+            ("allow.auto.create.topics", "true"),
+            ("enable.auto.offset.store", "true"),
+            ("transactional.id", "x"),
+        ] {
+            let args = KafkaArgs {
+                options: vec![(key.into(), value.into())],
+                ..KafkaArgs::plaintext("b:9092")
+            };
+            let error = args.client_config().unwrap_err().to_string();
+            assert!(error.contains(key) && error.contains("refused"), "{error}");
+        }
+        for (key, value) in [
+            ("acks", "all"),
+            ("acks", "-1"),
+            ("enable.idempotence", "true"),
+            ("max.in.flight.requests.per.connection", "5"),
+            ("allow.auto.create.topics", "false"),
+            ("linger.ms", "20"),
+        ] {
+            let args = KafkaArgs {
+                options: vec![(key.into(), value.into())],
+                ..KafkaArgs::plaintext("b:9092")
+            };
+            assert_eq!(args.client_config().unwrap().get(key), Some(value));
+        }
+    }
+
+    #[test]
+    fn every_client_is_told_not_to_create_topics() {
+        let config = KafkaArgs::plaintext("b:9092").client_config().unwrap();
+        assert_eq!(config.get("allow.auto.create.topics"), Some("false"));
     }
 
     #[test]

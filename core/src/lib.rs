@@ -12,6 +12,15 @@ pub mod split;
 pub use record::{EventKind, Provider, Record};
 
 /// Default name of the topic that receives one record per webhook event.
+/// The ingress's default body limit: Meta sends bodies up to 3 MB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Bytes a Kafka record may need beyond its value (key, headers, batch framing). A topic that
+/// takes the ingress's records needs `max.message.bytes` of at least the body limit plus this.
+pub const RECORD_OVERHEAD_BYTES: usize = 64 * 1024;
+/// `message.max.bytes` of the producers that copy records already in Kafka (dead letters,
+/// replays): anything a topic accepted must fit, whatever its own limit.
+pub const COPY_MAX_RECORD_BYTES: &str = "33554432";
+
 pub const DEFAULT_RAW_TOPIC: &str = "whatsapp_webhooks_raw";
 /// Default name of the dead-letter topic.
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "whatsapp_webhooks_failed";

@@ -47,7 +47,7 @@ pub struct Config {
 
     /// Largest POST body accepted; larger ones get 413 before they are read whole. Meta's
     /// payloads are at most 3 MB.
-    #[arg(long, env = "WAPIPE_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    #[arg(long, env = "WAPIPE_MAX_BODY_BYTES", default_value_t = wapipe_core::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// How long a request waits for Kafka to acknowledge all its records before it answers
@@ -71,16 +71,6 @@ pub struct Config {
     /// Kilobytes the producer may hold unacknowledged (queue.buffering.max.kbytes).
     #[arg(long, env = "WAPIPE_PRODUCER_QUEUE_KBYTES", default_value_t = 256 * 1024)]
     pub producer_queue_kbytes: u32,
-
-    /// How long librdkafka keeps retrying a record whose request already answered 503
-    /// (message.timeout.ms). Records delivered late are duplicates the worker drops.
-    #[arg(long, env = "WAPIPE_PRODUCER_MESSAGE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
-    pub producer_message_timeout: Duration,
-
-    /// A producer that acknowledged nothing for this long, while the broker answers and
-    /// requests keep timing out, is stuck and gets rebuilt.
-    #[arg(long, env = "WAPIPE_PRODUCER_STUCK_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub producer_stuck_after: Duration,
 
     /// How long the producer waits to batch records (linger.ms).
     #[arg(long, env = "WAPIPE_LINGER", default_value = "5ms", value_parser = humantime::parse_duration)]

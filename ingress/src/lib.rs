@@ -63,6 +63,9 @@ pub enum Rejection {
     TooLarge {
         limit: usize,
     },
+    /// Kafka refused a record as too large: the topic's or broker's limit is below the
+    /// ingress's body limit. Retrying the same body cannot help.
+    RecordTooLarge(String),
     BadRequest(String),
     Unavailable {
         reason: String,
@@ -78,7 +81,7 @@ impl Rejection {
         match self {
             Rejection::Unauthorized(_) => "unauthorized",
             Rejection::Forbidden => "forbidden",
-            Rejection::TooLarge { .. } => "too_large",
+            Rejection::TooLarge { .. } | Rejection::RecordTooLarge(_) => "too_large",
             Rejection::BadRequest(_) => "bad_request",
             Rejection::Unavailable { .. } => "unavailable",
             Rejection::Overloaded { .. } => "overloaded",
@@ -98,6 +101,13 @@ impl IntoResponse for Rejection {
             Rejection::TooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body is larger than {limit} bytes"),
+                None,
+            ),
+            Rejection::RecordTooLarge(reason) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{reason}: the topic's max.message.bytes is below the ingress's body limit"
+                ),
                 None,
             ),
             Rejection::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone(), None),
@@ -296,6 +306,14 @@ async fn handle_post(state: &AppState, request: Request) -> Result<usize, Reject
                     .inc();
             }
             Ok(records.len())
+        }
+        Err(ProduceError::TooLarge(reason)) => {
+            tracing::error!(
+                %reason,
+                "Kafka refused a record as too large: raise the topic's max.message.bytes to the \
+                 ingress's --max-body-bytes plus 64 KiB, or lower --max-body-bytes"
+            );
+            Err(Rejection::RecordTooLarge(reason))
         }
         Err(error) => Err(Rejection::Unavailable {
             reason: match error {

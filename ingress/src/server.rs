@@ -58,8 +58,7 @@ pub async fn run(
             linger: config.linger,
             queue_messages: config.producer_queue_messages,
             queue_kbytes: config.producer_queue_kbytes,
-            message_timeout: config.producer_message_timeout,
-            stuck_after: config.producer_stuck_after,
+            max_record_bytes: config.max_body_bytes,
         },
     )?);
     let listener = TcpListener::bind(config.listen)

@@ -4,17 +4,17 @@
 //! the broker (`acks=all`, idempotent producer). Anything else is an error and the request
 //! answers 503, so the provider retries.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::{join_all, BoxFuture};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext};
-use wapipe_core::kafka::{record_headers, KafkaArgs};
-use wapipe_core::{Provider, Record};
+use wapipe_core::kafka::{record_headers, KafkaArgs, KafkaConfigError};
+use wapipe_core::{Provider, Record, RECORD_OVERHEAD_BYTES};
 
 use crate::Error;
 
@@ -35,6 +35,17 @@ pub enum ProduceError {
     Timeout(Duration),
     #[error("Kafka refused the records: {0}")]
     Broker(String),
+    /// The record is larger than the producer or the topic accepts: retrying cannot help.
+    #[error("a record is larger than Kafka accepts ({0})")]
+    TooLarge(String),
+}
+
+/// Error codes that mean the record is too large for the producer, the broker or the topic.
+fn too_large(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge
+    )
 }
 
 /// Something that durably stores a batch of records.
@@ -74,24 +85,15 @@ impl ProducerContext for IngressContext {
 
 type IngressProducer = FutureProducer<IngressContext>;
 
-/// The Kafka producer: one per process, long-lived. It is rebuilt only when it is stuck: the
-/// broker answers metadata requests, yet nothing has been acknowledged for `stuck_after`
-/// while requests keep timing out (an idempotent producer that lost its epoch after local
-/// message timeouts, on brokers that cannot bump it, never recovers by itself).
+/// The Kafka producer: one per process, long-lived. A record is queued no longer than the
+/// request waits for it (`message.timeout.ms` = the produce timeout), so a request answered 503
+/// leaves nothing behind to be delivered ahead of the provider's retry.
 pub struct KafkaSink {
-    producer: RwLock<Arc<IngressProducer>>,
-    config: ClientConfig,
+    producer: IngressProducer,
     topic: String,
     timeout: Duration,
-    stuck_after: Duration,
     ready: Arc<AtomicBool>,
     fatal: Arc<AtomicBool>,
-    /// When Kafka last acknowledged a whole batch (ms since `started`).
-    last_ack_ms: AtomicU64,
-    /// Requests timed out since the last acknowledged one.
-    timeouts_since_ack: AtomicU64,
-    started: Instant,
-    rebuilds: AtomicU64,
 }
 
 /// Producer settings beyond the connection.
@@ -101,15 +103,29 @@ pub struct ProducerSettings {
     pub linger: Duration,
     pub queue_messages: u32,
     pub queue_kbytes: u32,
-    pub message_timeout: Duration,
-    pub stuck_after: Duration,
+    /// The largest body the ingress accepts: a record can be as large (an unparsed body is
+    /// produced whole), so the producer's `message.max.bytes` is this plus the overhead.
+    pub max_record_bytes: usize,
 }
 
 impl KafkaSink {
     pub fn new(kafka: &KafkaArgs, settings: ProducerSettings) -> Result<KafkaSink, Error> {
         let mut config: ClientConfig = kafka.client_config().map_err(Error::KafkaConfig)?;
+        let timeout_ms = settings.produce_timeout.as_millis().max(1);
+        for key in ["message.timeout.ms", "delivery.timeout.ms"] {
+            if let Some(raw) = config.get(key) {
+                if raw.parse::<u128>().map_or(true, |ms| ms > timeout_ms) {
+                    return Err(Error::KafkaConfig(KafkaConfigError::Weakens {
+                        key: key.to_string(),
+                        value: raw.to_string(),
+                        why: "a record must not stay queued after its request answered 503 \
+                              (longer than --produce-timeout)",
+                    }));
+                }
+            }
+        }
         // Defaults that make 200 mean durable. Raw options from --kafka-option are already in
-        // the config and win: only what is unset is filled.
+        // the config (checked not to weaken a 200) and win: only what is unset is filled.
         let defaults = [
             ("enable.idempotence", "true".to_string()),
             ("acks", "all".to_string()),
@@ -122,14 +138,10 @@ impl KafkaSink {
                 "queue.buffering.max.kbytes",
                 settings.queue_kbytes.to_string(),
             ),
-            // How long librdkafka keeps retrying a record after its request gave up (503). Kept
-            // long on purpose: an idempotent producer whose records time out locally has to
-            // bump its epoch, which some Kafka-compatible brokers (Tansu) do not support, and
-            // it then never recovers. A late delivery is only a duplicate, which the worker
-            // drops by message id.
+            ("message.timeout.ms", timeout_ms.to_string()),
             (
-                "message.timeout.ms",
-                settings.message_timeout.as_millis().max(1).to_string(),
+                "message.max.bytes",
+                (settings.max_record_bytes + RECORD_OVERHEAD_BYTES).to_string(),
             ),
             ("compression.type", "lz4".to_string()),
         ];
@@ -139,45 +151,28 @@ impl KafkaSink {
             }
         }
         let fatal = Arc::new(AtomicBool::new(false));
-        let producer = create_producer(&config, &fatal)?;
+        let producer = config
+            .create_with_context(IngressContext {
+                fatal: fatal.clone(),
+            })
+            .map_err(Error::CreateProducer)?;
         Ok(KafkaSink {
-            producer: RwLock::new(Arc::new(producer)),
-            config,
+            producer,
             topic: settings.topic,
             timeout: settings.produce_timeout,
-            stuck_after: settings.stuck_after,
             ready: Arc::new(AtomicBool::new(false)),
             fatal,
-            last_ack_ms: AtomicU64::new(0),
-            timeouts_since_ack: AtomicU64::new(0),
-            started: Instant::now(),
-            rebuilds: AtomicU64::new(0),
         })
     }
 
-    fn current(&self) -> Arc<IngressProducer> {
-        self.producer
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// How many times the producer was rebuilt because it was stuck.
-    pub fn rebuilds(&self) -> u64 {
-        self.rebuilds.load(Ordering::SeqCst)
-    }
-
-    fn elapsed_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// Asks the broker for the topic's metadata and records whether it answered; rebuilds the
-    /// producer when the broker answers but the producer is stuck.
+    /// Asks the broker for our topic's metadata (never creating it: every client sets
+    /// `allow.auto.create.topics=false`) and records whether it has partitions.
     pub fn check_readiness(&self, within: Duration) -> bool {
-        let producer = self.current();
-        // All topics rather than ours by name: asking a producer's broker about one missing
-        // topic can auto-create it with the broker's defaults, the wrong shape for a pipeline.
-        let ok = match producer.client().fetch_metadata(None, within) {
+        let ok = match self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), within)
+        {
             Ok(metadata) => metadata.topics().iter().any(|t| {
                 t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
             }),
@@ -187,57 +182,14 @@ impl KafkaSink {
             }
         };
         self.ready.store(ok, Ordering::SeqCst);
-        let silent_for = self.elapsed_ms() - self.last_ack_ms.load(Ordering::SeqCst);
-        let stuck = ok
-            && self.timeouts_since_ack.load(Ordering::SeqCst) >= 3
-            && silent_for >= self.stuck_after.as_millis() as u64;
-        if stuck {
-            self.rebuild(silent_for);
-        }
         ok
     }
-
-    fn rebuild(&self, silent_for_ms: u64) {
-        match create_producer(&self.config, &self.fatal) {
-            Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self
-                        .producer
-                        .write()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner()),
-                    Arc::new(fresh),
-                );
-                self.timeouts_since_ack.store(0, Ordering::SeqCst);
-                self.last_ack_ms.store(self.elapsed_ms(), Ordering::SeqCst);
-                self.rebuilds.fetch_add(1, Ordering::SeqCst);
-                tracing::warn!(
-                    silent_for_ms,
-                    "the broker answers but the producer acknowledged nothing: rebuilt the producer"
-                );
-                // Records still queued in the old producer were never acknowledged, so their
-                // requests answered 503 and the provider will send them again.
-                drop(old);
-            }
-            Err(error) => tracing::error!(%error, "rebuilding a stuck producer failed"),
-        }
-    }
-}
-
-fn create_producer(
-    config: &ClientConfig,
-    fatal: &Arc<AtomicBool>,
-) -> Result<IngressProducer, Error> {
-    config
-        .create_with_context(IngressContext {
-            fatal: fatal.clone(),
-        })
-        .map_err(Error::CreateProducer)
 }
 
 impl EventSink for KafkaSink {
     fn produce<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<(), ProduceError>> {
         Box::pin(async move {
-            let producer = self.current();
+            let producer = &self.producer;
             let received_at = batch.received_at_ms.to_string();
             let mut deliveries = Vec::with_capacity(batch.records.len());
             for (index, record) in batch.records.iter().enumerate() {
@@ -258,12 +210,14 @@ impl EventSink for KafkaSink {
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         return Err(ProduceError::QueueFull)
                     }
+                    Err((KafkaError::MessageProduction(code), _)) if too_large(code) => {
+                        return Err(ProduceError::TooLarge(code.to_string()))
+                    }
                     Err((error, _)) => return Err(ProduceError::Broker(error.to_string())),
                 }
             }
             let Ok(outcomes) = tokio::time::timeout(self.timeout, join_all(deliveries)).await
             else {
-                self.timeouts_since_ack.fetch_add(1, Ordering::SeqCst);
                 return Err(ProduceError::Timeout(self.timeout));
             };
             for outcome in outcomes {
@@ -273,8 +227,10 @@ impl EventSink for KafkaSink {
                         KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
                         _,
                     ))) => {
-                        self.timeouts_since_ack.fetch_add(1, Ordering::SeqCst);
                         return Err(ProduceError::Timeout(self.timeout));
+                    }
+                    Ok(Err((KafkaError::MessageProduction(code), _))) if too_large(code) => {
+                        return Err(ProduceError::TooLarge(code.to_string()))
                     }
                     Ok(Err((error, _))) => return Err(ProduceError::Broker(error.to_string())),
                     Err(_canceled) => {
@@ -282,8 +238,6 @@ impl EventSink for KafkaSink {
                     }
                 }
             }
-            self.timeouts_since_ack.store(0, Ordering::SeqCst);
-            self.last_ack_ms.store(self.elapsed_ms(), Ordering::SeqCst);
             Ok(())
         })
     }
@@ -297,7 +251,7 @@ impl EventSink for KafkaSink {
     }
 
     fn flush(&self, timeout: Duration) {
-        if let Err(error) = self.current().flush(timeout) {
+        if let Err(error) = self.producer.flush(timeout) {
             tracing::warn!(%error, "records were still queued when shutdown gave up");
         }
     }

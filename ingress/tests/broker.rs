@@ -1,5 +1,5 @@
-//! The ingress against a real Kafka-protocol broker (Tansu, private to this test so it can be
-//! stopped and started again).
+//! The ingress against Apache Kafka (a private broker where the test stops and starts it
+//! again, or needs settings of its own; the shared one otherwise).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use wapipe_core::record::{
 };
 use wapipe_core::signature::{body_sha256, sign_meta};
 use wapipe_ingress::{server, Config};
-use wapipe_testkit::{create_topic, free_port, unique_name, Tansu};
+use wapipe_testkit::{create_topic, create_topic_with, free_port, unique_name, Kafka};
 
 const SECRET: &str = "integration-secret";
 
@@ -130,9 +130,15 @@ struct Consumed {
     key: String,
     partition: i32,
     headers: HashMap<String, String>,
+    value_len: usize,
 }
 
 fn consume(brokers: &str, topic: &str, expected: usize) -> Vec<Consumed> {
+    consume_until(brokers, topic, |seen| seen.len() >= expected)
+}
+
+/// Reads `topic` from the start until `done` says so (or a minute passes).
+fn consume_until(brokers: &str, topic: &str, done: impl Fn(&[Consumed]) -> bool) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique_name("ingress-test-reader"))
@@ -143,7 +149,7 @@ fn consume(brokers: &str, topic: &str, expected: usize) -> Vec<Consumed> {
     consumer.subscribe(&[topic]).unwrap();
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while out.len() < expected && std::time::Instant::now() < deadline {
+    while !done(&out) && std::time::Instant::now() < deadline {
         let Some(message) = consumer.poll(Duration::from_millis(500)) else {
             continue;
         };
@@ -161,6 +167,7 @@ fn consume(brokers: &str, topic: &str, expected: usize) -> Vec<Consumed> {
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             partition: message.partition(),
             headers,
+            value_len: message.payload().map_or(0, <[u8]>::len),
         });
     }
     out
@@ -168,7 +175,7 @@ fn consume(brokers: &str, topic: &str, expected: usize) -> Vec<Consumed> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_splits_into_keyed_records_and_broker_outage_answers_503_then_recovers() {
-    let mut broker = Tansu::start().expect("tansu starts");
+    let mut broker = Kafka::start().expect("kafka starts");
     let brokers = broker.bootstrap();
     let topic = unique_name("raw");
     create_topic(&brokers, &topic, 4).await.unwrap();
@@ -224,7 +231,7 @@ async fn batch_splits_into_keyed_records_and_broker_outage_answers_503_then_reco
     assert!(response.headers().get("retry-after").is_some());
 
     // 3. Broker back: 200 again, same ingress process.
-    broker.restart().expect("tansu restarts");
+    broker.restart().expect("kafka restarts");
     let recovered = ingress.posts_until_ok().await;
     assert!(
         recovered,
@@ -235,7 +242,7 @@ async fn batch_splits_into_keyed_records_and_broker_outage_answers_503_then_reco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_the_in_flight_request_finish_and_then_stops() {
-    let mut broker = Tansu::start().expect("tansu starts");
+    let mut broker = Kafka::start().expect("kafka starts");
     let brokers = broker.bootstrap();
     let topic = unique_name("raw");
     create_topic(&brokers, &topic, 2).await.unwrap();
@@ -290,41 +297,159 @@ async fn shutdown_lets_the_in_flight_request_finish_and_then_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_producer_stuck_after_local_message_timeouts_is_rebuilt_and_recovers() {
-    // Records that time out inside librdkafka leave an idempotent producer that has already
-    // produced needing an epoch bump Tansu cannot give: without the rebuild this producer never
-    // acknowledges again (checked: with --producer-stuck-after 1h this test fails).
-    let mut broker = Tansu::start().expect("tansu starts");
+async fn a_request_answered_503_leaves_no_record_behind_and_the_producer_recovers_by_itself() {
+    // Records are queued no longer than their request waits (message.timeout.ms = the produce
+    // timeout): when the broker comes back, nothing of a POST answered 503 is delivered late,
+    // ahead of or behind the provider's retry. The idempotent producer whose records timed out
+    // locally recovers on its own (Kafka bumps its epoch); nothing is rebuilt.
+    let mut broker = Kafka::start().expect("kafka starts");
     let brokers = broker.bootstrap();
     let topic = unique_name("raw");
     create_topic(&brokers, &topic, 4).await.unwrap();
-    let ingress = Ingress::start_with(
-        &brokers,
-        &topic,
-        "2s",
-        &[
-            "--producer-message-timeout",
-            "2s",
-            "--producer-stuck-after",
-            "3s",
-        ],
-    )
-    .await;
+    let ingress = Ingress::start(&brokers, &topic, "2s").await;
     assert_eq!(ingress.post(&batch(6, 5)).await.status(), 200);
 
     broker.stop();
+    let refused = batch(3, 4).replace("wamid.", "wamid.refused.");
     for _ in 0..3 {
-        assert_eq!(ingress.post(&batch(2, 1)).await.status(), 503);
+        assert_eq!(ingress.post(&refused).await.status(), 503);
     }
-    broker.restart().expect("tansu restarts");
+    broker.restart().expect("kafka restarts");
     let recovered = ingress.posts_until_ok().await;
-    assert!(recovered, "the stuck producer was never rebuilt");
+    assert!(recovered, "the producer never acknowledged again");
+    // A marker after the recovery: once it is read, everything produced before it has been.
+    let marker = batch(1, 1).replace("wamid.", "wamid.marker.");
+    assert_eq!(ingress.post(&marker).await.status(), 200);
+    ingress.shutdown().await;
+
+    let records = tokio::task::spawn_blocking({
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        move || {
+            consume_until(&brokers, &topic, |seen| {
+                seen.iter()
+                    .any(|r| r.headers[HEADER_MESSAGE_ID].starts_with("wamid.marker."))
+            })
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.headers[HEADER_MESSAGE_ID].starts_with("wamid.marker.")),
+        "the marker was never read"
+    );
+    let late: Vec<&String> = records
+        .iter()
+        .map(|r| &r.headers[HEADER_MESSAGE_ID])
+        .filter(|id| id.starts_with("wamid.refused."))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "records of a 503 were delivered later: {late:?}"
+    );
+}
+
+/// `len` letters and digits that no compressor shrinks much (xorshift, fixed seed).
+fn noise(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ALPHABET[(state % ALPHABET.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_body_of_two_and_a_half_megabytes_lands_and_a_larger_than_the_limit_is_413() {
+    // Meta sends bodies up to 3 MB; Kafka's default record limit is about 1 MB. The ingress's
+    // producer allows its body limit plus the record overhead, and wapipe's topics are created
+    // with max.message.bytes to match (here as the operator and `wapipe up` create them).
+    let (brokers, _broker) = wapipe_testkit::broker().expect("a broker");
+    let topic = unique_name("raw");
+    let limit = (3 * 1024 * 1024 + 64 * 1024).to_string();
+    create_topic_with(&brokers, &topic, 2, &[("max.message.bytes", &limit)])
+        .await
+        .unwrap();
+    let ingress = Ingress::start(&brokers, &topic, "10s").await;
+
+    let text = noise(2_500_000);
+    let big = format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"phone_number_id":"106540352242922"}},"messages":[{{"from":"5215500000999","id":"wamid.big","timestamp":"1767000000","type":"text","text":{{"body":"{text}"}}}}]}}}}]}}]}}"#
+    );
+    let response = ingress.post(&big).await;
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let records = tokio::task::spawn_blocking({
+        let (brokers, topic) = (brokers.clone(), topic.clone());
+        move || consume(&brokers, &topic, 1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].headers[HEADER_MESSAGE_ID], "wamid.big");
+    assert!(records[0].value_len > 2_500_000, "{}", records[0].value_len);
+
+    let too_big = format!("{big}{}", " ".repeat(3 * 1024 * 1024));
+    let response = ingress.post(&too_big).await;
+    assert_eq!(response.status(), 413);
     ingress.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_is_503_until_the_topic_exists_then_200() {
+async fn a_topic_with_a_smaller_record_limit_answers_413_naming_the_setting_not_503() {
+    // A body the ingress accepts but the topic refuses can never succeed: retrying (503) would
+    // keep the provider sending it for days. The answer names the setting to raise.
     let (brokers, _broker) = wapipe_testkit::broker().expect("a broker");
+    let topic = unique_name("raw");
+    create_topic_with(&brokers, &topic, 1, &[("max.message.bytes", "100000")])
+        .await
+        .unwrap();
+    let ingress = Ingress::start(&brokers, &topic, "10s").await;
+    // Incompressible text: the producer compresses batches (lz4), and a repeated letter would
+    // shrink below any limit.
+    let text = noise(500_000);
+    let body = batch(1, 1).replace("\"m0\"", &format!("\"{text}\""));
+    let response = ingress.post(&body).await;
+    assert_eq!(response.status(), 413);
+    assert!(response.text().await.unwrap().contains("max.message.bytes"));
+    ingress.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_that_weaken_a_200_are_refused_at_startup() {
+    for option in [
+        "acks=1",
+        "enable.idempotence=false",
+        "message.timeout.ms=300000",
+    ] {
+        let config = Config::try_parse_from([
+            "wapipe-ingress",
+            "--app-secret",
+            SECRET,
+            "--topic",
+            "t",
+            "--kafka-brokers",
+            "127.0.0.1:1",
+            "--kafka-option",
+            option,
+        ])
+        .unwrap();
+        let error = server::run(config, async {}).await.unwrap_err().to_string();
+        let key = option.split('=').next().unwrap();
+        assert!(error.contains(key) && error.contains("refused"), "{error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_asks_for_its_topic_without_creating_it_then_is_200_once_it_exists() {
+    // A broker that does create topics on request (the broker default): the readiness probe
+    // asks for the ingress's own topic by name, and must not bring it into being.
+    let broker = Kafka::start_with(&[("auto.create.topics.enable", "true")]).expect("kafka starts");
+    let brokers = broker.bootstrap();
     let topic = unique_name("not-yet");
     let ingress = Ingress::start(&brokers, &topic, "2s").await;
     let ready = || async {
@@ -353,9 +478,6 @@ async fn readiness_is_503_until_the_topic_exists_then_200() {
     })
     .await
     .unwrap();
-    // Tansu never auto-creates topics on a metadata request, so this guards only the
-    // brokers that do (Apache Kafka with auto.create.topics.enable): the probe asks for all
-    // topics, never for ours by name.
     assert!(!listed, "the readiness probe created the topic");
 
     create_topic(&brokers, &topic, 2).await.unwrap();

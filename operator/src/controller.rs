@@ -574,12 +574,13 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         ctx,
         pipeline,
         &kafka,
-        TopicRequest {
-            name: spec.topic.name.clone(),
-            partitions: spec.topic.partitions,
-            replication_factor: spec.topic.replication_factor,
-            config: spec.topic.config.clone(),
-        },
+        TopicRequest::for_pipeline(
+            &spec.topic.name,
+            spec.topic.partitions,
+            spec.topic.replication_factor,
+            &spec.topic.config,
+            spec.ingress.max_body_bytes,
+        ),
         previous.topic_created.unwrap_or(false),
     )
     .await?;
@@ -587,12 +588,13 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         ctx,
         pipeline,
         &kafka,
-        TopicRequest {
-            name: spec.dead_letter_topic.name.clone(),
-            partitions: spec.dead_letter_topic.partitions,
-            replication_factor: spec.dead_letter_topic.replication_factor,
-            config: spec.dead_letter_topic.config.clone(),
-        },
+        TopicRequest::for_pipeline(
+            &spec.dead_letter_topic.name,
+            spec.dead_letter_topic.partitions,
+            spec.dead_letter_topic.replication_factor,
+            &spec.dead_letter_topic.config,
+            spec.ingress.max_body_bytes,
+        ),
         previous.dead_letter_topic_created.unwrap_or(false),
     )
     .await?;

@@ -157,7 +157,10 @@ pub struct TopicSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32767))]
     pub replication_factor: Option<i32>,
-    /// Topic configuration passed to Kafka as is (e.g. `retention.ms`, `min.insync.replicas`).
+    /// Topic configuration passed to Kafka as is (e.g. `retention.ms`). Unless set here, wapipe
+    /// adds `max.message.bytes` = the ingress's body limit + 64 KiB (Kafka's ~1 MB default
+    /// would refuse Meta's larger bodies) and, when `replicationFactor` is given,
+    /// `min.insync.replicas` = replicationFactor − 1 (at least 1).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
 }
@@ -189,7 +192,8 @@ pub struct DeadLetterTopicSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32767))]
     pub replication_factor: Option<i32>,
-    /// Topic configuration passed to Kafka as is.
+    /// Topic configuration passed to Kafka as is; `max.message.bytes` and `min.insync.replicas`
+    /// get the same defaults as the raw topic's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
 }

@@ -52,6 +52,40 @@ pub struct TopicRequest {
     pub config: BTreeMap<String, String>,
 }
 
+impl TopicRequest {
+    /// A topic for a pipeline: the user's `config` as given, plus what wapipe's guarantees need
+    /// where the user left it out: `max.message.bytes` large enough for the ingress's largest
+    /// body (`max_body_bytes`, the ingress default when `None`), and `min.insync.replicas` of
+    /// RF − 1 (at least 1) when the replication factor is known, so an `acks=all` write
+    /// survives the loss of any one broker without refusing writes while one is down.
+    pub fn for_pipeline(
+        name: &str,
+        partitions: i32,
+        replication_factor: Option<i32>,
+        config: &BTreeMap<String, String>,
+        max_body_bytes: Option<u64>,
+    ) -> TopicRequest {
+        let mut config = config.clone();
+        let body = max_body_bytes
+            .and_then(|b| usize::try_from(b).ok())
+            .unwrap_or(wapipe_core::DEFAULT_MAX_BODY_BYTES);
+        config
+            .entry("max.message.bytes".to_string())
+            .or_insert_with(|| (body + wapipe_core::RECORD_OVERHEAD_BYTES).to_string());
+        if let Some(rf) = replication_factor {
+            config
+                .entry("min.insync.replicas".to_string())
+                .or_insert_with(|| (rf - 1).max(1).to_string());
+        }
+        TopicRequest {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            config,
+        }
+    }
+}
+
 /// Topic administration and lag reading.
 #[async_trait]
 pub trait TopicAdmin: Send + Sync + 'static {
@@ -88,6 +122,9 @@ fn client_config(kafka: &KafkaSettings) -> ClientConfig {
     for (key, value) in kafka {
         config.set(key, value);
     }
+    // Asking for a topic's metadata must never create it (a deleted pipeline's topic stays
+    // deleted; a new one is created only with its spec's shape).
+    config.set("allow.auto.create.topics", "false");
     config
 }
 
@@ -128,8 +165,10 @@ impl TopicAdmin for RdKafkaAdmin {
         let admin = Self::admin(kafka)?;
         let topic = topic.to_string();
         blocking(move || {
-            // Listing every topic never triggers a broker's auto-creation of the one asked for.
-            let metadata = admin.inner().fetch_metadata(None, REQUEST_TIMEOUT)?;
+            // Our topic only; the client never auto-creates it (allow.auto.create.topics=false).
+            let metadata = admin
+                .inner()
+                .fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
             Ok(metadata
                 .topics()
                 .iter()

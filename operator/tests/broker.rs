@@ -1,16 +1,18 @@
-//! The real topic admin and lag reader against a Tansu broker (`wapipe_testkit::broker`).
-//! Tansu implements no CreatePartitions, so partition increases are covered only by the
-//! in-memory admin in `reconcile_mock.rs`.
+//! The real topic admin and lag reader against Apache Kafka (`wapipe_testkit::broker`): topic
+//! creation with the pipeline's defaults, adoption, partition increases (CreatePartitions), lag,
+//! and never creating a topic by asking for it.
 
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use wapipe_operator::controller::{plan_topic, TopicPlan};
 use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin, TopicRequest};
-use wapipe_testkit::{broker, create_topic, unique_name};
+use wapipe_testkit::{broker, create_topic, unique_name, Kafka};
 
 fn settings(bootstrap: &str) -> KafkaSettings {
     KafkaSettings::from([("bootstrap.servers".to_string(), bootstrap.to_string())])
@@ -182,4 +184,117 @@ async fn reading_lag_of_a_missing_topic_is_an_error() {
         .read_offsets(&settings(&bootstrap), &missing, "any-group")
         .await;
     assert!(result.is_err());
+}
+
+async fn wait_for_partitions(kafka: &KafkaSettings, topic: &str, partitions: i32) {
+    for _ in 0..100 {
+        let shape = RdKafkaAdmin.describe_topic(kafka, topic).await.unwrap();
+        if shape.is_some_and(|s| s.partitions == partitions) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{topic} never showed {partitions} partitions");
+}
+
+#[tokio::test]
+async fn partitions_are_increased_on_the_broker_and_the_plan_then_matches() {
+    let (bootstrap, _guard) = broker().unwrap();
+    let kafka = settings(&bootstrap);
+    let topic = unique_name("wapipe-op-grow");
+    create_topic(&bootstrap, &topic, 2).await.unwrap();
+    produce(&bootstrap, &topic, 1, 3).await;
+    let shape = RdKafkaAdmin.describe_topic(&kafka, &topic).await.unwrap();
+    assert_eq!(
+        plan_topic(5, None, shape),
+        TopicPlan::IncreasePartitions { from: 2, to: 5 }
+    );
+    RdKafkaAdmin
+        .create_partitions(&kafka, &topic, 5)
+        .await
+        .unwrap();
+    wait_for_partitions(&kafka, &topic, 5).await;
+    let shape = RdKafkaAdmin.describe_topic(&kafka, &topic).await.unwrap();
+    assert_eq!(plan_topic(5, None, shape), TopicPlan::Matches);
+    // The records already there stay where they were; the new partitions start empty.
+    let offsets = RdKafkaAdmin
+        .read_offsets(&kafka, &topic, &unique_name("wapipe-op-grow-group"))
+        .await
+        .unwrap();
+    let ends: Vec<i64> = offsets.iter().map(|p| p.log_end).collect();
+    assert_eq!(ends, vec![0, 3, 0, 0, 0]);
+    // Asking for fewer is refused by the broker too.
+    assert!(RdKafkaAdmin
+        .create_partitions(&kafka, &topic, 3)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn pipeline_topics_get_a_record_limit_for_the_largest_body_and_min_insync_replicas() {
+    let (bootstrap, _guard) = broker().unwrap();
+    let kafka = settings(&bootstrap);
+    let topic = unique_name("wapipe-op-config");
+    let user =
+        std::collections::BTreeMap::from([("retention.ms".to_string(), "3600000".to_string())]);
+    let request = TopicRequest::for_pipeline(&topic, 2, Some(1), &user, None);
+    RdKafkaAdmin.create_topic(&kafka, &request).await.unwrap();
+    wait_for_partitions(&kafka, &topic, 2).await;
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let resource = described.into_iter().next().unwrap().unwrap();
+    let value = |name: &str| {
+        resource
+            .get(name)
+            .and_then(|entry| entry.value.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        value("max.message.bytes"),
+        (3 * 1024 * 1024 + 64 * 1024).to_string()
+    );
+    assert_eq!(value("min.insync.replicas"), "1");
+    assert_eq!(value("retention.ms"), "3600000");
+
+    // The user's own values win.
+    let mut own = user.clone();
+    own.insert("max.message.bytes".into(), "8000000".into());
+    own.insert("min.insync.replicas".into(), "1".into());
+    let request = TopicRequest::for_pipeline("t", 1, Some(3), &own, Some(4096));
+    assert_eq!(request.config["max.message.bytes"], "8000000");
+    let request = TopicRequest::for_pipeline("t", 1, Some(3), &user, Some(4096));
+    assert_eq!(request.config["min.insync.replicas"], "2");
+    assert_eq!(
+        request.config["max.message.bytes"],
+        (4096 + 64 * 1024).to_string()
+    );
+}
+
+#[tokio::test]
+async fn describing_a_missing_topic_never_creates_it_even_where_the_broker_would() {
+    let broker = Kafka::start_with(&[("auto.create.topics.enable", "true")]).unwrap();
+    let kafka = settings(&broker.bootstrap());
+    let topic = unique_name("wapipe-op-absent");
+    for _ in 0..3 {
+        assert_eq!(
+            RdKafkaAdmin.describe_topic(&kafka, &topic).await.unwrap(),
+            None
+        );
+        assert!(RdKafkaAdmin
+            .read_offsets(&kafka, &topic, "g")
+            .await
+            .is_err());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        RdKafkaAdmin.describe_topic(&kafka, &topic).await.unwrap(),
+        None
+    );
 }

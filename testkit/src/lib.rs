@@ -1,13 +1,18 @@
 //! Test support shared by every crate's integration tests.
 //!
-//! Each test process gets its own Tansu broker on a free loopback port with SQLite storage in a
-//! temporary directory, unless `WAPIPE_TEST_BROKERS` names a broker already running (as
-//! `.ci/run` does). Tests that need to stop and restart the broker always get a private one.
+//! Each test process gets its own Apache Kafka broker (KRaft, one node) on free loopback ports
+//! with its log in a temporary directory, unless `WAPIPE_TEST_BROKERS` names a broker already
+//! running (as `scripts/test.sh` does). Tests that stop and restart the broker always get a
+//! private one.
 //! Names of topics and groups are unique per call so tests never see each other's records.
 #![forbid(unsafe_code)]
 
+pub mod kafka;
+
+pub use kafka::{kafka_libs, kafka_version, KafkaCommand, KafkaPorts};
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,26 +24,6 @@ use rdkafka::config::ClientConfig;
 
 /// Environment variable naming an already running broker to share between tests.
 pub const BROKERS_ENV: &str = "WAPIPE_TEST_BROKERS";
-/// Environment variable naming the `tansu` binary; otherwise `$PATH` and `~/.cargo/bin`.
-pub const TANSU_ENV: &str = "WAPIPE_TANSU";
-
-/// Where the `tansu` binary is, if it is installed.
-pub fn tansu_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var(TANSU_ENV) {
-        return Some(PathBuf::from(path));
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("tansu"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.or_else(|| {
-        let home = std::env::var_os("HOME")?;
-        let candidate = Path::new(&home).join(".cargo/bin/tansu");
-        candidate.is_file().then_some(candidate)
-    })
-}
-
 /// A free TCP port on loopback (bound once, then released for the caller to use).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -47,20 +32,35 @@ pub fn free_port() -> u16 {
         .expect("binding an ephemeral loopback port")
 }
 
-/// A Tansu broker owned by the test: killed when dropped.
-pub struct Tansu {
-    port: u16,
+/// An Apache Kafka broker owned by the test, in a temporary directory: killed when dropped.
+pub struct Kafka {
+    ports: KafkaPorts,
     dir: tempfile::TempDir,
+    overrides: Vec<(String, String)>,
     child: Option<Child>,
 }
 
-impl Tansu {
-    /// Starts a private broker on a free port and waits until it answers Kafka requests.
-    pub fn start() -> anyhow::Result<Tansu> {
-        let dir = tempfile::Builder::new().prefix("wapipe-tansu-").tempdir()?;
-        let mut broker = Tansu {
-            port: free_port(),
+impl Kafka {
+    /// Starts a private broker on free ports and waits until it answers a metadata request.
+    pub fn start() -> anyhow::Result<Kafka> {
+        Kafka::start_with(&[])
+    }
+
+    /// Like [`Kafka::start`], with broker settings that override the project's
+    /// `server.properties` (for example `auto.create.topics.enable=true`, to prove a client
+    /// never creates a topic by asking for it).
+    pub fn start_with(overrides: &[(&str, &str)]) -> anyhow::Result<Kafka> {
+        let dir = tempfile::Builder::new().prefix("wapipe-kafka-").tempdir()?;
+        let mut broker = Kafka {
+            ports: KafkaPorts {
+                port: free_port(),
+                controller_port: free_port(),
+            },
             dir,
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         broker.spawn()?;
@@ -69,7 +69,7 @@ impl Tansu {
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.ports.port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -84,56 +84,46 @@ impl Tansu {
         }
     }
 
-    /// Starts the broker again on the same port with the same storage.
+    /// Starts the broker again on the same ports with the same log directory.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
         self.spawn()
     }
 
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("kafka.log")
+    }
+
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let binary = tansu_binary().context(
-            "the tansu broker is not installed: run scripts/install-tansu.sh \
-             (cargo install tansu --locked --features libsql), or set WAPIPE_TEST_BROKERS",
-        )?;
+        let command = kafka::prepare(self.dir.path(), self.ports, &self.overrides)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("tansu.log"))?;
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&binary)
-            .current_dir(self.dir.path())
-            .args(tansu_args(&url, "sqlite://tansu.db"))
+            .open(self.log_path())?;
+        let child = Command::new(&command.program)
+            .args(&command.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| format!("starting {}", command.program.display()))?;
         self.child = Some(child);
-        wait_for_broker(&self.bootstrap(), Duration::from_secs(30)).with_context(|| {
-            let log =
-                std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
-            format!("tansu did not come up; its log:\n{log}")
+        wait_for_broker(&self.bootstrap(), Duration::from_secs(120)).with_context(|| {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let mut tail: Vec<&str> = log.lines().rev().take(40).collect();
+            tail.reverse();
+            format!(
+                "Kafka did not come up; the end of its log:\n{}",
+                tail.join("\n")
+            )
         })
     }
 }
 
-impl Drop for Tansu {
+impl Drop for Kafka {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// The command-line arguments that start Tansu on `listener_url` with `storage`.
-pub fn tansu_args(listener_url: &str, storage: &str) -> Vec<String> {
-    vec![
-        "broker".into(),
-        "--listener-url".into(),
-        listener_url.into(),
-        "--advertised-listener-url".into(),
-        listener_url.into(),
-        "--storage-engine".into(),
-        storage.into(),
-    ]
 }
 
 /// Waits until `bootstrap` answers a metadata request.
@@ -162,12 +152,12 @@ pub fn wait_for_broker(bootstrap: &str, within: Duration) -> anyhow::Result<()> 
 
 /// A broker for tests that only read and write: the shared one from `WAPIPE_TEST_BROKERS`,
 /// else a private one. Keep the returned guard alive for the test's duration.
-pub fn broker() -> anyhow::Result<(String, Option<Tansu>)> {
+pub fn broker() -> anyhow::Result<(String, Option<Kafka>)> {
     match std::env::var(BROKERS_ENV) {
         Ok(brokers) if !brokers.trim().is_empty() => Ok((brokers, None)),
         _ => {
-            let tansu = Tansu::start()?;
-            Ok((tansu.bootstrap(), Some(tansu)))
+            let kafka = Kafka::start()?;
+            Ok((kafka.bootstrap(), Some(kafka)))
         }
     }
 }
@@ -188,12 +178,26 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Creates `topic` with `partitions` partitions (replication 1) and waits for it to be listed.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    create_topic_with(bootstrap, topic, partitions, &[]).await
+}
+
+/// Like [`create_topic`], with topic configs (`max.message.bytes`, ...).
+pub async fn create_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    config: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in config {
+        new_topic = new_topic.set(key, value);
+    }
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[new_topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await?;

@@ -2,7 +2,7 @@
 //! raw rdkafka consumer rate from the same broker. Prints figures; asserts nothing.
 //!
 //! `cargo run --release -p wapipe-worker --example bench -- [events] [partitions]`
-//! Uses `WAPIPE_TEST_BROKERS` if set, else starts a private Tansu; PostgreSQL on 127.0.0.1:5432
+//! Uses `WAPIPE_TEST_BROKERS` if set, else starts a private Apache Kafka; PostgreSQL on 127.0.0.1:5432
 //! (`WAPIPE_BENCH_DATABASE_URL` to override).
 
 use std::sync::Arc;
@@ -164,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter("wapipe=info,wapipe_worker=warn")
         .with_writer(std::io::sink)
         .init();
-    let (brokers, _tansu) = wapipe_testkit::broker()?;
+    let (brokers, _kafka) = wapipe_testkit::broker()?;
     let topic = wapipe_testkit::unique_name("bench-raw");
     wapipe_testkit::create_topic(&brokers, &topic, partitions).await?;
     println!("{events} events, {partitions} partitions, 1000 users, broker {brokers}");

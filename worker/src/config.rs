@@ -171,7 +171,9 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub since: String,
 
-    /// Reset even though the group has active members (they may overwrite the reset).
+    /// Reset even when the group's members cannot be listed (a principal without Describe on
+    /// the group). A group with live members is always refused: Kafka moves a group's offsets
+    /// only while it is empty.
     #[arg(long)]
     pub force: bool,
 }

@@ -60,7 +60,10 @@ pub enum Error {
         source: rdkafka::error::KafkaError,
     },
 
-    #[error("the group {group} has {members} active member(s); stop the workers or pass --force")]
+    #[error(
+        "the group {group} has {members} active member(s): Kafka moves a group's offsets only \
+         while it has none; stop the workers (scale the worker Deployment to 0) and run again"
+    )]
     GroupActive { group: String, members: usize },
 
     #[error("serving HTTP on {addr}: {source}")]

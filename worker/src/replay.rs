@@ -130,6 +130,7 @@ pub async fn replay_dead_letters(
         .client_config()?
         .set("enable.idempotence", "true")
         .set("acks", "all")
+        .set("message.max.bytes", wapipe_core::COPY_MAX_RECORD_BYTES)
         .create()?;
     let mut last_progress = Instant::now();
     while !ends.is_empty() {
@@ -203,8 +204,10 @@ pub fn group_members(kafka: &KafkaArgs, group: &str) -> Result<usize> {
 }
 
 /// Rewinds `group`'s committed offsets on `topic` to the first record at or after `since_ms`
-/// (the end, for partitions with nothing newer). Refused while the group has active members
-/// unless `force`. Returns the committed (partition, offset) pairs.
+/// (the end, for partitions with nothing newer). Refused while the group has active members:
+/// Kafka itself refuses a commit from outside a live group's generation, `force` or not.
+/// `force` goes ahead when the members cannot be listed (a broker that refuses to describe
+/// groups to this principal). Returns the committed (partition, offset) pairs.
 pub fn reset_offsets_to_time(
     kafka: &KafkaArgs,
     topic: &str,
@@ -215,10 +218,11 @@ pub fn reset_offsets_to_time(
     // A group whose members cannot be listed is treated as active: only --force goes ahead.
     match group_members(kafka, group) {
         Ok(0) => {}
-        Ok(_) | Err(Error::CheckGroup { .. }) if force => {
+        Err(Error::CheckGroup { source, .. }) if force => {
             tracing::warn!(
                 group,
-                "resetting offsets of a group that may have active members"
+                %source,
+                "the group's members could not be listed; resetting anyway (--force)"
             )
         }
         Ok(members) => {

@@ -292,6 +292,7 @@ impl Worker {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
+            .set("message.max.bytes", wapipe_core::COPY_MAX_RECORD_BYTES)
             .create()?;
         let shared = Arc::new(Shared {
             permits: Semaphore::new(settings.concurrency.max(1)),

@@ -1,4 +1,6 @@
-//! The worker binary killed with SIGKILL mid-stream and started again.
+//! The worker binary killed with SIGKILL mid-stream and started again, with dynamic group
+//! membership as Deployment pods have it: the new process is a new member, and the killed one's
+//! partitions come back to the group when its session expires.
 
 mod common;
 
@@ -26,11 +28,6 @@ fn spawn_worker(setup: &Setup, log: &std::path::Path) -> Child {
             format!("127.0.0.1:{}", wapipe_testkit::free_port()),
         )
         .env("WAPIPE_CONCURRENCY", "8")
-        // The restarted process is the same replica (as a restarted container of one pod).
-        .env(
-            "WAPIPE_GROUP_INSTANCE_ID",
-            format!("{}-replica-0", setup.group),
-        )
         .env("WAPIPE_DRAIN_TIMEOUT", "10s")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())

@@ -36,7 +36,7 @@ pub struct Setup {
     pub dead_letter_topic: String,
     pub group: String,
     pub schema: String,
-    _tansu: Option<wapipe_testkit::Tansu>,
+    _kafka: Option<wapipe_testkit::Kafka>,
 }
 
 impl Setup {
@@ -47,7 +47,7 @@ impl Setup {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "wapipe_worker=info".into()),
             )
             .try_init();
-        let (brokers, tansu) = wapipe_testkit::broker().expect("a Kafka broker for the test");
+        let (brokers, kafka) = wapipe_testkit::broker().expect("a Kafka broker for the test");
         let topic = wapipe_testkit::unique_name(&format!("{name}-raw"));
         let dead_letter_topic = wapipe_testkit::unique_name(&format!("{name}-dlq"));
         wapipe_testkit::create_topic(&brokers, &topic, partitions)
@@ -65,7 +65,7 @@ impl Setup {
             topic,
             dead_letter_topic,
             schema,
-            _tansu: tansu,
+            _kafka: kafka,
         }
     }
 

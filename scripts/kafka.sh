@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Starts, stops or reports on a single-node Apache Kafka (KRaft) broker on loopback, with its
+# data and log under the state dir. Install it first with scripts/install-kafka.sh.
+#
+#   scripts/kafka.sh start [port]   prints the bootstrap address once a metadata request is answered
+#   scripts/kafka.sh stop           SIGTERM (controlled shutdown), SIGKILL after 30 s
+#   scripts/kafka.sh status         exit 0 and the address when it answers, 1 otherwise
+#
+#   WAPIPE_KAFKA_PORT   broker port (default 19092; the controller listens on port + 1)
+#   WAPIPE_STATE_DIR    state dir (default .wapipe in the checkout); the broker uses kafka/ in it
+#   KAFKA_HEAP_OPTS     JVM heap (default -Xms256m -Xmx768m)
+#   WAPIPE_CACHE        where install-kafka.sh put the jars
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cmd="${1:-}"
+port="${2:-${WAPIPE_KAFKA_PORT:-19092}}"
+state="${WAPIPE_STATE_DIR:-$repo/.wapipe}"
+dir="$state/kafka"
+pidfile="$dir/kafka.pid"
+log="$dir/kafka.log"
+
+pom="$repo/scripts/kafka/pom.xml"
+version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")"
+log4j="$(sed -n 's:.*<log4j.version>\(.*\)</log4j.version>.*:\1:p' "$pom")"
+libs=""
+for root in "${WAPIPE_CACHE:-}" /var/cache/wapipe "${XDG_CACHE_HOME:-$HOME/.cache}/wapipe"; do
+  [[ -n "$root" && -f "$root/kafka/$version-log4j$log4j/libs/.complete" ]] && { libs="$root/kafka/$version-log4j$log4j/libs"; break; }
+done
+
+running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+answers() { python3 "$repo/scripts/kafka/probe.py" 127.0.0.1 "$port" 2; }
+
+case "$cmd" in
+  start)
+    mkdir -p "$dir"
+    if running; then
+      echo "kafka: already running (pid $(cat "$pidfile"))" >&2
+      echo "127.0.0.1:$port"
+      exit 0
+    fi
+    if [[ -z "$libs" ]]; then
+      echo "kafka: Kafka $version is not installed; run scripts/install-kafka.sh" >&2
+      exit 1
+    fi
+    for p in "$port" "$((port + 1))"; do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        echo "kafka: port $p is taken by another process; pass another port (the controller uses port + 1)" >&2
+        exit 1
+      fi
+    done
+    sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$((port + 1))|g" -e "s|@DATA_DIR@|$dir/data|g" \
+      "$repo/scripts/kafka/server.properties" >"$dir/server.properties"
+    cp "$repo/scripts/kafka/log4j2.properties" "$dir/log4j2.properties"
+    if [[ ! -f "$dir/data/meta.properties" ]]; then
+      java -cp "$libs/*" kafka.tools.StorageTool format --ignore-formatted \
+        -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid | tail -n 1)" \
+        -c "$dir/server.properties" >>"$log" 2>&1 || { echo "kafka: formatting $dir/data failed; its log:" >&2; tail -n 40 "$log" >&2; exit 1; }
+    fi
+    # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS holds several JVM flags
+    nohup java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -Djava.awt.headless=true \
+      -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$libs/*" \
+      kafka.Kafka "$dir/server.properties" >>"$log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+    for _ in $(seq 1 600); do
+      if answers; then
+        echo "127.0.0.1:$port"
+        exit 0
+      fi
+      running || break
+      sleep 0.1
+    done
+    echo "kafka: did not answer on 127.0.0.1:$port; the end of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+    ;;
+  stop)
+    if [[ -f "$pidfile" ]]; then
+      pid="$(cat "$pidfile")"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$pidfile"
+    fi
+    ;;
+  status)
+    if running && answers; then
+      echo "127.0.0.1:$port"
+      exit 0
+    fi
+    if running; then echo "kafka: running (pid $(cat "$pidfile")) but not answering on $port" >&2; else echo "kafka: not running" >&2; fi
+    exit 1
+    ;;
+  *)
+    echo "usage: $0 start [port] | stop | status" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,207 @@
+//! Apache Kafka (KRaft, one node acting as broker and controller) from the jars that
+//! `scripts/install-kafka.sh` caches, for tests, benchmarks and `wapipe up`.
+//!
+//! The broker's configuration is `scripts/kafka/server.properties`, the same file
+//! `scripts/kafka.sh` fills in, so a test broker and the script's broker never differ.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+
+const POM: &str = include_str!("../../scripts/kafka/pom.xml");
+const SERVER_PROPERTIES: &str = include_str!("../../scripts/kafka/server.properties");
+const LOG4J2_PROPERTIES: &str = include_str!("../../scripts/kafka/log4j2.properties");
+
+/// Environment variable naming the cache root `scripts/install-kafka.sh` wrote to.
+pub const CACHE_ENV: &str = "WAPIPE_CACHE";
+/// Environment variable holding the broker JVM's heap flags.
+pub const HEAP_ENV: &str = "KAFKA_HEAP_OPTS";
+
+fn pom_property(name: &str) -> &'static str {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    POM.split_once(open.as_str())
+        .and_then(|(_, rest)| rest.split_once(close.as_str()))
+        .map(|(value, _)| value.trim())
+        .expect("scripts/kafka/pom.xml names the property")
+}
+
+/// The Kafka version the project installs and runs.
+pub fn kafka_version() -> &'static str {
+    pom_property("kafka.version")
+}
+
+/// The directory holding the broker's jars, if `scripts/install-kafka.sh` has filled it.
+pub fn kafka_libs() -> anyhow::Result<PathBuf> {
+    let key = format!("{}-log4j{}", kafka_version(), pom_property("log4j.version"));
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(root) = std::env::var_os(CACHE_ENV).filter(|r| !r.is_empty()) {
+        roots.push(root.into());
+    }
+    roots.push("/var/cache/wapipe".into());
+    match std::env::var_os("XDG_CACHE_HOME").filter(|r| !r.is_empty()) {
+        Some(cache) => roots.push(Path::new(&cache).join("wapipe")),
+        None => {
+            if let Some(home) = std::env::var_os("HOME") {
+                roots.push(Path::new(&home).join(".cache/wapipe"));
+            }
+        }
+    }
+    for root in &roots {
+        let libs = root.join("kafka").join(&key).join("libs");
+        if libs.join(".complete").is_file() {
+            return Ok(libs);
+        }
+    }
+    bail!(
+        "Apache Kafka {} is not installed (looked in {}): run `bash scripts/install-kafka.sh`",
+        kafka_version(),
+        roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The `java` to run: `$JAVA_HOME/bin/java` when set, else the one on `$PATH`.
+pub fn java() -> PathBuf {
+    std::env::var_os("JAVA_HOME")
+        .map(|home| Path::new(&home).join("bin/java"))
+        .filter(|java| java.is_file())
+        .unwrap_or_else(|| PathBuf::from("java"))
+}
+
+/// A broker's ports: clients connect to `port`, the KRaft controller listens on `controller_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaPorts {
+    pub port: u16,
+    pub controller_port: u16,
+}
+
+/// The command that runs a broker whose configuration and storage [`prepare`] laid out.
+#[derive(Debug, Clone)]
+pub struct KafkaCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// Writes `server.properties` (with `overrides` appended: a later key wins) and
+/// `log4j2.properties` into `dir` and formats the storage in `dir/data` unless it already holds
+/// a formatted log (a restart keeps its records). Returns the command that starts the broker in
+/// the foreground.
+pub fn prepare(
+    dir: &Path,
+    ports: KafkaPorts,
+    overrides: &[(String, String)],
+) -> anyhow::Result<KafkaCommand> {
+    let libs = kafka_libs()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let data = dir.join("data");
+    let server = dir.join("server.properties");
+    let mut properties = SERVER_PROPERTIES
+        .replace("@PORT@", &ports.port.to_string())
+        .replace("@CONTROLLER_PORT@", &ports.controller_port.to_string())
+        .replace("@DATA_DIR@", &data.display().to_string());
+    for (key, value) in overrides {
+        properties.push_str(&format!("{key}={value}\n"));
+    }
+    std::fs::write(&server, properties)?;
+    let log4j = dir.join("log4j2.properties");
+    std::fs::write(&log4j, LOG4J2_PROPERTIES)?;
+    let classpath = format!("{}/*", libs.display());
+
+    if !data.join("meta.properties").is_file() {
+        let format = Command::new(java())
+            .arg("-Xmx256m")
+            .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+            .args(["-cp", &classpath, "kafka.tools.StorageTool", "format"])
+            .args(["--ignore-formatted", "-t"])
+            .arg(cluster_id())
+            .arg("-c")
+            .arg(&server)
+            .stdin(Stdio::null())
+            .output()
+            .context("running java (Java 17 or newer is needed: scripts/install-kafka.sh)")?;
+        if !format.status.success() {
+            bail!(
+                "formatting Kafka storage in {} failed: {}{}",
+                data.display(),
+                String::from_utf8_lossy(&format.stdout),
+                String::from_utf8_lossy(&format.stderr)
+            );
+        }
+    }
+
+    let heap = std::env::var(HEAP_ENV).unwrap_or_else(|_| "-Xms128m -Xmx512m".to_string());
+    let mut args: Vec<String> = heap.split_whitespace().map(str::to_string).collect();
+    args.extend([
+        "-XX:+UseG1GC".to_string(),
+        "-Djava.awt.headless=true".to_string(),
+        format!("-Dlog4j2.configurationFile={}", log4j.display()),
+        "-cp".to_string(),
+        classpath,
+        "kafka.Kafka".to_string(),
+        server.display().to_string(),
+    ]);
+    Ok(KafkaCommand {
+        program: java(),
+        args,
+    })
+}
+
+/// A KRaft cluster id: 16 random-enough bytes in unpadded URL-safe base64 (22 characters), as
+/// `kafka-storage.sh random-uuid` prints, without starting a second JVM for it.
+fn cluster_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut bytes = [0u8; 16];
+    for chunk in bytes.chunks_mut(8) {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        hasher.write_u32(std::process::id());
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    let mut bits: u32 = 0;
+    let mut held = 0;
+    for byte in bytes {
+        bits = (bits << 8) | u32::from(byte);
+        held += 8;
+        while held >= 6 {
+            held -= 6;
+            out.push(ALPHABET[((bits >> held) & 0x3f) as usize] as char);
+        }
+    }
+    if held > 0 {
+        out.push(ALPHABET[((bits << (6 - held)) & 0x3f) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_have_the_shape_kafka_expects_and_differ() {
+        let a = cluster_id();
+        let b = cluster_id();
+        assert_eq!(a.len(), 22);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_version_comes_from_the_pom() {
+        assert!(kafka_version().starts_with('4'), "{}", kafka_version());
+    }
+}
