@@ -37,6 +37,10 @@ pub struct Metrics {
     pub processing_seconds: Histogram,
     pub end_to_end_seconds: Histogram,
     pub assigned_partitions: Gauge,
+    /// Events taken off Kafka and not yet finished (bounded by `--max-buffered`).
+    pub buffered_events: Gauge,
+    /// Whether fetching is paused because the buffer is full (1) or not (0).
+    pub fetch_paused: Gauge,
     registry: Registry,
 }
 
@@ -55,6 +59,8 @@ impl Metrics {
         let processing_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let end_to_end_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         let assigned_partitions = Gauge::default();
+        let buffered_events = Gauge::default();
+        let fetch_paused = Gauge::default();
         registry.register(
             "events",
             "Events handled, by kind and outcome",
@@ -85,6 +91,16 @@ impl Metrics {
             "Partitions of the raw topic assigned to this worker",
             assigned_partitions.clone(),
         );
+        registry.register(
+            "buffered_events",
+            "Events taken off Kafka and not yet finished",
+            buffered_events.clone(),
+        );
+        registry.register(
+            "fetch_paused",
+            "1 while fetching is paused because the buffer is full",
+            fetch_paused.clone(),
+        );
         Metrics {
             events,
             retries,
@@ -92,6 +108,8 @@ impl Metrics {
             processing_seconds,
             end_to_end_seconds,
             assigned_partitions,
+            buffered_events,
+            fetch_paused,
             registry,
         }
     }

@@ -88,6 +88,11 @@ struct State {
     queues: KeyQueues<QueueKey, Job>,
     partitions: HashMap<i32, PartitionSlot>,
     buffered: usize,
+    /// Whether fetching is paused because the buffer is full. Every partition this worker is
+    /// assigned follows it, including one assigned while paused: librdkafka keeps an
+    /// application's pause on a partition across revoke and re-assign, so the worker sets each
+    /// newly assigned partition's state itself.
+    paused: bool,
 }
 
 struct Shared {
@@ -203,11 +208,21 @@ impl ConsumerContext for WorkerContext {
         tracing::info!(partitions = ?revoked, "partitions revoked; finished work committed");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let shared = &self.shared;
                 let mut state = shared.lock();
+                // A partition comes in as this worker fetches now: paused while the buffer is
+                // full, flowing otherwise, whatever pause it carried from an earlier ownership.
+                let result = if state.paused {
+                    consumer.pause(tpl)
+                } else {
+                    consumer.resume(tpl)
+                };
+                if let Err(error) = result {
+                    tracing::warn!(%error, paused = state.paused, "setting the fetch state of assigned partitions failed");
+                }
                 let mut added = 0;
                 for element in tpl.elements_for_topic(&shared.settings.topic) {
                     // A partition still held (incremental assignment) keeps its progress.
@@ -333,18 +348,24 @@ impl Worker {
         self.health.set_sink_available(true);
         tracing::info!(topic = %settings.topic, group = %settings.group, "consuming");
 
-        let mut paused = false;
         loop {
             // Pause at the limit; resume at half of it, so fetches are not toggled per event.
-            let buffered = shared.lock().buffered;
-            let full = if paused {
-                buffered > settings.max_buffered / 2
-            } else {
-                buffered >= settings.max_buffered
+            let (paused, changed) = {
+                let mut state = shared.lock();
+                let full = if state.paused {
+                    state.buffered > settings.max_buffered / 2
+                } else {
+                    state.buffered >= settings.max_buffered
+                };
+                let changed = full != state.paused;
+                state.paused = full;
+                (full, changed)
             };
-            if full != paused {
+            if changed {
+                // The whole current assignment; a partition assigned from here on gets the
+                // same state in the rebalance callback.
                 if let Ok(assignment) = consumer.assignment() {
-                    let result = if full {
+                    let result = if paused {
                         consumer.pause(&assignment)
                     } else {
                         consumer.resume(&assignment)
@@ -353,7 +374,7 @@ impl Worker {
                         tracing::warn!(%error, "pausing or resuming fetches failed");
                     }
                 }
-                paused = full;
+                self.metrics.fetch_paused.set(i64::from(paused));
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -436,6 +457,7 @@ fn dispatch(
         };
         slot.progress.begin(incoming.offset);
         state.buffered += 1;
+        shared.metrics.buffered_events.set(state.buffered as i64);
         state.queues.push(key.clone(), Job { incoming, epoch })
     };
     if start_runner {
@@ -460,6 +482,7 @@ async fn run_key(shared: Arc<Shared>, consumer: Arc<StreamConsumer<WorkerContext
                 }
                 _ => {
                     state.buffered -= 1;
+                    shared.metrics.buffered_events.set(state.buffered as i64);
                     false
                 }
             }
@@ -476,6 +499,7 @@ async fn run_key(shared: Arc<Shared>, consumer: Arc<StreamConsumer<WorkerContext
         {
             let mut state = shared.lock();
             state.buffered -= 1;
+            shared.metrics.buffered_events.set(state.buffered as i64);
             if let Some(slot) = state.partitions.get_mut(&partition) {
                 if slot.epoch == job.epoch {
                     slot.executing -= 1;

@@ -596,3 +596,130 @@ async fn a_service_answering_503_is_waited_out_without_dead_letters() {
     // Order held while waiting: events after the first were not sent before it succeeded.
     assert_eq!(service.calls.lock().unwrap()["wamid.down.4"], 1);
 }
+
+/// A sink that is down while its gate is closed (every write fails as an outage, so the worker
+/// waits and retries) and writes instantly when it is open; it remembers every id written.
+#[derive(Default)]
+struct GatedSink {
+    closed: AtomicBool,
+    refused: AtomicUsize,
+    written: Mutex<std::collections::HashSet<String>>,
+}
+
+impl GatedSink {
+    fn written(&self) -> usize {
+        self.written.lock().unwrap().len()
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for GatedSink {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    async fn write(&self, event: &Event) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return Err(Error::SinkUnavailable {
+                sink: "gated",
+                reason: "gate closed".into(),
+            });
+        }
+        self.written.lock().unwrap().insert(event.id.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_partitions_keep_flowing_after_a_worker_joins_and_leaves_and_the_buffer_stays_bounded(
+) {
+    // Fetching pauses while the buffer is full. librdkafka keeps an application's pause on a
+    // partition across revoke and re-assign, so a worker must set the fetch state of every
+    // partition it is assigned: paused while full (or the backlog is buffered without bound),
+    // flowing otherwise (or a partition that was paused under an earlier ownership never
+    // flows again).
+    let setup = Setup::new("pause", 4).await;
+    let producer = setup.producer();
+    let produce_round = |round: &'static str, per_user: usize| {
+        let (producer, topic) = (producer.clone(), setup.topic.clone());
+        async move {
+            for n in 0..per_user {
+                for u in 0..40 {
+                    let user = format!("15551{u:03}");
+                    let wamid = format!("wamid.{round}.{user}.{n:03}");
+                    produce_message(&producer, &topic, &user, &wamid).await;
+                }
+            }
+        }
+    };
+    produce_round("one", 10).await;
+    let sink = Arc::new(GatedSink::default());
+    sink.closed.store(true, Ordering::SeqCst);
+    let max_buffered = 16;
+    let settings = WorkerSettings {
+        max_buffered,
+        concurrency: 4,
+        drain_timeout: Duration::from_secs(2),
+        retry_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        ..setup.settings()
+    };
+
+    // 1. Worker A fills its buffer against a closed sink and pauses.
+    let a = start(settings.clone(), sink.clone());
+    eventually("A holds a full buffer", || {
+        let metrics = a.worker.metrics.clone();
+        async move { metrics.buffered_events.get() >= max_buffered as i64 }
+    })
+    .await;
+
+    // 2. Worker B joins while A is paused; then the sink opens and round one drains.
+    let b = start(settings.clone(), sink.clone());
+    eventually("B is assigned partitions", || {
+        let metrics = b.worker.metrics.clone();
+        async move { metrics.assigned_partitions.get() > 0 }
+    })
+    .await;
+    sink.closed.store(false, Ordering::SeqCst);
+    eventually("round one written", || {
+        let sink = sink.clone();
+        async move { sink.written() == 400 }
+    })
+    .await;
+
+    // 3. The sink closes, round two arrives, both fill up; B leaves while A is paused.
+    sink.closed.store(true, Ordering::SeqCst);
+    produce_round("two", 20).await;
+    eventually("A holds a full buffer again", || {
+        let metrics = a.worker.metrics.clone();
+        async move { metrics.buffered_events.get() >= max_buffered as i64 }
+    })
+    .await;
+    b.stop().await;
+    eventually("A is assigned every partition", || {
+        let metrics = a.worker.metrics.clone();
+        async move { metrics.assigned_partitions.get() == 4 }
+    })
+    .await;
+    // A took over B's partitions while paused: they must not be fetched into the buffer.
+    let mut peak = 0;
+    for _ in 0..150 {
+        peak = peak.max(a.worker.metrics.buffered_events.get());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        peak <= 2 * max_buffered as i64,
+        "A buffered {peak} events with --max-buffered {max_buffered}"
+    );
+
+    // 4. The sink opens: every partition flows, including those paused under B or earlier.
+    sink.closed.store(false, Ordering::SeqCst);
+    eventually("every event of both rounds written", || {
+        let sink = sink.clone();
+        async move { sink.written() == 1200 }
+    })
+    .await;
+    a.stop().await;
+}
