@@ -3,12 +3,12 @@
 //! fault ([`Error::ParseEvent`]): it is retried and then dead-lettered, never dropped.
 
 use rdkafka::message::{Headers, Message};
+use serde::Deserialize;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use wapipe_core::record::{
-    HEADER_BODY_SHA256, HEADER_EVENT_INDEX, HEADER_KIND, HEADER_PROVIDER, HEADER_RECEIVED_AT,
-};
+use wapipe_core::record::{HEADER_KIND, HEADER_PROVIDER, HEADER_RECEIVED_AT};
 use wapipe_core::{EventKind, Provider};
 
 use crate::error::{Error, Result};
@@ -197,13 +197,7 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
     let id = match &body {
         EventBody::Message(m) => m.wamid.clone(),
         EventBody::Status(s) => format!("{}:{}", s.wamid, s.status.as_str()),
-        _ => match (
-            incoming.header(HEADER_BODY_SHA256),
-            incoming.header(HEADER_EVENT_INDEX),
-        ) {
-            (Some(digest), Some(index)) => format!("{digest}:{index}"),
-            _ => hex::encode(Sha256::digest(payload)),
-        },
+        _ => content_id(provider, payload),
     };
     let kind = match body {
         EventBody::Message(_) => EventKind::Message,
@@ -220,6 +214,69 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         body,
         raw,
     })
+}
+
+/// The id of an event without one of its own (errors, other fields, WASender events other
+/// than messages): a digest of the event's own bytes with the entry and field it came in.
+/// The ingress copies an event byte for byte from the POST, so the same event re-sent in a
+/// different batch (other siblings, another order, another POST digest) gets the same id and
+/// reaches the sink once. Two occurrences of a byte-identical error in the same entry and field
+/// are one event by this rule.
+fn content_id(provider: Provider, payload: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        entry: Vec<Entry<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Entry<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        #[serde(borrow)]
+        changes: Vec<Change<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Change<'a> {
+        #[serde(borrow)]
+        field: &'a RawValue,
+        #[serde(borrow)]
+        value: &'a RawValue,
+    }
+    #[derive(Deserialize)]
+    struct ErrorsValue<'a> {
+        #[serde(borrow, default)]
+        errors: Vec<&'a RawValue>,
+    }
+
+    let mut digest = Sha256::new();
+    digest.update(provider.as_str());
+    let meta_parts = (provider == Provider::Meta)
+        .then(|| serde_json::from_slice::<Envelope<'_>>(payload).ok())
+        .flatten()
+        .and_then(|envelope| {
+            let entry = envelope.entry.into_iter().next()?;
+            let change = entry.changes.into_iter().next()?;
+            // An error of a messages change is the error object; any other change is its value.
+            let event = serde_json::from_str::<ErrorsValue<'_>>(change.value.get())
+                .ok()
+                .and_then(|v| v.errors.into_iter().next())
+                .unwrap_or(change.value);
+            Some((entry.id, change.field, event))
+        });
+    match meta_parts {
+        Some((entry_id, field, event)) => {
+            for part in [entry_id.map_or("", RawValue::get), field.get(), event.get()] {
+                digest.update([0u8]);
+                digest.update(part.as_bytes());
+            }
+        }
+        // A WASender record is one event already (the ingress splits only its message lists).
+        None => {
+            digest.update([0u8]);
+            digest.update(payload);
+        }
+    }
+    hex::encode(digest.finalize())
 }
 
 fn route_meta(raw: &Value) -> Result<EventBody> {
@@ -439,6 +496,82 @@ mod tests {
                 field: "message_template_status_update".into()
             })
         );
+    }
+
+    /// The records the ingress would produce for `body`, as the worker reads them.
+    fn ingress_records(body: &str) -> Vec<Incoming> {
+        let digest = wapipe_core::signature::body_sha256(body.as_bytes());
+        wapipe_core::split::split(Provider::Meta, body.as_bytes(), "unparsed")
+            .into_iter()
+            .enumerate()
+            .map(|(index, record)| {
+                let index = index.to_string();
+                let headers = record
+                    .headers(Provider::Meta, "1767000000000", &digest, &index)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                    .collect();
+                Incoming {
+                    topic: "raw".into(),
+                    partition: 0,
+                    offset: 0,
+                    key: Some(record.key.into_bytes()),
+                    payload: Some(record.value),
+                    headers,
+                }
+            })
+            .collect()
+    }
+
+    fn ids_of_kind(body: &str, kind: EventKind) -> Vec<String> {
+        ingress_records(body)
+            .iter()
+            .map(|incoming| route(incoming).unwrap())
+            .filter(|event| event.kind == kind.as_str())
+            .map(|event| event.id)
+            .collect()
+    }
+
+    #[test]
+    fn errors_and_fields_redelivered_in_another_batch_keep_their_ids() {
+        let e1 = r#"{"code":131051,"title":"Unsupported message type","message":"Unsupported message type","error_data":{"details":"Message type is not currently supported"}}"#;
+        let e2 = r#"{"code":130472,"title":"User's number is part of an experiment"}"#;
+        let e3 = r#"{"code":131026,"title":"Message undeliverable"}"#;
+        let errors = |entry_time: u32, list: &[&str]| {
+            format!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1001","time":{entry_time},"changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550000","phone_number_id":"106540352242922"}},"errors":[{}]}}}}]}}]}}"#,
+                list.join(",")
+            )
+        };
+        let first = ids_of_kind(&errors(1, &[e1, e2]), EventKind::Error);
+        // Meta re-sends e2 in a different POST: other siblings, another position, another time.
+        let second = ids_of_kind(&errors(2, &[e3, e2]), EventKind::Error);
+        assert_eq!(first.len(), 2);
+        assert_eq!(second.len(), 2);
+        assert_eq!(first[1], second[1], "the same error got another id");
+        assert_ne!(first[0], second[0]);
+        assert_ne!(first[0], first[1]);
+
+        let field = |entry_id: &str, extra: &str| {
+            format!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"{entry_id}","changes":[{extra}{{"field":"message_template_status_update","value":{{"event":"APPROVED","message_template_id":42}}}}]}}]}}"#
+            )
+        };
+        let alone = ids_of_kind(&field("w1", ""), EventKind::Field);
+        let rebatched = ids_of_kind(
+            &field(
+                "w1",
+                r#"{"field":"phone_number_quality_update","value":{"event":"FLAGGED"}},"#,
+            ),
+            EventKind::Field,
+        );
+        assert_eq!(rebatched.len(), 2);
+        assert_eq!(
+            alone[0], rebatched[1],
+            "the same field change got another id"
+        );
+        // The same change under another account is another event.
+        assert_ne!(alone, ids_of_kind(&field("w2", ""), EventKind::Field));
     }
 
     #[test]
