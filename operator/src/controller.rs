@@ -30,7 +30,7 @@ use crate::crd::{
 use crate::error::{Error, Result};
 use crate::kafka::{KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
 use crate::metrics::{Metrics, PipelineLabels, ScalingLabels};
-use crate::scaler::policy::{self, Decision, PartitionStatus, PolicyState};
+use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
 use crate::validate::{validate, ValidPipeline};
 
 /// What the scaler remembers about one pipeline between reconciles.
@@ -39,6 +39,36 @@ struct ScalerMemory {
     state: PolicyState,
     last_poll: Option<Instant>,
     last: Option<Decision>,
+    /// When the group's offsets were last committed again while it was scaled to zero.
+    offsets_kept: Option<Instant>,
+}
+
+/// How often a group scaled to zero has its offsets committed again. Kafka expires an empty
+/// group's offsets `offsets.retention.minutes` (7 days by default) after their last commit; a
+/// group that lost them would be read again from the earliest retained record. An hour is far
+/// inside any retention a cluster would set.
+pub const OFFSET_KEEPALIVE: Duration = Duration::from_secs(3600);
+
+/// The committed offsets to commit again now, if the group is at zero workers (and stays
+/// there) and the last refresh is older than [`OFFSET_KEEPALIVE`] (or never happened).
+pub fn offsets_to_keep(
+    running: u32,
+    desired: u32,
+    last_kept: Option<Instant>,
+    now: Instant,
+    offsets: &[PartitionOffsets],
+) -> Option<Vec<(i32, i64)>> {
+    if running != 0 || desired != 0 {
+        return None;
+    }
+    if last_kept.is_some_and(|at| now.duration_since(at) < OFFSET_KEEPALIVE) {
+        return None;
+    }
+    let keep: Vec<(i32, i64)> = offsets
+        .iter()
+        .filter_map(|p| p.committed.map(|offset| (p.partition, offset)))
+        .collect();
+    (!keep.is_empty()).then_some(keep)
 }
 
 /// Shared state of every reconcile.
@@ -829,14 +859,39 @@ async fn scale(
         .read_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group)
         .await
         .map_err(Error::ReadLag)?;
-    let decision = {
+    let (decision, keep) = {
         let mut scalers = lock(&ctx.scalers);
-        let memory = scalers.entry(pipeline_key).or_default();
+        let memory = scalers.entry(pipeline_key.clone()).or_default();
         let decision = policy::decide(&valid.policy, &mut memory.state, &offsets, running, now);
         memory.last_poll = Some(now);
         memory.last = Some(decision.clone());
-        decision
+        let keep = offsets_to_keep(
+            running,
+            decision.desired,
+            memory.offsets_kept,
+            now,
+            &offsets,
+        );
+        (decision, keep)
     };
+    if let Some(keep) = keep {
+        match ctx
+            .admin
+            .keep_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group, &keep)
+            .await
+        {
+            Ok(()) => {
+                if let Some(memory) = lock(&ctx.scalers).get_mut(&pipeline_key) {
+                    memory.offsets_kept = Some(now);
+                }
+                info!(pipeline = %pipeline_key, partitions = keep.len(), "scaled to zero: committed the group's offsets again so they do not expire");
+            }
+            // Members still leaving, or Kafka unavailable: tried again at the next poll.
+            Err(error) => {
+                warn!(pipeline = %pipeline_key, %error, "could not commit a scaled-to-zero group's offsets again")
+            }
+        }
+    }
     let labels = PipelineLabels {
         namespace: valid.namespace.clone(),
         pipeline: valid.name.clone(),

@@ -322,7 +322,11 @@ pub struct WorkerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub consumer_group: Option<String>,
-    /// Fewest workers. `0` enables scale to zero: no workers while lag is at most `activationLag`.
+    /// Fewest workers. `0` enables scale to zero: no workers while lag is at most
+    /// `activationLag`. While at zero the operator commits the group's offsets again every hour,
+    /// so Kafka's offset retention (`offsets.retention.minutes`, counted from the last commit of
+    /// an empty group) never expires them; a group whose offsets were lost anyway (deleted by
+    /// hand) starts again from the earliest retained record: at least once, never skipped.
     #[serde(default = "default_min_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub min_replicas: i32,

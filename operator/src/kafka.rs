@@ -115,6 +115,17 @@ pub trait TopicAdmin: Send + Sync + 'static {
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionOffsets>, AdminError>;
+    /// Commits `group`'s offsets on `topic` again, unchanged, so that Kafka's offset retention
+    /// (`offsets.retention.minutes`, counted from the last commit while a group is empty)
+    /// never expires them while the group is scaled to zero. Kafka refuses it while the group
+    /// has members.
+    async fn keep_offsets(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        group: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), AdminError>;
 }
 
 fn client_config(kafka: &KafkaSettings) -> ClientConfig {
@@ -243,7 +254,7 @@ impl TopicAdmin for RdKafkaAdmin {
         let consumer: BaseConsumer = config.create()?;
         let topic = topic.to_string();
         blocking(move || {
-            let metadata = consumer.fetch_metadata(None, REQUEST_TIMEOUT)?;
+            let metadata = consumer.fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
             let Some(topic_metadata) = metadata
                 .topics()
                 .iter()
@@ -278,6 +289,33 @@ impl TopicAdmin for RdKafkaAdmin {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn keep_offsets(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        group: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), AdminError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut config = client_config(kafka);
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        let consumer: BaseConsumer = config.create()?;
+        let mut list = TopicPartitionList::new();
+        for &(partition, offset) in offsets {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        blocking(move || {
+            consumer.commit(&list, rdkafka::consumer::CommitMode::Sync)?;
+            Ok(())
         })
         .await
     }
@@ -403,5 +441,16 @@ impl TopicAdmin for InMemoryAdmin {
                     })
                     .collect()
             }))
+    }
+
+    async fn keep_offsets(
+        &self,
+        _kafka: &KafkaSettings,
+        topic: &str,
+        group: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), AdminError> {
+        self.record(format!("keep offsets {topic} {group} {offsets:?}"));
+        Ok(())
     }
 }

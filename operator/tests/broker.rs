@@ -298,3 +298,57 @@ async fn describing_a_missing_topic_never_creates_it_even_where_the_broker_would
         None
     );
 }
+
+#[tokio::test]
+async fn a_scaled_to_zero_groups_offsets_outlive_offset_retention_when_kept() {
+    // A broker that expires an empty group's offsets one minute after their last commit.
+    let broker = Kafka::start_with(&[
+        ("offsets.retention.minutes", "1"),
+        ("offsets.retention.check.interval.ms", "1000"),
+    ])
+    .unwrap();
+    let bootstrap = broker.bootstrap();
+    let kafka = settings(&bootstrap);
+    let topic = unique_name("wapipe-op-keep");
+    create_topic(&bootstrap, &topic, 2).await.unwrap();
+    produce(&bootstrap, &topic, 0, 10).await;
+    produce(&bootstrap, &topic, 1, 10).await;
+    let (kept, left) = (unique_name("wapipe-op-kept"), unique_name("wapipe-op-left"));
+    for group in [&kept, &left] {
+        RdKafkaAdmin
+            .keep_offsets(&kafka, &topic, group, &[(0, 8), (1, 9)])
+            .await
+            .unwrap();
+    }
+    let committed = |group: String| {
+        let (kafka, topic) = (kafka.clone(), topic.clone());
+        async move {
+            RdKafkaAdmin
+                .read_offsets(&kafka, &topic, &group)
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.committed)
+                .collect::<Vec<_>>()
+        }
+    };
+    // Past the retention, refreshing one group every 20 s (the operator's hourly keep-alive,
+    // scaled to this broker's one-minute retention).
+    let mut expired = false;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        RdKafkaAdmin
+            .keep_offsets(&kafka, &topic, &kept, &[(0, 8), (1, 9)])
+            .await
+            .unwrap();
+        if committed(left.clone()).await == vec![None, None] {
+            expired = true;
+            break;
+        }
+    }
+    assert!(
+        expired,
+        "the broker never expired the unrefreshed group's offsets"
+    );
+    assert_eq!(committed(kept.clone()).await, vec![Some(8), Some(9)]);
+}

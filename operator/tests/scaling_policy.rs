@@ -326,3 +326,40 @@ fn an_empty_partition_list_keeps_replicas() {
         (3, Reason::NoPartitions)
     );
 }
+
+#[test]
+fn a_group_at_zero_has_its_committed_offsets_kept_every_keepalive_and_only_then() {
+    use wapipe_operator::controller::{offsets_to_keep, OFFSET_KEEPALIVE};
+    let now = Instant::now();
+    let offsets = vec![
+        PartitionOffsets {
+            partition: 0,
+            committed: Some(5),
+            log_start: 0,
+            log_end: 5,
+        },
+        PartitionOffsets {
+            partition: 1,
+            committed: None,
+            log_start: 0,
+            log_end: 0,
+        },
+    ];
+    // Never kept yet: keep what is committed (a partition without a commit has nothing to keep).
+    assert_eq!(
+        offsets_to_keep(0, 0, None, now, &offsets),
+        Some(vec![(0, 5)])
+    );
+    // Kept recently: not again until the keep-alive has passed.
+    assert_eq!(offsets_to_keep(0, 0, Some(now), now, &offsets), None);
+    let later = now + OFFSET_KEEPALIVE;
+    assert_eq!(
+        offsets_to_keep(0, 0, Some(now), later, &offsets),
+        Some(vec![(0, 5)])
+    );
+    // Workers running or about to: the group commits for itself (and Kafka refuses others).
+    assert_eq!(offsets_to_keep(1, 0, None, now, &offsets), None);
+    assert_eq!(offsets_to_keep(0, 1, None, now, &offsets), None);
+    // Nothing committed at all: nothing to keep.
+    assert_eq!(offsets_to_keep(0, 0, None, now, &offsets[1..]), None);
+}
