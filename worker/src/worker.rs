@@ -71,6 +71,10 @@ impl WorkerSettings {
 
 type QueueKey = (i32, Option<Vec<u8>>);
 
+/// How long a hand-over waits for abandoned writes to stop (a dropped future stops at its next
+/// poll, so this only guards against a runtime that cannot run them).
+const ABANDON_WAIT: Duration = Duration::from_secs(10);
+
 struct Job {
     incoming: Incoming,
     epoch: u64,
@@ -81,6 +85,22 @@ struct PartitionSlot {
     progress: PartitionProgress,
     executing: usize,
     revoking: bool,
+    /// Cancelled when the partition is handed over with writes still running after the drain
+    /// timeout: they are abandoned (their futures dropped) before the new owner starts. A child
+    /// of the worker's `abandon` token, so shutdown cancels it too.
+    cancel: CancellationToken,
+}
+
+impl PartitionSlot {
+    fn new(epoch: u64, abandon: &CancellationToken) -> PartitionSlot {
+        PartitionSlot {
+            epoch,
+            progress: PartitionProgress::default(),
+            executing: 0,
+            revoking: false,
+            cancel: abandon.child_token(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -124,6 +144,15 @@ impl Shared {
             .partitions
             .get(&partition)
             .is_some_and(|slot| slot.epoch == epoch && !slot.revoking)
+    }
+
+    /// The cancellation token of `partition` while this epoch of it is held.
+    fn cancel_token(&self, partition: i32, epoch: u64) -> Option<CancellationToken> {
+        self.lock()
+            .partitions
+            .get(&partition)
+            .filter(|slot| slot.epoch == epoch)
+            .map(|slot| slot.cancel.clone())
     }
 
     fn next_epoch(&self) -> u64 {
@@ -185,15 +214,39 @@ impl ConsumerContext for WorkerContext {
         if owned == 0 {
             return;
         }
+        let busy = |s: &mut State| {
+            revoked
+                .iter()
+                .any(|p| s.partitions.get(p).is_some_and(|slot| slot.executing > 0))
+        };
         let hand_over = || {
             let state = shared.lock();
-            let _ = shared
+            let (mut state, _) = shared
                 .finished
-                .wait_timeout_while(state, shared.settings.drain_timeout, |s| {
-                    revoked
-                        .iter()
-                        .any(|p| s.partitions.get(p).is_some_and(|slot| slot.executing > 0))
-                });
+                .wait_timeout_while(state, shared.settings.drain_timeout, busy)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if busy(&mut state) {
+                // Writes still running past the drain timeout are abandoned, and the hand-over
+                // waits for them to stop: the new owner must never write a user's later event
+                // while this one is still writing an earlier one.
+                for partition in &revoked {
+                    if let Some(slot) = state.partitions.get(partition) {
+                        slot.cancel.cancel();
+                    }
+                }
+                let (state, timeout) = shared
+                    .finished
+                    .wait_timeout_while(state, ABANDON_WAIT, busy)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                drop(state);
+                if timeout.timed_out() {
+                    tracing::error!(partitions = ?revoked, "abandoned writes did not stop; handing over anyway");
+                } else {
+                    tracing::warn!(partitions = ?revoked, "writes still running after the drain timeout were abandoned before the hand-over");
+                }
+            } else {
+                drop(state);
+            }
             let offsets = shared.release(Some(&revoked));
             commit(consumer, &offsets);
         };
@@ -232,12 +285,7 @@ impl ConsumerContext for WorkerContext {
                     let epoch = shared.next_epoch();
                     state.partitions.insert(
                         element.partition(),
-                        PartitionSlot {
-                            epoch,
-                            progress: PartitionProgress::default(),
-                            executing: 0,
-                            revoking: false,
-                        },
+                        PartitionSlot::new(epoch, &shared.abandon),
                     );
                     added += 1;
                 }
@@ -440,15 +488,9 @@ fn dispatch(
             None => {
                 // A record before its assignment callback: adopt the partition.
                 let epoch = shared.next_epoch();
-                state.partitions.insert(
-                    partition,
-                    PartitionSlot {
-                        epoch,
-                        progress: PartitionProgress::default(),
-                        executing: 0,
-                        revoking: false,
-                    },
-                );
+                state
+                    .partitions
+                    .insert(partition, PartitionSlot::new(epoch, &shared.abandon));
                 epoch
             }
         };
@@ -537,18 +579,26 @@ async fn process(shared: &Shared, job: &Job) -> bool {
     let mut attempts = 0u32;
     let mut sink_failures = 0u32;
     let mut first_failure_at: Option<i64> = None;
+    let Some(cancel) = shared.cancel_token(incoming.partition, job.epoch) else {
+        return false;
+    };
     loop {
-        if shared.abandon.is_cancelled() || !shared.owns(incoming.partition, job.epoch) {
+        if cancel.is_cancelled() || !shared.owns(incoming.partition, job.epoch) {
             return false;
         }
         let result = match route(incoming) {
             Ok(event) => {
-                match tokio::time::timeout(settings.sink_timeout, shared.sink.write(&event)).await {
-                    Ok(result) => result.map(|()| event.kind),
-                    Err(_) => Err(Error::SinkUnavailable {
-                        sink: shared.sink.name(),
-                        reason: format!("no answer within {:?}", settings.sink_timeout),
-                    }),
+                let write = tokio::time::timeout(settings.sink_timeout, shared.sink.write(&event));
+                tokio::select! {
+                    // Handed over, or shutting down, past the drain timeout: drop the write.
+                    _ = cancel.cancelled() => return false,
+                    written = write => match written {
+                        Ok(result) => result.map(|()| event.kind),
+                        Err(_) => Err(Error::SinkUnavailable {
+                            sink: shared.sink.name(),
+                            reason: format!("no answer within {:?}", settings.sink_timeout),
+                        }),
+                    },
                 }
             }
             Err(error) => Err(error),
@@ -593,7 +643,7 @@ async fn process(shared: &Shared, job: &Job) -> bool {
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shared.abandon.cancelled() => return false,
+            _ = cancel.cancelled() => return false,
         }
     }
 }

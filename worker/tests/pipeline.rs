@@ -723,3 +723,104 @@ async fn paused_partitions_keep_flowing_after_a_worker_joins_and_leaves_and_the_
     .await;
     a.stop().await;
 }
+
+/// A sink whose first write of each id in `hang` never returns by itself (a service that took
+/// the request and went quiet); it logs every write, and a hung write's abandonment (its future
+/// dropped), in the order they happen.
+#[derive(Default)]
+struct HangingSink {
+    hang: Vec<String>,
+    hung: Mutex<std::collections::HashSet<String>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+struct LogOnDrop(Arc<Mutex<Vec<String>>>, String);
+
+impl Drop for LogOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().push(std::mem::take(&mut self.1));
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for HangingSink {
+    fn name(&self) -> &'static str {
+        "hanging"
+    }
+
+    async fn write(&self, event: &Event) -> Result<()> {
+        if self.hang.contains(&event.id) && self.hung.lock().unwrap().insert(event.id.clone()) {
+            let _abandoned = LogOnDrop(self.log.clone(), format!("abandoned {}", event.id));
+            std::future::pending::<()>().await;
+        }
+        self.log.lock().unwrap().push(format!("wrote {}", event.id));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_partitions_write_is_abandoned_before_the_new_owner_writes_that_key() {
+    // A non-idempotent sink must never see a user's later event before an earlier one that the
+    // old owner was still writing: the hand-over completes only once the revoked partition's
+    // writes have finished or been abandoned.
+    let setup = Setup::new("handover", 2).await;
+    let producer = setup.producer();
+    for partition in 0..2 {
+        let user = format!("1555070{partition}");
+        for n in 0..2 {
+            let wamid = format!("wamid.{partition}.{n}");
+            let value = message_value(&user, &wamid, "hello");
+            produce_at(
+                &producer,
+                &setup.topic,
+                Some(partition),
+                &user,
+                &value,
+                "message",
+                Some(&wamid),
+                None,
+            )
+            .await;
+        }
+    }
+    let sink = Arc::new(HangingSink {
+        hang: vec!["wamid.0.0".into(), "wamid.1.0".into()],
+        ..HangingSink::default()
+    });
+    let settings = WorkerSettings {
+        drain_timeout: Duration::from_secs(1),
+        sink_timeout: Duration::from_secs(600),
+        ..setup.settings()
+    };
+    let a = start(settings.clone(), sink.clone());
+    eventually("A is writing the first event of both partitions", || {
+        let sink = sink.clone();
+        async move { sink.hung.lock().unwrap().len() == 2 }
+    })
+    .await;
+    // B joins and takes one partition over; its first write there repeats the hung event.
+    let b = start(settings, sink.clone());
+    eventually("B wrote the partition it took over", || {
+        let log = sink.log.clone();
+        async move {
+            let log = log.lock().unwrap();
+            log.iter().any(|l| l == "wrote wamid.0.1") || log.iter().any(|l| l == "wrote wamid.1.1")
+        }
+    })
+    .await;
+    let log = sink.log.lock().unwrap().clone();
+    let moved = if log.iter().any(|l| l == "wrote wamid.0.1") {
+        0
+    } else {
+        1
+    };
+    let position = |line: String| log.iter().position(|l| *l == line);
+    let abandoned = position(format!("abandoned wamid.{moved}.0"));
+    let rewritten = position(format!("wrote wamid.{moved}.0"));
+    assert!(
+        abandoned.is_some() && abandoned < rewritten,
+        "the old owner's write was still running when the new owner wrote the user's events: {log:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

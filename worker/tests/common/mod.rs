@@ -172,6 +172,21 @@ pub async fn produce(
     message_id: Option<&str>,
     status: Option<&str>,
 ) {
+    produce_at(producer, topic, None, key, value, kind, message_id, status).await
+}
+
+/// [`produce`] into a chosen partition (`None`: the key's).
+#[allow(clippy::too_many_arguments)]
+pub async fn produce_at(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: &str,
+    value: &[u8],
+    kind: &str,
+    message_id: Option<&str>,
+    status: Option<&str>,
+) {
     let received_at = now_ms().to_string();
     let mut headers = OwnedHeaders::new()
         .insert(Header {
@@ -206,14 +221,15 @@ pub async fn produce(
             value: Some(status),
         });
     }
+    let mut record = FutureRecord::to(topic)
+        .key(key)
+        .payload(value)
+        .headers(headers);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
     producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(value)
-                .headers(headers),
-            Duration::from_secs(30),
-        )
+        .send(record, Duration::from_secs(30))
         .await
         .map_err(|(e, _)| e)
         .expect("producing a test record");
