@@ -9,7 +9,8 @@ cd "$repo"
 
 need_apt=()
 for pair in gcc:build-essential g++:build-essential make:build-essential pkg-config:pkg-config \
-  perl:perl python3:python3 lua5.4:lua5.4 lua5.1:lua5.1 shellcheck:shellcheck psql:postgresql-client; do
+  perl:perl python3:python3 lua5.4:lua5.4 lua5.1:lua5.1 shellcheck:shellcheck psql:postgresql-client \
+  promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 [[ -f /usr/include/openssl/ssl.h ]] || need_apt+=(libssl-dev)

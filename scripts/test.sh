@@ -40,9 +40,10 @@ rm -f "$generated"
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "chart (Helm engine), examples and Argo CD health check"
+step "chart (Helm engine), examples, Argo CD health check, alerts (promtool) and dashboard"
 bash scripts/check-chart.sh
 bash scripts/test-lua.sh
+bash scripts/check-alerts.sh
 
 step "kind end-to-end suite"
 set +e

@@ -53,6 +53,26 @@ impl Default for Metrics {
             "Webhook requests being handled",
             in_flight.clone(),
         );
+        // Every series exists from the start at 0, so rate() and increase() see the first one.
+        for outcome in [
+            "ok",
+            "unauthorized",
+            "forbidden",
+            "too_large",
+            "bad_request",
+            "unavailable",
+            "overloaded",
+            "verified",
+        ] {
+            let _ = requests.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            });
+        }
+        for kind in wapipe_core::EventKind::ALL {
+            let _ = events.get_or_create(&KindLabel {
+                kind: kind.as_str().to_string(),
+            });
+        }
         Metrics {
             registry,
             requests,

@@ -29,7 +29,7 @@ use crate::crd::{
 };
 use crate::error::{Error, Result};
 use crate::kafka::{KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
-use crate::metrics::{Metrics, PipelineLabels, ScalingLabels};
+use crate::metrics::{Metrics, PartitionLabels, PipelineLabels, ScalingLabels};
 use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
 use crate::validate::{validate, ValidPipeline};
 
@@ -905,6 +905,21 @@ async fn scale(
         .desired_workers
         .get_or_create(&labels)
         .set(i64::from(decision.desired));
+    let partitions = u32::try_from(offsets.len()).unwrap_or(u32::MAX);
+    metrics
+        .max_workers
+        .get_or_create(&labels)
+        .set(i64::from(valid.policy.max_replicas.min(partitions)));
+    for partition in &decision.partitions {
+        metrics
+            .partition_lag
+            .get_or_create(&PartitionLabels {
+                namespace: valid.namespace.clone(),
+                pipeline: valid.name.clone(),
+                partition: partition.partition.to_string(),
+            })
+            .set(i64::try_from(partition.lag).unwrap_or(i64::MAX));
+    }
     let stalled = decision
         .partitions
         .iter()

@@ -18,6 +18,13 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub namespace: String,
+    pub pipeline: String,
+    pub partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScalingLabels {
     pub namespace: String,
     pub pipeline: String,
@@ -30,7 +37,9 @@ pub struct Metrics {
     pub reconciliations: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub total_lag: Family<PipelineLabels, Gauge>,
+    pub partition_lag: Family<PartitionLabels, Gauge>,
     pub desired_workers: Family<PipelineLabels, Gauge>,
+    pub max_workers: Family<PipelineLabels, Gauge>,
     pub current_workers: Family<PipelineLabels, Gauge>,
     pub stalled_partitions: Family<PipelineLabels, Gauge>,
     pub scaling_changes: Family<ScalingLabels, Counter>,
@@ -56,9 +65,19 @@ impl Metrics {
             self.total_lag.clone(),
         );
         registry.register(
+            "partition_lag",
+            "Consumer-group lag of each partition of the pipeline's raw topic at the last poll",
+            self.partition_lag.clone(),
+        );
+        registry.register(
             "desired_workers",
             "Worker replicas the scaler wants",
             self.desired_workers.clone(),
+        );
+        registry.register(
+            "max_workers",
+            "Most worker replicas the scaler may ask for: maxReplicas capped by the partition count",
+            self.max_workers.clone(),
         );
         registry.register(
             "current_workers",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -379,3 +380,54 @@ def test_chart_crds_define_the_pipeline_kind():
     docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
     names = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
     assert "whatsappwebhookpipelines.wapipe.dev" in names
+
+
+# --- dashboard, alerts, pipeline PodMonitor -----------------------------------
+
+
+def test_dashboard_alerts_and_pod_monitor_are_off_by_default(default_render):
+    assert not {"PrometheusRule", "PodMonitor"} & default_render.kinds()
+    assert not [
+        o for o in default_render.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")
+    ]
+
+
+def test_dashboard_alerts_and_pod_monitor_render_the_shipped_files_when_enabled():
+    rendered = render(
+        {
+            "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "wapipe"}},
+            "prometheusRule": {"enabled": True, "additionalLabels": {"release": "prom"}},
+            "podMonitor": {"enabled": True, "additionalLabels": {"release": "prom"}},
+        }
+    )
+    dashboard = next(o for o in rendered.objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard"))
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "wapipe"}
+    shipped = json.loads((REPO / "deploy/grafana/wapipe-dashboard.json").read_text())
+    assert json.loads(dashboard["data"]["wapipe-dashboard.json"]) == shipped
+
+    rule = rendered.one("PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    rules_file = yaml.safe_load((REPO / "deploy/prometheus/wapipe-alerts.yaml").read_text())
+    assert rule["spec"] == rules_file
+
+    monitor = rendered.one("PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["port"] == "http"
+    targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+    assert targets["pipeline"] == ["__meta_kubernetes_pod_label_wapipe_dev_pipeline"]
+    assert targets["namespace"] == ["__meta_kubernetes_namespace"]
+
+
+def test_every_dashboard_panel_has_queries_and_the_variables_exist():
+    dashboard = json.loads((REPO / "deploy/grafana/wapipe-dashboard.json").read_text())
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "namespace", "pipeline"} <= variables
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows == ["Ingress", "Kafka", "Workers", "Operator"]
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]

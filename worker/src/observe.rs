@@ -101,6 +101,20 @@ impl Metrics {
             "1 while fetching is paused because the buffer is full",
             fetch_paused.clone(),
         );
+        // Every series exists from the start at 0, so rate() and increase() see the first one.
+        for kind in wapipe_core::EventKind::ALL.iter().map(|k| k.as_str()) {
+            for outcome in ["written", "dead_lettered"] {
+                let _ = events.get_or_create(&EventLabels {
+                    kind: kind.to_string(),
+                    outcome: outcome.to_string(),
+                });
+            }
+        }
+        for reason in ["event", "sink"] {
+            let _ = retries.get_or_create(&RetryLabels {
+                reason: reason.to_string(),
+            });
+        }
         Metrics {
             events,
             retries,

@@ -618,7 +618,7 @@ async fn process(shared: &Shared, job: &Job) -> bool {
                     shared.health.set_sink_available(true);
                 }
                 if attempts >= settings.max_attempts {
-                    tracing::warn!(%error, attempts, partition = incoming.partition, offset = incoming.offset, "dead-lettering the event");
+                    tracing::warn!(%error, attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "dead-lettering the event");
                     if !dead_letter(shared, job, &error, attempts, first, now).await {
                         return false;
                     }
@@ -629,7 +629,7 @@ async fn process(shared: &Shared, job: &Job) -> bool {
                     observe_latency(shared, incoming, started);
                     return true;
                 }
-                tracing::info!(%error, attempts, partition = incoming.partition, offset = incoming.offset, "event failed; retrying");
+                tracing::info!(%error, attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "event failed; retrying");
                 shared.metrics.retry("event");
                 backoff(settings.retry_backoff, settings.max_backoff, attempts)
             }
@@ -637,7 +637,7 @@ async fn process(shared: &Shared, job: &Job) -> bool {
                 sink_failures += 1;
                 shared.health.set_sink_available(false);
                 shared.metrics.retry("sink");
-                tracing::warn!(%error, sink_failures, "sink unavailable; waiting");
+                tracing::warn!(%error, sink_failures, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "sink unavailable; waiting");
                 backoff(settings.retry_backoff, settings.max_backoff, sink_failures)
             }
         };
