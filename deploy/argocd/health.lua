@@ -19,6 +19,7 @@ local hs = {}
 
 -- Reasons that mean "the spec or the cluster is wrong, retrying will not help".
 local SPEC_ERRORS = {
+  ImageNotAllowed = true,
   InvalidSpec = true,
   NotSupported = true,
   ResourceConflict = true,

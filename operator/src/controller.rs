@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::kafka::{KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
 use crate::metrics::{Metrics, PartitionLabels, PipelineLabels, ScalingLabels};
 use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
-use crate::validate::{validate, ValidPipeline};
+use crate::validate::{check_images, validate, ValidPipeline};
 
 /// What the scaler remembers about one pipeline between reconciles.
 #[derive(Debug, Default)]
@@ -78,6 +78,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Image for ingress and worker when the spec names none: the operator's own.
     pub default_image: String,
+    /// Prefixes an ingress or worker image must start with; empty allows any image.
+    pub allowed_image_prefixes: Vec<String>,
     pub metrics: Arc<Metrics>,
     scalers: Mutex<HashMap<String, ScalerMemory>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -99,10 +101,21 @@ impl Context {
             client,
             admin,
             default_image: default_image.into(),
+            allowed_image_prefixes: Vec::new(),
             metrics,
             scalers: Mutex::default(),
             failures: Mutex::default(),
         }
+    }
+
+    /// Restricts ingress and worker images to these prefixes (empty: any image).
+    pub fn with_allowed_image_prefixes(mut self, prefixes: Vec<String>) -> Self {
+        self.allowed_image_prefixes = prefixes
+            .into_iter()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        self
     }
 }
 
@@ -557,7 +570,9 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         .await
         .map_err(Error::ListPipelines)?
         .items;
-    let valid = match validate(pipeline, &others, &ctx.default_image) {
+    let valid = match validate(pipeline, &others, &ctx.default_image)
+        .and_then(|valid| check_images(valid, &ctx.allowed_image_prefixes))
+    {
         Ok(valid) => valid,
         Err(invalid) => {
             warn!(pipeline = %key(pipeline), reason = invalid.reason, message = %invalid.message, "cannot reconcile");

@@ -91,8 +91,15 @@ pub struct SaslSpec {
     /// SASL user name.
     #[schemars(length(min = 1))]
     pub username: String,
-    /// Secret key holding the SASL password; mounted into the pods, never copied.
+    /// Secret key holding the SASL password; mounted into the pods, never copied. The operator
+    /// reads it too (to create topics and read lag) and sends it to `bootstrapServers`: whoever
+    /// may create a pipeline can have any Secret of its namespace sent to an address they
+    /// choose, so creating pipelines is as powerful as reading the Secrets they reference.
     pub password_secret_ref: SecretKeyRef,
+    /// Accept SASL without `kafka.tls`. Refused by default: the credentials (with PLAIN, the
+    /// password itself) and every record would cross the network unencrypted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_without_tls: bool,
 }
 
 /// SASL mechanisms librdkafka supports with a user name and password.

@@ -26,6 +26,16 @@ struct Args {
     /// Image for ingress and worker pods when a pipeline names none (the operator's own image).
     #[arg(long, env = "WAPIPE_IMAGE", default_value = "")]
     image: String,
+    /// Prefixes every ingress and worker image must start with (comma-separated, e.g.
+    /// `registry.example.com/wapipe/`); a pipeline naming another image is refused with
+    /// `ImageNotAllowed`. Empty allows any image.
+    #[arg(
+        long,
+        env = "WAPIPE_ALLOWED_IMAGE_PREFIXES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    allowed_image_prefixes: Vec<String>,
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     namespace: String,
@@ -98,12 +108,10 @@ async fn main() -> anyhow::Result<()> {
     elector.acquire(lease_duration / 3).await;
     tracing::info!(identity = elector.identity(), "became leader");
 
-    let ctx = Arc::new(Context::new(
-        client,
-        Arc::new(RdKafkaAdmin),
-        args.image,
-        metrics,
-    ));
+    let ctx = Arc::new(
+        Context::new(client, Arc::new(RdKafkaAdmin), args.image, metrics)
+            .with_allowed_image_prefixes(args.allowed_image_prefixes),
+    );
     tokio::select! {
         () = controller::run(ctx) => tracing::info!("controller stopped"),
         () = elector.hold(lease_duration / 3) => {

@@ -68,6 +68,16 @@ pub fn validate(
     if spec.kafka.bootstrap_servers.trim().is_empty() {
         return Err(Invalid::spec("kafka.bootstrapServers is empty"));
     }
+    if let Some(sasl) = &spec.kafka.sasl {
+        if spec.kafka.tls.is_none() && !sasl.allow_without_tls {
+            return Err(Invalid::spec(format!(
+                "kafka.sasl ({}) without kafka.tls would send the credentials and every record \
+                 to the brokers unencrypted; add kafka.tls, or set kafka.sasl.allowWithoutTls: \
+                 true to accept that",
+                sasl.mechanism.as_str()
+            )));
+        }
+    }
     if spec.topic.name == spec.dead_letter_topic.name {
         return Err(Invalid::spec(format!(
             "topic and deadLetterTopic are both {}",
@@ -165,6 +175,36 @@ pub fn validate(
         worker_image,
         policy,
     })
+}
+
+/// Refuses a pipeline whose ingress or worker image starts with none of `allowed_prefixes`
+/// (the operator's `--allowed-image-prefixes`; empty allows any image): a pipeline must not run
+/// an arbitrary image with the pipeline's Secrets mounted.
+pub fn check_images(
+    valid: ValidPipeline,
+    allowed_prefixes: &[String],
+) -> Result<ValidPipeline, Invalid> {
+    if allowed_prefixes.is_empty() {
+        return Ok(valid);
+    }
+    for (field, image) in [
+        ("ingress.image", &valid.ingress_image),
+        ("worker.image", &valid.worker_image),
+    ] {
+        if !allowed_prefixes
+            .iter()
+            .any(|prefix| image.starts_with(prefix.as_str()))
+        {
+            return Err(Invalid {
+                reason: "ImageNotAllowed",
+                message: format!(
+                    "{field} {image:?} starts with none of the operator's allowed image prefixes ({})",
+                    allowed_prefixes.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(valid)
 }
 
 fn image_or_default(image: Option<&str>, default_image: &str) -> Option<String> {

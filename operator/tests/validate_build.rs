@@ -228,7 +228,7 @@ fn every_container_runs_under_the_restricted_profile() {
 #[test]
 fn spec_errors_are_reported_with_a_reason() {
     type Mutation = fn(&mut WhatsAppWebhookPipeline);
-    let cases: [(&str, Mutation); 5] = [
+    let cases: [(&str, Mutation); 6] = [
         ("max below min", |p| {
             p.spec.worker.min_replicas = 5;
             p.spec.worker.max_replicas = 2;
@@ -244,6 +244,9 @@ fn spec_errors_are_reported_with_a_reason() {
         }),
         ("bad topic name", |p| {
             p.spec.topic.name = "no spaces allowed".into()
+        }),
+        ("SASL without TLS", |p| {
+            p.spec.kafka.tls = None;
         }),
     ];
     for (case, mutate) in cases {
@@ -294,5 +297,54 @@ fn generated_crd_matches_the_committed_yaml() {
     assert_eq!(
         generated, committed,
         "crds/ is stale: run `cargo run -p wapipe-operator --bin crdgen`"
+    );
+}
+
+#[test]
+fn sasl_without_tls_is_accepted_only_when_the_spec_says_so_and_the_error_says_how() {
+    let mut pipeline = load("pipeline-meta-postgres.yaml");
+    pipeline.spec.kafka.tls = None;
+    let invalid = validate(&pipeline, &[], OPERATOR_IMAGE).unwrap_err();
+    assert!(
+        invalid.message.contains("unencrypted") && invalid.message.contains("allowWithoutTls"),
+        "{}",
+        invalid.message
+    );
+    pipeline.spec.kafka.sasl.as_mut().unwrap().allow_without_tls = true;
+    assert!(validate(&pipeline, &[], OPERATOR_IMAGE).is_ok());
+}
+
+#[test]
+fn images_outside_the_allowed_prefixes_are_refused_naming_the_field() {
+    use wapipe_operator::validate::check_images;
+    let pipeline = load("pipeline-meta-postgres.yaml");
+    let valid = validate(&pipeline, &[], OPERATOR_IMAGE).unwrap();
+    // No prefixes: any image.
+    assert!(check_images(valid.clone(), &[]).is_ok());
+    // The fixture's worker names registry.example/wapipe; its ingress runs the operator's image.
+    let allowed = [
+        "registry.example/".to_string(),
+        "ghcr.io/wapipe/".to_string(),
+    ];
+    assert!(check_images(valid.clone(), &allowed).is_ok());
+    let refused = check_images(valid.clone(), &allowed[..1]).unwrap_err();
+    assert_eq!(refused.reason, "ImageNotAllowed");
+    assert!(
+        refused.message.contains("ingress.image"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        refused.message.contains("registry.example/"),
+        "{}",
+        refused.message
+    );
+    let mut elsewhere = valid;
+    elsewhere.worker_image = "docker.io/someone/miner:1".into();
+    let refused = check_images(elsewhere, &allowed).unwrap_err();
+    assert!(
+        refused.message.contains("worker.image"),
+        "{}",
+        refused.message
     );
 }

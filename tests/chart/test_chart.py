@@ -273,7 +273,7 @@ EXPECTED_CLUSTER_RULES = [
     (("",), ("services",), {"get", "list", "watch", "create", "patch", "update", "delete"}),
     (("policy",), ("poddisruptionbudgets",), {"get", "list", "watch", "create", "patch", "update", "delete"}),
     (("", "events.k8s.io"), ("events",), {"create", "patch"}),
-    (("",), ("secrets",), {"get", "list", "watch"}),
+    (("",), ("secrets",), {"get"}),
 ]
 
 
@@ -291,7 +291,7 @@ def test_rbac_has_no_wildcards_and_secrets_are_read_only(default_render):
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], (kind, rule)
             if "secrets" in rule["resources"]:
-                assert set(rule["verbs"]) <= {"get", "list", "watch"}
+                assert set(rule["verbs"]) == {"get"}, "Secrets: get by name only"
 
 
 def test_leases_are_granted_only_in_the_release_namespace(default_render):
@@ -431,3 +431,10 @@ def test_every_dashboard_panel_has_queries_and_the_variables_exist():
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
+
+
+def test_allowed_image_prefixes_reach_the_operator_only_when_set(default_render):
+    assert "WAPIPE_ALLOWED_IMAGE_PREFIXES" not in env_of(container(default_render.one("Deployment")))
+    rendered = render({"allowedImagePrefixes": ["registry.example.com/wapipe/", "ghcr.io/acme/"]})
+    env = env_of(container(rendered.one("Deployment")))
+    assert env["WAPIPE_ALLOWED_IMAGE_PREFIXES"]["value"] == "registry.example.com/wapipe/,ghcr.io/acme/"
