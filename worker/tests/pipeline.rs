@@ -414,6 +414,67 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn half_open_connections_left_by_a_failover_are_replaced_and_nothing_is_dead_lettered() {
+    // After a failover the old connections hang instead of failing: a write that timed out on
+    // one must not leave it in use, or every later write on it times out too.
+    let setup = Setup::new("halfopen", 2).await;
+    let producer = setup.producer();
+    let db = setup.database().await;
+    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
+        .await
+        .expect("postgres sink through the proxy");
+    let settings = WorkerSettings {
+        sink_timeout: Duration::from_secs(2),
+        ..setup.settings()
+    };
+    let running = start(settings, Arc::new(sink));
+    for n in 0..10 {
+        produce_message(
+            &producer,
+            &setup.topic,
+            &format!("1555031{}", n % 3),
+            &format!("wamid.a.{n}"),
+        )
+        .await;
+    }
+    eventually("first 10 rows", || async {
+        count(&db, "SELECT count(*) FROM wapipe_messages").await == 10
+    })
+    .await;
+
+    proxy.freeze();
+    for n in 0..10 {
+        produce_message(
+            &producer,
+            &setup.topic,
+            &format!("1555031{}", n % 3),
+            &format!("wamid.b.{n}"),
+        )
+        .await;
+    }
+    eventually("the worker reports not ready", || {
+        let health = running.worker.health.clone();
+        async move { !health.is_ready() }
+    })
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 10);
+
+    proxy.restore();
+    eventually("all 20 rows after the failover", || async {
+        count(&db, "SELECT count(*) FROM wapipe_messages").await == 20
+    })
+    .await;
+    eventually("ready again", || {
+        let health = running.worker.health.clone();
+        async move { health.is_ready() }
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(setup.dead_letter_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_workers_split_the_partitions_and_survive_a_rebalance_with_nothing_lost() {
     let setup = Setup::new("rebalance", 4).await;
     let producer = setup.producer();
