@@ -7,19 +7,26 @@
 //! connection level, or once a request on it was given up unanswered (the worker's sink timeout):
 //! after a failover the old connections can hang half-open instead of failing, and TCP
 //! keepalives alone notice that only after minutes, behind a proxy never.
+//! TLS follows the URL's `sslmode` as libpq does (see [`tls`]).
 
+mod tls;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
-use crate::error::{Error, Result};
+use crate::error::{describe_postgres_error, Error, Result};
 use crate::route::{Event, EventBody};
 
 use super::Sink;
+
+pub use self::tls::SslMode;
+use self::tls::Tls;
 
 /// Migrations compiled into the binary: (version, name, SQL), applied in order once each.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -91,7 +98,9 @@ impl Drop for InFlight<'_> {
 
 /// Writes events to PostgreSQL.
 pub struct PostgresSink {
-    url: String,
+    /// The URL without `sslmode` and `sslrootcert`, which `tls` holds.
+    config: tokio_postgres::Config,
+    tls: Tls,
     schema: Option<String>,
     connections: Vec<Mutex<Option<Arc<Connection>>>>,
     next: AtomicUsize,
@@ -99,6 +108,29 @@ pub struct PostgresSink {
 
 /// Connections opened by default.
 pub const DEFAULT_CONNECTIONS: usize = 4;
+
+/// How the sink connects, beyond its URL.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Schema for the tables, created if missing (and put first on the search path); `None`
+    /// keeps the search path.
+    pub schema: Option<String>,
+    /// Connections shared by the writers (at least one).
+    pub connections: usize,
+    /// CA certificates (PEM) the server's certificate must chain to; the URL's `sslrootcert`
+    /// wins over it.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: None,
+            connections: DEFAULT_CONNECTIONS,
+            ca_file: None,
+        }
+    }
+}
 
 /// TCP keepalive and user timeout where the URL sets none (tokio-postgres's default idle time
 /// is two hours): a peer gone silent is noticed within about a minute, also by a connection
@@ -112,22 +144,44 @@ impl PostgresSink {
     /// Connects, creates `schema` if given (and puts it first on the search path), and runs
     /// the migrations. Fails if the database cannot be reached now.
     pub async fn connect(url: &str, schema: Option<String>) -> Result<PostgresSink> {
-        PostgresSink::connect_with(url, schema, DEFAULT_CONNECTIONS).await
+        let options = PostgresOptions {
+            schema,
+            ..PostgresOptions::default()
+        };
+        PostgresSink::connect_with(url, options).await
     }
 
-    /// As [`PostgresSink::connect`], with `connections` connections (at least one).
-    pub async fn connect_with(
-        url: &str,
-        schema: Option<String>,
-        connections: usize,
-    ) -> Result<PostgresSink> {
+    /// As [`PostgresSink::connect`], with all options. A URL that does not parse, an unknown
+    /// `sslmode`, a verifying mode without a CA or an unreadable CA file fail at once (as
+    /// [`Error::Config`] or [`Error::ReadDatabaseCa`]); only reaching the server is worth
+    /// retrying.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<PostgresSink> {
+        let split = tls::split_url(url)?;
+        let config: tokio_postgres::Config = split.rest.parse().map_err(|e| {
+            Error::Config(format!("the database URL: {}", describe_postgres_error(&e)))
+        })?;
+        let mode = split.sslmode.unwrap_or(SslMode::Prefer);
+        let ca = split
+            .sslrootcert
+            .map(PathBuf::from)
+            .or(options.ca_file.clone());
+        let tls = Tls::new(mode, ca)?;
         let sink = PostgresSink {
-            url: url.to_string(),
-            schema,
-            connections: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
+            config,
+            tls,
+            schema: options.schema,
+            connections: (0..options.connections.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
             next: AtomicUsize::new(0),
         };
-        let (client, _) = sink.open_client().await.map_err(Error::ConnectDatabase)?;
+        let (client, _) = sink
+            .open_client()
+            .await
+            .map_err(|source| Error::ConnectDatabase {
+                sslmode: mode.as_str(),
+                source,
+            })?;
         migrate(&client).await?;
         Ok(sink)
     }
@@ -135,7 +189,8 @@ impl PostgresSink {
     async fn open_client(
         &self,
     ) -> std::result::Result<(Client, AbortHandle), tokio_postgres::Error> {
-        let mut config: tokio_postgres::Config = self.url.parse()?;
+        let mut config = self.config.clone();
+        config.ssl_mode(self.tls.mode.negotiation());
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("wapipe-worker");
         if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
@@ -150,7 +205,17 @@ impl PostgresSink {
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = match config.connect(self.tls.connector()).await {
+            Err(error) if self.tls.mode == SslMode::Prefer && Tls::handshake_failed(&error) => {
+                tracing::warn!(
+                    error = %describe_postgres_error(&error),
+                    "sslmode=prefer: the TLS handshake failed; connecting without TLS"
+                );
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                config.connect(self.tls.connector()).await?
+            }
+            result => result?,
+        };
         let driver = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "PostgreSQL connection closed");
@@ -181,7 +246,17 @@ impl PostgresSink {
             );
         }
         *slot = None;
-        let (client, driver) = self.open_client().await.map_err(classify)?;
+        let (client, driver) =
+            self.open_client()
+                .await
+                .map_err(|error| Error::SinkUnavailable {
+                    sink: SINK,
+                    reason: format!(
+                        "connecting (sslmode={}): {}",
+                        self.tls.mode,
+                        describe_postgres_error(&error)
+                    ),
+                })?;
         let connection = Arc::new(Connection {
             insert_message: client.prepare(INSERT_MESSAGE).await.map_err(classify)?,
             insert_status: client.prepare(INSERT_STATUS).await.map_err(classify)?,
@@ -303,7 +378,7 @@ fn classify(error: tokio_postgres::Error) -> Error {
         .unwrap_or(false);
     let reason = match error.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => error.to_string(),
+        None => describe_postgres_error(&error),
     };
     if event_fault {
         Error::SinkRejected { sink: SINK, reason }
