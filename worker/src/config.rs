@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Consume the raw topic and write events to the sink (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Dead-letter topic tools.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -91,6 +91,12 @@ pub struct RunArgs {
     /// PostgreSQL schema for the tables, created if missing; default: the search path.
     #[arg(long, env = "WAPIPE_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
+
+    /// CA certificates (PEM) that the PostgreSQL server's certificate must chain to: needed by
+    /// sslmode=verify-ca and verify-full, and makes require verify the chain too (as libpq).
+    /// An `sslrootcert=PATH` in the URL wins over it.
+    #[arg(long, env = "WAPIPE_DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
 
     /// PostgreSQL connections of the postgres sink (writes are spread over them).
     #[arg(long, env = "WAPIPE_DATABASE_CONNECTIONS", default_value_t = crate::sink::DEFAULT_CONNECTIONS)]

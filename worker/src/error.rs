@@ -31,8 +31,17 @@ pub enum Error {
     #[error("Kafka settings: {0}")]
     KafkaConfig(#[from] wapipe_core::kafka::KafkaConfigError),
 
-    #[error("connecting to PostgreSQL: {0}")]
-    ConnectDatabase(#[source] tokio_postgres::Error),
+    #[error("connecting to PostgreSQL (sslmode={sslmode}): {}", describe_postgres_error(.source))]
+    ConnectDatabase {
+        sslmode: &'static str,
+        source: tokio_postgres::Error,
+    },
+
+    #[error("reading the database CA certificates from {path}: {reason}")]
+    ReadDatabaseCa {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 
     #[error("migrating the PostgreSQL schema: {0}")]
     MigrateDatabase(#[source] tokio_postgres::Error),
@@ -92,3 +101,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A tokio-postgres error with its causes: its own message names only the kind of failure
+/// ("error performing TLS handshake", "db error"), the reason is in the causes.
+pub fn describe_postgres_error(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

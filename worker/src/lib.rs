@@ -23,7 +23,7 @@ pub use error::{Error, Result};
 pub use worker::{Worker, WorkerSettings};
 
 use config::{Command, DlqCommand, LogFormat, RunArgs};
-use sink::{HttpSink, LogSink, PostgresSink, SharedSink, SinkKind, SqliteSink};
+use sink::{HttpSink, LogSink, PostgresOptions, PostgresSink, SharedSink, SinkKind, SqliteSink};
 
 /// Installs the tracing subscriber in the chosen format (`RUST_LOG` filters, default info).
 pub fn init_tracing(format: LogFormat) {
@@ -60,14 +60,12 @@ pub async fn build_sink(args: &RunArgs) -> Result<SharedSink> {
                     "--sink postgres needs --database-url (WAPIPE_DATABASE_URL or _FILE)".into(),
                 )
             })?;
-            Arc::new(
-                PostgresSink::connect_with(
-                    &url,
-                    args.database_schema.clone(),
-                    args.database_connections,
-                )
-                .await?,
-            )
+            let options = PostgresOptions {
+                schema: args.database_schema.clone(),
+                connections: args.database_connections,
+                ca_file: args.database_ca_file.clone(),
+            };
+            Arc::new(PostgresSink::connect_with(&url, options).await?)
         }
     })
 }
@@ -121,7 +119,7 @@ pub async fn run_worker(args: RunArgs) -> Result<()> {
     let sink = loop {
         match build_sink(&args).await {
             Ok(sink) => break sink,
-            Err(error @ (Error::ConnectDatabase(_) | Error::MigrateDatabase(_))) => {
+            Err(error @ (Error::ConnectDatabase { .. } | Error::MigrateDatabase(_))) => {
                 tracing::warn!(%error, "sink not reachable yet; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
@@ -168,7 +166,7 @@ pub async fn run_cli(cli: Cli) -> Result<()> {
         }
         Some(Command::Run(args)) => {
             init_tracing(args.topics.log_format);
-            run_worker(args).await
+            run_worker(*args).await
         }
         Some(Command::Dlq(DlqCommand::Replay(args))) => {
             init_tracing(args.topics.log_format);

@@ -414,6 +414,67 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn half_open_connections_left_by_a_failover_are_replaced_and_nothing_is_dead_lettered() {
+    // After a failover the old connections hang instead of failing: a write that timed out on
+    // one must not leave it in use, or every later write on it times out too.
+    let setup = Setup::new("halfopen", 2).await;
+    let producer = setup.producer();
+    let db = setup.database().await;
+    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
+        .await
+        .expect("postgres sink through the proxy");
+    let settings = WorkerSettings {
+        sink_timeout: Duration::from_secs(2),
+        ..setup.settings()
+    };
+    let running = start(settings, Arc::new(sink));
+    for n in 0..10 {
+        produce_message(
+            &producer,
+            &setup.topic,
+            &format!("1555031{}", n % 3),
+            &format!("wamid.a.{n}"),
+        )
+        .await;
+    }
+    eventually("first 10 rows", || async {
+        count(&db, "SELECT count(*) FROM wapipe_messages").await == 10
+    })
+    .await;
+
+    proxy.freeze();
+    for n in 0..10 {
+        produce_message(
+            &producer,
+            &setup.topic,
+            &format!("1555031{}", n % 3),
+            &format!("wamid.b.{n}"),
+        )
+        .await;
+    }
+    eventually("the worker reports not ready", || {
+        let health = running.worker.health.clone();
+        async move { !health.is_ready() }
+    })
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 10);
+
+    proxy.restore();
+    eventually("all 20 rows after the failover", || async {
+        count(&db, "SELECT count(*) FROM wapipe_messages").await == 20
+    })
+    .await;
+    eventually("ready again", || {
+        let health = running.worker.health.clone();
+        async move { health.is_ready() }
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(setup.dead_letter_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_workers_split_the_partitions_and_survive_a_rebalance_with_nothing_lost() {
     let setup = Setup::new("rebalance", 4).await;
     let producer = setup.producer();
@@ -595,6 +656,93 @@ async fn a_service_answering_503_is_waited_out_without_dead_letters() {
     assert_eq!(setup.dead_letter_count(), 0);
     // Order held while waiting: events after the first were not sent before it succeeded.
     assert_eq!(service.calls.lock().unwrap()["wamid.down.4"], 1);
+}
+
+/// An HTTP service that, while `redirecting` is set, answers every POST to /events with a 302
+/// to /moved, where a GET answers 200: what a moved or misconfigured endpoint looks like.
+#[derive(Default)]
+struct RedirectingService {
+    redirecting: AtomicBool,
+    posts: AtomicUsize,
+    gets_of_moved: AtomicUsize,
+    delivered: Mutex<Vec<String>>,
+}
+
+async fn serve_redirecting(service: Arc<RedirectingService>) -> SocketAddr {
+    async fn post(
+        State(service): State<Arc<RedirectingService>>,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        service.posts.fetch_add(1, Ordering::SeqCst);
+        if service.redirecting.load(Ordering::SeqCst) {
+            return (StatusCode::FOUND, [("location", "/moved")]).into_response();
+        }
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        service.delivered.lock().unwrap().push(key);
+        StatusCode::OK.into_response()
+    }
+    async fn moved(State(service): State<Arc<RedirectingService>>) -> StatusCode {
+        service.gets_of_moved.fetch_add(1, Ordering::SeqCst);
+        StatusCode::OK
+    }
+    let app = axum::Router::new()
+        .route("/events", axum::routing::post(post))
+        .route("/moved", axum::routing::get(moved))
+        .with_state(service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redirected_post_is_not_written_but_waited_out_until_the_url_itself_answers() {
+    // Following a 302 turns the POST into a bodiless GET; a 200 on that GET must not count as
+    // the event written, or the event is lost.
+    let setup = Setup::new("http302", 1).await;
+    let producer = setup.producer();
+    let service = Arc::new(RedirectingService::default());
+    service.redirecting.store(true, Ordering::SeqCst);
+    let addr = serve_redirecting(service.clone()).await;
+    produce_message(&producer, &setup.topic, "15550650", "wamid.redirected").await;
+    let sink = HttpSink::new(&format!("http://{addr}/events"), Duration::from_secs(5)).unwrap();
+    let running = start(setup.settings(), Arc::new(sink));
+    eventually(
+        "more POSTs than --max-attempts, or the event finished",
+        || {
+            let (service, metrics) = (service.clone(), running.worker.metrics.clone());
+            async move { service.posts.load(Ordering::SeqCst) > 5 || metrics.finished_events() > 0 }
+        },
+    )
+    .await;
+    assert_eq!(
+        running.worker.metrics.finished_events(),
+        0,
+        "a redirected POST counted as written (GETs of the redirect target: {})",
+        service.gets_of_moved.load(Ordering::SeqCst)
+    );
+    assert_eq!(service.gets_of_moved.load(Ordering::SeqCst), 0);
+    assert!(!running.worker.health.is_ready());
+    assert_eq!(
+        setup.dead_letter_count(),
+        0,
+        "a redirect is the sink's fault"
+    );
+
+    service.redirecting.store(false, Ordering::SeqCst);
+    eventually("the event delivered once /events answers 200", || {
+        let metrics = running.worker.metrics.clone();
+        async move { metrics.finished_events() == 1 }
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(*service.delivered.lock().unwrap(), ["wamid.redirected"]);
+    assert_eq!(setup.dead_letter_count(), 0);
 }
 
 /// A sink that is down while its gate is closed (every write fails as an outage, so the worker

@@ -1,6 +1,9 @@
 //! The `http` sink: POSTs each event as JSON to the user's service with an `Idempotency-Key`.
 //! 2xx is done; 408, 429, 5xx and connection errors mean the service is not working (waited
 //! out); any other 4xx means the service rejects this event (retried, then dead-lettered).
+//! Redirects are not followed: a client following a 301/302/303 re-sends a POST as a GET without
+//! its body, and a 2xx on that GET would count an event as written that never arrived. A 3xx is
+//! the service's misconfiguration, waited out like an outage.
 
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ impl HttpSink {
     pub fn new(url: &str, timeout: Duration) -> Result<HttpSink> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent("wapipe-worker")
             .build()
             .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
@@ -60,6 +64,26 @@ impl Sink for HttpSink {
         let status = response.status();
         if status.is_success() {
             Ok(())
+        } else if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_else(|| "(none)".into());
+            tracing::warn!(
+                url = %self.url,
+                %status,
+                %location,
+                "the http sink answered a redirect; redirects are not followed (the POST would \
+                 lose its body): point --http-sink-url at the final URL"
+            );
+            Err(Error::SinkUnavailable {
+                sink: SINK,
+                reason: format!(
+                    "{} answered {status} with Location {location}; redirects are not followed",
+                    self.url
+                ),
+            })
         } else if is_transient(status) || !status.is_client_error() {
             Err(Error::SinkUnavailable {
                 sink: SINK,

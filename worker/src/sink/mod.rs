@@ -11,7 +11,7 @@ mod sqlite;
 
 pub use self::http::HttpSink;
 pub use self::log::LogSink;
-pub use self::postgres::{PostgresSink, DEFAULT_CONNECTIONS, MIGRATIONS};
+pub use self::postgres::{PostgresOptions, PostgresSink, SslMode, DEFAULT_CONNECTIONS, MIGRATIONS};
 pub use self::sqlite::{SqliteSink, SQLITE_MIGRATIONS};
 
 use std::sync::Arc;

@@ -3,19 +3,30 @@
 //! rank-guarded upsert for the current status), so replays and redeliveries change nothing.
 //! A few connections are shared round-robin by the concurrent writers (tokio-postgres pipelines
 //! queries on each; several backends let commits overlap); a broken one is reopened on its next
-//! use.
+//! use. A connection counts as broken once it is closed, once a request on it failed at the
+//! connection level, or once a request on it was given up unanswered (the worker's sink timeout):
+//! after a failover the old connections can hang half-open instead of failing, and TCP
+//! keepalives alone notice that only after minutes, behind a proxy never.
+//! TLS follows the URL's `sslmode` as libpq does (see [`tls`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod tls;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio::task::AbortHandle;
+use tokio_postgres::{Client, Statement};
 
-use crate::error::{Error, Result};
+use crate::error::{describe_postgres_error, Error, Result};
 use crate::route::{Event, EventBody};
 
 use super::Sink;
+
+pub use self::tls::SslMode;
+use self::tls::Tls;
 
 /// Migrations compiled into the binary: (version, name, SQL), applied in order once each.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -56,11 +67,40 @@ struct Connection {
     insert_message: Statement,
     insert_status: Statement,
     insert_event: Statement,
+    /// Set when a request failed at the connection level or was given up unanswered.
+    broken: AtomicBool,
+    /// The task driving the socket; a broken connection's would wait on it forever.
+    driver: AbortHandle,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // A healthy connection ends itself (Terminate) once its client is gone.
+        if self.broken.load(Ordering::Relaxed) {
+            self.driver.abort();
+        }
+    }
+}
+
+/// Marks the connection broken unless the request it watches finished with an answer.
+struct InFlight<'a> {
+    connection: &'a Connection,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.connection.broken.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Writes events to PostgreSQL.
 pub struct PostgresSink {
-    url: String,
+    /// The URL without `sslmode` and `sslrootcert`, which `tls` holds.
+    config: tokio_postgres::Config,
+    tls: Tls,
     schema: Option<String>,
     connections: Vec<Mutex<Option<Arc<Connection>>>>,
     next: AtomicUsize,
@@ -69,40 +109,119 @@ pub struct PostgresSink {
 /// Connections opened by default.
 pub const DEFAULT_CONNECTIONS: usize = 4;
 
+/// How the sink connects, beyond its URL.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Schema for the tables, created if missing (and put first on the search path); `None`
+    /// keeps the search path.
+    pub schema: Option<String>,
+    /// Connections shared by the writers (at least one).
+    pub connections: usize,
+    /// CA certificates (PEM) the server's certificate must chain to; the URL's `sslrootcert`
+    /// wins over it.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: None,
+            connections: DEFAULT_CONNECTIONS,
+            ca_file: None,
+        }
+    }
+}
+
+/// TCP keepalive and user timeout where the URL sets none (tokio-postgres's default idle time
+/// is two hours): a peer gone silent is noticed within about a minute, also by a connection
+/// that no request is waiting on.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVES_RETRIES: u32 = 3;
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl PostgresSink {
     /// Connects, creates `schema` if given (and puts it first on the search path), and runs
     /// the migrations. Fails if the database cannot be reached now.
     pub async fn connect(url: &str, schema: Option<String>) -> Result<PostgresSink> {
-        PostgresSink::connect_with(url, schema, DEFAULT_CONNECTIONS).await
+        let options = PostgresOptions {
+            schema,
+            ..PostgresOptions::default()
+        };
+        PostgresSink::connect_with(url, options).await
     }
 
-    /// As [`PostgresSink::connect`], with `connections` connections (at least one).
-    pub async fn connect_with(
-        url: &str,
-        schema: Option<String>,
-        connections: usize,
-    ) -> Result<PostgresSink> {
+    /// As [`PostgresSink::connect`], with all options. A URL that does not parse, an unknown
+    /// `sslmode`, a verifying mode without a CA or an unreadable CA file fail at once (as
+    /// [`Error::Config`] or [`Error::ReadDatabaseCa`]); only reaching the server is worth
+    /// retrying.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<PostgresSink> {
+        let split = tls::split_url(url)?;
+        let config: tokio_postgres::Config = split.rest.parse().map_err(|e| {
+            Error::Config(format!("the database URL: {}", describe_postgres_error(&e)))
+        })?;
+        let mode = split.sslmode.unwrap_or(SslMode::Prefer);
+        let ca = split
+            .sslrootcert
+            .map(PathBuf::from)
+            .or(options.ca_file.clone());
+        let tls = Tls::new(mode, ca)?;
         let sink = PostgresSink {
-            url: url.to_string(),
-            schema,
-            connections: (0..connections.max(1)).map(|_| Mutex::new(None)).collect(),
+            config,
+            tls,
+            schema: options.schema,
+            connections: (0..options.connections.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
             next: AtomicUsize::new(0),
         };
-        let client = sink.open_client().await.map_err(Error::ConnectDatabase)?;
+        let (client, _) = sink
+            .open_client()
+            .await
+            .map_err(|source| Error::ConnectDatabase {
+                sslmode: mode.as_str(),
+                source,
+            })?;
         migrate(&client).await?;
         Ok(sink)
     }
 
-    async fn open_client(&self) -> std::result::Result<Client, tokio_postgres::Error> {
-        let mut config: tokio_postgres::Config = self.url.parse()?;
+    async fn open_client(
+        &self,
+    ) -> std::result::Result<(Client, AbortHandle), tokio_postgres::Error> {
+        let mut config = self.config.clone();
+        config.ssl_mode(self.tls.mode.negotiation());
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("wapipe-worker");
-        let (client, connection) = config.connect(NoTls).await?;
-        tokio::spawn(async move {
+        if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
+            config.keepalives_idle(KEEPALIVES_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVES_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVES_RETRIES);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        let (client, connection) = match config.connect(self.tls.connector()).await {
+            Err(error) if self.tls.mode == SslMode::Prefer && Tls::handshake_failed(&error) => {
+                tracing::warn!(
+                    error = %describe_postgres_error(&error),
+                    "sslmode=prefer: the TLS handshake failed; connecting without TLS"
+                );
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                config.connect(self.tls.connector()).await?
+            }
+            result => result?,
+        };
+        let driver = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "PostgreSQL connection closed");
             }
-        });
+        })
+        .abort_handle();
         if let Some(schema) = &self.schema {
             let quoted = quote_identifier(schema);
             client
@@ -111,24 +230,40 @@ impl PostgresSink {
                 ))
                 .await?;
         }
-        Ok(client)
+        Ok((client, driver))
     }
 
     async fn connection(&self) -> Result<Arc<Connection>> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         let mut slot = self.connections[index].lock().await;
         if let Some(connection) = slot.as_ref() {
-            if !connection.client.is_closed() {
+            if !connection.client.is_closed() && !connection.broken.load(Ordering::Relaxed) {
                 return Ok(connection.clone());
             }
+            tracing::info!(
+                slot = index,
+                "replacing a PostgreSQL connection that closed, failed or went unanswered"
+            );
         }
         *slot = None;
-        let client = self.open_client().await.map_err(classify)?;
+        let (client, driver) =
+            self.open_client()
+                .await
+                .map_err(|error| Error::SinkUnavailable {
+                    sink: SINK,
+                    reason: format!(
+                        "connecting (sslmode={}): {}",
+                        self.tls.mode,
+                        describe_postgres_error(&error)
+                    ),
+                })?;
         let connection = Arc::new(Connection {
             insert_message: client.prepare(INSERT_MESSAGE).await.map_err(classify)?,
             insert_status: client.prepare(INSERT_STATUS).await.map_err(classify)?,
             insert_event: client.prepare(INSERT_EVENT).await.map_err(classify)?,
             client,
+            broken: AtomicBool::new(false),
+            driver,
         });
         *slot = Some(connection.clone());
         Ok(connection)
@@ -143,6 +278,11 @@ impl Sink for PostgresSink {
 
     async fn write(&self, event: &Event) -> Result<()> {
         let c = self.connection().await?;
+        // Dropped unanswered when the worker gives up waiting: the connection is then suspect.
+        let mut in_flight = InFlight {
+            connection: &c,
+            answered: false,
+        };
         let received_at = event.received_at_ms;
         let result = match &event.body {
             EventBody::Message(m) => {
@@ -194,6 +334,7 @@ impl Sink for PostgresSink {
                 insert_event(&c, event, Some(f.field.as_str()), None, None).await
             }
         };
+        in_flight.answered = !result.as_ref().is_err_and(breaks_connection);
         result.map(|_| ()).map_err(classify)
     }
 }
@@ -237,12 +378,25 @@ fn classify(error: tokio_postgres::Error) -> Error {
         .unwrap_or(false);
     let reason = match error.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => error.to_string(),
+        None => describe_postgres_error(&error),
     };
     if event_fault {
         Error::SinkRejected { sink: SINK, reason }
     } else {
         Error::SinkUnavailable { sink: SINK, reason }
+    }
+}
+
+/// Whether the connection is unusable after this error and must be replaced: no answer from
+/// the server (I/O, closed, protocol), a connection exception (class 08), the server shutting
+/// down (57P), or a read-only transaction (25006: the old primary, demoted, still connected).
+fn breaks_connection(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P") || code == "25006"
+        }
     }
 }
 

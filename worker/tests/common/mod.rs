@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
 use wapipe_core::kafka::KafkaArgs;
 use wapipe_core::record::{
     HEADER_BODY_SHA256, HEADER_EVENT_INDEX, HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER,
@@ -263,33 +264,55 @@ pub async fn count(client: &Client, sql: &str) -> i64 {
 }
 
 /// A TCP proxy in front of PostgreSQL that the test can cut (every connection dropped and new
-/// ones refused) and restore, without touching the shared server.
+/// ones refused) or freeze, and restore, without touching the shared server.
 pub struct CuttableProxy {
     pub port: u16,
-    open: Arc<AtomicBool>,
+    state: Arc<ProxyState>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: AtomicBool,
+    frozen: AtomicBool,
+    /// Cancelled by `freeze`: the connections forwarding until then stop forwarding.
+    freeze: Mutex<CancellationToken>,
 }
 
 impl CuttableProxy {
     pub async fn start(target: SocketAddr) -> CuttableProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(true));
+        let state = Arc::new(ProxyState::default());
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (open2, connections2) = (open.clone(), connections.clone());
+        let (state2, connections2) = (state.clone(), connections.clone());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     continue;
                 };
-                if !open2.load(Ordering::SeqCst) {
+                if state2.cut.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
+                let frozen = state2.frozen.load(Ordering::SeqCst);
+                let freeze = state2.freeze.lock().unwrap().clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if frozen {
+                        let _held = inbound;
+                        return std::future::pending().await;
+                    }
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = freeze.cancelled() => {
+                            // Both sockets stay open and nothing passes: half-open.
+                            let _held = (inbound, outbound);
+                            std::future::pending::<()>().await
+                        }
                     }
                 });
                 connections2.lock().unwrap().push(task);
@@ -297,21 +320,35 @@ impl CuttableProxy {
         });
         CuttableProxy {
             port,
-            open,
+            state,
             connections,
             accept,
         }
     }
 
+    /// Drops every connection and refuses new ones: the client sees the loss at once.
     pub fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
+        self.state.cut.store(true, Ordering::SeqCst);
         for task in self.connections.lock().unwrap().drain(..) {
             task.abort();
         }
     }
 
+    /// What a failover leaves behind when the old server vanishes without a reset: open
+    /// connections stay open but nothing passes either way any more, and new ones are accepted
+    /// and then hear nothing. Stays so for these connections after `restore`; only the client
+    /// giving them up (or TCP keepalive, hours later) ends them.
+    pub fn freeze(&self) {
+        self.state.frozen.store(true, Ordering::SeqCst);
+        let mut freeze = self.state.freeze.lock().unwrap();
+        freeze.cancel();
+        *freeze = CancellationToken::new();
+    }
+
+    /// New connections reach the server again.
     pub fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
+        self.state.cut.store(false, Ordering::SeqCst);
+        self.state.frozen.store(false, Ordering::SeqCst);
     }
 }
 
