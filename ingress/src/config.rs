@@ -59,6 +59,13 @@ pub struct Config {
     #[arg(long, env = "WAPIPE_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
+    /// How long a connection may take to send a request's headers (and how long a kept-alive
+    /// connection may sit idle); past it, the connection is closed without an answer. A
+    /// provider sends its headers in one write, so 5 s is ample for a real one and short
+    /// against a client that holds connections open on purpose.
+    #[arg(long, env = "WAPIPE_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
     /// Records the producer may hold unacknowledged (librdkafka queue.buffering.max.messages);
     /// past it, requests get 503.
     #[arg(

@@ -51,8 +51,6 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("serving HTTP: {0}")]
-    Serve(std::io::Error),
 }
 
 /// What a request can be answered with, other than 200.

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub events: Family<KindLabel, Counter>,
     pub produce_seconds: Histogram,
     pub in_flight: Gauge,
+    pub header_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -53,12 +54,19 @@ impl Default for Metrics {
             "Webhook requests being handled",
             in_flight.clone(),
         );
+        let header_timeouts = Counter::default();
+        registry.register(
+            "header_timeouts",
+            "Connections closed because a request's headers did not arrive within --header-read-timeout (idle kept-alive connections included)",
+            header_timeouts.clone(),
+        );
         Metrics {
             registry,
             requests,
             events,
             produce_seconds,
             in_flight,
+            header_timeouts,
         }
     }
 }
