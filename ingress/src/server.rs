@@ -60,6 +60,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    config.check_limits()?;
     let secrets = config.secrets()?;
     let sink = Arc::new(KafkaSink::new(
         &config.kafka,

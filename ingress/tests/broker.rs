@@ -540,3 +540,187 @@ async fn readiness_asks_for_its_topic_without_creating_it_then_is_200_once_it_ex
     assert!(became_ready, "never ready after the topic was created");
     ingress.shutdown().await;
 }
+
+/// A POST whose headers announce a 3 MB body, of which it sends a few bytes and then, if
+/// `trickle`, one more byte every 200 ms (else nothing). `sent` hears once the headers are out.
+async fn slow_body(addr: String, trickle: bool, sent: tokio::sync::mpsc::Sender<()>) -> Ended {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = post_head(&addr, 3_000_000) + "{\"object\":";
+    writer.write_all(head.as_bytes()).await.expect("send head");
+    let _ = sent.send(()).await;
+    let drip = async move {
+        if trickle {
+            let mut every = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                every.tick().await;
+                if writer.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+        // Keep the write half, and so the connection, open until the ingress ends it.
+        std::future::pending::<()>().await;
+        drop(writer);
+    };
+    tokio::select! {
+        ended = status_or_close(&mut reader) => ended,
+        _ = drip => unreachable!("dripping never ends by itself"),
+    }
+}
+
+/// A connection that sends the start of a request's headers and never the rest.
+async fn stalled_headers(addr: String, sent: tokio::sync::mpsc::Sender<()>) -> Ended {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(format!("POST /webhook HTTP/1.1\r\nhost: {addr}\r\n").as_bytes())
+        .await
+        .expect("send part of the head");
+    let _ = sent.send(()).await;
+    let ended = status_or_close(&mut reader).await;
+    drop(writer);
+    ended
+}
+
+async fn metrics_of(ingress: &Ingress) -> String {
+    reqwest::get(format!("{}/metrics", ingress.url))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the sample `name` (with its labels, if any) in a `/metrics` text; 0 if absent.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_unsigned_connections_are_cut_off_while_signed_webhooks_still_get_200() {
+    // Slow clients must not starve the ones that sign: a request holds a produce permit only
+    // once its signature is verified, and an unverified one waits in the read stage, bounded
+    // in count, bytes and time. 64 slow bodies outnumber both the 32 permits and the 48 reads;
+    // the header and body timeouts are the defaults.
+    const SLOW_BODIES: usize = 64;
+    const STALLED_HEADERS: usize = 32;
+    const SIGNED: usize = 20;
+    const READS: usize = 48;
+    let (brokers, _broker) = wapipe_testkit::broker().expect("a broker");
+    let topic = unique_name("raw");
+    create_topic(&brokers, &topic, 2).await.unwrap();
+    let reads = READS.to_string();
+    let ingress = Ingress::start_with(
+        &brokers,
+        &topic,
+        "10s",
+        &["--max-in-flight", "32", "--max-body-reads", &reads],
+    )
+    .await;
+    let addr = ingress.url.trim_start_matches("http://").to_string();
+
+    let (sent, mut heads) = tokio::sync::mpsc::channel(SLOW_BODIES + STALLED_HEADERS);
+    let slow: Vec<_> = (0..SLOW_BODIES)
+        .map(|i| tokio::spawn(slow_body(addr.clone(), i % 2 == 0, sent.clone())))
+        .collect();
+    let stalled: Vec<_> = (0..STALLED_HEADERS)
+        .map(|_| tokio::spawn(stalled_headers(addr.clone(), sent.clone())))
+        .collect();
+    drop(sent);
+    for _ in 0..SLOW_BODIES + STALLED_HEADERS {
+        heads
+            .recv()
+            .await
+            .expect("every slow client sends its head");
+    }
+    // The slow bodies fill the read stage, and none of them holds a produce permit.
+    let mut during = metrics_of(&ingress).await;
+    for _ in 0..200 {
+        if sample(&during, "wapipe_ingress_body_reads") == READS as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        during = metrics_of(&ingress).await;
+    }
+    assert_eq!(
+        sample(&during, "wapipe_ingress_body_reads"),
+        READS as f64,
+        "{during}"
+    );
+    assert_eq!(
+        sample(&during, "wapipe_ingress_in_flight_requests"),
+        0.0,
+        "{during}"
+    );
+
+    let mut statuses = Vec::new();
+    for i in 0..SIGNED {
+        let body = batch(1, 1).replace("wamid.", &format!("wamid.signed{i}."));
+        statuses.push(ingress.post(&body).await.status().as_u16());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "signed webhooks among slow clients were answered {statuses:?}\n{during}"
+    );
+
+    let bound = Duration::from_secs(60);
+    for task in slow {
+        let ended = tokio::time::timeout(bound, task)
+            .await
+            .expect("a slow body is cut off")
+            .unwrap();
+        assert!(
+            matches!(ended, Ended::Answered(408) | Ended::Closed),
+            "{ended:?}"
+        );
+    }
+    for task in stalled {
+        let ended = tokio::time::timeout(bound, task)
+            .await
+            .expect("a connection without complete headers is closed")
+            .unwrap();
+        assert_eq!(ended, Ended::Closed);
+    }
+
+    let after = metrics_of(&ingress).await;
+    let cut_off = sample(
+        &after,
+        r#"wapipe_ingress_requests_total{outcome="body_timeout"}"#,
+    ) + sample(
+        &after,
+        r#"wapipe_ingress_requests_total{outcome="body_evicted"}"#,
+    );
+    assert_eq!(cut_off, SLOW_BODIES as f64, "{after}");
+    assert!(
+        sample(&after, "wapipe_ingress_header_timeouts_total") >= STALLED_HEADERS as f64,
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"wapipe_ingress_requests_total{outcome="overloaded"}"#
+        ),
+        0.0,
+        "{after}"
+    );
+    assert_eq!(sample(&after, "wapipe_ingress_body_read_bytes"), 0.0);
+    ingress.shutdown().await;
+
+    let records = tokio::task::spawn_blocking(move || consume(&brokers, &topic, SIGNED))
+        .await
+        .unwrap();
+    assert_eq!(records.len(), SIGNED);
+    assert!(records
+        .iter()
+        .all(|r| r.headers[HEADER_MESSAGE_ID].starts_with("wamid.signed")));
+}
