@@ -1,10 +1,11 @@
 //! Code shared by the ingress, the worker and the tools: the contract of a record on the raw
 //! topic (headers, event kinds, providers), splitting a provider's POST into single-event
-//! records with their partition keys, and webhook signature checks.
+//! records with their partition keys, webhook signature checks, and whether logs get colour.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod logging;
 pub mod record;
 pub mod signature;
 pub mod split;

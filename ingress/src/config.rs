@@ -55,9 +55,35 @@ pub struct Config {
     #[arg(long, env = "WAPIPE_PRODUCE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub produce_timeout: Duration,
 
-    /// Requests handled at once; past it, 503 with Retry-After instead of queueing in memory.
+    /// Signed requests handed to Kafka at once; past it, 503 with Retry-After instead of
+    /// queueing in memory. A request takes its place only once its signature is verified.
     #[arg(long, env = "WAPIPE_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
+
+    /// How long a connection may take to send a request's headers (and how long a kept-alive
+    /// connection may sit idle); past it, the connection is closed without an answer. A
+    /// provider sends its headers in one write, so 5 s is ample for a real one and short
+    /// against a client that holds connections open on purpose.
+    #[arg(long, env = "WAPIPE_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a request may take to send its body once its headers are in; past it, 408 and
+    /// nothing produced. 10 s carries a full 3 MB body at 2.5 Mbit/s; with the header bound
+    /// and the produce timeout it stays under the 20 s Messenger waits, so a request cut off
+    /// here is one the provider would have given up on anyway.
+    #[arg(long, env = "WAPIPE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// Bodies read at once, before any signature is checked. A request that finds the limit
+    /// reached cuts off the read that started longest ago (408) instead of being refused, so
+    /// slow clients hold these places only until newer requests arrive.
+    #[arg(long, env = "WAPIPE_MAX_BODY_READS", default_value_t = 1024)]
+    pub max_body_reads: usize,
+
+    /// Bytes all bodies being read may hold together, counted as they arrive; past it, the
+    /// oldest reads are cut off (408) until the new bytes fit. At least --max-body-bytes.
+    #[arg(long, env = "WAPIPE_MAX_BODY_READ_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_read_bytes: usize,
 
     /// Records the producer may hold unacknowledged (librdkafka queue.buffering.max.messages);
     /// past it, requests get 503.
@@ -132,6 +158,17 @@ fn resolve(
 }
 
 impl Config {
+    /// Refuses limits that contradict each other.
+    pub fn check_limits(&self) -> Result<(), Error> {
+        if self.max_body_read_bytes < self.max_body_bytes {
+            return Err(Error::ReadBudgetBelowBodyLimit {
+                budget: self.max_body_read_bytes,
+                body: self.max_body_bytes,
+            });
+        }
+        Ok(())
+    }
+
     pub fn secrets(&self) -> Result<Secrets, Error> {
         let signing = resolve(&self.app_secret, &self.app_secret_file, "app secret")?
             .filter(|s| !s.is_empty())
@@ -187,6 +224,16 @@ mod tests {
         assert!(error.contains("/nonexistent/wapipe/secret"), "{error}");
         // An empty secret would accept any signature computed with an empty key.
         assert!(parse(&["--app-secret", ""]).secrets().is_err());
+    }
+
+    #[test]
+    fn a_read_budget_below_the_body_limit_is_refused() {
+        assert!(parse(&[]).check_limits().is_ok());
+        let error = parse(&["--max-body-bytes", "2000", "--max-body-read-bytes", "1999"])
+            .check_limits()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--max-body-read-bytes"), "{error}");
     }
 
     #[test]

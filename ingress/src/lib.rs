@@ -1,13 +1,16 @@
 //! The ingress: the only part of wapipe the internet talks to.
 //!
-//! `POST /webhook` verifies the provider's signature over the raw body, splits the POST into one
-//! record per event, hands them to Kafka and answers 200 only once every record is
-//! acknowledged. `GET /webhook` answers Meta's verification handshake. It makes no database
-//! or external API calls: whatever is slow belongs to the worker.
+//! `POST /webhook` reads the body in a bounded [`read_stage`], verifies the provider's
+//! signature over the raw bytes, and only then takes one of the `--max-in-flight` produce
+//! permits: splits the POST into one record per event, hands them to Kafka and answers 200
+//! only once every record is acknowledged. `GET /webhook` answers Meta's verification
+//! handshake. It makes no database or external API calls: whatever is slow belongs to the
+//! worker.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod metrics;
+pub mod read_stage;
 pub mod sink;
 
 use std::collections::HashMap;
@@ -15,13 +18,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Limited};
 use tokio::sync::Semaphore;
 use wapipe_core::signature::{self, constant_time_eq, SignatureError};
 use wapipe_core::split::split;
@@ -29,6 +30,7 @@ use wapipe_core::Provider;
 
 pub use config::{Config, Secrets};
 use metrics::{KindLabel, Metrics};
+use read_stage::{ReadError, ReadStage};
 use sink::{Batch, EventSink, ProduceError};
 
 /// Everything that can go wrong in the ingress, from startup to a single request.
@@ -51,8 +53,11 @@ pub enum Error {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("serving HTTP: {0}")]
-    Serve(std::io::Error),
+    #[error(
+        "--max-body-read-bytes ({budget}) is below --max-body-bytes ({body}): a body of the \
+         largest size could never be read"
+    )]
+    ReadBudgetBelowBodyLimit { budget: usize, body: usize },
 }
 
 /// What a request can be answered with, other than 200.
@@ -63,6 +68,10 @@ pub enum Rejection {
     TooLarge {
         limit: usize,
     },
+    /// The body did not arrive whole within `--body-read-timeout`.
+    BodyTimeout(Duration),
+    /// The body was still arriving when newer requests needed its place in the read stage.
+    BodyEvicted,
     /// Kafka refused a record as too large: the topic's or broker's limit is below the
     /// ingress's body limit. Retrying the same body cannot help.
     RecordTooLarge(String),
@@ -83,6 +92,8 @@ impl Rejection {
             Rejection::Forbidden => "forbidden",
             Rejection::TooLarge { .. } | Rejection::RecordTooLarge(_) => "too_large",
             Rejection::BadRequest(_) => "bad_request",
+            Rejection::BodyTimeout(_) => "body_timeout",
+            Rejection::BodyEvicted => "body_evicted",
             Rejection::Unavailable { .. } => "unavailable",
             Rejection::Overloaded { .. } => "overloaded",
         }
@@ -111,6 +122,19 @@ impl IntoResponse for Rejection {
                 None,
             ),
             Rejection::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone(), None),
+            Rejection::BodyTimeout(timeout) => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {}",
+                    humantime::format_duration(*timeout)
+                ),
+                None,
+            ),
+            Rejection::BodyEvicted => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the body was cut off: newer requests needed its place".to_string(),
+                None,
+            ),
             Rejection::Unavailable {
                 reason,
                 retry_after,
@@ -126,6 +150,13 @@ impl IntoResponse for Rejection {
             ),
         };
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        if matches!(self, Rejection::BodyTimeout(_) | Rejection::BodyEvicted) {
+            // The rest of the body may still be on its way: the connection cannot carry
+            // another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(after) = retry_after {
             let seconds = after.as_secs().max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&seconds) {
@@ -145,20 +176,34 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub retry_after: Duration,
     pub fallback_key: String,
+    /// Produce permits: taken only by requests whose signature verified.
     pub in_flight: Arc<Semaphore>,
+    /// Where bodies are read before any signature is checked.
+    pub reads: ReadStage,
 }
 
 impl AppState {
     pub fn new(config: &Config, secrets: Secrets, sink: Arc<dyn EventSink>) -> AppState {
+        let metrics = Metrics::default();
+        let reads = ReadStage::new(
+            read_stage::Limits {
+                max_reads: config.max_body_reads,
+                max_bytes: config.max_body_read_bytes,
+                timeout: config.body_read_timeout,
+            },
+            metrics.body_reads.clone(),
+            metrics.body_read_bytes.clone(),
+        );
         AppState {
             provider: config.provider,
             secrets,
             sink,
-            metrics: Metrics::default(),
+            metrics,
             max_body_bytes: config.max_body_bytes,
             retry_after: config.retry_after,
             fallback_key: config.fallback_key.clone(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            reads,
         }
     }
 }
@@ -202,19 +247,9 @@ async fn handshake(
     }
 }
 
-/// A webhook POST: verify, split, produce, answer.
+/// A webhook POST: read, verify, split, produce, answer.
 async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
-        state.metrics.request("overloaded");
-        return Rejection::Overloaded {
-            retry_after: state.retry_after,
-        }
-        .into_response();
-    };
-    // A guard, so the gauge comes down even when the client goes away mid-request.
-    let _counted = InFlight::enter(&state.metrics.in_flight);
-    let result = handle_post(&state, request).await;
-    match result {
+    match handle_post(&state, request).await {
         Ok(events) => {
             state.metrics.request("ok");
             (
@@ -257,26 +292,51 @@ async fn handle_post(state: &AppState, request: Request) -> Result<usize, Reject
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let (parts, body) = request.into_parts();
-    let body = read_body(&parts.headers, body, state.max_body_bytes).await?;
-
-    match state.provider {
-        Provider::Meta => signature::verify_meta(
-            &state.secrets.signing,
-            &body,
-            parts
-                .headers
-                .get(signature::META_SIGNATURE_HEADER)
-                .map(HeaderValue::as_bytes),
-        ),
-        Provider::Wasender => signature::verify_wasender(
-            &state.secrets.signing,
-            parts
-                .headers
-                .get(signature::WASENDER_SIGNATURE_HEADER)
-                .map(HeaderValue::as_bytes),
-        ),
+    let limit = state.max_body_bytes;
+    // What the headers alone can settle is settled before a byte of the body is read.
+    if declared_length(&parts.headers).is_some_and(|len| len > limit as u64) {
+        return Err(Rejection::TooLarge { limit });
     }
-    .map_err(Rejection::Unauthorized)?;
+    let header_name = match state.provider {
+        Provider::Meta => signature::META_SIGNATURE_HEADER,
+        Provider::Wasender => signature::WASENDER_SIGNATURE_HEADER,
+    };
+    let signature_header = parts.headers.get(header_name).map(HeaderValue::as_bytes);
+    match state.provider {
+        Provider::Meta if signature_header.is_none() => {
+            return Err(Rejection::Unauthorized(SignatureError::Missing))
+        }
+        Provider::Meta => {}
+        // A shared secret in a header: checked in full before the body.
+        Provider::Wasender => signature::verify_wasender(&state.secrets.signing, signature_header)
+            .map_err(Rejection::Unauthorized)?,
+    }
+
+    let body = state
+        .reads
+        .read(body, limit)
+        .await
+        .map_err(|error| match error {
+            ReadError::TooLarge => Rejection::TooLarge { limit },
+            ReadError::TimedOut(after) => Rejection::BodyTimeout(after),
+            ReadError::Evicted => Rejection::BodyEvicted,
+            ReadError::Broken(reason) => {
+                Rejection::BadRequest(format!("reading the body: {reason}"))
+            }
+        })?;
+    if state.provider == Provider::Meta {
+        signature::verify_meta(&state.secrets.signing, &body, signature_header)
+            .map_err(Rejection::Unauthorized)?;
+    }
+
+    // Only a signed request gets this far: unsigned load cannot hold the produce permits.
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        return Err(Rejection::Overloaded {
+            retry_after: state.retry_after,
+        });
+    };
+    // A guard, so the gauge comes down even when the client goes away mid-request.
+    let _counted = InFlight::enter(&state.metrics.in_flight);
 
     let records = split(state.provider, &body, &state.fallback_key);
     let digest = signature::body_sha256(&body);
@@ -325,27 +385,11 @@ async fn handle_post(state: &AppState, request: Request) -> Result<usize, Reject
     }
 }
 
-/// Reads the body, refusing at once what announces itself as too large and stopping as soon
-/// as a body without a length passes the limit.
-async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<bytes::Bytes, Rejection> {
-    let declared = headers
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(Rejection::TooLarge { limit });
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(Rejection::TooLarge { limit })
-        }
-        Err(error) => Err(Rejection::BadRequest(format!("reading the body: {error}"))),
-    }
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

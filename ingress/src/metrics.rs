@@ -23,6 +23,9 @@ pub struct Metrics {
     pub events: Family<KindLabel, Counter>,
     pub produce_seconds: Histogram,
     pub in_flight: Gauge,
+    pub body_reads: Gauge,
+    pub body_read_bytes: Gauge,
+    pub header_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -31,7 +34,7 @@ impl Default for Metrics {
         let requests = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "requests",
-            "Webhook requests by outcome (ok, unauthorized, too_large, bad_request, unavailable, overloaded, verified, forbidden)",
+            "Webhook requests by outcome (ok, unauthorized, too_large, bad_request, body_timeout, body_evicted, unavailable, overloaded, verified, forbidden)",
             requests.clone(),
         );
         let events = Family::<KindLabel, Counter>::default();
@@ -50,8 +53,26 @@ impl Default for Metrics {
         let in_flight = Gauge::default();
         registry.register(
             "in_flight_requests",
-            "Webhook requests being handled",
+            "Signed webhook requests holding a produce permit (out of --max-in-flight)",
             in_flight.clone(),
+        );
+        let body_reads = Gauge::default();
+        registry.register(
+            "body_reads",
+            "Webhook requests reading their body, before any signature is checked (out of --max-body-reads)",
+            body_reads.clone(),
+        );
+        let body_read_bytes = Gauge::default();
+        registry.register(
+            "body_read_bytes",
+            "Bytes held by the bodies being read (out of --max-body-read-bytes)",
+            body_read_bytes.clone(),
+        );
+        let header_timeouts = Counter::default();
+        registry.register(
+            "header_timeouts",
+            "Connections closed because a request's headers did not arrive within --header-read-timeout (idle kept-alive connections included)",
+            header_timeouts.clone(),
         );
         // Every series exists from the start at 0, so rate() and increase() see the first one.
         for outcome in [
@@ -63,6 +84,8 @@ impl Default for Metrics {
             "unavailable",
             "overloaded",
             "verified",
+            "body_timeout",
+            "body_evicted",
         ] {
             let _ = requests.get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),
@@ -79,6 +102,9 @@ impl Default for Metrics {
             events,
             produce_seconds,
             in_flight,
+            body_reads,
+            body_read_bytes,
+            header_timeouts,
         }
     }
 }

@@ -1,8 +1,19 @@
 //! Running the ingress: producer, readiness probe loop, HTTP server, graceful shutdown.
+//!
+//! The server is hyper's HTTP/1 connection under a plain accept loop rather than
+//! `axum::serve`, for the bound on how long a request's headers may take to arrive: a
+//! connection that does not finish them in time is closed, whatever it holds.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -13,7 +24,9 @@ use crate::{router, AppState, Config, Error};
 pub fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(wapipe_core::logging::stdout_colour());
     let _ = if format == "json" {
         builder.json().try_init()
     } else {
@@ -47,8 +60,9 @@ pub async fn shutdown_signal() {
 /// (up to the shutdown timeout), then flushes the producer.
 pub async fn run(
     config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    config.check_limits()?;
     let secrets = config.secrets()?;
     let sink = Arc::new(KafkaSink::new(
         &config.kafka,
@@ -94,20 +108,27 @@ pub async fn run(
     });
 
     let state = Arc::new(AppState::new(&config, secrets, sink.clone()));
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let graceful = async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        let _ = signalled_tx.send(());
-    };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(graceful);
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    let connections = GracefulShutdown::new();
+    accept_until(
+        shutdown,
+        &listener,
+        &http,
+        router(state.clone()),
+        &connections,
+        &state.metrics.header_timeouts,
+    )
+    .await;
+    drop(listener);
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let grace = config.shutdown_timeout;
     tokio::select! {
-        served = server => served.map_err(Error::Serve)?,
-        _ = async {
-            let _ = signalled_rx.await;
-            tokio::time::sleep(grace).await;
-        } => tracing::warn!(?grace, "in-flight requests did not finish in time"),
+        _ = connections.shutdown() => {},
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(?grace, "in-flight requests did not finish in time");
+        }
     }
     let _ = stop_probe.send(true);
     let _ = probe.await;
@@ -115,4 +136,57 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || flush_sink.flush(grace)).await;
     tracing::info!("ingress stopped");
     Ok(())
+}
+
+/// Serves each accepted connection on its own task until `shutdown` resolves.
+async fn accept_until(
+    shutdown: impl Future<Output = ()>,
+    listener: &TcpListener,
+    http: &http1::Builder,
+    app: Router,
+    connections: &GracefulShutdown,
+    header_timeouts: &Counter,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // The peer gave up between connecting and being accepted.
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                // Most likely out of file descriptors: wait for some to close, not spin.
+                tracing::error!(%error, "accepting a connection failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = &mut shutdown => return,
+                }
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        let header_timeouts = header_timeouts.clone();
+        tokio::spawn(async move {
+            match connection.await {
+                Ok(()) => {}
+                Err(error) if error.is_timeout() => {
+                    header_timeouts.inc();
+                    tracing::debug!(%peer, "closed a connection: its request headers did not arrive in time");
+                }
+                Err(error) => tracing::trace!(%peer, %error, "connection ended with an error"),
+            }
+        });
+    }
+}
+
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }

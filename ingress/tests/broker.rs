@@ -350,6 +350,46 @@ async fn a_request_answered_503_leaves_no_record_behind_and_the_producer_recover
     );
 }
 
+/// How a connection that misbehaves on purpose ended.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// The ingress answered with this status.
+    Answered(u16),
+    /// The ingress closed the connection without an answer.
+    Closed,
+}
+
+/// Reads the status of the first answer on `reader`, or notes that the connection closed.
+async fn status_or_close(reader: &mut tokio::net::tcp::OwnedReadHalf) -> Ended {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() >= 12 {
+            break;
+        }
+    }
+    // "HTTP/1.1 408 ..."
+    match std::str::from_utf8(head.get(9..12).unwrap_or_default()).map(str::parse::<u16>) {
+        Ok(Ok(status)) => Ended::Answered(status),
+        _ => Ended::Closed,
+    }
+}
+
+/// The head of a POST to `/webhook` announcing `content_length` bytes, with a signature that
+/// matches nothing.
+fn post_head(addr: &str, content_length: usize) -> String {
+    format!(
+        "POST /webhook HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         x-hub-signature-256: sha256={}\r\ncontent-length: {content_length}\r\n\r\n",
+        "0".repeat(64)
+    )
+}
+
 /// `len` letters and digits that no compressor shrinks much (xorshift, fixed seed).
 fn noise(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -393,9 +433,17 @@ async fn a_signed_body_of_two_and_a_half_megabytes_lands_and_a_larger_than_the_l
     assert_eq!(records[0].headers[HEADER_MESSAGE_ID], "wamid.big");
     assert!(records[0].value_len > 2_500_000, "{}", records[0].value_len);
 
-    let too_big = format!("{big}{}", " ".repeat(3 * 1024 * 1024));
-    let response = ingress.post(&too_big).await;
-    assert_eq!(response.status(), 413);
+    // Refused on its Content-Length, before the body is sent: a client still writing the body
+    // would race the ingress closing the connection (reqwest then reports a broken pipe, not
+    // the answer).
+    let addr = ingress.url.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = post_head(addr, big.len() + 3 * 1024 * 1024);
+    tokio::io::AsyncWriteExt::write_all(&mut writer, head.as_bytes())
+        .await
+        .expect("send head");
+    assert_eq!(status_or_close(&mut reader).await, Ended::Answered(413));
     ingress.shutdown().await;
 }
 
@@ -491,4 +539,188 @@ async fn readiness_asks_for_its_topic_without_creating_it_then_is_200_once_it_ex
     }
     assert!(became_ready, "never ready after the topic was created");
     ingress.shutdown().await;
+}
+
+/// A POST whose headers announce a 3 MB body, of which it sends a few bytes and then, if
+/// `trickle`, one more byte every 200 ms (else nothing). `sent` hears once the headers are out.
+async fn slow_body(addr: String, trickle: bool, sent: tokio::sync::mpsc::Sender<()>) -> Ended {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = post_head(&addr, 3_000_000) + "{\"object\":";
+    writer.write_all(head.as_bytes()).await.expect("send head");
+    let _ = sent.send(()).await;
+    let drip = async move {
+        if trickle {
+            let mut every = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                every.tick().await;
+                if writer.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+        // Keep the write half, and so the connection, open until the ingress ends it.
+        std::future::pending::<()>().await;
+        drop(writer);
+    };
+    tokio::select! {
+        ended = status_or_close(&mut reader) => ended,
+        _ = drip => unreachable!("dripping never ends by itself"),
+    }
+}
+
+/// A connection that sends the start of a request's headers and never the rest.
+async fn stalled_headers(addr: String, sent: tokio::sync::mpsc::Sender<()>) -> Ended {
+    use tokio::io::AsyncWriteExt;
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(format!("POST /webhook HTTP/1.1\r\nhost: {addr}\r\n").as_bytes())
+        .await
+        .expect("send part of the head");
+    let _ = sent.send(()).await;
+    let ended = status_or_close(&mut reader).await;
+    drop(writer);
+    ended
+}
+
+async fn metrics_of(ingress: &Ingress) -> String {
+    reqwest::get(format!("{}/metrics", ingress.url))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the sample `name` (with its labels, if any) in a `/metrics` text; 0 if absent.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_unsigned_connections_are_cut_off_while_signed_webhooks_still_get_200() {
+    // Slow clients must not starve the ones that sign: a request holds a produce permit only
+    // once its signature is verified, and an unverified one waits in the read stage, bounded
+    // in count, bytes and time. 64 slow bodies outnumber both the 32 permits and the 48 reads;
+    // the header and body timeouts are the defaults.
+    const SLOW_BODIES: usize = 64;
+    const STALLED_HEADERS: usize = 32;
+    const SIGNED: usize = 20;
+    const READS: usize = 48;
+    let (brokers, _broker) = wapipe_testkit::broker().expect("a broker");
+    let topic = unique_name("raw");
+    create_topic(&brokers, &topic, 2).await.unwrap();
+    let reads = READS.to_string();
+    let ingress = Ingress::start_with(
+        &brokers,
+        &topic,
+        "10s",
+        &["--max-in-flight", "32", "--max-body-reads", &reads],
+    )
+    .await;
+    let addr = ingress.url.trim_start_matches("http://").to_string();
+
+    let (sent, mut heads) = tokio::sync::mpsc::channel(SLOW_BODIES + STALLED_HEADERS);
+    let slow: Vec<_> = (0..SLOW_BODIES)
+        .map(|i| tokio::spawn(slow_body(addr.clone(), i % 2 == 0, sent.clone())))
+        .collect();
+    let stalled: Vec<_> = (0..STALLED_HEADERS)
+        .map(|_| tokio::spawn(stalled_headers(addr.clone(), sent.clone())))
+        .collect();
+    drop(sent);
+    for _ in 0..SLOW_BODIES + STALLED_HEADERS {
+        heads
+            .recv()
+            .await
+            .expect("every slow client sends its head");
+    }
+    // The slow bodies fill the read stage, and none of them holds a produce permit.
+    let mut during = metrics_of(&ingress).await;
+    for _ in 0..200 {
+        if sample(&during, "wapipe_ingress_body_reads") == READS as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        during = metrics_of(&ingress).await;
+    }
+    assert_eq!(
+        sample(&during, "wapipe_ingress_body_reads"),
+        READS as f64,
+        "{during}"
+    );
+    assert_eq!(
+        sample(&during, "wapipe_ingress_in_flight_requests"),
+        0.0,
+        "{during}"
+    );
+
+    let mut statuses = Vec::new();
+    for i in 0..SIGNED {
+        let body = batch(1, 1).replace("wamid.", &format!("wamid.signed{i}."));
+        statuses.push(ingress.post(&body).await.status().as_u16());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "signed webhooks among slow clients were answered {statuses:?}\n{during}"
+    );
+
+    let bound = Duration::from_secs(60);
+    for task in slow {
+        let ended = tokio::time::timeout(bound, task)
+            .await
+            .expect("a slow body is cut off")
+            .unwrap();
+        assert!(
+            matches!(ended, Ended::Answered(408) | Ended::Closed),
+            "{ended:?}"
+        );
+    }
+    for task in stalled {
+        let ended = tokio::time::timeout(bound, task)
+            .await
+            .expect("a connection without complete headers is closed")
+            .unwrap();
+        assert_eq!(ended, Ended::Closed);
+    }
+
+    let after = metrics_of(&ingress).await;
+    let cut_off = sample(
+        &after,
+        r#"wapipe_ingress_requests_total{outcome="body_timeout"}"#,
+    ) + sample(
+        &after,
+        r#"wapipe_ingress_requests_total{outcome="body_evicted"}"#,
+    );
+    assert_eq!(cut_off, SLOW_BODIES as f64, "{after}");
+    assert!(
+        sample(&after, "wapipe_ingress_header_timeouts_total") >= STALLED_HEADERS as f64,
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"wapipe_ingress_requests_total{outcome="overloaded"}"#
+        ),
+        0.0,
+        "{after}"
+    );
+    assert_eq!(sample(&after, "wapipe_ingress_body_read_bytes"), 0.0);
+    ingress.shutdown().await;
+
+    let records = tokio::task::spawn_blocking(move || consume(&brokers, &topic, SIGNED))
+        .await
+        .unwrap();
+    assert_eq!(records.len(), SIGNED);
+    assert!(records
+        .iter()
+        .all(|r| r.headers[HEADER_MESSAGE_ID].starts_with("wamid.signed")));
 }

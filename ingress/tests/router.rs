@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use clap::Parser;
 use futures::future::BoxFuture;
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use wapipe_core::signature::sign_meta;
@@ -183,6 +184,97 @@ async fn requests_past_the_in_flight_bound_are_shed_with_503() {
     assert!(retry_after.is_some());
     assert!(body.contains("in flight"), "{body}");
     first.abort();
+}
+
+/// A body that sends its first bytes and then nothing more, never ending.
+fn stalled_body() -> Body {
+    let first: Result<bytes::Bytes, std::io::Error> = Ok(bytes::Bytes::from_static(b"{\"obj"));
+    Body::from_stream(futures::stream::iter([first]).chain(futures::stream::pending()))
+}
+
+fn stalled_post(signature: &str) -> Request<Body> {
+    Request::post("/webhook")
+        .header("x-hub-signature-256", signature)
+        .header("content-length", "3000000")
+        .body(stalled_body())
+        .unwrap()
+}
+
+async fn until_reading(state: &AppState, reads: i64) {
+    while state.metrics.body_reads.get() < reads {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408_and_nothing_is_produced() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&["--body-read-timeout", "100ms"]), sink.clone());
+    let response = router(state.clone())
+        .oneshot(stalled_post(&sign_meta(SECRET.as_bytes(), b"")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    // The rest of the body may still come: the connection cannot serve another request.
+    assert_eq!(response.headers()["connection"], "close");
+    assert!(sink.produced.lock().unwrap().is_empty());
+    assert_eq!(state.metrics.body_reads.get(), 0);
+    assert_eq!(state.metrics.body_read_bytes.get(), 0);
+    assert_eq!(state.metrics.in_flight.get(), 0);
+}
+
+#[tokio::test]
+async fn a_request_still_reading_its_body_holds_no_produce_permit() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&["--max-in-flight", "1"]), sink.clone());
+    let slow = tokio::spawn(
+        router(state.clone()).oneshot(stalled_post(&sign_meta(SECRET.as_bytes(), b""))),
+    );
+    until_reading(&state, 1).await;
+    assert_eq!(state.in_flight.available_permits(), 1);
+    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
+    let (status, _, _) = send(state.clone(), meta_post(TWO_SENDERS, Some(signature))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sink.produced.lock().unwrap().len(), 2);
+    slow.abort();
+}
+
+#[tokio::test]
+async fn a_full_read_stage_cuts_off_its_oldest_read_with_408_to_let_a_new_request_in() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&["--max-body-reads", "1"]), sink.clone());
+    let slow = tokio::spawn(
+        router(state.clone()).oneshot(stalled_post(&sign_meta(SECRET.as_bytes(), b""))),
+    );
+    until_reading(&state, 1).await;
+    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
+    let (status, _, _) = send(state.clone(), meta_post(TWO_SENDERS, Some(signature))).await;
+    assert_eq!(status, StatusCode::OK);
+    let cut_off = slow.await.unwrap().unwrap();
+    assert_eq!(cut_off.status(), StatusCode::REQUEST_TIMEOUT);
+    let body = cut_off.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("cut off"));
+    assert_eq!(state.metrics.body_reads.get(), 0);
+}
+
+#[tokio::test]
+async fn a_post_without_its_signature_header_is_401_before_its_body_is_read() {
+    // The body never ends: only an answer that does not wait for it can come back.
+    let state = state_with(config(&[]), Arc::new(FakeSink::default()));
+    let request = Request::post("/webhook").body(stalled_body()).unwrap();
+    let (status, _, body) = send(state, request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("missing"), "{body}");
+
+    let state = state_with(
+        config(&["--provider", "wasender"]),
+        Arc::new(FakeSink::default()),
+    );
+    let request = Request::post("/webhook")
+        .header("x-webhook-signature", "not-the-secret")
+        .body(stalled_body())
+        .unwrap();
+    assert_eq!(send(state, request).await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
