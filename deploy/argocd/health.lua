@@ -24,6 +24,7 @@ local SPEC_ERRORS = {
   NotSupported = true,
   ResourceConflict = true,
   TopicConflict = true,
+  TopicConfigRefused = true,
   SecretNotFound = true,
   Forbidden = true,
 }

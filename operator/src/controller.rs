@@ -28,7 +28,7 @@ use crate::crd::{
     WhatsAppWebhookPipeline, FINALIZER,
 };
 use crate::error::{Error, Result};
-use crate::kafka::{KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
+use crate::kafka::{config_drift, AdminError, KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
 use crate::metrics::{Metrics, PartitionLabels, PipelineLabels, ScalingLabels};
 use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
 use crate::validate::{check_images, validate, ValidPipeline};
@@ -471,6 +471,84 @@ async fn ensure_topic(
             }
         }
     };
+    if existing.is_some() && outcome.ready {
+        return sync_topic_config(ctx, pipeline, kafka, &request, outcome).await;
+    }
+    Ok(outcome)
+}
+
+/// Brings an existing topic's own configuration to the spec: the entries of `spec.config` (and
+/// wapipe's defaults) whose value differs are set; the topic's other entries are kept. Kafka
+/// refusing a value is reported on the topic's condition and in an Event, not retried blindly.
+async fn sync_topic_config(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    kafka: &KafkaSettings,
+    request: &TopicRequest,
+    mut outcome: TopicOutcome,
+) -> Result<TopicOutcome> {
+    let name = &request.name;
+    let current = ctx
+        .admin
+        .topic_config(kafka, name)
+        .await
+        .map_err(|source| Error::Topic {
+            action: "reading the configuration of",
+            topic: name.clone(),
+            source,
+        })?;
+    let drift = config_drift(&request.config, &current);
+    if drift.is_empty() {
+        return Ok(outcome);
+    }
+    let mut config = current.clone();
+    config.extend(drift.clone());
+    let listed = drift
+        .iter()
+        .map(|(key, value)| match current.get(key) {
+            Some(old) => format!("{key}={value} (was {old})"),
+            None => format!("{key}={value}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    match ctx.admin.set_topic_config(kafka, name, &config).await {
+        Ok(()) => {
+            let message = format!("applied to topic {name}: {listed}");
+            info!(pipeline = %key(pipeline), topic = %name, changes = %listed, "topic configuration applied");
+            publish(
+                ctx,
+                pipeline,
+                EventType::Normal,
+                "TopicConfigApplied",
+                message.clone(),
+            )
+            .await;
+            outcome.message = format!("{}; {message}", outcome.message);
+        }
+        Err(error @ (AdminError::Refused(_) | AdminError::NotApplied(_))) => {
+            let message =
+                format!("Kafka refused the configuration of topic {name} ({listed}): {error}");
+            warn!(pipeline = %key(pipeline), topic = %name, %error, "topic configuration refused");
+            publish(
+                ctx,
+                pipeline,
+                EventType::Warning,
+                "TopicConfigRefused",
+                message.clone(),
+            )
+            .await;
+            outcome.ready = false;
+            outcome.reason = "TopicConfigRefused";
+            outcome.message = message;
+        }
+        Err(source) => {
+            return Err(Error::Topic {
+                action: "configuring",
+                topic: name.clone(),
+                source,
+            })
+        }
+    }
     Ok(outcome)
 }
 

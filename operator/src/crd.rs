@@ -164,7 +164,9 @@ pub struct TopicSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 32767))]
     pub replication_factor: Option<i32>,
-    /// Topic configuration passed to Kafka as is (e.g. `retention.ms`). Unless set here, wapipe
+    /// Topic configuration passed to Kafka as is (e.g. `retention.ms`), at creation and on every
+    /// later edit (entries set on the topic by other means are kept; a value Kafka refuses shows
+    /// as `TopicReady=False`, reason `TopicConfigRefused`). Unless set here, wapipe
     /// adds `max.message.bytes` = the ingress's body limit + 64 KiB (Kafka's ~1 MB default
     /// would refuse Meta's larger bodies) and, when `replicationFactor` is given,
     /// `min.insync.replicas` = replicationFactor − 1 (at least 1).

@@ -7,7 +7,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -31,6 +34,8 @@ pub enum AdminError {
     Refused(RDKafkaErrorCode),
     #[error("topic {0} does not exist")]
     NoSuchTopic(String),
+    #[error("Kafka did not apply {0}")]
+    NotApplied(String),
     #[error("blocking Kafka call panicked or was cancelled")]
     Join,
 }
@@ -50,6 +55,18 @@ pub struct TopicRequest {
     /// `None` leaves it to the broker's default.
     pub replication_factor: Option<i32>,
     pub config: BTreeMap<String, String>,
+}
+
+/// The entries of `desired` whose value on the topic (`current`) differs or is missing.
+pub fn config_drift(
+    desired: &BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    desired
+        .iter()
+        .filter(|(key, value)| current.get(*key) != Some(*value))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 impl TopicRequest {
@@ -115,6 +132,20 @@ pub trait TopicAdmin: Send + Sync + 'static {
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionOffsets>, AdminError>;
+    /// The topic's own configuration: entries set on the topic (not broker defaults).
+    async fn topic_config(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+    ) -> Result<BTreeMap<String, String>, AdminError>;
+    /// Sets the topic's own configuration to exactly `config` (entries left out return to the
+    /// broker's defaults: pass what [`TopicAdmin::topic_config`] read, changed).
+    async fn set_topic_config(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), AdminError>;
     /// Commits `group`'s offsets on `topic` again, unchanged, so that Kafka's offset retention
     /// (`offsets.retention.minutes`, counted from the last commit while a group is empty)
     /// never expires them while the group is scaled to zero. Kafka refuses it while the group
@@ -319,6 +350,64 @@ impl TopicAdmin for RdKafkaAdmin {
         })
         .await
     }
+
+    async fn topic_config(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+    ) -> Result<BTreeMap<String, String>, AdminError> {
+        let admin = Self::admin(kafka)?;
+        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let results = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await?;
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| AdminError::NoSuchTopic(topic.to_string()))?
+            .map_err(AdminError::Refused)?;
+        Ok(resource
+            .entries
+            .into_iter()
+            .filter(|entry| entry.source == ConfigSource::DynamicTopic)
+            .filter_map(|entry| entry.value.map(|value| (entry.name, value)))
+            .collect())
+    }
+
+    async fn set_topic_config(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        let admin = Self::admin(kafka)?;
+        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+        for (key, value) in config {
+            alter = alter.set(key, value);
+        }
+        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        for result in admin.alter_configs(&[alter], &options).await? {
+            if let Err((_, code)) = result {
+                return Err(AdminError::Refused(code));
+            }
+        }
+        // Read back: a value the broker rejects in validation is not always reported as an
+        // error of the request, and the change reaches the broker's metadata a moment later.
+        let mut differs = Vec::new();
+        for _ in 0..20 {
+            let now = self.topic_config(kafka, topic).await?;
+            differs = config
+                .iter()
+                .filter(|(key, value)| now.get(*key) != Some(*value))
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect();
+            if differs.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(AdminError::NotApplied(differs.join(", ")))
+    }
 }
 
 /// An in-memory [`TopicAdmin`] for tests and dry runs: topics are shapes in a map, offsets are
@@ -326,6 +415,7 @@ impl TopicAdmin for RdKafkaAdmin {
 #[derive(Debug, Default)]
 pub struct InMemoryAdmin {
     topics: Mutex<BTreeMap<String, TopicShape>>,
+    configs: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     offsets: Mutex<BTreeMap<(String, String), Vec<PartitionOffsets>>>,
     calls: Mutex<Vec<String>>,
 }
@@ -386,6 +476,7 @@ impl TopicAdmin for InMemoryAdmin {
         if topics.contains_key(&topic.name) {
             return Err(AdminError::Refused(RDKafkaErrorCode::TopicAlreadyExists));
         }
+        lock(&self.configs).insert(topic.name.clone(), topic.config.clone());
         topics.insert(
             topic.name.clone(),
             TopicShape {
@@ -451,6 +542,27 @@ impl TopicAdmin for InMemoryAdmin {
         offsets: &[(i32, i64)],
     ) -> Result<(), AdminError> {
         self.record(format!("keep offsets {topic} {group} {offsets:?}"));
+        Ok(())
+    }
+
+    async fn topic_config(
+        &self,
+        _kafka: &KafkaSettings,
+        topic: &str,
+    ) -> Result<BTreeMap<String, String>, AdminError> {
+        self.topic(topic)
+            .ok_or_else(|| AdminError::NoSuchTopic(topic.to_string()))?;
+        Ok(lock(&self.configs).get(topic).cloned().unwrap_or_default())
+    }
+
+    async fn set_topic_config(
+        &self,
+        _kafka: &KafkaSettings,
+        topic: &str,
+        config: &BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        self.record(format!("set config {topic} {config:?}"));
+        lock(&self.configs).insert(topic.to_string(), config.clone());
         Ok(())
     }
 }

@@ -352,3 +352,61 @@ async fn a_scaled_to_zero_groups_offsets_outlive_offset_retention_when_kept() {
     );
     assert_eq!(committed(kept.clone()).await, vec![Some(8), Some(9)]);
 }
+
+#[tokio::test]
+async fn a_topics_config_follows_the_spec_keeping_entries_set_elsewhere_and_bad_values_are_refused()
+{
+    use wapipe_operator::kafka::config_drift;
+    let (bootstrap, _guard) = broker().unwrap();
+    let kafka = settings(&bootstrap);
+    let topic = unique_name("wapipe-op-drift");
+    let spec =
+        std::collections::BTreeMap::from([("retention.ms".to_string(), "3600000".to_string())]);
+    RdKafkaAdmin
+        .create_topic(
+            &kafka,
+            &TopicRequest::for_pipeline(&topic, 1, Some(1), &spec, None),
+        )
+        .await
+        .unwrap();
+    wait_for_partitions(&kafka, &topic, 1).await;
+    let created = RdKafkaAdmin.topic_config(&kafka, &topic).await.unwrap();
+    assert_eq!(created["retention.ms"], "3600000");
+    assert!(config_drift(&spec, &created).is_empty());
+
+    // Someone sets segment.ms by hand; then the spec's retention changes.
+    let mut by_hand = created.clone();
+    by_hand.insert("segment.ms".into(), "600000".into());
+    RdKafkaAdmin
+        .set_topic_config(&kafka, &topic, &by_hand)
+        .await
+        .unwrap();
+    let edited =
+        std::collections::BTreeMap::from([("retention.ms".to_string(), "7200000".to_string())]);
+    let current = RdKafkaAdmin.topic_config(&kafka, &topic).await.unwrap();
+    let drift = config_drift(&edited, &current);
+    assert_eq!(drift, edited);
+    let mut merged = current.clone();
+    merged.extend(drift);
+    RdKafkaAdmin
+        .set_topic_config(&kafka, &topic, &merged)
+        .await
+        .unwrap();
+    let after = RdKafkaAdmin.topic_config(&kafka, &topic).await.unwrap();
+    assert_eq!(after["retention.ms"], "7200000");
+    assert_eq!(
+        after["segment.ms"], "600000",
+        "an entry set elsewhere was dropped"
+    );
+    assert_eq!(after["max.message.bytes"], created["max.message.bytes"]);
+
+    // A value Kafka refuses is an error naming why, and changes nothing.
+    let mut bad = after.clone();
+    bad.insert("retention.ms".into(), "soon".into());
+    let refused = RdKafkaAdmin.set_topic_config(&kafka, &topic, &bad).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(
+        RdKafkaAdmin.topic_config(&kafka, &topic).await.unwrap(),
+        after
+    );
+}

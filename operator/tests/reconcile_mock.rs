@@ -382,14 +382,27 @@ async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
     server.finish().await;
     task.await.unwrap().expect("reconcile succeeds");
 
+    // Adopting creates nothing; it brings the topics' configuration to the spec (here wapipe's
+    // record limit for the largest body, which the existing topics lacked).
+    let calls = admin.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(
-        admin.calls().is_empty(),
-        "adopting creates nothing: {:?}",
-        admin.calls()
+        calls.iter().all(
+            |c| c.starts_with("set config") && c.contains("\"max.message.bytes\": \"3211264\"")
+        ),
+        "{calls:?}"
     );
     let status = &status.body["status"];
     assert_eq!(status["topicCreated"], false);
     assert_eq!(condition(status, "TopicReady")["reason"], "Adopted");
+    assert!(
+        condition(status, "TopicReady")["message"]
+            .as_str()
+            .unwrap()
+            .contains("applied to topic whatsapp_webhooks_raw: max.message.bytes=3211264"),
+        "{}",
+        condition(status, "TopicReady")["message"]
+    );
     assert_eq!(condition(status, "Ready")["status"], "True");
     assert_eq!(condition(status, "Scaling")["reason"], "Steady");
 }
@@ -425,7 +438,11 @@ async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
 
     assert_eq!(
         admin.calls(),
-        ["create-partitions whatsapp_webhooks_raw 12"]
+        [
+            "create-partitions whatsapp_webhooks_raw 12",
+            r#"set config whatsapp_webhooks_raw {"max.message.bytes": "3211264"}"#,
+            r#"set config whatsapp_webhooks_failed {"max.message.bytes": "3211264"}"#,
+        ]
     );
     assert_eq!(admin.topic("whatsapp_webhooks_raw").unwrap().partitions, 12);
     let status = &status.body["status"];
@@ -469,7 +486,13 @@ async fn a_partition_decrease_or_replication_change_is_not_supported() {
     server.finish().await;
     task.await.unwrap().expect("reconcile succeeds");
 
-    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    // The raw topic is left as it is; the dead-letter topic still gets its configuration.
+    assert_eq!(
+        admin.calls(),
+        [r#"set config whatsapp_webhooks_failed {"max.message.bytes": "3211264"}"#],
+        "{:?}",
+        admin.calls()
+    );
     let status = &status.body["status"];
     let topic_ready = condition(status, "TopicReady");
     assert_eq!(topic_ready["status"], "False");
