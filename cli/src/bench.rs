@@ -96,7 +96,8 @@ fn ceiling_producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
+        // The ingress's default linger, so the same-concurrency ceiling is like for like.
+        .set("linger.ms", "1")
         .set("compression.type", "lz4")
         .create()?)
 }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark: wapipe's ingress and worker beside the usual Python service
+# (../shared/peers/python_ingress.py) and the raw librdkafka producer and consumer, on one
+# private Apache Kafka, printed as one table. Builds the release binaries first; installs wrk and
+# the peer's Python packages when missing. Takes about five minutes; asserts nothing.
+#
+#   bash scripts/bench-compare.sh [--seconds 15] [--connections 64] [--worker-events 20000] [--skip-worker]
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+python3 -c 'import fastapi, uvicorn, confluent_kafka' 2>/dev/null || python3 -m pip install -q fastapi uvicorn confluent-kafka
+bash scripts/install-kafka.sh >/dev/null
+bash scripts/postgres.sh
+target="${CARGO_TARGET_DIR:-$repo/target}"
+cargo build -q --release -p wapipe-ingress -p wapipe
+cargo build -q --release -p wapipe-worker --example bench
+exec python3 scripts/bench_compare.py --bin-dir "$target/release" "$@"
