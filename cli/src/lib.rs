@@ -8,5 +8,6 @@ pub mod lag;
 pub mod local;
 pub mod payloads;
 pub mod send;
+pub mod simulate;
 pub mod topics;
 pub mod up;

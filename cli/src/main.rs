@@ -2,6 +2,7 @@ use clap::{Parser, Subcommand};
 use wapipe::bench::{bench_ingress, BenchIngressArgs};
 use wapipe::lag::{lag, LagArgs};
 use wapipe::send::{send, SendArgs};
+use wapipe::simulate::{simulate, SimulateArgs};
 use wapipe::topics::{self, TopicsArgs};
 use wapipe::up::{up, UpArgs};
 
@@ -32,6 +33,9 @@ enum Command {
     /// Benchmarks that print figures beside their ceilings.
     #[command(subcommand)]
     Bench(Bench),
+    /// Simulate a day of traffic through the operator's scaling policy and through KEDA's
+    /// Kafka scaler with an HPA, on the same traces; or plan capacity for a peak (--plan-peak).
+    Simulate(SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -60,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Topics(Topics::Create(args)) => topics::create(&args).await?,
         Command::Bench(Bench::Ingress(args)) => bench_ingress(&args).await?,
+        Command::Simulate(args) => simulate(&args)?,
     }
     Ok(())
 }
