@@ -10,7 +10,7 @@
 //! yet consumed. A partition's end-to-end latency is its backlog divided by its current service
 //! rate (infinite while nothing serves it).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -590,11 +590,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         args.poll_seconds, args.window_seconds, args.start_delay, args.rebalance_pause, args.seed
     );
     for trace in &chosen {
-        let model = Model { args, trace };
-        let results: Vec<(Controller, Outcome)> = [Controller::Wapipe, Controller::Keda]
-            .into_iter()
-            .map(|c| (c, model.run(c)))
-            .collect();
+        let results = run_both(args, trace);
         print!("{}", table(trace, &results, args.slo));
         if let Some(dir) = &args.out_dir {
             std::fs::create_dir_all(dir)?;
@@ -613,12 +609,12 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Per-trace summary rows keyed by controller, for tests.
-pub fn summaries(args: &SimulateArgs, trace: &Trace) -> BTreeMap<&'static str, Outcome> {
+/// Both controllers on one trace, wapipe first.
+pub fn run_both(args: &SimulateArgs, trace: &Trace) -> Vec<(Controller, Outcome)> {
     let model = Model { args, trace };
     [Controller::Wapipe, Controller::Keda]
         .into_iter()
-        .map(|c| (c.as_str(), model.run(c)))
+        .map(|c| (c, model.run(c)))
         .collect()
 }
 
@@ -652,16 +648,16 @@ mod tests {
             let a = args(&["--min-replicas", "1", "--max-replicas", "8"]);
             let trace = short(name);
             let partitions = trace.partitions.unwrap_or(a.partitions) as u32;
-            for (controller, outcome) in summaries(&a, &trace) {
+            for (controller, outcome) in run_both(&a, &trace) {
                 for s in &outcome.samples {
-                    assert!(s.lag >= 0.0, "{name} {controller}: lag {}", s.lag);
+                    assert!(s.lag >= 0.0, "{name} {controller:?}: lag {}", s.lag);
                     assert!(
                         s.desired >= 1 && s.desired <= 8,
-                        "{name} {controller}: {}",
+                        "{name} {controller:?}: {}",
                         s.desired
                     );
-                    assert!(s.ready <= 8, "{name} {controller}: ready {}", s.ready);
-                    if controller == "wapipe" {
+                    assert!(s.ready <= 8, "{name} {controller:?}: ready {}", s.ready);
+                    if controller == Controller::Wapipe {
                         assert!(
                             s.desired <= partitions,
                             "{name}: wapipe asked for {} > {partitions} partitions",
@@ -677,46 +673,10 @@ mod tests {
     fn the_same_trace_and_seed_give_the_same_table() {
         let a = args(&["--seed", "11"]);
         let trace = short("broadcast");
-        let first = table(
-            &trace,
-            &summaries(&a, &trace)
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        if k == "wapipe" {
-                            Controller::Wapipe
-                        } else {
-                            Controller::Keda
-                        },
-                        v,
-                    )
-                })
-                .collect::<Vec<_>>(),
-            5.0,
-        );
-        let second = table(
-            &trace,
-            &summaries(&a, &trace)
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        if k == "wapipe" {
-                            Controller::Wapipe
-                        } else {
-                            Controller::Keda
-                        },
-                        v,
-                    )
-                })
-                .collect::<Vec<_>>(),
-            5.0,
-        );
-        assert_eq!(first, second);
-        let other = summaries(&args(&["--seed", "12"]), &trace);
-        assert_ne!(
-            other["wapipe"].samples,
-            summaries(&a, &trace)["wapipe"].samples
-        );
+        let first = table(&trace, &run_both(&a, &trace), 5.0);
+        assert_eq!(first, table(&trace, &run_both(&a, &trace), 5.0));
+        let other = run_both(&args(&["--seed", "12"]), &trace);
+        assert_ne!(other[0].1.samples, run_both(&a, &trace)[0].1.samples);
     }
 
     #[test]
@@ -732,8 +692,8 @@ mod tests {
         assert_eq!(keda.decide(0, &[Some(120), Some(120), Some(120)], 4), 4);
         let trace = short("few-partitions");
         let a = args(&["--max-replicas", "12"]);
-        let outcomes = summaries(&a, &trace);
-        assert!(outcomes["wapipe"].samples.iter().all(|s| s.desired <= 3));
+        let outcomes = run_both(&a, &trace);
+        assert!(outcomes[0].1.samples.iter().all(|s| s.desired <= 3));
     }
 
     #[test]
