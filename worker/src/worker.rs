@@ -75,6 +75,9 @@ type QueueKey = (i32, Option<Vec<u8>>);
 /// poll, so this only guards against a runtime that cannot run them).
 const ABANDON_WAIT: Duration = Duration::from_secs(10);
 
+/// How long the buffer may stay full, with no record taken, before fetching is paused.
+const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(2);
+
 struct Job {
     incoming: Incoming,
     epoch: u64,
@@ -396,24 +399,34 @@ impl Worker {
         self.health.set_sink_available(true);
         tracing::info!(topic = %settings.topic, group = %settings.group, "consuming");
 
+        let mut full_since: Option<tokio::time::Instant> = None;
         loop {
-            // Pause at the limit; resume at half of it, so fetches are not toggled per event.
-            let (paused, changed) = {
-                let mut state = shared.lock();
-                let full = if state.paused {
-                    state.buffered > settings.max_buffered / 2
-                } else {
-                    state.buffered >= settings.max_buffered
-                };
-                let changed = full != state.paused;
-                state.paused = full;
-                (full, changed)
+            // A full buffer first only stops taking records: librdkafka's own prefetch (bounded by
+            // queued.max.messages.kbytes) waits, and a fast sink drains the buffer within
+            // milliseconds. Pausing purges that prefetch and costs a fetch round trip to undo, so
+            // a pause (which keeps the consumer polling, and so in the group, through a long
+            // sink outage) comes only once the buffer has stayed full for HOLD_BEFORE_PAUSE.
+            // Fetching resumes at half the limit.
+            let now = tokio::time::Instant::now();
+            let (buffered, was_paused) = {
+                let state = shared.lock();
+                (state.buffered, state.paused)
             };
-            if changed {
+            let full = buffered >= settings.max_buffered;
+            match (full, full_since) {
+                (false, _) => full_since = None,
+                (true, None) => full_since = Some(now),
+                (true, Some(_)) => {}
+            }
+            let pause_now = !was_paused
+                && full_since.is_some_and(|since| now.duration_since(since) >= HOLD_BEFORE_PAUSE);
+            let resume_now = was_paused && buffered <= settings.max_buffered / 2;
+            if pause_now || resume_now {
+                shared.lock().paused = pause_now;
                 // The whole current assignment; a partition assigned from here on gets the
                 // same state in the rebalance callback.
                 if let Ok(assignment) = consumer.assignment() {
-                    let result = if paused {
+                    let result = if pause_now {
                         consumer.pause(&assignment)
                     } else {
                         consumer.resume(&assignment)
@@ -422,12 +435,17 @@ impl Worker {
                         tracing::warn!(%error, "pausing or resuming fetches failed");
                     }
                 }
-                self.metrics.fetch_paused.set(i64::from(paused));
+                self.metrics.fetch_paused.set(i64::from(pause_now));
             }
+            let paused = (was_paused && !resume_now) || pause_now;
+            // Full but not paused yet: take no record until space frees or the hold is over.
+            let holding = full && !paused;
+            let hold_over = full_since.map_or(now, |since| since + HOLD_BEFORE_PAUSE);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = shared.space.notified(), if paused => {}
-                received = consumer.recv() => match received {
+                _ = shared.space.notified(), if paused || holding => {}
+                _ = tokio::time::sleep_until(hold_over), if holding => {}
+                received = consumer.recv(), if !holding => match received {
                     Ok(message) => dispatch(&shared, &consumer, Incoming::from_message(&message)),
                     Err(error) => {
                         tracing::warn!(%error, "receiving from Kafka failed");
