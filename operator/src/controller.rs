@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use crate::build::{build, worker_name};
 use crate::crd::{
-    Condition, DeletionPolicy, KafkaSpec, PartitionLagStatus, PipelineStatus, SecretKeyRef,
-    WhatsAppWebhookPipeline, FINALIZER,
+    Condition, DeletionPolicy, KafkaSpec, PartitionLagStatus, PipelineSpec, PipelineStatus,
+    SecretKeyRef, WhatsAppWebhookPipeline, FINALIZER,
 };
 use crate::error::{Error, Result};
 use crate::kafka::{KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
@@ -177,7 +177,15 @@ pub async fn reconcile(
     let action = if pipeline.metadata.deletion_timestamp.is_some() {
         cleanup(&pipeline, &ctx).await?
     } else {
-        apply(&pipeline, &ctx).await?
+        match apply(&pipeline, &ctx).await {
+            Ok(action) => action,
+            Err(error) => {
+                if let Err(status_error) = write_failure(&ctx, &pipeline, &error).await {
+                    warn!(pipeline = %key(&pipeline), %status_error, "could not record the failure in the status");
+                }
+                return Err(error);
+            }
+        }
     };
     lock(&ctx.failures).remove(&key(&pipeline));
     Ok(action)
@@ -235,13 +243,20 @@ async fn publish(
     }
 }
 
-/// Reads one key of a Secret in `namespace`.
-async fn read_secret(client: &Client, namespace: &str, secret: &SecretKeyRef) -> Result<String> {
+/// Reads one key of a Secret in `namespace`, needed for the status condition `condition`.
+async fn read_secret(
+    client: &Client,
+    namespace: &str,
+    secret: &SecretKeyRef,
+    condition: &'static str,
+) -> Result<String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let object = api
         .get(&secret.name)
         .await
         .map_err(|source| Error::ReadSecret {
+            condition,
+            namespace: namespace.into(),
             name: secret.name.clone(),
             source,
         })?;
@@ -251,9 +266,69 @@ async fn read_secret(client: &Client, namespace: &str, secret: &SecretKeyRef) ->
         .and_then(|data| data.get(&secret.key))
         .map(|value| String::from_utf8_lossy(&value.0).into_owned())
         .ok_or_else(|| Error::SecretKeyMissing {
+            condition,
+            namespace: namespace.into(),
             name: secret.name.clone(),
             key: secret.key.clone(),
         })
+}
+
+/// Checks that the Secrets the ingress and worker pods mount exist with their keys: a pod
+/// referencing a missing Secret never starts, and the pipeline should say why.
+async fn check_pod_secrets(client: &Client, namespace: &str, spec: &PipelineSpec) -> Result<()> {
+    let ingress = [
+        Some(&spec.ingress.app_secret_ref),
+        spec.ingress.verify_token_ref.as_ref(),
+    ];
+    for secret in ingress.into_iter().flatten() {
+        read_secret(client, namespace, secret, "IngressReady").await?;
+    }
+    if let Some(secret) = &spec.worker.sink.database_url_secret_ref {
+        read_secret(client, namespace, secret, "WorkersReady").await?;
+    }
+    Ok(())
+}
+
+/// Records a failed reconcile in the status: the condition it concerns turns False with the
+/// error as message, and Ready follows. Only for failures a person must see (see
+/// [`Error::failure_condition`]).
+async fn write_failure(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    error: &Error,
+) -> Result<()> {
+    let Some(failure) = error.failure_condition() else {
+        return Ok(());
+    };
+    let generation = pipeline.metadata.generation;
+    let previous = pipeline.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    let message = error.to_string();
+    set_condition(
+        &mut status.conditions,
+        &previous.conditions,
+        generation,
+        failure.condition,
+        false,
+        failure.reason,
+        &message,
+    );
+    let ready_reason = match failure.condition {
+        "TopicReady" => "TopicNotReady",
+        "IngressReady" => "IngressNotReady",
+        _ => "WorkersNotReady",
+    };
+    set_condition(
+        &mut status.conditions,
+        &previous.conditions,
+        generation,
+        "Ready",
+        false,
+        ready_reason,
+        format!("{}: {message}", failure.condition),
+    );
+    write_status(ctx, pipeline, status).await
 }
 
 /// The operator's own Kafka connection for this pipeline (SASL password and CA read from Secrets).
@@ -276,7 +351,8 @@ async fn kafka_settings(
     if let Some(sasl) = &kafka.sasl {
         settings.insert("sasl.mechanism".into(), sasl.mechanism.as_str().into());
         settings.insert("sasl.username".into(), sasl.username.clone());
-        let password = read_secret(client, namespace, &sasl.password_secret_ref).await?;
+        let password =
+            read_secret(client, namespace, &sasl.password_secret_ref, "TopicReady").await?;
         settings.insert("sasl.password".into(), password.trim_end().to_string());
     }
     if let Some(ca) = kafka
@@ -286,7 +362,7 @@ async fn kafka_settings(
     {
         settings.insert(
             "ssl.ca.pem".into(),
-            read_secret(client, namespace, ca).await?,
+            read_secret(client, namespace, ca, "TopicReady").await?,
         );
     }
     Ok(settings)
@@ -599,6 +675,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
     };
     let spec = &valid.spec;
     let kafka = kafka_settings(&ctx.client, &namespace, &spec.kafka).await?;
+    check_pod_secrets(&ctx.client, &namespace, spec).await?;
 
     let topic = ensure_topic(
         ctx,

@@ -192,9 +192,20 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
-/// Expects the four child applies, answering as a cluster whose pods are up and whose worker
-/// Deployment runs `worker_replicas`. Returns the worker template apply.
+/// Expects the read of the ingress app Secret, which exists.
+async fn expect_ingress_secret(server: &mut ApiServer) {
+    server
+        .expect("GET", "/api/v1/namespaces/shop/secrets/wasender", |_| {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wasender", "namespace": "shop"}, "data": {"secret": "c2VjcmV0"}})
+        })
+        .await;
+}
+
+/// Expects the check of the ingress Secret, then the four child applies, answering as a cluster
+/// whose pods are up and whose worker Deployment runs `worker_replicas`. Returns the worker
+/// template apply.
 async fn expect_children(server: &mut ApiServer, worker_replicas: i64) -> Seen {
+    expect_ingress_secret(server).await;
     let ingress = server
         .expect(
             "PATCH",
@@ -337,6 +348,7 @@ async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
             |_| list_of(&[&pipeline]),
         )
         .await;
+    expect_ingress_secret(&mut server).await;
     let ingress = server
         .expect(
             "PATCH",
