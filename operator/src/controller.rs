@@ -80,6 +80,10 @@ pub struct Context {
     pub default_image: String,
     pub metrics: Arc<Metrics>,
     scalers: Mutex<HashMap<String, ScalerMemory>>,
+    /// Topics this process created, by pipeline uid: the status says so too, but a reconcile
+    /// can start from a cached copy read before that status write arrived, and must not take
+    /// its own topic for an adopted one (it would then never delete it).
+    created_topics: Mutex<std::collections::HashSet<(String, String)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -101,6 +105,7 @@ impl Context {
             default_image: default_image.into(),
             metrics,
             scalers: Mutex::default(),
+            created_topics: Mutex::default(),
             failures: Mutex::default(),
         }
     }
@@ -189,6 +194,11 @@ pub async fn reconcile(
     };
     lock(&ctx.failures).remove(&key(&pipeline));
     Ok(action)
+}
+
+fn created_here(ctx: &Context, pipeline: &WhatsAppWebhookPipeline, topic: &str) -> bool {
+    let uid = pipeline.uid().unwrap_or_default();
+    lock(&ctx.created_topics).contains(&(uid, topic.to_string()))
 }
 
 fn has_finalizer(pipeline: &WhatsAppWebhookPipeline) -> bool {
@@ -460,6 +470,7 @@ async fn ensure_topic(
                 request.partitions
             );
             info!(pipeline = %key(pipeline), topic = %name, "created topic");
+            lock(&ctx.created_topics).insert((pipeline.uid().unwrap_or_default(), name.clone()));
             publish(
                 ctx,
                 pipeline,
@@ -688,7 +699,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
             &spec.topic.config,
             spec.ingress.max_body_bytes,
         ),
-        previous.topic_created.unwrap_or(false),
+        previous.topic_created.unwrap_or(false) || created_here(ctx, pipeline, &spec.topic.name),
     )
     .await?;
     let dead_letter = ensure_topic(
@@ -702,7 +713,8 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
             &spec.dead_letter_topic.config,
             spec.ingress.max_body_bytes,
         ),
-        previous.dead_letter_topic_created.unwrap_or(false),
+        previous.dead_letter_topic_created.unwrap_or(false)
+            || created_here(ctx, pipeline, &spec.dead_letter_topic.name),
     )
     .await?;
 
@@ -1049,7 +1061,7 @@ async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Ac
             ),
         ];
         for (topic, created) in topics {
-            if created == Some(true) {
+            if created == Some(true) || created_here(ctx, pipeline, topic) {
                 ctx.admin
                     .delete_topic(&kafka, topic)
                     .await
