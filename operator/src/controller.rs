@@ -139,6 +139,10 @@ pub async fn run(ctx: Arc<Context>) {
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                // A pipeline deleted while a reconcile of it was queued: nothing failed.
+                Err(error @ kube::runtime::controller::Error::ObjectNotFound(_)) => {
+                    tracing::debug!(%error, "pipeline gone before its reconcile")
+                }
                 Err(error) => warn!(%error, "reconcile failed"),
             }
         })
