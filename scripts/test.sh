@@ -56,6 +56,11 @@ case "$rc" in
   *) echo "e2e: failed ($rc)" >&2; exit "$rc" ;;
 esac
 
+# --- cluster suite: a real control plane built from Go modules (README "Cluster suite") ------
+step "cluster suite (kube-apiserver, etcd, controller-manager, scheduler, kwok, helm)"
+bash scripts/test-cluster.sh
+# --- end of the cluster suite ------------------------------------------------------------
+
 step "cargo test (unit, service and integration tests)"
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/wapipe-cargo-test.log"

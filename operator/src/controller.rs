@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use crate::build::{build, worker_name};
 use crate::crd::{
-    Condition, DeletionPolicy, KafkaSpec, PartitionLagStatus, PipelineStatus, SecretKeyRef,
-    WhatsAppWebhookPipeline, FINALIZER,
+    Condition, DeletionPolicy, KafkaSpec, PartitionLagStatus, PipelineSpec, PipelineStatus,
+    SecretKeyRef, WhatsAppWebhookPipeline, FINALIZER,
 };
 use crate::error::{Error, Result};
 use crate::kafka::{config_drift, AdminError, KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
@@ -82,6 +82,10 @@ pub struct Context {
     pub allowed_image_prefixes: Vec<String>,
     pub metrics: Arc<Metrics>,
     scalers: Mutex<HashMap<String, ScalerMemory>>,
+    /// Topics this process created, by pipeline uid: the status says so too, but a reconcile
+    /// can start from a cached copy read before that status write arrived, and must not take
+    /// its own topic for an adopted one (it would then never delete it).
+    created_topics: Mutex<std::collections::HashSet<(String, String)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -104,6 +108,7 @@ impl Context {
             allowed_image_prefixes: Vec::new(),
             metrics,
             scalers: Mutex::default(),
+            created_topics: Mutex::default(),
             failures: Mutex::default(),
         }
     }
@@ -147,6 +152,10 @@ pub async fn run(ctx: Arc<Context>) {
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                // A pipeline deleted while a reconcile of it was queued: nothing failed.
+                Err(error @ kube::runtime::controller::Error::ObjectNotFound(_)) => {
+                    tracing::debug!(%error, "pipeline gone before its reconcile")
+                }
                 Err(error) => warn!(%error, "reconcile failed"),
             }
         })
@@ -190,10 +199,23 @@ pub async fn reconcile(
     let action = if pipeline.metadata.deletion_timestamp.is_some() {
         cleanup(&pipeline, &ctx).await?
     } else {
-        apply(&pipeline, &ctx).await?
+        match apply(&pipeline, &ctx).await {
+            Ok(action) => action,
+            Err(error) => {
+                if let Err(status_error) = write_failure(&ctx, &pipeline, &error).await {
+                    warn!(pipeline = %key(&pipeline), %status_error, "could not record the failure in the status");
+                }
+                return Err(error);
+            }
+        }
     };
     lock(&ctx.failures).remove(&key(&pipeline));
     Ok(action)
+}
+
+fn created_here(ctx: &Context, pipeline: &WhatsAppWebhookPipeline, topic: &str) -> bool {
+    let uid = pipeline.uid().unwrap_or_default();
+    lock(&ctx.created_topics).contains(&(uid, topic.to_string()))
 }
 
 fn has_finalizer(pipeline: &WhatsAppWebhookPipeline) -> bool {
@@ -248,13 +270,20 @@ async fn publish(
     }
 }
 
-/// Reads one key of a Secret in `namespace`.
-async fn read_secret(client: &Client, namespace: &str, secret: &SecretKeyRef) -> Result<String> {
+/// Reads one key of a Secret in `namespace`, needed for the status condition `condition`.
+async fn read_secret(
+    client: &Client,
+    namespace: &str,
+    secret: &SecretKeyRef,
+    condition: &'static str,
+) -> Result<String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let object = api
         .get(&secret.name)
         .await
         .map_err(|source| Error::ReadSecret {
+            condition,
+            namespace: namespace.into(),
             name: secret.name.clone(),
             source,
         })?;
@@ -264,9 +293,69 @@ async fn read_secret(client: &Client, namespace: &str, secret: &SecretKeyRef) ->
         .and_then(|data| data.get(&secret.key))
         .map(|value| String::from_utf8_lossy(&value.0).into_owned())
         .ok_or_else(|| Error::SecretKeyMissing {
+            condition,
+            namespace: namespace.into(),
             name: secret.name.clone(),
             key: secret.key.clone(),
         })
+}
+
+/// Checks that the Secrets the ingress and worker pods mount exist with their keys: a pod
+/// referencing a missing Secret never starts, and the pipeline should say why.
+async fn check_pod_secrets(client: &Client, namespace: &str, spec: &PipelineSpec) -> Result<()> {
+    let ingress = [
+        Some(&spec.ingress.app_secret_ref),
+        spec.ingress.verify_token_ref.as_ref(),
+    ];
+    for secret in ingress.into_iter().flatten() {
+        read_secret(client, namespace, secret, "IngressReady").await?;
+    }
+    if let Some(secret) = &spec.worker.sink.database_url_secret_ref {
+        read_secret(client, namespace, secret, "WorkersReady").await?;
+    }
+    Ok(())
+}
+
+/// Records a failed reconcile in the status: the condition it concerns turns False with the
+/// error as message, and Ready follows. Only for failures a person must see (see
+/// [`Error::failure_condition`]).
+async fn write_failure(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    error: &Error,
+) -> Result<()> {
+    let Some(failure) = error.failure_condition() else {
+        return Ok(());
+    };
+    let generation = pipeline.metadata.generation;
+    let previous = pipeline.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    let message = error.to_string();
+    set_condition(
+        &mut status.conditions,
+        &previous.conditions,
+        generation,
+        failure.condition,
+        false,
+        failure.reason,
+        &message,
+    );
+    let ready_reason = match failure.condition {
+        "TopicReady" => "TopicNotReady",
+        "IngressReady" => "IngressNotReady",
+        _ => "WorkersNotReady",
+    };
+    set_condition(
+        &mut status.conditions,
+        &previous.conditions,
+        generation,
+        "Ready",
+        false,
+        ready_reason,
+        format!("{}: {message}", failure.condition),
+    );
+    write_status(ctx, pipeline, status).await
 }
 
 /// The operator's own Kafka connection for this pipeline (SASL password and CA read from Secrets).
@@ -289,7 +378,8 @@ async fn kafka_settings(
     if let Some(sasl) = &kafka.sasl {
         settings.insert("sasl.mechanism".into(), sasl.mechanism.as_str().into());
         settings.insert("sasl.username".into(), sasl.username.clone());
-        let password = read_secret(client, namespace, &sasl.password_secret_ref).await?;
+        let password =
+            read_secret(client, namespace, &sasl.password_secret_ref, "TopicReady").await?;
         settings.insert("sasl.password".into(), password.trim_end().to_string());
     }
     if let Some(ca) = kafka
@@ -299,7 +389,7 @@ async fn kafka_settings(
     {
         settings.insert(
             "ssl.ca.pem".into(),
-            read_secret(client, namespace, ca).await?,
+            read_secret(client, namespace, ca, "TopicReady").await?,
         );
     }
     Ok(settings)
@@ -397,6 +487,7 @@ async fn ensure_topic(
                 request.partitions
             );
             info!(pipeline = %key(pipeline), topic = %name, "created topic");
+            lock(&ctx.created_topics).insert((pipeline.uid().unwrap_or_default(), name.clone()));
             publish(
                 ctx,
                 pipeline,
@@ -692,6 +783,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
     };
     let spec = &valid.spec;
     let kafka = kafka_settings(&ctx.client, &namespace, &spec.kafka).await?;
+    check_pod_secrets(&ctx.client, &namespace, spec).await?;
 
     let topic = ensure_topic(
         ctx,
@@ -704,7 +796,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
             &spec.topic.config,
             spec.ingress.max_body_bytes,
         ),
-        previous.topic_created.unwrap_or(false),
+        previous.topic_created.unwrap_or(false) || created_here(ctx, pipeline, &spec.topic.name),
     )
     .await?;
     let dead_letter = ensure_topic(
@@ -718,7 +810,8 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
             &spec.dead_letter_topic.config,
             spec.ingress.max_body_bytes,
         ),
-        previous.dead_letter_topic_created.unwrap_or(false),
+        previous.dead_letter_topic_created.unwrap_or(false)
+            || created_here(ctx, pipeline, &spec.dead_letter_topic.name),
     )
     .await?;
 
@@ -1080,7 +1173,7 @@ async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Ac
             ),
         ];
         for (topic, created) in topics {
-            if created == Some(true) {
+            if created == Some(true) || created_here(ctx, pipeline, topic) {
                 ctx.admin
                     .delete_topic(&kafka, topic)
                     .await

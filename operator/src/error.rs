@@ -9,14 +9,22 @@ pub enum Error {
     InvalidSpec(String),
     #[error("listing pipelines to check topic claims: {0}")]
     ListPipelines(#[source] kube::Error),
-    #[error("reading Secret {name}: {source}")]
+    /// `condition` is the status condition the Secret is needed for (`TopicReady`, ...).
+    #[error("reading Secret {namespace}/{name}: {source}")]
     ReadSecret {
+        condition: &'static str,
+        namespace: String,
         name: String,
         #[source]
         source: kube::Error,
     },
-    #[error("Secret {name} has no key {key}")]
-    SecretKeyMissing { name: String, key: String },
+    #[error("Secret {namespace}/{name} has no key {key}")]
+    SecretKeyMissing {
+        condition: &'static str,
+        namespace: String,
+        name: String,
+        key: String,
+    },
     #[error("applying {kind} {name}: {source}")]
     ApplyChild {
         kind: &'static str,
@@ -63,6 +71,37 @@ impl Error {
             Error::ReadLag(_) => "ReadLag",
             Error::Serialize(..) => "Serialize",
         }
+    }
+}
+
+/// How a failed reconcile shows in the status: the condition that turns False and its reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailureCondition {
+    pub condition: &'static str,
+    pub reason: &'static str,
+}
+
+impl Error {
+    /// The condition a person must see for this failure, if any: a missing or unreadable
+    /// Secret, or a Kafka cluster the operator cannot talk to. Other failures (API server
+    /// hiccups) only retry.
+    pub fn failure_condition(&self) -> Option<FailureCondition> {
+        let (condition, reason) = match self {
+            Error::ReadSecret {
+                condition,
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 404 => (*condition, "SecretNotFound"),
+            Error::ReadSecret {
+                condition,
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 403 => (*condition, "Forbidden"),
+            Error::SecretKeyMissing { condition, .. } => (*condition, "SecretNotFound"),
+            Error::Topic { .. } => ("TopicReady", "KafkaUnavailable"),
+            _ => return None,
+        };
+        Some(FailureCondition { condition, reason })
     }
 }
 

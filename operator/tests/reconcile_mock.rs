@@ -192,9 +192,20 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
-/// Expects the four child applies, answering as a cluster whose pods are up and whose worker
-/// Deployment runs `worker_replicas`. Returns the worker template apply.
+/// Expects the read of the ingress app Secret, which exists.
+async fn expect_ingress_secret(server: &mut ApiServer) {
+    server
+        .expect("GET", "/api/v1/namespaces/shop/secrets/wasender", |_| {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wasender", "namespace": "shop"}, "data": {"secret": "c2VjcmV0"}})
+        })
+        .await;
+}
+
+/// Expects the check of the ingress Secret, then the four child applies, answering as a cluster
+/// whose pods are up and whose worker Deployment runs `worker_replicas`. Returns the worker
+/// template apply.
 async fn expect_children(server: &mut ApiServer, worker_replicas: i64) -> Seen {
+    expect_ingress_secret(server).await;
     let ingress = server
         .expect(
             "PATCH",
@@ -318,6 +329,46 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
     );
 }
 
+/// The real API server showed it: a reconcile triggered by the operator's own finalizer or
+/// status write can start from a cached copy read before its status write arrived. The topics it
+/// created must still count as created, or `deletionPolicy: Delete` would leave them behind.
+#[tokio::test]
+async fn a_reconcile_from_a_copy_older_than_its_own_status_write_keeps_its_topics_created() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 0));
+    let (ctx, mut server) = setup(admin.clone());
+    let stale = pipeline(json!({}));
+    for round in 0..2 {
+        let task = run_reconcile(stale.clone(), ctx.clone()).await;
+        server
+            .expect(
+                "GET",
+                "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+                |_| list_of(&[&stale]),
+            )
+            .await;
+        expect_children(&mut server, 1).await;
+        let status = server
+            .expect(
+                "PATCH",
+                "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+                |b| applied(&serde_json::to_value(&stale).unwrap(), b.clone()),
+            )
+            .await;
+        server.finish().await;
+        task.await.unwrap().expect("reconcile succeeds");
+        let status = &status.body["status"];
+        assert_eq!(status["topicCreated"], true, "round {round}");
+        assert_eq!(status["deadLetterTopicCreated"], true, "round {round}");
+        assert_eq!(
+            condition(status, "TopicReady")["reason"],
+            "Created",
+            "round {round}"
+        );
+    }
+    assert_eq!(admin.calls().len(), 2, "created once: {:?}", admin.calls());
+}
+
 #[tokio::test]
 async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
     let admin = Arc::new(
@@ -337,6 +388,7 @@ async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
             |_| list_of(&[&pipeline]),
         )
         .await;
+    expect_ingress_secret(&mut server).await;
     let ingress = server
         .expect(
             "PATCH",

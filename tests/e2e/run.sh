@@ -25,6 +25,8 @@ image="${E2E_IMAGE:-wapipe:e2e}"
 webhook_path="${E2E_WEBHOOK_PATH:-/webhook}"
 messages_table="${E2E_MESSAGES_TABLE:-wapipe_messages}"
 artifacts="${E2E_ARTIFACTS:-$(mktemp -d)}"
+# The port-forward log goes there before any failure: the folder must exist from the start.
+mkdir -p "$artifacts"
 infra_ns=wapipe-e2e-infra
 operator_ns=wapipe-system
 ns=wapipe-e2e
@@ -179,8 +181,9 @@ no_tracking_on_children() {
 check "children carry no Argo CD tracking label or annotation" no_tracking_on_children
 
 # --- signed webhooks ----------------------------------------------------------------
+# The Service exposes port 80 (targetPort: the container's named port "http", 8080).
 log "port-forward the ingress"
-kubectl -n "$ns" port-forward "svc/$pipeline-ingress" "$local_port:8080" >"$artifacts/port-forward.log" 2>&1 &
+kubectl -n "$ns" port-forward "svc/$pipeline-ingress" "$local_port:80" >"$artifacts/port-forward.log" 2>&1 &
 pf_pid=$!
 url="http://127.0.0.1:$local_port$webhook_path"
 ingress_up() { curl -s -o /dev/null "http://127.0.0.1:$local_port/"; }

@@ -1,0 +1,786 @@
+//! The operator against a real control plane (scripts/cluster.sh: kube-apiserver, etcd,
+//! controller-manager, scheduler, kwok nodes) and a real Kafka broker.
+//!
+//! Run by tests/cluster/run.sh, which installs the chart, starts `wapipe-operator` as a host
+//! process with the chart ServiceAccount's token and sets `WAPIPE_TEST_KUBECONFIG` (an admin
+//! kubeconfig for the test's own reads and writes) and `WAPIPE_TEST_BROKERS`. Without them every
+//! test prints a SKIPPED line and returns. `WAPIPE_TEST_CAPTURE_DIR`, when set, receives the
+//! pipelines' statuses as Argo CD health-check fixtures.
+//!
+//! The tests share the cluster's two nodes (one cordons them), so run them one at a time:
+//! `--test-threads=1`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use wapipe_operator::crd::WhatsAppWebhookPipeline;
+
+/// Longest wait for the operator and the controllers to act; only bounds waiting.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+struct Cluster {
+    client: Client,
+    kubeconfig: PathBuf,
+    brokers: String,
+}
+
+async fn cluster(test: &str) -> Option<Cluster> {
+    let (Ok(kubeconfig), Ok(brokers)) = (
+        std::env::var("WAPIPE_TEST_KUBECONFIG"),
+        std::env::var("WAPIPE_TEST_BROKERS"),
+    ) else {
+        println!("SKIPPED {test}: WAPIPE_TEST_KUBECONFIG and WAPIPE_TEST_BROKERS are not set (tests/cluster/run.sh sets them)");
+        return None;
+    };
+    let config = Kubeconfig::read_from(&kubeconfig).expect("reading WAPIPE_TEST_KUBECONFIG");
+    let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Some(Cluster {
+        client: Client::try_from(config).expect("client"),
+        kubeconfig: kubeconfig.into(),
+        brokers,
+    })
+}
+
+impl Cluster {
+    /// A fresh namespace for one test.
+    async fn namespace(&self, name: &str) -> String {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("creating the namespace");
+        name.to_string()
+    }
+
+    async fn secret(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let data: BTreeMap<String, String> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let secret: Secret = serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": ns}, "stringData": data}),
+        )
+        .unwrap();
+        api.create(&PostParams::default(), &secret)
+            .await
+            .expect("creating the Secret");
+    }
+
+    fn pipelines(&self, ns: &str) -> Api<WhatsAppWebhookPipeline> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    async fn create_pipeline(&self, ns: &str, body: Value) -> WhatsAppWebhookPipeline {
+        let pipeline: WhatsAppWebhookPipeline = serde_json::from_value(body).unwrap();
+        self.pipelines(ns)
+            .create(&PostParams::default(), &pipeline)
+            .await
+            .expect("the API server accepts the pipeline")
+    }
+
+    async fn get(&self, ns: &str, name: &str) -> WhatsAppWebhookPipeline {
+        self.pipelines(ns)
+            .get(name)
+            .await
+            .expect("reading the pipeline")
+    }
+
+    /// Waits until `check` holds for the pipeline; panics with `what` and its last status.
+    async fn wait_pipeline(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&WhatsAppWebhookPipeline) -> bool,
+    ) -> WhatsAppWebhookPipeline {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let pipeline = self.get(ns, name).await;
+            if check(&pipeline) {
+                return pipeline;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "{ns}/{name}: {what} not reached within {PATIENCE:?}; status: {}",
+                    serde_json::to_string_pretty(&pipeline.status).unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until `check` holds, polling `probe`.
+    async fn wait<T, F, Fut>(&self, what: &str, probe: F, check: impl Fn(&T) -> bool) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = T>,
+        T: std::fmt::Debug,
+    {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let value = probe().await;
+            if check(&value) {
+                return value;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{what} not reached within {PATIENCE:?}; last: {value:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(std::env::var("WAPIPE_TEST_KUBECTL").unwrap_or("kubectl".into()))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("running kubectl")
+    }
+
+    /// Saves the pipeline as an Argo CD health-check fixture expecting `status` and `message`.
+    fn capture(&self, file: &str, pipeline: &WhatsAppWebhookPipeline, status: &str, message: &str) {
+        let Ok(dir) = std::env::var("WAPIPE_TEST_CAPTURE_DIR") else {
+            return;
+        };
+        let object = json!({
+            "apiVersion": "wapipe.dev/v1alpha1",
+            "kind": "WhatsAppWebhookPipeline",
+            "metadata": {
+                "name": pipeline.name_any(),
+                "namespace": pipeline.namespace(),
+                "generation": pipeline.metadata.generation,
+            },
+            "spec": serde_json::to_value(&pipeline.spec).unwrap(),
+            "status": serde_json::to_value(&pipeline.status).unwrap(),
+        });
+        let fixture = json!({"expect": {"status": status, "message": message}, "object": object});
+        std::fs::create_dir_all(&dir).unwrap();
+        // JSON is YAML whose strings stay strings (a YAML loader would turn unquoted
+        // timestamps into dates).
+        let text = format!(
+            "# Captured from the cluster suite (operator/tests/cluster.rs).\n{}\n",
+            serde_json::to_string_pretty(&fixture).unwrap()
+        );
+        std::fs::write(PathBuf::from(dir).join(file), text).unwrap();
+    }
+}
+
+fn condition<'a>(pipeline: &'a WhatsAppWebhookPipeline, type_: &str) -> Option<(&'a str, &'a str)> {
+    pipeline
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+fn is(pipeline: &WhatsAppWebhookPipeline, type_: &str, status: &str, reason: Option<&str>) -> bool {
+    condition(pipeline, type_)
+        .is_some_and(|(s, r)| s == status && reason.is_none_or(|reason| r == reason))
+}
+
+fn observed_current(pipeline: &WhatsAppWebhookPipeline) -> bool {
+    pipeline.status.as_ref().and_then(|s| s.observed_generation) == pipeline.metadata.generation
+}
+
+/// A pipeline on the test broker: `partitions` raw partitions, workers 1..=3, quick polls.
+fn pipeline_body(ns: &str, name: &str, brokers: &str, raw: &str, partitions: i32) -> Value {
+    json!({
+        "apiVersion": "wapipe.dev/v1alpha1",
+        "kind": "WhatsAppWebhookPipeline",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "kafka": {"bootstrapServers": brokers},
+            "topic": {"name": raw, "partitions": partitions, "replicationFactor": 1},
+            "deadLetterTopic": {"name": format!("{raw}.failed"), "partitions": 1, "replicationFactor": 1},
+            "ingress": {"provider": "meta", "replicas": 1,
+                        "appSecretRef": {"name": "meta", "key": "app-secret"},
+                        "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
+            "worker": {"minReplicas": 1, "maxReplicas": 3, "lagPerReplica": 10,
+                       "pollIntervalSeconds": 2, "scaleDownWindowSeconds": 6, "sink": {"type": "log"}},
+            "deletionPolicy": "Delete"
+        }
+    })
+}
+
+fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("Kafka admin client")
+}
+
+/// Partitions of `topic` on the broker, `None` when it does not exist.
+fn topic_partitions(brokers: &str, topic: &str) -> Option<usize> {
+    let admin = admin(brokers);
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(5))
+        .expect("Kafka metadata");
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+}
+
+async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .expect("reading a Deployment")
+}
+
+fn replicas(deployment: &Option<Deployment>) -> Option<i32> {
+    deployment.as_ref()?.spec.as_ref()?.replicas
+}
+
+#[tokio::test]
+async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_events() {
+    let Some(c) = cluster("a_pipeline_becomes_ready").await else {
+        return;
+    };
+    let ns = c.namespace(&wapipe_testkit::unique_name("ct-ready")).await;
+    c.secret(
+        &ns,
+        "meta",
+        &[("app-secret", "s3cret"), ("verify-token", "tok")],
+    )
+    .await;
+    let raw = wapipe_testkit::unique_name("ct-ready");
+    let created = c
+        .create_pipeline(&ns, pipeline_body(&ns, "orders", &c.brokers, &raw, 3))
+        .await;
+
+    let ready = c
+        .wait_pipeline(&ns, "orders", "Ready=True", |p| {
+            observed_current(p) && is(p, "Ready", "True", None)
+        })
+        .await;
+    c.capture("90-captured-ready.yaml", &ready, "Healthy", "");
+    assert!(is(&ready, "TopicReady", "True", Some("Created")));
+    assert!(is(&ready, "IngressReady", "True", Some("Available")));
+    assert!(is(&ready, "WorkersReady", "True", None));
+    assert_eq!(
+        topic_partitions(&c.brokers, &raw),
+        Some(3),
+        "raw topic on Kafka"
+    );
+    assert_eq!(
+        topic_partitions(&c.brokers, &format!("{raw}.failed")),
+        Some(1),
+        "dead-letter topic on Kafka"
+    );
+
+    // Children exist, each controlled by the pipeline.
+    let uid = created.uid().unwrap();
+    let owned_by_pipeline = |meta: &kube::api::ObjectMeta| {
+        meta.owner_references.as_ref().is_some_and(|refs| {
+            refs.iter().any(|r| {
+                r.uid == uid && r.kind == "WhatsAppWebhookPipeline" && r.controller == Some(true)
+            })
+        })
+    };
+    let ingress = deployment(&c.client, &ns, "orders-ingress")
+        .await
+        .expect("ingress Deployment");
+    let worker = deployment(&c.client, &ns, "orders-worker")
+        .await
+        .expect("worker Deployment");
+    let service = Api::<Service>::namespaced(c.client.clone(), &ns)
+        .get("orders-ingress")
+        .await
+        .expect("ingress Service");
+    let pdb = Api::<PodDisruptionBudget>::namespaced(c.client.clone(), &ns)
+        .get("orders-ingress")
+        .await
+        .expect("ingress PodDisruptionBudget");
+    for meta in [
+        &ingress.metadata,
+        &worker.metadata,
+        &service.metadata,
+        &pdb.metadata,
+    ] {
+        assert!(
+            owned_by_pipeline(meta),
+            "{:?} lacks the owner reference",
+            meta.name
+        );
+    }
+    // kwok made the pods Running and Ready; the Deployments' status says so.
+    let pods = Api::<Pod>::namespaced(c.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(pods.items.len() >= 2, "ingress and worker pods exist");
+    assert!(pods
+        .items
+        .iter()
+        .all(|p| { p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") }));
+
+    // Events recorded on the pipeline.
+    let events = Api::<Event>::namespaced(c.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let reasons: Vec<String> = events
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("orders"))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "TopicCreated"),
+        "events: {reasons:?}"
+    );
+
+    // Printer columns.
+    let out = c.kubectl(&["-n", &ns, "get", "wapipe", "orders"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["READY", "PARTITIONS", "WORKERS", "LAG"] {
+        assert!(header.contains(column), "printer columns: {table}");
+    }
+    assert!(
+        table.lines().nth(1).unwrap_or_default().contains("True"),
+        "{table}"
+    );
+
+    // An edit bumps the generation; observedGeneration follows and the child changes.
+    let before = ready.metadata.generation.unwrap();
+    c.pipelines(&ns)
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ingress": {"replicas": 2}}})),
+        )
+        .await
+        .unwrap();
+    let edited = c
+        .wait_pipeline(&ns, "orders", "observedGeneration of the edit", |p| {
+            p.metadata.generation > Some(before) && observed_current(p)
+        })
+        .await;
+    assert_eq!(edited.metadata.generation, Some(before + 1));
+    c.wait(
+        "ingress Deployment at 2 replicas",
+        || deployment(&c.client, &ns, "orders-ingress"),
+        |d| replicas(d) == Some(2),
+    )
+    .await;
+
+    // Deleting the pipeline garbage-collects the children and, under Delete, the topics it made.
+    c.pipelines(&ns)
+        .delete("orders", &DeleteParams::background())
+        .await
+        .unwrap();
+    c.wait(
+        "children garbage-collected",
+        || async {
+            (
+                deployment(&c.client, &ns, "orders-ingress").await.is_some(),
+                deployment(&c.client, &ns, "orders-worker").await.is_some(),
+                Api::<Service>::namespaced(c.client.clone(), &ns)
+                    .get_opt("orders-ingress")
+                    .await
+                    .unwrap()
+                    .is_some(),
+            )
+        },
+        |present| *present == (false, false, false),
+    )
+    .await;
+    c.wait(
+        "topics deleted from Kafka",
+        || async { topic_partitions(&c.brokers, &raw) },
+        Option::is_none,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deletion_policy_delete_removes_only_created_topics_and_retain_keeps_them() {
+    let Some(c) = cluster("deletion_policy").await else {
+        return;
+    };
+    let ns = c
+        .namespace(&wapipe_testkit::unique_name("ct-deletion"))
+        .await;
+    c.secret(
+        &ns,
+        "meta",
+        &[("app-secret", "s3cret"), ("verify-token", "tok")],
+    )
+    .await;
+    // Delete, with a raw topic that existed before (adopted) and a dead-letter topic it creates.
+    let adopted = wapipe_testkit::unique_name("ct-adopted");
+    wapipe_testkit::create_topic(&c.brokers, &adopted, 2)
+        .await
+        .unwrap();
+    c.create_pipeline(&ns, pipeline_body(&ns, "adopting", &c.brokers, &adopted, 2))
+        .await;
+    // Retain: both topics created by the operator, both kept.
+    let retained = wapipe_testkit::unique_name("ct-retained");
+    let mut body = pipeline_body(&ns, "retaining", &c.brokers, &retained, 1);
+    body["spec"]["deletionPolicy"] = json!("Retain");
+    c.create_pipeline(&ns, body).await;
+    for name in ["adopting", "retaining"] {
+        c.wait_pipeline(&ns, name, "TopicReady=True", |p| {
+            is(p, "TopicReady", "True", None)
+        })
+        .await;
+    }
+    let adopting = c.get(&ns, "adopting").await;
+    assert!(is(&adopting, "TopicReady", "True", Some("Adopted")));
+    assert_eq!(
+        adopting.finalizers(),
+        ["wapipe.dev/topic"],
+        "Delete holds a finalizer"
+    );
+    assert!(
+        c.get(&ns, "retaining").await.finalizers().is_empty(),
+        "Retain needs none"
+    );
+
+    for name in ["adopting", "retaining"] {
+        c.pipelines(&ns)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for name in ["adopting", "retaining"] {
+        c.wait(
+            "pipeline gone",
+            || async { c.pipelines(&ns).get_opt(name).await.unwrap().is_some() },
+            |present| !present,
+        )
+        .await;
+    }
+    assert_eq!(
+        topic_partitions(&c.brokers, &adopted),
+        Some(2),
+        "adopted topic kept"
+    );
+    c.wait(
+        "created dead-letter topic deleted",
+        || async { topic_partitions(&c.brokers, &format!("{adopted}.failed")) },
+        Option::is_none,
+    )
+    .await;
+    assert_eq!(
+        topic_partitions(&c.brokers, &retained),
+        Some(1),
+        "Retain keeps the topic"
+    );
+    assert_eq!(
+        topic_partitions(&c.brokers, &format!("{retained}.failed")),
+        Some(1),
+        "Retain keeps the dead-letter topic"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_and_an_unreachable_kafka_show_in_the_conditions() {
+    let Some(c) = cluster("missing_secret_and_unreachable_kafka").await else {
+        return;
+    };
+    let ns = c
+        .namespace(&wapipe_testkit::unique_name("ct-failures"))
+        .await;
+    let raw = wapipe_testkit::unique_name("ct-secret");
+    c.create_pipeline(&ns, pipeline_body(&ns, "no-secret", &c.brokers, &raw, 1))
+        .await;
+    let missing = c
+        .wait_pipeline(&ns, "no-secret", "IngressReady=False SecretNotFound", |p| {
+            is(p, "IngressReady", "False", Some("SecretNotFound")) && is(p, "Ready", "False", None)
+        })
+        .await;
+    c.capture(
+        "91-captured-secret-not-found.yaml",
+        &missing,
+        "Degraded",
+        "SecretNotFound",
+    );
+    assert!(
+        deployment(&c.client, &ns, "no-secret-ingress")
+            .await
+            .is_none(),
+        "no pod is created that could never start"
+    );
+    // The Secret arrives; an edit of the resource (any change) makes the operator look again.
+    c.secret(
+        &ns,
+        "meta",
+        &[("app-secret", "s3cret"), ("verify-token", "tok")],
+    )
+    .await;
+    c.pipelines(&ns)
+        .patch(
+            "no-secret",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test/touch": "1"}}})),
+        )
+        .await
+        .unwrap();
+    let fixed = c
+        .wait_pipeline(&ns, "no-secret", "Ready=True after the Secret", |p| {
+            is(p, "Ready", "True", None)
+        })
+        .await;
+    assert!(is(&fixed, "IngressReady", "True", None));
+
+    // Nothing listens on port 1.
+    let mut body = pipeline_body(&ns, "no-kafka", "127.0.0.1:1", "ct-unreachable", 1);
+    body["spec"]["deletionPolicy"] = json!("Retain");
+    c.create_pipeline(&ns, body).await;
+    let down = c
+        .wait_pipeline(&ns, "no-kafka", "TopicReady=False KafkaUnavailable", |p| {
+            is(p, "TopicReady", "False", Some("KafkaUnavailable")) && is(p, "Ready", "False", None)
+        })
+        .await;
+    c.capture(
+        "92-captured-kafka-down.yaml",
+        &down,
+        "Progressing",
+        "KafkaUnavailable",
+    );
+
+    // A spec error the schema cannot catch: raw and dead-letter topic are the same.
+    let mut body = pipeline_body(&ns, "same-topics", &c.brokers, "ct-same", 1);
+    body["spec"]["deadLetterTopic"]["name"] = json!("ct-same");
+    c.create_pipeline(&ns, body).await;
+    let invalid = c
+        .wait_pipeline(&ns, "same-topics", "Ready=False InvalidSpec", |p| {
+            is(p, "Ready", "False", Some("InvalidSpec"))
+        })
+        .await;
+    c.capture(
+        "93-captured-invalid-spec.yaml",
+        &invalid,
+        "Degraded",
+        "InvalidSpec",
+    );
+    for name in ["no-secret", "no-kafka", "same-topics"] {
+        c.pipelines(&ns)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn ingress_and_workers_ready_follow_the_deployments_real_status() {
+    let Some(c) = cluster("ready_follows_deployments").await else {
+        return;
+    };
+    let ns = c.namespace(&wapipe_testkit::unique_name("ct-follow")).await;
+    c.secret(
+        &ns,
+        "meta",
+        &[("app-secret", "s3cret"), ("verify-token", "tok")],
+    )
+    .await;
+    let raw = wapipe_testkit::unique_name("ct-follow");
+    c.create_pipeline(&ns, pipeline_body(&ns, "follow", &c.brokers, &raw, 1))
+        .await;
+    c.wait_pipeline(&ns, "follow", "Ready=True", |p| {
+        is(p, "Ready", "True", None)
+    })
+    .await;
+
+    // No node takes pods: replacements of deleted pods stay Pending.
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let cordon = |unschedulable: bool| {
+        let nodes = nodes.clone();
+        async move {
+            for node in nodes.list(&ListParams::default()).await.unwrap() {
+                nodes
+                    .patch(
+                        &node.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"unschedulable": unschedulable}})),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    cordon(true).await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    pods.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    let progressing = c
+        .wait_pipeline(&ns, "follow", "IngressReady=False", |p| {
+            is(p, "IngressReady", "False", Some("Unavailable"))
+                && is(p, "WorkersReady", "False", None)
+                && is(p, "Ready", "False", None)
+        })
+        .await;
+    c.capture(
+        "94-captured-pods-pending.yaml",
+        &progressing,
+        "Progressing",
+        "",
+    );
+    cordon(false).await;
+    c.wait_pipeline(&ns, "follow", "Ready=True again", |p| {
+        is(p, "IngressReady", "True", None) && is(p, "Ready", "True", None)
+    })
+    .await;
+    c.pipelines(&ns)
+        .delete("follow", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// Records on `topic`, keys spread over users.
+async fn produce(brokers: &str, topic: &str, count: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for i in 0..count {
+        let key = format!("user-{}", i % 7);
+        producer
+            .send(
+                FutureRecord::to(topic).key(&key).payload("{}"),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("producing");
+    }
+}
+
+/// Commits `group`'s offsets at the log end of every partition: the group has caught up.
+fn catch_up(brokers: &str, topic: &str, group: &str, partitions: i32) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut offsets = TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+            .unwrap();
+        offsets
+            .add_partition_offset(topic, partition, Offset::Offset(high))
+            .unwrap();
+    }
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("committing offsets");
+}
+
+#[tokio::test]
+async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
+    let Some(c) = cluster("scaling_on_real_lag").await else {
+        return;
+    };
+    let ns = c
+        .namespace(&wapipe_testkit::unique_name("ct-scaling"))
+        .await;
+    c.secret(
+        &ns,
+        "meta",
+        &[("app-secret", "s3cret"), ("verify-token", "tok")],
+    )
+    .await;
+    let raw = wapipe_testkit::unique_name("ct-scaling");
+    // 4 partitions, max 3 workers: the cap is min(max, partitions) = 3.
+    c.create_pipeline(&ns, pipeline_body(&ns, "scaling", &c.brokers, &raw, 4))
+        .await;
+    c.wait_pipeline(&ns, "scaling", "Ready=True", |p| {
+        is(p, "Ready", "True", None)
+    })
+    .await;
+    assert_eq!(
+        replicas(&deployment(&c.client, &ns, "scaling-worker").await),
+        Some(1)
+    );
+
+    // 200 records, nobody consuming: ceil(200 / 10) = 20 wanted, capped at 3.
+    produce(&c.brokers, &raw, 200).await;
+    c.wait(
+        "worker Deployment scaled to 3",
+        || deployment(&c.client, &ns, "scaling-worker"),
+        |d| replicas(d) == Some(3),
+    )
+    .await;
+    let scaled = c
+        .wait_pipeline(
+            &ns,
+            "scaling",
+            "lag and desired workers in the status",
+            |p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| s.total_lag == Some(200) && s.desired_workers == Some(3))
+            },
+        )
+        .await;
+    assert!(condition(&scaled, "Scaling").is_some());
+
+    // A person scales by hand: the scaler owns spec.replicas and puts it back at its next poll.
+    let out = c.kubectl(&[
+        "-n",
+        &ns,
+        "scale",
+        "deployment/scaling-worker",
+        "--replicas=1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait(
+        "the scaler restores 3 replicas",
+        || deployment(&c.client, &ns, "scaling-worker"),
+        |d| replicas(d) == Some(3),
+    )
+    .await;
+
+    // The group catches up: after the window, back to minReplicas.
+    let group = format!("wapipe-{}", "scaling");
+    catch_up(&c.brokers, &raw, &group, 4);
+    c.wait(
+        "worker Deployment back to 1 after the window",
+        || deployment(&c.client, &ns, "scaling-worker"),
+        |d| replicas(d) == Some(1),
+    )
+    .await;
+    let calm = c.get(&ns, "scaling").await;
+    assert_eq!(calm.status.as_ref().and_then(|s| s.total_lag), Some(0));
+    c.pipelines(&ns)
+        .delete("scaling", &DeleteParams::default())
+        .await
+        .unwrap();
+}

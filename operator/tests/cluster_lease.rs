@@ -1,0 +1,218 @@
+//! Two `wapipe-operator` processes against the real API server, both with the chart
+//! ServiceAccount's token: one holds the Lease and reconciles, the other waits; kill the holder
+//! and the other takes over and reconciles. Run by tests/cluster/run.sh once its own operator
+//! has stopped (`WAPIPE_TEST_OPERATOR_KUBECONFIG`, `WAPIPE_TEST_KUBECONFIG`,
+//! `WAPIPE_TEST_BROKERS`, `WAPIPE_TEST_OPERATOR_NAMESPACE`); SKIPPED without them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+use wapipe_operator::crd::WhatsAppWebhookPipeline;
+
+const PATIENCE: Duration = Duration::from_secs(90);
+const LEASE: &str = "wapipe-operator-leader";
+
+/// An operator process, killed when dropped.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(identity: &str, kubeconfig: &str, namespace: &str, dir: &Path) -> Operator {
+        let log = dir.join(format!("{identity}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wapipe-operator"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAMESPACE", namespace)
+            .env("POD_NAME", identity)
+            .env("WAPIPE_LEASE_NAME", LEASE)
+            .env("WAPIPE_LEASE_DURATION_SECONDS", "6")
+            .env("WAPIPE_OPERATOR_LISTEN", "127.0.0.1:0")
+            .env("WAPIPE_IMAGE", "ghcr.io/wapipe/wapipe:cluster-suite")
+            .env("RUST_LOG", "info,kube=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("starting wapipe-operator");
+        Operator { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<(String, Option<Timestamp>, i32)> {
+    let lease = leases.get_opt(LEASE).await.ok()??;
+    let spec = lease.spec?;
+    Some((
+        spec.holder_identity?,
+        spec.acquire_time.map(|t| t.0),
+        spec.lease_transitions.unwrap_or(0),
+    ))
+}
+
+async fn wait_holder(leases: &Api<Lease>, identity: &str) -> (Option<Timestamp>, i32) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some((holder, acquired, transitions)) = holder(leases).await {
+            if holder == identity {
+                return (acquired, transitions);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{identity} never held the Lease: {:?}",
+            holder(leases).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until the pipeline's status observed `generation`; the last status if it never did.
+async fn wait_observed(
+    pipelines: &Api<WhatsAppWebhookPipeline>,
+    generation: i64,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let p = pipelines.get("leased").await.unwrap();
+        let observed = p.status.as_ref().and_then(|s| s.observed_generation);
+        if p.metadata.generation == Some(generation) && observed == Some(generation) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "generation {generation} not observed: {:?}",
+                p.status
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_lease_holder_reconciles_and_the_other_takes_over_when_it_dies() {
+    let vars = [
+        "WAPIPE_TEST_KUBECONFIG",
+        "WAPIPE_TEST_OPERATOR_KUBECONFIG",
+        "WAPIPE_TEST_OPERATOR_NAMESPACE",
+        "WAPIPE_TEST_BROKERS",
+    ]
+    .map(std::env::var);
+    let [Ok(admin), Ok(operator_kubeconfig), Ok(operator_ns), Ok(brokers)] = vars else {
+        println!("SKIPPED the_lease_holder_reconciles: WAPIPE_TEST_* are not set (tests/cluster/run.sh sets them)");
+        return;
+    };
+    let config = Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&admin).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &operator_ns);
+    let dir = tempfile::tempdir().unwrap();
+
+    let a = Operator::start("operator-a", &operator_kubeconfig, &operator_ns, dir.path());
+    wait_holder(&leases, "operator-a").await;
+    let b = Operator::start("operator-b", &operator_kubeconfig, &operator_ns, dir.path());
+
+    let ns = wapipe_testkit::unique_name("ct-lease");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "meta", "namespace": ns},
+        "stringData": {"app-secret": "s3cret", "verify-token": "tok"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let pipelines: Api<WhatsAppWebhookPipeline> = Api::namespaced(client.clone(), &ns);
+    let raw = wapipe_testkit::unique_name("ct-lease");
+    let pipeline: WhatsAppWebhookPipeline = serde_json::from_value(json!({
+        "apiVersion": "wapipe.dev/v1alpha1",
+        "kind": "WhatsAppWebhookPipeline",
+        "metadata": {"name": "leased", "namespace": ns},
+        "spec": {
+            "kafka": {"bootstrapServers": brokers},
+            "topic": {"name": raw, "partitions": 1, "replicationFactor": 1},
+            "deadLetterTopic": {"name": format!("{raw}.failed"), "partitions": 1, "replicationFactor": 1},
+            "ingress": {"appSecretRef": {"name": "meta", "key": "app-secret"},
+                        "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
+            "worker": {"pollIntervalSeconds": 2}
+        }
+    }))
+    .unwrap();
+    let created = pipelines
+        .create(&PostParams::default(), &pipeline)
+        .await
+        .unwrap();
+    if let Err(problem) = wait_observed(&pipelines, created.metadata.generation.unwrap()).await {
+        panic!(
+            "{problem}\noperator-a:\n{}\noperator-b:\n{}",
+            a.log(),
+            b.log()
+        );
+    }
+    assert!(
+        !b.log().contains("became leader"),
+        "operator-b led while operator-a held the Lease:\n{}",
+        b.log()
+    );
+    assert!(a.log().contains("became leader"));
+
+    let (_, transitions_before) = wait_holder(&leases, "operator-a").await;
+    let killed_at = Timestamp::now();
+    drop(a);
+    let (acquired, transitions) = wait_holder(&leases, "operator-b").await;
+    assert!(
+        acquired.is_some_and(|t| t >= killed_at),
+        "operator-b acquired the Lease at {acquired:?}, before operator-a died at {killed_at}"
+    );
+    assert_eq!(transitions, transitions_before + 1);
+
+    // The new leader reconciles: an edit is observed.
+    pipelines
+        .patch(
+            "leased",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ingress": {"replicas": 3}}})),
+        )
+        .await
+        .unwrap();
+    if let Err(problem) = wait_observed(&pipelines, created.metadata.generation.unwrap() + 1).await
+    {
+        panic!("{problem}\noperator-b:\n{}", b.log());
+    }
+    assert!(b.log().contains("became leader"));
+    pipelines
+        .delete("leased", &DeleteParams::default())
+        .await
+        .unwrap();
+    drop(b);
+}

@@ -1,0 +1,360 @@
+//! The whole loop on the real control plane: pods run nothing under kwok, so this harness runs
+//! the ingress and the workers as host processes with the command and environment the operator
+//! put in the Deployments' pod templates (Secret env and mounted Secret files resolved from the
+//! real Secrets), and follows the worker Deployment's replicas with that many worker processes.
+//! Signed webhooks posted to the ingress must end up as rows in PostgreSQL while the operator
+//! scales the Deployment from the lag the workers leave.
+//!
+//! Run by tests/cluster/run.sh while its operator runs (`WAPIPE_TEST_KUBECONFIG`,
+//! `WAPIPE_TEST_BROKERS`, `WAPIPE_TEST_BIN_DIR` holding wapipe-ingress and wapipe-worker);
+//! SKIPPED without them. PostgreSQL on 127.0.0.1:5432 (user root, database test).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Secret};
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+use wapipe_core::signature::sign_meta;
+use wapipe_operator::crd::WhatsAppWebhookPipeline;
+
+const PATIENCE: Duration = Duration::from_secs(120);
+const DATABASE_URL: &str = "postgres://root@127.0.0.1:5432/test";
+const APP_SECRET: &str = "loop-secret";
+
+/// A host process standing in for one pod; killed when dropped.
+struct PodProcess {
+    child: Child,
+}
+
+impl Drop for PodProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a pod template says to run, resolved for this host.
+struct HostCommand {
+    program: PathBuf,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+}
+
+/// Resolves the first container of `template`: the binary from `bin_dir`, plain env values,
+/// `secretKeyRef` env from the Secrets, and every Secret volume written under `files` with the
+/// env values that point into its mount path rewritten to match.
+async fn resolve(
+    secrets: &Api<Secret>,
+    spec: &PodSpec,
+    bin_dir: &Path,
+    files: &Path,
+) -> HostCommand {
+    let container: &Container = &spec.containers[0];
+    let command = container.command.clone().unwrap_or_default();
+    let program = bin_dir.join(
+        Path::new(command.first().expect("the template names a command"))
+            .file_name()
+            .unwrap(),
+    );
+    let mut args: Vec<String> = command[1..].to_vec();
+    args.extend(container.args.clone().unwrap_or_default());
+    let secret_data = |secret: Secret, key: &str| -> String {
+        let data = secret.data.unwrap_or_default();
+        String::from_utf8(data.get(key).expect("secret key").0.clone()).unwrap()
+    };
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for mount in container.volume_mounts.clone().unwrap_or_default() {
+        let volume = spec
+            .volumes
+            .as_ref()
+            .and_then(|v| v.iter().find(|v| v.name == mount.name))
+            .expect("a mount names a volume");
+        let dir = files.join(mount.mount_path.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some(source) = &volume.secret {
+            let secret = secrets
+                .get(source.secret_name.as_deref().unwrap())
+                .await
+                .expect("a mounted Secret exists");
+            for item in source.items.clone().unwrap_or_default() {
+                std::fs::write(dir.join(&item.path), secret_data(secret.clone(), &item.key))
+                    .unwrap();
+            }
+        }
+        mounts.push((mount.mount_path.clone(), dir));
+    }
+    let mut env = BTreeMap::new();
+    for var in container.env.clone().unwrap_or_default() {
+        let value = if let Some(value) = var.value {
+            mounts
+                .iter()
+                .find(|(path, _)| value.starts_with(path.as_str()))
+                .map(|(path, dir)| format!("{}{}", dir.display(), &value[path.len()..]))
+                .unwrap_or(value)
+        } else if let Some(key_ref) = var.value_from.and_then(|v| v.secret_key_ref) {
+            let secret = secrets
+                .get(&key_ref.name)
+                .await
+                .expect("a referenced Secret");
+            secret_data(secret, &key_ref.key)
+        } else {
+            continue;
+        };
+        env.insert(var.name, value);
+    }
+    HostCommand { program, args, env }
+}
+
+impl HostCommand {
+    /// Starts it with `WAPIPE_LISTEN` moved to a free loopback port (pods would each have their own IP).
+    fn start(&self, log: &Path) -> (PodProcess, u16) {
+        let port = wapipe_testkit::free_port();
+        let file = std::fs::File::create(log).unwrap();
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(&self.env)
+            .env("WAPIPE_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.program.display()));
+        (PodProcess { child }, port)
+    }
+}
+
+fn meta_post(run: &str, n: usize, per_post: usize) -> String {
+    let changes: Vec<String> = (0..per_post)
+        .map(|i| {
+            let user = (n * per_post + i) % 5;
+            format!(
+                r#"{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"106540352242922"}},"messages":[{{"from":"52155990{user:04}","id":"wamid.{run}.{n}.{i}","timestamp":"1767000000","type":"text","text":{{"body":"{n}.{i}"}}}}]}}}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{}]}}]}}"#,
+        changes.join(",")
+    )
+}
+
+async fn worker_replicas(deployments: &Api<Deployment>, name: &str) -> usize {
+    let deployment = deployments.get(name).await.expect("worker Deployment");
+    let replicas = deployment.spec.and_then(|s| s.replicas).unwrap_or(1);
+    usize::try_from(replicas).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reach_postgres_through_host_processes_run_from_the_pod_templates() {
+    let vars = [
+        "WAPIPE_TEST_KUBECONFIG",
+        "WAPIPE_TEST_BROKERS",
+        "WAPIPE_TEST_BIN_DIR",
+    ]
+    .map(std::env::var);
+    let [Ok(kubeconfig), Ok(brokers), Ok(bin_dir)] = vars else {
+        println!("SKIPPED webhooks_reach_postgres_through_host_processes: WAPIPE_TEST_* are not set (tests/cluster/run.sh sets them)");
+        return;
+    };
+    let config = Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let run = wapipe_testkit::unique_name("loop").replace('-', "_");
+    let ns = run.replace('_', "-");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, data) in [
+        (
+            "meta",
+            json!({"app-secret": APP_SECRET, "verify-token": "loop-token"}),
+        ),
+        ("database", json!({"url": DATABASE_URL})),
+    ] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(
+                    json!({"metadata": {"name": name, "namespace": ns}, "stringData": data}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let raw = format!("{run}_raw");
+    let pipeline: WhatsAppWebhookPipeline = serde_json::from_value(json!({
+        "apiVersion": "wapipe.dev/v1alpha1",
+        "kind": "WhatsAppWebhookPipeline",
+        "metadata": {"name": "loop", "namespace": ns},
+        "spec": {
+            "kafka": {"bootstrapServers": brokers},
+            "topic": {"name": raw, "partitions": 3, "replicationFactor": 1},
+            "deadLetterTopic": {"name": format!("{run}_failed"), "partitions": 1, "replicationFactor": 1},
+            "ingress": {"provider": "meta", "replicas": 1,
+                        "appSecretRef": {"name": "meta", "key": "app-secret"},
+                        "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
+            "worker": {"minReplicas": 1, "maxReplicas": 3, "lagPerReplica": 20,
+                       "pollIntervalSeconds": 2, "scaleDownWindowSeconds": 6,
+                       "sink": {"type": "postgres", "databaseUrlSecretRef": {"name": "database", "key": "url"}}},
+            "deletionPolicy": "Delete"
+        }
+    }))
+    .unwrap();
+    let pipelines: Api<WhatsAppWebhookPipeline> = Api::namespaced(client.clone(), &ns);
+    pipelines
+        .create(&PostParams::default(), &pipeline)
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while deployments.get_opt("loop-worker").await.unwrap().is_none()
+        || deployments.get_opt("loop-ingress").await.unwrap().is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "children not created"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let files = tempfile::tempdir().unwrap();
+    let bin_dir = PathBuf::from(bin_dir);
+    let template = |d: Deployment| d.spec.unwrap().template.spec.unwrap();
+    let ingress_cmd = resolve(
+        &secrets,
+        &template(deployments.get("loop-ingress").await.unwrap()),
+        &bin_dir,
+        &files.path().join("ingress"),
+    )
+    .await;
+    let worker_cmd = resolve(
+        &secrets,
+        &template(deployments.get("loop-worker").await.unwrap()),
+        &bin_dir,
+        &files.path().join("worker"),
+    )
+    .await;
+    assert_eq!(
+        worker_cmd
+            .env
+            .get("WAPIPE_DATABASE_URL")
+            .map(String::as_str),
+        Some(DATABASE_URL),
+        "the database URL comes from the Secret"
+    );
+    let (_ingress, ingress_port) = ingress_cmd.start(&files.path().join("ingress.log"));
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{ingress_port}/webhook");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let ready = http
+            .get(format!("http://127.0.0.1:{ingress_port}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingress never ready: {}",
+            std::fs::read_to_string(files.path().join("ingress.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // A burst before any worker runs: the lag the operator must scale for.
+    const POSTS: usize = 30;
+    const PER_POST: usize = 10;
+    for n in 0..POSTS {
+        let body = meta_post(&run, n, PER_POST);
+        let response = http
+            .post(&url)
+            .header(
+                "x-hub-signature-256",
+                sign_meta(APP_SECRET.as_bytes(), body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "ingress answer");
+    }
+
+    // The operator sees the lag of a group with no member and scales before any worker runs
+    // (as while pods start); from then on the harness follows the Deployment.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while worker_replicas(&deployments, "loop-worker").await != 3 {
+        assert!(tokio::time::Instant::now() < deadline, "never scaled to 3");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Follow the worker Deployment's replicas with that many worker processes.
+    let (db, connection) = tokio_postgres::connect(DATABASE_URL, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    tokio::spawn(connection);
+    let mut workers: Vec<PodProcess> = Vec::new();
+    let mut most = 0;
+    let mut rows = 0i64;
+    let pattern = format!("wamid.{run}.%");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let wanted = worker_replicas(&deployments, "loop-worker").await;
+        while workers.len() < wanted {
+            let log = files.path().join(format!("worker-{}.log", workers.len()));
+            workers.push(worker_cmd.start(&log).0);
+        }
+        workers.truncate(wanted);
+        most = most.max(workers.len());
+        if let Ok(row) = db
+            .query_one(
+                "SELECT count(*) FROM wapipe_messages WHERE wamid LIKE $1",
+                &[&pattern],
+            )
+            .await
+        {
+            rows = row.get(0);
+        }
+        if rows == (POSTS * PER_POST) as i64 && most == 3 && wanted == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rows {rows} of {}, most workers {most}, wanted now {wanted}",
+            POSTS * PER_POST
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // 300 events of lag / 20 per worker, capped by 3 partitions: three workers, then back to
+    // one once they caught up; every event is one row.
+    assert_eq!(most, 3);
+    assert_eq!(rows, (POSTS * PER_POST) as i64);
+
+    drop(workers);
+    pipelines
+        .delete("loop", &DeleteParams::default())
+        .await
+        .unwrap();
+    db.execute(
+        "DELETE FROM wapipe_messages WHERE wamid LIKE $1",
+        &[&pattern],
+    )
+    .await
+    .unwrap();
+}

@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# The cluster suite: the chart, the CRD, the examples and the operator against a real
+# kube-apiserver (scripts/cluster.sh) and a real Kafka broker.
+#
+#   WAPIPE_TEST_KUBECONFIG  admin kubeconfig of a running cluster (scripts/cluster.sh up prints it)
+#   WAPIPE_TEST_BROKERS     Kafka bootstrap address the operator and the tests use
+#
+# Every check asserts and can fail; the run fails if any does. What runs here:
+#   1. helm lint (strict) and helm template, default and non-default values; the rendered
+#      objects pass a server-side dry run; helm install --wait (kwok makes the pods Ready)
+#   2. the CRD is Established; broken pipelines are refused by the server itself (CEL rule,
+#      enum, minimum, unknown field); every example applies
+#   3. wapipe-operator as a host process with a token of the chart's ServiceAccount: its RBAC is
+#      enforced, a call outside it is refused, and the operator logs no refusal
+#   4. operator/tests/cluster.rs (Ready, topics, children, GC, deletion policy, conditions,
+#      events, scaling on real lag) while that operator runs
+#   5. the whole loop (operator/tests/cluster_loop.rs): ingress and workers as host processes
+#      from the Deployments' pod templates, signed webhooks into PostgreSQL, scaled on lag
+#   6. two operator processes (operator/tests/cluster_lease.rs): one holds the Lease, kill it
+#      and the other takes over and reconciles
+#   7. the Argo CD health check on the statuses captured in 4
+# Exit 77 (skipped) when WAPIPE_TEST_KUBECONFIG is unset.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+
+if [[ -z "${WAPIPE_TEST_KUBECONFIG:-}" ]]; then
+  echo "cluster suite: SKIPPED: WAPIPE_TEST_KUBECONFIG is not set (scripts/cluster.sh up)"
+  exit 77
+fi
+: "${WAPIPE_TEST_BROKERS:?WAPIPE_TEST_BROKERS must name the Kafka broker}"
+bin="$(bash scripts/build-control-plane.sh --print)"
+export PATH="$bin:$PATH" KUBECONFIG="$WAPIPE_TEST_KUBECONFIG"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
+work="$(mktemp -d)"
+operator_pid=""
+cleanup() {
+  if [[ -n "$operator_pid" ]]; then
+    kill "$operator_pid" 2>/dev/null || true
+    wait "$operator_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+# check NAME CMD...: runs CMD, counts and prints the outcome.
+check() {
+  local name="$1"
+  shift
+  if "$@" >"$work/check.log" 2>&1; then
+    passed=$((passed + 1))
+    echo "ok   $name"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name"
+    sed 's/^/     /' "$work/check.log" | tail -n 30
+  fi
+}
+fatal() {
+  echo "cluster suite: cannot go on: $*" >&2
+  exit 1
+}
+
+chart=charts/wapipe-operator
+release=wapipe
+release_ns=wapipe-system
+nondefault=(--set replicaCount=1 --set networkPolicy.enabled=true --set networkPolicy.egress.enabled=true
+  --set podDisruptionBudget.enabled=false --set metrics.service.enabled=false --set logFormat=text
+  --set serviceAccount.name=custom-sa --set image.tag=test)
+
+# --- 1. chart -------------------------------------------------------------------------
+check "helm lint --strict (default values)" helm lint --strict "$chart"
+check "helm lint --strict (non-default values)" helm lint --strict "$chart" "${nondefault[@]}"
+render_and_dry_run() {
+  helm template "$release" "$chart" --namespace "$release_ns" --include-crds "$@" >"$work/rendered.yaml"
+  kubectl apply --dry-run=server -f "$work/rendered.yaml" --namespace "$release_ns"
+}
+kubectl create namespace "$release_ns" >/dev/null
+check "helm template (default values) passes a server-side dry run" render_and_dry_run
+check "helm template (non-default values) passes a server-side dry run" render_and_dry_run "${nondefault[@]}"
+check "helm install --wait: every object accepted, the operator Deployment becomes available" \
+  helm install "$release" "$chart" --namespace "$release_ns" --wait --timeout 3m
+check "the CRD is Established" \
+  kubectl wait --for=condition=Established crd/whatsappwebhookpipelines.wapipe.dev --timeout=60s
+
+# --- 2. the server's own validation, and the examples ------------------------------------
+kubectl create namespace ct-schema >/dev/null
+# pipeline_json JSON_PATCH: a valid pipeline merged with the patch, into $work/pipeline.json.
+pipeline_json() {
+  python3 - "$1" >"$work/pipeline.json" <<'PY'
+import json, sys
+base = {
+    "apiVersion": "wapipe.dev/v1alpha1", "kind": "WhatsAppWebhookPipeline",
+    "metadata": {"name": "broken", "namespace": "ct-schema"},
+    "spec": {"kafka": {"bootstrapServers": "127.0.0.1:9092"},
+             "ingress": {"appSecretRef": {"name": "s", "key": "k"}},
+             "worker": {}},
+}
+def merge(into, patch):
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+merge(base, json.loads(sys.argv[1]))
+print(json.dumps(base))
+PY
+}
+# refused MESSAGE JSON_PATCH: the valid pipeline changed by the patch is refused with MESSAGE.
+refused() {
+  local message="$1" out
+  pipeline_json "$2"
+  if out="$(kubectl apply -f "$work/pipeline.json" 2>&1)"; then
+    echo "accepted: $out"
+    kubectl delete -f "$work/pipeline.json" >/dev/null 2>&1 || true
+    return 1
+  fi
+  echo "$out"
+  grep -qF -- "$message" <<<"$out"
+}
+accepted() {
+  pipeline_json '{}'
+  kubectl apply --dry-run=server -f "$work/pipeline.json"
+}
+check "a valid pipeline is accepted (the base of the broken ones)" accepted
+check "refused: CEL rule maxReplicas >= minReplicas" \
+  refused "maxReplicas must be at least minReplicas" '{"spec": {"worker": {"minReplicas": 5, "maxReplicas": 2}}}'
+check "refused: provider outside the enum" \
+  refused 'Unsupported value: "telegram"' '{"spec": {"ingress": {"provider": "telegram", "appSecretRef": {"name": "s", "key": "k"}}}}'
+check "refused: partitions below the minimum" \
+  refused "should be greater than or equal to 1" '{"spec": {"topic": {"partitions": 0}}}'
+check "refused: unknown field" \
+  refused 'unknown field "spec.kafka.bootstrapServer"' '{"spec": {"kafka": {"bootstrapServers": "k:9092", "bootstrapServer": "typo"}}}'
+check "refused: sink type outside the enum" \
+  refused 'Unsupported value: "kafka"' '{"spec": {"worker": {"sink": {"type": "kafka"}}}}'
+
+apply_examples() {
+  local file ns
+  for file in examples/*.yaml; do
+    # Namespaces the examples live in.
+    while read -r ns; do
+      [[ -z "$ns" ]] || kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns"
+    done < <(sed -n 's/^  namespace: *//p' "$file" | sort -u)
+    if grep -q '^kind: Application$' "$file" && ! kubectl get crd applications.argoproj.io >/dev/null 2>&1; then
+      # Argo CD's CRDs are not installed here (nothing to fetch them from): not applied.
+      echo "SKIPPED $file: needs Argo CD's Application CRD"
+      continue
+    fi
+    kubectl apply -f "$file" || return 1
+  done
+}
+check "kubectl apply of every file in examples/" apply_examples
+grep '^SKIPPED' "$work/check.log" || true
+
+# --- 3. the operator under the chart's RBAC ---------------------------------------------
+sa="$(kubectl -n "$release_ns" get serviceaccount -l "app.kubernetes.io/instance=$release" -o jsonpath='{.items[0].metadata.name}')"
+[[ -n "$sa" ]] || fatal "the chart's ServiceAccount is missing"
+token="$(kubectl -n "$release_ns" create token "$sa" --duration=2h)"
+server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+cat >"$work/operator.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: wapipe, cluster: {server: "$server", insecure-skip-tls-verify: true}}]
+users: [{name: operator, user: {token: "$token"}}]
+contexts: [{name: operator, context: {cluster: wapipe, user: operator, namespace: $release_ns}}]
+current-context: operator
+EOF
+as_operator() { kubectl --kubeconfig "$work/operator.kubeconfig" "$@"; }
+forbidden() {
+  local out
+  if out="$(as_operator "$@" 2>&1)"; then
+    echo "allowed: $out"
+    return 1
+  fi
+  echo "$out"
+  grep -qi forbidden <<<"$out"
+}
+check "the ServiceAccount may watch pipelines cluster-wide" as_operator auth can-i watch whatsappwebhookpipelines.wapipe.dev --all-namespaces
+check "the ServiceAccount may patch Deployments" as_operator auth can-i patch deployments.apps -n default
+check "refused under the chart's RBAC: creating a Secret" forbidden -n default create secret generic nope --from-literal=a=b
+check "refused under the chart's RBAC: listing Pods" forbidden get pods -A
+check "refused under the chart's RBAC: deleting a pipeline" forbidden -n ct-schema delete wapipe anything
+
+log_file="$work/operator.log"
+cargo build -q -p wapipe-operator --bin wapipe-operator
+metrics_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+KUBECONFIG="$work/operator.kubeconfig" POD_NAMESPACE="$release_ns" POD_NAME=host-operator-1 \
+  WAPIPE_OPERATOR_LISTEN="127.0.0.1:$metrics_port" WAPIPE_IMAGE=ghcr.io/wapipe/wapipe:cluster-suite \
+  WAPIPE_LEASE_NAME=wapipe-operator-leader RUST_LOG=info,kube=warn \
+  "$CARGO_TARGET_DIR/debug/wapipe-operator" >"$log_file" 2>&1 &
+operator_pid=$!
+holds_lease() {
+  [[ "$(kubectl -n "$release_ns" get lease wapipe-operator-leader -o jsonpath='{.spec.holderIdentity}')" == host-operator-1 ]]
+}
+wait_lease() {
+  local i
+  for ((i = 0; i < 60; i++)); do
+    holds_lease && return 0
+    sleep 1
+  done
+  return 1
+}
+check "the host operator takes the chart's leader Lease" wait_lease
+
+# --- 4. the operator's behaviour ---------------------------------------------------------
+capture="$work/captured"
+mkdir -p "$capture"
+echo "cargo test -p wapipe-operator --test cluster (operator log: $log_file)"
+if WAPIPE_TEST_CAPTURE_DIR="$capture" WAPIPE_TEST_KUBECTL="$bin/kubectl" \
+  cargo test -q -p wapipe-operator --test cluster -- --test-threads=1 2>&1 | tee "$work/cargo.log"; then
+  passed=$((passed + 1))
+  echo "ok   operator/tests/cluster.rs"
+else
+  failed=$((failed + 1))
+  echo "FAIL operator/tests/cluster.rs"
+fi
+loop_test() {
+  cargo build -q -p wapipe-ingress -p wapipe-worker
+  WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" cargo test -q -p wapipe-operator --test cluster_loop
+}
+check "the whole loop: ingress and workers run from the pod templates, rows in PostgreSQL, scaled on their lag" loop_test
+no_refusal() {
+  if grep -Ei 'forbidden|code: 403' "$log_file"; then return 1; fi
+  kill -0 "$operator_pid"
+}
+check "the operator ran the whole suite under the chart's RBAC without a refusal" no_refusal
+
+# Two operators and the Lease: this one stops first, the test starts its own two.
+kill "$operator_pid" 2>/dev/null || true
+wait "$operator_pid" 2>/dev/null || true
+operator_pid=""
+lease_test() {
+  WAPIPE_TEST_OPERATOR_KUBECONFIG="$work/operator.kubeconfig" WAPIPE_TEST_OPERATOR_NAMESPACE="$release_ns" \
+    cargo test -q -p wapipe-operator --test cluster_lease
+}
+check "two operators: the Lease holder reconciles, the other takes over when it dies" lease_test
+
+# --- 5. Argo CD health check on the captured statuses --------------------------------------
+health_on_captured() {
+  local n
+  n="$(find "$capture" -name '*.yaml' | wc -l)"
+  ((n >= 4)) || {
+    echo "only $n statuses captured"
+    return 1
+  }
+  python3 tests/argocd/fixtures_to_lua.py "$capture" >"$work/captured.lua"
+  lua5.4 tests/argocd/run.lua deploy/argocd/health.lua "$work/captured.lua"
+}
+check "Argo CD health check on statuses captured from this cluster" health_on_captured
+
+if ((failed)); then
+  echo "--- operator log (last 60 lines)"
+  tail -n 60 "$log_file"
+fi
+echo "cluster suite: $passed passed, $failed failed"
+((failed == 0))
