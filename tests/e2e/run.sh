@@ -135,7 +135,7 @@ fi
 helm upgrade --install wapipe-operator "$repo/charts/wapipe-operator" \
   --namespace "$operator_ns" --create-namespace \
   --set image.repository="${image%:*}" --set image.tag="${image##*:}" --set image.pullPolicy=Never \
-  --set logLevel="info,wapipe_operator=debug" \
+  --set-string logLevel='info\,wapipe_operator=debug' \
   --wait --timeout 5m || fatal "helm install the operator"
 check "operator Deployment is available" \
   kubectl -n "$operator_ns" wait deploy/wapipe-operator --for=condition=Available --timeout=120s
@@ -290,8 +290,12 @@ kubectl -n "$ns" delete wapipe "$pipeline" --wait=true --timeout=180s || fail "d
 children_gone() { [[ -z "$(kubectl -n "$ns" get deploy,svc -l "wapipe.dev/pipeline=$pipeline" -o name)" ]]; }
 check "children are garbage-collected" retry 120 children_gone
 topic_gone() {
-  ! kubectl -n "$infra_ns" exec deploy/kafka -- /opt/kafka/bin/kafka-topics.sh \
-    --bootstrap-server localhost:9092 --list 2>/dev/null | grep -qx e2e_webhooks_raw
+  # The listing must succeed: a failed kubectl exec lists nothing and would pass as "gone".
+  local topics
+  topics="$(kubectl -n "$infra_ns" exec deploy/kafka -- /opt/kafka/bin/kafka-topics.sh \
+    --bootstrap-server localhost:9092 --list)" || return 1
+  grep -q "^__consumer_offsets$" <<<"$topics" || return 1
+  ! grep -qx e2e_webhooks_raw <<<"$topics"
 }
 check "deletionPolicy Delete removes the topic" retry 60 topic_gone
 
