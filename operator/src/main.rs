@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use wapipe_operator::controller::{self, Context};
 use wapipe_operator::http::{router, AppState};
 use wapipe_operator::kafka::RdKafkaAdmin;
-use wapipe_operator::leader::LeaderElector;
+use wapipe_operator::leader::{LeaderElector, LeaseTiming};
 use wapipe_operator::metrics::Metrics;
 
 /// Kubernetes operator for WhatsAppWebhookPipeline resources.
@@ -49,7 +49,8 @@ struct Args {
     /// Identity in the Lease; defaults to the pod name, else the host name.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Seconds a Lease stays valid without renewal (renewed every third of it).
+    /// Seconds a Lease stays valid for other replicas after they last saw it change; the holder
+    /// steps down when it has not renewed for two thirds of it, and renews every seventh.
     #[arg(long, env = "WAPIPE_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
     /// Log format: `text` or `json`.
@@ -98,30 +99,66 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("wapipe-operator-{}", std::process::id()));
-    let lease_duration = Duration::from_secs(args.lease_duration_seconds.max(3));
+    let timing = LeaseTiming::for_duration(Duration::from_secs(args.lease_duration_seconds));
     let elector = LeaderElector::new(
         client.clone(),
         &args.namespace,
         &args.lease_name,
         identity,
-        lease_duration,
+        timing,
     );
-    tracing::info!(identity = elector.identity(), lease = %args.lease_name, "waiting for leadership");
-    elector.acquire(lease_duration / 3).await;
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    tracing::info!(identity = elector.identity(), lease = %args.lease_name, ?timing, "waiting for leadership");
+    tokio::select! {
+        () = elector.acquire() => {}
+        () = &mut shutdown => {
+            tracing::info!("shutdown before becoming leader");
+            server.abort();
+            return Ok(());
+        }
+    }
+    let acquired = tokio::time::Instant::now();
     tracing::info!(identity = elector.identity(), "became leader");
 
     let ctx = Arc::new(
         Context::new(client, Arc::new(RdKafkaAdmin), args.image, metrics)
             .with_allowed_image_prefixes(args.allowed_image_prefixes),
     );
+    // Biased: after any pause (a frozen process, a starved runtime) the Lease is checked
+    // before the controller may act again.
     tokio::select! {
-        () = controller::run(ctx) => tracing::info!("controller stopped"),
-        () = elector.hold(lease_duration / 3) => {
+        biased;
+        lost = elector.hold(acquired) => {
             // Another replica may already reconcile: stop at once rather than race it.
-            tracing::error!("lost leadership; exiting");
+            tracing::error!(?lost, "lost leadership; exiting");
             std::process::exit(1);
         }
+        () = &mut shutdown => {
+            // Stop reconciling (the controller future is dropped here), then hand the Lease
+            // over so the next replica starts at once instead of waiting out the lease.
+            tracing::info!("shutting down: releasing the Lease");
+            if let Err(error) = elector.release().await {
+                tracing::warn!(%error, "releasing the Lease failed; the next leader waits it out");
+            }
+        }
+        () = controller::run(ctx) => tracing::info!("controller stopped"),
     }
     server.abort();
     Ok(())
+}
+
+/// SIGTERM (a pod being stopped) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

@@ -1,5 +1,7 @@
-//! Lease-based leader election against a mocked API server: create when absent, renew when
-//! held, wait while another holder is fresh, take over once its Lease expired.
+//! Lease-based leader election against a mocked API server: create when absent, wait while
+//! another holder's record keeps changing, take over once it has not changed for a lease
+//! duration by this candidate's own clock, step down past the renew deadline, release on
+//! shutdown.
 
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
 use tower_test::mock::{self, Handle};
-use wapipe_operator::leader::LeaderElector;
+use wapipe_operator::leader::{LeaderElector, LeaseTiming, LostLeadership};
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 
@@ -34,7 +36,8 @@ async fn answer(
     serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
-fn elector() -> (LeaderElector, ApiHandle) {
+/// A short lease (3 s: renew deadline 2 s, retry 1 s) so expiry can be waited out for real.
+fn elector() -> (std::sync::Arc<LeaderElector>, ApiHandle) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "wapipe");
     let elector = LeaderElector::new(
@@ -42,9 +45,9 @@ fn elector() -> (LeaderElector, ApiHandle) {
         "wapipe",
         "wapipe-operator-leader",
         "pod-a",
-        Duration::from_secs(15),
+        LeaseTiming::for_duration(Duration::from_secs(3)),
     );
-    (elector, handle)
+    (std::sync::Arc::new(elector), handle)
 }
 
 fn not_found() -> Value {
@@ -55,7 +58,7 @@ fn not_found() -> Value {
 fn lease(holder: &str, renewed: &str) -> Value {
     json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
            "metadata": {"name": "wapipe-operator-leader", "namespace": "wapipe", "resourceVersion": "7"},
-           "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+           "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3,
                     "renewTime": renewed, "acquireTime": renewed, "leaseTransitions": 2}})
 }
 
@@ -80,7 +83,25 @@ async fn an_absent_lease_is_created_and_held() {
 async fn a_fresh_lease_of_another_holder_is_left_alone() {
     let (elector, mut handle) = elector();
     let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
-    // Renewed far in the future relative to any clock this test runs on: never expired.
+    // Renewed long ago by the holder's clock: irrelevant, this candidate has only just seen it.
+    answer(
+        &mut handle,
+        "GET",
+        LEASE_PATH,
+        200,
+        lease("pod-b", "2000-01-01T00:00:00.000000Z"),
+    )
+    .await;
+    assert!(!task.await.unwrap().unwrap());
+}
+
+#[tokio::test]
+async fn a_lease_unchanged_for_a_lease_duration_is_taken_over_with_the_resource_version_read() {
+    let (elector, mut handle) = elector();
+    let first = tokio::spawn({
+        let elector = elector.clone();
+        async move { elector.try_acquire_or_renew().await }
+    });
     answer(
         &mut handle,
         "GET",
@@ -89,19 +110,20 @@ async fn a_fresh_lease_of_another_holder_is_left_alone() {
         lease("pod-b", "2999-01-01T00:00:00.000000Z"),
     )
     .await;
-    assert!(!task.await.unwrap().unwrap());
-}
-
-#[tokio::test]
-async fn an_expired_lease_is_taken_over_with_the_resource_version_read() {
-    let (elector, mut handle) = elector();
-    let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
+    assert!(
+        !first.await.unwrap().unwrap(),
+        "a record seen for the first time is fresh"
+    );
+    // The same record, a lease duration later by this candidate's clock (whatever the holder's
+    // renewTime says, even a time in the future).
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let second = tokio::spawn(async move { elector.try_acquire_or_renew().await });
     answer(
         &mut handle,
         "GET",
         LEASE_PATH,
         200,
-        lease("pod-b", "2000-01-01T00:00:00.000000Z"),
+        lease("pod-b", "2999-01-01T00:00:00.000000Z"),
     )
     .await;
     let replaced = answer(
@@ -109,25 +131,103 @@ async fn an_expired_lease_is_taken_over_with_the_resource_version_read() {
         "PUT",
         LEASE_PATH,
         200,
-        lease("pod-a", "2000-01-01T00:00:00.000000Z"),
+        lease("pod-a", "2026-01-01T00:00:00.000000Z"),
     )
     .await;
     assert_eq!(replaced["spec"]["holderIdentity"], "pod-a");
     assert_eq!(replaced["spec"]["leaseTransitions"], 3);
     assert_eq!(replaced["metadata"]["resourceVersion"], "7");
-    assert!(task.await.unwrap().unwrap());
+    assert!(second.await.unwrap().unwrap());
+}
+
+#[tokio::test]
+async fn a_lease_whose_holder_keeps_renewing_is_never_taken() {
+    let (elector, mut handle) = elector();
+    for (n, renewed) in [
+        "2000-01-01T00:00:00.000000Z",
+        "2000-01-01T00:00:02.000000Z",
+        "2000-01-01T00:00:04.000000Z",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(1600)).await;
+        }
+        let attempt = tokio::spawn({
+            let elector = elector.clone();
+            async move { elector.try_acquire_or_renew().await }
+        });
+        answer(&mut handle, "GET", LEASE_PATH, 200, lease("pod-b", renewed)).await;
+        assert!(!attempt.await.unwrap().unwrap(), "taken at attempt {n}");
+    }
+}
+
+#[tokio::test]
+async fn the_holder_steps_down_once_it_could_not_renew_for_the_renew_deadline() {
+    let (elector, mut handle) = elector();
+    let acquired = tokio::time::Instant::now();
+    let held = tokio::spawn({
+        let elector = elector.clone();
+        async move { elector.hold(acquired).await }
+    });
+    // The API server fails every renewal.
+    let server = tokio::spawn(async move {
+        while let Some((_, send)) = handle.next_request().await {
+            send.send_response(Response::builder().status(500).body(Body::from(serde_json::to_vec(&json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 500, "message": "etcd is gone"})).unwrap())).unwrap());
+        }
+    });
+    let lost = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("hold returns")
+        .unwrap();
+    assert_eq!(lost, LostLeadership::RenewDeadlinePassed);
+    // Stepped down before the lease (3 s) could expire for anybody else.
+    assert!(
+        acquired.elapsed() < elector.timing().lease_duration,
+        "{:?}",
+        acquired.elapsed()
+    );
+    server.abort();
+}
+
+#[tokio::test]
+async fn release_hands_the_lease_over_with_an_empty_holder() {
+    let (elector, mut handle) = elector();
+    let task = tokio::spawn(async move { elector.release().await });
+    answer(
+        &mut handle,
+        "GET",
+        LEASE_PATH,
+        200,
+        lease("pod-a", "2026-01-01T00:00:00.000000Z"),
+    )
+    .await;
+    let released = answer(
+        &mut handle,
+        "PUT",
+        LEASE_PATH,
+        200,
+        lease("", "2026-01-01T00:00:00.000000Z"),
+    )
+    .await;
+    assert_eq!(released["spec"]["holderIdentity"], "");
+    assert_eq!(released["metadata"]["resourceVersion"], "7");
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
 async fn losing_the_write_race_means_not_leader() {
     let (elector, mut handle) = elector();
+    // An empty holder (a released Lease) may be taken at once.
     let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
     answer(
         &mut handle,
         "GET",
         LEASE_PATH,
         200,
-        lease("pod-b", "2000-01-01T00:00:00.000000Z"),
+        lease("", "2000-01-01T00:00:00.000000Z"),
     )
     .await;
     answer(&mut handle, "PUT", LEASE_PATH, 409, json!({"kind": "Status", "apiVersion": "v1",
