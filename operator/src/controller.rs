@@ -22,7 +22,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::build::{build, worker_name};
+use crate::build::{build, ingress_name, worker_name};
 use crate::crd::{
     Condition, DeletionPolicy, KafkaSpec, PartitionLagStatus, PipelineSpec, PipelineStatus,
     SecretKeyRef, WhatsAppWebhookPipeline, FINALIZER,
@@ -1155,50 +1155,72 @@ async fn scale(
     Ok(Some(decision))
 }
 
-/// Deletion: under `Delete`, delete the topics the operator created, then drop the finalizer.
+/// How long deletion keeps trying to delete the topics under `deletionPolicy: Delete`, counted
+/// from the resource's deletionTimestamp. Past it the finalizer is released and what was left
+/// behind is reported in an Event: a namespace being deleted (its Secrets already gone) or a
+/// Kafka that never comes back must not keep the resource, and its namespace, forever.
+pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Annotation that releases a pipeline under `deletionPolicy: Delete` without touching Kafka.
+pub const SKIP_CLEANUP_ANNOTATION: &str = "wapipe.dev/skip-cleanup";
+
+/// Deletion: under `Delete`, stop the pods, delete the topics the operator created, then drop
+/// the finalizer; bounded by [`CLEANUP_DEADLINE`], skippable with [`SKIP_CLEANUP_ANNOTATION`].
 async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
     lock(&ctx.scalers).remove(&key(pipeline));
     if !has_finalizer(pipeline) {
         return Ok(Action::await_change());
     }
-    let status = pipeline.status.clone().unwrap_or_default();
     if pipeline.spec.deletion_policy == DeletionPolicy::Delete {
-        let namespace = pipeline.namespace().unwrap_or_default();
-        let kafka = kafka_settings(&ctx.client, &namespace, &pipeline.spec.kafka).await?;
-        let topics = [
-            (&pipeline.spec.topic.name, status.topic_created),
-            (
-                &pipeline.spec.dead_letter_topic.name,
-                status.dead_letter_topic_created,
-            ),
-        ];
-        for (topic, created) in topics {
-            if created == Some(true) || created_here(ctx, pipeline, topic) {
-                ctx.admin
-                    .delete_topic(&kafka, topic)
-                    .await
-                    .map_err(|source| Error::Topic {
-                        action: "deleting",
-                        topic: topic.clone(),
-                        source,
-                    })?;
-                publish(
-                    ctx,
-                    pipeline,
-                    EventType::Normal,
-                    "TopicDeleted",
-                    format!("deleted topic {topic}"),
-                )
-                .await;
-            } else {
-                publish(
-                    ctx,
-                    pipeline,
-                    EventType::Normal,
-                    "TopicRetained",
-                    format!("kept topic {topic}: the operator did not create it"),
-                )
-                .await;
+        let to_delete = topics_to_delete(pipeline, ctx);
+        let skip = pipeline
+            .annotations()
+            .get(SKIP_CLEANUP_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        if skip {
+            publish(
+                ctx,
+                pipeline,
+                EventType::Warning,
+                "CleanupSkipped",
+                format!(
+                    "{SKIP_CLEANUP_ANNOTATION}: left on Kafka: {}",
+                    listed_or_none(&to_delete)
+                ),
+            )
+            .await;
+        } else {
+            match delete_created_topics(pipeline, ctx, &to_delete).await {
+                Ok(true) => {}
+                // The pods are still stopping: the topics go once they have.
+                Ok(false) => return Ok(Action::requeue(Duration::from_secs(5))),
+                Err(error) => {
+                    let deleting_for = pipeline
+                        .metadata
+                        .deletion_timestamp
+                        .as_ref()
+                        .map(|t| {
+                            let since = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+                            Duration::from_secs(u64::try_from(since.as_secs()).unwrap_or(0))
+                        })
+                        .unwrap_or_default();
+                    if deleting_for < CLEANUP_DEADLINE {
+                        return Err(error);
+                    }
+                    warn!(pipeline = %key(pipeline), %error, "cleanup abandoned after the deadline");
+                    publish(
+                        ctx,
+                        pipeline,
+                        EventType::Warning,
+                        "CleanupAbandoned",
+                        format!(
+                            "gave up after {}s ({error}); left on Kafka: {}",
+                            CLEANUP_DEADLINE.as_secs(),
+                            listed_or_none(&to_delete)
+                        ),
+                    )
+                    .await;
+                }
             }
         }
     }
@@ -1210,4 +1232,94 @@ async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Ac
         .collect();
     set_finalizers(pipeline, ctx, remaining).await?;
     Ok(Action::await_change())
+}
+
+fn listed_or_none(topics: &[String]) -> String {
+    if topics.is_empty() {
+        "nothing".into()
+    } else {
+        topics.join(", ")
+    }
+}
+
+/// The pipeline's topics the operator created (adopted ones are never deleted).
+fn topics_to_delete(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Vec<String> {
+    let status = pipeline.status.clone().unwrap_or_default();
+    [
+        (&pipeline.spec.topic.name, status.topic_created),
+        (
+            &pipeline.spec.dead_letter_topic.name,
+            status.dead_letter_topic_created,
+        ),
+    ]
+    .into_iter()
+    .filter(|(topic, created)| *created == Some(true) || created_here(ctx, pipeline, topic))
+    .map(|(topic, _)| topic.clone())
+    .collect()
+}
+
+/// Stops the ingress and the workers (their Deployments deleted in the foreground, so they
+/// are gone only once their pods are), then deletes `topics`. `Ok(false)` while pods remain.
+async fn delete_created_topics(
+    pipeline: &WhatsAppWebhookPipeline,
+    ctx: &Context,
+    topics: &[String],
+) -> Result<bool> {
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let name = pipeline.name_any();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut stopping = false;
+    for child in [ingress_name(&name), worker_name(&name)] {
+        match deployments
+            .delete(&child, &kube::api::DeleteParams::foreground())
+            .await
+        {
+            Ok(_) => stopping = true,
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::DeleteChild {
+                    name: child,
+                    source,
+                })
+            }
+        }
+    }
+    if stopping {
+        return Ok(false);
+    }
+    let kafka = kafka_settings(&ctx.client, &namespace, &pipeline.spec.kafka).await?;
+    for topic in topics {
+        ctx.admin
+            .delete_topic(&kafka, topic)
+            .await
+            .map_err(|source| Error::Topic {
+                action: "deleting",
+                topic: topic.clone(),
+                source,
+            })?;
+        publish(
+            ctx,
+            pipeline,
+            EventType::Normal,
+            "TopicDeleted",
+            format!("deleted topic {topic}"),
+        )
+        .await;
+    }
+    for topic in [
+        &pipeline.spec.topic.name,
+        &pipeline.spec.dead_letter_topic.name,
+    ] {
+        if !topics.contains(topic) {
+            publish(
+                ctx,
+                pipeline,
+                EventType::Normal,
+                "TopicRetained",
+                format!("kept topic {topic}: the operator did not create it"),
+            )
+            .await;
+        }
+    }
+    Ok(true)
 }

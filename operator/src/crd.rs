@@ -62,7 +62,11 @@ pub struct PipelineSpec {
     /// The consumer-group worker pool and its lag-driven scaling.
     pub worker: WorkerSpec,
     /// What happens to the topics when this resource is deleted. `Retain` (default) keeps them;
-    /// `Delete` deletes the topics the operator created itself (never adopted ones).
+    /// `Delete` stops the ingress and worker pods, then deletes the topics the operator created
+    /// itself (never adopted ones). Deletion never hangs: if Kafka stays unreachable (or the
+    /// Secrets to reach it are gone, as when the namespace is being deleted) the operator gives
+    /// up 10 minutes after the deletion began and names what it left in a `CleanupAbandoned`
+    /// Event; the annotation `wapipe.dev/skip-cleanup: "true"` releases it at once.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }

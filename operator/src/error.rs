@@ -32,6 +32,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("deleting Deployment {name}: {source}")]
+    DeleteChild {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing worker replicas: {0}")]
     PatchReplicas(#[source] kube::Error),
     #[error("writing status: {0}")]
@@ -67,6 +73,7 @@ impl Error {
             Error::PatchReplicas(_) => "PatchReplicas",
             Error::PatchStatus(_) => "PatchStatus",
             Error::PatchFinalizers(_) => "PatchFinalizers",
+            Error::DeleteChild { .. } => "DeleteChild",
             Error::Topic { .. } => "KafkaError",
             Error::ReadLag(_) => "ReadLag",
             Error::Serialize(..) => "Serialize",

@@ -41,6 +41,17 @@ impl ApiServer {
         path: &str,
         respond: impl FnOnce(&Value) -> Value,
     ) -> Seen {
+        self.expect_status(method, path, 200, respond).await
+    }
+
+    /// Like [`ApiServer::expect`], answering with `status`.
+    async fn expect_status(
+        &mut self,
+        method: &str,
+        path: &str,
+        status: u16,
+        respond: impl FnOnce(&Value) -> Value,
+    ) -> Seen {
         loop {
             let (request, send) =
                 tokio::time::timeout(Duration::from_secs(10), self.handle.next_request())
@@ -71,7 +82,7 @@ impl ApiServer {
             let answer = respond(&body);
             send.send_response(
                 Response::builder()
-                    .status(200)
+                    .status(status)
                     .body(Body::from(serde_json::to_vec(&answer).unwrap()))
                     .unwrap(),
             );
@@ -648,9 +659,44 @@ async fn delete_policy_adds_the_finalizer_before_anything_else() {
     task.await.unwrap().expect("reconcile succeeds");
 }
 
+/// A pipeline being deleted, its deletionTimestamp `age` ago.
+fn deleted_since(policy: &str, topic_created: bool, age: Duration) -> WhatsAppWebhookPipeline {
+    let at = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(age.as_secs() as i64);
+    pipeline(json!({
+        "metadata": {"deletionTimestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(), "finalizers": ["wapipe.dev/topic"]},
+        "spec": {"deletionPolicy": policy},
+        "status": {"topicCreated": topic_created, "deadLetterTopicCreated": false}
+    }))
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+/// The pods are gone: both Deployments answer 404 to the foreground delete.
+async fn expect_pods_stopped(server: &mut ApiServer) {
+    for child in ["orders-ingress", "orders-worker"] {
+        let seen = server
+            .expect_status(
+                "DELETE",
+                &format!("/apis/apps/v1/namespaces/shop/deployments/{child}"),
+                404,
+                |_| not_found(),
+            )
+            .await;
+        assert_eq!(
+            seen.body["propagationPolicy"], "Foreground",
+            "{}",
+            seen.body
+        );
+    }
+}
+
 fn deleted(policy: &str, topic_created: bool) -> WhatsAppWebhookPipeline {
     pipeline(json!({
-        "metadata": {"deletionTimestamp": "2026-03-01T00:00:00Z", "finalizers": ["wapipe.dev/topic"]},
+        "metadata": {"deletionTimestamp": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(), "finalizers": ["wapipe.dev/topic"]},
         "spec": {"deletionPolicy": policy},
         "status": {"topicCreated": topic_created, "deadLetterTopicCreated": false}
     }))
@@ -666,6 +712,7 @@ async fn deletion_under_delete_removes_only_the_topics_the_operator_created() {
     let (ctx, mut server) = setup(admin.clone());
     let task = run_reconcile(deleted("Delete", true), ctx).await;
 
+    expect_pods_stopped(&mut server).await;
     let release = server
         .expect(
             "PATCH",
@@ -694,6 +741,7 @@ async fn deletion_under_delete_keeps_an_adopted_topic() {
     let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
     let (ctx, mut server) = setup(admin.clone());
     let task = run_reconcile(deleted("Delete", false), ctx).await;
+    expect_pods_stopped(&mut server).await;
     server
         .expect(
             "PATCH",
@@ -745,4 +793,117 @@ async fn deletion_without_our_finalizer_makes_no_call() {
     server.finish().await;
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
     assert!(admin.calls().is_empty());
+}
+
+#[tokio::test]
+async fn deletion_stops_the_pods_before_it_touches_the_topics() {
+    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
+    let (ctx, mut server) = setup(admin.clone());
+    let task = run_reconcile(deleted("Delete", true), ctx).await;
+    // Both Deployments still exist: deleted in the foreground (gone only with their pods).
+    for child in ["orders-ingress", "orders-worker"] {
+        server
+            .expect("DELETE", &format!("/apis/apps/v1/namespaces/shop/deployments/{child}"), |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+            })
+            .await;
+    }
+    server.finish().await;
+    let action = task.await.unwrap().expect("cleanup waits");
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert!(
+        admin.calls().is_empty(),
+        "topics touched while pods run: {:?}",
+        admin.calls()
+    );
+}
+
+#[tokio::test]
+async fn the_skip_cleanup_annotation_releases_the_finalizer_without_touching_kafka() {
+    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
+    let (ctx, mut server) = setup(admin.clone());
+    let mut pipeline = deleted("Delete", true);
+    pipeline
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("wapipe.dev/skip-cleanup".into(), "true".into());
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+    let release = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
+            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
+        )
+        .await;
+    assert_eq!(release.body["metadata"]["finalizers"], json!([]));
+    server.finish().await;
+    task.await.unwrap().expect("released");
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    assert!(
+        server.events.contains(&"CleanupSkipped".to_string()),
+        "{:?}",
+        server.events
+    );
+}
+
+/// A pipeline whose Kafka needs a SASL password from a Secret, being deleted `age` ago.
+fn deleted_with_sasl(age: Duration) -> WhatsAppWebhookPipeline {
+    let mut pipeline = deleted_since("Delete", true, age);
+    pipeline.spec.kafka = serde_json::from_value(json!({
+        "bootstrapServers": "kafka:9093",
+        "sasl": {"mechanism": "SCRAM-SHA-512", "username": "wapipe",
+                 "passwordSecretRef": {"name": "kafka-user", "key": "password"}},
+        "tls": {}
+    }))
+    .unwrap();
+    pipeline
+}
+
+#[tokio::test]
+async fn a_cleanup_that_cannot_reach_kafka_retries_then_gives_up_at_the_deadline_and_says_what_was_left(
+) {
+    // The namespace is being deleted: its Secrets are gone, so Kafka cannot be reached.
+    for (age, gives_up) in [
+        (Duration::from_secs(60), false),
+        (Duration::from_secs(3600), true),
+    ] {
+        let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
+        let (ctx, mut server) = setup(admin.clone());
+        let pipeline = deleted_with_sasl(age);
+        let task = run_reconcile(pipeline.clone(), ctx).await;
+        expect_pods_stopped(&mut server).await;
+        server
+            .expect_status(
+                "GET",
+                "/api/v1/namespaces/shop/secrets/kafka-user",
+                404,
+                |_| not_found(),
+            )
+            .await;
+        if gives_up {
+            let release = server
+                .expect(
+                    "PATCH",
+                    "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
+                    |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
+                )
+                .await;
+            assert_eq!(release.body["metadata"]["finalizers"], json!([]));
+            server.finish().await;
+            task.await.unwrap().expect("released after the deadline");
+            assert!(
+                server.events.contains(&"CleanupAbandoned".to_string()),
+                "{:?}",
+                server.events
+            );
+        } else {
+            server.finish().await;
+            assert!(
+                task.await.unwrap().is_err(),
+                "within the deadline the error is retried"
+            );
+        }
+        assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    }
 }
