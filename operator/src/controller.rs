@@ -82,6 +82,8 @@ pub struct Context {
     pub allowed_image_prefixes: Vec<String>,
     pub metrics: Arc<Metrics>,
     scalers: Mutex<HashMap<String, ScalerMemory>>,
+    /// The controller's reflector of every pipeline, once it runs.
+    pipelines: std::sync::OnceLock<kube::runtime::reflector::Store<WhatsAppWebhookPipeline>>,
     /// Topics this process created, by pipeline uid: the status says so too, but a reconcile
     /// can start from a cached copy read before that status write arrived, and must not take
     /// its own topic for an adopted one (it would then never delete it).
@@ -108,6 +110,7 @@ impl Context {
             allowed_image_prefixes: Vec::new(),
             metrics,
             scalers: Mutex::default(),
+            pipelines: std::sync::OnceLock::new(),
             created_topics: Mutex::default(),
             failures: Mutex::default(),
         }
@@ -143,10 +146,15 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let pipelines = Api::<WhatsAppWebhookPipeline>::all(client.clone());
     let config = watcher::Config::default().any_semantic();
-    Controller::new(pipelines, config.clone())
-        .owns(Api::<Deployment>::all(client.clone()), config.clone())
-        .owns(Api::<Service>::all(client.clone()), config.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client), config)
+    // Only the children the operator made (they carry the pipeline label): the cluster's other
+    // Deployments, Services and PDBs are neither watched nor cached.
+    let children = config.clone().labels(crate::build::PIPELINE_LABEL);
+    let controller = Controller::new(pipelines, config)
+        .owns(Api::<Deployment>::all(client.clone()), children.clone())
+        .owns(Api::<Service>::all(client.clone()), children.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client), children);
+    let _ = ctx.pipelines.set(controller.store());
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -734,11 +742,18 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         set_finalizers(pipeline, ctx, finalizers).await?;
     }
 
-    let others = Api::<WhatsAppWebhookPipeline>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::ListPipelines)?
-        .items;
+    // The controller's own cache of every pipeline; a list call only where no controller runs
+    // (tests that call reconcile directly).
+    let others: Vec<WhatsAppWebhookPipeline> = match ctx.pipelines.get() {
+        Some(store) => store.state().iter().map(|p| (**p).clone()).collect(),
+        None => {
+            Api::<WhatsAppWebhookPipeline>::all(ctx.client.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(Error::ListPipelines)?
+                .items
+        }
+    };
     let valid = match validate(pipeline, &others, &ctx.default_image)
         .and_then(|valid| check_images(valid, &ctx.allowed_image_prefixes))
     {

@@ -3,7 +3,8 @@
 //! ([`InMemoryAdmin`]).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -178,13 +179,86 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| AdminError::Join)?
 }
 
-/// [`TopicAdmin`] over librdkafka.
+/// [`TopicAdmin`] over librdkafka. Clients are kept and reused per connection settings (and
+/// group, for lag reads), not built per call: a librdkafka client costs threads and
+/// connections, and the scaler reads lag of every pipeline every poll. A client unused for
+/// [`CLIENT_IDLE`] is dropped.
 #[derive(Clone, Debug, Default)]
 pub struct RdKafkaAdmin;
 
+/// How long an unused Kafka client is kept.
+const CLIENT_IDLE: Duration = Duration::from_secs(600);
+
+struct Cached<T> {
+    client: Arc<T>,
+    used: std::time::Instant,
+}
+
+type Cache<T> = Mutex<HashMap<String, Cached<T>>>;
+
+fn admins() -> &'static Cache<AdminClient<DefaultClientContext>> {
+    static ADMINS: OnceLock<Cache<AdminClient<DefaultClientContext>>> = OnceLock::new();
+    ADMINS.get_or_init(Mutex::default)
+}
+
+fn lag_readers() -> &'static Cache<BaseConsumer> {
+    static READERS: OnceLock<Cache<BaseConsumer>> = OnceLock::new();
+    READERS.get_or_init(Mutex::default)
+}
+
+/// The cached client for `key`, made by `create` when there is none; drops idle ones.
+fn cached<T>(
+    cache: &Cache<T>,
+    key: String,
+    create: impl FnOnce() -> Result<T, AdminError>,
+) -> Result<Arc<T>, AdminError> {
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = std::time::Instant::now();
+    cache.retain(|k, entry| *k == key || now.duration_since(entry.used) < CLIENT_IDLE);
+    if let Some(entry) = cache.get_mut(&key) {
+        entry.used = now;
+        return Ok(entry.client.clone());
+    }
+    let client = Arc::new(create()?);
+    cache.insert(
+        key,
+        Cached {
+            client: client.clone(),
+            used: now,
+        },
+    );
+    Ok(client)
+}
+
+/// A stable key for connection settings (a BTreeMap iterates in order).
+fn settings_key(kafka: &KafkaSettings) -> String {
+    kafka
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("\u{1}")
+}
+
 impl RdKafkaAdmin {
-    fn admin(kafka: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, AdminError> {
-        Ok(client_config(kafka).create()?)
+    fn admin(kafka: &KafkaSettings) -> Result<Arc<AdminClient<DefaultClientContext>>, AdminError> {
+        cached(admins(), settings_key(kafka), || {
+            Ok(client_config(kafka).create()?)
+        })
+    }
+
+    /// A non-subscribing consumer of `group`, for committed offsets and watermarks.
+    fn lag_reader(kafka: &KafkaSettings, group: &str) -> Result<Arc<BaseConsumer>, AdminError> {
+        let key = format!("{}\u{2}{group}", settings_key(kafka));
+        cached(lag_readers(), key, || {
+            let mut config = client_config(kafka);
+            config
+                .set("group.id", group)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false");
+            Ok(config.create()?)
+        })
     }
 
     fn check(results: Vec<Result<String, (String, RDKafkaErrorCode)>>) -> Result<(), AdminError> {
@@ -276,13 +350,8 @@ impl TopicAdmin for RdKafkaAdmin {
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionOffsets>, AdminError> {
-        let mut config = client_config(kafka);
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
         // Never subscribes: joining the group would trigger a rebalance of the real workers.
-        let consumer: BaseConsumer = config.create()?;
+        let consumer = Self::lag_reader(kafka, group)?;
         let topic = topic.to_string();
         blocking(move || {
             let metadata = consumer.fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
@@ -296,16 +365,36 @@ impl TopicAdmin for RdKafkaAdmin {
             let mut partitions: Vec<i32> =
                 topic_metadata.partitions().iter().map(|p| p.id()).collect();
             partitions.sort_unstable();
-            let mut list = TopicPartitionList::new();
-            for &partition in &partitions {
-                list.add_partition(&topic, partition);
-            }
-            let committed = consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
+            let list_at = |offset: Offset| -> Result<TopicPartitionList, AdminError> {
+                let mut list = TopicPartitionList::new();
+                for &partition in &partitions {
+                    list.add_partition_offset(&topic, partition, offset)?;
+                }
+                Ok(list)
+            };
+            let committed =
+                consumer.committed_offsets(list_at(Offset::Invalid)?, REQUEST_TIMEOUT)?;
+            // Every partition's log start and log end in one ListOffsets request per leader
+            // each (timestamps -2 and -1), not two requests per partition.
+            let starts =
+                consumer.offsets_for_times(list_at(Offset::Beginning)?, REQUEST_TIMEOUT)?;
+            let ends = consumer.offsets_for_times(list_at(Offset::End)?, REQUEST_TIMEOUT)?;
+            let offset_of =
+                |list: &TopicPartitionList, partition: i32| -> Result<i64, AdminError> {
+                    match list.find_partition(&topic, partition).map(|e| e.offset()) {
+                        Some(Offset::Offset(offset)) if offset >= 0 => Ok(offset),
+                        other => Err(AdminError::Kafka(KafkaError::OffsetFetch(
+                            RDKafkaErrorCode::OffsetOutOfRange,
+                        )))
+                        .map_err(|error| {
+                            tracing::debug!(partition, ?other, "no watermark for the partition");
+                            error
+                        }),
+                    }
+                };
             partitions
-                .into_iter()
-                .map(|partition| {
-                    let (log_start, log_end) =
-                        consumer.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)?;
+                .iter()
+                .map(|&partition| {
                     let committed = committed.find_partition(&topic, partition).and_then(
                         |element| match element.offset() {
                             Offset::Offset(offset) if offset >= 0 => Some(offset),
@@ -315,8 +404,8 @@ impl TopicAdmin for RdKafkaAdmin {
                     Ok(PartitionOffsets {
                         partition,
                         committed,
-                        log_start,
-                        log_end,
+                        log_start: offset_of(&starts, partition)?,
+                        log_end: offset_of(&ends, partition)?,
                     })
                 })
                 .collect()
