@@ -379,19 +379,18 @@ impl TopicAdmin for RdKafkaAdmin {
             let starts =
                 consumer.offsets_for_times(list_at(Offset::Beginning)?, REQUEST_TIMEOUT)?;
             let ends = consumer.offsets_for_times(list_at(Offset::End)?, REQUEST_TIMEOUT)?;
-            let offset_of =
-                |list: &TopicPartitionList, partition: i32| -> Result<i64, AdminError> {
-                    match list.find_partition(&topic, partition).map(|e| e.offset()) {
-                        Some(Offset::Offset(offset)) if offset >= 0 => Ok(offset),
-                        other => Err(AdminError::Kafka(KafkaError::OffsetFetch(
-                            RDKafkaErrorCode::OffsetOutOfRange,
-                        )))
-                        .map_err(|error| {
-                            tracing::debug!(partition, ?other, "no watermark for the partition");
-                            error
-                        }),
-                    }
-                };
+            let offset_of = |list: &TopicPartitionList, partition: i32| match list
+                .find_partition(&topic, partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(offset)) if offset >= 0 => Ok(offset),
+                other => {
+                    tracing::debug!(partition, ?other, "no watermark for the partition");
+                    Err(AdminError::Kafka(KafkaError::OffsetFetch(
+                        RDKafkaErrorCode::OffsetOutOfRange,
+                    )))
+                }
+            };
             partitions
                 .iter()
                 .map(|&partition| {
