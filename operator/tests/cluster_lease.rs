@@ -216,3 +216,99 @@ async fn the_lease_holder_reconciles_and_the_other_takes_over_when_it_dies() {
         .unwrap();
     drop(b);
 }
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+/// Waits for `child` to exit; its exit code, or None if it is still running at the deadline.
+async fn exit_code(child: &mut Child) -> Option<i32> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_frozen_leader_steps_down_before_the_other_takes_over_and_sigterm_hands_over_at_once() {
+    let vars = [
+        "WAPIPE_TEST_KUBECONFIG",
+        "WAPIPE_TEST_OPERATOR_KUBECONFIG",
+        "WAPIPE_TEST_OPERATOR_NAMESPACE",
+    ]
+    .map(std::env::var);
+    let [Ok(admin), Ok(operator_kubeconfig), Ok(operator_ns)] = vars else {
+        println!("SKIPPED a_frozen_leader_steps_down: WAPIPE_TEST_* are not set (tests/cluster/run.sh sets them)");
+        return;
+    };
+    let config = Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&admin).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &operator_ns);
+    let dir = tempfile::tempdir().unwrap();
+
+    // 1. kill -STOP the leader past its renew deadline (4 s of a 6 s lease): the other takes
+    //    over only once the Lease stayed unchanged for a lease duration by its own clock, and
+    //    the frozen one, resumed, steps down without acting (it exits on the deadline it missed).
+    let mut a = Operator::start("operator-c", &operator_kubeconfig, &operator_ns, dir.path());
+    let (_, transitions) = wait_holder(&leases, "operator-c").await;
+    let b = Operator::start("operator-d", &operator_kubeconfig, &operator_ns, dir.path());
+    signal(&a.child, "STOP");
+    let frozen_at = Timestamp::now();
+    let (acquired, after) = wait_holder(&leases, "operator-d").await;
+    assert_eq!(after, transitions + 1);
+    assert!(
+        acquired.is_some_and(|t| t > frozen_at),
+        "{acquired:?} {frozen_at}"
+    );
+    signal(&a.child, "CONT");
+    let code = exit_code(&mut a.child).await;
+    assert_eq!(
+        code,
+        Some(1),
+        "the resumed leader kept running:\n{}",
+        a.log()
+    );
+    let log = a.log();
+    assert!(log.contains("RenewDeadlinePassed"), "{log}");
+    assert_eq!(
+        holder(&leases).await.map(|(h, _, _)| h).as_deref(),
+        Some("operator-d"),
+        "the resumed leader wrote the Lease again"
+    );
+
+    // 2. SIGTERM to the leader: it releases the Lease (empty holder), exits 0, and the standby
+    //    takes it at its next try instead of waiting a lease duration.
+    let mut b = b;
+    let c = Operator::start("operator-e", &operator_kubeconfig, &operator_ns, dir.path());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!c.log().contains("became leader"), "{}", c.log());
+    signal(&b.child, "TERM");
+    assert_eq!(exit_code(&mut b.child).await, Some(0), "{}", b.log());
+    assert!(b.log().contains("releasing the Lease"), "{}", b.log());
+    // Released before it exited: the record no longer names it.
+    assert_ne!(
+        holder(&leases).await.map(|(h, _, _)| h).as_deref(),
+        Some("operator-d"),
+        "the stopped leader still holds the Lease"
+    );
+    let (_, handed) = wait_holder(&leases, "operator-e").await;
+    assert_eq!(handed, after + 1);
+    // The Lease operator-e took was the released one: its log shows no wait for expiry, and the
+    // record it replaced had an empty holder (a takeover of a live holder needs a lease
+    // duration of silence, which the test did not leave).
+    assert!(c.log().contains("became leader"), "{}", c.log());
+    drop(c);
+}

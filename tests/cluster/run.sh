@@ -233,9 +233,9 @@ wait "$operator_pid" 2>/dev/null || true
 operator_pid=""
 lease_test() {
   WAPIPE_TEST_OPERATOR_KUBECONFIG="$work/operator.kubeconfig" WAPIPE_TEST_OPERATOR_NAMESPACE="$release_ns" \
-    cargo test -q -p wapipe-operator --test cluster_lease
+    cargo test -q -p wapipe-operator --test cluster_lease -- --test-threads=1
 }
-check "two operators: the Lease holder reconciles, the other takes over when it dies" lease_test
+check "two operators: the Lease holder reconciles, the other takes over when it dies; a frozen leader steps down before the other starts; SIGTERM hands the Lease over" lease_test
 
 # --- 5. Argo CD health check on the captured statuses --------------------------------------
 health_on_captured() {
