@@ -286,8 +286,6 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
         env("WAPIPE_TOPIC", spec.topic.name.clone()),
         env("WAPIPE_LOG_FORMAT", "json"),
     ];
-    // Pods log JSON: one object a line for the cluster's log pipeline.
-    vars.push(env("WAPIPE_LOG_FORMAT", "json"));
     vars.extend(kafka_env(&spec.kafka, &mut files));
     let app_secret = files.mount("app-secret", &spec.ingress.app_secret_ref);
     vars.push(env("WAPIPE_APP_SECRET_FILE", app_secret));
@@ -383,8 +381,6 @@ fn worker_deployment(pipeline: &ValidPipeline) -> Deployment {
         env("WAPIPE_MAX_ATTEMPTS", worker.max_attempts.to_string()),
         env("WAPIPE_LOG_FORMAT", "json"),
     ];
-    // Pods log JSON: one object a line for the cluster's log pipeline.
-    vars.push(env("WAPIPE_LOG_FORMAT", "json"));
     vars.extend(kafka_env(&spec.kafka, &mut files));
     match worker.sink.type_ {
         SinkType::Postgres => {

@@ -47,7 +47,62 @@ fn plain(container: &Container, name: &str) -> Option<String> {
     env_value(container, name)?.value.clone()
 }
 
+/// What the API server refuses in a server-side apply and a golden file would keep: two env
+/// entries (or volume mounts, or volumes) with the same name in one pod template.
+fn assert_no_duplicate_names(children: &Children) {
+    for deployment in [&children.ingress_deployment, &children.worker_deployment] {
+        let pod = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .unwrap();
+        let mut volumes: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        let count = volumes.len();
+        volumes.sort_unstable();
+        volumes.dedup();
+        assert_eq!(volumes.len(), count, "duplicate volume names");
+        for container in &pod.containers {
+            let mut env: Vec<&str> = container
+                .env
+                .iter()
+                .flatten()
+                .map(|e| e.name.as_str())
+                .collect();
+            let count = env.len();
+            env.sort_unstable();
+            env.dedup();
+            assert_eq!(
+                env.len(),
+                count,
+                "duplicate env names in {}",
+                container.name
+            );
+            let mut mounts: Vec<&str> = container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| m.mount_path.as_str())
+                .collect();
+            let count = mounts.len();
+            mounts.sort_unstable();
+            mounts.dedup();
+            assert_eq!(
+                mounts.len(),
+                count,
+                "duplicate mount paths in {}",
+                container.name
+            );
+        }
+    }
+}
+
 fn assert_golden(name: &str, children: &Children) {
+    assert_no_duplicate_names(children);
     let rendered = [
         serde_yaml::to_string(&children.ingress_deployment).unwrap(),
         serde_yaml::to_string(&children.ingress_service).unwrap(),
