@@ -838,14 +838,29 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
 
     // Replicas the Deployment asks for now (the API server defaults an unset count to 1).
     let running = worker.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let decision = scale(
+    // Lag that cannot be read (Kafka down, the group's offsets unreadable) does not stop the
+    // status: the rest is written, with Scaling=False LagUnavailable, and replicas stay put.
+    let (decision, lag_error) = match scale(
         ctx,
         pipeline,
         &valid,
         &kafka,
         u32::try_from(running).unwrap_or(0),
     )
-    .await?;
+    .await
+    {
+        Ok(decision) => (decision, None),
+        Err(error) => {
+            warn!(pipeline = %key(pipeline), %error, "reading lag failed; replicas left as they are");
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&crate::metrics::ErrorLabels {
+                    error: error.metric_label().into(),
+                })
+                .inc();
+            (None, Some(error.to_string()))
+        }
+    };
 
     let ingress_available = ingress
         .status
@@ -960,17 +975,31 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
                 "WorkersReady",
                 workers_ready >= 1,
                 "Unknown",
-                "no lag reading yet",
+                format!("{workers_ready} workers ready; no lag reading to size the pool"),
             );
-            set_condition(
-                conditions,
-                prev,
-                generation,
-                "Scaling",
-                false,
-                "NoLagReading",
-                "lag could not be read yet",
-            );
+            match &lag_error {
+                Some(error) => set_condition(
+                    conditions,
+                    prev,
+                    generation,
+                    "Scaling",
+                    false,
+                    "LagUnavailable",
+                    format!(
+                        "cannot read the lag of group {}: {error}",
+                        valid.consumer_group
+                    ),
+                ),
+                None => set_condition(
+                    conditions,
+                    prev,
+                    generation,
+                    "Scaling",
+                    false,
+                    "NoLagReading",
+                    "lag could not be read yet",
+                ),
+            }
         }
     }
     let workers_ok = conditions

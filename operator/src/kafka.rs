@@ -502,6 +502,8 @@ impl TopicAdmin for RdKafkaAdmin {
 /// whatever the caller sets, and every call is recorded.
 #[derive(Debug, Default)]
 pub struct InMemoryAdmin {
+    /// When set, every lag read fails as if Kafka did not answer.
+    pub fail_lag_reads: std::sync::atomic::AtomicBool,
     topics: Mutex<BTreeMap<String, TopicShape>>,
     configs: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     offsets: Mutex<BTreeMap<(String, String), Vec<PartitionOffsets>>>,
@@ -604,6 +606,14 @@ impl TopicAdmin for InMemoryAdmin {
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionOffsets>, AdminError> {
+        if self
+            .fail_lag_reads
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(AdminError::Kafka(KafkaError::OffsetFetch(
+                RDKafkaErrorCode::BrokerTransportFailure,
+            )));
+        }
         let Some(shape) = self.topic(topic) else {
             return Err(AdminError::NoSuchTopic(topic.to_string()));
         };

@@ -907,3 +907,85 @@ async fn a_cleanup_that_cannot_reach_kafka_retries_then_gives_up_at_the_deadline
         assert!(admin.calls().is_empty(), "{:?}", admin.calls());
     }
 }
+
+#[tokio::test]
+async fn lag_that_cannot_be_read_still_writes_the_status_with_scaling_lag_unavailable() {
+    let admin = Arc::new(
+        InMemoryAdmin::default()
+            .with_topic("whatsapp_webhooks_raw", 12, 1)
+            .with_topic("whatsapp_webhooks_failed", 3, 1),
+    );
+    admin
+        .fail_lag_reads
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = pipeline(json!({"spec": {"ingress": {"replicas": 4}}}));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+            |_| list_of(&[&pipeline]),
+        )
+        .await;
+    expect_ingress_secret(&mut server).await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            |b| applied(b, json!({"status": {"availableReplicas": 4}})),
+        )
+        .await;
+    server
+        .expect(
+            "PATCH",
+            "/api/v1/namespaces/shop/services/orders-ingress?",
+            |b| b.clone(),
+        )
+        .await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders-ingress?",
+            |b| b.clone(),
+        )
+        .await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            |b| {
+                applied(
+                    b,
+                    json!({"spec": {"replicas": 2}, "status": {"readyReplicas": 2}}),
+                )
+            },
+        )
+        .await;
+    // No replicas written without a lag reading; the status still is.
+    let status = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
+        )
+        .await;
+    server.finish().await;
+    task.await.unwrap().expect("the reconcile itself succeeds");
+    let status = &status.body["status"];
+    let scaling = condition(status, "Scaling");
+    assert_eq!(scaling["status"], "False");
+    assert_eq!(scaling["reason"], "LagUnavailable");
+    assert!(
+        scaling["message"]
+            .as_str()
+            .unwrap()
+            .contains("wapipe-orders"),
+        "{scaling}"
+    );
+    assert_eq!(
+        status["observedGeneration"],
+        pipeline.metadata.generation.unwrap()
+    );
+    assert_eq!(condition(status, "Ready")["status"], "True");
+}
