@@ -75,12 +75,17 @@ impl Incoming {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     /// Stable identity used for idempotency: the wamid for messages, `wamid:status` for
-    /// statuses, the source POST digest and index (or the value's digest) otherwise.
+    /// statuses, a digest of the event's own bytes with its entry and field otherwise.
     pub id: String,
     pub provider: &'static str,
     pub kind: &'static str,
     /// The partition key: the user the event belongs to.
     pub user_key: String,
+    /// Where the record is in Kafka, for log lines (not sent to sinks).
+    #[serde(skip)]
+    pub partition: i32,
+    #[serde(skip)]
+    pub offset: i64,
     pub received_at_ms: Option<i64>,
     #[serde(flatten)]
     pub body: EventBody,
@@ -210,6 +215,8 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         provider: provider.as_str(),
         kind: kind.as_str(),
         user_key: incoming.key_str(),
+        partition: incoming.partition,
+        offset: incoming.offset,
         received_at_ms: incoming.received_at_ms(),
         body,
         raw,

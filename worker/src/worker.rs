@@ -751,7 +751,7 @@ async fn dead_letter(
                     topic: shared.settings.dead_letter_topic.clone(),
                     source: error,
                 };
-                tracing::warn!(%error, "dead-letter produce failed; retrying");
+                tracing::warn!(%error, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "dead-letter produce failed; retrying");
             }
         }
         let wait = backoff(

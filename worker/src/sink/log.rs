@@ -27,7 +27,9 @@ impl Sink for LogSink {
             wamid = event.wamid().unwrap_or(""),
             kind = event.kind,
             provider = event.provider,
-            user = %event.user_key,
+            key = %event.user_key,
+            partition = event.partition,
+            offset = event.offset,
             detail,
             status = status.unwrap_or(""),
             "event"
