@@ -422,12 +422,8 @@ impl TopicAdmin for RdKafkaAdmin {
         if offsets.is_empty() {
             return Ok(());
         }
-        let mut config = client_config(kafka);
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
-        let consumer: BaseConsumer = config.create()?;
+        // The same non-subscribing client of the group that reads its lag.
+        let consumer = Self::lag_reader(kafka, group)?;
         let mut list = TopicPartitionList::new();
         for &(partition, offset) in offsets {
             list.add_partition_offset(topic, partition, Offset::Offset(offset))?;

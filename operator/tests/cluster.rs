@@ -10,6 +10,8 @@
 //! The tests share the cluster's two nodes (one cordons them), so run them one at a time:
 //! `--test-threads=1`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,8 +21,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -47,12 +48,8 @@ async fn cluster(test: &str) -> Option<Cluster> {
         println!("SKIPPED {test}: WAPIPE_TEST_KUBECONFIG and WAPIPE_TEST_BROKERS are not set (tests/cluster/run.sh sets them)");
         return None;
     };
-    let config = Kubeconfig::read_from(&kubeconfig).expect("reading WAPIPE_TEST_KUBECONFIG");
-    let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
     Some(Cluster {
-        client: Client::try_from(config).expect("client"),
+        client: support::client_from(&kubeconfig).await,
         kubeconfig: kubeconfig.into(),
         brokers,
     })

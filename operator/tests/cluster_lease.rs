@@ -4,6 +4,8 @@
 //! has stopped (`WAPIPE_TEST_OPERATOR_KUBECONFIG`, `WAPIPE_TEST_KUBECONFIG`,
 //! `WAPIPE_TEST_BROKERS`, `WAPIPE_TEST_OPERATOR_NAMESPACE`); SKIPPED without them.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -12,8 +14,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::Api;
 use serde_json::json;
 use wapipe_operator::crd::WhatsAppWebhookPipeline;
 
@@ -121,13 +122,7 @@ async fn the_lease_holder_reconciles_and_the_other_takes_over_when_it_dies() {
         println!("SKIPPED the_lease_holder_reconciles: WAPIPE_TEST_* are not set (tests/cluster/run.sh sets them)");
         return;
     };
-    let config = Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(&admin).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = Client::try_from(config).unwrap();
+    let client = support::client_from(&admin).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &operator_ns);
     let dir = tempfile::tempdir().unwrap();
 
@@ -249,13 +244,7 @@ async fn a_frozen_leader_steps_down_before_the_other_takes_over_and_sigterm_hand
         println!("SKIPPED a_frozen_leader_steps_down: WAPIPE_TEST_* are not set (tests/cluster/run.sh sets them)");
         return;
     };
-    let config = Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(&admin).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = Client::try_from(config).unwrap();
+    let client = support::client_from(&admin).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &operator_ns);
     let dir = tempfile::tempdir().unwrap();
 

@@ -9,6 +9,8 @@
 //! `WAPIPE_TEST_BROKERS`, `WAPIPE_TEST_BIN_DIR` holding wapipe-ingress and wapipe-worker);
 //! SKIPPED without them. PostgreSQL on 127.0.0.1:5432 (user root, database test).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,8 +19,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Secret};
 use kube::api::{DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::Api;
 use serde_json::json;
 use wapipe_core::signature::sign_meta;
 use wapipe_operator::crd::WhatsAppWebhookPipeline;
@@ -161,13 +162,7 @@ async fn webhooks_reach_postgres_through_host_processes_run_from_the_pod_templat
         println!("SKIPPED webhooks_reach_postgres_through_host_processes: WAPIPE_TEST_* are not set (tests/cluster/run.sh sets them)");
         return;
     };
-    let config = Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(&kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = Client::try_from(config).unwrap();
+    let client = support::client_from(&kubeconfig).await;
     let run = wapipe_testkit::unique_name("loop").replace('-', "_");
     let ns = run.replace('_', "-");
     Api::<Namespace>::all(client.clone())
