@@ -88,6 +88,10 @@ pub struct Context {
     /// can start from a cached copy read before that status write arrived, and must not take
     /// its own topic for an adopted one (it would then never delete it).
     created_topics: Mutex<std::collections::HashSet<(String, String)>>,
+    /// (pipeline uid, topic) → the generation whose topic configuration was last found in
+    /// place, and when: the configuration is read again on a spec change or after
+    /// [`CONFIG_RECHECK`], not on every poll.
+    config_checked: Mutex<HashMap<(String, String), ConfigChecked>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -112,6 +116,7 @@ impl Context {
             scalers: Mutex::default(),
             pipelines: std::sync::OnceLock::new(),
             created_topics: Mutex::default(),
+            config_checked: Mutex::default(),
             failures: Mutex::default(),
         }
     }
@@ -576,6 +581,13 @@ async fn ensure_topic(
     Ok(outcome)
 }
 
+/// The generation whose topic configuration was found in place, and when.
+type ConfigChecked = (Option<i64>, Instant);
+
+/// How often a topic's configuration is read again when the spec has not changed (to undo
+/// changes made outside the operator).
+const CONFIG_RECHECK: Duration = Duration::from_secs(600);
+
 /// Brings an existing topic's own configuration to the spec: the entries of `spec.config` (and
 /// wapipe's defaults) whose value differs are set; the topic's other entries are kept. Kafka
 /// refusing a value is reported on the topic's condition and in an Event, not retried blindly.
@@ -587,6 +599,14 @@ async fn sync_topic_config(
     mut outcome: TopicOutcome,
 ) -> Result<TopicOutcome> {
     let name = &request.name;
+    let checked_key = (pipeline.uid().unwrap_or_default(), name.clone());
+    let generation = pipeline.metadata.generation;
+    let recently_checked = lock(&ctx.config_checked)
+        .get(&checked_key)
+        .is_some_and(|(seen, at)| *seen == generation && at.elapsed() < CONFIG_RECHECK);
+    if recently_checked {
+        return Ok(outcome);
+    }
     let current = ctx
         .admin
         .topic_config(kafka, name)
@@ -598,6 +618,7 @@ async fn sync_topic_config(
         })?;
     let drift = config_drift(&request.config, &current);
     if drift.is_empty() {
+        lock(&ctx.config_checked).insert(checked_key, (generation, Instant::now()));
         return Ok(outcome);
     }
     let mut config = current.clone();
@@ -623,6 +644,7 @@ async fn sync_topic_config(
             )
             .await;
             outcome.message = format!("{}; {message}", outcome.message);
+            lock(&ctx.config_checked).insert(checked_key, (generation, Instant::now()));
         }
         Err(error @ (AdminError::Refused(_) | AdminError::NotApplied(_))) => {
             let message =
@@ -1212,6 +1234,8 @@ pub const SKIP_CLEANUP_ANNOTATION: &str = "wapipe.dev/skip-cleanup";
 /// the finalizer; bounded by [`CLEANUP_DEADLINE`], skippable with [`SKIP_CLEANUP_ANNOTATION`].
 async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
     lock(&ctx.scalers).remove(&key(pipeline));
+    let uid = pipeline.uid().unwrap_or_default();
+    lock(&ctx.config_checked).retain(|(owner, _), _| *owner != uid);
     if !has_finalizer(pipeline) {
         return Ok(Action::await_change());
     }
