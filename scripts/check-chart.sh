@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Chart checks with Helm's own engine (Helm v4 Go SDK via helm-python-sdk):
 # lint --strict and render with default and non-default values, then pytest over the
-# rendered objects (tests/chart/), the CRD copy, and shellcheck of the packaging scripts.
+# rendered objects (tests/chart/) and the CRD copy.
 #
-# Needs: python3 >= 3.10 with `pip install -r tests/chart/requirements.txt`; shellcheck (apt).
+# Needs: python3 >= 3.10 with `pip install -r tests/chart/requirements.txt`.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -22,13 +22,5 @@ python3 - <<'PY'
 import helm_python as helm
 print(f"check-chart: Helm engine {helm.helm_sdk_version()} (helm-python-sdk {helm.__version__})")
 PY
-
-if command -v shellcheck >/dev/null; then
-  shellcheck scripts/check-chart.sh scripts/sync-chart-crds.sh scripts/test-lua.sh tests/e2e/run.sh
-  echo "check-chart: shellcheck clean"
-else
-  echo "check-chart: shellcheck not installed (apt-get install shellcheck); scripts not linted" >&2
-  exit 1
-fi
 
 python3 -m pytest -q tests/chart tests/examples

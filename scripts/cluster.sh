@@ -36,11 +36,10 @@ die() {
   exit 1
 }
 
-pid_of() { [[ -f "$state/run/$1.pid" ]] && cat "$state/run/$1.pid"; }
-alive() {
-  local pid
-  pid="$(pid_of "$1")" && [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
-}
+# shellcheck source=scripts/lib/proc.sh
+source "$repo/scripts/lib/proc.sh"
+pid_of() { proc_pid "$state/run/$1.pid"; }
+alive() { pid_of "$1" >/dev/null; }
 port_busy() { ss -Hltn "sport = :$1" | grep -q .; }
 
 # start NAME BINARY ARGS...: runs a component in its own process group, logging to logs/NAME.log.
@@ -48,7 +47,7 @@ start() {
   local name="$1"
   shift
   setsid "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$state/run/$name.pid"
+  proc_record "$!" "$state/run/$name.pid"
 }
 
 # wait_for SECONDS WHAT CMD...: polls CMD every second; fails with WHAT after the deadline.
@@ -66,18 +65,10 @@ readyz() { curl -ksf --max-time 3 -H "Authorization: Bearer $(cat "$state/run/ad
 k() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
 stop_all() {
-  local i name pid
+  local i name
   for ((i = ${#components[@]} - 1; i >= 0; i--)); do
     name="${components[i]}"
-    pid="$(pid_of "$name" || true)"
-    [[ -n "$pid" ]] || continue
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for ((t = 0; t < 20; t++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.5
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$state/run/$name.pid"
+    proc_stop "$state/run/$name.pid" 10
   done
   for port in "${ports[@]}"; do
     for ((t = 0; t < 20; t++)); do

@@ -27,14 +27,16 @@ for root in "${WAPIPE_CACHE:-}" /var/cache/wapipe "${XDG_CACHE_HOME:-$HOME/.cach
   [[ -n "$root" && -f "$root/kafka/$version-log4j$log4j/libs/.complete" ]] && { libs="$root/kafka/$version-log4j$log4j/libs"; break; }
 done
 
-running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# shellcheck source=scripts/lib/proc.sh
+source "$repo/scripts/lib/proc.sh"
+running() { proc_pid "$pidfile" >/dev/null; }
 answers() { python3 "$repo/scripts/kafka/probe.py" 127.0.0.1 "$port" 2; }
 
 case "$cmd" in
   start)
     mkdir -p "$dir"
     if running; then
-      echo "kafka: already running (pid $(cat "$pidfile"))" >&2
+      echo "kafka: already running (pid $(proc_pid "$pidfile"))" >&2
       echo "127.0.0.1:$port"
       exit 0
     fi
@@ -60,7 +62,7 @@ case "$cmd" in
     nohup java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -Djava.awt.headless=true \
       -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$libs/*" \
       kafka.Kafka "$dir/server.properties" >>"$log" 2>&1 </dev/null &
-    echo $! >"$pidfile"
+    proc_record "$!" "$pidfile"
     for _ in $(seq 1 600); do
       if answers; then
         echo "127.0.0.1:$port"
@@ -74,20 +76,14 @@ case "$cmd" in
     exit 1
     ;;
   stop)
-    if [[ -f "$pidfile" ]]; then
-      pid="$(cat "$pidfile")"
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$pidfile"
-    fi
+    proc_stop "$pidfile" 30
     ;;
   status)
     if running && answers; then
       echo "127.0.0.1:$port"
       exit 0
     fi
-    if running; then echo "kafka: running (pid $(cat "$pidfile")) but not answering on $port" >&2; else echo "kafka: not running" >&2; fi
+    if running; then echo "kafka: running (pid $(proc_pid "$pidfile")) but not answering on $port" >&2; else echo "kafka: not running" >&2; fi
     exit 1
     ;;
   *)

@@ -37,6 +37,9 @@ if ! diff -u crds/whatsappwebhookpipelines.wapipe.dev.yaml "$generated"; then
 fi
 rm -f "$generated"
 
+step "shellcheck (every shell script)"
+bash scripts/check-shell.sh
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
