@@ -2,6 +2,7 @@
 //! requests/s, events/s, p50/p99 and peak RSS, beside the ceiling: the raw rdkafka producer
 //! rate (idempotent, acks=all) to the same broker.
 
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,12 +11,15 @@ use futures::future::join_all;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use wapipe_core::broker::free_port;
 use wapipe_core::kafka::record_headers;
 use wapipe_core::split::split;
 use wapipe_core::Provider;
+use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicRequest};
 
 use crate::payloads::Generator;
 use crate::send::{random_run_id, send, SendArgs};
+use crate::topics::ensure_topic;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchIngressArgs {
@@ -186,19 +190,31 @@ async fn raw_producer_rate_at_concurrency(
 }
 
 pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
-    let (_broker_guard, brokers) = match &args.brokers {
+    let broker_dir = tempfile::Builder::new()
+        .prefix("wapipe-bench-kafka-")
+        .tempdir()?;
+    let (_broker, brokers) = match &args.brokers {
         Some(b) => (None, b.clone()),
         None => {
-            let kafka =
-                wapipe_testkit::Kafka::start().context("starting a private Kafka broker")?;
-            let b = kafka.bootstrap();
-            (Some(kafka), b)
+            let (process, bootstrap) = crate::local::broker::start(
+                free_port(),
+                broker_dir.path(),
+                &broker_dir.path().join("kafka.log"),
+            )
+            .await
+            .context("starting a private Kafka broker")?;
+            (Some(process), bootstrap)
         }
     };
-    let ceiling_topic = wapipe_testkit::unique_name("bench-raw");
-    let topic = wapipe_testkit::unique_name("bench-ingress");
-    wapipe_testkit::create_topic(&brokers, &ceiling_topic, args.partitions).await?;
-    wapipe_testkit::create_topic(&brokers, &topic, args.partitions).await?;
+    let run = random_run_id();
+    let ceiling_topic = format!("bench-raw-{run}");
+    let topic = format!("bench-ingress-{run}");
+    let kafka: KafkaSettings = [("bootstrap.servers".to_string(), brokers.clone())].into();
+    for name in [&ceiling_topic, &topic] {
+        let request =
+            TopicRequest::for_pipeline(name, args.partitions, Some(1), &BTreeMap::new(), None);
+        ensure_topic(&RdKafkaAdmin, &kafka, request).await?;
+    }
 
     println!(
         "broker {brokers}, {} partitions, provider {}",
@@ -215,7 +231,7 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    let port = wapipe_testkit::free_port();
+    let port = free_port();
     let secret = "bench-secret";
     let ingress = Command::new(sibling_binary("wapipe-ingress")?)
         .env("WAPIPE_LISTEN", format!("127.0.0.1:{port}"))

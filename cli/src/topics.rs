@@ -1,12 +1,11 @@
-//! `wapipe topics create`: creates the raw and dead-letter topics, adopting ones that exist.
+//! Topics on a Kafka cluster, created or adopted the way the operator does it
+//! ([`TopicRequest::for_pipeline`]): `wapipe topics create`, and the topics `wapipe up` needs.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
 
-use anyhow::bail;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::types::RDKafkaErrorCode;
+use anyhow::Context;
 use wapipe_core::kafka::KafkaArgs;
+use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin, TopicRequest};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopicsArgs {
@@ -26,27 +25,69 @@ pub struct TopicsArgs {
     pub replication: i32,
 }
 
+/// `wapipe topics create`: both topics, with the operator's defaults for their configuration
+/// (`max.message.bytes` to take the ingress's largest body, `min.insync.replicas` one below the
+/// replication factor); existing topics are adopted, and grown to `--partitions` if smaller.
 pub async fn create(args: &TopicsArgs) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = args.kafka.client_config()?.create()?;
-    let topics = [
-        NewTopic::new(
-            &args.topic,
+    let kafka: KafkaSettings = args
+        .kafka
+        .client_config()?
+        .config_map()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for name in [&args.topic, &args.dead_letter_topic] {
+        let request = TopicRequest::for_pipeline(
+            name,
             args.partitions,
-            TopicReplication::Fixed(args.replication),
-        ),
-        NewTopic::new(
-            &args.dead_letter_topic,
-            args.partitions,
-            TopicReplication::Fixed(args.replication),
-        ),
-    ];
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&topics, &options).await? {
-        match result {
-            Ok(name) => println!("created {name}"),
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => println!("exists  {name}"),
-            Err((name, code)) => bail!("creating topic {name}: {code}"),
-        }
+            Some(args.replication),
+            &BTreeMap::new(),
+            None,
+        );
+        println!(
+            "topic: {}",
+            ensure_topic(&RdKafkaAdmin, &kafka, request).await?
+        );
     }
     Ok(())
+}
+
+/// Ensures a topic exists with at least `request.partitions` partitions; says what was done.
+pub async fn ensure_topic(
+    admin: &impl TopicAdmin,
+    kafka: &KafkaSettings,
+    request: TopicRequest,
+) -> anyhow::Result<String> {
+    let name = request.name.clone();
+    match admin.describe_topic(kafka, &name).await? {
+        None => {
+            admin
+                .create_topic(kafka, &request)
+                .await
+                .with_context(|| format!("creating topic {name}"))?;
+            Ok(format!(
+                "created {name} ({} partitions)",
+                request.partitions
+            ))
+        }
+        Some(shape) if shape.partitions < request.partitions => {
+            admin
+                .create_partitions(kafka, &name, request.partitions)
+                .await
+                .with_context(|| format!("adding partitions to {name}"))?;
+            Ok(format!(
+                "adopted {name}, partitions {} -> {}",
+                shape.partitions, request.partitions
+            ))
+        }
+        Some(shape) => Ok(format!(
+            "adopted {name} ({} partitions{})",
+            shape.partitions,
+            if shape.partitions > request.partitions {
+                ", more than asked: partitions never shrink"
+            } else {
+                ""
+            }
+        )),
+    }
 }

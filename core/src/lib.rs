@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "kafka")]
+pub mod broker;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod logging;
 pub mod record;
@@ -12,7 +14,6 @@ pub mod split;
 
 pub use record::{EventKind, Provider, Record};
 
-/// Default name of the topic that receives one record per webhook event.
 /// The ingress's default body limit: Meta sends bodies up to 3 MB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// Bytes a Kafka record may need beyond its value (key, headers, batch framing). A topic that
@@ -22,6 +23,7 @@ pub const RECORD_OVERHEAD_BYTES: usize = 64 * 1024;
 /// replays): anything a topic accepted must fit, whatever its own limit.
 pub const COPY_MAX_RECORD_BYTES: &str = "33554432";
 
+/// Default name of the topic that receives one record per webhook event.
 pub const DEFAULT_RAW_TOPIC: &str = "whatsapp_webhooks_raw";
 /// Default name of the dead-letter topic.
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "whatsapp_webhooks_failed";

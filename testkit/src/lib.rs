@@ -7,11 +7,9 @@
 //! Names of topics and groups are unique per call so tests never see each other's records.
 #![forbid(unsafe_code)]
 
-pub mod kafka;
+use wapipe_core::broker;
+pub use wapipe_core::broker::{free_port, kafka_version, wait_for_broker, KafkaPorts};
 
-pub use kafka::{kafka_libs, kafka_version, KafkaCommand, KafkaPorts};
-
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,14 +22,6 @@ use rdkafka::config::ClientConfig;
 
 /// Environment variable naming an already running broker to share between tests.
 pub const BROKERS_ENV: &str = "WAPIPE_TEST_BROKERS";
-/// A free TCP port on loopback (bound once, then released for the caller to use).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral loopback port")
-}
-
 /// An Apache Kafka broker owned by the test, in a temporary directory: killed when dropped.
 pub struct Kafka {
     ports: KafkaPorts,
@@ -95,7 +85,7 @@ impl Kafka {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let command = kafka::prepare(self.dir.path(), self.ports, &self.overrides)?;
+        let command = broker::prepare(self.dir.path(), self.ports, &self.overrides)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -123,30 +113,6 @@ impl Kafka {
 impl Drop for Kafka {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Waits until `bootstrap` answers a metadata request.
-pub fn wait_for_broker(bootstrap: &str, within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    let addr: SocketAddr = bootstrap.parse().context("bootstrap must be ip:port")?;
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", bootstrap)
-                .create()?;
-            if admin
-                .inner()
-                .fetch_metadata(None, Duration::from_secs(2))
-                .is_ok()
-            {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("no broker answered on {bootstrap} within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -2,7 +2,11 @@
 //! own [`wapipe_operator::scaler::policy`]; only the executor differs (a pool of processes
 //! instead of a Deployment's replicas).
 
+pub mod broker;
+pub mod env;
+pub mod host;
 pub mod metrics;
 pub mod pipeline;
 pub mod process;
+pub mod scale;
 pub mod view;

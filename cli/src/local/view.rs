@@ -3,7 +3,9 @@
 //! scripts and tests.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -54,6 +56,51 @@ pub struct Snapshot {
     pub pids: Pids,
     /// The last lag read error, if the last read failed.
     pub lag_error: Option<String>,
+}
+
+/// Where the view goes: a table redrawn in place on a terminal; otherwise one line whenever
+/// something but the uptime changed, and at least every 10 s.
+pub struct Screen {
+    tui: bool,
+    last_line: String,
+    last_line_at: Instant,
+}
+
+impl Screen {
+    /// Clears the terminal when drawing a table.
+    pub fn new(tui: bool) -> Screen {
+        if tui {
+            print!("\x1b[2J");
+        }
+        Screen {
+            tui,
+            last_line: String::new(),
+            last_line_at: Instant::now(),
+        }
+    }
+
+    /// Prints a notice (a scaling step) that the table would show anyway.
+    pub fn notice(&self, line: &str) {
+        if !self.tui {
+            println!("{line}");
+        }
+    }
+
+    pub fn show(&mut self, snapshot: &Snapshot) {
+        if self.tui {
+            print!("\x1b[H{}", render_table(snapshot));
+            let _ = std::io::stdout().flush();
+            return;
+        }
+        let line = render_line(snapshot);
+        let after_uptime = |line: &str| line.split_once(' ').map(|(_, rest)| rest.to_string());
+        let changed = after_uptime(&line) != after_uptime(&self.last_line);
+        if changed || self.last_line_at.elapsed() >= Duration::from_secs(10) {
+            println!("{line}");
+            self.last_line = line;
+            self.last_line_at = Instant::now();
+        }
+    }
 }
 
 fn uptime(secs: u64) -> String {

@@ -1,13 +1,44 @@
-//! Apache Kafka (KRaft, one node acting as broker and controller) from the jars that
-//! `scripts/install-kafka.sh` caches, for tests, benchmarks and `wapipe up`.
+//! Apache Kafka (KRaft, one node acting as broker and controller) on loopback, from the jars
+//! `scripts/install-kafka.sh` caches: the broker `wapipe up` and `wapipe bench` start, and the
+//! one the test kit gives each test process.
 //!
 //! The broker's configuration is `scripts/kafka/server.properties`, the same file
-//! `scripts/kafka.sh` fills in, so a test broker and the script's broker never differ.
+//! `scripts/kafka.sh` fills in, so the script's broker, a test's and `wapipe up`'s never differ.
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+
+/// Why a broker could not be prepared or did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(
+        "Apache Kafka {version} is not installed (looked in {looked_in}): run `bash scripts/install-kafka.sh`"
+    )]
+    NotInstalled { version: String, looked_in: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("formatting Kafka storage in {dir} failed: {output}")]
+    Format { dir: String, output: String },
+    #[error("{0} must be ip:port")]
+    BadAddress(String),
+    #[error("no broker answered on {bootstrap} within {within:?}")]
+    NoAnswer { bootstrap: String, within: Duration },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError {
+    let what = what.into();
+    move |source| BrokerError::Io { what, source }
+}
 
 const POM: &str = include_str!("../../scripts/kafka/pom.xml");
 const SERVER_PROPERTIES: &str = include_str!("../../scripts/kafka/server.properties");
@@ -33,7 +64,7 @@ pub fn kafka_version() -> &'static str {
 }
 
 /// The directory holding the broker's jars, if `scripts/install-kafka.sh` has filled it.
-pub fn kafka_libs() -> anyhow::Result<PathBuf> {
+pub fn kafka_libs() -> Result<PathBuf, BrokerError> {
     let key = format!("{}-log4j{}", kafka_version(), pom_property("log4j.version"));
     let mut roots: Vec<PathBuf> = Vec::new();
     if let Some(root) = std::env::var_os(CACHE_ENV).filter(|r| !r.is_empty()) {
@@ -54,15 +85,14 @@ pub fn kafka_libs() -> anyhow::Result<PathBuf> {
             return Ok(libs);
         }
     }
-    bail!(
-        "Apache Kafka {} is not installed (looked in {}): run `bash scripts/install-kafka.sh`",
-        kafka_version(),
-        roots
+    Err(BrokerError::NotInstalled {
+        version: kafka_version().to_string(),
+        looked_in: roots
             .iter()
             .map(|r| r.display().to_string())
             .collect::<Vec<_>>()
-            .join(", ")
-    )
+            .join(", "),
+    })
 }
 
 /// The `java` to run: `$JAVA_HOME/bin/java` when set, else the one on `$PATH`.
@@ -95,9 +125,9 @@ pub fn prepare(
     dir: &Path,
     ports: KafkaPorts,
     overrides: &[(String, String)],
-) -> anyhow::Result<KafkaCommand> {
+) -> Result<KafkaCommand, BrokerError> {
     let libs = kafka_libs()?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let data = dir.join("data");
     let server = dir.join("server.properties");
     let mut properties = SERVER_PROPERTIES
@@ -107,9 +137,10 @@ pub fn prepare(
     for (key, value) in overrides {
         properties.push_str(&format!("{key}={value}\n"));
     }
-    std::fs::write(&server, properties)?;
+    std::fs::write(&server, properties).map_err(io(format!("writing {}", server.display())))?;
     let log4j = dir.join("log4j2.properties");
-    std::fs::write(&log4j, LOG4J2_PROPERTIES)?;
+    std::fs::write(&log4j, LOG4J2_PROPERTIES)
+        .map_err(io(format!("writing {}", log4j.display())))?;
     let classpath = format!("{}/*", libs.display());
 
     if !data.join("meta.properties").is_file() {
@@ -123,14 +154,18 @@ pub fn prepare(
             .arg(&server)
             .stdin(Stdio::null())
             .output()
-            .context("running java (Java 17 or newer is needed: scripts/install-kafka.sh)")?;
+            .map_err(io(
+                "running java (Java 17 or newer is needed: scripts/install-kafka.sh)",
+            ))?;
         if !format.status.success() {
-            bail!(
-                "formatting Kafka storage in {} failed: {}{}",
-                data.display(),
-                String::from_utf8_lossy(&format.stdout),
-                String::from_utf8_lossy(&format.stderr)
-            );
+            return Err(BrokerError::Format {
+                dir: data.display().to_string(),
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&format.stdout),
+                    String::from_utf8_lossy(&format.stderr)
+                ),
+            });
         }
     }
 
@@ -149,6 +184,45 @@ pub fn prepare(
         program: java(),
         args,
     })
+}
+
+/// A free TCP port on loopback: bound once, then released for the caller to use.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral loopback port")
+}
+
+/// Waits until `bootstrap` (`ip:port`) answers a metadata request, trying for up to `within`.
+pub fn wait_for_broker(bootstrap: &str, within: Duration) -> Result<(), BrokerError> {
+    let deadline = Instant::now() + within;
+    let addr: SocketAddr = bootstrap
+        .parse()
+        .map_err(|_| BrokerError::BadAddress(bootstrap.to_string()))?;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .create();
+            if let Ok(admin) = admin {
+                if admin
+                    .inner()
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(BrokerError::NoAnswer {
+                bootstrap: bootstrap.to_string(),
+                within,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A KRaft cluster id: 16 random-enough bytes in unpadded URL-safe base64 (22 characters), as

@@ -1,0 +1,197 @@
+//! What the local ingress and workers are told: their environment (the same `WAPIPE_*`
+//! variables the operator writes into the pod templates), where rows go, and the secrets, kept
+//! in the state directory between runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use super::pipeline::LocalPipeline;
+
+/// Where the workers write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkChoice {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl SinkChoice {
+    pub fn from_url(url: Option<&str>, state_dir: &Path) -> anyhow::Result<SinkChoice> {
+        match url {
+            None => Ok(SinkChoice::Sqlite(state_dir.join("wapipe.db"))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(SinkChoice::Postgres(url.to_string()))
+            }
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(path) if !path.is_empty() => Ok(SinkChoice::Sqlite(PathBuf::from(path))),
+                _ => bail!(
+                    "--database-url must be postgres://..., postgresql://... or sqlite://PATH"
+                ),
+            },
+        }
+    }
+
+    fn env(&self) -> BTreeMap<String, String> {
+        match self {
+            SinkChoice::Sqlite(path) => BTreeMap::from([
+                ("WAPIPE_SINK".into(), "sqlite".into()),
+                ("WAPIPE_SQLITE_PATH".into(), path.display().to_string()),
+            ]),
+            SinkChoice::Postgres(url) => BTreeMap::from([
+                ("WAPIPE_SINK".into(), "postgres".into()),
+                ("WAPIPE_DATABASE_URL".into(), url.clone()),
+            ]),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SinkChoice::Sqlite(path) => format!("SQLite {}", path.display()),
+            SinkChoice::Postgres(_) => "PostgreSQL (--database-url)".to_string(),
+        }
+    }
+}
+
+/// Where a secret came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Given,
+    Kept,
+    Generated,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Given => "given",
+            Origin::Kept => "kept",
+            Origin::Generated => "generated",
+        }
+    }
+}
+
+/// A secret from the flag, else the one kept in `file`, else a new random one written there
+/// (mode 0600).
+pub fn secret(given: Option<&str>, file: &Path) -> anyhow::Result<(String, Origin)> {
+    if let Some(secret) = given.filter(|s| !s.is_empty()) {
+        return Ok((secret.to_string(), Origin::Given));
+    }
+    if let Ok(kept) = std::fs::read_to_string(file) {
+        let kept = kept.trim().to_string();
+        if !kept.is_empty() {
+            return Ok((kept, Origin::Kept));
+        }
+    }
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)
+        .context("reading /dev/urandom")?;
+    let secret = hex::encode(bytes);
+    std::fs::write(file, &secret).with_context(|| format!("writing {}", file.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+    Ok((secret, Origin::Generated))
+}
+
+/// The ingress's settings.
+pub struct IngressEnv<'a> {
+    pub port: u16,
+    pub brokers: &'a str,
+    pub app_secret: &'a str,
+    pub verify_token: &'a str,
+    pub produce_timeout: Duration,
+}
+
+/// The ingress's environment.
+pub fn ingress(pipeline: &LocalPipeline, settings: &IngressEnv<'_>) -> BTreeMap<String, String> {
+    let spec = &pipeline.spec;
+    let mut env = BTreeMap::from([
+        (
+            "WAPIPE_LISTEN".to_string(),
+            format!("127.0.0.1:{}", settings.port),
+        ),
+        (
+            "WAPIPE_PROVIDER".into(),
+            pipeline.provider().as_str().into(),
+        ),
+        ("WAPIPE_APP_SECRET".into(), settings.app_secret.into()),
+        ("WAPIPE_VERIFY_TOKEN".into(), settings.verify_token.into()),
+        ("WAPIPE_TOPIC".into(), spec.topic.name.clone()),
+        ("WAPIPE_KAFKA_BROKERS".into(), settings.brokers.into()),
+        ("WAPIPE_READINESS_INTERVAL".into(), "1s".into()),
+        (
+            "WAPIPE_PRODUCE_TIMEOUT".into(),
+            humantime::format_duration(settings.produce_timeout).to_string(),
+        ),
+        ("WAPIPE_SHUTDOWN_TIMEOUT".into(), "10s".into()),
+    ]);
+    if let Some(max) = spec.ingress.max_body_bytes {
+        env.insert("WAPIPE_MAX_BODY_BYTES".into(), max.to_string());
+    }
+    env
+}
+
+/// A worker's environment. Each worker serves its metrics on a port of its own that the
+/// kernel picks (nothing here scrapes them; a fixed port would collide between workers).
+pub fn worker(
+    pipeline: &LocalPipeline,
+    brokers: &str,
+    sink: &SinkChoice,
+) -> BTreeMap<String, String> {
+    let spec = &pipeline.spec;
+    let mut env = sink.env();
+    env.extend([
+        ("WAPIPE_KAFKA_BROKERS".to_string(), brokers.to_string()),
+        ("WAPIPE_TOPIC".into(), spec.topic.name.clone()),
+        (
+            "WAPIPE_DEAD_LETTER_TOPIC".into(),
+            spec.dead_letter_topic.name.clone(),
+        ),
+        ("WAPIPE_GROUP".into(), pipeline.consumer_group.clone()),
+        (
+            "WAPIPE_MAX_ATTEMPTS".into(),
+            spec.worker.max_attempts.to_string(),
+        ),
+        ("WAPIPE_DRAIN_TIMEOUT".into(), "10s".into()),
+        ("WAPIPE_LISTEN".into(), "127.0.0.1:0".into()),
+    ]);
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sink_is_sqlite_in_the_state_dir_unless_a_url_says_otherwise() {
+        let dir = Path::new("/tmp/state");
+        assert_eq!(
+            SinkChoice::from_url(None, dir).unwrap(),
+            SinkChoice::Sqlite(dir.join("wapipe.db"))
+        );
+        assert_eq!(
+            SinkChoice::from_url(Some("postgres://root@127.0.0.1/test"), dir).unwrap(),
+            SinkChoice::Postgres("postgres://root@127.0.0.1/test".into())
+        );
+        assert_eq!(
+            SinkChoice::from_url(Some("sqlite:///var/rows.db"), dir).unwrap(),
+            SinkChoice::Sqlite("/var/rows.db".into())
+        );
+        assert!(SinkChoice::from_url(Some("mysql://x"), dir).is_err());
+    }
+
+    #[test]
+    fn a_secret_is_generated_once_then_kept_and_a_given_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app-secret");
+        let (first, origin) = secret(None, &file).unwrap();
+        assert_eq!(origin, Origin::Generated);
+        assert_eq!(first.len(), 32);
+        assert_eq!(secret(None, &file).unwrap(), (first, Origin::Kept));
+        assert_eq!(
+            secret(Some("mine"), &file).unwrap(),
+            ("mine".to_string(), Origin::Given)
+        );
+    }
+}
