@@ -99,8 +99,8 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<()> {
     let mut children = Children::default();
     let outcome = tokio::select! {
         result = run(args, &pipeline, &state_dir, &mut children) => result,
-        signal = host::shutdown_signal() => {
-            println!("\n{}: stopping the ingress, the workers, then the broker", signal?);
+        signal = wapipe_core::service::stop_signal() => {
+            println!("\n{signal}: stopping the ingress, the workers, then the broker");
             Ok(())
         }
     };

@@ -133,13 +133,6 @@ fn parse_key_value(raw: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.trim().to_string()))
 }
 
-/// Reads a secret from a file, dropping trailing newlines that editors and `kubectl create
-/// secret --from-file` leave behind.
-pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
-    let raw = std::fs::read_to_string(path)?;
-    Ok(raw.trim_end_matches(['\n', '\r']).to_string())
-}
-
 impl KafkaArgs {
     /// Settings for plain loopback use, as tests and local mode need.
     pub fn plaintext(brokers: impl Into<String>) -> Self {
@@ -162,16 +155,14 @@ impl KafkaArgs {
         if let Some(username) = &self.sasl_username {
             config.set("sasl.username", username);
         }
-        let password = match (&self.sasl_password, &self.sasl_password_file) {
-            (_, Some(path)) => Some(read_secret_file(path).map_err(|source| {
-                KafkaConfigError::ReadPasswordFile {
-                    path: path.clone(),
-                    source,
-                }
-            })?),
-            (Some(password), None) => Some(password.clone()),
-            (None, None) => None,
-        };
+        let password = crate::secret::file_or_inline(
+            self.sasl_password.as_deref(),
+            self.sasl_password_file.as_deref(),
+        )
+        .map_err(|e| KafkaConfigError::ReadPasswordFile {
+            path: e.path,
+            source: e.source,
+        })?;
         if let Some(password) = password {
             config.set("sasl.password", password);
         }

@@ -9,6 +9,9 @@ pub mod broker;
 pub mod kafka;
 pub mod logging;
 pub mod record;
+pub mod secret;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod signature;
 pub mod split;
 

@@ -88,6 +88,24 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The kind of a WASender event, by its `event` name: the ingress writes it into the
+    /// record's header and the worker routes by it, so both use this one rule.
+    ///
+    /// Messages are the events that carry a received or upserted message in `data.messages`;
+    /// statuses are `messages.update` (a status code per message) and `message-receipt.update`
+    /// (per-member receipts in groups); every other event (`message.sent`, `messages.delete`,
+    /// `messages.reaction`, `chats.upsert`, `session.status`, ...) is kept as a field event.
+    pub fn of_wasender_event(event: &str) -> EventKind {
+        match event {
+            "messages.received"
+            | "messages.upsert"
+            | "messages.personal.received"
+            | "messages.group.received" => EventKind::Message,
+            "messages.update" | "message-receipt.update" => EventKind::Status,
+            _ => EventKind::Field,
+        }
+    }
+
     pub const ALL: [EventKind; 5] = [
         EventKind::Message,
         EventKind::Status,

@@ -384,8 +384,9 @@ fn matching_contacts<'a>(
     }
 }
 
-/// WASender status codes of `messages.update`.
-fn wasender_status(code: &str) -> String {
+/// The status a WASender `messages.update` code stands for (`0` error ... `5` played); a code
+/// outside that list is kept as it is.
+pub fn wasender_status(code: &str) -> String {
     match code {
         "0" => "error",
         "1" => "pending",
@@ -398,19 +399,11 @@ fn wasender_status(code: &str) -> String {
     .to_string()
 }
 
-fn wasender_kind(event: &str) -> EventKind {
-    match event {
-        "messages.update" | "message-receipt.update" => EventKind::Status,
-        e if e.starts_with("message") => EventKind::Message,
-        _ => EventKind::Field,
-    }
-}
-
 fn split_wasender(body: &[u8]) -> Option<Vec<Record>> {
     let text = std::str::from_utf8(body).ok()?;
     let root: RawObject = serde_json::from_str(text).ok()?;
     let event = root.get("event").and_then(|e| lookup(e, &[]))?;
-    let kind = wasender_kind(&event);
+    let kind = EventKind::of_wasender_event(&event);
     let session_key = root
         .get("sessionId")
         .and_then(|s| lookup(s, &[]))

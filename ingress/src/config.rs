@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wapipe_core::kafka::{read_secret_file, KafkaArgs};
+use wapipe_core::kafka::KafkaArgs;
+use wapipe_core::service::LogFormat;
 use wapipe_core::{Provider, DEFAULT_RAW_TOPIC};
 
 use crate::Error;
@@ -122,8 +123,8 @@ pub struct Config {
     pub readiness_interval: Duration,
 
     /// Log format: text or json.
-    #[arg(long, env = "WAPIPE_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    #[arg(long, env = "WAPIPE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -147,17 +148,13 @@ fn resolve(
     file: &Option<PathBuf>,
     what: &'static str,
 ) -> Result<Option<Vec<u8>>, Error> {
-    match (inline, file) {
-        (_, Some(path)) => read_secret_file(path)
-            .map(|s| Some(s.into_bytes()))
-            .map_err(|source| Error::ReadSecret {
-                what,
-                path: path.clone(),
-                source,
-            }),
-        (Some(value), None) => Ok(Some(value.clone().into_bytes())),
-        (None, None) => Ok(None),
-    }
+    wapipe_core::secret::file_or_inline(inline.as_deref(), file.as_deref())
+        .map(|secret| secret.map(String::into_bytes))
+        .map_err(|e| Error::ReadSecret {
+            what,
+            path: e.path,
+            source: e.source,
+        })
 }
 
 impl Config {

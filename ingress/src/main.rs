@@ -4,7 +4,10 @@ use wapipe_ingress::server;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = wapipe_ingress::Config::parse();
-    server::init_tracing(&config.log_format);
-    server::run(config, server::shutdown_signal()).await?;
+    wapipe_core::service::init_tracing(config.log_format);
+    server::run(config, async {
+        wapipe_core::service::stop_signal().await;
+    })
+    .await?;
     Ok(())
 }

@@ -118,10 +118,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }

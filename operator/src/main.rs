@@ -54,27 +54,14 @@ struct Args {
     #[arg(long, env = "WAPIPE_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
     /// Log format: `text` or `json`.
-    #[arg(long, env = "WAPIPE_LOG_FORMAT", default_value = "text")]
-    log_format: String,
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(wapipe_core::logging::stdout_colour());
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    #[arg(long, env = "WAPIPE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: wapipe_core::service::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(&args.log_format);
+    wapipe_core::service::init_tracing(args.log_format);
 
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
@@ -107,12 +94,12 @@ async fn main() -> anyhow::Result<()> {
         identity,
         timing,
     );
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut shutdown = std::pin::pin!(wapipe_core::service::stop_signal());
     tracing::info!(identity = elector.identity(), lease = %args.lease_name, ?timing, "waiting for leadership");
     tokio::select! {
         () = elector.acquire() => {}
-        () = &mut shutdown => {
-            tracing::info!("shutdown before becoming leader");
+        signal = &mut shutdown => {
+            tracing::info!(signal, "shutdown before becoming leader");
             server.abort();
             return Ok(());
         }
@@ -133,10 +120,10 @@ async fn main() -> anyhow::Result<()> {
             tracing::error!(?lost, "lost leadership; exiting");
             std::process::exit(1);
         }
-        () = &mut shutdown => {
+        signal = &mut shutdown => {
             // Stop reconciling (the controller future is dropped here), then hand the Lease
             // over so the next replica starts at once instead of waiting out the lease.
-            tracing::info!("shutting down: releasing the Lease");
+            tracing::info!(signal, "shutting down: releasing the Lease");
             if let Err(error) = elector.release().await {
                 tracing::warn!(%error, "releasing the Lease failed; the next leader waits it out");
             }
@@ -145,20 +132,4 @@ async fn main() -> anyhow::Result<()> {
     }
     server.abort();
     Ok(())
-}
-
-/// SIGTERM (a pod being stopped) or Ctrl-C.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }

@@ -65,11 +65,7 @@ pub struct TopicArgs {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use wapipe_core::service::LogFormat;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -187,15 +183,14 @@ pub struct ReplayArgs {
 impl RunArgs {
     /// The database URL from the file or the flag.
     pub fn database_url(&self) -> crate::Result<Option<String>> {
-        match &self.database_url_file {
-            Some(path) => wapipe_core::kafka::read_secret_file(path)
-                .map(Some)
-                .map_err(|source| crate::Error::ReadDatabaseUrl {
-                    path: path.clone(),
-                    source,
-                }),
-            None => Ok(self.database_url.clone()),
-        }
+        wapipe_core::secret::file_or_inline(
+            self.database_url.as_deref(),
+            self.database_url_file.as_deref(),
+        )
+        .map_err(|e| crate::Error::ReadDatabaseUrl {
+            path: e.path,
+            source: e.source,
+        })
     }
 
     /// The sqlite sink's file: the path of a `sqlite://PATH` database URL, else --sqlite-path.

@@ -22,21 +22,8 @@ pub use config::Cli;
 pub use error::{Error, Result};
 pub use worker::{Worker, WorkerSettings};
 
-use config::{Command, DlqCommand, LogFormat, RunArgs};
+use config::{Command, DlqCommand, RunArgs};
 use sink::{HttpSink, LogSink, PostgresOptions, PostgresSink, SharedSink, SinkKind, SqliteSink};
-
-/// Installs the tracing subscriber in the chosen format (`RUST_LOG` filters, default info).
-pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(wapipe_core::logging::stdout_colour());
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -113,7 +100,10 @@ pub async fn run_worker(args: RunArgs) -> Result<()> {
     });
     let signal_shutdown = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        async {
+            wapipe_core::service::stop_signal().await;
+        }
+        .await;
         tracing::info!("shutdown signal received");
         signal_shutdown.cancel();
     });
@@ -137,41 +127,19 @@ pub async fn run_worker(args: RunArgs) -> Result<()> {
     result
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
 /// Runs what the command line asks for.
 pub async fn run_cli(cli: Cli) -> Result<()> {
     match cli.command {
         None => {
-            init_tracing(cli.run.topics.log_format);
+            wapipe_core::service::init_tracing(cli.run.topics.log_format);
             run_worker(cli.run).await
         }
         Some(Command::Run(args)) => {
-            init_tracing(args.topics.log_format);
+            wapipe_core::service::init_tracing(args.topics.log_format);
             run_worker(*args).await
         }
         Some(Command::Dlq(DlqCommand::Replay(args))) => {
-            init_tracing(args.topics.log_format);
+            wapipe_core::service::init_tracing(args.topics.log_format);
             let now = now_ms();
             let filter = replay::DeadLetterFilter {
                 since_ms: args
@@ -197,7 +165,7 @@ pub async fn run_cli(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Replay(args)) => {
-            init_tracing(args.topics.log_format);
+            wapipe_core::service::init_tracing(args.topics.log_format);
             let since = config::parse_point_in_time(&args.since, now_ms())?;
             let t = args.topics.clone();
             let offsets = tokio::task::spawn_blocking(move || {

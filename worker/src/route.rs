@@ -355,19 +355,18 @@ fn route_meta(raw: &Value) -> Result<EventBody> {
 fn route_wasender(raw: &Value) -> Result<EventBody> {
     let envelope: WasenderEnvelope = serde_json::from_value(raw.clone())
         .map_err(|e| Error::ParseEvent(format!("not a WASender envelope: {e}")))?;
-    let is_message = matches!(
-        envelope.event.as_str(),
-        "messages.received"
-            | "messages.upsert"
-            | "messages.personal.received"
-            | "messages.group.received"
-    );
+    let kind = EventKind::of_wasender_event(&envelope.event);
+    if kind == EventKind::Status {
+        if let Some(status) = wasender_status_event(&envelope) {
+            return Ok(EventBody::Status(status));
+        }
+    }
     let message = envelope.data.get("messages").and_then(|m| match m {
         Value::Array(items) => items.first(),
         other => Some(other),
     });
-    match (is_message, message) {
-        (true, Some(message)) => {
+    match (kind, message) {
+        (EventKind::Message, Some(message)) => {
             let message: WasenderMessage = serde_json::from_value(message.clone())
                 .map_err(|e| Error::ParseEvent(format!("not a WASender message: {e}")))?;
             let from = message
@@ -387,16 +386,12 @@ fn route_wasender(raw: &Value) -> Result<EventBody> {
                 .and_then(Value::as_object)
                 .and_then(|m| m.keys().next().cloned())
                 .unwrap_or_else(|| "unknown".into());
-            let sent_at = message
-                .message_timestamp
-                .as_ref()
-                .or(envelope.timestamp.as_ref())
-                .and_then(|t| match t {
-                    Value::Number(n) => n.as_i64(),
-                    Value::String(s) => s.parse().ok(),
-                    _ => None,
-                })
-                .map(|t| if t > 100_000_000_000 { t / 1000 } else { t });
+            let sent_at = wasender_seconds(
+                message
+                    .message_timestamp
+                    .as_ref()
+                    .or(envelope.timestamp.as_ref()),
+            );
             Ok(EventBody::Message(MessageEvent {
                 wamid: message.key.id,
                 from,
@@ -413,6 +408,52 @@ fn route_wasender(raw: &Value) -> Result<EventBody> {
             field: envelope.event,
         })),
     }
+}
+
+/// Unix seconds from a WASender timestamp, which comes as a number or a string, in seconds or
+/// milliseconds depending on the event.
+fn wasender_seconds(timestamp: Option<&Value>) -> Option<i64> {
+    timestamp
+        .and_then(|t| match t {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        })
+        .map(|t| if t > 100_000_000_000 { t / 1000 } else { t })
+}
+
+/// A `messages.update` after the split: `data` is one `{key: {id, remoteJid}, update: {status}}`.
+/// An update without a status code (a group's per-member receipt) is not a status of the
+/// message and stays a field event.
+fn wasender_status_event(envelope: &WasenderEnvelope) -> Option<StatusEvent> {
+    let data = match &envelope.data {
+        Value::Array(items) => items.first()?,
+        other => other,
+    };
+    let wamid = data.pointer("/key/id")?.as_str()?.to_string();
+    let code = match data.pointer("/update/status")? {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return None,
+    };
+    let status = match wapipe_core::split::wasender_status(&code).as_str() {
+        "error" => DeliveryStatus::Failed,
+        other => DeliveryStatus::from(other.to_string()),
+    };
+    let recipient_id = data
+        .pointer("/key/remoteJid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let status_at = wasender_seconds(envelope.timestamp.as_ref());
+    Some(StatusEvent {
+        wamid,
+        rank: status.rank(),
+        status,
+        recipient_id,
+        phone_number_id: envelope.session_id.clone(),
+        status_at,
+        errors: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -579,6 +620,51 @@ mod tests {
         );
         // The same change under another account is another event.
         assert_ne!(alone, ids_of_kind(&field("w2", ""), EventKind::Field));
+    }
+
+    #[test]
+    fn wasender_status_updates_are_statuses_and_other_events_fields_by_the_shared_rule() {
+        let update = incoming(
+            "status",
+            "wasender",
+            json!({"event": "messages.update", "timestamp": 1700000000123_i64, "sessionId": "s1",
+                "data": {"key": {"id": "W9", "remoteJid": "15550001@s.whatsapp.net"},
+                         "update": {"status": 4}}}),
+        );
+        let event = route(&update).unwrap();
+        assert_eq!(
+            event.event_kind(),
+            EventKind::of_wasender_event("messages.update")
+        );
+        match &event.body {
+            EventBody::Status(s) => {
+                assert_eq!(s.wamid, "W9");
+                assert_eq!(s.status, DeliveryStatus::Read);
+                assert_eq!(s.status_at, Some(1700000000));
+            }
+            other => panic!("not a status: {other:?}"),
+        }
+        let failed = incoming(
+            "status",
+            "wasender",
+            json!({"event": "messages.update", "data": {"key": {"id": "W9"}, "update": {"status": 0}}}),
+        );
+        assert!(matches!(route(&failed).unwrap().body,
+            EventBody::Status(ref s) if s.status == DeliveryStatus::Failed));
+        for event in ["messages.reaction", "message.sent", "session.status"] {
+            let other = incoming(
+                "field",
+                "wasender",
+                json!({"event": event, "data": {"messages": {"key": {"id": "W1"}}}}),
+            );
+            let routed = route(&other).unwrap();
+            assert_eq!(
+                routed.event_kind(),
+                EventKind::of_wasender_event(event),
+                "{event}"
+            );
+            assert_eq!(routed.event_kind(), EventKind::Field, "{event}");
+        }
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::process::{Managed, WorkerPool};
 
@@ -79,17 +78,6 @@ impl StateLock {
             }
         }
     }
-}
-
-/// Waits for Ctrl-C, SIGTERM or SIGHUP and names the one that came.
-pub async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    Ok(tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupt",
-        _ = terminate.recv() => "SIGTERM",
-        _ = hangup.recv() => "SIGHUP",
-    })
 }
 
 /// Everything `up` started, stopped in order by [`Children::shutdown`].
