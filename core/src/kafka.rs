@@ -14,7 +14,7 @@ pub struct KafkaArgs {
     /// Comma-separated Kafka bootstrap servers (host:port).
     #[arg(
         long = "kafka-brokers",
-        env = "WAPIPE_KAFKA_BROKERS",
+        env = crate::env::KAFKA_BROKERS,
         default_value = "127.0.0.1:9092"
     )]
     pub brokers: String,
@@ -22,16 +22,16 @@ pub struct KafkaArgs {
     /// librdkafka `security.protocol`: plaintext, ssl, sasl_plaintext or sasl_ssl.
     #[arg(
         long = "kafka-security-protocol",
-        env = "WAPIPE_KAFKA_SECURITY_PROTOCOL"
+        env = crate::env::KAFKA_SECURITY_PROTOCOL
     )]
     pub security_protocol: Option<String>,
 
     /// SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
-    #[arg(long = "kafka-sasl-mechanism", env = "WAPIPE_KAFKA_SASL_MECHANISM")]
+    #[arg(long = "kafka-sasl-mechanism", env = crate::env::KAFKA_SASL_MECHANISM)]
     pub sasl_mechanism: Option<String>,
 
     /// SASL username.
-    #[arg(long = "kafka-sasl-username", env = "WAPIPE_KAFKA_SASL_USERNAME")]
+    #[arg(long = "kafka-sasl-username", env = crate::env::KAFKA_SASL_USERNAME)]
     pub sasl_username: Option<String>,
 
     /// SASL password. Prefer --kafka-sasl-password-file in production.
@@ -45,12 +45,12 @@ pub struct KafkaArgs {
     /// File holding the SASL password (a mounted Secret); trailing newlines are ignored.
     #[arg(
         long = "kafka-sasl-password-file",
-        env = "WAPIPE_KAFKA_SASL_PASSWORD_FILE"
+        env = crate::env::KAFKA_SASL_PASSWORD_FILE
     )]
     pub sasl_password_file: Option<PathBuf>,
 
     /// PEM file of CA certificates used to verify the brokers.
-    #[arg(long = "kafka-ssl-ca-location", env = "WAPIPE_KAFKA_SSL_CA_LOCATION")]
+    #[arg(long = "kafka-ssl-ca-location", env = crate::env::KAFKA_SSL_CA_LOCATION)]
     pub ssl_ca_location: Option<PathBuf>,
 
     /// Raw librdkafka settings as key=value, repeatable or comma-separated; applied last, so

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "kafka")]
 pub mod broker;
+pub mod env;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod logging;

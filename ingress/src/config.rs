@@ -19,41 +19,41 @@ use crate::Error;
 )]
 pub struct Config {
     /// Address to serve the webhook, health and metrics endpoints on.
-    #[arg(long, env = "WAPIPE_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = wapipe_core::env::LISTEN, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
     /// Who signs the webhooks: meta (X-Hub-Signature-256) or wasender (X-Webhook-Signature).
-    #[arg(long, env = "WAPIPE_PROVIDER", default_value = "meta")]
+    #[arg(long, env = wapipe_core::env::PROVIDER, default_value = "meta")]
     pub provider: Provider,
 
     /// Meta's App Secret, or WASender's webhook secret. Prefer --app-secret-file.
-    #[arg(long, env = "WAPIPE_APP_SECRET", hide_env_values = true)]
+    #[arg(long, env = wapipe_core::env::APP_SECRET, hide_env_values = true)]
     pub app_secret: Option<String>,
 
     /// File holding the app secret (a mounted Secret); wins over --app-secret.
-    #[arg(long, env = "WAPIPE_APP_SECRET_FILE")]
+    #[arg(long, env = wapipe_core::env::APP_SECRET_FILE)]
     pub app_secret_file: Option<PathBuf>,
 
     /// Token Meta sends in the GET verification handshake. Without one, handshakes get 403.
-    #[arg(long, env = "WAPIPE_VERIFY_TOKEN", hide_env_values = true)]
+    #[arg(long, env = wapipe_core::env::VERIFY_TOKEN, hide_env_values = true)]
     pub verify_token: Option<String>,
 
     /// File holding the verify token; wins over --verify-token.
-    #[arg(long, env = "WAPIPE_VERIFY_TOKEN_FILE")]
+    #[arg(long, env = wapipe_core::env::VERIFY_TOKEN_FILE)]
     pub verify_token_file: Option<PathBuf>,
 
     /// Topic that receives one record per event.
-    #[arg(long, env = "WAPIPE_TOPIC", default_value = DEFAULT_RAW_TOPIC)]
+    #[arg(long, env = wapipe_core::env::TOPIC, default_value = DEFAULT_RAW_TOPIC)]
     pub topic: String,
 
     /// Largest POST body accepted; larger ones get 413 before they are read whole. Meta's
     /// payloads are at most 3 MB.
-    #[arg(long, env = "WAPIPE_MAX_BODY_BYTES", default_value_t = wapipe_core::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = wapipe_core::env::MAX_BODY_BYTES, default_value_t = wapipe_core::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// How long a request waits for Kafka to acknowledge all its records before it answers
     /// 503. Keep it well under the provider's timeout (360dialog allows 5 s; Messenger 20 s).
-    #[arg(long, env = "WAPIPE_PRODUCE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = wapipe_core::env::PRODUCE_TIMEOUT, default_value = "3s", value_parser = humantime::parse_duration)]
     pub produce_timeout: Duration,
 
     /// Signed requests handed to Kafka at once; past it, 503 with Retry-After instead of
@@ -115,15 +115,15 @@ pub struct Config {
     pub fallback_key: String,
 
     /// How long shutdown waits for in-flight requests and the producer's flush.
-    #[arg(long, env = "WAPIPE_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = wapipe_core::env::SHUTDOWN_TIMEOUT, default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
     /// How often readiness asks the broker for the topic's metadata.
-    #[arg(long, env = "WAPIPE_READINESS_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = wapipe_core::env::READINESS_INTERVAL, default_value = "5s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
 
     /// Log format: text or json.
-    #[arg(long, env = "WAPIPE_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, env = wapipe_core::env::LOG_FORMAT, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
     #[command(flatten)]

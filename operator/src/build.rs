@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use wapipe_core::env as wenv;
+
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
@@ -150,7 +152,7 @@ impl SecretFiles {
 
 /// Kafka connection env shared by ingress and worker (`wapipe_core::kafka::KafkaArgs`).
 fn kafka_env(kafka: &KafkaSpec, files: &mut SecretFiles) -> Vec<EnvVar> {
-    let mut vars = vec![env("WAPIPE_KAFKA_BROKERS", kafka.bootstrap_servers.clone())];
+    let mut vars = vec![env(wenv::KAFKA_BROKERS, kafka.bootstrap_servers.clone())];
     let protocol = match (kafka.sasl.is_some(), kafka.tls.is_some()) {
         (true, true) => Some("SASL_SSL"),
         (true, false) => Some("SASL_PLAINTEXT"),
@@ -158,13 +160,13 @@ fn kafka_env(kafka: &KafkaSpec, files: &mut SecretFiles) -> Vec<EnvVar> {
         (false, false) => None,
     };
     if let Some(protocol) = protocol {
-        vars.push(env("WAPIPE_KAFKA_SECURITY_PROTOCOL", protocol));
+        vars.push(env(wenv::KAFKA_SECURITY_PROTOCOL, protocol));
     }
     if let Some(sasl) = &kafka.sasl {
-        vars.push(env("WAPIPE_KAFKA_SASL_MECHANISM", sasl.mechanism.as_str()));
-        vars.push(env("WAPIPE_KAFKA_SASL_USERNAME", sasl.username.clone()));
+        vars.push(env(wenv::KAFKA_SASL_MECHANISM, sasl.mechanism.as_str()));
+        vars.push(env(wenv::KAFKA_SASL_USERNAME, sasl.username.clone()));
         let path = files.mount("kafka-sasl-password", &sasl.password_secret_ref);
-        vars.push(env("WAPIPE_KAFKA_SASL_PASSWORD_FILE", path));
+        vars.push(env(wenv::KAFKA_SASL_PASSWORD_FILE, path));
     }
     if let Some(ca) = kafka
         .tls
@@ -172,7 +174,7 @@ fn kafka_env(kafka: &KafkaSpec, files: &mut SecretFiles) -> Vec<EnvVar> {
         .and_then(|tls| tls.ca_secret_ref.as_ref())
     {
         let path = files.mount("kafka-ca", ca);
-        vars.push(env("WAPIPE_KAFKA_SSL_CA_LOCATION", path));
+        vars.push(env(wenv::KAFKA_SSL_CA_LOCATION, path));
     }
     vars
 }
@@ -281,20 +283,20 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
     let spec = &pipeline.spec;
     let mut files = SecretFiles::default();
     let mut vars = vec![
-        env("WAPIPE_LISTEN", format!("0.0.0.0:{INGRESS_PORT}")),
-        env("WAPIPE_PROVIDER", spec.ingress.provider.as_str()),
-        env("WAPIPE_TOPIC", spec.topic.name.clone()),
-        env("WAPIPE_LOG_FORMAT", "json"),
+        env(wenv::LISTEN, format!("0.0.0.0:{INGRESS_PORT}")),
+        env(wenv::PROVIDER, spec.ingress.provider.as_str()),
+        env(wenv::TOPIC, spec.topic.name.clone()),
+        env(wenv::LOG_FORMAT, "json"),
     ];
     vars.extend(kafka_env(&spec.kafka, &mut files));
     let app_secret = files.mount("app-secret", &spec.ingress.app_secret_ref);
-    vars.push(env("WAPIPE_APP_SECRET_FILE", app_secret));
+    vars.push(env(wenv::APP_SECRET_FILE, app_secret));
     if let Some(token) = &spec.ingress.verify_token_ref {
         let path = files.mount("verify-token", token);
-        vars.push(env("WAPIPE_VERIFY_TOKEN_FILE", path));
+        vars.push(env(wenv::VERIFY_TOKEN_FILE, path));
     }
     if let Some(max) = spec.ingress.max_body_bytes {
-        vars.push(env("WAPIPE_MAX_BODY_BYTES", max.to_string()));
+        vars.push(env(wenv::MAX_BODY_BYTES, max.to_string()));
     }
     let mut mounts = files.mounts;
     mounts.push(tmp_mount());
@@ -370,27 +372,24 @@ fn worker_deployment(pipeline: &ValidPipeline) -> Deployment {
     let worker = &spec.worker;
     let mut files = SecretFiles::default();
     let mut vars = vec![
-        env("WAPIPE_LISTEN", format!("0.0.0.0:{WORKER_PORT}")),
-        env("WAPIPE_TOPIC", spec.topic.name.clone()),
-        env(
-            "WAPIPE_DEAD_LETTER_TOPIC",
-            spec.dead_letter_topic.name.clone(),
-        ),
-        env("WAPIPE_GROUP", pipeline.consumer_group.clone()),
-        env("WAPIPE_SINK", worker.sink.type_.as_str()),
-        env("WAPIPE_MAX_ATTEMPTS", worker.max_attempts.to_string()),
-        env("WAPIPE_LOG_FORMAT", "json"),
+        env(wenv::LISTEN, format!("0.0.0.0:{WORKER_PORT}")),
+        env(wenv::TOPIC, spec.topic.name.clone()),
+        env(wenv::DEAD_LETTER_TOPIC, spec.dead_letter_topic.name.clone()),
+        env(wenv::GROUP, pipeline.consumer_group.clone()),
+        env(wenv::SINK, worker.sink.type_.as_str()),
+        env(wenv::MAX_ATTEMPTS, worker.max_attempts.to_string()),
+        env(wenv::LOG_FORMAT, "json"),
     ];
     vars.extend(kafka_env(&spec.kafka, &mut files));
     match worker.sink.type_ {
         SinkType::Postgres => {
             if let Some(secret) = &worker.sink.database_url_secret_ref {
-                vars.push(env_from_secret("WAPIPE_DATABASE_URL", secret));
+                vars.push(env_from_secret(wenv::DATABASE_URL, secret));
             }
         }
         SinkType::Http => {
             if let Some(url) = &worker.sink.http_url {
-                vars.push(env("WAPIPE_HTTP_SINK_URL", url.clone()));
+                vars.push(env(wenv::HTTP_SINK_URL, url.clone()));
             }
         }
         SinkType::Log => {}

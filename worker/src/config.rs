@@ -49,19 +49,19 @@ pub struct TopicArgs {
     pub kafka: KafkaArgs,
 
     /// Topic with one record per webhook event.
-    #[arg(long, env = "WAPIPE_TOPIC", default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
+    #[arg(long, env = wapipe_core::env::TOPIC, default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
     pub topic: String,
 
     /// Topic receiving events that failed `--max-attempts` times.
-    #[arg(long, env = "WAPIPE_DEAD_LETTER_TOPIC", default_value = wapipe_core::DEFAULT_DEAD_LETTER_TOPIC)]
+    #[arg(long, env = wapipe_core::env::DEAD_LETTER_TOPIC, default_value = wapipe_core::DEFAULT_DEAD_LETTER_TOPIC)]
     pub dead_letter_topic: String,
 
     /// Consumer group of the workers.
-    #[arg(long, env = "WAPIPE_GROUP", default_value = "wapipe-worker")]
+    #[arg(long, env = wapipe_core::env::GROUP, default_value = "wapipe-worker")]
     pub group: String,
 
     /// Log format: text or json.
-    #[arg(long, env = "WAPIPE_LOG_FORMAT", default_value = "text")]
+    #[arg(long, env = wapipe_core::env::LOG_FORMAT, default_value = "text")]
     pub log_format: LogFormat,
 }
 
@@ -73,11 +73,11 @@ pub struct RunArgs {
     pub topics: TopicArgs,
 
     /// Where events are written.
-    #[arg(long, env = "WAPIPE_SINK", default_value = "log")]
+    #[arg(long, env = wapipe_core::env::SINK, default_value = "log")]
     pub sink: SinkKind,
 
     /// PostgreSQL URL for the postgres sink (postgres://user@host/db).
-    #[arg(long, env = "WAPIPE_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = wapipe_core::env::DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// File holding the PostgreSQL URL (a mounted Secret); wins over --database-url.
@@ -100,11 +100,11 @@ pub struct RunArgs {
 
     /// Database file of the sqlite sink (local mode), created if missing; a
     /// `--database-url sqlite://PATH` wins over it.
-    #[arg(long, env = "WAPIPE_SQLITE_PATH", default_value = "wapipe.db")]
+    #[arg(long, env = wapipe_core::env::SQLITE_PATH, default_value = "wapipe.db")]
     pub sqlite_path: PathBuf,
 
     /// URL the http sink POSTs each event to.
-    #[arg(long, env = "WAPIPE_HTTP_SINK_URL")]
+    #[arg(long, env = wapipe_core::env::HTTP_SINK_URL)]
     pub http_sink_url: Option<String>,
 
     /// Timeout of one http sink request.
@@ -112,7 +112,7 @@ pub struct RunArgs {
     pub http_sink_timeout: Duration,
 
     /// Attempts for an event that fails by its own fault before it is dead-lettered.
-    #[arg(long, env = "WAPIPE_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = wapipe_core::env::MAX_ATTEMPTS, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
 
     /// Events processed at the same time (different keys; one key is always sequential).
@@ -132,7 +132,7 @@ pub struct RunArgs {
     pub max_backoff: Duration,
 
     /// How long shutdown and partition revocation wait for in-flight events.
-    #[arg(long, env = "WAPIPE_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = wapipe_core::env::DRAIN_TIMEOUT, default_value = "20s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
     /// Static group membership id (e.g. the pod name of a StatefulSet): a replica restarted
@@ -141,7 +141,7 @@ pub struct RunArgs {
     pub group_instance_id: Option<String>,
 
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "WAPIPE_LISTEN", default_value = "0.0.0.0:8081")]
+    #[arg(long, env = wapipe_core::env::LISTEN, default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
 }
 

@@ -3,8 +3,10 @@
 //! in the state directory between runs.
 
 use std::collections::BTreeMap;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use wapipe_core::env as wenv;
 
 use anyhow::{bail, Context};
 
@@ -36,12 +38,12 @@ impl SinkChoice {
     fn env(&self) -> BTreeMap<String, String> {
         match self {
             SinkChoice::Sqlite(path) => BTreeMap::from([
-                ("WAPIPE_SINK".into(), "sqlite".into()),
-                ("WAPIPE_SQLITE_PATH".into(), path.display().to_string()),
+                (wenv::SINK.into(), "sqlite".into()),
+                (wenv::SQLITE_PATH.into(), path.display().to_string()),
             ]),
             SinkChoice::Postgres(url) => BTreeMap::from([
-                ("WAPIPE_SINK".into(), "postgres".into()),
-                ("WAPIPE_DATABASE_URL".into(), url.clone()),
+                (wenv::SINK.into(), "postgres".into()),
+                (wenv::DATABASE_URL.into(), url.clone()),
             ]),
         }
     }
@@ -108,26 +110,23 @@ pub fn ingress(pipeline: &LocalPipeline, settings: &IngressEnv<'_>) -> BTreeMap<
     let spec = &pipeline.spec;
     let mut env = BTreeMap::from([
         (
-            "WAPIPE_LISTEN".to_string(),
+            wenv::LISTEN.to_string(),
             format!("127.0.0.1:{}", settings.port),
         ),
+        (wenv::PROVIDER.into(), pipeline.provider().as_str().into()),
+        (wenv::APP_SECRET.into(), settings.app_secret.into()),
+        (wenv::VERIFY_TOKEN.into(), settings.verify_token.into()),
+        (wenv::TOPIC.into(), spec.topic.name.clone()),
+        (wenv::KAFKA_BROKERS.into(), settings.brokers.into()),
+        (wenv::READINESS_INTERVAL.into(), "1s".into()),
         (
-            "WAPIPE_PROVIDER".into(),
-            pipeline.provider().as_str().into(),
-        ),
-        ("WAPIPE_APP_SECRET".into(), settings.app_secret.into()),
-        ("WAPIPE_VERIFY_TOKEN".into(), settings.verify_token.into()),
-        ("WAPIPE_TOPIC".into(), spec.topic.name.clone()),
-        ("WAPIPE_KAFKA_BROKERS".into(), settings.brokers.into()),
-        ("WAPIPE_READINESS_INTERVAL".into(), "1s".into()),
-        (
-            "WAPIPE_PRODUCE_TIMEOUT".into(),
+            wenv::PRODUCE_TIMEOUT.into(),
             humantime::format_duration(settings.produce_timeout).to_string(),
         ),
-        ("WAPIPE_SHUTDOWN_TIMEOUT".into(), "10s".into()),
+        (wenv::SHUTDOWN_TIMEOUT.into(), "10s".into()),
     ]);
     if let Some(max) = spec.ingress.max_body_bytes {
-        env.insert("WAPIPE_MAX_BODY_BYTES".into(), max.to_string());
+        env.insert(wenv::MAX_BODY_BYTES.into(), max.to_string());
     }
     env
 }
@@ -142,19 +141,19 @@ pub fn worker(
     let spec = &pipeline.spec;
     let mut env = sink.env();
     env.extend([
-        ("WAPIPE_KAFKA_BROKERS".to_string(), brokers.to_string()),
-        ("WAPIPE_TOPIC".into(), spec.topic.name.clone()),
+        (wenv::KAFKA_BROKERS.to_string(), brokers.to_string()),
+        (wenv::TOPIC.into(), spec.topic.name.clone()),
         (
-            "WAPIPE_DEAD_LETTER_TOPIC".into(),
+            wenv::DEAD_LETTER_TOPIC.into(),
             spec.dead_letter_topic.name.clone(),
         ),
-        ("WAPIPE_GROUP".into(), pipeline.consumer_group.clone()),
+        (wenv::GROUP.into(), pipeline.consumer_group.clone()),
         (
-            "WAPIPE_MAX_ATTEMPTS".into(),
+            wenv::MAX_ATTEMPTS.into(),
             spec.worker.max_attempts.to_string(),
         ),
-        ("WAPIPE_DRAIN_TIMEOUT".into(), "10s".into()),
-        ("WAPIPE_LISTEN".into(), "127.0.0.1:0".into()),
+        (wenv::DRAIN_TIMEOUT.into(), "10s".into()),
+        (wenv::LISTEN.into(), "127.0.0.1:0".into()),
     ]);
     env
 }

@@ -1,0 +1,57 @@
+//! The environment variables the binaries read and the operator (in pod templates) and
+//! `wapipe up` (for its child processes) write: one name each, so a writer can never set a
+//! variable the reader does not know. `tests/pipeline/tests/env_contract.rs` checks that every
+//! variable the operator writes is one the binary's command line reads.
+
+/// Ingress: the app secret (Meta) or webhook secret (WASender) inline.
+pub const APP_SECRET: &str = "WAPIPE_APP_SECRET";
+/// Ingress: a file holding the app secret (a mounted Secret); wins over the inline one.
+pub const APP_SECRET_FILE: &str = "WAPIPE_APP_SECRET_FILE";
+/// Worker: the database URL of the postgres or sqlite sink.
+pub const DATABASE_URL: &str = "WAPIPE_DATABASE_URL";
+/// Worker: the dead-letter topic.
+pub const DEAD_LETTER_TOPIC: &str = "WAPIPE_DEAD_LETTER_TOPIC";
+/// Worker: how long a revoked or stopping worker may finish what it holds.
+pub const DRAIN_TIMEOUT: &str = "WAPIPE_DRAIN_TIMEOUT";
+/// Worker: the consumer group.
+pub const GROUP: &str = "WAPIPE_GROUP";
+/// Worker: the URL the http sink posts to.
+pub const HTTP_SINK_URL: &str = "WAPIPE_HTTP_SINK_URL";
+/// Every binary: bootstrap servers.
+pub const KAFKA_BROKERS: &str = "WAPIPE_KAFKA_BROKERS";
+/// Every binary: SASL mechanism.
+pub const KAFKA_SASL_MECHANISM: &str = "WAPIPE_KAFKA_SASL_MECHANISM";
+/// Every binary: a file holding the SASL password.
+pub const KAFKA_SASL_PASSWORD_FILE: &str = "WAPIPE_KAFKA_SASL_PASSWORD_FILE";
+/// Every binary: SASL user name.
+pub const KAFKA_SASL_USERNAME: &str = "WAPIPE_KAFKA_SASL_USERNAME";
+/// Every binary: librdkafka `security.protocol`.
+pub const KAFKA_SECURITY_PROTOCOL: &str = "WAPIPE_KAFKA_SECURITY_PROTOCOL";
+/// Every binary: the CA bundle that verifies the brokers.
+pub const KAFKA_SSL_CA_LOCATION: &str = "WAPIPE_KAFKA_SSL_CA_LOCATION";
+/// Ingress and worker: the address the HTTP server listens on.
+pub const LISTEN: &str = "WAPIPE_LISTEN";
+/// Every binary: `text` or `json`.
+pub const LOG_FORMAT: &str = "WAPIPE_LOG_FORMAT";
+/// Worker: attempts per event before it is dead-lettered.
+pub const MAX_ATTEMPTS: &str = "WAPIPE_MAX_ATTEMPTS";
+/// Ingress: the largest body accepted.
+pub const MAX_BODY_BYTES: &str = "WAPIPE_MAX_BODY_BYTES";
+/// Ingress: how long a POST waits for Kafka's acknowledgement.
+pub const PRODUCE_TIMEOUT: &str = "WAPIPE_PRODUCE_TIMEOUT";
+/// Ingress: `meta` or `wasender`.
+pub const PROVIDER: &str = "WAPIPE_PROVIDER";
+/// Ingress: how often readiness asks the broker about the topic.
+pub const READINESS_INTERVAL: &str = "WAPIPE_READINESS_INTERVAL";
+/// Ingress: how long in-flight requests may take once stopping.
+pub const SHUTDOWN_TIMEOUT: &str = "WAPIPE_SHUTDOWN_TIMEOUT";
+/// Worker: where events are written.
+pub const SINK: &str = "WAPIPE_SINK";
+/// Worker: the sqlite sink's file.
+pub const SQLITE_PATH: &str = "WAPIPE_SQLITE_PATH";
+/// Ingress and worker: the raw topic.
+pub const TOPIC: &str = "WAPIPE_TOPIC";
+/// Ingress: Meta's verify token inline.
+pub const VERIFY_TOKEN: &str = "WAPIPE_VERIFY_TOKEN";
+/// Ingress: a file holding Meta's verify token; wins over the inline one.
+pub const VERIFY_TOKEN_FILE: &str = "WAPIPE_VERIFY_TOKEN_FILE";
