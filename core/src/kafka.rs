@@ -178,7 +178,44 @@ impl KafkaArgs {
         }
         Ok(config)
     }
+
+    /// [`KafkaArgs::client_config`] with a client's own `defaults` filled in where the user set
+    /// nothing: a raw `--kafka-option` (already checked not to weaken delivery) always wins.
+    /// Every producer and consumer of every binary is configured through this.
+    pub fn client_config_with(
+        &self,
+        defaults: &[(&str, &str)],
+    ) -> Result<ClientConfig, KafkaConfigError> {
+        let mut config = self.client_config()?;
+        for (key, value) in defaults {
+            if config.get(key).is_none() {
+                config.set(*key, *value);
+            }
+        }
+        Ok(config)
+    }
 }
+
+/// librdkafka's `security.protocol` for a connection that does or does not use SASL and TLS;
+/// `None` for neither (librdkafka's default, plaintext). The operator's own clients and the
+/// pods it configures both follow this rule.
+pub fn security_protocol(sasl: bool, tls: bool) -> Option<&'static str> {
+    match (sasl, tls) {
+        (true, true) => Some("SASL_SSL"),
+        (true, false) => Some("SASL_PLAINTEXT"),
+        (false, true) => Some("SSL"),
+        (false, false) => None,
+    }
+}
+
+/// The defaults of a producer that copies records already in Kafka (dead letters, replays):
+/// idempotent and acknowledged by every in-sync replica, and able to carry any record a topic
+/// accepted.
+pub const COPY_PRODUCER_DEFAULTS: [(&str, &str); 3] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("message.max.bytes", crate::COPY_MAX_RECORD_BYTES),
+];
 
 /// The Kafka headers of `record` (see [`Record::headers`]).
 pub fn record_headers(
@@ -234,6 +271,19 @@ mod tests {
             args.client_config().unwrap().get("sasl.password"),
             Some("s3cret")
         );
+    }
+
+    #[test]
+    fn a_clients_defaults_fill_only_what_the_user_left_unset() {
+        let args = KafkaArgs {
+            options: vec![("linger.ms".into(), "20".into())],
+            ..KafkaArgs::plaintext("b:9092")
+        };
+        let config = args
+            .client_config_with(&[("linger.ms", "1"), ("acks", "all")])
+            .unwrap();
+        assert_eq!(config.get("linger.ms"), Some("20"));
+        assert_eq!(config.get("acks"), Some("all"));
     }
 
     #[test]

@@ -110,10 +110,10 @@ pub struct ProducerSettings {
 
 impl KafkaSink {
     pub fn new(kafka: &KafkaArgs, settings: ProducerSettings) -> Result<KafkaSink, Error> {
-        let mut config: ClientConfig = kafka.client_config().map_err(Error::KafkaConfig)?;
         let timeout_ms = settings.produce_timeout.as_millis().max(1);
+        let user: ClientConfig = kafka.client_config().map_err(Error::KafkaConfig)?;
         for key in ["message.timeout.ms", "delivery.timeout.ms"] {
-            if let Some(raw) = config.get(key) {
+            if let Some(raw) = user.get(key) {
                 if raw.parse::<u128>().map_or(true, |ms| ms > timeout_ms) {
                     return Err(Error::KafkaConfig(KafkaConfigError::Weakens {
                         key: key.to_string(),
@@ -124,8 +124,8 @@ impl KafkaSink {
                 }
             }
         }
-        // Defaults that make 200 mean durable. Raw options from --kafka-option are already in
-        // the config (checked not to weaken a 200) and win: only what is unset is filled.
+        // Defaults that make 200 mean durable. Raw options from --kafka-option (checked not to
+        // weaken a 200) win: only what is unset is filled.
         let defaults = [
             ("enable.idempotence", "true".to_string()),
             ("acks", "all".to_string()),
@@ -145,11 +145,10 @@ impl KafkaSink {
             ),
             ("compression.type", "lz4".to_string()),
         ];
-        for (key, value) in defaults {
-            if config.get(key).is_none() {
-                config.set(key, value);
-            }
-        }
+        let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let config = kafka
+            .client_config_with(&defaults)
+            .map_err(Error::KafkaConfig)?;
         let fatal = Arc::new(AtomicBool::new(false));
         let producer = config
             .create_with_context(IngressContext {

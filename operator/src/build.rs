@@ -153,12 +153,7 @@ impl SecretFiles {
 /// Kafka connection env shared by ingress and worker (`wapipe_core::kafka::KafkaArgs`).
 fn kafka_env(kafka: &KafkaSpec, files: &mut SecretFiles) -> Vec<EnvVar> {
     let mut vars = vec![env(wenv::KAFKA_BROKERS, kafka.bootstrap_servers.clone())];
-    let protocol = match (kafka.sasl.is_some(), kafka.tls.is_some()) {
-        (true, true) => Some("SASL_SSL"),
-        (true, false) => Some("SASL_PLAINTEXT"),
-        (false, true) => Some("SSL"),
-        (false, false) => None,
-    };
+    let protocol = wapipe_core::kafka::security_protocol(kafka.sasl.is_some(), kafka.tls.is_some());
     if let Some(protocol) = protocol {
         vars.push(env(wenv::KAFKA_SECURITY_PROTOCOL, protocol));
     }

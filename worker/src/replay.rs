@@ -127,10 +127,7 @@ pub async fn replay_dead_letters(
     }
     consumer.assign(&assignment)?;
     let producer: FutureProducer = kafka
-        .client_config()?
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.max.bytes", wapipe_core::COPY_MAX_RECORD_BYTES)
+        .client_config_with(&wapipe_core::kafka::COPY_PRODUCER_DEFAULTS)?
         .create()?;
     let mut last_progress = Instant::now();
     while !ends.is_empty() {
