@@ -34,6 +34,13 @@ pub const HEADER_DLQ_SOURCE_OFFSET: &str = "wapipe-dlq-source-offset";
 pub const HEADER_DLQ_FIRST_FAILURE_AT: &str = "wapipe-dlq-first-failure-at";
 pub const HEADER_DLQ_LAST_FAILURE_AT: &str = "wapipe-dlq-last-failure-at";
 
+/// Whether `key` is one of the dead-letter headers above. A record dead-lettered again, or
+/// replayed to the raw topic, drops them first: the next failure writes its own, and a
+/// replayed record must look like the original.
+pub fn is_dead_letter_header(key: &str) -> bool {
+    key.starts_with("wapipe-dlq-")
+}
+
 /// Which provider signed and sent a webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {

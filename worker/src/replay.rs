@@ -156,7 +156,7 @@ pub async fn replay_dead_letters(
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for header in original.iter() {
-                if !header.key.starts_with("wapipe-dlq-") {
+                if !wapipe_core::record::is_dead_letter_header(header.key) {
                     headers = headers.insert(Header {
                         key: header.key,
                         value: header.value,
