@@ -15,6 +15,7 @@ pub mod secret;
 pub mod service;
 pub mod signature;
 pub mod split;
+pub mod time;
 
 pub use record::{EventKind, Provider, Record};
 

@@ -16,7 +16,7 @@ pub mod sink;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -287,10 +287,7 @@ impl Drop for InFlight<'_> {
 }
 
 async fn handle_post(state: &AppState, request: Request) -> Result<usize, Rejection> {
-    let received_at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let received_at_ms = wapipe_core::time::now_ms().max(0) as u64;
     let (parts, body) = request.into_parts();
     let limit = state.max_body_bytes;
     // What the headers alone can settle is settled before a byte of the body is read.
