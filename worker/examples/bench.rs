@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release -p wapipe-worker --example bench -- [events] [partitions]`
 //! Uses `WAPIPE_TEST_BROKERS` if set, else starts a private Apache Kafka; PostgreSQL on 127.0.0.1:5432
-//! (`WAPIPE_BENCH_DATABASE_URL` to override).
+//! (`WAPIPE_BENCH_DATABASE_URL` to override). `WAPIPE_BENCH_STAGES` (comma-separated, default
+//! `raw,log,postgres,sqlite`) picks the stages after producing, e.g. `log` alone under a profiler.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,19 +171,35 @@ async fn main() -> anyhow::Result<()> {
     println!("{events} events, {partitions} partitions, 1000 users, broker {brokers}");
     let produce = produce_all(&brokers, &topic, events).await?;
     println!("produce (acks=all, idempotent):      {produce:>10.0} events/s");
-    let raw = raw_consumer_rate(&brokers, &topic, events).await?;
-    println!("raw rdkafka consumer:                {raw:>10.0} events/s");
-    let log = worker_rate(&brokers, &topic, events, Arc::new(LogSink)).await?;
-    println!("worker, log sink (concurrency 32):   {log:>10.0} events/s");
+    let stages =
+        std::env::var("WAPIPE_BENCH_STAGES").unwrap_or_else(|_| "raw,log,postgres,sqlite".into());
+    let stage = |name: &str| stages.split(',').any(|s| s.trim() == name);
+    if stage("raw") {
+        let raw = raw_consumer_rate(&brokers, &topic, events).await?;
+        println!("raw rdkafka consumer:                {raw:>10.0} events/s");
+    }
+    if stage("log") {
+        let log = worker_rate(&brokers, &topic, events, Arc::new(LogSink)).await?;
+        println!("worker, log sink (concurrency 32):   {log:>10.0} events/s");
+    }
+    if stage("postgres") {
+        postgres_stage(&brokers, &topic, events).await?;
+    }
+    if stage("sqlite") {
+        let dir = tempfile::tempdir()?;
+        let sqlite = SqliteSink::open(&dir.path().join("bench.db"))?;
+        let lite = worker_rate(&brokers, &topic, events, Arc::new(sqlite)).await?;
+        println!("worker, sqlite sink (concurrency 32):   {lite:>7.0} events/s");
+    }
+    Ok(())
+}
+
+async fn postgres_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<()> {
     let url = std::env::var("WAPIPE_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = wapipe_testkit::unique_name("bench").replace('-', "_");
     let postgres = PostgresSink::connect(&url, Some(schema.clone())).await?;
-    let pg = worker_rate(&brokers, &topic, events, Arc::new(postgres)).await?;
+    let pg = worker_rate(brokers, topic, events, Arc::new(postgres)).await?;
     println!("worker, postgres sink (concurrency 32): {pg:>7.0} events/s  (schema {schema})");
-    let dir = tempfile::tempdir()?;
-    let sqlite = SqliteSink::open(&dir.path().join("bench.db"))?;
-    let lite = worker_rate(&brokers, &topic, events, Arc::new(sqlite)).await?;
-    println!("worker, sqlite sink (concurrency 32):   {lite:>7.0} events/s");
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! a catch-all, so a new field or message type from Meta never stops the pipeline.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Meta's webhook envelope, cut down by the ingress to exactly one event.
@@ -26,8 +27,9 @@ pub struct MetaEntry {
 #[derive(Debug, Clone, Deserialize)]
 pub struct MetaChange {
     pub field: String,
+    /// The change's value as it came, parsed only when its field is understood.
     #[serde(default)]
-    pub value: Value,
+    pub value: Option<Box<RawValue>>,
 }
 
 /// The `value` of a `messages` change.

@@ -196,7 +196,7 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         }
     };
     let body = match provider {
-        Provider::Meta => route_meta(&raw)?,
+        Provider::Meta => route_meta(payload)?,
         Provider::Wasender => route_wasender(&raw)?,
     };
     let id = match &body {
@@ -286,74 +286,75 @@ fn content_id(provider: Provider, payload: &[u8]) -> String {
     hex::encode(digest.finalize())
 }
 
-fn route_meta(raw: &Value) -> Result<EventBody> {
-    let envelope: MetaEnvelope = serde_json::from_value(raw.clone())
+/// Reads the typed fields from the record's bytes (no copy of the parsed tree): the value of
+/// the change is kept as text until its field says how to read it.
+fn route_meta(payload: &[u8]) -> Result<EventBody> {
+    let envelope: MetaEnvelope = serde_json::from_slice(payload)
         .map_err(|e| Error::ParseEvent(format!("not a Meta envelope: {e}")))?;
     let change = envelope
         .entry
-        .first()
-        .and_then(|entry| entry.changes.first())
+        .into_iter()
+        .next()
+        .and_then(|entry| entry.changes.into_iter().next())
         .ok_or_else(|| Error::ParseEvent("the Meta envelope has no entry.changes".into()))?;
     if change.field != "messages" {
         return Ok(EventBody::Field(FieldEvent {
-            field: change.field.clone(),
+            field: change.field,
         }));
     }
-    let value: MetaMessagesValue = serde_json::from_value(change.value.clone())
-        .map_err(|e| Error::ParseEvent(format!("not a messages value: {e}")))?;
-    let phone_number_id = value
-        .metadata
-        .as_ref()
-        .and_then(|m| m.phone_number_id.clone());
-    if let Some(message) = value.messages.first() {
+    let value: MetaMessagesValue =
+        serde_json::from_str(change.value.as_deref().map_or("null", RawValue::get))
+            .map_err(|e| Error::ParseEvent(format!("not a messages value: {e}")))?;
+    let phone_number_id = value.metadata.and_then(|m| m.phone_number_id);
+    if let Some(message) = value.messages.into_iter().next() {
         let contact_name = value
             .contacts
-            .first()
-            .and_then(|c| c.profile.as_ref())
-            .and_then(|p| p.name.clone());
+            .into_iter()
+            .next()
+            .and_then(|c| c.profile)
+            .and_then(|p| p.name);
         return Ok(EventBody::Message(MessageEvent {
-            wamid: message.id.clone(),
-            from: message.from.clone(),
-            from_user_id: message.from_user_id.clone(),
-            phone_number_id,
             message_type: message.message_type.as_str().to_string(),
-            group_id: message.group_id.clone(),
-            text: message.text.as_ref().and_then(|t| t.body.clone()),
-            contact_name,
             sent_at: unix_seconds(message.timestamp.as_deref()),
+            wamid: message.id,
+            from: message.from,
+            from_user_id: message.from_user_id,
+            phone_number_id,
+            group_id: message.group_id,
+            text: message.text.and_then(|t| t.body),
+            contact_name,
         }));
     }
-    if let Some(status) = value.statuses.first() {
+    if let Some(status) = value.statuses.into_iter().next() {
         let recipient_id = status
             .recipient_participant_id
-            .clone()
-            .or_else(|| status.recipient_id.clone())
-            .or_else(|| status.recipient_user_id.clone());
+            .or(status.recipient_id)
+            .or(status.recipient_user_id);
         return Ok(EventBody::Status(StatusEvent {
-            wamid: status.id.clone(),
             rank: status.status.rank(),
-            status: status.status.clone(),
+            status_at: unix_seconds(status.timestamp.as_deref()),
+            wamid: status.id,
+            status: status.status,
             recipient_id,
             phone_number_id,
-            status_at: unix_seconds(status.timestamp.as_deref()),
-            errors: status.errors.clone(),
+            errors: status.errors,
         }));
     }
-    if let Some(error) = value.errors.first() {
+    if let Some(error) = value.errors.into_iter().next() {
         return Ok(EventBody::Error(ErrorEvent {
             code: error.code,
-            title: error.title.clone(),
-            message: error.message.clone(),
+            title: error.title,
+            message: error.message,
             phone_number_id,
         }));
     }
     Ok(EventBody::Field(FieldEvent {
-        field: change.field.clone(),
+        field: change.field,
     }))
 }
 
 fn route_wasender(raw: &Value) -> Result<EventBody> {
-    let envelope: WasenderEnvelope = serde_json::from_value(raw.clone())
+    let envelope = WasenderEnvelope::deserialize(raw)
         .map_err(|e| Error::ParseEvent(format!("not a WASender envelope: {e}")))?;
     let kind = EventKind::of_wasender_event(&envelope.event);
     if kind == EventKind::Status {
@@ -367,7 +368,7 @@ fn route_wasender(raw: &Value) -> Result<EventBody> {
     });
     match (kind, message) {
         (EventKind::Message, Some(message)) => {
-            let message: WasenderMessage = serde_json::from_value(message.clone())
+            let message = WasenderMessage::deserialize(message)
                 .map_err(|e| Error::ParseEvent(format!("not a WASender message: {e}")))?;
             let from = message
                 .key
