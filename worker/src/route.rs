@@ -90,7 +90,29 @@ pub struct Event {
     #[serde(flatten)]
     pub body: EventBody,
     /// The event exactly as the provider shaped it.
-    pub raw: Value,
+    pub raw: RawJson,
+}
+
+/// A record's JSON text as it came, checked to be JSON but not parsed into a tree (building and
+/// dropping a tree per event cost more than the rest of routing); sinks store the text.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn as_raw_value(&self) -> &RawValue {
+        &self.0
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -181,23 +203,34 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         .payload
         .as_deref()
         .ok_or_else(|| Error::ParseEvent("the record has no value".into()))?;
-    let raw: Value = serde_json::from_slice(payload)
-        .map_err(|e| Error::ParseEvent(format!("the value is not JSON: {e}")))?;
+    let not_json =
+        |e: &dyn std::fmt::Display| Error::ParseEvent(format!("the value is not JSON: {e}"));
+    let text = std::str::from_utf8(payload).map_err(|e| not_json(&e))?;
+    // Checked to be JSON, not built into a tree: sinks store the text, routing reads typed fields.
+    let raw: &RawValue = serde_json::from_str(text).map_err(|e| not_json(&e))?;
     let provider = match incoming.header(HEADER_PROVIDER) {
         Some(p) => p
             .parse::<Provider>()
             .map_err(|e| Error::ParseEvent(e.to_string()))?,
-        None if raw.get("object").is_some() => Provider::Meta,
-        None if raw.get("event").is_some() => Provider::Wasender,
-        None => {
-            return Err(Error::ParseEvent(
-                "neither a Meta nor a WASender envelope".into(),
-            ))
-        }
+        None => match EnvelopeKeys::of(raw) {
+            EnvelopeKeys {
+                object: Present(true),
+                ..
+            } => Provider::Meta,
+            EnvelopeKeys {
+                event: Present(true),
+                ..
+            } => Provider::Wasender,
+            _ => {
+                return Err(Error::ParseEvent(
+                    "neither a Meta nor a WASender envelope".into(),
+                ))
+            }
+        },
     };
     let body = match provider {
         Provider::Meta => route_meta(payload)?,
-        Provider::Wasender => route_wasender(&raw)?,
+        Provider::Wasender => route_wasender(text)?,
     };
     let id = match &body {
         EventBody::Message(m) => m.wamid.clone(),
@@ -219,8 +252,36 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         offset: incoming.offset,
         received_at_ms: incoming.received_at_ms(),
         body,
-        raw,
+        raw: RawJson(raw.to_owned()),
     })
+}
+
+/// Which of the two providers' top-level keys a JSON object has (with any value, even null).
+#[derive(Default, Deserialize)]
+struct EnvelopeKeys {
+    #[serde(default)]
+    object: Present,
+    #[serde(default)]
+    event: Present,
+}
+
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Present(true))
+    }
+}
+
+impl EnvelopeKeys {
+    fn of(raw: &RawValue) -> EnvelopeKeys {
+        // Only an object has keys (a derived struct would also read an array by position).
+        if !raw.get().starts_with('{') {
+            return EnvelopeKeys::default();
+        }
+        serde_json::from_str(raw.get()).unwrap_or_default()
+    }
 }
 
 /// The id of an event without one of its own (errors, other fields, WASender events other
@@ -353,8 +414,8 @@ fn route_meta(payload: &[u8]) -> Result<EventBody> {
     }))
 }
 
-fn route_wasender(raw: &Value) -> Result<EventBody> {
-    let envelope = WasenderEnvelope::deserialize(raw)
+fn route_wasender(text: &str) -> Result<EventBody> {
+    let envelope: WasenderEnvelope = serde_json::from_str(text)
         .map_err(|e| Error::ParseEvent(format!("not a WASender envelope: {e}")))?;
     let kind = EventKind::of_wasender_event(&envelope.event);
     if kind == EventKind::Status {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
+use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{describe_postgres_error, Error, Result};
@@ -302,7 +303,7 @@ impl Sink for PostgresSink {
                             &m.contact_name,
                             &m.sent_at,
                             &received_at,
-                            &event.raw,
+                            &Json(event.raw.as_raw_value()),
                         ],
                     )
                     .await
@@ -324,7 +325,7 @@ impl Sink for PostgresSink {
                             &s.status_at,
                             &errors,
                             &received_at,
-                            &event.raw,
+                            &Json(event.raw.as_raw_value()),
                         ],
                     )
                     .await
@@ -360,7 +361,7 @@ async fn insert_event(
                 &code,
                 &title,
                 &event.received_at_ms,
-                &event.raw,
+                &Json(event.raw.as_raw_value()),
             ],
         )
         .await

@@ -94,7 +94,7 @@ fn classify(error: rusqlite::Error) -> Error {
 }
 
 fn write_event(connection: &Connection, event: &Event) -> rusqlite::Result<()> {
-    let raw = event.raw.to_string();
+    let raw = event.raw.get();
     let received_at = event.received_at_ms;
     match &event.body {
         EventBody::Message(m) => connection
