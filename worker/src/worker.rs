@@ -5,10 +5,11 @@
 //! events, commits, and drops the rest for the new owner; on shutdown it drains and commits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -78,6 +79,13 @@ const ABANDON_WAIT: Duration = Duration::from_secs(10);
 /// How long the buffer may stay full, with no record taken, before fetching is paused.
 const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 
+/// Most records taken off the consumer's queue at once (those already there, never waiting).
+const MAX_BATCH: usize = 256;
+
+/// Longest an offset waits to be stored while no record arrives (the auto-commit runs every
+/// second, so this adds little to what a crash redoes).
+const STORE_INTERVAL: Duration = Duration::from_millis(100);
+
 struct Job {
     incoming: Incoming,
     epoch: u64,
@@ -88,6 +96,8 @@ struct PartitionSlot {
     progress: PartitionProgress,
     executing: usize,
     revoking: bool,
+    /// The next offset to store for the auto-commit, when it moved since the last store.
+    unstored: Option<i64>,
     /// Cancelled when the partition is handed over with writes still running after the drain
     /// timeout: they are abandoned (their futures dropped) before the new owner starts. A child
     /// of the worker's `abandon` token, so shutdown cancels it too.
@@ -101,6 +111,7 @@ impl PartitionSlot {
             progress: PartitionProgress::default(),
             executing: 0,
             revoking: false,
+            unstored: None,
             cancel: abandon.child_token(),
         }
     }
@@ -126,6 +137,8 @@ struct Shared {
     space: Notify,
     permits: Semaphore,
     epochs: AtomicU64,
+    /// Set when a partition's offset moved; the consumer loop stores them all at once.
+    unstored: AtomicBool,
     sink: SharedSink,
     producer: FutureProducer,
     metrics: Arc<Metrics>,
@@ -149,17 +162,31 @@ impl Shared {
             .is_some_and(|slot| slot.epoch == epoch && !slot.revoking)
     }
 
-    /// The cancellation token of `partition` while this epoch of it is held.
-    fn cancel_token(&self, partition: i32, epoch: u64) -> Option<CancellationToken> {
-        self.lock()
-            .partitions
-            .get(&partition)
-            .filter(|slot| slot.epoch == epoch)
-            .map(|slot| slot.cancel.clone())
-    }
-
     fn next_epoch(&self) -> u64 {
         self.epochs.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Stores, in one call, the offsets that moved since the last store. Called from the
+    /// consumer loop only, so never while a rebalance callback runs.
+    fn store_moved<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C) {
+        if !self.unstored.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (partition, slot) in self.lock().partitions.iter_mut() {
+            if let Some(offset) = slot.unstored.take() {
+                let _ = tpl.add_partition_offset(
+                    &self.settings.topic,
+                    *partition,
+                    Offset::Offset(offset),
+                );
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(error) = consumer.store_offsets(&tpl) {
+                tracing::debug!(%error, "storing offsets failed");
+            }
+        }
     }
 
     /// Offsets to commit for `partitions` (all when `None`), and forgets those partitions.
@@ -314,23 +341,6 @@ fn commit<C: Consumer<X>, X: ConsumerContext>(consumer: &C, offsets: &TopicParti
     }
 }
 
-fn store<C: Consumer<X>, X: ConsumerContext>(
-    consumer: &C,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) {
-    let mut tpl = TopicPartitionList::new();
-    if tpl
-        .add_partition_offset(topic, partition, Offset::Offset(offset))
-        .is_ok()
-    {
-        if let Err(error) = consumer.store_offsets(&tpl) {
-            tracing::debug!(%error, partition, offset, "storing an offset failed");
-        }
-    }
-}
-
 /// A running worker's handles, for callers that embed it (tests, local mode).
 pub struct Worker {
     pub metrics: Arc<Metrics>,
@@ -367,6 +377,7 @@ impl Worker {
             finished: Condvar::new(),
             space: Notify::new(),
             epochs: AtomicU64::new(0),
+            unstored: AtomicBool::new(false),
             sink,
             producer,
             metrics: self.metrics.clone(),
@@ -400,7 +411,10 @@ impl Worker {
         tracing::info!(topic = %settings.topic, group = %settings.group, "consuming");
 
         let mut full_since: Option<tokio::time::Instant> = None;
+        let mut store_tick = tokio::time::interval(STORE_INTERVAL);
+        store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            shared.store_moved(consumer.as_ref());
             // A full buffer first only stops taking records: librdkafka's own prefetch (bounded by
             // queued.max.messages.kbytes) waits, and a fast sink drains the buffer within
             // milliseconds. Pausing purges that prefetch and costs a fetch round trip to undo, so
@@ -445,8 +459,27 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
                 _ = shared.space.notified(), if paused || holding => {}
                 _ = tokio::time::sleep_until(hold_over), if holding => {}
+                _ = store_tick.tick() => {}
                 received = consumer.recv(), if !holding => match received {
-                    Ok(message) => dispatch(&shared, &consumer, Incoming::from_message(&message)),
+                    Ok(message) => {
+                        // The records already waiting in the queue come along, as many as the
+                        // buffer has room for, so the bookkeeping is done once per batch.
+                        let room = settings.max_buffered.saturating_sub(buffered).clamp(1, MAX_BATCH);
+                        let mut batch = Vec::with_capacity(room.min(16));
+                        batch.push(Incoming::from_message(&message));
+                        drop(message);
+                        while batch.len() < room {
+                            match consumer.recv().now_or_never() {
+                                Some(Ok(message)) => batch.push(Incoming::from_message(&message)),
+                                Some(Err(error)) => {
+                                    tracing::warn!(%error, "receiving from Kafka failed");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        dispatch(&shared, batch);
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "receiving from Kafka failed");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -492,68 +525,66 @@ impl Default for Worker {
     }
 }
 
-fn dispatch(
-    shared: &Arc<Shared>,
-    consumer: &Arc<StreamConsumer<WorkerContext>>,
-    incoming: Incoming,
-) {
-    let partition = incoming.partition;
-    let key = (partition, incoming.key.clone());
-    let start_runner = {
+/// Queues a batch of records under one lock and starts a runner for each key that was idle.
+fn dispatch(shared: &Arc<Shared>, batch: Vec<Incoming>) {
+    let mut idle_keys = Vec::new();
+    {
         let mut state = shared.lock();
-        let epoch = match state.partitions.get(&partition) {
-            Some(slot) => slot.epoch,
-            None => {
+        let state = &mut *state;
+        for incoming in batch {
+            let partition = incoming.partition;
+            let slot = state.partitions.entry(partition).or_insert_with(|| {
                 // A record before its assignment callback: adopt the partition.
-                let epoch = shared.next_epoch();
-                state
-                    .partitions
-                    .insert(partition, PartitionSlot::new(epoch, &shared.abandon));
-                epoch
+                PartitionSlot::new(shared.next_epoch(), &shared.abandon)
+            });
+            slot.progress.begin(incoming.offset);
+            let job = Job {
+                epoch: slot.epoch,
+                incoming,
+            };
+            state.buffered += 1;
+            let key = (partition, job.incoming.key.clone());
+            if state.queues.push(key.clone(), job) {
+                idle_keys.push(key);
             }
-        };
-        let Some(slot) = state.partitions.get_mut(&partition) else {
-            return;
-        };
-        slot.progress.begin(incoming.offset);
-        state.buffered += 1;
+        }
         shared.metrics.buffered_events.set(state.buffered as i64);
-        state.queues.push(key.clone(), Job { incoming, epoch })
-    };
-    if start_runner {
-        tokio::spawn(run_key(shared.clone(), consumer.clone(), key));
+    }
+    for key in idle_keys {
+        tokio::spawn(run_key(shared.clone(), key));
     }
 }
 
 /// Drains one key's queue, one event at a time.
-async fn run_key(shared: Arc<Shared>, consumer: Arc<StreamConsumer<WorkerContext>>, key: QueueKey) {
+async fn run_key(shared: Arc<Shared>, key: QueueKey) {
     loop {
-        let Some(job) = shared.lock().queues.next(&key) else {
-            return;
-        };
-        let partition = job.incoming.partition;
-        let offset = job.incoming.offset;
-        let runnable = {
+        // Takes the next job and, if this ownership of its partition still holds, claims it.
+        let claimed = {
             let mut state = shared.lock();
-            match state.partitions.get_mut(&partition) {
+            let Some(job) = state.queues.next(&key) else {
+                return;
+            };
+            match state.partitions.get_mut(&job.incoming.partition) {
                 Some(slot) if slot.epoch == job.epoch && !slot.revoking => {
                     slot.executing += 1;
-                    true
+                    Some((job, slot.cancel.clone()))
                 }
                 _ => {
                     state.buffered -= 1;
                     shared.metrics.buffered_events.set(state.buffered as i64);
-                    false
+                    None
                 }
             }
         };
-        if !runnable {
+        let Some((job, cancel)) = claimed else {
             shared.finished.notify_all();
             shared.space.notify_one();
             continue;
-        }
+        };
+        let partition = job.incoming.partition;
+        let offset = job.incoming.offset;
         let finished = match shared.permits.acquire().await {
-            Ok(_permit) => process(&shared, &job).await,
+            Ok(_permit) => process(&shared, &job, &cancel).await,
             Err(_) => false,
         };
         {
@@ -565,7 +596,8 @@ async fn run_key(shared: Arc<Shared>, consumer: Arc<StreamConsumer<WorkerContext
                     slot.executing -= 1;
                     if finished {
                         if let Some(next) = slot.progress.finish(offset) {
-                            store(consumer.as_ref(), &shared.settings.topic, partition, next);
+                            slot.unstored = Some(next);
+                            shared.unstored.store(true, Ordering::Release);
                         }
                     }
                 }
@@ -590,16 +622,13 @@ fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 
 /// Handles one event until it is written or dead-lettered (true), or given up because the
 /// partition was revoked or the drain timed out (false).
-async fn process(shared: &Shared, job: &Job) -> bool {
+async fn process(shared: &Shared, job: &Job, cancel: &CancellationToken) -> bool {
     let incoming = &job.incoming;
     let settings = &shared.settings;
     let started = Instant::now();
     let mut attempts = 0u32;
     let mut sink_failures = 0u32;
     let mut first_failure_at: Option<i64> = None;
-    let Some(cancel) = shared.cancel_token(incoming.partition, job.epoch) else {
-        return false;
-    };
     loop {
         if cancel.is_cancelled() || !shared.owns(incoming.partition, job.epoch) {
             return false;
