@@ -179,7 +179,13 @@ async fn main() -> anyhow::Result<()> {
         println!("raw rdkafka consumer:                {raw:>10.0} events/s");
     }
     if stage("log") {
-        let log = worker_rate(&brokers, &topic, events, Arc::new(LogSink)).await?;
+        let log = worker_rate(
+            &brokers,
+            &topic,
+            events,
+            Arc::new(LogSink::to_writer(Box::new(std::io::sink()))),
+        )
+        .await?;
         println!("worker, log sink (concurrency 32):   {log:>10.0} events/s");
     }
     if stage("postgres") {

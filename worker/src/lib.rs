@@ -35,7 +35,7 @@ fn now_ms() -> i64 {
 /// Builds the sink `args` chooses, connecting (and migrating) where it has to.
 pub async fn build_sink(args: &RunArgs) -> Result<SharedSink> {
     Ok(match args.sink {
-        SinkKind::Log => Arc::new(LogSink),
+        SinkKind::Log => Arc::new(LogSink::stdout()),
         SinkKind::Http => {
             let url = args.http_sink_url.as_deref().ok_or_else(|| {
                 Error::Config("--sink http needs --http-sink-url (WAPIPE_HTTP_SINK_URL)".into())

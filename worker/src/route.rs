@@ -518,6 +518,19 @@ fn wasender_status_event(envelope: &WasenderEnvelope) -> Option<StatusEvent> {
     })
 }
 
+/// A record as the ingress writes a Meta event, for the sinks' tests.
+#[cfg(test)]
+pub(crate) fn meta_record(key: &str, value: &Value) -> Incoming {
+    Incoming {
+        topic: "raw".into(),
+        partition: 0,
+        offset: 0,
+        key: Some(key.as_bytes().to_vec()),
+        payload: Some(serde_json::to_vec(value).expect("a JSON value serializes")),
+        headers: vec![(HEADER_PROVIDER.into(), b"meta".to_vec())],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,93 @@
-//! The `log` sink: one structured line per event, for trying the pipeline out.
+//! The `log` sink: one JSON line per event on standard output, for trying the pipeline out.
+//! Lines go to a buffer flushed every 100 ms (and when full, and when the sink is dropped): a
+//! busy worker pays neither a write(2) nor a full log-record format per event.
+
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
 
 use crate::error::Result;
 use crate::route::{Event, EventBody};
 
 use super::Sink;
 
-#[derive(Debug, Default)]
-pub struct LogSink;
+/// How long a line may wait in the buffer.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+type Out = Mutex<BufWriter<Box<dyn Write + Send>>>;
+
+pub struct LogSink {
+    out: Arc<Out>,
+}
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSink").finish_non_exhaustive()
+    }
+}
+
+impl Default for LogSink {
+    fn default() -> Self {
+        LogSink::stdout()
+    }
+}
+
+/// One event's line.
+#[derive(Serialize)]
+struct Line<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wamid: Option<&'a str>,
+    kind: &'a str,
+    provider: &'a str,
+    key: &'a str,
+    partition: i32,
+    offset: i64,
+    /// The message type, `status`, `error` or the field of a field change.
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a str>,
+}
+
+impl LogSink {
+    pub fn stdout() -> LogSink {
+        LogSink::to_writer(Box::new(std::io::stdout()))
+    }
+
+    /// Writes the lines to `writer` (the benchmark discards them).
+    pub fn to_writer(writer: Box<dyn Write + Send>) -> LogSink {
+        let out: Arc<Out> = Arc::new(Mutex::new(BufWriter::with_capacity(64 * 1024, writer)));
+        let weak = Arc::downgrade(&out);
+        // A thread, not a task: the sink may be built outside a runtime.
+        let _ = std::thread::Builder::new()
+            .name("wapipe-log-sink".into())
+            .spawn(move || flush_until_dropped(weak));
+        LogSink { out }
+    }
+}
+
+impl Drop for LogSink {
+    fn drop(&mut self) {
+        // Here, not in the flushing thread's last round: what was written is out once dropped.
+        let _ = lock(&self.out).flush();
+    }
+}
+
+fn flush_until_dropped(out: Weak<Out>) {
+    loop {
+        std::thread::sleep(FLUSH_INTERVAL);
+        let Some(out) = out.upgrade() else {
+            return;
+        };
+        let _ = lock(&out).flush();
+    }
+}
+
+fn lock(out: &Out) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
+    out.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 #[async_trait::async_trait]
 impl Sink for LogSink {
@@ -21,19 +102,72 @@ impl Sink for LogSink {
             EventBody::Error(_) => ("error", None),
             EventBody::Field(f) => (f.field.as_str(), None),
         };
-        tracing::info!(
-            target: "wapipe::event",
-            id = %event.id,
-            wamid = event.wamid().unwrap_or(""),
-            kind = event.kind,
-            provider = event.provider,
-            key = %event.user_key,
-            partition = event.partition,
-            offset = event.offset,
+        let line = Line {
+            id: &event.id,
+            wamid: event.wamid(),
+            kind: event.kind,
+            provider: event.provider,
+            key: &event.user_key,
+            partition: event.partition,
+            offset: event.offset,
             detail,
-            status = status.unwrap_or(""),
-            "event"
-        );
+            status,
+        };
+        // Whole lines into the buffer, so a flush never splits one.
+        let mut bytes = Vec::with_capacity(256);
+        if serde_json::to_writer(&mut bytes, &line).is_ok() {
+            bytes.push(b'\n');
+            // Standard output going away is no event's fault, and nothing to wait out.
+            let _ = lock(&self.out).write_all(&bytes);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{meta_record, route, Incoming};
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_event_is_one_json_line_with_its_wamid_once_the_sink_is_dropped() {
+        let value = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "w",
+            "changes": [{"field": "messages", "value": {"messages": [
+                {"id": "wamid.1", "from": "1555", "type": "text", "text": {"body": "hi"}}]}}]}]});
+        let event = route(&Incoming {
+            partition: 3,
+            offset: 7,
+            ..meta_record("1555", &value)
+        })
+        .unwrap();
+        let written = Shared::default();
+        let sink = LogSink::to_writer(Box::new(written.clone()));
+        sink.write(&event).await.unwrap();
+        sink.write(&event).await.unwrap();
+        drop(sink);
+        let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["wamid"], "wamid.1");
+        assert_eq!(lines[0]["detail"], "text");
+        assert_eq!(lines[0]["partition"], 3);
+        assert_eq!(lines[0]["offset"], 7);
     }
 }

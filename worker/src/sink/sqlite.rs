@@ -212,22 +212,14 @@ impl Sink for SqliteSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::{route, Incoming};
+    use crate::route::{meta_record, route};
     use serde_json::json;
 
     fn status(wamid: &str, status: &str) -> Event {
         let value = json!({"object": "whatsapp_business_account", "entry": [{"id": "w",
             "changes": [{"field": "messages", "value": {"statuses": [
                 {"id": wamid, "status": status, "timestamp": "1700000000", "recipient_id": "1555"}]}}]}]});
-        route(&Incoming {
-            topic: "raw".into(),
-            partition: 0,
-            offset: 0,
-            key: Some(b"1555".to_vec()),
-            payload: Some(serde_json::to_vec(&value).unwrap()),
-            headers: vec![("wapipe-provider".into(), b"meta".to_vec())],
-        })
-        .unwrap()
+        route(&meta_record("1555", &value)).unwrap()
     }
 
     #[tokio::test]
