@@ -9,25 +9,97 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use wapipe_core::EventKind;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventLabels {
-    pub kind: String,
-    /// `written` or `dead_lettered`.
-    pub outcome: String,
+    pub kind: KindLabel,
+    pub outcome: Outcome,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
-    /// `event` (the event's own fault) or `sink` (the sink was unavailable).
-    pub reason: String,
+    pub reason: RetryReason,
 }
+
+/// The `kind` label: the event's kind, or `unknown` for a record that claims none.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct KindLabel(pub Option<EventKind>);
+
+impl KindLabel {
+    pub const ALL: [KindLabel; EventKind::ALL.len() + 1] = {
+        let mut all = [KindLabel(None); EventKind::ALL.len() + 1];
+        let mut i = 0;
+        while i < EventKind::ALL.len() {
+            all[i] = KindLabel(Some(EventKind::ALL[i]));
+            i += 1;
+        }
+        all
+    };
+
+    pub fn as_str(self) -> &'static str {
+        self.0.map_or("unknown", EventKind::as_str)
+    }
+}
+
+/// How an event was finished.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    Written,
+    DeadLettered,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 2] = [Outcome::Written, Outcome::DeadLettered];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Written => "written",
+            Outcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// Whose fault a retried attempt was.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The event's own fault.
+    Event,
+    /// The sink (or the dead-letter topic) was unavailable.
+    Sink,
+}
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 2] = [RetryReason::Event, RetryReason::Sink];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Event => "event",
+            RetryReason::Sink => "sink",
+        }
+    }
+}
+
+/// Each label type is written as its `as_str`.
+macro_rules! encode_as_str {
+    ($($label:ty),*) => {$(
+        impl EncodeLabelValue for $label {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+encode_as_str!(KindLabel, Outcome, RetryReason);
 
 /// The worker's metrics.
 pub struct Metrics {
@@ -102,18 +174,13 @@ impl Metrics {
             fetch_paused.clone(),
         );
         // Every series exists from the start at 0, so rate() and increase() see the first one.
-        for kind in wapipe_core::EventKind::ALL.iter().map(|k| k.as_str()) {
-            for outcome in ["written", "dead_lettered"] {
-                let _ = events.get_or_create(&EventLabels {
-                    kind: kind.to_string(),
-                    outcome: outcome.to_string(),
-                });
+        for kind in EventKind::ALL.map(|k| KindLabel(Some(k))) {
+            for outcome in Outcome::ALL {
+                let _ = events.get_or_create(&EventLabels { kind, outcome });
             }
         }
-        for reason in ["event", "sink"] {
-            let _ = retries.get_or_create(&RetryLabels {
-                reason: reason.to_string(),
-            });
+        for reason in RetryReason::ALL {
+            let _ = retries.get_or_create(&RetryLabels { reason });
         }
         Metrics {
             events,
@@ -128,38 +195,24 @@ impl Metrics {
         }
     }
 
-    pub fn event(&self, kind: &str, outcome: &str) {
+    pub fn event(&self, kind: KindLabel, outcome: Outcome) {
         self.events
-            .get_or_create(&EventLabels {
-                kind: kind.to_string(),
-                outcome: outcome.to_string(),
-            })
+            .get_or_create(&EventLabels { kind, outcome })
             .inc();
     }
 
-    pub fn retry(&self, reason: &str) {
-        self.retries
-            .get_or_create(&RetryLabels {
-                reason: reason.to_string(),
-            })
-            .inc();
+    pub fn retry(&self, reason: RetryReason) {
+        self.retries.get_or_create(&RetryLabels { reason }).inc();
     }
 
     /// Events finished so far (written or dead-lettered), over every kind.
     pub fn finished_events(&self) -> u64 {
         let mut total = 0;
-        for kind in wapipe_core::EventKind::ALL
-            .iter()
-            .map(|k| k.as_str())
-            .chain(["unknown"])
-        {
-            for outcome in ["written", "dead_lettered"] {
+        for kind in KindLabel::ALL {
+            for outcome in Outcome::ALL {
                 total += self
                     .events
-                    .get_or_create(&EventLabels {
-                        kind: kind.to_string(),
-                        outcome: outcome.to_string(),
-                    })
+                    .get_or_create(&EventLabels { kind, outcome })
                     .get();
             }
         }
@@ -248,7 +301,11 @@ mod tests {
             app.clone().oneshot(get("/healthz")).await.unwrap().status(),
             StatusCode::OK
         );
-        state.metrics.event("message", "written");
+        state
+            .metrics
+            .event(KindLabel(Some(EventKind::Message)), Outcome::Written);
+        state.metrics.event(KindLabel(None), Outcome::DeadLettered);
+        state.metrics.retry(RetryReason::Sink);
         let response = app.oneshot(get("/metrics")).await.unwrap();
         let body = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
@@ -256,6 +313,21 @@ mod tests {
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(
             text.contains("wapipe_worker_events_total{kind=\"message\",outcome=\"written\"} 1"),
+            "{text}"
+        );
+        // The typed labels are written as the strings dashboards and alerts name.
+        assert!(
+            text.contains(
+                "wapipe_worker_events_total{kind=\"unknown\",outcome=\"dead_lettered\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("wapipe_worker_retries_total{reason=\"sink\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wapipe_worker_retries_total{reason=\"event\"} 0"),
             "{text}"
         );
     }

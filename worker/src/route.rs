@@ -184,12 +184,10 @@ impl Event {
 }
 
 /// The kind a record claims in its header, for metrics before it is parsed.
-pub fn claimed_kind(incoming: &Incoming) -> &'static str {
+pub fn claimed_kind(incoming: &Incoming) -> Option<EventKind> {
     incoming
         .header(HEADER_KIND)
         .and_then(|k| k.parse::<EventKind>().ok())
-        .map(EventKind::as_str)
-        .unwrap_or("unknown")
 }
 
 /// Routes one record. Content wins over headers where they disagree.

@@ -26,7 +26,7 @@ use wapipe_core::record::{
 };
 
 use crate::error::{Error, Fault, Result};
-use crate::observe::{Health, Metrics};
+use crate::observe::{Health, KindLabel, Metrics, Outcome, RetryReason};
 use crate::route::{claimed_kind, route, Incoming};
 use crate::schedule::{KeyQueues, PartitionProgress};
 use crate::sink::SharedSink;
@@ -640,7 +640,7 @@ async fn process(shared: &Shared, job: &Job, cancel: &CancellationToken) -> bool
                     // Handed over, or shutting down, past the drain timeout: drop the write.
                     _ = cancel.cancelled() => return false,
                     written = write => match written {
-                        Ok(result) => result.map(|()| event.kind),
+                        Ok(result) => result.map(|()| event.event_kind()),
                         Err(_) => Err(Error::SinkUnavailable {
                             sink: shared.sink.name(),
                             reason: format!("no answer within {:?}", settings.sink_timeout),
@@ -653,7 +653,9 @@ async fn process(shared: &Shared, job: &Job, cancel: &CancellationToken) -> bool
         let wait = match result {
             Ok(kind) => {
                 shared.health.set_sink_available(true);
-                shared.metrics.event(kind, "written");
+                shared
+                    .metrics
+                    .event(KindLabel(Some(kind)), Outcome::Written);
                 observe_latency(shared, incoming, started);
                 return true;
             }
@@ -672,18 +674,18 @@ async fn process(shared: &Shared, job: &Job, cancel: &CancellationToken) -> bool
                     shared.metrics.dead_letters.inc();
                     shared
                         .metrics
-                        .event(claimed_kind(incoming), "dead_lettered");
+                        .event(KindLabel(claimed_kind(incoming)), Outcome::DeadLettered);
                     observe_latency(shared, incoming, started);
                     return true;
                 }
                 tracing::info!(%error, attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "event failed; retrying");
-                shared.metrics.retry("event");
+                shared.metrics.retry(RetryReason::Event);
                 backoff(settings.retry_backoff, settings.max_backoff, attempts)
             }
             Err(error) => {
                 sink_failures += 1;
                 shared.health.set_sink_available(false);
-                shared.metrics.retry("sink");
+                shared.metrics.retry(RetryReason::Sink);
                 tracing::warn!(%error, sink_failures, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "sink unavailable; waiting");
                 backoff(settings.retry_backoff, settings.max_backoff, sink_failures)
             }
@@ -775,7 +777,7 @@ async fn dead_letter(
             Ok(_) => return true,
             Err((error, _)) => {
                 failures += 1;
-                shared.metrics.retry("sink");
+                shared.metrics.retry(RetryReason::Sink);
                 let error = Error::ProduceDeadLetter {
                     topic: shared.settings.dead_letter_topic.clone(),
                     source: error,
