@@ -92,10 +92,27 @@ pub enum Fault {
 }
 
 impl Error {
+    /// Every variant is listed, with no default: a new error must be placed on purpose, since
+    /// one counted as infrastructure by mistake would retry an event forever instead of
+    /// dead-lettering it.
     pub fn fault(&self) -> Fault {
         match self {
             Error::ParseEvent(_) | Error::SinkRejected { .. } => Fault::Event,
-            _ => Fault::Infrastructure,
+            Error::SinkUnavailable { .. }
+            | Error::ProduceDeadLetter { .. }
+            | Error::Produce { .. }
+            | Error::Kafka(_)
+            | Error::KafkaConfig(_)
+            | Error::ConnectDatabase { .. }
+            | Error::ReadDatabaseCa { .. }
+            | Error::MigrateDatabase(_)
+            | Error::ReadDatabaseUrl { .. }
+            | Error::TopicMissing(_)
+            | Error::ReadStalled { .. }
+            | Error::Config(_)
+            | Error::CheckGroup { .. }
+            | Error::GroupActive { .. }
+            | Error::Serve { .. } => Fault::Infrastructure,
         }
     }
 }
@@ -113,4 +130,28 @@ pub fn describe_postgres_error(error: &tokio_postgres::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_events_own_failures_lead_to_a_dead_letter() {
+        let rejected = Error::SinkRejected {
+            sink: "postgres",
+            reason: "22P02".into(),
+        };
+        let unavailable = Error::SinkUnavailable {
+            sink: "postgres",
+            reason: "connection refused".into(),
+        };
+        assert_eq!(Error::ParseEvent("not JSON".into()).fault(), Fault::Event);
+        assert_eq!(rejected.fault(), Fault::Event);
+        assert_eq!(unavailable.fault(), Fault::Infrastructure);
+        assert_eq!(
+            Error::Config("no sink".into()).fault(),
+            Fault::Infrastructure
+        );
+    }
 }
