@@ -1,0 +1,315 @@
+//! The consumer loop. Records are taken off the raw topic in batches, queued per (partition,
+//! key) and run by one runner per busy key, at most `concurrency` at a time (`process`). An
+//! offset is stored for commit only once every earlier offset of its partition is finished
+//! (`offsets`). On revocation the worker waits for the revoked partitions' running events,
+//! commits, and drops the rest for the new owner (`rebalance`); on shutdown it drains and
+//! commits. An event that keeps failing goes to the dead-letter topic (`dead_letter`).
+
+mod dead_letter;
+mod offsets;
+mod process;
+mod rebalance;
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use wapipe_core::kafka::KafkaArgs;
+
+use crate::error::Result;
+use crate::observe::{Health, Metrics};
+use crate::route::Incoming;
+use crate::sink::SharedSink;
+
+pub use self::dead_letter::dead_letter_headers;
+pub use self::offsets::is_nothing_to_commit;
+use self::offsets::{commit, Job, PartitionSlot, State};
+use self::process::run_key;
+use self::rebalance::WorkerContext;
+
+/// What the consumer loop needs, independent of how it was configured.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub kafka: KafkaArgs,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub group: String,
+    pub max_attempts: u32,
+    pub concurrency: usize,
+    pub max_buffered: usize,
+    pub retry_backoff: Duration,
+    pub max_backoff: Duration,
+    pub drain_timeout: Duration,
+    /// Longest a single sink write may take before it counts as the sink being unavailable.
+    pub sink_timeout: Duration,
+    /// Static group membership (`group.instance.id`): a restarted replica with the same id
+    /// takes its partitions back without waiting for its old session to expire.
+    pub group_instance_id: Option<String>,
+}
+
+impl WorkerSettings {
+    pub fn new(kafka: KafkaArgs, topic: &str, dead_letter_topic: &str, group: &str) -> Self {
+        WorkerSettings {
+            kafka,
+            topic: topic.into(),
+            dead_letter_topic: dead_letter_topic.into(),
+            group: group.into(),
+            max_attempts: 3,
+            concurrency: 16,
+            max_buffered: 2000,
+            retry_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(20),
+            sink_timeout: Duration::from_secs(60),
+            group_instance_id: None,
+        }
+    }
+}
+
+/// How long the buffer may stay full, with no record taken, before fetching is paused.
+const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(2);
+
+/// Most records taken off the consumer's queue at once (those already there, never waiting).
+const MAX_BATCH: usize = 256;
+
+/// Longest an offset waits to be stored while no record arrives (the auto-commit runs every
+/// second, so this adds little to what a crash redoes).
+const STORE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the consumer loop, the runners and the rebalance callback share.
+struct Shared {
+    settings: WorkerSettings,
+    state: Mutex<State>,
+    /// Signalled whenever an event finishes, for revocation and shutdown to wait on.
+    finished: Condvar,
+    space: Notify,
+    permits: Semaphore,
+    epochs: AtomicU64,
+    /// Set when a partition's offset moved; the consumer loop stores them all at once.
+    unstored: AtomicBool,
+    sink: SharedSink,
+    producer: FutureProducer,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// Fired when the drain timeout passed: running events give up without finishing.
+    abandon: CancellationToken,
+}
+
+/// A running worker's handles, for callers that embed it (tests, local mode).
+pub struct Worker {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl Worker {
+    pub fn new() -> Worker {
+        Worker {
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+        }
+    }
+
+    /// Consumes until `shutdown` fires, then drains in-flight events and commits.
+    pub async fn run(
+        &self,
+        settings: WorkerSettings,
+        sink: SharedSink,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        let producer: FutureProducer = settings
+            .kafka
+            .client_config()?
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .set("message.max.bytes", wapipe_core::COPY_MAX_RECORD_BYTES)
+            .create()?;
+        let shared = Arc::new(Shared {
+            permits: Semaphore::new(settings.concurrency.max(1)),
+            settings: settings.clone(),
+            state: Mutex::new(State::default()),
+            finished: Condvar::new(),
+            space: Notify::new(),
+            epochs: AtomicU64::new(0),
+            unstored: AtomicBool::new(false),
+            sink,
+            producer,
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            abandon: CancellationToken::new(),
+        });
+        let mut config = settings.kafka.client_config()?;
+        config
+            .set("group.id", &settings.group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000");
+        if let Some(instance) = &settings.group_instance_id {
+            config.set("group.instance.id", instance);
+        }
+        // Raw librdkafka settings win over the worker's defaults.
+        for (key, value) in &settings.kafka.options {
+            config.set(key, value);
+        }
+        let consumer: StreamConsumer<WorkerContext> =
+            config.create_with_context(WorkerContext {
+                shared: shared.clone(),
+            })?;
+        let consumer = Arc::new(consumer);
+        consumer.subscribe(&[&settings.topic])?;
+        self.health.set_consuming(true);
+        self.health.set_sink_available(true);
+        tracing::info!(topic = %settings.topic, group = %settings.group, "consuming");
+
+        let mut full_since: Option<tokio::time::Instant> = None;
+        let mut store_tick = tokio::time::interval(STORE_INTERVAL);
+        store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            shared.store_moved(consumer.as_ref());
+            // A full buffer first only stops taking records: librdkafka's own prefetch (bounded by
+            // queued.max.messages.kbytes) waits, and a fast sink drains the buffer within
+            // milliseconds. Pausing purges that prefetch and costs a fetch round trip to undo, so
+            // a pause (which keeps the consumer polling, and so in the group, through a long
+            // sink outage) comes only once the buffer has stayed full for HOLD_BEFORE_PAUSE.
+            // Fetching resumes at half the limit.
+            let now = tokio::time::Instant::now();
+            let (buffered, was_paused) = {
+                let state = shared.lock();
+                (state.buffered, state.paused)
+            };
+            let full = buffered >= settings.max_buffered;
+            match (full, full_since) {
+                (false, _) => full_since = None,
+                (true, None) => full_since = Some(now),
+                (true, Some(_)) => {}
+            }
+            let pause_now = !was_paused
+                && full_since.is_some_and(|since| now.duration_since(since) >= HOLD_BEFORE_PAUSE);
+            let resume_now = was_paused && buffered <= settings.max_buffered / 2;
+            if pause_now || resume_now {
+                shared.lock().paused = pause_now;
+                // The whole current assignment; a partition assigned from here on gets the
+                // same state in the rebalance callback.
+                if let Ok(assignment) = consumer.assignment() {
+                    let result = if pause_now {
+                        consumer.pause(&assignment)
+                    } else {
+                        consumer.resume(&assignment)
+                    };
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "pausing or resuming fetches failed");
+                    }
+                }
+                self.metrics.fetch_paused.set(i64::from(pause_now));
+            }
+            let paused = (was_paused && !resume_now) || pause_now;
+            // Full but not paused yet: take no record until space frees or the hold is over.
+            let holding = full && !paused;
+            let hold_over = full_since.map_or(now, |since| since + HOLD_BEFORE_PAUSE);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = shared.space.notified(), if paused || holding => {}
+                _ = tokio::time::sleep_until(hold_over), if holding => {}
+                _ = store_tick.tick() => {}
+                received = consumer.recv(), if !holding => match received {
+                    Ok(message) => {
+                        // The records already waiting in the queue come along, as many as the
+                        // buffer has room for, so the bookkeeping is done once per batch.
+                        let room = settings.max_buffered.saturating_sub(buffered).clamp(1, MAX_BATCH);
+                        let mut batch = Vec::with_capacity(room.min(16));
+                        batch.push(Incoming::from_message(&message));
+                        drop(message);
+                        while batch.len() < room {
+                            match consumer.recv().now_or_never() {
+                                Some(Ok(message)) => batch.push(Incoming::from_message(&message)),
+                                Some(Err(error)) => {
+                                    tracing::warn!(%error, "receiving from Kafka failed");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        dispatch(&shared, batch);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "receiving from Kafka failed");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        }
+
+        tracing::info!("shutting down: draining in-flight events");
+        self.health.set_consuming(false);
+        let deadline = tokio::time::Instant::now() + settings.drain_timeout;
+        loop {
+            if shared.lock().buffered == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = shared.space.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!("drain timeout: unfinished events are left for the next owner");
+                    shared.abandon.cancel();
+                    break;
+                }
+            }
+        }
+        let offsets = shared.release(None);
+        let consumer_for_close = consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            commit(consumer_for_close.as_ref(), &offsets);
+            consumer_for_close.unsubscribe();
+        })
+        .await
+        .ok();
+        shared.metrics.assigned_partitions.set(0);
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker::new()
+    }
+}
+
+/// Queues a batch of records under one lock and starts a runner for each key that was idle.
+fn dispatch(shared: &Arc<Shared>, batch: Vec<Incoming>) {
+    let mut idle_keys = Vec::new();
+    {
+        let mut state = shared.lock();
+        let state = &mut *state;
+        for incoming in batch {
+            let partition = incoming.partition;
+            let slot = state.partitions.entry(partition).or_insert_with(|| {
+                // A record before its assignment callback: adopt the partition.
+                PartitionSlot::new(shared.next_epoch(), &shared.abandon)
+            });
+            slot.progress.begin(incoming.offset);
+            let job = Job {
+                epoch: slot.epoch,
+                incoming,
+            };
+            state.buffered += 1;
+            let key = (partition, job.incoming.key.clone());
+            if state.queues.push(key.clone(), job) {
+                idle_keys.push(key);
+            }
+        }
+        shared.metrics.buffered_events.set(state.buffered as i64);
+    }
+    for key in idle_keys {
+        tokio::spawn(run_key(shared.clone(), key));
+    }
+}

@@ -1,0 +1,155 @@
+//! Offset bookkeeping: which ownership (epoch) of a partition an event belongs to, which of its
+//! offsets are still running, what may be stored for the auto-commit (never past an unfinished
+//! event) and what is committed when partitions are handed over or the worker stops.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::MutexGuard;
+
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::route::Incoming;
+use crate::schedule::{KeyQueues, PartitionProgress};
+
+/// Events are queued per (partition, key): one user's events in one partition run in order.
+pub(super) type QueueKey = (i32, Option<Vec<u8>>);
+
+/// One record waiting for its key's runner, tagged with the ownership it was received under.
+pub(super) struct Job {
+    pub(super) incoming: Incoming,
+    pub(super) epoch: u64,
+}
+
+/// One ownership of an assigned partition: its epoch, its offsets in flight, and its hand-over
+/// state.
+pub(super) struct PartitionSlot {
+    pub(super) epoch: u64,
+    pub(super) progress: PartitionProgress,
+    pub(super) executing: usize,
+    pub(super) revoking: bool,
+    /// The next offset to store for the auto-commit, when it moved since the last store.
+    pub(super) unstored: Option<i64>,
+    /// Cancelled when the partition is handed over with writes still running after the drain
+    /// timeout: they are abandoned (their futures dropped) before the new owner starts. A child
+    /// of the worker's `abandon` token, so shutdown cancels it too.
+    pub(super) cancel: CancellationToken,
+}
+
+impl PartitionSlot {
+    pub(super) fn new(epoch: u64, abandon: &CancellationToken) -> PartitionSlot {
+        PartitionSlot {
+            epoch,
+            progress: PartitionProgress::default(),
+            executing: 0,
+            revoking: false,
+            unstored: None,
+            cancel: abandon.child_token(),
+        }
+    }
+}
+
+/// What the consumer loop, the runners and the rebalance callback share, under one lock.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) queues: KeyQueues<QueueKey, Job>,
+    pub(super) partitions: HashMap<i32, PartitionSlot>,
+    pub(super) buffered: usize,
+    /// Whether fetching is paused because the buffer is full. Every partition this worker is
+    /// assigned follows it, including one assigned while paused: librdkafka keeps an
+    /// application's pause on a partition across revoke and re-assign, so the worker sets each
+    /// newly assigned partition's state itself.
+    pub(super) paused: bool,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counters, not invariants, behind.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn owns(&self, partition: i32, epoch: u64) -> bool {
+        self.lock()
+            .partitions
+            .get(&partition)
+            .is_some_and(|slot| slot.epoch == epoch && !slot.revoking)
+    }
+
+    pub(super) fn next_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Stores, in one call, the offsets that moved since the last store. Called from the
+    /// consumer loop only, so never while a rebalance callback runs.
+    pub(super) fn store_moved<C: Consumer<X>, X: ConsumerContext>(&self, consumer: &C) {
+        if !self.unstored.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (partition, slot) in self.lock().partitions.iter_mut() {
+            if let Some(offset) = slot.unstored.take() {
+                let _ = tpl.add_partition_offset(
+                    &self.settings.topic,
+                    *partition,
+                    Offset::Offset(offset),
+                );
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(error) = consumer.store_offsets(&tpl) {
+                tracing::debug!(%error, "storing offsets failed");
+            }
+        }
+    }
+
+    /// Offsets to commit for `partitions` (all when `None`), and forgets those partitions.
+    pub(super) fn release(&self, partitions: Option<&[i32]>) -> TopicPartitionList {
+        let mut state = self.lock();
+        let mut tpl = TopicPartitionList::new();
+        let chosen: Vec<i32> = match partitions {
+            Some(list) => list.to_vec(),
+            None => state.partitions.keys().copied().collect(),
+        };
+        for partition in chosen {
+            if let Some(slot) = state.partitions.remove(&partition) {
+                if let Some(offset) = slot.progress.safe_offset() {
+                    let _ = tpl.add_partition_offset(
+                        &self.settings.topic,
+                        partition,
+                        Offset::Offset(offset),
+                    );
+                }
+            }
+        }
+        tpl
+    }
+}
+
+pub(super) fn commit<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    offsets: &TopicPartitionList,
+) {
+    if offsets.count() == 0 {
+        return;
+    }
+    // Stored offsets equal to the commit, so librdkafka's own commit on close changes nothing.
+    if let Err(error) = consumer.store_offsets(offsets) {
+        tracing::debug!(%error, "storing final offsets failed");
+    }
+    if let Err(error) = consumer.commit(offsets, CommitMode::Sync) {
+        tracing::warn!(%error, "committing offsets failed; the next owner redoes those events");
+    }
+}
+
+/// True for the error `commit` returns when there was nothing to commit.
+pub fn is_nothing_to_commit(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)
+    )
+}
