@@ -93,25 +93,31 @@ pub struct Event {
     pub raw: RawJson,
 }
 
-/// A record's JSON text as it came, checked to be JSON but not parsed into a tree (building and
-/// dropping a tree per event cost more than the rest of routing); sinks store the text.
-#[derive(Debug, Clone, Serialize)]
-#[serde(transparent)]
-pub struct RawJson(Box<RawValue>);
+/// A record's JSON text as it came. Routing's typed parse of the whole record has checked it
+/// to be JSON; it is not built into a tree (building and dropping one per event cost more than
+/// the rest of routing), and only sinks that store it read it as a [`RawValue`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawJson(Box<str>);
 
 impl RawJson {
     pub fn get(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
-    pub fn as_raw_value(&self) -> &RawValue {
-        &self.0
+    /// The text as a [`RawValue`], for serializers and the jsonb binding.
+    pub fn to_raw_value(&self) -> serde_json::Result<Box<RawValue>> {
+        RawValue::from_string(self.0.to_string())
     }
 }
 
-impl PartialEq for RawJson {
-    fn eq(&self, other: &Self) -> bool {
-        self.get() == other.get()
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.to_raw_value()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
     }
 }
 
@@ -201,16 +207,13 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         .payload
         .as_deref()
         .ok_or_else(|| Error::ParseEvent("the record has no value".into()))?;
-    let not_json =
-        |e: &dyn std::fmt::Display| Error::ParseEvent(format!("the value is not JSON: {e}"));
     let text = std::str::from_utf8(payload).map_err(|e| not_json(&e))?;
-    // Checked to be JSON, not built into a tree: sinks store the text, routing reads typed fields.
-    let raw: &RawValue = serde_json::from_str(text).map_err(|e| not_json(&e))?;
+    // Read once, into typed fields: that parse checks the whole text is JSON (see RawJson).
     let provider = match incoming.header(HEADER_PROVIDER) {
         Some(p) => p
             .parse::<Provider>()
             .map_err(|e| Error::ParseEvent(e.to_string()))?,
-        None => match EnvelopeKeys::of(raw) {
+        None => match EnvelopeKeys::of(text)? {
             EnvelopeKeys {
                 object: Present(true),
                 ..
@@ -250,8 +253,23 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         offset: incoming.offset,
         received_at_ms: incoming.received_at_ms(),
         body,
-        raw: RawJson(raw.to_owned()),
+        raw: RawJson(text.trim_matches(JSON_WHITESPACE).into()),
     })
+}
+
+/// What JSON allows around a value.
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+fn not_json(error: &dyn std::fmt::Display) -> Error {
+    Error::ParseEvent(format!("the value is not JSON: {error}"))
+}
+
+/// A typed parse's failure: the text is not JSON at all, or not the shape `what` names.
+fn shape_error(what: &str, error: serde_json::Error) -> Error {
+    match error.classify() {
+        serde_json::error::Category::Data => Error::ParseEvent(format!("{what}: {error}")),
+        _ => not_json(&error),
+    }
 }
 
 /// Which of the two providers' top-level keys a JSON object has (with any value, even null).
@@ -273,12 +291,13 @@ impl<'de> Deserialize<'de> for Present {
 }
 
 impl EnvelopeKeys {
-    fn of(raw: &RawValue) -> EnvelopeKeys {
+    fn of(text: &str) -> Result<EnvelopeKeys> {
+        serde_json::from_str::<&RawValue>(text).map_err(|e| not_json(&e))?;
         // Only an object has keys (a derived struct would also read an array by position).
-        if !raw.get().starts_with('{') {
-            return EnvelopeKeys::default();
+        if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+            return Ok(EnvelopeKeys::default());
         }
-        serde_json::from_str(raw.get()).unwrap_or_default()
+        Ok(serde_json::from_str(text).unwrap_or_default())
     }
 }
 
@@ -348,8 +367,8 @@ fn content_id(provider: Provider, payload: &[u8]) -> String {
 /// Reads the typed fields from the record's bytes (no copy of the parsed tree): the value of
 /// the change is kept as text until its field says how to read it.
 fn route_meta(payload: &[u8]) -> Result<EventBody> {
-    let envelope: MetaEnvelope = serde_json::from_slice(payload)
-        .map_err(|e| Error::ParseEvent(format!("not a Meta envelope: {e}")))?;
+    let envelope: MetaEnvelope =
+        serde_json::from_slice(payload).map_err(|e| shape_error("not a Meta envelope", e))?;
     let change = envelope
         .entry
         .into_iter()
@@ -413,8 +432,8 @@ fn route_meta(payload: &[u8]) -> Result<EventBody> {
 }
 
 fn route_wasender(text: &str) -> Result<EventBody> {
-    let envelope: WasenderEnvelope = serde_json::from_str(text)
-        .map_err(|e| Error::ParseEvent(format!("not a WASender envelope: {e}")))?;
+    let envelope: WasenderEnvelope =
+        serde_json::from_str(text).map_err(|e| shape_error("not a WASender envelope", e))?;
     let kind = EventKind::of_wasender_event(&envelope.event);
     if kind == EventKind::Status {
         if let Some(status) = wasender_status_event(&envelope) {
@@ -757,6 +776,26 @@ mod tests {
         };
         assert_eq!(m.from.as_deref(), Some("15550001"));
         assert_eq!(m.message_type, "conversation");
+    }
+
+    #[test]
+    fn the_raw_event_is_the_records_text_and_must_be_json_to_the_end() {
+        let text = r#" {"object": "whatsapp_business_account", "entry": [{"id": "w", "changes": [{"field": "messages", "value": {"messages": [{"id": "wamid.r", "type": "text"}]}}]}]}"#;
+        let mut record = incoming("message", "meta", json!({}));
+        record.payload = Some(format!("{text}\n").into_bytes());
+        let event = route(&record).unwrap();
+        assert_eq!(event.raw.get(), text.trim());
+        assert_eq!(
+            serde_json::to_value(&event).unwrap()["raw"]["entry"][0]["id"],
+            "w"
+        );
+        record.payload = Some(format!("{text} trailing").into_bytes());
+        let error = route(&record).unwrap_err().to_string();
+        assert!(error.contains("not JSON"), "{error}");
+        // Well-formed JSON of the wrong shape says so, rather than "not JSON".
+        record.payload = Some(br#"{"entry": 5}"#.to_vec());
+        let error = route(&record).unwrap_err().to_string();
+        assert!(error.contains("not a Meta envelope"), "{error}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 use tokio_postgres::types::Json;
@@ -285,6 +286,10 @@ impl Sink for PostgresSink {
             answered: false,
         };
         let received_at = event.received_at_ms;
+        let raw = event.raw.to_raw_value().map_err(|e| Error::SinkRejected {
+            sink: SINK,
+            reason: format!("the raw event is not JSON: {e}"),
+        })?;
         let result = match &event.body {
             EventBody::Message(m) => {
                 c.client
@@ -303,7 +308,7 @@ impl Sink for PostgresSink {
                             &m.contact_name,
                             &m.sent_at,
                             &received_at,
-                            &Json(event.raw.as_raw_value()),
+                            &Json(&raw),
                         ],
                     )
                     .await
@@ -325,14 +330,16 @@ impl Sink for PostgresSink {
                             &s.status_at,
                             &errors,
                             &received_at,
-                            &Json(event.raw.as_raw_value()),
+                            &Json(&raw),
                         ],
                     )
                     .await
             }
-            EventBody::Error(e) => insert_event(&c, event, None, e.code, e.title.as_deref()).await,
+            EventBody::Error(e) => {
+                insert_event(&c, event, &raw, None, e.code, e.title.as_deref()).await
+            }
             EventBody::Field(f) => {
-                insert_event(&c, event, Some(f.field.as_str()), None, None).await
+                insert_event(&c, event, &raw, Some(f.field.as_str()), None, None).await
             }
         };
         in_flight.answered = !result.as_ref().is_err_and(breaks_connection);
@@ -345,6 +352,7 @@ impl Sink for PostgresSink {
 async fn insert_event(
     c: &Connection,
     event: &Event,
+    raw: &RawValue,
     field: Option<&str>,
     code: Option<i64>,
     title: Option<&str>,
@@ -361,7 +369,7 @@ async fn insert_event(
                 &code,
                 &title,
                 &event.received_at_ms,
-                &Json(event.raw.as_raw_value()),
+                &Json(&raw),
             ],
         )
         .await
