@@ -10,7 +10,7 @@ mod offsets;
 mod process;
 mod rebalance;
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use crate::sink::SharedSink;
 
 pub use self::dead_letter::dead_letter_headers;
 pub use self::offsets::is_nothing_to_commit;
-use self::offsets::{commit, Job, PartitionSlot, State};
+use self::offsets::{commit, ownership, Job, Ownership, PartitionSlot, State};
 use self::process::run_key;
 use self::rebalance::WorkerContext;
 
@@ -90,6 +90,9 @@ struct Shared {
     space: Notify,
     permits: Semaphore,
     epochs: AtomicU64,
+    /// Rebalance callbacks run so far (revocations and assignments), to tell whose a record of
+    /// a batch is when a rebalance ran while the batch was being taken.
+    rebalances: AtomicU64,
     /// Set when a partition's offset moved; the consumer loop stores them all at once.
     unstored: AtomicBool,
     sink: SharedSink,
@@ -136,6 +139,7 @@ impl Worker {
             finished: Condvar::new(),
             space: Notify::new(),
             epochs: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
             unstored: AtomicBool::new(false),
             sink,
             producer,
@@ -224,12 +228,22 @@ impl Worker {
                         // The records already waiting in the queue come along, as many as the
                         // buffer has room for, so the bookkeeping is done once per batch.
                         let room = settings.max_buffered.saturating_sub(buffered).clamp(1, MAX_BATCH);
+                        let mut received_at = shared.rebalances.load(Ordering::Acquire);
                         let mut batch = Vec::with_capacity(room.min(16));
                         batch.push(Incoming::from_message(&message));
                         drop(message);
                         while batch.len() < room {
                             match consumer.recv().now_or_never() {
-                                Some(Ok(message)) => batch.push(Incoming::from_message(&message)),
+                                Some(Ok(message)) => {
+                                    // A rebalance ran inside this receive: what came before it
+                                    // is queued as owned before it, this record after it.
+                                    let now = shared.rebalances.load(Ordering::Acquire);
+                                    if now != received_at {
+                                        dispatch(&shared, std::mem::take(&mut batch), received_at);
+                                        received_at = now;
+                                    }
+                                    batch.push(Incoming::from_message(&message));
+                                }
                                 Some(Err(error)) => {
                                     tracing::warn!(%error, "receiving from Kafka failed");
                                     break;
@@ -237,7 +251,7 @@ impl Worker {
                                 None => break,
                             }
                         }
-                        dispatch(&shared, batch);
+                        dispatch(&shared, batch, received_at);
                     }
                     Err(error) => {
                         tracing::warn!(%error, "receiving from Kafka failed");
@@ -284,18 +298,27 @@ impl Default for Worker {
     }
 }
 
-/// Queues a batch of records under one lock and starts a runner for each key that was idle.
-fn dispatch(shared: &Arc<Shared>, batch: Vec<Incoming>) {
+/// Queues a batch of records, taken after `received_at` rebalances, under one lock and starts a
+/// runner for each key that was idle.
+fn dispatch(shared: &Arc<Shared>, batch: Vec<Incoming>, received_at: u64) {
     let mut idle_keys = Vec::new();
     {
         let mut state = shared.lock();
         let state = &mut *state;
+        let now = shared.rebalances.load(Ordering::Acquire);
         for incoming in batch {
             let partition = incoming.partition;
-            let slot = state.partitions.entry(partition).or_insert_with(|| {
-                // A record before its assignment callback: adopt the partition.
-                PartitionSlot::new(shared.next_epoch(), &shared.abandon)
-            });
+            let since = state.partitions.get(&partition).map(|slot| slot.since);
+            let slot = match ownership(since, received_at, now) {
+                Ownership::Held => state.partitions.get_mut(&partition),
+                Ownership::Adopt => Some(state.partitions.entry(partition).or_insert(
+                    PartitionSlot::new(shared.next_epoch(), now, &shared.abandon),
+                )),
+                Ownership::Lost => None,
+            };
+            let Some(slot) = slot else {
+                continue;
+            };
             slot.progress.begin(incoming.offset);
             let job = Job {
                 epoch: slot.epoch,

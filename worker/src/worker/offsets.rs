@@ -28,6 +28,8 @@ pub(super) struct Job {
 /// state.
 pub(super) struct PartitionSlot {
     pub(super) epoch: u64,
+    /// How many rebalances had run when this ownership began (see [`ownership`]).
+    pub(super) since: u64,
     pub(super) progress: PartitionProgress,
     pub(super) executing: usize,
     pub(super) revoking: bool,
@@ -40,15 +42,41 @@ pub(super) struct PartitionSlot {
 }
 
 impl PartitionSlot {
-    pub(super) fn new(epoch: u64, abandon: &CancellationToken) -> PartitionSlot {
+    pub(super) fn new(epoch: u64, since: u64, abandon: &CancellationToken) -> PartitionSlot {
         PartitionSlot {
             epoch,
+            since,
             progress: PartitionProgress::default(),
             executing: 0,
             revoking: false,
             unstored: None,
             cancel: abandon.child_token(),
         }
+    }
+}
+
+/// Whose a record taken off the consumer is by the time it is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ownership {
+    /// Its partition is held as it was when the record arrived.
+    Held,
+    /// Its partition has no slot yet and no rebalance ran since: a record before its assignment
+    /// callback; the partition is adopted.
+    Adopt,
+    /// A rebalance since it arrived revoked its partition (and maybe assigned it again): it is
+    /// dropped unbegun, so the commit never covers it and it is read again from there.
+    Lost,
+}
+
+/// Whose a record is that arrived after `received_at` rebalances, when `now` have run and its
+/// partition's slot (if any) began after `slot_since`. A batch is taken off the consumer before
+/// it is queued, and a rebalance can run inside the receive of a later record of it.
+pub(super) fn ownership(slot_since: Option<u64>, received_at: u64, now: u64) -> Ownership {
+    match slot_since {
+        Some(since) if since <= received_at => Ownership::Held,
+        Some(_) => Ownership::Lost,
+        None if now == received_at => Ownership::Adopt,
+        None => Ownership::Lost,
     }
 }
 
@@ -152,4 +180,22 @@ pub fn is_nothing_to_commit(error: &KafkaError) -> bool {
         error,
         KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_queued_after_a_rebalance_is_only_kept_by_the_ownership_it_arrived_in() {
+        // Held since before it arrived, no rebalance in between or one that kept the partition.
+        assert_eq!(ownership(Some(3), 3, 3), Ownership::Held);
+        assert_eq!(ownership(Some(3), 4, 5), Ownership::Held);
+        // Revoked since, not assigned again: its commit did not cover this record.
+        assert_eq!(ownership(None, 4, 5), Ownership::Lost);
+        // Revoked and assigned again: the new ownership reads it again from the commit.
+        assert_eq!(ownership(Some(5), 4, 5), Ownership::Lost);
+        // No slot and no rebalance since it arrived: before its assignment callback.
+        assert_eq!(ownership(None, 4, 4), Ownership::Adopt);
+    }
 }

@@ -2,6 +2,7 @@
 //! fresh epoch; a revoked partition is handed over only after its running writes finished (or
 //! were abandoned past the drain timeout and stopped), with its finished offsets committed.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ impl ConsumerContext for WorkerContext {
             return;
         };
         let shared = &self.shared;
+        shared.rebalances.fetch_add(1, Ordering::AcqRel);
         let revoked: Vec<i32> = tpl
             .elements_for_topic(&shared.settings.topic)
             .iter()
@@ -98,6 +100,7 @@ impl ConsumerContext for WorkerContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let shared = &self.shared;
+                let since = shared.rebalances.fetch_add(1, Ordering::AcqRel) + 1;
                 let mut state = shared.lock();
                 // A partition comes in as this worker fetches now: paused while the buffer is
                 // full, flowing otherwise, whatever pause it carried from an earlier ownership.
@@ -118,7 +121,7 @@ impl ConsumerContext for WorkerContext {
                     let epoch = shared.next_epoch();
                     state.partitions.insert(
                         element.partition(),
-                        PartitionSlot::new(epoch, &shared.abandon),
+                        PartitionSlot::new(epoch, since, &shared.abandon),
                     );
                     added += 1;
                 }
