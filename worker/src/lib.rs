@@ -14,9 +14,9 @@ pub mod sink;
 pub mod worker;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
+use wapipe_core::time::now_ms;
 
 pub use config::Cli;
 pub use error::{Error, Result};
@@ -24,13 +24,6 @@ pub use worker::{Worker, WorkerSettings};
 
 use config::{Command, DlqCommand, RunArgs};
 use sink::{HttpSink, LogSink, PostgresOptions, PostgresSink, SharedSink, SinkKind, SqliteSink};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Builds the sink `args` chooses, connecting (and migrating) where it has to.
 pub async fn build_sink(args: &RunArgs) -> Result<SharedSink> {

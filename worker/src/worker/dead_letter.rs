@@ -7,12 +7,13 @@ use std::time::Duration;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use wapipe_core::record::{
-    HEADER_DLQ_ATTEMPTS, HEADER_DLQ_ERROR, HEADER_DLQ_FIRST_FAILURE_AT, HEADER_DLQ_LAST_FAILURE_AT,
-    HEADER_DLQ_SOURCE_OFFSET, HEADER_DLQ_SOURCE_PARTITION, HEADER_DLQ_SOURCE_TOPIC,
+    is_dead_letter_header, HEADER_DLQ_ATTEMPTS, HEADER_DLQ_ERROR, HEADER_DLQ_FIRST_FAILURE_AT,
+    HEADER_DLQ_LAST_FAILURE_AT, HEADER_DLQ_SOURCE_OFFSET, HEADER_DLQ_SOURCE_PARTITION,
+    HEADER_DLQ_SOURCE_TOPIC,
 };
+use wapipe_core::time::doubling_backoff;
 
 use super::offsets::Job;
-use super::process::backoff;
 use super::Shared;
 use crate::error::Error;
 use crate::observe::RetryReason;
@@ -28,7 +29,7 @@ pub fn dead_letter_headers(
 ) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
     for (key, value) in &incoming.headers {
-        if key.starts_with("wapipe-dlq-") {
+        if is_dead_letter_header(key) {
             continue;
         }
         headers = headers.insert(Header {
@@ -95,7 +96,7 @@ pub(super) async fn dead_letter(
                 tracing::warn!(%error, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "dead-letter produce failed; retrying");
             }
         }
-        let wait = backoff(
+        let wait = doubling_backoff(
             shared.settings.retry_backoff,
             shared.settings.max_backoff,
             failures,

@@ -4,9 +4,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use wapipe_core::time::{doubling_backoff, now_ms};
 
 use super::dead_letter::dead_letter;
 use super::offsets::{Job, QueueKey};
@@ -66,18 +67,6 @@ pub(super) async fn run_key(shared: Arc<Shared>, key: QueueKey) {
         shared.finished.notify_all();
         shared.space.notify_one();
     }
-}
-
-pub(super) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub(super) fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
-        .min(max)
 }
 
 /// Handles one event until it is written or dead-lettered (true), or given up because the
@@ -140,14 +129,14 @@ async fn process(shared: &Shared, job: &Job, cancel: &CancellationToken) -> bool
                 }
                 tracing::info!(%error, attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "event failed; retrying");
                 shared.metrics.retry(RetryReason::Event);
-                backoff(settings.retry_backoff, settings.max_backoff, attempts)
+                doubling_backoff(settings.retry_backoff, settings.max_backoff, attempts)
             }
             Err(error) => {
                 sink_failures += 1;
                 shared.health.set_sink_available(false);
                 shared.metrics.retry(RetryReason::Sink);
                 tracing::warn!(%error, sink_failures, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "sink unavailable; waiting");
-                backoff(settings.retry_backoff, settings.max_backoff, sink_failures)
+                doubling_backoff(settings.retry_backoff, settings.max_backoff, sink_failures)
             }
         };
         tokio::select! {
@@ -165,20 +154,5 @@ fn observe_latency(shared: &Shared, incoming: &Incoming, started: Instant) {
     if let Some(received_at) = incoming.received_at_ms() {
         let seconds = (now_ms() - received_at).max(0) as f64 / 1000.0;
         shared.metrics.end_to_end_seconds.observe(seconds);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_per_attempt_and_stops_at_the_cap() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        assert_eq!(backoff(base, max, 1), Duration::from_millis(100));
-        assert_eq!(backoff(base, max, 2), Duration::from_millis(200));
-        assert_eq!(backoff(base, max, 3), Duration::from_millis(400));
-        assert_eq!(backoff(base, max, 30), max);
     }
 }
