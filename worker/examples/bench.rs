@@ -17,18 +17,12 @@ use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 use wapipe_core::kafka::KafkaArgs;
 use wapipe_core::record::{HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER, HEADER_RECEIVED_AT};
+use wapipe_core::time::now_ms;
 use wapipe_worker::sink::{LogSink, PostgresSink, SharedSink, SqliteSink};
 use wapipe_worker::{Worker, WorkerSettings};
 
 /// Guard against a stalled broker: a stage taking longer than this fails the bench.
 const STAGE_LIMIT: Duration = Duration::from_secs(300);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 async fn produce_all(brokers: &str, topic: &str, events: usize) -> anyhow::Result<f64> {
     let producer: FutureProducer = ClientConfig::new()
