@@ -124,14 +124,10 @@ impl Worker {
         sink: SharedSink,
         shutdown: CancellationToken,
     ) -> Result<()> {
-        let producer: FutureProducer = settings
-            .kafka
-            .client_config()?
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
-            .set("message.max.bytes", wapipe_core::COPY_MAX_RECORD_BYTES)
-            .create()?;
+        // The dead-letter producer: the user's options win over its defaults.
+        let mut defaults = wapipe_core::kafka::COPY_PRODUCER_DEFAULTS.to_vec();
+        defaults.push(("message.timeout.ms", "30000"));
+        let producer: FutureProducer = settings.kafka.client_config_with(&defaults)?.create()?;
         let shared = Arc::new(Shared {
             permits: Semaphore::new(settings.concurrency.max(1)),
             settings: settings.clone(),
@@ -147,21 +143,21 @@ impl Worker {
             health: self.health.clone(),
             abandon: CancellationToken::new(),
         });
-        let mut config = settings.kafka.client_config()?;
+        // The group and how offsets are committed (stored by the worker once written, then
+        // committed in the background) are the worker's own; raw librdkafka options win over
+        // the rest of its defaults.
+        let mut config = settings.kafka.client_config_with(&[
+            ("auto.commit.interval.ms", "1000"),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", "10000"),
+        ])?;
         config
             .set("group.id", &settings.group)
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000");
+            .set("enable.partition.eof", "false");
         if let Some(instance) = &settings.group_instance_id {
             config.set("group.instance.id", instance);
-        }
-        // Raw librdkafka settings win over the worker's defaults.
-        for (key, value) in &settings.kafka.options {
-            config.set(key, value);
         }
         let consumer: StreamConsumer<WorkerContext> =
             config.create_with_context(WorkerContext {
