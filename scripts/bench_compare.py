@@ -247,6 +247,13 @@ def main() -> int:
     print()
     print("wapipe bench ingress (raw producer ceiling beside the ingress, same broker):")
     print(ceiling_out.strip())
+    awaited = re.search(r"(\d+) in flight, each awaited\s+([\d,.]+) records/s", ceiling_out)
+    if awaited:
+        raw_rate = float(awaited.group(2).replace(",", ""))
+        print(
+            f"wapipe-ingress under wrk ({args.connections} connections, so {args.connections} one-event POSTs in flight) "
+            f"÷ raw producer with {awaited.group(1)} records in flight: {ours['rps']:.0f} ÷ {raw_rate:.0f} = {ours['rps'] / raw_rate:.2f}"
+        )
     if worker_out:
         print()
         print("worker (one replica) beside the raw consumer ceiling:")
