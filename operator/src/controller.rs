@@ -31,6 +31,9 @@ use crate::error::{Error, Result};
 use crate::kafka::{config_drift, AdminError, KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
 use crate::metrics::{Metrics, PartitionLabels, PipelineLabels, ScalingLabels};
 use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
+#[cfg(doc)]
+use crate::secrets::SECRET_REFRESH;
+use crate::secrets::{SecretCache, SecretData};
 use crate::validate::{check_images, validate, ValidPipeline};
 
 /// What the scaler remembers about one pipeline between reconciles.
@@ -93,6 +96,12 @@ pub struct Context {
     /// [`CONFIG_RECHECK`], not on every poll.
     config_checked: Mutex<HashMap<(String, String), ConfigChecked>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Secret reads kept between reconciles (see [`crate::secrets`]).
+    secrets: SecretCache,
+    /// Pipeline uid → the generation its Secrets were last read for: a new one reads them again.
+    secrets_read_for: Mutex<HashMap<String, Option<i64>>>,
+    /// How long after its deletionTimestamp a pipeline's cleanup is given up.
+    cleanup_deadline: Duration,
 }
 
 impl Context {
@@ -118,7 +127,23 @@ impl Context {
             created_topics: Mutex::default(),
             config_checked: Mutex::default(),
             failures: Mutex::default(),
+            secrets: SecretCache::default(),
+            secrets_read_for: Mutex::default(),
+            cleanup_deadline: CLEANUP_DEADLINE,
         }
+    }
+
+    /// Reads Secrets again once a read is older than `refresh` ([`SECRET_REFRESH`] by default).
+    pub fn with_secret_refresh(mut self, refresh: Duration) -> Self {
+        self.secrets = SecretCache::new(refresh);
+        self
+    }
+
+    /// Gives up a cleanup `deadline` after the deletionTimestamp ([`CLEANUP_DEADLINE`] by
+    /// default).
+    pub fn with_cleanup_deadline(mut self, deadline: Duration) -> Self {
+        self.cleanup_deadline = deadline;
+        self
     }
 
     /// Restricts ingress and worker images to these prefixes (empty: any image).
@@ -215,6 +240,7 @@ pub async fn reconcile(
         match apply(&pipeline, &ctx).await {
             Ok(action) => action,
             Err(error) => {
+                forget_kafka_secrets_on_auth_error(&ctx, &pipeline, &error);
                 if let Err(status_error) = write_failure(&ctx, &pipeline, &error).await {
                     warn!(pipeline = %key(&pipeline), %status_error, "could not record the failure in the status");
                 }
@@ -284,47 +310,111 @@ async fn publish(
 }
 
 /// Reads one key of a Secret in `namespace`, needed for the status condition `condition`.
+/// A read is kept between reconciles (see [`crate::secrets`]); one missing the key is not.
 async fn read_secret(
-    client: &Client,
+    ctx: &Context,
     namespace: &str,
     secret: &SecretKeyRef,
     condition: &'static str,
 ) -> Result<String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let object = api
-        .get(&secret.name)
-        .await
-        .map_err(|source| Error::ReadSecret {
-            condition,
-            namespace: namespace.into(),
-            name: secret.name.clone(),
-            source,
-        })?;
-    object
-        .data
+    let now = Instant::now();
+    let data = match ctx.secrets.fresh(namespace, &secret.name, now) {
+        Some(data) => data,
+        None => {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let object = api
+                .get(&secret.name)
+                .await
+                .map_err(|source| Error::ReadSecret {
+                    condition,
+                    namespace: namespace.into(),
+                    name: secret.name.clone(),
+                    source,
+                })?;
+            let data: SecretData = object
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(key, value)| (key, value.0))
+                .collect();
+            ctx.secrets
+                .store(namespace, &secret.name, data.clone(), now);
+            data
+        }
+    };
+    match data.get(&secret.key) {
+        Some(value) => Ok(String::from_utf8_lossy(value).into_owned()),
+        None => {
+            // The key may be added at any moment: ask again next time.
+            ctx.secrets.forget(namespace, &secret.name);
+            Err(Error::SecretKeyMissing {
+                condition,
+                namespace: namespace.into(),
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+            })
+        }
+    }
+}
+
+/// The Secrets the operator's own Kafka connection is built from: SASL password and CA.
+fn kafka_secret_refs(kafka: &KafkaSpec) -> impl Iterator<Item = &SecretKeyRef> {
+    let password = kafka.sasl.as_ref().map(|sasl| &sasl.password_secret_ref);
+    let ca = kafka
+        .tls
         .as_ref()
-        .and_then(|data| data.get(&secret.key))
-        .map(|value| String::from_utf8_lossy(&value.0).into_owned())
-        .ok_or_else(|| Error::SecretKeyMissing {
-            condition,
-            namespace: namespace.into(),
-            name: secret.name.clone(),
-            key: secret.key.clone(),
-        })
+        .and_then(|tls| tls.ca_secret_ref.as_ref());
+    password.into_iter().chain(ca)
+}
+
+/// Every Secret the pipeline references: Kafka's, the ingress's and the sink's.
+fn secret_refs(spec: &PipelineSpec) -> impl Iterator<Item = &SecretKeyRef> {
+    kafka_secret_refs(&spec.kafka)
+        .chain(Some(&spec.ingress.app_secret_ref))
+        .chain(spec.ingress.verify_token_ref.as_ref())
+        .chain(spec.worker.sink.database_url_secret_ref.as_ref())
+}
+
+/// A new generation of the spec reads its Secrets again, whatever was kept.
+fn forget_secrets_on_spec_change(ctx: &Context, pipeline: &WhatsAppWebhookPipeline) {
+    let uid = pipeline.uid().unwrap_or_default();
+    let generation = pipeline.metadata.generation;
+    let previous = lock(&ctx.secrets_read_for).insert(uid, generation);
+    if previous != Some(generation) {
+        let namespace = pipeline.namespace().unwrap_or_default();
+        for secret in secret_refs(&pipeline.spec) {
+            ctx.secrets.forget(&namespace, &secret.name);
+        }
+    }
+}
+
+/// Kafka refusing the credentials: the password or CA may have been rotated, read them again.
+fn forget_kafka_secrets_on_auth_error(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    error: &Error,
+) {
+    if !error.is_kafka_auth() {
+        return;
+    }
+    let namespace = pipeline.namespace().unwrap_or_default();
+    for secret in kafka_secret_refs(&pipeline.spec.kafka) {
+        ctx.secrets.forget(&namespace, &secret.name);
+    }
 }
 
 /// Checks that the Secrets the ingress and worker pods mount exist with their keys: a pod
 /// referencing a missing Secret never starts, and the pipeline should say why.
-async fn check_pod_secrets(client: &Client, namespace: &str, spec: &PipelineSpec) -> Result<()> {
+async fn check_pod_secrets(ctx: &Context, namespace: &str, spec: &PipelineSpec) -> Result<()> {
     let ingress = [
         Some(&spec.ingress.app_secret_ref),
         spec.ingress.verify_token_ref.as_ref(),
     ];
     for secret in ingress.into_iter().flatten() {
-        read_secret(client, namespace, secret, "IngressReady").await?;
+        read_secret(ctx, namespace, secret, "IngressReady").await?;
     }
     if let Some(secret) = &spec.worker.sink.database_url_secret_ref {
-        read_secret(client, namespace, secret, "WorkersReady").await?;
+        read_secret(ctx, namespace, secret, "WorkersReady").await?;
     }
     Ok(())
 }
@@ -373,7 +463,7 @@ async fn write_failure(
 
 /// The operator's own Kafka connection for this pipeline (SASL password and CA read from Secrets).
 async fn kafka_settings(
-    client: &Client,
+    ctx: &Context,
     namespace: &str,
     kafka: &KafkaSpec,
 ) -> Result<KafkaSettings> {
@@ -391,8 +481,7 @@ async fn kafka_settings(
     if let Some(sasl) = &kafka.sasl {
         settings.insert("sasl.mechanism".into(), sasl.mechanism.as_str().into());
         settings.insert("sasl.username".into(), sasl.username.clone());
-        let password =
-            read_secret(client, namespace, &sasl.password_secret_ref, "TopicReady").await?;
+        let password = read_secret(ctx, namespace, &sasl.password_secret_ref, "TopicReady").await?;
         settings.insert("sasl.password".into(), password.trim_end().to_string());
     }
     if let Some(ca) = kafka
@@ -402,7 +491,7 @@ async fn kafka_settings(
     {
         settings.insert(
             "ssl.ca.pem".into(),
-            read_secret(client, namespace, ca, "TopicReady").await?,
+            read_secret(ctx, namespace, ca, "TopicReady").await?,
         );
     }
     Ok(settings)
@@ -819,8 +908,9 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         }
     };
     let spec = &valid.spec;
-    let kafka = kafka_settings(&ctx.client, &namespace, &spec.kafka).await?;
-    check_pod_secrets(&ctx.client, &namespace, spec).await?;
+    forget_secrets_on_spec_change(ctx, pipeline);
+    let kafka = kafka_settings(ctx, &namespace, &spec.kafka).await?;
+    check_pod_secrets(ctx, &namespace, spec).await?;
 
     let topic = ensure_topic(
         ctx,
@@ -874,6 +964,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         Ok(decision) => (decision, None),
         Err(error) => {
             warn!(pipeline = %key(pipeline), %error, "reading lag failed; replicas left as they are");
+            forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
             ctx.metrics
                 .reconcile_errors
                 .get_or_create(&crate::metrics::ErrorLabels {
@@ -1222,7 +1313,8 @@ async fn scale(
 }
 
 /// How long deletion keeps trying to delete the topics under `deletionPolicy: Delete`, counted
-/// from the resource's deletionTimestamp. Past it the finalizer is released and what was left
+/// from the resource's deletionTimestamp, unless `--cleanup-deadline-seconds` says otherwise
+/// ([`Context::with_cleanup_deadline`]). Past it the finalizer is released and what was left
 /// behind is reported in an Event: a namespace being deleted (its Secrets already gone) or a
 /// Kafka that never comes back must not keep the resource, and its namespace, forever.
 pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(600);
@@ -1231,11 +1323,12 @@ pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(600);
 pub const SKIP_CLEANUP_ANNOTATION: &str = "wapipe.dev/skip-cleanup";
 
 /// Deletion: under `Delete`, stop the pods, delete the topics the operator created, then drop
-/// the finalizer; bounded by [`CLEANUP_DEADLINE`], skippable with [`SKIP_CLEANUP_ANNOTATION`].
+/// the finalizer; bounded by the cleanup deadline ([`CLEANUP_DEADLINE`] by default), skippable with [`SKIP_CLEANUP_ANNOTATION`].
 async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
     lock(&ctx.scalers).remove(&key(pipeline));
     let uid = pipeline.uid().unwrap_or_default();
     lock(&ctx.config_checked).retain(|(owner, _), _| *owner != uid);
+    lock(&ctx.secrets_read_for).remove(&uid);
     if !has_finalizer(pipeline) {
         return Ok(Action::await_change());
     }
@@ -1263,6 +1356,7 @@ async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Ac
                 // The pods are still stopping: the topics go once they have.
                 Ok(false) => return Ok(Action::requeue(Duration::from_secs(5))),
                 Err(error) => {
+                    forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
                     let deleting_for = pipeline
                         .metadata
                         .deletion_timestamp
@@ -1272,7 +1366,7 @@ async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Ac
                             Duration::from_secs(u64::try_from(since.as_secs()).unwrap_or(0))
                         })
                         .unwrap_or_default();
-                    if deleting_for < CLEANUP_DEADLINE {
+                    if deleting_for < ctx.cleanup_deadline {
                         return Err(error);
                     }
                     warn!(pipeline = %key(pipeline), %error, "cleanup abandoned after the deadline");
@@ -1283,7 +1377,7 @@ async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Ac
                         "CleanupAbandoned",
                         format!(
                             "gave up after {}s ({error}); left on Kafka: {}",
-                            CLEANUP_DEADLINE.as_secs(),
+                            ctx.cleanup_deadline.as_secs(),
                             listed_or_none(&to_delete)
                         ),
                     )
@@ -1355,7 +1449,7 @@ async fn delete_created_topics(
     if stopping {
         return Ok(false);
     }
-    let kafka = kafka_settings(&ctx.client, &namespace, &pipeline.spec.kafka).await?;
+    let kafka = kafka_settings(ctx, &namespace, &pipeline.spec.kafka).await?;
     for topic in topics {
         ctx.admin
             .delete_topic(&kafka, topic)

@@ -63,6 +63,14 @@ impl Error {
         !matches!(self, Error::InvalidSpec(_))
     }
 
+    /// Whether Kafka refused the operator's credentials (see [`AdminError::is_auth`]).
+    pub fn is_kafka_auth(&self) -> bool {
+        match self {
+            Error::Topic { source, .. } | Error::ReadLag(source) => source.is_auth(),
+            _ => false,
+        }
+    }
+
     /// A one-word label for metrics and events.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -41,6 +41,29 @@ pub enum AdminError {
     Join,
 }
 
+impl AdminError {
+    /// Whether Kafka refused the credentials or the TLS handshake: the SASL password or CA the
+    /// connection was built from may have been rotated, so they are read again.
+    pub fn is_auth(&self) -> bool {
+        let code = match self {
+            AdminError::Kafka(error) => error.rdkafka_error_code(),
+            AdminError::Refused(code) => Some(*code),
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+            )
+        )
+    }
+}
+
 /// The shape of an existing topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopicShape {
@@ -500,6 +523,8 @@ impl TopicAdmin for RdKafkaAdmin {
 pub struct InMemoryAdmin {
     /// When set, every lag read fails as if Kafka did not answer.
     pub fail_lag_reads: std::sync::atomic::AtomicBool,
+    /// When set, every topic description fails as Kafka refusing the SASL credentials.
+    pub refuse_credentials: std::sync::atomic::AtomicBool,
     topics: Mutex<BTreeMap<String, TopicShape>>,
     configs: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     offsets: Mutex<BTreeMap<(String, String), Vec<PartitionOffsets>>>,
@@ -549,6 +574,14 @@ impl TopicAdmin for InMemoryAdmin {
         _kafka: &KafkaSettings,
         topic: &str,
     ) -> Result<Option<TopicShape>, AdminError> {
+        if self
+            .refuse_credentials
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(AdminError::Refused(
+                RDKafkaErrorCode::SaslAuthenticationFailed,
+            ));
+        }
         Ok(self.topic(topic))
     }
 
