@@ -219,7 +219,30 @@ pub fn error_policy(
     let mut failures = lock(&ctx.failures);
     let attempts = failures.entry(key(&pipeline)).or_insert(0);
     *attempts = attempts.saturating_add(1);
-    Action::requeue(backoff(*attempts))
+    let cleanup_left =
+        deleting_for(&pipeline).map(|for_| ctx.cleanup_deadline.saturating_sub(for_));
+    Action::requeue(retry_delay(*attempts, cleanup_left))
+}
+
+/// Delay before retry number `attempt`: [`backoff`], but a pipeline being deleted is tried
+/// again just after its cleanup deadline (`cleanup_left` from now) at the latest, so that the
+/// backoff its failures built up before the deletion does not hold it (and its namespace)
+/// long past the deadline.
+pub fn retry_delay(attempt: u32, cleanup_left: Option<Duration>) -> Duration {
+    let delay = backoff(attempt);
+    match cleanup_left {
+        Some(left) => delay.min(left + Duration::from_secs(1)),
+        None => delay,
+    }
+}
+
+/// How long ago the pipeline's deletion began, if it did.
+fn deleting_for(pipeline: &WhatsAppWebhookPipeline) -> Option<Duration> {
+    let since = pipeline.metadata.deletion_timestamp.as_ref()?;
+    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(since.0);
+    Some(Duration::from_secs(
+        u64::try_from(elapsed.as_secs()).unwrap_or(0),
+    ))
 }
 
 /// Delay before retry number `attempt` (1-based).
@@ -239,6 +262,12 @@ pub async fn reconcile(
     } else {
         match apply(&pipeline, &ctx).await {
             Ok(action) => action,
+            // The namespace is being deleted and takes no new child: the pipeline's own
+            // deletion, which comes next, is what to act on.
+            Err(error) if error.is_namespace_terminating() => {
+                info!(pipeline = %key(&pipeline), "namespace being deleted; waiting for the pipeline's deletion");
+                Action::await_change()
+            }
             Err(error) => {
                 forget_kafka_secrets_on_auth_error(&ctx, &pipeline, &error);
                 if let Err(status_error) = write_failure(&ctx, &pipeline, &error).await {
@@ -299,13 +328,20 @@ async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx
+    match ctx
         .recorder
         .publish(&event, &pipeline.object_ref(&()))
         .await
     {
+        Ok(()) => {}
+        // The API server takes no new object in a namespace being deleted, Events included:
+        // what the Event said goes to the log instead (a CleanupAbandoned note names the
+        // topics left on Kafka).
+        Err(kube::Error::Api(status)) if crate::error::namespace_terminating(&status) => {
+            warn!(pipeline = %key(pipeline), reason, note = event.note.as_deref().unwrap_or_default(), "namespace being deleted: event not recorded");
+        }
         // An event lost is not worth failing the reconcile for.
-        warn!(%error, reason, "publishing event failed");
+        Err(error) => warn!(%error, reason, "publishing event failed"),
     }
 }
 
@@ -1357,19 +1393,17 @@ async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Ac
                 Ok(false) => return Ok(Action::requeue(Duration::from_secs(5))),
                 Err(error) => {
                     forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
-                    let deleting_for = pipeline
-                        .metadata
-                        .deletion_timestamp
-                        .as_ref()
-                        .map(|t| {
-                            let since = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
-                            Duration::from_secs(u64::try_from(since.as_secs()).unwrap_or(0))
-                        })
-                        .unwrap_or_default();
-                    if deleting_for < ctx.cleanup_deadline {
+                    if deleting_for(pipeline).unwrap_or_default() < ctx.cleanup_deadline {
                         return Err(error);
                     }
-                    warn!(pipeline = %key(pipeline), %error, "cleanup abandoned after the deadline");
+                    warn!(pipeline = %key(pipeline), %error, left = %listed_or_none(&to_delete), "cleanup abandoned after the deadline");
+                    ctx.metrics
+                        .cleanups_abandoned
+                        .get_or_create(&PipelineLabels {
+                            namespace: pipeline.namespace().unwrap_or_default(),
+                            pipeline: pipeline.name_any(),
+                        })
+                        .inc();
                     publish(
                         ctx,
                         pipeline,

@@ -71,6 +71,18 @@ impl Error {
         }
     }
 
+    /// Whether the API server refused to create a child because the namespace is being deleted.
+    pub fn is_namespace_terminating(&self) -> bool {
+        match self {
+            Error::ApplyChild {
+                source: kube::Error::Api(status),
+                ..
+            }
+            | Error::PatchReplicas(kube::Error::Api(status)) => namespace_terminating(status),
+            _ => false,
+        }
+    }
+
     /// A one-word label for metrics and events.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -118,6 +130,12 @@ impl Error {
         };
         Some(FailureCondition { condition, reason })
     }
+}
+
+/// Whether the API server refused a write because the namespace is being deleted (its
+/// NamespaceLifecycle admission answers 403 with no reason of its own, only this message).
+pub fn namespace_terminating(status: &kube::core::Status) -> bool {
+    status.code == 403 && status.message.contains("because it is being terminated")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

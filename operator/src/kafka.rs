@@ -194,6 +194,15 @@ fn client_config(kafka: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// Options of every admin request: bounded on the broker (operation) and on the client
+/// (request). Without the client-side bound librdkafka waits `socket.timeout.ms` (60 s) for a
+/// broker that does not answer, and the reconcile with it.
+fn admin_options() -> AdminOptions {
+    AdminOptions::new()
+        .operation_timeout(Some(REQUEST_TIMEOUT))
+        .request_timeout(Some(REQUEST_TIMEOUT))
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
 ) -> Result<T, AdminError> {
@@ -338,7 +347,7 @@ impl TopicAdmin for RdKafkaAdmin {
         for (key, value) in &topic.config {
             new_topic = new_topic.set(key, value);
         }
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         Self::check(admin.create_topics(&[new_topic], &options).await?)
     }
 
@@ -350,7 +359,7 @@ impl TopicAdmin for RdKafkaAdmin {
     ) -> Result<(), AdminError> {
         let admin = Self::admin(kafka)?;
         let total = usize::try_from(total).unwrap_or(0);
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         Self::check(
             admin
                 .create_partitions(&[NewPartitions::new(topic, total)], &options)
@@ -360,7 +369,7 @@ impl TopicAdmin for RdKafkaAdmin {
 
     async fn delete_topic(&self, kafka: &KafkaSettings, topic: &str) -> Result<(), AdminError> {
         let admin = Self::admin(kafka)?;
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         match Self::check(admin.delete_topics(&[topic], &options).await?) {
             Err(AdminError::Refused(RDKafkaErrorCode::UnknownTopicOrPartition)) => Ok(()),
             other => other,
@@ -464,7 +473,7 @@ impl TopicAdmin for RdKafkaAdmin {
         topic: &str,
     ) -> Result<BTreeMap<String, String>, AdminError> {
         let admin = Self::admin(kafka)?;
-        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         let results = admin
             .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
             .await?;
@@ -492,7 +501,7 @@ impl TopicAdmin for RdKafkaAdmin {
         for (key, value) in config {
             alter = alter.set(key, value);
         }
-        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         for result in admin.alter_configs(&[alter], &options).await? {
             if let Err((_, code)) = result {
                 return Err(AdminError::Refused(code));

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub current_workers: Family<PipelineLabels, Gauge>,
     pub stalled_partitions: Family<PipelineLabels, Gauge>,
     pub scaling_changes: Family<ScalingLabels, Counter>,
+    pub cleanups_abandoned: Family<PipelineLabels, Counter>,
 }
 
 impl Metrics {
@@ -93,6 +94,13 @@ impl Metrics {
             "scaling_changes",
             "Changes of the worker replica count, by reason",
             self.scaling_changes.clone(),
+        );
+        registry.register(
+            "cleanups_abandoned",
+            "Deletions under deletionPolicy: Delete released at the cleanup deadline with topics \
+             possibly left on Kafka (the CleanupAbandoned Event is lost when the namespace is \
+             being deleted: the API server refuses new objects in it)",
+            self.cleanups_abandoned.clone(),
         );
     }
 }

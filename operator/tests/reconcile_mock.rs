@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::Client;
 use serde_json::{json, Value};
 use tower_test::mock::{self, Handle};
-use wapipe_operator::controller::{reconcile, Context};
+use wapipe_operator::controller::{backoff, reconcile, retry_delay, Context};
 use wapipe_operator::kafka::InMemoryAdmin;
 use wapipe_operator::metrics::Metrics;
 use wapipe_operator::scaler::policy::PartitionOffsets;
@@ -305,7 +305,7 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
     let pipeline = pipeline(json!({}));
     // Topics are created by the reconcile before the lag read; offsets are set up front.
     admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
-    let task = run_reconcile(pipeline.clone(), ctx).await;
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
 
     expect_pipeline_list(&mut server, &pipeline).await;
     expect_children(&mut server, 1).await;
@@ -1007,4 +1007,54 @@ async fn kafka_refusing_the_credentials_reads_the_password_again_at_the_next_rec
             "round {round}"
         );
     }
+}
+
+/// `kubectl delete namespace`: for a moment the pipeline is not deleted yet while its namespace
+/// already refuses new objects. Not a failure (no retry storm, no refusal in the log): the
+/// pipeline's own deletion comes next.
+#[tokio::test]
+async fn a_namespace_being_deleted_refusing_the_children_is_not_a_failure() {
+    let (ctx, mut server) = setup(existing_topics());
+    let pipeline = pipeline(json!({}));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_ingress_secret(&mut server).await;
+    server
+        .expect_status(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            403,
+            |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                       "message": "deployments.apps \"orders-ingress\" is forbidden: unable to create new content in namespace shop because it is being terminated"})
+            },
+        )
+        .await;
+    server.finish().await;
+    let action = task.await.unwrap().expect("not a failure");
+    assert_eq!(action, Action::await_change());
+}
+
+/// Failures before the deletion build up a backoff of minutes; a pipeline being deleted is
+/// still tried again right after its cleanup deadline, so the namespace is not held past it.
+#[test]
+fn a_deleted_pipeline_is_retried_by_its_cleanup_deadline_whatever_the_backoff() {
+    assert_eq!(backoff(1), Duration::from_secs(5));
+    assert_eq!(backoff(5), Duration::from_secs(80));
+    assert_eq!(retry_delay(5, None), Duration::from_secs(80));
+    assert_eq!(
+        retry_delay(5, Some(Duration::from_secs(4))),
+        Duration::from_secs(5),
+        "4 s to the deadline: tried again 1 s after it"
+    );
+    assert_eq!(
+        retry_delay(5, Some(Duration::ZERO)),
+        Duration::from_secs(1),
+        "past the deadline: at once, to give up and release"
+    );
+    assert_eq!(
+        retry_delay(1, Some(Duration::from_secs(500))),
+        Duration::from_secs(5),
+        "a deadline far away changes nothing"
+    );
 }
