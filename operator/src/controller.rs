@@ -1233,6 +1233,13 @@ async fn scale(
             }
         }
     }
+    let labels = PipelineLabels {
+        namespace: valid.namespace.clone(),
+        pipeline: valid.name.clone(),
+    };
+    let metrics = &ctx.metrics;
+    // Counted before the read, so a poll that fails counts too; this poll's number.
+    let poll = metrics.lag_polls.get_or_create(&labels).inc() + 1;
     let offsets = ctx
         .admin
         .read_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group)
@@ -1271,11 +1278,6 @@ async fn scale(
             }
         }
     }
-    let labels = PipelineLabels {
-        namespace: valid.namespace.clone(),
-        pipeline: valid.name.clone(),
-    };
-    let metrics = &ctx.metrics;
     metrics
         .total_lag
         .get_or_create(&labels)
@@ -1324,7 +1326,11 @@ async fn scale(
         )
         .await
         .map_err(Error::PatchReplicas)?;
-        info!(pipeline = %key(pipeline), from = running, to = decision.desired, reason = decision.reason.as_str(), "scaled workers");
+        info!(pipeline = %key(pipeline), from = running, to = decision.desired, reason = decision.reason.as_str(), poll, "scaled workers");
+        metrics
+            .last_scaling_poll
+            .get_or_create(&labels)
+            .set(i64::try_from(poll).unwrap_or(i64::MAX));
         metrics
             .scaling_changes
             .get_or_create(&ScalingLabels {

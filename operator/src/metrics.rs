@@ -44,6 +44,8 @@ pub struct Metrics {
     pub stalled_partitions: Family<PipelineLabels, Gauge>,
     pub scaling_changes: Family<ScalingLabels, Counter>,
     pub cleanups_abandoned: Family<PipelineLabels, Counter>,
+    pub lag_polls: Family<PipelineLabels, Counter>,
+    pub last_scaling_poll: Family<PipelineLabels, Gauge>,
 }
 
 impl Metrics {
@@ -94,6 +96,17 @@ impl Metrics {
             "scaling_changes",
             "Changes of the worker replica count, by reason",
             self.scaling_changes.clone(),
+        );
+        registry.register(
+            "lag_polls",
+            "Lag polls of the pipeline's consumer group (read or failed); at most one per poll interval",
+            self.lag_polls.clone(),
+        );
+        registry.register(
+            "last_scaling_poll",
+            "The lag poll, counted as in lag_polls, that last wrote the worker replicas: how many \
+             polls a lag step took to reach the Deployment",
+            self.last_scaling_poll.clone(),
         );
         registry.register(
             "cleanups_abandoned",

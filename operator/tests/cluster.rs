@@ -740,14 +740,46 @@ async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
         Some(1)
     );
 
-    // 200 records, nobody consuming: ceil(200 / 10) = 20 wanted, capped at 3.
+    // A lag step: 200 records, nobody consuming: ceil(200 / 10) = 20 wanted, capped at 3.
+    // Issue 13's target is replicas written within one poll interval; counted in polls, not
+    // seconds: the replicas must be written by a poll that started no later than the first one
+    // after the step was complete.
+    let series = |metric: &str| {
+        format!("wapipe_operator_{metric}{{namespace=\"{ns}\",pipeline=\"scaling\"}}")
+    };
+    let polls_before = support::operator_metric(&series("lag_polls_total"))
+        .await
+        .expect("the pipeline's lag polls are counted");
     produce(&c.brokers, &raw, 200).await;
+    let stepped = std::time::Instant::now();
+    let polls_at_step = support::operator_metric(&series("lag_polls_total"))
+        .await
+        .unwrap();
     c.wait(
         "worker Deployment scaled to 3",
         || deployment(&c.client, &ns, "scaling-worker"),
         |d| replicas(d) == Some(3),
     )
     .await;
+    let observed = stepped.elapsed();
+    let scaling_poll = support::operator_metric(&series("last_scaling_poll"))
+        .await
+        .expect("the poll that wrote the replicas is exported");
+    println!(
+        "lag step → replicas 3: written by lag poll {scaling_poll} (polls before the step: \
+         {polls_before}, when it was complete: {polls_at_step}; poll interval 2 s); seen by \
+         this test {:.2}s after the last record was acknowledged",
+        observed.as_secs_f64()
+    );
+    assert!(
+        scaling_poll > polls_before,
+        "the replicas were written by a poll after the lag appeared"
+    );
+    assert!(
+        scaling_poll <= polls_at_step + 1.0,
+        "written by poll {scaling_poll}; the first poll to start after the step was {}",
+        polls_at_step + 1.0
+    );
     let scaled = c
         .wait_pipeline(
             &ns,

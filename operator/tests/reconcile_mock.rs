@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tower_test::mock::{self, Handle};
 use wapipe_operator::controller::{backoff, reconcile, retry_delay, Context};
 use wapipe_operator::kafka::InMemoryAdmin;
-use wapipe_operator::metrics::Metrics;
+use wapipe_operator::metrics::{Metrics, PipelineLabels};
 use wapipe_operator::scaler::policy::PartitionOffsets;
 use wapipe_operator::WhatsAppWebhookPipeline;
 
@@ -360,6 +360,16 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
         server.events.contains(&"ScaledUp".to_string()),
         "{:?}",
         server.events
+    );
+    let labels = PipelineLabels {
+        namespace: "shop".into(),
+        pipeline: "orders".into(),
+    };
+    assert_eq!(ctx.metrics.lag_polls.get_or_create(&labels).get(), 1);
+    assert_eq!(
+        ctx.metrics.last_scaling_poll.get_or_create(&labels).get(),
+        1,
+        "the first poll that saw the lag wrote the replicas"
     );
 }
 
