@@ -212,7 +212,7 @@ mkdir -p "$capture"
 echo "cargo test -p wapipe-operator --test cluster (operator log: $log_file)"
 if WAPIPE_TEST_CAPTURE_DIR="$capture" WAPIPE_TEST_KUBECTL="$bin/kubectl" \
   WAPIPE_TEST_OPERATOR_METRICS="http://127.0.0.1:$metrics_port/metrics" \
-  cargo test -q -p wapipe-operator --test cluster -- --test-threads=1 2>&1 | tee "$work/cargo.log"; then
+  cargo test -q -p wapipe-operator --test cluster -- --test-threads=1 --nocapture 2>&1 | tee "$work/cargo.log"; then
   passed=$((passed + 1))
   echo "ok   operator/tests/cluster.rs"
 else
