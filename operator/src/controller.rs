@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use crate::build::{build, ingress_name, worker_name};
 use crate::crd::{
-    Condition, DeletionPolicy, KafkaSpec, PartitionLagStatus, PipelineSpec, PipelineStatus,
-    SecretKeyRef, WhatsAppWebhookPipeline, FINALIZER,
+    DeletionPolicy, KafkaSpec, PipelineSpec, PipelineStatus, SecretKeyRef, WhatsAppWebhookPipeline,
+    FINALIZER,
 };
 use crate::error::{Error, Result};
 use crate::kafka::{config_drift, AdminError, KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
@@ -34,6 +34,7 @@ use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, P
 #[cfg(doc)]
 use crate::secrets::SECRET_REFRESH;
 use crate::secrets::{SecretCache, SecretData};
+use crate::status::{self, ConditionType, Reason, TopicOutcome};
 use crate::validate::{check_images, validate, ValidPipeline};
 
 /// What the scaler remembers about one pipeline between reconciles.
@@ -155,6 +156,11 @@ impl Context {
             .collect();
         self
     }
+}
+
+/// Now, as a condition's transition time.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -351,7 +357,7 @@ async fn read_secret(
     ctx: &Context,
     namespace: &str,
     secret: &SecretKeyRef,
-    condition: &'static str,
+    condition: ConditionType,
 ) -> Result<String> {
     let now = Instant::now();
     let data = match ctx.secrets.fresh(namespace, &secret.name, now) {
@@ -447,10 +453,10 @@ async fn check_pod_secrets(ctx: &Context, namespace: &str, spec: &PipelineSpec) 
         spec.ingress.verify_token_ref.as_ref(),
     ];
     for secret in ingress.into_iter().flatten() {
-        read_secret(ctx, namespace, secret, "IngressReady").await?;
+        read_secret(ctx, namespace, secret, ConditionType::IngressReady).await?;
     }
     if let Some(secret) = &spec.worker.sink.database_url_secret_ref {
-        read_secret(ctx, namespace, secret, "WorkersReady").await?;
+        read_secret(ctx, namespace, secret, ConditionType::WorkersReady).await?;
     }
     Ok(())
 }
@@ -466,33 +472,14 @@ async fn write_failure(
     let Some(failure) = error.failure_condition() else {
         return Ok(());
     };
-    let generation = pipeline.metadata.generation;
     let previous = pipeline.status.clone().unwrap_or_default();
-    let mut status = previous.clone();
-    status.observed_generation = generation;
-    let message = error.to_string();
-    set_condition(
-        &mut status.conditions,
-        &previous.conditions,
-        generation,
+    let status = status::failed(
+        &previous,
+        pipeline.metadata.generation,
         failure.condition,
-        false,
         failure.reason,
-        &message,
-    );
-    let ready_reason = match failure.condition {
-        "TopicReady" => "TopicNotReady",
-        "IngressReady" => "IngressNotReady",
-        _ => "WorkersNotReady",
-    };
-    set_condition(
-        &mut status.conditions,
-        &previous.conditions,
-        generation,
-        "Ready",
-        false,
-        ready_reason,
-        format!("{}: {message}", failure.condition),
+        &error.to_string(),
+        &now(),
     );
     write_status(ctx, pipeline, status).await
 }
@@ -517,7 +504,13 @@ async fn kafka_settings(
     if let Some(sasl) = &kafka.sasl {
         settings.insert("sasl.mechanism".into(), sasl.mechanism.as_str().into());
         settings.insert("sasl.username".into(), sasl.username.clone());
-        let password = read_secret(ctx, namespace, &sasl.password_secret_ref, "TopicReady").await?;
+        let password = read_secret(
+            ctx,
+            namespace,
+            &sasl.password_secret_ref,
+            ConditionType::TopicReady,
+        )
+        .await?;
         settings.insert("sasl.password".into(), password.trim_end().to_string());
     }
     if let Some(ca) = kafka
@@ -527,7 +520,7 @@ async fn kafka_settings(
     {
         settings.insert(
             "ssl.ca.pem".into(),
-            read_secret(ctx, namespace, ca, "TopicReady").await?,
+            read_secret(ctx, namespace, ca, ConditionType::TopicReady).await?,
         );
     }
     Ok(settings)
@@ -583,15 +576,6 @@ pub fn plan_topic(
     TopicPlan::Matches
 }
 
-/// Outcome of reconciling one topic, for the status.
-struct TopicOutcome {
-    ready: bool,
-    reason: &'static str,
-    message: String,
-    partitions: Option<i32>,
-    created: bool,
-}
-
 async fn ensure_topic(
     ctx: &Context,
     pipeline: &WhatsAppWebhookPipeline,
@@ -636,7 +620,7 @@ async fn ensure_topic(
             .await;
             TopicOutcome {
                 ready: true,
-                reason: "Created",
+                reason: Reason::Created,
                 message,
                 partitions: Some(request.partitions),
                 created: true,
@@ -644,7 +628,11 @@ async fn ensure_topic(
         }
         TopicPlan::Matches => TopicOutcome {
             ready: true,
-            reason: if created_before { "Created" } else { "Adopted" },
+            reason: if created_before {
+                Reason::Created
+            } else {
+                Reason::Adopted
+            },
             message: format!(
                 "topic {name} has {} partitions{}",
                 request.partitions,
@@ -676,7 +664,7 @@ async fn ensure_topic(
             .await;
             TopicOutcome {
                 ready: true,
-                reason: "PartitionsIncreased",
+                reason: Reason::PartitionsIncreased,
                 message,
                 partitions: Some(to),
                 created: created_before,
@@ -693,7 +681,7 @@ async fn ensure_topic(
             .await;
             TopicOutcome {
                 ready: false,
-                reason: "NotSupported",
+                reason: Reason::NotSupported,
                 message,
                 partitions: existing.map(|e| e.partitions),
                 created: created_before,
@@ -784,7 +772,7 @@ async fn sync_topic_config(
             )
             .await;
             outcome.ready = false;
-            outcome.reason = "TopicConfigRefused";
+            outcome.reason = Reason::TopicConfigRefused;
             outcome.message = message;
         }
         Err(source) => {
@@ -825,33 +813,6 @@ where
     )
     .await
     .map_err(|source| Error::ApplyChild { kind, name, source })
-}
-
-/// Sets `condition` in `conditions`, keeping its transition time when the status did not change.
-fn set_condition(
-    conditions: &mut Vec<Condition>,
-    previous: &[Condition],
-    generation: Option<i64>,
-    type_: &str,
-    ready: bool,
-    reason: &str,
-    message: impl Into<String>,
-) {
-    let status = if ready { "True" } else { "False" };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .and_then(|c| c.last_transition_time.clone())
-        .or_else(|| Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time,
-        observed_generation: generation,
-    });
 }
 
 async fn write_status(
@@ -906,38 +867,22 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
     {
         Ok(valid) => valid,
         Err(invalid) => {
-            warn!(pipeline = %key(pipeline), reason = invalid.reason, message = %invalid.message, "cannot reconcile");
+            warn!(pipeline = %key(pipeline), reason = %invalid.reason, message = %invalid.message, "cannot reconcile");
             publish(
                 ctx,
                 pipeline,
                 EventType::Warning,
-                invalid.reason,
+                invalid.reason.as_str(),
                 invalid.message.clone(),
             )
             .await;
-            let mut status = previous.clone();
-            status.observed_generation = generation;
-            let conditions = &mut status.conditions;
-            set_condition(
-                conditions,
-                &previous.conditions,
+            let status = status::invalid(
+                &previous,
                 generation,
-                "Ready",
-                false,
                 invalid.reason,
                 &invalid.message,
+                &now(),
             );
-            if invalid.reason == "ResourceConflict" {
-                set_condition(
-                    conditions,
-                    &previous.conditions,
-                    generation,
-                    "TopicReady",
-                    false,
-                    invalid.reason,
-                    &invalid.message,
-                );
-            }
             write_status(ctx, pipeline, status).await?;
             // A spec error waits for the next change of the resource.
             return Ok(Action::await_change());
@@ -1011,178 +956,32 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         }
     };
 
-    let ingress_available = ingress
-        .status
-        .as_ref()
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0);
     let workers_ready = worker
         .status
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-
-    let mut status = previous.clone();
-    status.observed_generation = generation;
-    status.partitions = topic.partitions;
-    status.topic_created = Some(topic.created);
-    status.dead_letter_topic_created = Some(dead_letter.created);
-    status.current_workers = Some(workers_ready);
-    let prev = &previous.conditions;
-    let conditions = &mut status.conditions;
-    let (topic_ready, topic_reason, topic_message) = if !topic.ready {
-        (false, topic.reason, topic.message.clone())
-    } else if !dead_letter.ready {
-        (
-            false,
-            dead_letter.reason,
-            format!("dead-letter topic: {}", dead_letter.message),
-        )
-    } else if let Some(warning) = kept_partition_warning(prev, generation) {
-        // Keep the key-remap warning visible for the generation that asked for the increase.
-        (true, "PartitionsIncreased", warning)
-    } else {
-        (true, topic.reason, topic.message.clone())
+    let observed = status::Observed {
+        generation,
+        topic: &topic,
+        dead_letter: &dead_letter,
+        ingress_available: ingress
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0),
+        ingress_replicas: spec.ingress.replicas,
+        workers_ready,
+        decision: decision.as_ref(),
+        lag_error: lag_error.as_deref(),
+        consumer_group: &valid.consumer_group,
     };
-    set_condition(
-        conditions,
-        prev,
-        generation,
-        "TopicReady",
-        topic_ready,
-        topic_reason,
-        topic_message,
-    );
-    let ingress_ready = ingress_available >= 1;
-    set_condition(
-        conditions,
-        prev,
-        generation,
-        "IngressReady",
-        ingress_ready,
-        if ingress_ready {
-            "Available"
-        } else {
-            "Unavailable"
-        },
-        format!(
-            "{ingress_available} of {} ingress pods available",
-            spec.ingress.replicas
-        ),
-    );
-    match &decision {
-        Some(decision) => {
-            let desired = i32::try_from(decision.desired).unwrap_or(i32::MAX);
-            status.desired_workers = Some(desired);
-            status.total_lag = Some(i64::try_from(decision.total_lag).unwrap_or(i64::MAX));
-            status.partition_lag = decision
-                .partitions
-                .iter()
-                .map(|p| PartitionLagStatus {
-                    partition: p.partition,
-                    lag: i64::try_from(p.lag).unwrap_or(i64::MAX),
-                    status: p.status.as_str().into(),
-                })
-                .collect();
-            let workers_ok = workers_ready >= desired;
-            set_condition(
-                conditions,
-                prev,
-                generation,
-                "WorkersReady",
-                workers_ok,
-                if workers_ok {
-                    "Available"
-                } else {
-                    "Progressing"
-                },
-                format!("{workers_ready} of {desired} workers ready"),
-            );
-            let stalled = decision
-                .partitions
-                .iter()
-                .any(|p| p.status == PartitionStatus::Stalled);
-            set_condition(
-                conditions,
-                prev,
-                generation,
-                "Scaling",
-                !stalled,
-                if stalled {
-                    "PartitionStalled"
-                } else {
-                    decision.reason.as_str()
-                },
-                decision.message.clone(),
-            );
-        }
-        None => {
-            set_condition(
-                conditions,
-                prev,
-                generation,
-                "WorkersReady",
-                workers_ready >= 1,
-                "Unknown",
-                format!("{workers_ready} workers ready; no lag reading to size the pool"),
-            );
-            match &lag_error {
-                Some(error) => set_condition(
-                    conditions,
-                    prev,
-                    generation,
-                    "Scaling",
-                    false,
-                    "LagUnavailable",
-                    format!(
-                        "cannot read the lag of group {}: {error}",
-                        valid.consumer_group
-                    ),
-                ),
-                None => set_condition(
-                    conditions,
-                    prev,
-                    generation,
-                    "Scaling",
-                    false,
-                    "NoLagReading",
-                    "lag could not be read yet",
-                ),
-            }
-        }
-    }
-    let workers_ok = conditions
-        .iter()
-        .any(|c| c.type_ == "WorkersReady" && c.status == "True");
-    let all_ready = topic_ready && ingress_ready && workers_ok;
-    let (ready_reason, ready_message) = if all_ready {
-        ("Ready", "topic, ingress and workers are ready".to_string())
-    } else if !topic_ready {
-        (
-            "TopicNotReady",
-            "the topic is not ready; see TopicReady".to_string(),
-        )
-    } else if !ingress_ready {
-        (
-            "IngressNotReady",
-            "no ingress pod is available yet".to_string(),
-        )
-    } else {
-        (
-            "WorkersNotReady",
-            "the workers are not ready yet".to_string(),
-        )
-    };
-    set_condition(
-        conditions,
-        prev,
-        generation,
-        "Ready",
-        all_ready,
-        ready_reason,
-        ready_message,
-    );
-    write_status(ctx, pipeline, status).await?;
+    write_status(
+        ctx,
+        pipeline,
+        status::assemble(&previous, &observed, &now()),
+    )
+    .await?;
 
     let labels = PipelineLabels {
         namespace: namespace.clone(),
@@ -1195,17 +994,6 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
     Ok(Action::requeue(Duration::from_secs(
         u64::try_from(spec.worker.poll_interval_seconds).unwrap_or(10),
     )))
-}
-
-fn kept_partition_warning(previous: &[Condition], generation: Option<i64>) -> Option<String> {
-    previous
-        .iter()
-        .find(|c| {
-            c.type_ == "TopicReady"
-                && c.reason == "PartitionsIncreased"
-                && c.observed_generation == generation
-        })
-        .map(|c| c.message.clone())
 }
 
 /// One scaler step: at most once per poll interval, read lag, decide, and write replicas under

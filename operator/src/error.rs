@@ -1,6 +1,7 @@
 //! The crate's error type: one variant per step of a reconcile that can fail.
 
 use crate::kafka::AdminError;
+use crate::status::{ConditionType, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -12,7 +13,7 @@ pub enum Error {
     /// `condition` is the status condition the Secret is needed for (`TopicReady`, ...).
     #[error("reading Secret {namespace}/{name}: {source}")]
     ReadSecret {
-        condition: &'static str,
+        condition: ConditionType,
         namespace: String,
         name: String,
         #[source]
@@ -20,7 +21,7 @@ pub enum Error {
     },
     #[error("Secret {namespace}/{name} has no key {key}")]
     SecretKeyMissing {
-        condition: &'static str,
+        condition: ConditionType,
         namespace: String,
         name: String,
         key: String,
@@ -104,8 +105,8 @@ impl Error {
 /// How a failed reconcile shows in the status: the condition that turns False and its reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FailureCondition {
-    pub condition: &'static str,
-    pub reason: &'static str,
+    pub condition: ConditionType,
+    pub reason: Reason,
 }
 
 impl Error {
@@ -118,14 +119,14 @@ impl Error {
                 condition,
                 source: kube::Error::Api(status),
                 ..
-            } if status.code == 404 => (*condition, "SecretNotFound"),
+            } if status.code == 404 => (*condition, Reason::SecretNotFound),
             Error::ReadSecret {
                 condition,
                 source: kube::Error::Api(status),
                 ..
-            } if status.code == 403 => (*condition, "Forbidden"),
-            Error::SecretKeyMissing { condition, .. } => (*condition, "SecretNotFound"),
-            Error::Topic { .. } => ("TopicReady", "KafkaUnavailable"),
+            } if status.code == 403 => (*condition, Reason::Forbidden),
+            Error::SecretKeyMissing { condition, .. } => (*condition, Reason::SecretNotFound),
+            Error::Topic { .. } => (ConditionType::TopicReady, Reason::KafkaUnavailable),
             _ => return None,
         };
         Some(FailureCondition { condition, reason })

@@ -16,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod scaler;
 pub mod secrets;
+pub mod status;
 pub mod validate;
 
 pub use crd::{PipelineSpec, PipelineStatus, WhatsAppWebhookPipeline};
