@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod scaler;
 pub mod secrets;
 pub mod status;
+pub mod topic;
 pub mod validate;
 
 pub use crd::{PipelineSpec, PipelineStatus, WhatsAppWebhookPipeline};
