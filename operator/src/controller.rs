@@ -218,8 +218,7 @@ fn deleting_for(pipeline: &WhatsAppWebhookPipeline) -> Option<Duration> {
 
 /// Delay before retry number `attempt` (1-based).
 pub fn backoff(attempt: u32) -> Duration {
-    let seconds = 5u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
-    Duration::from_secs(seconds.min(300))
+    wapipe_core::time::doubling_backoff(Duration::from_secs(5), Duration::from_secs(300), attempt)
 }
 
 /// Reconciles one pipeline.
