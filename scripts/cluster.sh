@@ -12,6 +12,9 @@
 #   WAPIPE_CLUSTER_PORT_BASE    first of the six loopback ports (default 26440): etcd client, etcd
 #                               peer, apiserver, controller-manager, scheduler, kwok
 #   WAPIPE_CLUSTER_NODES        number of fake nodes (default 2)
+#   WAPIPE_CLUSTER_AUDIT        1: kube-apiserver writes every request (metadata only: user, user
+#                               agent, verb, resource) to logs/audit.log, for counting a client's
+#                               requests (scripts/measure-operator-scale.sh); default off
 #
 # Files in the state dir: kubeconfig (admin token, system:masters), bin -> the binaries, logs/*.log.
 set -euo pipefail
@@ -139,6 +142,13 @@ EOF
       --log-level warn
     wait_for 60 "etcd health" curl -sf "http://127.0.0.1:$etcd_port/health"
 
+    audit_args=()
+    if [[ "${WAPIPE_CLUSTER_AUDIT:-0}" == 1 ]]; then
+      printf '%s\n' 'apiVersion: audit.k8s.io/v1' 'kind: Policy' 'omitStages: [RequestReceived]' \
+        'rules: [{level: Metadata}]' >"$run/audit-policy.yaml"
+      audit_args=(--audit-policy-file "$run/audit-policy.yaml" --audit-log-path "$state/logs/audit.log"
+        --audit-log-format json --audit-log-mode blocking)
+    fi
     log "kube-apiserver on https://127.0.0.1:$api_port"
     start kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
       --bind-address 127.0.0.1 --secure-port "$api_port" --advertise-address "$host_ip" \
@@ -146,7 +156,7 @@ EOF
       --allow-privileged=true --service-cluster-ip-range 10.96.0.0/16 \
       --service-account-issuer https://kubernetes.default.svc.cluster.local \
       --service-account-key-file "$run/sa.pub" --service-account-signing-key-file "$run/sa.key" \
-      --enable-priority-and-fairness=false --profiling=false
+      --enable-priority-and-fairness=false --profiling=false "${audit_args[@]}"
     wait_for 120 "kube-apiserver /readyz" readyz
 
     log "kube-controller-manager and kube-scheduler"

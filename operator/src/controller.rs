@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -23,53 +23,22 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::build::{build, ingress_name, worker_name};
-use crate::crd::{
-    Condition, DeletionPolicy, KafkaSpec, PartitionLagStatus, PipelineSpec, PipelineStatus,
-    SecretKeyRef, WhatsAppWebhookPipeline, FINALIZER,
-};
+use crate::crd::{DeletionPolicy, PipelineStatus, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
-use crate::kafka::{config_drift, AdminError, KafkaSettings, TopicAdmin, TopicRequest, TopicShape};
-use crate::metrics::{Metrics, PartitionLabels, PipelineLabels, ScalingLabels};
-use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
-use crate::validate::{check_images, validate, ValidPipeline};
-
-/// What the scaler remembers about one pipeline between reconciles.
-#[derive(Debug, Default)]
-struct ScalerMemory {
-    state: PolicyState,
-    last_poll: Option<Instant>,
-    last: Option<Decision>,
-    /// When the group's offsets were last committed again while it was scaled to zero.
-    offsets_kept: Option<Instant>,
-}
-
-/// How often a group scaled to zero has its offsets committed again. Kafka expires an empty
-/// group's offsets `offsets.retention.minutes` (7 days by default) after their last commit; a
-/// group that lost them would be read again from the earliest retained record. An hour is far
-/// inside any retention a cluster would set.
-pub const OFFSET_KEEPALIVE: Duration = Duration::from_secs(3600);
-
-/// The committed offsets to commit again now, if the group is at zero workers (and stays
-/// there) and the last refresh is older than [`OFFSET_KEEPALIVE`] (or never happened).
-pub fn offsets_to_keep(
-    running: u32,
-    desired: u32,
-    last_kept: Option<Instant>,
-    now: Instant,
-    offsets: &[PartitionOffsets],
-) -> Option<Vec<(i32, i64)>> {
-    if running != 0 || desired != 0 {
-        return None;
-    }
-    if last_kept.is_some_and(|at| now.duration_since(at) < OFFSET_KEEPALIVE) {
-        return None;
-    }
-    let keep: Vec<(i32, i64)> = offsets
-        .iter()
-        .filter_map(|p| p.committed.map(|offset| (p.partition, offset)))
-        .collect();
-    (!keep.is_empty()).then_some(keep)
-}
+use crate::kafka::{TopicAdmin, TopicRequest};
+use crate::metrics::{Metrics, PipelineLabels};
+pub use crate::scaler::step::{offsets_to_keep, OFFSET_KEEPALIVE};
+use crate::scaler::step::{scale, ScalerMemory};
+#[cfg(doc)]
+use crate::secrets::SECRET_REFRESH;
+use crate::secrets::{
+    check_pod_secrets, forget_kafka_secrets_on_auth_error, forget_secrets_on_spec_change,
+    kafka_settings, SecretCache,
+};
+use crate::status::{self};
+use crate::topic::{ensure_topic, ConfigChecked};
+pub use crate::topic::{plan_topic, TopicPlan};
+use crate::validate::{check_images, validate};
 
 /// Shared state of every reconcile.
 pub struct Context {
@@ -81,18 +50,24 @@ pub struct Context {
     /// Prefixes an ingress or worker image must start with; empty allows any image.
     pub allowed_image_prefixes: Vec<String>,
     pub metrics: Arc<Metrics>,
-    scalers: Mutex<HashMap<String, ScalerMemory>>,
+    pub(crate) scalers: Mutex<HashMap<String, ScalerMemory>>,
     /// The controller's reflector of every pipeline, once it runs.
     pipelines: std::sync::OnceLock<kube::runtime::reflector::Store<WhatsAppWebhookPipeline>>,
     /// Topics this process created, by pipeline uid: the status says so too, but a reconcile
     /// can start from a cached copy read before that status write arrived, and must not take
     /// its own topic for an adopted one (it would then never delete it).
-    created_topics: Mutex<std::collections::HashSet<(String, String)>>,
+    pub(crate) created_topics: Mutex<std::collections::HashSet<(String, String)>>,
     /// (pipeline uid, topic) → the generation whose topic configuration was last found in
     /// place, and when: the configuration is read again on a spec change or after
     /// [`CONFIG_RECHECK`], not on every poll.
-    config_checked: Mutex<HashMap<(String, String), ConfigChecked>>,
+    pub(crate) config_checked: Mutex<HashMap<(String, String), ConfigChecked>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Secret reads kept between reconciles (see [`crate::secrets`]).
+    pub(crate) secrets: SecretCache,
+    /// Pipeline uid → the generation its Secrets were last read for: a new one reads them again.
+    pub(crate) secrets_read_for: Mutex<HashMap<String, Option<i64>>>,
+    /// How long after its deletionTimestamp a pipeline's cleanup is given up.
+    cleanup_deadline: Duration,
 }
 
 impl Context {
@@ -118,7 +93,23 @@ impl Context {
             created_topics: Mutex::default(),
             config_checked: Mutex::default(),
             failures: Mutex::default(),
+            secrets: SecretCache::default(),
+            secrets_read_for: Mutex::default(),
+            cleanup_deadline: CLEANUP_DEADLINE,
         }
+    }
+
+    /// Reads Secrets again once a read is older than `refresh` ([`SECRET_REFRESH`] by default).
+    pub fn with_secret_refresh(mut self, refresh: Duration) -> Self {
+        self.secrets = SecretCache::new(refresh);
+        self
+    }
+
+    /// Gives up a cleanup `deadline` after the deletionTimestamp ([`CLEANUP_DEADLINE`] by
+    /// default).
+    pub fn with_cleanup_deadline(mut self, deadline: Duration) -> Self {
+        self.cleanup_deadline = deadline;
+        self
     }
 
     /// Restricts ingress and worker images to these prefixes (empty: any image).
@@ -132,13 +123,18 @@ impl Context {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Now, as a condition's transition time.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn key(pipeline: &WhatsAppWebhookPipeline) -> String {
+pub(crate) fn key(pipeline: &WhatsAppWebhookPipeline) -> String {
     format!(
         "{}/{}",
         pipeline.namespace().unwrap_or_default(),
@@ -194,13 +190,35 @@ pub fn error_policy(
     let mut failures = lock(&ctx.failures);
     let attempts = failures.entry(key(&pipeline)).or_insert(0);
     *attempts = attempts.saturating_add(1);
-    Action::requeue(backoff(*attempts))
+    let cleanup_left =
+        deleting_for(&pipeline).map(|for_| ctx.cleanup_deadline.saturating_sub(for_));
+    Action::requeue(retry_delay(*attempts, cleanup_left))
+}
+
+/// Delay before retry number `attempt`: [`backoff`], but a pipeline being deleted is tried
+/// again just after its cleanup deadline (`cleanup_left` from now) at the latest, so that the
+/// backoff its failures built up before the deletion does not hold it (and its namespace)
+/// long past the deadline.
+pub fn retry_delay(attempt: u32, cleanup_left: Option<Duration>) -> Duration {
+    let delay = backoff(attempt);
+    match cleanup_left {
+        Some(left) => delay.min(left + Duration::from_secs(1)),
+        None => delay,
+    }
+}
+
+/// How long ago the pipeline's deletion began, if it did.
+fn deleting_for(pipeline: &WhatsAppWebhookPipeline) -> Option<Duration> {
+    let since = pipeline.metadata.deletion_timestamp.as_ref()?;
+    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(since.0);
+    Some(Duration::from_secs(
+        u64::try_from(elapsed.as_secs()).unwrap_or(0),
+    ))
 }
 
 /// Delay before retry number `attempt` (1-based).
 pub fn backoff(attempt: u32) -> Duration {
-    let seconds = 5u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16));
-    Duration::from_secs(seconds.min(300))
+    wapipe_core::time::doubling_backoff(Duration::from_secs(5), Duration::from_secs(300), attempt)
 }
 
 /// Reconciles one pipeline.
@@ -214,7 +232,14 @@ pub async fn reconcile(
     } else {
         match apply(&pipeline, &ctx).await {
             Ok(action) => action,
+            // The namespace is being deleted and takes no new child: the pipeline's own
+            // deletion, which comes next, is what to act on.
+            Err(error) if error.is_namespace_terminating() => {
+                info!(pipeline = %key(&pipeline), "namespace being deleted; waiting for the pipeline's deletion");
+                Action::await_change()
+            }
             Err(error) => {
+                forget_kafka_secrets_on_auth_error(&ctx, &pipeline, &error);
                 if let Err(status_error) = write_failure(&ctx, &pipeline, &error).await {
                     warn!(pipeline = %key(&pipeline), %status_error, "could not record the failure in the status");
                 }
@@ -259,7 +284,7 @@ async fn set_finalizers(
     Ok(())
 }
 
-async fn publish(
+pub(crate) async fn publish(
     ctx: &Context,
     pipeline: &WhatsAppWebhookPipeline,
     type_: EventType,
@@ -273,60 +298,21 @@ async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx
+    match ctx
         .recorder
         .publish(&event, &pipeline.object_ref(&()))
         .await
     {
+        Ok(()) => {}
+        // The API server takes no new object in a namespace being deleted, Events included:
+        // what the Event said goes to the log instead (a CleanupAbandoned note names the
+        // topics left on Kafka).
+        Err(kube::Error::Api(status)) if crate::error::namespace_terminating(&status) => {
+            warn!(pipeline = %key(pipeline), reason, note = event.note.as_deref().unwrap_or_default(), "namespace being deleted: event not recorded");
+        }
         // An event lost is not worth failing the reconcile for.
-        warn!(%error, reason, "publishing event failed");
+        Err(error) => warn!(%error, reason, "publishing event failed"),
     }
-}
-
-/// Reads one key of a Secret in `namespace`, needed for the status condition `condition`.
-async fn read_secret(
-    client: &Client,
-    namespace: &str,
-    secret: &SecretKeyRef,
-    condition: &'static str,
-) -> Result<String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let object = api
-        .get(&secret.name)
-        .await
-        .map_err(|source| Error::ReadSecret {
-            condition,
-            namespace: namespace.into(),
-            name: secret.name.clone(),
-            source,
-        })?;
-    object
-        .data
-        .as_ref()
-        .and_then(|data| data.get(&secret.key))
-        .map(|value| String::from_utf8_lossy(&value.0).into_owned())
-        .ok_or_else(|| Error::SecretKeyMissing {
-            condition,
-            namespace: namespace.into(),
-            name: secret.name.clone(),
-            key: secret.key.clone(),
-        })
-}
-
-/// Checks that the Secrets the ingress and worker pods mount exist with their keys: a pod
-/// referencing a missing Secret never starts, and the pipeline should say why.
-async fn check_pod_secrets(client: &Client, namespace: &str, spec: &PipelineSpec) -> Result<()> {
-    let ingress = [
-        Some(&spec.ingress.app_secret_ref),
-        spec.ingress.verify_token_ref.as_ref(),
-    ];
-    for secret in ingress.into_iter().flatten() {
-        read_secret(client, namespace, secret, "IngressReady").await?;
-    }
-    if let Some(secret) = &spec.worker.sink.database_url_secret_ref {
-        read_secret(client, namespace, secret, "WorkersReady").await?;
-    }
-    Ok(())
 }
 
 /// Records a failed reconcile in the status: the condition it concerns turns False with the
@@ -340,337 +326,16 @@ async fn write_failure(
     let Some(failure) = error.failure_condition() else {
         return Ok(());
     };
-    let generation = pipeline.metadata.generation;
     let previous = pipeline.status.clone().unwrap_or_default();
-    let mut status = previous.clone();
-    status.observed_generation = generation;
-    let message = error.to_string();
-    set_condition(
-        &mut status.conditions,
-        &previous.conditions,
-        generation,
+    let status = status::failed(
+        &previous,
+        pipeline.metadata.generation,
         failure.condition,
-        false,
         failure.reason,
-        &message,
-    );
-    let ready_reason = match failure.condition {
-        "TopicReady" => "TopicNotReady",
-        "IngressReady" => "IngressNotReady",
-        _ => "WorkersNotReady",
-    };
-    set_condition(
-        &mut status.conditions,
-        &previous.conditions,
-        generation,
-        "Ready",
-        false,
-        ready_reason,
-        format!("{}: {message}", failure.condition),
+        &error.to_string(),
+        &now(),
     );
     write_status(ctx, pipeline, status).await
-}
-
-/// The operator's own Kafka connection for this pipeline (SASL password and CA read from Secrets).
-async fn kafka_settings(
-    client: &Client,
-    namespace: &str,
-    kafka: &KafkaSpec,
-) -> Result<KafkaSettings> {
-    let mut settings = KafkaSettings::new();
-    settings.insert("bootstrap.servers".into(), kafka.bootstrap_servers.clone());
-    let protocol = match (kafka.sasl.is_some(), kafka.tls.is_some()) {
-        (true, true) => Some("SASL_SSL"),
-        (true, false) => Some("SASL_PLAINTEXT"),
-        (false, true) => Some("SSL"),
-        (false, false) => None,
-    };
-    if let Some(protocol) = protocol {
-        settings.insert("security.protocol".into(), protocol.into());
-    }
-    if let Some(sasl) = &kafka.sasl {
-        settings.insert("sasl.mechanism".into(), sasl.mechanism.as_str().into());
-        settings.insert("sasl.username".into(), sasl.username.clone());
-        let password =
-            read_secret(client, namespace, &sasl.password_secret_ref, "TopicReady").await?;
-        settings.insert("sasl.password".into(), password.trim_end().to_string());
-    }
-    if let Some(ca) = kafka
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.ca_secret_ref.as_ref())
-    {
-        settings.insert(
-            "ssl.ca.pem".into(),
-            read_secret(client, namespace, ca, "TopicReady").await?,
-        );
-    }
-    Ok(settings)
-}
-
-/// What to do about a topic, given its spec and what the broker has.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TopicPlan {
-    Create,
-    /// It exists with the requested shape.
-    Matches,
-    IncreasePartitions {
-        from: i32,
-        to: i32,
-    },
-    /// A decrease of partitions or a change of replication factor.
-    NotSupported(String),
-}
-
-/// Pure: compares the requested shape with the existing topic.
-pub fn plan_topic(
-    partitions: i32,
-    replication_factor: Option<i32>,
-    existing: Option<TopicShape>,
-) -> TopicPlan {
-    let Some(existing) = existing else {
-        return TopicPlan::Create;
-    };
-    let mut problems = Vec::new();
-    if partitions < existing.partitions {
-        problems.push(format!(
-            "decreasing partitions from {} to {partitions} is not supported",
-            existing.partitions
-        ));
-    }
-    if let Some(rf) = replication_factor {
-        if rf != existing.replication_factor {
-            problems.push(format!(
-                "changing the replication factor from {} to {rf} is not supported",
-                existing.replication_factor
-            ));
-        }
-    }
-    if !problems.is_empty() {
-        return TopicPlan::NotSupported(problems.join("; "));
-    }
-    if partitions > existing.partitions {
-        return TopicPlan::IncreasePartitions {
-            from: existing.partitions,
-            to: partitions,
-        };
-    }
-    TopicPlan::Matches
-}
-
-/// Outcome of reconciling one topic, for the status.
-struct TopicOutcome {
-    ready: bool,
-    reason: &'static str,
-    message: String,
-    partitions: Option<i32>,
-    created: bool,
-}
-
-async fn ensure_topic(
-    ctx: &Context,
-    pipeline: &WhatsAppWebhookPipeline,
-    kafka: &KafkaSettings,
-    request: TopicRequest,
-    created_before: bool,
-) -> Result<TopicOutcome> {
-    let name = request.name.clone();
-    let topic_error = |action: &'static str| {
-        let topic = name.clone();
-        move |source| Error::Topic {
-            action,
-            topic,
-            source,
-        }
-    };
-    let existing = ctx
-        .admin
-        .describe_topic(kafka, &name)
-        .await
-        .map_err(topic_error("describing"))?;
-    let plan = plan_topic(request.partitions, request.replication_factor, existing);
-    let outcome = match plan {
-        TopicPlan::Create => {
-            ctx.admin
-                .create_topic(kafka, &request)
-                .await
-                .map_err(topic_error("creating"))?;
-            let message = format!(
-                "created topic {name} with {} partitions",
-                request.partitions
-            );
-            info!(pipeline = %key(pipeline), topic = %name, "created topic");
-            lock(&ctx.created_topics).insert((pipeline.uid().unwrap_or_default(), name.clone()));
-            publish(
-                ctx,
-                pipeline,
-                EventType::Normal,
-                "TopicCreated",
-                message.clone(),
-            )
-            .await;
-            TopicOutcome {
-                ready: true,
-                reason: "Created",
-                message,
-                partitions: Some(request.partitions),
-                created: true,
-            }
-        }
-        TopicPlan::Matches => TopicOutcome {
-            ready: true,
-            reason: if created_before { "Created" } else { "Adopted" },
-            message: format!(
-                "topic {name} has {} partitions{}",
-                request.partitions,
-                if created_before {
-                    ""
-                } else {
-                    " (adopted: it existed before and is never deleted by the operator)"
-                }
-            ),
-            partitions: existing.map(|e| e.partitions),
-            created: created_before,
-        },
-        TopicPlan::IncreasePartitions { from, to } => {
-            ctx.admin
-                .create_partitions(kafka, &name, to)
-                .await
-                .map_err(topic_error("adding partitions to"))?;
-            let message = format!(
-                "partitions of {name} increased from {from} to {to}: keys now map to other \
-                 partitions, so per-user order is not guaranteed across the change"
-            );
-            publish(
-                ctx,
-                pipeline,
-                EventType::Warning,
-                "PartitionsIncreased",
-                message.clone(),
-            )
-            .await;
-            TopicOutcome {
-                ready: true,
-                reason: "PartitionsIncreased",
-                message,
-                partitions: Some(to),
-                created: created_before,
-            }
-        }
-        TopicPlan::NotSupported(message) => {
-            publish(
-                ctx,
-                pipeline,
-                EventType::Warning,
-                "NotSupported",
-                message.clone(),
-            )
-            .await;
-            TopicOutcome {
-                ready: false,
-                reason: "NotSupported",
-                message,
-                partitions: existing.map(|e| e.partitions),
-                created: created_before,
-            }
-        }
-    };
-    if existing.is_some() && outcome.ready {
-        return sync_topic_config(ctx, pipeline, kafka, &request, outcome).await;
-    }
-    Ok(outcome)
-}
-
-/// The generation whose topic configuration was found in place, and when.
-type ConfigChecked = (Option<i64>, Instant);
-
-/// How often a topic's configuration is read again when the spec has not changed (to undo
-/// changes made outside the operator).
-const CONFIG_RECHECK: Duration = Duration::from_secs(600);
-
-/// Brings an existing topic's own configuration to the spec: the entries of `spec.config` (and
-/// wapipe's defaults) whose value differs are set; the topic's other entries are kept. Kafka
-/// refusing a value is reported on the topic's condition and in an Event, not retried blindly.
-async fn sync_topic_config(
-    ctx: &Context,
-    pipeline: &WhatsAppWebhookPipeline,
-    kafka: &KafkaSettings,
-    request: &TopicRequest,
-    mut outcome: TopicOutcome,
-) -> Result<TopicOutcome> {
-    let name = &request.name;
-    let checked_key = (pipeline.uid().unwrap_or_default(), name.clone());
-    let generation = pipeline.metadata.generation;
-    let recently_checked = lock(&ctx.config_checked)
-        .get(&checked_key)
-        .is_some_and(|(seen, at)| *seen == generation && at.elapsed() < CONFIG_RECHECK);
-    if recently_checked {
-        return Ok(outcome);
-    }
-    let current = ctx
-        .admin
-        .topic_config(kafka, name)
-        .await
-        .map_err(|source| Error::Topic {
-            action: "reading the configuration of",
-            topic: name.clone(),
-            source,
-        })?;
-    let drift = config_drift(&request.config, &current);
-    if drift.is_empty() {
-        lock(&ctx.config_checked).insert(checked_key, (generation, Instant::now()));
-        return Ok(outcome);
-    }
-    let mut config = current.clone();
-    config.extend(drift.clone());
-    let listed = drift
-        .iter()
-        .map(|(key, value)| match current.get(key) {
-            Some(old) => format!("{key}={value} (was {old})"),
-            None => format!("{key}={value}"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    match ctx.admin.set_topic_config(kafka, name, &config).await {
-        Ok(()) => {
-            let message = format!("applied to topic {name}: {listed}");
-            info!(pipeline = %key(pipeline), topic = %name, changes = %listed, "topic configuration applied");
-            publish(
-                ctx,
-                pipeline,
-                EventType::Normal,
-                "TopicConfigApplied",
-                message.clone(),
-            )
-            .await;
-            outcome.message = format!("{}; {message}", outcome.message);
-            lock(&ctx.config_checked).insert(checked_key, (generation, Instant::now()));
-        }
-        Err(error @ (AdminError::Refused(_) | AdminError::NotApplied(_))) => {
-            let message =
-                format!("Kafka refused the configuration of topic {name} ({listed}): {error}");
-            warn!(pipeline = %key(pipeline), topic = %name, %error, "topic configuration refused");
-            publish(
-                ctx,
-                pipeline,
-                EventType::Warning,
-                "TopicConfigRefused",
-                message.clone(),
-            )
-            .await;
-            outcome.ready = false;
-            outcome.reason = "TopicConfigRefused";
-            outcome.message = message;
-        }
-        Err(source) => {
-            return Err(Error::Topic {
-                action: "configuring",
-                topic: name.clone(),
-                source,
-            })
-        }
-    }
-    Ok(outcome)
 }
 
 async fn apply_child<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K>
@@ -700,33 +365,6 @@ where
     )
     .await
     .map_err(|source| Error::ApplyChild { kind, name, source })
-}
-
-/// Sets `condition` in `conditions`, keeping its transition time when the status did not change.
-fn set_condition(
-    conditions: &mut Vec<Condition>,
-    previous: &[Condition],
-    generation: Option<i64>,
-    type_: &str,
-    ready: bool,
-    reason: &str,
-    message: impl Into<String>,
-) {
-    let status = if ready { "True" } else { "False" };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .and_then(|c| c.last_transition_time.clone())
-        .or_else(|| Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time,
-        observed_generation: generation,
-    });
 }
 
 async fn write_status(
@@ -781,46 +419,31 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
     {
         Ok(valid) => valid,
         Err(invalid) => {
-            warn!(pipeline = %key(pipeline), reason = invalid.reason, message = %invalid.message, "cannot reconcile");
+            warn!(pipeline = %key(pipeline), reason = %invalid.reason, message = %invalid.message, "cannot reconcile");
             publish(
                 ctx,
                 pipeline,
                 EventType::Warning,
-                invalid.reason,
+                invalid.reason.as_str(),
                 invalid.message.clone(),
             )
             .await;
-            let mut status = previous.clone();
-            status.observed_generation = generation;
-            let conditions = &mut status.conditions;
-            set_condition(
-                conditions,
-                &previous.conditions,
+            let status = status::invalid(
+                &previous,
                 generation,
-                "Ready",
-                false,
                 invalid.reason,
                 &invalid.message,
+                &now(),
             );
-            if invalid.reason == "ResourceConflict" {
-                set_condition(
-                    conditions,
-                    &previous.conditions,
-                    generation,
-                    "TopicReady",
-                    false,
-                    invalid.reason,
-                    &invalid.message,
-                );
-            }
             write_status(ctx, pipeline, status).await?;
             // A spec error waits for the next change of the resource.
             return Ok(Action::await_change());
         }
     };
     let spec = &valid.spec;
-    let kafka = kafka_settings(&ctx.client, &namespace, &spec.kafka).await?;
-    check_pod_secrets(&ctx.client, &namespace, spec).await?;
+    forget_secrets_on_spec_change(ctx, pipeline);
+    let kafka = kafka_settings(ctx, &namespace, &spec.kafka).await?;
+    check_pod_secrets(ctx, &namespace, spec).await?;
 
     let topic = ensure_topic(
         ctx,
@@ -874,6 +497,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         Ok(decision) => (decision, None),
         Err(error) => {
             warn!(pipeline = %key(pipeline), %error, "reading lag failed; replicas left as they are");
+            forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
             ctx.metrics
                 .reconcile_errors
                 .get_or_create(&crate::metrics::ErrorLabels {
@@ -884,178 +508,32 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         }
     };
 
-    let ingress_available = ingress
-        .status
-        .as_ref()
-        .and_then(|s| s.available_replicas)
-        .unwrap_or(0);
     let workers_ready = worker
         .status
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-
-    let mut status = previous.clone();
-    status.observed_generation = generation;
-    status.partitions = topic.partitions;
-    status.topic_created = Some(topic.created);
-    status.dead_letter_topic_created = Some(dead_letter.created);
-    status.current_workers = Some(workers_ready);
-    let prev = &previous.conditions;
-    let conditions = &mut status.conditions;
-    let (topic_ready, topic_reason, topic_message) = if !topic.ready {
-        (false, topic.reason, topic.message.clone())
-    } else if !dead_letter.ready {
-        (
-            false,
-            dead_letter.reason,
-            format!("dead-letter topic: {}", dead_letter.message),
-        )
-    } else if let Some(warning) = kept_partition_warning(prev, generation) {
-        // Keep the key-remap warning visible for the generation that asked for the increase.
-        (true, "PartitionsIncreased", warning)
-    } else {
-        (true, topic.reason, topic.message.clone())
+    let observed = status::Observed {
+        generation,
+        topic: &topic,
+        dead_letter: &dead_letter,
+        ingress_available: ingress
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0),
+        ingress_replicas: spec.ingress.replicas,
+        workers_ready,
+        decision: decision.as_ref(),
+        lag_error: lag_error.as_deref(),
+        consumer_group: &valid.consumer_group,
     };
-    set_condition(
-        conditions,
-        prev,
-        generation,
-        "TopicReady",
-        topic_ready,
-        topic_reason,
-        topic_message,
-    );
-    let ingress_ready = ingress_available >= 1;
-    set_condition(
-        conditions,
-        prev,
-        generation,
-        "IngressReady",
-        ingress_ready,
-        if ingress_ready {
-            "Available"
-        } else {
-            "Unavailable"
-        },
-        format!(
-            "{ingress_available} of {} ingress pods available",
-            spec.ingress.replicas
-        ),
-    );
-    match &decision {
-        Some(decision) => {
-            let desired = i32::try_from(decision.desired).unwrap_or(i32::MAX);
-            status.desired_workers = Some(desired);
-            status.total_lag = Some(i64::try_from(decision.total_lag).unwrap_or(i64::MAX));
-            status.partition_lag = decision
-                .partitions
-                .iter()
-                .map(|p| PartitionLagStatus {
-                    partition: p.partition,
-                    lag: i64::try_from(p.lag).unwrap_or(i64::MAX),
-                    status: p.status.as_str().into(),
-                })
-                .collect();
-            let workers_ok = workers_ready >= desired;
-            set_condition(
-                conditions,
-                prev,
-                generation,
-                "WorkersReady",
-                workers_ok,
-                if workers_ok {
-                    "Available"
-                } else {
-                    "Progressing"
-                },
-                format!("{workers_ready} of {desired} workers ready"),
-            );
-            let stalled = decision
-                .partitions
-                .iter()
-                .any(|p| p.status == PartitionStatus::Stalled);
-            set_condition(
-                conditions,
-                prev,
-                generation,
-                "Scaling",
-                !stalled,
-                if stalled {
-                    "PartitionStalled"
-                } else {
-                    decision.reason.as_str()
-                },
-                decision.message.clone(),
-            );
-        }
-        None => {
-            set_condition(
-                conditions,
-                prev,
-                generation,
-                "WorkersReady",
-                workers_ready >= 1,
-                "Unknown",
-                format!("{workers_ready} workers ready; no lag reading to size the pool"),
-            );
-            match &lag_error {
-                Some(error) => set_condition(
-                    conditions,
-                    prev,
-                    generation,
-                    "Scaling",
-                    false,
-                    "LagUnavailable",
-                    format!(
-                        "cannot read the lag of group {}: {error}",
-                        valid.consumer_group
-                    ),
-                ),
-                None => set_condition(
-                    conditions,
-                    prev,
-                    generation,
-                    "Scaling",
-                    false,
-                    "NoLagReading",
-                    "lag could not be read yet",
-                ),
-            }
-        }
-    }
-    let workers_ok = conditions
-        .iter()
-        .any(|c| c.type_ == "WorkersReady" && c.status == "True");
-    let all_ready = topic_ready && ingress_ready && workers_ok;
-    let (ready_reason, ready_message) = if all_ready {
-        ("Ready", "topic, ingress and workers are ready".to_string())
-    } else if !topic_ready {
-        (
-            "TopicNotReady",
-            "the topic is not ready; see TopicReady".to_string(),
-        )
-    } else if !ingress_ready {
-        (
-            "IngressNotReady",
-            "no ingress pod is available yet".to_string(),
-        )
-    } else {
-        (
-            "WorkersNotReady",
-            "the workers are not ready yet".to_string(),
-        )
-    };
-    set_condition(
-        conditions,
-        prev,
-        generation,
-        "Ready",
-        all_ready,
-        ready_reason,
-        ready_message,
-    );
-    write_status(ctx, pipeline, status).await?;
+    write_status(
+        ctx,
+        pipeline,
+        status::assemble(&previous, &observed, &now()),
+    )
+    .await?;
 
     let labels = PipelineLabels {
         namespace: namespace.clone(),
@@ -1070,159 +548,9 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
     )))
 }
 
-fn kept_partition_warning(previous: &[Condition], generation: Option<i64>) -> Option<String> {
-    previous
-        .iter()
-        .find(|c| {
-            c.type_ == "TopicReady"
-                && c.reason == "PartitionsIncreased"
-                && c.observed_generation == generation
-        })
-        .map(|c| c.message.clone())
-}
-
-/// One scaler step: at most once per poll interval, read lag, decide, and write replicas under
-/// the scaler's field manager when they change. Returns the latest decision, if any.
-async fn scale(
-    ctx: &Context,
-    pipeline: &WhatsAppWebhookPipeline,
-    valid: &ValidPipeline,
-    kafka: &KafkaSettings,
-    running: u32,
-) -> Result<Option<Decision>> {
-    let poll_interval =
-        Duration::from_secs(u64::try_from(valid.spec.worker.poll_interval_seconds).unwrap_or(10));
-    let pipeline_key = key(pipeline);
-    let now = Instant::now();
-    {
-        let scalers = lock(&ctx.scalers);
-        if let Some(memory) = scalers.get(&pipeline_key) {
-            // Child events re-trigger reconciles; the policy counts polls, so poll on schedule.
-            if memory
-                .last_poll
-                .is_some_and(|at| now.duration_since(at) < poll_interval)
-            {
-                return Ok(memory.last.clone());
-            }
-        }
-    }
-    let offsets = ctx
-        .admin
-        .read_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group)
-        .await
-        .map_err(Error::ReadLag)?;
-    let (decision, keep) = {
-        let mut scalers = lock(&ctx.scalers);
-        let memory = scalers.entry(pipeline_key.clone()).or_default();
-        let decision = policy::decide(&valid.policy, &mut memory.state, &offsets, running, now);
-        memory.last_poll = Some(now);
-        memory.last = Some(decision.clone());
-        let keep = offsets_to_keep(
-            running,
-            decision.desired,
-            memory.offsets_kept,
-            now,
-            &offsets,
-        );
-        (decision, keep)
-    };
-    if let Some(keep) = keep {
-        match ctx
-            .admin
-            .keep_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group, &keep)
-            .await
-        {
-            Ok(()) => {
-                if let Some(memory) = lock(&ctx.scalers).get_mut(&pipeline_key) {
-                    memory.offsets_kept = Some(now);
-                }
-                info!(pipeline = %pipeline_key, partitions = keep.len(), "scaled to zero: committed the group's offsets again so they do not expire");
-            }
-            // Members still leaving, or Kafka unavailable: tried again at the next poll.
-            Err(error) => {
-                warn!(pipeline = %pipeline_key, %error, "could not commit a scaled-to-zero group's offsets again")
-            }
-        }
-    }
-    let labels = PipelineLabels {
-        namespace: valid.namespace.clone(),
-        pipeline: valid.name.clone(),
-    };
-    let metrics = &ctx.metrics;
-    metrics
-        .total_lag
-        .get_or_create(&labels)
-        .set(i64::try_from(decision.total_lag).unwrap_or(i64::MAX));
-    metrics
-        .desired_workers
-        .get_or_create(&labels)
-        .set(i64::from(decision.desired));
-    let partitions = u32::try_from(offsets.len()).unwrap_or(u32::MAX);
-    metrics
-        .max_workers
-        .get_or_create(&labels)
-        .set(i64::from(valid.policy.max_replicas.min(partitions)));
-    for partition in &decision.partitions {
-        metrics
-            .partition_lag
-            .get_or_create(&PartitionLabels {
-                namespace: valid.namespace.clone(),
-                pipeline: valid.name.clone(),
-                partition: partition.partition.to_string(),
-            })
-            .set(i64::try_from(partition.lag).unwrap_or(i64::MAX));
-    }
-    let stalled = decision
-        .partitions
-        .iter()
-        .filter(|p| p.status == PartitionStatus::Stalled)
-        .count();
-    metrics
-        .stalled_partitions
-        .get_or_create(&labels)
-        .set(i64::try_from(stalled).unwrap_or(0));
-
-    if decision.desired != running {
-        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &valid.namespace);
-        let patch = json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": worker_name(&valid.name), "namespace": valid.namespace},
-            "spec": {"replicas": decision.desired},
-        });
-        api.patch(
-            &worker_name(&valid.name),
-            &PatchParams::apply(crate::SCALER_FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::PatchReplicas)?;
-        info!(pipeline = %key(pipeline), from = running, to = decision.desired, reason = decision.reason.as_str(), "scaled workers");
-        metrics
-            .scaling_changes
-            .get_or_create(&ScalingLabels {
-                namespace: valid.namespace.clone(),
-                pipeline: valid.name.clone(),
-                reason: decision.reason.as_str().into(),
-            })
-            .inc();
-        publish(
-            ctx,
-            pipeline,
-            EventType::Normal,
-            decision.reason.as_str(),
-            format!(
-                "workers {running} → {}: {}",
-                decision.desired, decision.message
-            ),
-        )
-        .await;
-    }
-    Ok(Some(decision))
-}
-
 /// How long deletion keeps trying to delete the topics under `deletionPolicy: Delete`, counted
-/// from the resource's deletionTimestamp. Past it the finalizer is released and what was left
+/// from the resource's deletionTimestamp, unless `--cleanup-deadline-seconds` says otherwise
+/// ([`Context::with_cleanup_deadline`]). Past it the finalizer is released and what was left
 /// behind is reported in an Event: a namespace being deleted (its Secrets already gone) or a
 /// Kafka that never comes back must not keep the resource, and its namespace, forever.
 pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(600);
@@ -1231,11 +559,12 @@ pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(600);
 pub const SKIP_CLEANUP_ANNOTATION: &str = "wapipe.dev/skip-cleanup";
 
 /// Deletion: under `Delete`, stop the pods, delete the topics the operator created, then drop
-/// the finalizer; bounded by [`CLEANUP_DEADLINE`], skippable with [`SKIP_CLEANUP_ANNOTATION`].
+/// the finalizer; bounded by the cleanup deadline ([`CLEANUP_DEADLINE`] by default), skippable with [`SKIP_CLEANUP_ANNOTATION`].
 async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
     lock(&ctx.scalers).remove(&key(pipeline));
     let uid = pipeline.uid().unwrap_or_default();
     lock(&ctx.config_checked).retain(|(owner, _), _| *owner != uid);
+    lock(&ctx.secrets_read_for).remove(&uid);
     if !has_finalizer(pipeline) {
         return Ok(Action::await_change());
     }
@@ -1263,19 +592,18 @@ async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Ac
                 // The pods are still stopping: the topics go once they have.
                 Ok(false) => return Ok(Action::requeue(Duration::from_secs(5))),
                 Err(error) => {
-                    let deleting_for = pipeline
-                        .metadata
-                        .deletion_timestamp
-                        .as_ref()
-                        .map(|t| {
-                            let since = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
-                            Duration::from_secs(u64::try_from(since.as_secs()).unwrap_or(0))
-                        })
-                        .unwrap_or_default();
-                    if deleting_for < CLEANUP_DEADLINE {
+                    forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
+                    if deleting_for(pipeline).unwrap_or_default() < ctx.cleanup_deadline {
                         return Err(error);
                     }
-                    warn!(pipeline = %key(pipeline), %error, "cleanup abandoned after the deadline");
+                    warn!(pipeline = %key(pipeline), %error, left = %listed_or_none(&to_delete), "cleanup abandoned after the deadline");
+                    ctx.metrics
+                        .cleanups_abandoned
+                        .get_or_create(&PipelineLabels {
+                            namespace: pipeline.namespace().unwrap_or_default(),
+                            pipeline: pipeline.name_any(),
+                        })
+                        .inc();
                     publish(
                         ctx,
                         pipeline,
@@ -1283,7 +611,7 @@ async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Ac
                         "CleanupAbandoned",
                         format!(
                             "gave up after {}s ({error}); left on Kafka: {}",
-                            CLEANUP_DEADLINE.as_secs(),
+                            ctx.cleanup_deadline.as_secs(),
                             listed_or_none(&to_delete)
                         ),
                     )
@@ -1355,7 +683,7 @@ async fn delete_created_topics(
     if stopping {
         return Ok(false);
     }
-    let kafka = kafka_settings(&ctx.client, &namespace, &pipeline.spec.kafka).await?;
+    let kafka = kafka_settings(ctx, &namespace, &pipeline.spec.kafka).await?;
     for topic in topics {
         ctx.admin
             .delete_topic(&kafka, topic)

@@ -1,6 +1,7 @@
 //! The crate's error type: one variant per step of a reconcile that can fail.
 
 use crate::kafka::AdminError;
+use crate::status::{ConditionType, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -12,7 +13,7 @@ pub enum Error {
     /// `condition` is the status condition the Secret is needed for (`TopicReady`, ...).
     #[error("reading Secret {namespace}/{name}: {source}")]
     ReadSecret {
-        condition: &'static str,
+        condition: ConditionType,
         namespace: String,
         name: String,
         #[source]
@@ -20,7 +21,7 @@ pub enum Error {
     },
     #[error("Secret {namespace}/{name} has no key {key}")]
     SecretKeyMissing {
-        condition: &'static str,
+        condition: ConditionType,
         namespace: String,
         name: String,
         key: String,
@@ -63,6 +64,26 @@ impl Error {
         !matches!(self, Error::InvalidSpec(_))
     }
 
+    /// Whether Kafka refused the operator's credentials (see [`AdminError::is_auth`]).
+    pub fn is_kafka_auth(&self) -> bool {
+        match self {
+            Error::Topic { source, .. } | Error::ReadLag(source) => source.is_auth(),
+            _ => false,
+        }
+    }
+
+    /// Whether the API server refused to create a child because the namespace is being deleted.
+    pub fn is_namespace_terminating(&self) -> bool {
+        match self {
+            Error::ApplyChild {
+                source: kube::Error::Api(status),
+                ..
+            }
+            | Error::PatchReplicas(kube::Error::Api(status)) => namespace_terminating(status),
+            _ => false,
+        }
+    }
+
     /// A one-word label for metrics and events.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -84,8 +105,8 @@ impl Error {
 /// How a failed reconcile shows in the status: the condition that turns False and its reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FailureCondition {
-    pub condition: &'static str,
-    pub reason: &'static str,
+    pub condition: ConditionType,
+    pub reason: Reason,
 }
 
 impl Error {
@@ -98,18 +119,24 @@ impl Error {
                 condition,
                 source: kube::Error::Api(status),
                 ..
-            } if status.code == 404 => (*condition, "SecretNotFound"),
+            } if status.code == 404 => (*condition, Reason::SecretNotFound),
             Error::ReadSecret {
                 condition,
                 source: kube::Error::Api(status),
                 ..
-            } if status.code == 403 => (*condition, "Forbidden"),
-            Error::SecretKeyMissing { condition, .. } => (*condition, "SecretNotFound"),
-            Error::Topic { .. } => ("TopicReady", "KafkaUnavailable"),
+            } if status.code == 403 => (*condition, Reason::Forbidden),
+            Error::SecretKeyMissing { condition, .. } => (*condition, Reason::SecretNotFound),
+            Error::Topic { .. } => (ConditionType::TopicReady, Reason::KafkaUnavailable),
             _ => return None,
         };
         Some(FailureCondition { condition, reason })
     }
+}
+
+/// Whether the API server refused a write because the namespace is being deleted (its
+/// NamespaceLifecycle admission answers 403 with no reason of its own, only this message).
+pub fn namespace_terminating(status: &kube::core::Status) -> bool {
+    status.code == 403 && status.message.contains("because it is being terminated")
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -41,6 +41,29 @@ pub enum AdminError {
     Join,
 }
 
+impl AdminError {
+    /// Whether Kafka refused the credentials or the TLS handshake: the SASL password or CA the
+    /// connection was built from may have been rotated, so they are read again.
+    pub fn is_auth(&self) -> bool {
+        let code = match self {
+            AdminError::Kafka(error) => error.rdkafka_error_code(),
+            AdminError::Refused(code) => Some(*code),
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+            )
+        )
+    }
+}
+
 /// The shape of an existing topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopicShape {
@@ -169,6 +192,15 @@ fn client_config(kafka: &KafkaSettings) -> ClientConfig {
     // deleted; a new one is created only with its spec's shape).
     config.set("allow.auto.create.topics", "false");
     config
+}
+
+/// Options of every admin request: bounded on the broker (operation) and on the client
+/// (request). Without the client-side bound librdkafka waits `socket.timeout.ms` (60 s) for a
+/// broker that does not answer, and the reconcile with it.
+fn admin_options() -> AdminOptions {
+    AdminOptions::new()
+        .operation_timeout(Some(REQUEST_TIMEOUT))
+        .request_timeout(Some(REQUEST_TIMEOUT))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -315,7 +347,7 @@ impl TopicAdmin for RdKafkaAdmin {
         for (key, value) in &topic.config {
             new_topic = new_topic.set(key, value);
         }
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         Self::check(admin.create_topics(&[new_topic], &options).await?)
     }
 
@@ -327,7 +359,7 @@ impl TopicAdmin for RdKafkaAdmin {
     ) -> Result<(), AdminError> {
         let admin = Self::admin(kafka)?;
         let total = usize::try_from(total).unwrap_or(0);
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         Self::check(
             admin
                 .create_partitions(&[NewPartitions::new(topic, total)], &options)
@@ -337,7 +369,7 @@ impl TopicAdmin for RdKafkaAdmin {
 
     async fn delete_topic(&self, kafka: &KafkaSettings, topic: &str) -> Result<(), AdminError> {
         let admin = Self::admin(kafka)?;
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         match Self::check(admin.delete_topics(&[topic], &options).await?) {
             Err(AdminError::Refused(RDKafkaErrorCode::UnknownTopicOrPartition)) => Ok(()),
             other => other,
@@ -441,7 +473,7 @@ impl TopicAdmin for RdKafkaAdmin {
         topic: &str,
     ) -> Result<BTreeMap<String, String>, AdminError> {
         let admin = Self::admin(kafka)?;
-        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         let results = admin
             .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
             .await?;
@@ -469,7 +501,7 @@ impl TopicAdmin for RdKafkaAdmin {
         for (key, value) in config {
             alter = alter.set(key, value);
         }
-        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        let options = admin_options();
         for result in admin.alter_configs(&[alter], &options).await? {
             if let Err((_, code)) = result {
                 return Err(AdminError::Refused(code));
@@ -500,6 +532,8 @@ impl TopicAdmin for RdKafkaAdmin {
 pub struct InMemoryAdmin {
     /// When set, every lag read fails as if Kafka did not answer.
     pub fail_lag_reads: std::sync::atomic::AtomicBool,
+    /// When set, every topic description fails as Kafka refusing the SASL credentials.
+    pub refuse_credentials: std::sync::atomic::AtomicBool,
     topics: Mutex<BTreeMap<String, TopicShape>>,
     configs: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     offsets: Mutex<BTreeMap<(String, String), Vec<PartitionOffsets>>>,
@@ -549,6 +583,14 @@ impl TopicAdmin for InMemoryAdmin {
         _kafka: &KafkaSettings,
         topic: &str,
     ) -> Result<Option<TopicShape>, AdminError> {
+        if self
+            .refuse_credentials
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(AdminError::Refused(
+                RDKafkaErrorCode::SaslAuthenticationFailed,
+            ));
+        }
         Ok(self.topic(topic))
     }
 

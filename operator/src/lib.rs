@@ -15,6 +15,9 @@ pub mod kafka;
 pub mod leader;
 pub mod metrics;
 pub mod scaler;
+pub mod secrets;
+pub mod status;
+pub mod topic;
 pub mod validate;
 
 pub use crd::{PipelineSpec, PipelineStatus, WhatsAppWebhookPipeline};

@@ -53,6 +53,11 @@ struct Args {
     /// steps down when it has not renewed for two thirds of it, and renews every seventh.
     #[arg(long, env = "WAPIPE_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Seconds after a pipeline's deletionTimestamp at which a cleanup that keeps failing
+    /// (Secrets gone with their namespace, Kafka unreachable) is given up: the finalizer is
+    /// released and what was left on Kafka is reported in a CleanupAbandoned Event.
+    #[arg(long, env = "WAPIPE_CLEANUP_DEADLINE_SECONDS", default_value_t = controller::CLEANUP_DEADLINE.as_secs())]
+    cleanup_deadline_seconds: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "WAPIPE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: wapipe_core::service::LogFormat,
@@ -109,7 +114,8 @@ async fn main() -> anyhow::Result<()> {
 
     let ctx = Arc::new(
         Context::new(client, Arc::new(RdKafkaAdmin), args.image, metrics)
-            .with_allowed_image_prefixes(args.allowed_image_prefixes),
+            .with_allowed_image_prefixes(args.allowed_image_prefixes)
+            .with_cleanup_deadline(Duration::from_secs(args.cleanup_deadline_seconds)),
     );
     // Biased: after any pause (a frozen process, a starved runtime) the Lease is checked
     // before the controller may act again.

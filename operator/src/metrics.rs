@@ -43,6 +43,9 @@ pub struct Metrics {
     pub current_workers: Family<PipelineLabels, Gauge>,
     pub stalled_partitions: Family<PipelineLabels, Gauge>,
     pub scaling_changes: Family<ScalingLabels, Counter>,
+    pub cleanups_abandoned: Family<PipelineLabels, Counter>,
+    pub lag_polls: Family<PipelineLabels, Counter>,
+    pub last_scaling_poll: Family<PipelineLabels, Gauge>,
 }
 
 impl Metrics {
@@ -93,6 +96,24 @@ impl Metrics {
             "scaling_changes",
             "Changes of the worker replica count, by reason",
             self.scaling_changes.clone(),
+        );
+        registry.register(
+            "lag_polls",
+            "Lag polls of the pipeline's consumer group (read or failed); at most one per poll interval",
+            self.lag_polls.clone(),
+        );
+        registry.register(
+            "last_scaling_poll",
+            "The lag poll, counted as in lag_polls, that last wrote the worker replicas: how many \
+             polls a lag step took to reach the Deployment",
+            self.last_scaling_poll.clone(),
+        );
+        registry.register(
+            "cleanups_abandoned",
+            "Deletions under deletionPolicy: Delete released at the cleanup deadline with topics \
+             possibly left on Kafka (the CleanupAbandoned Event is lost when the namespace is \
+             being deleted: the API server refuses new objects in it)",
+            self.cleanups_abandoned.clone(),
         );
     }
 }

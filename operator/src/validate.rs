@@ -8,6 +8,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{PipelineSpec, Provider, SinkType, WhatsAppWebhookPipeline};
 use crate::scaler::policy::PolicyConfig;
+use crate::status::Reason;
 
 /// A pipeline that can be reconciled, with defaults resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,15 +28,15 @@ pub struct ValidPipeline {
 /// Why a pipeline cannot be reconciled as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
-    /// One CamelCase word: `InvalidSpec` or `ResourceConflict`.
-    pub reason: &'static str,
+    /// `InvalidSpec`, `ResourceConflict` or `ImageNotAllowed`.
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Invalid {
     fn spec(message: impl Into<String>) -> Self {
         Invalid {
-            reason: "InvalidSpec",
+            reason: Reason::InvalidSpec,
             message: message.into(),
         }
     }
@@ -134,7 +135,7 @@ pub fn validate(
 
     if let Some(winner) = conflicting_claim(pipeline, others) {
         return Err(Invalid {
-            reason: "ResourceConflict",
+            reason: Reason::ResourceConflict,
             message: format!(
                 "pipeline {}/{} already claims a topic of this pipeline on the same cluster",
                 winner.namespace().unwrap_or_default(),
@@ -196,7 +197,7 @@ pub fn check_images(
             .any(|prefix| image.starts_with(prefix.as_str()))
         {
             return Err(Invalid {
-                reason: "ImageNotAllowed",
+                reason: Reason::ImageNotAllowed,
                 message: format!(
                     "{field} {image:?} starts with none of the operator's allowed image prefixes ({})",
                     allowed_prefixes.join(", ")

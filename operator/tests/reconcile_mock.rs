@@ -12,9 +12,9 @@ use kube::runtime::controller::Action;
 use kube::Client;
 use serde_json::{json, Value};
 use tower_test::mock::{self, Handle};
-use wapipe_operator::controller::{reconcile, Context};
+use wapipe_operator::controller::{backoff, reconcile, retry_delay, Context};
 use wapipe_operator::kafka::InMemoryAdmin;
-use wapipe_operator::metrics::Metrics;
+use wapipe_operator::metrics::{Metrics, PipelineLabels};
 use wapipe_operator::scaler::policy::PartitionOffsets;
 use wapipe_operator::WhatsAppWebhookPipeline;
 
@@ -123,6 +123,14 @@ impl ApiServer {
 }
 
 fn setup(admin: Arc<InMemoryAdmin>) -> (Arc<Context>, ApiServer) {
+    setup_with(admin, |ctx| ctx)
+}
+
+/// [`setup`], with the context changed by `configure`.
+fn setup_with(
+    admin: Arc<InMemoryAdmin>,
+    configure: impl FnOnce(Context) -> Context,
+) -> (Arc<Context>, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let ctx = Context::new(
@@ -132,7 +140,7 @@ fn setup(admin: Arc<InMemoryAdmin>) -> (Arc<Context>, ApiServer) {
         Arc::new(Metrics::default()),
     );
     (
-        Arc::new(ctx),
+        Arc::new(configure(ctx)),
         ApiServer {
             handle,
             events: Vec::new(),
@@ -176,6 +184,28 @@ fn list_of(pipelines: &[&WhatsAppWebhookPipeline]) -> Value {
     })
 }
 
+/// Expects the list of every pipeline (for the topic-claims check), answered with `pipeline` alone.
+async fn expect_pipeline_list(server: &mut ApiServer, pipeline: &WhatsAppWebhookPipeline) {
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+            |_| list_of(&[pipeline]),
+        )
+        .await;
+}
+
+/// Expects the status write of `pipeline`, answered with the pipeline carrying it.
+async fn expect_status_write(server: &mut ApiServer, pipeline: &WhatsAppWebhookPipeline) -> Seen {
+    server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+            |b| applied(&serde_json::to_value(pipeline).unwrap(), b.clone()),
+        )
+        .await
+}
+
 /// The API server's answer to an apply: the object, with the fields the server would add.
 fn applied(body: &Value, extra: Value) -> Value {
     let mut answer = body.clone();
@@ -217,6 +247,11 @@ async fn expect_ingress_secret(server: &mut ApiServer) {
 /// template apply.
 async fn expect_children(server: &mut ApiServer, worker_replicas: i64) -> Seen {
     expect_ingress_secret(server).await;
+    expect_child_applies(server, worker_replicas).await
+}
+
+/// The four child applies of [`expect_children`], without the Secret read (kept from before).
+async fn expect_child_applies(server: &mut ApiServer, worker_replicas: i64) -> Seen {
     let ingress = server
         .expect(
             "PATCH",
@@ -270,15 +305,9 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
     let pipeline = pipeline(json!({}));
     // Topics are created by the reconcile before the lag read; offsets are set up front.
     admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
-    let task = run_reconcile(pipeline.clone(), ctx).await;
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
 
-    server
-        .expect(
-            "GET",
-            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
-            |_| list_of(&[&pipeline]),
-        )
-        .await;
+    expect_pipeline_list(&mut server, &pipeline).await;
     expect_children(&mut server, 1).await;
     let scale = server
         .expect(
@@ -297,13 +326,7 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
         json!({"replicas": 3}),
         "ceil(3000 / 1000) workers"
     );
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
-            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
-        )
-        .await;
+    let status = expect_status_write(&mut server, &pipeline).await;
     server.finish().await;
     let action = task.await.unwrap().expect("reconcile succeeds");
     assert_eq!(action, Action::requeue(Duration::from_secs(10)));
@@ -338,6 +361,16 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
         "{:?}",
         server.events
     );
+    let labels = PipelineLabels {
+        namespace: "shop".into(),
+        pipeline: "orders".into(),
+    };
+    assert_eq!(ctx.metrics.lag_polls.get_or_create(&labels).get(), 1);
+    assert_eq!(
+        ctx.metrics.last_scaling_poll.get_or_create(&labels).get(),
+        1,
+        "the first poll that saw the lag wrote the replicas"
+    );
 }
 
 /// The real API server showed it: a reconcile triggered by the operator's own finalizer or
@@ -351,21 +384,14 @@ async fn a_reconcile_from_a_copy_older_than_its_own_status_write_keeps_its_topic
     let stale = pipeline(json!({}));
     for round in 0..2 {
         let task = run_reconcile(stale.clone(), ctx.clone()).await;
-        server
-            .expect(
-                "GET",
-                "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
-                |_| list_of(&[&stale]),
-            )
-            .await;
-        expect_children(&mut server, 1).await;
-        let status = server
-            .expect(
-                "PATCH",
-                "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
-                |b| applied(&serde_json::to_value(&stale).unwrap(), b.clone()),
-            )
-            .await;
+        expect_pipeline_list(&mut server, &stale).await;
+        if round == 0 {
+            expect_children(&mut server, 1).await;
+        } else {
+            // The Secret read of the first round is kept.
+            expect_child_applies(&mut server, 1).await;
+        }
+        let status = expect_status_write(&mut server, &stale).await;
         server.finish().await;
         task.await.unwrap().expect("reconcile succeeds");
         let status = &status.body["status"];
@@ -392,13 +418,7 @@ async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
     let pipeline = pipeline(json!({"spec": {"ingress": {"replicas": 4}}}));
     let task = run_reconcile(pipeline.clone(), ctx).await;
 
-    server
-        .expect(
-            "GET",
-            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
-            |_| list_of(&[&pipeline]),
-        )
-        .await;
+    expect_pipeline_list(&mut server, &pipeline).await;
     expect_ingress_secret(&mut server).await;
     let ingress = server
         .expect(
@@ -435,13 +455,7 @@ async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
         )
         .await;
     // ceil(1200 / 1000) = 2 = running: no scaler write, straight to the status.
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
-            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
-        )
-        .await;
+    let status = expect_status_write(&mut server, &pipeline).await;
     server.finish().await;
     task.await.unwrap().expect("reconcile succeeds");
 
@@ -481,21 +495,9 @@ async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
     let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12}}}));
     let task = run_reconcile(pipeline.clone(), ctx).await;
 
-    server
-        .expect(
-            "GET",
-            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
-            |_| list_of(&[&pipeline]),
-        )
-        .await;
+    expect_pipeline_list(&mut server, &pipeline).await;
     expect_children(&mut server, 1).await;
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
-            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
-        )
-        .await;
+    let status = expect_status_write(&mut server, &pipeline).await;
     server.finish().await;
     task.await.unwrap().expect("reconcile succeeds");
 
@@ -531,21 +533,9 @@ async fn a_partition_decrease_or_replication_change_is_not_supported() {
     let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12, "replicationFactor": 3}}}));
     let task = run_reconcile(pipeline.clone(), ctx).await;
 
-    server
-        .expect(
-            "GET",
-            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
-            |_| list_of(&[&pipeline]),
-        )
-        .await;
+    expect_pipeline_list(&mut server, &pipeline).await;
     expect_children(&mut server, 1).await;
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
-            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
-        )
-        .await;
+    let status = expect_status_write(&mut server, &pipeline).await;
     server.finish().await;
     task.await.unwrap().expect("reconcile succeeds");
 
@@ -584,13 +574,7 @@ async fn a_second_pipeline_claiming_the_topic_gets_a_resource_conflict() {
             |_| list_of(&[&older, &younger]),
         )
         .await;
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
-            |b| applied(&serde_json::to_value(&younger).unwrap(), b.clone()),
-        )
-        .await;
+    let status = expect_status_write(&mut server, &younger).await;
     server.finish().await;
     let action = task
         .await
@@ -640,21 +624,9 @@ async fn delete_policy_adds_the_finalizer_before_anything_else() {
         json!(["wapipe.dev/topic"])
     );
     assert_eq!(finalizer.body["metadata"]["resourceVersion"], "100");
-    server
-        .expect(
-            "GET",
-            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
-            |_| list_of(&[&pipeline]),
-        )
-        .await;
+    expect_pipeline_list(&mut server, &pipeline).await;
     expect_children(&mut server, 1).await;
-    server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
-            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
-        )
-        .await;
+    expect_status_write(&mut server, &pipeline).await;
     server.finish().await;
     task.await.unwrap().expect("reconcile succeeds");
 }
@@ -921,22 +893,10 @@ async fn lag_that_cannot_be_read_still_writes_the_status_with_scaling_lag_unavai
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({}));
     let task = run_reconcile(pipeline.clone(), ctx).await;
-    server
-        .expect(
-            "GET",
-            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
-            |_| list_of(&[&pipeline]),
-        )
-        .await;
+    expect_pipeline_list(&mut server, &pipeline).await;
     expect_children(&mut server, 2).await;
     // No replicas written without a lag reading; the status still is.
-    let status = server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
-            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
-        )
-        .await;
+    let status = expect_status_write(&mut server, &pipeline).await;
     server.finish().await;
     task.await.unwrap().expect("the reconcile itself succeeds");
     let status = &status.body["status"];
@@ -955,4 +915,156 @@ async fn lag_that_cannot_be_read_still_writes_the_status_with_scaling_lag_unavai
         pipeline.metadata.generation.unwrap()
     );
     assert_eq!(condition(status, "Ready")["status"], "True");
+}
+
+/// A pipeline whose Kafka needs a SASL password from the Secret `kafka-user`, at `generation`.
+fn with_sasl(generation: i64) -> WhatsAppWebhookPipeline {
+    pipeline(json!({
+        "metadata": {"generation": generation},
+        "spec": {"kafka": {
+            "bootstrapServers": "kafka:9093",
+            "sasl": {"mechanism": "SCRAM-SHA-512", "username": "wapipe",
+                     "passwordSecretRef": {"name": "kafka-user", "key": "password"}},
+            "tls": {}
+        }}
+    }))
+}
+
+/// Expects the read of the Secret `kafka-user`, which holds the SASL password.
+async fn expect_kafka_secret(server: &mut ApiServer) {
+    server
+        .expect("GET", "/api/v1/namespaces/shop/secrets/kafka-user", |_| {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-user", "namespace": "shop"}, "data": {"password": "aHVudGVyMg=="}})
+        })
+        .await;
+}
+
+/// One successful reconcile of `pipeline` on topics that exist and a caught-up group; the
+/// Secrets are read only when `reads_secrets`.
+async fn reconcile_reading_secrets(
+    ctx: &Arc<Context>,
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+    reads_secrets: bool,
+) {
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(server, pipeline).await;
+    if reads_secrets {
+        expect_kafka_secret(server).await;
+        expect_ingress_secret(server).await;
+    }
+    expect_child_applies(server, 1).await;
+    expect_status_write(server, pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+}
+
+fn existing_topics() -> Arc<InMemoryAdmin> {
+    let admin = Arc::new(
+        InMemoryAdmin::default()
+            .with_topic("whatsapp_webhooks_raw", 12, 1)
+            .with_topic("whatsapp_webhooks_failed", 3, 1),
+    );
+    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 0));
+    admin
+}
+
+/// The chart grants Secrets `get` only: no watch tells the operator of a change, and a read per
+/// reconcile per pipeline was most of its API traffic.
+#[tokio::test]
+async fn a_second_reconcile_does_not_read_the_secrets_again_until_the_spec_changes() {
+    let (ctx, mut server) = setup(existing_topics());
+    reconcile_reading_secrets(&ctx, &mut server, &with_sasl(2), true).await;
+    reconcile_reading_secrets(&ctx, &mut server, &with_sasl(2), false).await;
+    // A new generation may name other Secrets or keys: read again.
+    reconcile_reading_secrets(&ctx, &mut server, &with_sasl(3), true).await;
+    reconcile_reading_secrets(&ctx, &mut server, &with_sasl(3), false).await;
+}
+
+#[tokio::test]
+async fn secrets_are_read_again_once_older_than_the_refresh_interval() {
+    // An interval of zero: every read is already too old, so a rotated password is seen at once.
+    let (ctx, mut server) = setup_with(existing_topics(), |ctx| {
+        ctx.with_secret_refresh(Duration::ZERO)
+    });
+    reconcile_reading_secrets(&ctx, &mut server, &with_sasl(2), true).await;
+    reconcile_reading_secrets(&ctx, &mut server, &with_sasl(2), true).await;
+}
+
+#[tokio::test]
+async fn kafka_refusing_the_credentials_reads_the_password_again_at_the_next_reconcile() {
+    let admin = existing_topics();
+    admin
+        .refuse_credentials
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ctx, mut server) = setup(admin);
+    let pipeline = with_sasl(2);
+    for round in 0..2 {
+        let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+        expect_pipeline_list(&mut server, &pipeline).await;
+        // The password is read each time; the ingress Secret, which Kafka did not refuse, once.
+        expect_kafka_secret(&mut server).await;
+        if round == 0 {
+            expect_ingress_secret(&mut server).await;
+        }
+        let status = expect_status_write(&mut server, &pipeline).await;
+        server.finish().await;
+        let error = task.await.unwrap().expect_err("Kafka refuses the password");
+        assert!(error.is_kafka_auth(), "round {round}: {error}");
+        assert_eq!(
+            condition(&status.body["status"], "TopicReady")["reason"],
+            "KafkaUnavailable",
+            "round {round}"
+        );
+    }
+}
+
+/// `kubectl delete namespace`: for a moment the pipeline is not deleted yet while its namespace
+/// already refuses new objects. Not a failure (no retry storm, no refusal in the log): the
+/// pipeline's own deletion comes next.
+#[tokio::test]
+async fn a_namespace_being_deleted_refusing_the_children_is_not_a_failure() {
+    let (ctx, mut server) = setup(existing_topics());
+    let pipeline = pipeline(json!({}));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_ingress_secret(&mut server).await;
+    server
+        .expect_status(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            403,
+            |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                       "message": "deployments.apps \"orders-ingress\" is forbidden: unable to create new content in namespace shop because it is being terminated"})
+            },
+        )
+        .await;
+    server.finish().await;
+    let action = task.await.unwrap().expect("not a failure");
+    assert_eq!(action, Action::await_change());
+}
+
+/// Failures before the deletion build up a backoff of minutes; a pipeline being deleted is
+/// still tried again right after its cleanup deadline, so the namespace is not held past it.
+#[test]
+fn a_deleted_pipeline_is_retried_by_its_cleanup_deadline_whatever_the_backoff() {
+    assert_eq!(backoff(1), Duration::from_secs(5));
+    assert_eq!(backoff(5), Duration::from_secs(80));
+    assert_eq!(retry_delay(5, None), Duration::from_secs(80));
+    assert_eq!(
+        retry_delay(5, Some(Duration::from_secs(4))),
+        Duration::from_secs(5),
+        "4 s to the deadline: tried again 1 s after it"
+    );
+    assert_eq!(
+        retry_delay(5, Some(Duration::ZERO)),
+        Duration::from_secs(1),
+        "past the deadline: at once, to give up and release"
+    );
+    assert_eq!(
+        retry_delay(1, Some(Duration::from_secs(500))),
+        Duration::from_secs(5),
+        "a deadline far away changes nothing"
+    );
 }

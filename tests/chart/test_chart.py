@@ -438,3 +438,11 @@ def test_allowed_image_prefixes_reach_the_operator_only_when_set(default_render)
     rendered = render({"allowedImagePrefixes": ["registry.example.com/wapipe/", "ghcr.io/acme/"]})
     env = env_of(container(rendered.one("Deployment")))
     assert env["WAPIPE_ALLOWED_IMAGE_PREFIXES"]["value"] == "registry.example.com/wapipe/,ghcr.io/acme/"
+
+
+def test_the_cleanup_deadline_reaches_the_operator(default_render):
+    env = env_of(container(default_render.one("Deployment")))
+    assert env["WAPIPE_CLEANUP_DEADLINE_SECONDS"]["value"] == "600"
+    rendered = render({"cleanupDeadlineSeconds": 30})
+    env = env_of(container(rendered.one("Deployment")))
+    assert env["WAPIPE_CLEANUP_DEADLINE_SECONDS"]["value"] == "30"

@@ -13,7 +13,8 @@
 #   3. wapipe-operator as a host process with a token of the chart's ServiceAccount: its RBAC is
 #      enforced, a call outside it is refused, and the operator logs no refusal
 #   4. operator/tests/cluster.rs (Ready, topics, children, GC, deletion policy, conditions,
-#      events, scaling on real lag) while that operator runs
+#      events, scaling on real lag, namespace deletion, a Kafka outage) while that operator runs,
+#      with a 20 s cleanup deadline so an abandoned cleanup shows within the test's patience
 #   5. the whole loop (operator/tests/cluster_loop.rs): ingress and workers as host processes
 #      from the Deployments' pod templates, signed webhooks into PostgreSQL, scaled on lag
 #   6. two operator processes (operator/tests/cluster_lease.rs): one holds the Lease, kill it
@@ -189,6 +190,7 @@ metrics_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 KUBECONFIG="$work/operator.kubeconfig" POD_NAMESPACE="$release_ns" POD_NAME=host-operator-1 \
   WAPIPE_OPERATOR_LISTEN="127.0.0.1:$metrics_port" WAPIPE_IMAGE=ghcr.io/wapipe/wapipe:cluster-suite \
   WAPIPE_LEASE_NAME=wapipe-operator-leader RUST_LOG=info,kube=warn \
+  WAPIPE_CLEANUP_DEADLINE_SECONDS=20 \
   "$CARGO_TARGET_DIR/debug/wapipe-operator" >"$log_file" 2>&1 &
 operator_pid=$!
 holds_lease() {
@@ -209,7 +211,8 @@ capture="$work/captured"
 mkdir -p "$capture"
 echo "cargo test -p wapipe-operator --test cluster (operator log: $log_file)"
 if WAPIPE_TEST_CAPTURE_DIR="$capture" WAPIPE_TEST_KUBECTL="$bin/kubectl" \
-  cargo test -q -p wapipe-operator --test cluster -- --test-threads=1 2>&1 | tee "$work/cargo.log"; then
+  WAPIPE_TEST_OPERATOR_METRICS="http://127.0.0.1:$metrics_port/metrics" \
+  cargo test -q -p wapipe-operator --test cluster -- --test-threads=1 --nocapture 2>&1 | tee "$work/cargo.log"; then
   passed=$((passed + 1))
   echo "ok   operator/tests/cluster.rs"
 else

@@ -1,4 +1,5 @@
-//! Lag-driven scaling of the worker pool: the pure [`policy`] and the conversion of its
-//! decision into the pipeline's status.
+//! Lag-driven scaling of the worker pool: the pure [`policy`] and the `step` that applies its
+//! decision to the worker Deployment once per poll interval.
 
 pub mod policy;
+pub(crate) mod step;

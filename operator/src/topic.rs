@@ -1,0 +1,276 @@
+//! The pipeline's topics on Kafka: what to do about one (pure [`plan_topic`]), doing it
+//! ([`ensure_topic`]: create, add partitions, or refuse), and keeping its configuration in line
+//! with the spec (`sync_topic_config`). Deleting topics belongs to the pipeline's cleanup, in
+//! [`crate::controller`].
+
+use std::time::{Duration, Instant};
+
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use crate::controller::{key, lock, publish, Context};
+use crate::crd::WhatsAppWebhookPipeline;
+use crate::error::{Error, Result};
+use crate::kafka::{config_drift, AdminError, KafkaSettings, TopicRequest, TopicShape};
+use crate::status::{Reason, TopicOutcome};
+
+/// What to do about a topic, given its spec and what the broker has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicPlan {
+    Create,
+    /// It exists with the requested shape.
+    Matches,
+    IncreasePartitions {
+        from: i32,
+        to: i32,
+    },
+    /// A decrease of partitions or a change of replication factor.
+    NotSupported(String),
+}
+
+/// Pure: compares the requested shape with the existing topic.
+pub fn plan_topic(
+    partitions: i32,
+    replication_factor: Option<i32>,
+    existing: Option<TopicShape>,
+) -> TopicPlan {
+    let Some(existing) = existing else {
+        return TopicPlan::Create;
+    };
+    let mut problems = Vec::new();
+    if partitions < existing.partitions {
+        problems.push(format!(
+            "decreasing partitions from {} to {partitions} is not supported",
+            existing.partitions
+        ));
+    }
+    if let Some(rf) = replication_factor {
+        if rf != existing.replication_factor {
+            problems.push(format!(
+                "changing the replication factor from {} to {rf} is not supported",
+                existing.replication_factor
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return TopicPlan::NotSupported(problems.join("; "));
+    }
+    if partitions > existing.partitions {
+        return TopicPlan::IncreasePartitions {
+            from: existing.partitions,
+            to: partitions,
+        };
+    }
+    TopicPlan::Matches
+}
+
+pub async fn ensure_topic(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    kafka: &KafkaSettings,
+    request: TopicRequest,
+    created_before: bool,
+) -> Result<TopicOutcome> {
+    let name = request.name.clone();
+    let topic_error = |action: &'static str| {
+        let topic = name.clone();
+        move |source| Error::Topic {
+            action,
+            topic,
+            source,
+        }
+    };
+    let existing = ctx
+        .admin
+        .describe_topic(kafka, &name)
+        .await
+        .map_err(topic_error("describing"))?;
+    let plan = plan_topic(request.partitions, request.replication_factor, existing);
+    let outcome = match plan {
+        TopicPlan::Create => {
+            ctx.admin
+                .create_topic(kafka, &request)
+                .await
+                .map_err(topic_error("creating"))?;
+            let message = format!(
+                "created topic {name} with {} partitions",
+                request.partitions
+            );
+            info!(pipeline = %key(pipeline), topic = %name, "created topic");
+            lock(&ctx.created_topics).insert((pipeline.uid().unwrap_or_default(), name.clone()));
+            publish(
+                ctx,
+                pipeline,
+                EventType::Normal,
+                "TopicCreated",
+                message.clone(),
+            )
+            .await;
+            TopicOutcome {
+                ready: true,
+                reason: Reason::Created,
+                message,
+                partitions: Some(request.partitions),
+                created: true,
+            }
+        }
+        TopicPlan::Matches => TopicOutcome {
+            ready: true,
+            reason: if created_before {
+                Reason::Created
+            } else {
+                Reason::Adopted
+            },
+            message: format!(
+                "topic {name} has {} partitions{}",
+                request.partitions,
+                if created_before {
+                    ""
+                } else {
+                    " (adopted: it existed before and is never deleted by the operator)"
+                }
+            ),
+            partitions: existing.map(|e| e.partitions),
+            created: created_before,
+        },
+        TopicPlan::IncreasePartitions { from, to } => {
+            ctx.admin
+                .create_partitions(kafka, &name, to)
+                .await
+                .map_err(topic_error("adding partitions to"))?;
+            let message = format!(
+                "partitions of {name} increased from {from} to {to}: keys now map to other \
+                 partitions, so per-user order is not guaranteed across the change"
+            );
+            publish(
+                ctx,
+                pipeline,
+                EventType::Warning,
+                "PartitionsIncreased",
+                message.clone(),
+            )
+            .await;
+            TopicOutcome {
+                ready: true,
+                reason: Reason::PartitionsIncreased,
+                message,
+                partitions: Some(to),
+                created: created_before,
+            }
+        }
+        TopicPlan::NotSupported(message) => {
+            publish(
+                ctx,
+                pipeline,
+                EventType::Warning,
+                "NotSupported",
+                message.clone(),
+            )
+            .await;
+            TopicOutcome {
+                ready: false,
+                reason: Reason::NotSupported,
+                message,
+                partitions: existing.map(|e| e.partitions),
+                created: created_before,
+            }
+        }
+    };
+    if existing.is_some() && outcome.ready {
+        return sync_topic_config(ctx, pipeline, kafka, &request, outcome).await;
+    }
+    Ok(outcome)
+}
+
+/// The generation whose topic configuration was found in place, and when.
+pub(crate) type ConfigChecked = (Option<i64>, Instant);
+
+/// How often a topic's configuration is read again when the spec has not changed (to undo
+/// changes made outside the operator).
+const CONFIG_RECHECK: Duration = Duration::from_secs(600);
+
+/// Brings an existing topic's own configuration to the spec: the entries of `spec.config` (and
+/// wapipe's defaults) whose value differs are set; the topic's other entries are kept. Kafka
+/// refusing a value is reported on the topic's condition and in an Event, not retried blindly.
+async fn sync_topic_config(
+    ctx: &Context,
+    pipeline: &WhatsAppWebhookPipeline,
+    kafka: &KafkaSettings,
+    request: &TopicRequest,
+    mut outcome: TopicOutcome,
+) -> Result<TopicOutcome> {
+    let name = &request.name;
+    let checked_key = (pipeline.uid().unwrap_or_default(), name.clone());
+    let generation = pipeline.metadata.generation;
+    let recently_checked = lock(&ctx.config_checked)
+        .get(&checked_key)
+        .is_some_and(|(seen, at)| *seen == generation && at.elapsed() < CONFIG_RECHECK);
+    if recently_checked {
+        return Ok(outcome);
+    }
+    let current = ctx
+        .admin
+        .topic_config(kafka, name)
+        .await
+        .map_err(|source| Error::Topic {
+            action: "reading the configuration of",
+            topic: name.clone(),
+            source,
+        })?;
+    let drift = config_drift(&request.config, &current);
+    if drift.is_empty() {
+        lock(&ctx.config_checked).insert(checked_key, (generation, Instant::now()));
+        return Ok(outcome);
+    }
+    let mut config = current.clone();
+    config.extend(drift.clone());
+    let listed = drift
+        .iter()
+        .map(|(key, value)| match current.get(key) {
+            Some(old) => format!("{key}={value} (was {old})"),
+            None => format!("{key}={value}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    match ctx.admin.set_topic_config(kafka, name, &config).await {
+        Ok(()) => {
+            let message = format!("applied to topic {name}: {listed}");
+            info!(pipeline = %key(pipeline), topic = %name, changes = %listed, "topic configuration applied");
+            publish(
+                ctx,
+                pipeline,
+                EventType::Normal,
+                "TopicConfigApplied",
+                message.clone(),
+            )
+            .await;
+            outcome.message = format!("{}; {message}", outcome.message);
+            lock(&ctx.config_checked).insert(checked_key, (generation, Instant::now()));
+        }
+        Err(error @ (AdminError::Refused(_) | AdminError::NotApplied(_))) => {
+            let message =
+                format!("Kafka refused the configuration of topic {name} ({listed}): {error}");
+            warn!(pipeline = %key(pipeline), topic = %name, %error, "topic configuration refused");
+            publish(
+                ctx,
+                pipeline,
+                EventType::Warning,
+                "TopicConfigRefused",
+                message.clone(),
+            )
+            .await;
+            outcome.ready = false;
+            outcome.reason = Reason::TopicConfigRefused;
+            outcome.message = message;
+        }
+        Err(source) => {
+            return Err(Error::Topic {
+                action: "configuring",
+                topic: name.clone(),
+                source,
+            })
+        }
+    }
+    Ok(outcome)
+}
