@@ -214,7 +214,7 @@ async fn blocking<T: Send + 'static>(
 /// [`TopicAdmin`] over librdkafka. Clients are kept and reused per connection settings (and
 /// group, for lag reads), not built per call: a librdkafka client costs threads and
 /// connections, and the scaler reads lag of every pipeline every poll. A client unused for
-/// [`CLIENT_IDLE`] is dropped.
+/// `CLIENT_IDLE` is dropped.
 #[derive(Clone, Debug, Default)]
 pub struct RdKafkaAdmin;
 

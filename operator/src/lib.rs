@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod cleanup;
 pub mod controller;
 pub mod crd;
 pub mod error;

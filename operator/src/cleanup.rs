@@ -1,0 +1,194 @@
+//! Deleting a pipeline: under `deletionPolicy: Delete` the ingress and the workers are stopped
+//! first (running pods must not recreate what is deleted next), then the topics the operator
+//! created are deleted, then the finalizer is released. Bounded by a deadline, skippable by an
+//! annotation, and what is left behind is reported, so a deletion (or the namespace it is in)
+//! never hangs.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+use crate::build::{ingress_name, worker_name};
+use crate::controller::{
+    created_here, deleting_for, has_finalizer, key, lock, publish, set_finalizers, Context,
+};
+use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
+use crate::error::{Error, Result};
+use crate::metrics::PipelineLabels;
+use crate::secrets::{forget_kafka_secrets_on_auth_error, kafka_settings};
+
+/// How long deletion keeps trying to delete the topics under `deletionPolicy: Delete`, counted
+/// from the resource's deletionTimestamp, unless `--cleanup-deadline-seconds` says otherwise
+/// ([`Context::with_cleanup_deadline`](crate::controller::Context::with_cleanup_deadline)). Past it the finalizer is released and what was left
+/// behind is reported in an Event: a namespace being deleted (its Secrets already gone) or a
+/// Kafka that never comes back must not keep the resource, and its namespace, forever.
+pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Annotation that releases a pipeline under `deletionPolicy: Delete` without touching Kafka.
+pub const SKIP_CLEANUP_ANNOTATION: &str = "wapipe.dev/skip-cleanup";
+
+/// Deletion: under `Delete`, stop the pods, delete the topics the operator created, then drop
+/// the finalizer; bounded by the cleanup deadline ([`CLEANUP_DEADLINE`] by default), skippable with [`SKIP_CLEANUP_ANNOTATION`].
+pub(crate) async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
+    lock(&ctx.scalers).remove(&key(pipeline));
+    let uid = pipeline.uid().unwrap_or_default();
+    lock(&ctx.config_checked).retain(|(owner, _), _| *owner != uid);
+    lock(&ctx.secrets_read_for).remove(&uid);
+    if !has_finalizer(pipeline) {
+        return Ok(Action::await_change());
+    }
+    if pipeline.spec.deletion_policy == DeletionPolicy::Delete {
+        let to_delete = topics_to_delete(pipeline, ctx);
+        let skip = pipeline
+            .annotations()
+            .get(SKIP_CLEANUP_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        if skip {
+            publish(
+                ctx,
+                pipeline,
+                EventType::Warning,
+                "CleanupSkipped",
+                format!(
+                    "{SKIP_CLEANUP_ANNOTATION}: left on Kafka: {}",
+                    listed_or_none(&to_delete)
+                ),
+            )
+            .await;
+        } else {
+            match delete_created_topics(pipeline, ctx, &to_delete).await {
+                Ok(true) => {}
+                // The pods are still stopping: the topics go once they have.
+                Ok(false) => return Ok(Action::requeue(Duration::from_secs(5))),
+                Err(error) => {
+                    forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
+                    if deleting_for(pipeline).unwrap_or_default() < ctx.cleanup_deadline {
+                        return Err(error);
+                    }
+                    warn!(pipeline = %key(pipeline), %error, left = %listed_or_none(&to_delete), "cleanup abandoned after the deadline");
+                    ctx.metrics
+                        .cleanups_abandoned
+                        .get_or_create(&PipelineLabels {
+                            namespace: pipeline.namespace().unwrap_or_default(),
+                            pipeline: pipeline.name_any(),
+                        })
+                        .inc();
+                    publish(
+                        ctx,
+                        pipeline,
+                        EventType::Warning,
+                        "CleanupAbandoned",
+                        format!(
+                            "gave up after {}s ({error}); left on Kafka: {}",
+                            ctx.cleanup_deadline.as_secs(),
+                            listed_or_none(&to_delete)
+                        ),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+    let remaining = pipeline
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(pipeline, ctx, remaining).await?;
+    Ok(Action::await_change())
+}
+
+fn listed_or_none(topics: &[String]) -> String {
+    if topics.is_empty() {
+        "nothing".into()
+    } else {
+        topics.join(", ")
+    }
+}
+
+/// The pipeline's topics the operator created (adopted ones are never deleted).
+fn topics_to_delete(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Vec<String> {
+    let status = pipeline.status.clone().unwrap_or_default();
+    [
+        (&pipeline.spec.topic.name, status.topic_created),
+        (
+            &pipeline.spec.dead_letter_topic.name,
+            status.dead_letter_topic_created,
+        ),
+    ]
+    .into_iter()
+    .filter(|(topic, created)| *created == Some(true) || created_here(ctx, pipeline, topic))
+    .map(|(topic, _)| topic.clone())
+    .collect()
+}
+
+/// Stops the ingress and the workers (their Deployments deleted in the foreground, so they
+/// are gone only once their pods are), then deletes `topics`. `Ok(false)` while pods remain.
+async fn delete_created_topics(
+    pipeline: &WhatsAppWebhookPipeline,
+    ctx: &Context,
+    topics: &[String],
+) -> Result<bool> {
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let name = pipeline.name_any();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut stopping = false;
+    for child in [ingress_name(&name), worker_name(&name)] {
+        match deployments
+            .delete(&child, &kube::api::DeleteParams::foreground())
+            .await
+        {
+            Ok(_) => stopping = true,
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::DeleteChild {
+                    name: child,
+                    source,
+                })
+            }
+        }
+    }
+    if stopping {
+        return Ok(false);
+    }
+    let kafka = kafka_settings(ctx, &namespace, &pipeline.spec.kafka).await?;
+    for topic in topics {
+        ctx.admin
+            .delete_topic(&kafka, topic)
+            .await
+            .map_err(|source| Error::Topic {
+                action: "deleting",
+                topic: topic.clone(),
+                source,
+            })?;
+        publish(
+            ctx,
+            pipeline,
+            EventType::Normal,
+            "TopicDeleted",
+            format!("deleted topic {topic}"),
+        )
+        .await;
+    }
+    for topic in [
+        &pipeline.spec.topic.name,
+        &pipeline.spec.dead_letter_topic.name,
+    ] {
+        if !topics.contains(topic) {
+            publish(
+                ctx,
+                pipeline,
+                EventType::Normal,
+                "TopicRetained",
+                format!("kept topic {topic}: the operator did not create it"),
+            )
+            .await;
+        }
+    }
+    Ok(true)
+}
