@@ -8,7 +8,7 @@
 //!
 //! This file is the reconcile loop itself; each step it calls lives beside it: validation in
 //! [`crate::validate`], topics in [`crate::topic`], the children in [`crate::build`], Secrets in
-//! [`crate::secrets`], the scale step in [`crate::scaler::step`], conditions in
+//! [`crate::secrets`], the scale step in `scaler::step`, conditions in
 //! [`crate::status`] and deletion in [`crate::cleanup`].
 
 use std::collections::HashMap;
