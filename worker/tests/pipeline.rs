@@ -972,3 +972,82 @@ async fn a_revoked_partitions_write_is_abandoned_before_the_new_owner_writes_tha
     a.stop().await;
     b.stop().await;
 }
+
+/// A writer the test reads back.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The sum of the group's committed offsets over `partitions` partitions of the raw topic.
+fn committed_total(setup: &Setup, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = setup
+        .kafka()
+        .client_config()
+        .unwrap()
+        .set("group.id", &setup.group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        tpl.add_partition(&setup.topic, partition);
+    }
+    consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_buffering_sinks_lines_are_out_before_their_offsets_are_committed() {
+    // A log sink whose buffer no timer flushes: only the worker's flush before it stores
+    // offsets can put the lines out while it runs. Were offsets committed first, a crash now
+    // would lose lines of committed events.
+    let setup = Setup::new("logflush", 2).await;
+    let producer = setup.producer();
+    for n in 0..20 {
+        produce_message(
+            &producer,
+            &setup.topic,
+            &format!("1555070{}", n % 4),
+            &format!("wamid.lf{n}"),
+        )
+        .await;
+    }
+    let out = Captured::default();
+    let sink: SharedSink = Arc::new(wapipe_worker::sink::LogSink::to_writer_flushing_every(
+        Box::new(out.clone()),
+        None,
+    ));
+    let running = start(setup.settings(), sink.clone());
+    eventually("the 20 offsets committed", || {
+        let committed = committed_total(&setup, 2);
+        async move { committed >= 20 }
+    })
+    .await;
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    for n in 0..20 {
+        assert!(
+            text.contains(&format!("\"wamid.lf{n}\"")),
+            "wamid.lf{n} is committed but its line is not out:\n{text}"
+        );
+    }
+    running.stop().await;
+}

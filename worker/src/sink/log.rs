@@ -1,6 +1,8 @@
 //! The `log` sink: one JSON line per event on standard output, for trying the pipeline out.
-//! Lines go to a buffer flushed every 100 ms (and when full, and when the sink is dropped): a
-//! busy worker pays neither a write(2) nor a full log-record format per event.
+//! Lines go to a buffer flushed every 100 ms, when full, when the worker is about to store or
+//! commit offsets ([`Sink::flush`]) and when the sink is dropped: a busy worker pays neither a
+//! write(2) nor a full log-record format per event, and no committed event's line is lost
+//! with the buffer.
 
 use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex, Weak};
@@ -58,12 +60,23 @@ impl LogSink {
 
     /// Writes the lines to `writer` (the benchmark discards them).
     pub fn to_writer(writer: Box<dyn Write + Send>) -> LogSink {
+        LogSink::to_writer_flushing_every(writer, Some(FLUSH_INTERVAL))
+    }
+
+    /// Like [`LogSink::to_writer`], flushed by a thread every `interval`, or only when asked
+    /// ([`Sink::flush`], a full buffer, drop) with `None`.
+    pub fn to_writer_flushing_every(
+        writer: Box<dyn Write + Send>,
+        interval: Option<Duration>,
+    ) -> LogSink {
         let out: Arc<Out> = Arc::new(Mutex::new(BufWriter::with_capacity(64 * 1024, writer)));
-        let weak = Arc::downgrade(&out);
-        // A thread, not a task: the sink may be built outside a runtime.
-        let _ = std::thread::Builder::new()
-            .name("wapipe-log-sink".into())
-            .spawn(move || flush_until_dropped(weak));
+        if let Some(interval) = interval {
+            let weak = Arc::downgrade(&out);
+            // A thread, not a task: the sink may be built outside a runtime.
+            let _ = std::thread::Builder::new()
+                .name("wapipe-log-sink".into())
+                .spawn(move || flush_until_dropped(weak, interval));
+        }
         LogSink { out }
     }
 }
@@ -75,9 +88,9 @@ impl Drop for LogSink {
     }
 }
 
-fn flush_until_dropped(out: Weak<Out>) {
+fn flush_until_dropped(out: Weak<Out>, interval: Duration) {
     loop {
-        std::thread::sleep(FLUSH_INTERVAL);
+        std::thread::sleep(interval);
         let Some(out) = out.upgrade() else {
             return;
         };
@@ -93,6 +106,11 @@ fn lock(out: &Out) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write + Send>>
 impl Sink for LogSink {
     fn name(&self) -> &'static str {
         "log"
+    }
+
+    fn flush(&self) {
+        // Standard output going away is no event's fault, and nothing to wait out.
+        let _ = lock(&self.out).flush();
     }
 
     async fn write(&self, event: &Event) -> Result<()> {

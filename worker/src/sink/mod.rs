@@ -27,6 +27,12 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Writes one event. Must be idempotent for the same [`Event::id`].
     async fn write(&self, event: &Event) -> Result<()>;
+
+    /// Makes everything written so far durable. The worker calls it before it stores offsets
+    /// for the auto-commit and before it commits on a hand-over or at shutdown, so an event
+    /// whose offset is committed is never still sitting in a sink's buffer when the process
+    /// dies. Sinks whose `write` returns only once the event is stored need nothing here.
+    fn flush(&self) {}
 }
 
 /// The sinks `--sink` can choose.

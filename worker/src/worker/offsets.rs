@@ -118,6 +118,8 @@ impl Shared {
         if !self.unstored.swap(false, Ordering::AcqRel) {
             return;
         }
+        // What the sink holds in a buffer is written out before its offsets may be committed.
+        self.sink.flush();
         let mut tpl = TopicPartitionList::new();
         for (partition, slot) in self.lock().partitions.iter_mut() {
             if let Some(offset) = slot.unstored.take() {
@@ -137,6 +139,8 @@ impl Shared {
 
     /// Offsets to commit for `partitions` (all when `None`), and forgets those partitions.
     pub(super) fn release(&self, partitions: Option<&[i32]>) -> TopicPartitionList {
+        // The offsets released here are committed next.
+        self.sink.flush();
         let mut state = self.lock();
         let mut tpl = TopicPartitionList::new();
         let chosen: Vec<i32> = match partitions {
