@@ -23,6 +23,8 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
+# shellcheck source=scripts/lib/kube.sh
+source scripts/lib/kube.sh
 if [[ -z "${WAPIPE_MEASURE_TIMED:-}" ]]; then
   WAPIPE_MEASURE_TIMED=1 exec timeout --foreground 25m bash "$0" "$@"
 fi
@@ -73,16 +75,7 @@ kubectl create namespace wapipe-measure >/dev/null
 kubectl -n wapipe-measure create serviceaccount operator >/dev/null
 kubectl create clusterrolebinding wapipe-measure-operator --clusterrole=cluster-admin \
   --serviceaccount=wapipe-measure:operator >/dev/null
-token="$(kubectl -n wapipe-measure create token operator --duration=2h)"
-server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
-cat >"$state/operator.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters: [{name: measure, cluster: {server: "$server", insecure-skip-tls-verify: true}}]
-users: [{name: operator, user: {token: "$token"}}]
-contexts: [{name: operator, context: {cluster: measure, user: operator, namespace: wapipe-measure}}]
-current-context: operator
-EOF
+sa_kubeconfig wapipe-measure operator "$state/operator.kubeconfig"
 user="system:serviceaccount:wapipe-measure:operator"
 
 # pipelines LABEL: $pipelines pipelines (Retain, defaults otherwise) in 5 fresh namespaces.

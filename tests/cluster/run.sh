@@ -24,6 +24,8 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo"
+# shellcheck source=scripts/lib/kube.sh
+source scripts/lib/kube.sh
 
 if [[ -z "${WAPIPE_TEST_KUBECONFIG:-}" ]]; then
   echo "cluster suite: SKIPPED: WAPIPE_TEST_KUBECONFIG is not set (scripts/cluster.sh up)"
@@ -158,16 +160,7 @@ grep '^SKIPPED' "$work/check.log" || true
 # --- 3. the operator under the chart's RBAC ---------------------------------------------
 sa="$(kubectl -n "$release_ns" get serviceaccount -l "app.kubernetes.io/instance=$release" -o jsonpath='{.items[0].metadata.name}')"
 [[ -n "$sa" ]] || fatal "the chart's ServiceAccount is missing"
-token="$(kubectl -n "$release_ns" create token "$sa" --duration=2h)"
-server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
-cat >"$work/operator.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters: [{name: wapipe, cluster: {server: "$server", insecure-skip-tls-verify: true}}]
-users: [{name: operator, user: {token: "$token"}}]
-contexts: [{name: operator, context: {cluster: wapipe, user: operator, namespace: $release_ns}}]
-current-context: operator
-EOF
+sa_kubeconfig "$release_ns" "$sa" "$work/operator.kubeconfig"
 as_operator() { kubectl --kubeconfig "$work/operator.kubeconfig" "$@"; }
 forbidden() {
   local out
