@@ -48,7 +48,7 @@ pub struct LagArgs {
 }
 
 /// librdkafka settings of `args` with secrets in clear (the sanitized view would hide them).
-fn settings(args: &KafkaArgs) -> anyhow::Result<KafkaSettings> {
+pub(crate) fn settings(args: &KafkaArgs) -> anyhow::Result<KafkaSettings> {
     let config = args.client_config()?;
     Ok(config
         .config_map()
@@ -166,6 +166,26 @@ mod tests {
     use super::*;
     use clap::Parser;
     use wapipe_operator::scaler::policy::PartitionOffsets;
+
+    #[test]
+    fn settings_carry_the_sasl_password_in_clear_for_the_admin_client() {
+        // rdkafka's config_map() shows "[sanitized]" for secrets: a client built from it would
+        // authenticate with that placeholder.
+        let args = KafkaArgs {
+            sasl_username: Some("wapipe".into()),
+            sasl_password: Some("s3cret".into()),
+            ..KafkaArgs::plaintext("b:9092")
+        };
+        let settings = settings(&args).unwrap();
+        assert_eq!(
+            settings.get("sasl.password").map(String::as_str),
+            Some("s3cret")
+        );
+        assert_eq!(
+            settings.get("bootstrap.servers").map(String::as_str),
+            Some("b:9092")
+        );
+    }
 
     #[derive(Parser)]
     struct Cli {

@@ -29,13 +29,7 @@ pub struct TopicsArgs {
 /// (`max.message.bytes` to take the ingress's largest body, `min.insync.replicas` one below the
 /// replication factor); existing topics are adopted, and grown to `--partitions` if smaller.
 pub async fn create(args: &TopicsArgs) -> anyhow::Result<()> {
-    let kafka: KafkaSettings = args
-        .kafka
-        .client_config()?
-        .config_map()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let kafka = crate::lag::settings(&args.kafka)?;
     for name in [&args.topic, &args.dead_letter_topic] {
         let request = TopicRequest::for_pipeline(
             name,

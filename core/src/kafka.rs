@@ -182,14 +182,14 @@ impl KafkaArgs {
     /// [`KafkaArgs::client_config`] with a client's own `defaults` filled in where the user set
     /// nothing: a raw `--kafka-option` (already checked not to weaken delivery) always wins.
     /// Every producer and consumer of every binary is configured through this.
-    pub fn client_config_with(
+    pub fn client_config_with<V: AsRef<str>>(
         &self,
-        defaults: &[(&str, &str)],
+        defaults: &[(&str, V)],
     ) -> Result<ClientConfig, KafkaConfigError> {
         let mut config = self.client_config()?;
         for (key, value) in defaults {
             if config.get(key).is_none() {
-                config.set(*key, *value);
+                config.set(*key, value.as_ref());
             }
         }
         Ok(config)

@@ -145,7 +145,6 @@ impl KafkaSink {
             ),
             ("compression.type", "lz4".to_string()),
         ];
-        let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let config = kafka
             .client_config_with(&defaults)
             .map_err(Error::KafkaConfig)?;
