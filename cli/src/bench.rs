@@ -12,6 +12,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use wapipe_core::broker::free_port;
+use wapipe_core::env as wenv;
 use wapipe_core::kafka::record_headers;
 use wapipe_core::split::split;
 use wapipe_core::Provider;
@@ -234,12 +235,12 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
     let port = free_port();
     let secret = "bench-secret";
     let ingress = Command::new(sibling_binary("wapipe-ingress")?)
-        .env("WAPIPE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("WAPIPE_PROVIDER", args.provider.as_str())
-        .env("WAPIPE_APP_SECRET", secret)
-        .env("WAPIPE_TOPIC", &topic)
-        .env("WAPIPE_KAFKA_BROKERS", &brokers)
-        .env("WAPIPE_READINESS_INTERVAL", "200ms")
+        .env(wenv::LISTEN, format!("127.0.0.1:{port}"))
+        .env(wenv::PROVIDER, args.provider.as_str())
+        .env(wenv::APP_SECRET, secret)
+        .env(wenv::TOPIC, &topic)
+        .env(wenv::KAFKA_BROKERS, &brokers)
+        .env(wenv::READINESS_INTERVAL, "200ms")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()
