@@ -17,8 +17,33 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// A field (or WASender event) and message type wapipe does not know.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnknownLabels {
+    pub field: String,
+    pub r#type: String,
+}
+
+impl UnknownLabels {
+    fn other() -> UnknownLabels {
+        UnknownLabels {
+            field: "other".into(),
+            r#type: "other".into(),
+        }
+    }
+}
+
+/// Distinct (field, type) series the unknown-shape counter keeps; later ones, and names that
+/// are long or not plain identifiers, are counted under `other`, so a sender inventing names
+/// cannot grow the metrics without bound.
+pub const MAX_UNKNOWN_SERIES: usize = 32;
+
 pub struct Metrics {
     registry: Registry,
+    /// Events of an unknown field or message type, produced like any other (the sink gets
+    /// them as raw JSON), by field and type.
+    pub unknown_events: Family<UnknownLabels, Counter>,
+    unknown_series: std::sync::Mutex<std::collections::HashSet<UnknownLabels>>,
     pub requests: Family<OutcomeLabel, Counter>,
     pub events: Family<KindLabel, Counter>,
     pub produce_seconds: Histogram,
@@ -74,7 +99,14 @@ impl Default for Metrics {
             "Connections closed because a request's headers did not arrive within --header-read-timeout (idle kept-alive connections included)",
             header_timeouts.clone(),
         );
+        let unknown_events = Family::<UnknownLabels, Counter>::default();
+        registry.register(
+            "unknown_events",
+            "Events of a field or message type wapipe does not know, produced whole, by field and type (at most 32 series, then field=\"other\")",
+            unknown_events.clone(),
+        );
         // Every series exists from the start at 0, so rate() and increase() see the first one.
+        let _ = unknown_events.get_or_create(&UnknownLabels::other());
         for outcome in [
             "ok",
             "unauthorized",
@@ -98,6 +130,8 @@ impl Default for Metrics {
         }
         Metrics {
             registry,
+            unknown_events,
+            unknown_series: Default::default(),
             requests,
             events,
             produce_seconds,
@@ -116,6 +150,36 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// Counts an event of a shape wapipe does not know.
+    pub fn unknown_event(&self, shape: &wapipe_core::record::UnknownShape) {
+        let plain = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
+        let labels = UnknownLabels {
+            field: shape.field.clone(),
+            r#type: shape.message_type.clone(),
+        };
+        let labels = if plain(&labels.field) && plain(&labels.r#type) {
+            let mut series = self
+                .unknown_series
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if series.contains(&labels) || series.len() < MAX_UNKNOWN_SERIES {
+                series.insert(labels.clone());
+                labels
+            } else {
+                UnknownLabels::other()
+            }
+        } else {
+            UnknownLabels::other()
+        };
+        self.unknown_events.get_or_create(&labels).inc();
     }
 
     pub fn registry(&self) -> &Registry {

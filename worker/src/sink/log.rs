@@ -114,11 +114,10 @@ impl Sink for LogSink {
     }
 
     async fn write(&self, event: &Event) -> Result<()> {
-        let (detail, status) = match &event.body {
-            EventBody::Message(m) => (m.message_type.as_str(), None),
-            EventBody::Status(s) => ("status", Some(s.status.as_str())),
-            EventBody::Error(_) => ("error", None),
-            EventBody::Field(f) => (f.field.as_str(), None),
+        let detail = event.body.detail();
+        let status = match &event.body {
+            EventBody::Status(s) => Some(s.status.as_str()),
+            _ => None,
         };
         let line = Line {
             id: &event.id,

@@ -31,11 +31,18 @@ pub use self::tls::SslMode;
 use self::tls::Tls;
 
 /// Migrations compiled into the binary: (version, name, SQL), applied in order once each.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "status_participant",
+        include_str!("../../migrations/0002_status_participant.sql"),
+    ),
+];
 
 const SINK: &str = "postgres";
 
@@ -46,12 +53,14 @@ const INSERT_MESSAGE: &str = "INSERT INTO wapipe_messages (wamid, provider, user
     to_timestamp($12::bigint / 1000.0), $13)
   ON CONFLICT (wamid) DO NOTHING";
 
+/// One row per (wamid, status, participant) (`''` for a 1:1 message); the current status of the
+/// message is the highest rank across its participants.
 const INSERT_STATUS: &str = "WITH inserted AS (
     INSERT INTO wapipe_statuses (wamid, status, rank, provider, user_key, recipient_id,
-      phone_number_id, status_at, errors, received_at, raw)
+      phone_number_id, status_at, errors, received_at, raw, participant)
     VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint), $9,
-      to_timestamp($10::bigint / 1000.0), $11)
-    ON CONFLICT (wamid, status) DO NOTHING)
+      to_timestamp($10::bigint / 1000.0), $11, $12)
+    ON CONFLICT (wamid, status, participant) DO NOTHING)
   INSERT INTO wapipe_message_status AS current (wamid, status, rank, status_at)
   VALUES ($1, $2, $3, to_timestamp($8::bigint))
   ON CONFLICT (wamid) DO UPDATE
@@ -331,6 +340,7 @@ impl Sink for PostgresSink {
                             &errors,
                             &received_at,
                             &Json(&raw),
+                            &s.participant.as_deref().unwrap_or(""),
                         ],
                     )
                     .await
@@ -338,17 +348,15 @@ impl Sink for PostgresSink {
             EventBody::Error(e) => {
                 insert_event(&c, event, &raw, None, e.code, e.title.as_deref()).await
             }
-            EventBody::Field(f) => {
-                insert_event(&c, event, &raw, Some(f.field.as_str()), None, None).await
-            }
+            other => insert_event(&c, event, &raw, Some(other.detail()), None, None).await,
         };
         in_flight.answered = !result.as_ref().is_err_and(breaks_connection);
         result.map(|_| ()).map_err(classify)
     }
 }
 
-/// Errors and changes of other fields share one table: an error has a code and a title, a field
-/// change its field name.
+/// Errors, changes of other fields, echoes, calls, group events and history threads share one
+/// table, unique by event id: an error has a code and a title, the others their field name.
 async fn insert_event(
     c: &Connection,
     event: &Event,

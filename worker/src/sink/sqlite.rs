@@ -16,11 +16,18 @@ use super::Sink;
 const SINK: &str = "sqlite";
 
 /// SQLite migrations: (version, name, SQL).
-pub const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+pub const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "status_participant",
+        include_str!("../../migrations/sqlite/0002_status_participant.sql"),
+    ),
+];
 
 pub struct SqliteSink {
     path: PathBuf,
@@ -127,9 +134,10 @@ fn write_event(connection: &Connection, event: &Event) -> rusqlite::Result<()> {
             connection
                 .prepare_cached(
                     "INSERT INTO wapipe_statuses (wamid, status, rank, provider, user_key,
-                       recipient_id, phone_number_id, status_at, errors, received_at_ms, raw)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                     ON CONFLICT (wamid, status) DO NOTHING",
+                       recipient_id, phone_number_id, status_at, errors, received_at_ms, raw,
+                       participant)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (wamid, status, participant) DO NOTHING",
                 )?
                 .execute(params![
                     s.wamid,
@@ -142,7 +150,8 @@ fn write_event(connection: &Connection, event: &Event) -> rusqlite::Result<()> {
                     s.status_at,
                     errors,
                     received_at,
-                    raw
+                    raw,
+                    s.participant.as_deref().unwrap_or("")
                 ])?;
             connection
                 .prepare_cached(
@@ -157,11 +166,10 @@ fn write_event(connection: &Connection, event: &Event) -> rusqlite::Result<()> {
                 .execute(params![s.wamid, s.status.as_str(), s.rank, s.status_at])
                 .map(|_| ())
         }
-        EventBody::Error(_) | EventBody::Field(_) => {
-            let (field, code, title) = match &event.body {
+        other => {
+            let (field, code, title) = match other {
                 EventBody::Error(e) => (None, e.code, e.title.clone()),
-                EventBody::Field(f) => (Some(f.field.clone()), None, None),
-                _ => (None, None, None),
+                other => (Some(other.detail().to_string()), None, None),
             };
             connection
                 .prepare_cached(
