@@ -756,6 +756,33 @@ fn wasender_status_event(envelope: &WasenderEnvelope) -> Option<StatusEvent> {
     })
 }
 
+/// The records the ingress produces for a POST of `body`, as the worker reads them (split,
+/// keyed and with the ingress's headers; all on partition 0, offsets from 0): for tests and
+/// tools that feed the worker without Kafka.
+pub fn as_ingress_produces(provider: Provider, body: &[u8], topic: &str) -> Vec<Incoming> {
+    let digest = wapipe_core::signature::body_sha256(body);
+    wapipe_core::split::split(provider, body, "unparsed")
+        .into_iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let position = index.to_string();
+            let headers = record
+                .headers(provider, "1767000000000", &digest, &position)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            Incoming {
+                topic: topic.into(),
+                partition: 0,
+                offset: index as i64,
+                key: Some(record.key.into_bytes()),
+                payload: Some(record.value),
+                headers,
+            }
+        })
+        .collect()
+}
+
 /// A record as the ingress writes a Meta event, for the sinks' tests.
 #[cfg(test)]
 pub(crate) fn meta_record(key: &str, value: &Value) -> Incoming {
@@ -859,29 +886,8 @@ mod tests {
         );
     }
 
-    /// The records the ingress would produce for `body`, as the worker reads them.
     fn ingress_records(body: &str) -> Vec<Incoming> {
-        let digest = wapipe_core::signature::body_sha256(body.as_bytes());
-        wapipe_core::split::split(Provider::Meta, body.as_bytes(), "unparsed")
-            .into_iter()
-            .enumerate()
-            .map(|(index, record)| {
-                let index = index.to_string();
-                let headers = record
-                    .headers(Provider::Meta, "1767000000000", &digest, &index)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                    .collect();
-                Incoming {
-                    topic: "raw".into(),
-                    partition: 0,
-                    offset: 0,
-                    key: Some(record.key.into_bytes()),
-                    payload: Some(record.value),
-                    headers,
-                }
-            })
-            .collect()
+        as_ingress_produces(Provider::Meta, body.as_bytes(), "raw")
     }
 
     fn ids_of_kind(body: &str, kind: EventKind) -> Vec<String> {
