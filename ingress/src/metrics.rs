@@ -186,3 +186,54 @@ impl Metrics {
         &self.registry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wapipe_core::record::UnknownShape;
+
+    fn shape(field: &str, message_type: &str) -> UnknownShape {
+        UnknownShape {
+            field: field.into(),
+            message_type: message_type.into(),
+        }
+    }
+
+    fn count(metrics: &Metrics, field: &str, r#type: &str) -> u64 {
+        metrics
+            .unknown_events
+            .get_or_create(&UnknownLabels {
+                field: field.into(),
+                r#type: r#type.into(),
+            })
+            .get()
+    }
+
+    #[test]
+    fn unknown_shapes_are_counted_by_field_and_type_in_a_bounded_number_of_series() {
+        let metrics = Metrics::default();
+        metrics.unknown_event(&shape("messages", "hologram"));
+        metrics.unknown_event(&shape("messages", "hologram"));
+        metrics.unknown_event(&shape("brand_new_field", "-"));
+        assert_eq!(count(&metrics, "messages", "hologram"), 2);
+        assert_eq!(count(&metrics, "brand_new_field", "-"), 1);
+        // Names that are not plain identifiers, and series past the cap, go to `other`.
+        metrics.unknown_event(&shape("messages", "a type with spaces"));
+        for i in 0..100 {
+            metrics.unknown_event(&shape(&format!("field_{i}"), "-"));
+        }
+        let series = metrics.unknown_series.lock().unwrap().len();
+        assert_eq!(series, MAX_UNKNOWN_SERIES);
+        assert_eq!(
+            count(&metrics, "other", "other"),
+            1 + 100 - (MAX_UNKNOWN_SERIES as u64 - 2)
+        );
+        let text = wapipe_core::service::encode(metrics.registry()).unwrap();
+        assert!(
+            text.contains(
+                "wapipe_ingress_unknown_events_total{field=\"messages\",type=\"hologram\"} 2"
+            ),
+            "{text}"
+        );
+    }
+}
