@@ -10,6 +10,12 @@
 //! - message: `from`, else `from_user_id` (usernames hide the phone number);
 //! - status: `recipient_participant_id` for group sends, else `recipient_id`, else
 //!   `recipient_user_id`;
+//! - echo (`smb_message_echoes`): the user it went `to`;
+//! - call (`calls`): the caller of a user-initiated call, the callee of a business-initiated
+//!   one; a call status its `recipient_id`;
+//! - group event (`group_*` fields): the `group_id`;
+//! - history: one record per thread, keyed by the thread's `id`;
+//! - `user_preferences` and `smb_app_state_sync`: their user;
 //! - everything with no user: the business `phone_number_id`, else the entry id (WABA);
 //! - WASender: the participant's phone in groups, else the sender's phone.
 //!

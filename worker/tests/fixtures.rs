@@ -14,8 +14,11 @@ use wapipe_core::{EventKind, Provider};
 use wapipe_worker::route::{as_ingress_produces, route, Event};
 use wapipe_worker::sink::{HttpSink, PostgresSink, Sink, SqliteSink};
 
-/// (fixture, provider, the (kind, partition key) of each event in order).
-const FIXTURES: &[(&str, Provider, &[(EventKind, &str)])] = &[
+/// The (kind, partition key) of each event of a fixture, in order.
+type Expected = &'static [(EventKind, &'static str)];
+
+/// (fixture, provider, what it splits into).
+const FIXTURES: &[(&str, Provider, Expected)] = &[
     (
         "group_receipts.json",
         Provider::Meta,
