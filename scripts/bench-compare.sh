@@ -9,7 +9,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-python3 -c 'import fastapi, uvicorn, confluent_kafka' 2>/dev/null || python3 -m pip install -q fastapi uvicorn confluent-kafka
+python3 -c "import fastapi, uvicorn, confluent_kafka, psycopg2" 2>/dev/null || python3 -m pip install -q fastapi uvicorn confluent-kafka psycopg2-binary
 bash scripts/install-kafka.sh >/dev/null
 bash scripts/postgres.sh
 target="${CARGO_TARGET_DIR:-$repo/target}"
