@@ -2,8 +2,8 @@
 //! same event twice leaves one effect), rejects it ([`Error::SinkRejected`], the event's fault)
 //! or is unavailable ([`Error::SinkUnavailable`], waited out without dead-lettering).
 //!
-//! The worker hands a sink every ready event at once (at most [`Sink::max_batch`], at most one per
-//! user, see `worker::batch`): a sink that can writes them all or none in one transaction
+//! The worker hands a sink the ready events at once (at most [`Sink::max_batch`], each user's
+//! in order): a sink that can writes them all or none, in order, in one transaction
 //! ([`Sink::write_batch`]); one that cannot keeps the default, which writes them one by one.
 //!
 //! `sqlite` is the local-mode sink: the postgres tables in one file.
@@ -38,7 +38,15 @@ pub trait Sink: Send + Sync + 'static {
         1
     }
 
-    /// Writes several events of different users: all of them, or (on an error) possibly only
+    /// Most batches the sink takes in flight at once (the worker's `--concurrency` caps it
+    /// too). A database that commits each batch gains from fewer, fuller batches: while its
+    /// connections are busy, the next batch fills.
+    fn max_concurrent_batches(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Writes several events (one user's in the order given; a sink must keep it, as one
+    /// transaction in order does): all of them, or (on an error) possibly only
     /// some, so a retry writes them all again (idempotently). On an error that is an event's
     /// fault the worker writes the batch's events one by one to find whose it is. The default
     /// writes them one by one, in order.

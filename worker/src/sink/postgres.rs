@@ -263,6 +263,11 @@ impl Sink for PostgresSink {
         MAX_BATCH
     }
 
+    fn max_concurrent_batches(&self) -> usize {
+        // One statement per connection: more would only queue behind each other.
+        self.connections.len()
+    }
+
     async fn write_batch(&self, events: &[Event]) -> Result<()> {
         let rows = batch::BatchRows::new(events);
         let c = self.connection().await?;

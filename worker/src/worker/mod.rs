@@ -1,8 +1,7 @@
 //! The consumer loop. Records are taken off the raw topic in batches and queued per (partition,
-//! key); the head of every ready key goes to the sink in batches, at most one event per key in
-//! flight and at most `concurrency` batches at a time (`process`). When to take records, hold
-//! or pause fetching is `fetch`. An
-//! offset is stored for commit only once every earlier offset of its partition is finished
+//! key); the queued events of every ready key go to the sink in batches, each key's in order
+//! and in one batch at a time, at most `concurrency` batches at a time (`process`). When to take
+//! records, hold or pause fetching is `fetch`. An offset is stored for commit only once every earlier offset of its partition is finished
 //! (`offsets`). On revocation the worker waits for the revoked partitions' running events,
 //! commits, and drops the rest for the new owner (`rebalance`); on shutdown it drains and
 //! commits. An event that keeps failing goes to the dead-letter topic (`dead_letter`).

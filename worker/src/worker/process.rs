@@ -1,11 +1,13 @@
-//! Running events. The next event of every ready key is claimed into a batch (at most the
-//! sink's `max_batch` events, one per key, at most `concurrency` batches in flight) and handed
-//! to the sink in one `write_batch` call. A batch the sink is unavailable for is waited out and
+//! Running events. The queued events of every ready key, in order, are claimed into a batch (at
+//! most the sink's `max_batch` events, at most `concurrency` batches in flight) and handed to
+//! the sink in one `write_batch` call, which writes a batch in order. A batch the sink is unavailable for is waited out and
 //! written again whole; one the sink rejects is split, each of its events written alone with
 //! the event's own retries and dead letter ([`after_batch_error`]). An event is given up only
-//! when its partition is handed over or the drain timed out. A key's next event is claimed only
-//! once the one before it finished, so each user's events reach the sink strictly in order.
+//! when its partition is handed over or the drain timed out. A key's next events are claimed
+//! only once those before them finished, and a split batch's events of one key are written one
+//! after another, so each user's events reach the sink strictly in order.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
@@ -27,6 +29,9 @@ pub(super) struct Claimed {
     job: Job,
     /// The partition's: cancelled when its writes are abandoned.
     cancel: CancellationToken,
+    /// The last of its key's events claimed into the batch: once it is finished, the key's
+    /// next event may start.
+    releases_key: bool,
 }
 
 /// Batches claimed under the lock, started once it is released.
@@ -54,7 +59,11 @@ impl Launched {
 pub(super) fn launch(shared: &Shared, mut state: MutexGuard<'_, State>) -> Launched {
     let state = &mut *state;
     let max_batch = shared.sink.max_batch().max(1);
-    let concurrency = shared.settings.concurrency.max(1);
+    let concurrency = shared
+        .settings
+        .concurrency
+        .min(shared.sink.max_concurrent_batches())
+        .max(1);
     let mut launched = Launched {
         batches: Vec::new(),
         dropped: false,
@@ -65,10 +74,10 @@ pub(super) fn launch(shared: &Shared, mut state: MutexGuard<'_, State>) -> Launc
             let Some(key) = state.ready.pop_front() else {
                 break;
             };
-            loop {
+            // The key's queued events, in order, as many as the batch has room for.
+            let mut claimed_any = false;
+            while batch.len() < max_batch {
                 let Some(job) = state.queues.take(&key) else {
-                    // Nothing of it left: the key goes idle.
-                    state.queues.release(&key);
                     break;
                 };
                 match state.partitions.get_mut(&job.incoming.partition) {
@@ -79,13 +88,21 @@ pub(super) fn launch(shared: &Shared, mut state: MutexGuard<'_, State>) -> Launc
                             key: key.clone(),
                             job,
                             cancel,
+                            releases_key: false,
                         });
-                        break;
+                        claimed_any = true;
                     }
                     _ => {
                         state.buffered -= 1;
                         launched.dropped = true;
                     }
+                }
+            }
+            match batch.last_mut() {
+                Some(last) if claimed_any => last.releases_key = true,
+                // Nothing of it left: the key goes idle.
+                _ => {
+                    state.queues.release(&key);
                 }
             }
         }
@@ -131,6 +148,11 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
     let mut events = Vec::with_capacity(batch.len());
     let mut alone: Vec<(Claimed, Option<Error>)> = Vec::new();
     for claimed in batch {
+        // After an event of its key that goes alone, the key's later events follow it alone.
+        if alone.iter().any(|(other, _)| other.key == claimed.key) {
+            alone.push((claimed, None));
+            continue;
+        }
         match route(&claimed.job.incoming) {
             Ok(event) => {
                 claims.push(claimed);
@@ -209,8 +231,20 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
             }
         }
     }
+    // One task per key, its events one after another.
+    let mut chains: Vec<Vec<(Claimed, Option<Error>)>> = Vec::new();
+    let mut chain_of: HashMap<QueueKey, usize> = HashMap::new();
     for (claimed, error) in alone {
-        tokio::spawn(run_alone(shared.clone(), claimed, error));
+        match chain_of.get(&claimed.key) {
+            Some(&index) => chains[index].push((claimed, error)),
+            None => {
+                chain_of.insert(claimed.key.clone(), chains.len());
+                chains.push(vec![(claimed, error)]);
+            }
+        }
+    }
+    for chain in chains {
+        tokio::spawn(run_alone(shared.clone(), chain));
     }
     finish(&shared, done, true);
 }
@@ -252,11 +286,13 @@ async fn any_cancelled(claims: &[Claimed]) {
     .await;
 }
 
-/// One event on its own, after a failure (`first`) or a split batch: written, retried,
-/// dead-lettered or given up by [`process`], then finished.
-async fn run_alone(shared: Arc<Shared>, claimed: Claimed, first: Option<Error>) {
-    let finished = process(&shared, &claimed.job, &claimed.cancel, first).await;
-    finish(&shared, vec![(claimed, finished)], false);
+/// One key's events of a batch on their own, in order, after a failure (`first`) or a split:
+/// each written, retried, dead-lettered or given up by [`process`], then finished.
+async fn run_alone(shared: Arc<Shared>, chain: Vec<(Claimed, Option<Error>)>) {
+    for (claimed, first) in chain {
+        let finished = process(&shared, &claimed.job, &claimed.cancel, first).await;
+        finish(&shared, vec![(claimed, finished)], false);
+    }
 }
 
 /// Finishes events under one lock: an offset may move (`true`: written or dead-lettered), the
@@ -283,7 +319,7 @@ fn finish(shared: &Arc<Shared>, done: Vec<(Claimed, bool)>, batch_ended: bool) {
                     }
                 }
             }
-            if state.queues.release(&claimed.key) {
+            if claimed.releases_key && state.queues.release(&claimed.key) {
                 state.ready.push_back(claimed.key);
             }
         }
