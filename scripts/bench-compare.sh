@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark: wapipe's ingress and worker beside the usual Python service
-# (../shared/peers/python_ingress.py) and the raw librdkafka producer and consumer, on one
+# (../shared/peers/python_ingress.py) and Python worker (python_worker.py) and the raw librdkafka producer and consumer, on one
 # private Apache Kafka, printed as one table. Builds the release binaries first; installs wrk and
-# the peer's Python packages when missing. Takes about five minutes; asserts nothing.
+# the peers' Python packages when missing. Takes about three to five minutes; asserts nothing.
 #
-#   bash scripts/bench-compare.sh [--seconds 15] [--connections 64] [--worker-events 20000] [--skip-worker]
+#   bash scripts/bench-compare.sh [--seconds 15] [--connections 64] [--worker-events 120000] [--rss-events 1000000] [--skip-worker]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
