@@ -375,7 +375,10 @@ def print_worker(w: dict[str, object]) -> None:
     print()
     p50 = figure(r"p50 ([\d.]+) ms", e2e)
     p99 = figure(r"p99 ([\d.]+) ms", e2e)
-    print(f"End to end, one ingress and one worker (PostgreSQL) at {float(w['e2e_rate']):,.0f} events/s (half the worker's rate above): ingress received -> row committed p50 {p50} ms, p99 {p99} ms")
+    sent = str(w["e2e_send"])
+    achieved = figure(r"events/s\s+([\d.]+)", sent)
+    post_p99 = figure(r"latency p99\s+([\d.]+) ms", sent)
+    print(f"End to end, one ingress and one worker (PostgreSQL), `wapipe send` asked for {float(w['e2e_rate']):,.0f} events/s (half the worker's rate above) and got {fmt(achieved)} acknowledged (POST p99 {post_p99} ms): ingress received -> row committed p50 {p50} ms, p99 {p99} ms")
     if "rss" in w:
         rss = figure(r"peak RSS: ([\d.]+) MiB", str(w["rss"]))
         drained = figure(r"worker, log sink:\s+([\d.]+)", str(w["rss"]))

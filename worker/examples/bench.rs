@@ -32,6 +32,10 @@ use wapipe_worker::route::Event;
 use wapipe_worker::sink::{LogSink, PostgresSink, SharedSink, Sink, SqliteSink};
 use wapipe_worker::{Worker, WorkerSettings};
 
+/// The worker binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Guard against a stalled broker: a stage taking longer than this fails the bench.
 const STAGE_LIMIT: Duration = Duration::from_secs(300);
 
