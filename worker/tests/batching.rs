@@ -194,3 +194,76 @@ async fn a_database_cut_while_batches_are_in_flight_loses_nothing_doubles_nothin
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_users_events_around_an_unreadable_one_keep_their_order_when_their_batch_is_split() {
+    let setup = Setup::new("batchsplit", 1).await;
+    let producer = setup.producer();
+    let db = setup.database().await;
+    let user = "15550800";
+    let first = message_value(user, "wamid.first", "first");
+    produce(
+        &producer,
+        &setup.topic,
+        user,
+        &first,
+        "message",
+        Some("wamid.first"),
+        None,
+    )
+    .await;
+    // Unreadable: leaves the batch at routing, with the user's later events behind it.
+    produce(
+        &producer,
+        &setup.topic,
+        user,
+        b"\x00garbage",
+        "unparsed",
+        None,
+        None,
+    )
+    .await;
+    let third = message_value(user, "wamid.third", "third");
+    produce(
+        &producer,
+        &setup.topic,
+        user,
+        &third,
+        "message",
+        Some("wamid.third"),
+        None,
+    )
+    .await;
+    // Another user's poison message makes the database reject the batch: it is split.
+    let others: Vec<(String, String, String)> = (0..10)
+        .map(|u| {
+            let other = format!("155508{:02}", u + 1);
+            let body = if u == 4 { "bad \u{0} text" } else { "fine" };
+            (other.clone(), format!("wamid.{other}"), body.to_string())
+        })
+        .collect();
+    produce_messages(&producer, &setup.topic, &others).await;
+
+    let sink = PostgresSink::connect(&database_url(5432), Some(setup.schema.clone()))
+        .await
+        .expect("postgres sink");
+    let running = start(setup.settings(), sink);
+    eventually("every record finished", || {
+        let metrics = running.worker.metrics.clone();
+        async move { metrics.finished_events() >= 13 }
+    })
+    .await;
+    running.stop().await;
+
+    assert_eq!(
+        wamids_in_write_order(&db, user).await,
+        ["wamid.first", "wamid.third"],
+        "the user's events in order around the unreadable one"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 11);
+    assert_eq!(
+        setup.dead_letter_count(),
+        2,
+        "the unreadable record and the poison message"
+    );
+}

@@ -243,7 +243,10 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
             }
         }
     }
-    for chain in chains {
+    for mut chain in chains {
+        // A key's events left at routing come before those split off the batch: back in queue
+        // (offset) order.
+        chain.sort_by_key(|(claimed, _)| claimed.job.incoming.offset);
         tokio::spawn(run_alone(shared.clone(), chain));
     }
     finish(&shared, done, true);
