@@ -54,6 +54,20 @@ fn start(settings: WorkerSettings, sink: PostgresSink) -> Running {
     Running { worker, stop, task }
 }
 
+/// Runs a worker with the postgres sink until `records` records are finished, then stops it.
+async fn drain_into_postgres(setup: &Setup, records: usize) {
+    let sink = PostgresSink::connect(&database_url(5432), Some(setup.schema.clone()))
+        .await
+        .expect("postgres sink");
+    let running = start(setup.settings(), sink);
+    eventually("every record finished", || {
+        let metrics = running.worker.metrics.clone();
+        async move { metrics.finished_events() >= records as u64 }
+    })
+    .await;
+    running.stop().await;
+}
+
 impl Running {
     async fn stop(self) {
         self.stop.cancel();
@@ -91,17 +105,7 @@ async fn a_poison_event_in_a_batch_is_dead_lettered_while_its_batch_mates_are_wr
     let records: Vec<_> = messages.iter().chain(good.iter()).cloned().collect();
     produce_messages(&producer, &setup.topic, &records).await;
 
-    let sink = PostgresSink::connect(&database_url(5432), Some(setup.schema.clone()))
-        .await
-        .expect("postgres sink");
-    let running = start(setup.settings(), sink);
-    eventually("every record finished", || {
-        let metrics = running.worker.metrics.clone();
-        let total = records.len() as u64;
-        async move { metrics.finished_events() >= total }
-    })
-    .await;
-    running.stop().await;
+    drain_into_postgres(&setup, records.len()).await;
 
     assert_eq!(
         count(&db, "SELECT count(*) FROM wapipe_messages").await,
@@ -244,16 +248,7 @@ async fn a_users_events_around_an_unreadable_one_keep_their_order_when_their_bat
         .collect();
     produce_messages(&producer, &setup.topic, &others).await;
 
-    let sink = PostgresSink::connect(&database_url(5432), Some(setup.schema.clone()))
-        .await
-        .expect("postgres sink");
-    let running = start(setup.settings(), sink);
-    eventually("every record finished", || {
-        let metrics = running.worker.metrics.clone();
-        async move { metrics.finished_events() >= 13 }
-    })
-    .await;
-    running.stop().await;
+    drain_into_postgres(&setup, 13).await;
 
     assert_eq!(
         wamids_in_write_order(&db, user).await,
