@@ -24,10 +24,10 @@ COREDNS_VERSION="${WAPIPE_COREDNS_VERSION:-1.15.0}"
 cache="$(gobuild_cache)"
 node_dir="$cache/kube-node-$KUBE_VERSION"
 registry_dir="$cache/registry-$REGISTRY_VERSION"
-coredns_dir="$cache/coredns-$COREDNS_VERSION"
-# The pause program's cache key is its source: an edit rebuilds it.
+coredns_dir="$cache/coredns-$COREDNS_VERSION-$(sha256sum "$repo/scripts/node/coredns/main.go" | cut -c1-12)"
+# The pause program's and CoreDNS's cache keys include their source: an edit rebuilds it.
 pause_dir="$cache/pause-$(sha256sum "$repo/scripts/node/pause/main.go" | cut -c1-12)"
-set_dir="$cache/node-kube-$KUBE_VERSION.registry-$REGISTRY_VERSION.coredns-$COREDNS_VERSION.$(basename "$pause_dir")"
+set_dir="$cache/node-kube-$KUBE_VERSION.registry-$REGISTRY_VERSION.$(basename "$coredns_dir").$(basename "$pause_dir")"
 all=(registry kubelet kube-proxy coredns pause)
 
 path_of() {

@@ -32,25 +32,8 @@ source "$repo/scripts/lib/proc.sh"
 running() { proc_pid "$pidfile" >/dev/null; }
 answers() { DOCKER_HOST="$socket" "$client" info >/dev/null 2>&1; }
 
-# Rules dockerd adds to the host's tables (chains DOCKER*, the docker0 bridge) are deleted one
-# by one: anything else in the tables, other users' rules included, stays as it is.
-remove_docker_rules() {
-  local table line
-  for table in filter nat; do
-    iptables -t "$table" -S 2>/dev/null | grep -E '^-A ' | grep -E 'DOCKER|docker0' |
-      grep -vE '^-A DOCKER' | while read -r line; do
-      # shellcheck disable=SC2086 # a rule as iptables -S printed it, split into its words
-      iptables -t "$table" ${line/#-A/-D} 2>/dev/null || true
-    done
-    iptables -t "$table" -S 2>/dev/null | sed -n 's/^-N \(DOCKER[A-Z0-9_-]*\)$/\1/p' | while read -r chain; do
-      iptables -t "$table" -F "$chain" 2>/dev/null || true
-    done
-    iptables -t "$table" -S 2>/dev/null | sed -n 's/^-N \(DOCKER[A-Z0-9_-]*\)$/\1/p' | while read -r chain; do
-      iptables -t "$table" -X "$chain" 2>/dev/null || true
-    done
-  done
-  ip link delete docker0 2>/dev/null || true
-}
+# shellcheck source=scripts/lib/netfilter.sh
+source "$repo/scripts/lib/netfilter.sh"
 
 case "$cmd" in
   start)
@@ -65,6 +48,7 @@ case "$cmd" in
     if [[ ! -f "$saved" ]]; then
       printf 'ip_forward=%s\nforward_policy=%s\n' "$(cat /proc/sys/net/ipv4/ip_forward)" \
         "$(iptables -S FORWARD 2>/dev/null | sed -n 's/^-P FORWARD //p')" >"$saved"
+      netfilter_tables >"$saved.tables"
     fi
     # set +m: dockerd is the recorded process itself, not a job-control parent that exits.
     set +m
@@ -86,12 +70,15 @@ case "$cmd" in
   stop)
     proc_stop "$pidfile" 30
     if [[ -f "$saved" ]]; then
-      remove_docker_rules
+      # dockerd's chains (DOCKER*) and the rules that name them or its bridge; nothing else.
+      netfilter_remove 'DOCKER|docker0' 'DOCKER[A-Z0-9_-]*'
+      ip link delete docker0 2>/dev/null || true
       # shellcheck disable=SC1090 # written by start above
       source "$saved"
       [[ -n "${ip_forward:-}" ]] && echo "$ip_forward" >/proc/sys/net/ipv4/ip_forward
       [[ -n "${forward_policy:-}" ]] && iptables -P FORWARD "$forward_policy"
-      rm -f "$saved"
+      netfilter_drop_new_tables "$saved.tables"
+      rm -f "$saved" "$saved.tables"
     fi
     ;;
   status)
