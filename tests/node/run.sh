@@ -227,6 +227,64 @@ check "33 messages written by worker pods arrive in PostgreSQL" retry 180 rows_a
 distinct_wamids() { [[ "$(psql_query "SELECT count(DISTINCT wamid) FROM $messages_table")" == 33 ]]; }
 check "every wamid is stored once" distinct_wamids
 
+# --- worker pods killed mid-stream --------------------------------------------------------------
+worker_pod() {
+  kubectl -n "$ns" get pods -l "app.kubernetes.io/component=worker,wapipe.dev/pipeline=$pipeline" \
+    --field-selector status.phase=Running -o jsonpath='{.items[0].metadata.name}'
+}
+# burst_with KILL FIRST: 20 signed POSTs of 5 messages from FIRST, KILL run after the fifth; every
+# POST must be acknowledged.
+burst_with() {
+  local kill="$1" first="$2" p code
+  for ((p = 0; p < 20; p++)); do
+    ((p == 5)) && "$kill"
+    code="$(post "$(meta_payload $((first + p * 5)) 5)")"
+    [[ "$code" == 200 ]] || { echo "POST answered $code" >&2; return 1; }
+  done
+}
+force_delete_worker() {
+  local pod
+  pod="$(worker_pod)"
+  echo "deleting $pod (--grace-period=0 --force)"
+  kubectl -n "$ns" delete pod "$pod" --grace-period=0 --force >/dev/null 2>&1
+}
+runtime_kill_worker() {
+  local pod id
+  pod="$(worker_pod)"
+  id="$(kubectl -n "$ns" get pod "$pod" -o jsonpath='{.status.containerStatuses[0].containerID}')"
+  echo "SIGKILL to $pod's container ${id:13:12} through containerd"
+  ctr --address "$WAPIPE_STATE_DIR/node/containerd/containerd.sock" -n k8s.io tasks kill -s KILL "${id#containerd://}" >/dev/null
+}
+log "a worker pod force-deleted mid-stream"
+retry 120 worker_pod >/dev/null || fatal "a Running worker pod"
+check "100 events acknowledged while a worker pod is force-deleted" burst_with force_delete_worker 100
+check "every acknowledged event lands once (133 rows)" retry 240 rows_are 133
+log "a worker container killed by the runtime mid-stream"
+retry 120 worker_pod >/dev/null || fatal "a Running worker pod"
+check "100 events acknowledged while a worker container is SIGKILLed" burst_with runtime_kill_worker 200
+check "every acknowledged event lands once (233 rows)" retry 240 rows_are 233
+distinct_233() { [[ "$(psql_query "SELECT count(DISTINCT wamid) FROM $messages_table")" == 233 ]]; }
+check "no wamid is stored twice" distinct_233
+restarted() {
+  [[ "$(kubectl -n "$ns" get pods -l "app.kubernetes.io/component=worker" -o jsonpath='{.items[*].status.containerStatuses[0].restartCount}')" =~ [1-9] ]]
+}
+check "the killed container was restarted by the kubelet" retry 60 restarted
+
+log "memory per pod (the pod's cgroup: working set now, peak usage since it started)"
+# Read from the memory cgroup the kubelet made for each pod (cgroup v1, cgroupfs driver): working
+# set = usage - inactive file pages, as the kubelet counts it; peak = memory.max_usage_in_bytes.
+kubectl get pods -A --field-selector spec.nodeName=wapipe-node \
+  -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name} {.metadata.uid}{"\n"}{end}' |
+  while read -r name uid; do
+    dir="$(find /sys/fs/cgroup/memory/kubepods -maxdepth 2 -type d -name "pod$uid" 2>/dev/null | head -n 1)"
+    [[ -n "$dir" ]] || continue
+    usage="$(cat "$dir/memory.usage_in_bytes")"
+    inactive="$(awk '$1 == "total_inactive_file" {print $2}' "$dir/memory.stat")"
+    peak="$(cat "$dir/memory.max_usage_in_bytes")"
+    awk -v n="$name" -v w="$((usage - inactive))" -v p="$peak" \
+      'BEGIN {printf "%s: working set %.1f MiB, peak usage %.1f MiB\n", n, w / 1048576, p / 1048576}'
+  done
+
 # --- deletion ---------------------------------------------------------------------------------
 log "delete the pipeline"
 kubectl -n "$ns" delete wapipe "$pipeline" --wait=true --timeout=180s >/dev/null || fail "delete the pipeline"
