@@ -270,6 +270,22 @@ restarted() {
 }
 check "the killed container was restarted by the kubelet" retry 60 restarted
 
+# --- the broker restarted under running pods ---------------------------------------------------
+log "Kafka restarted under the running pods"
+restarts_before="$(kubectl -n "$ns" get pods -l "wapipe.dev/pipeline=$pipeline" \
+  -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount}{" "}{end}')"
+WAPIPE_KAFKA_ADDRESS="$address" bash "$repo/scripts/kafka.sh" stop
+sleep 5
+WAPIPE_KAFKA_ADDRESS="$address" bash "$repo/scripts/kafka.sh" start "$kafka_port" >/dev/null || fatal "restart Kafka"
+accepted_again() { [[ "$(post "$(meta_payload 300 5)")" == 200 ]]; }
+check "the ingress pods acknowledge again after the broker's restart" retry 120 accepted_again
+check "10 more signed POSTs of 5 messages are acknowledged" send_batch 305 10 5
+check "the worker pods write them: 288 rows" retry 240 rows_are 288
+restarts_after="$(kubectl -n "$ns" get pods -l "wapipe.dev/pipeline=$pipeline" \
+  -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount}{" "}{end}')"
+echo "restart counts before: $restarts_before"
+echo "restart counts after:  $restarts_after"
+
 log "memory per pod (the pod's cgroup: working set now, peak usage since it started)"
 # Read from the memory cgroup the kubelet made for each pod (cgroup v1, cgroupfs driver): working
 # set = usage - inactive file pages, as the kubelet counts it; peak = memory.max_usage_in_bytes.
