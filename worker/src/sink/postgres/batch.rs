@@ -391,6 +391,7 @@ mod tests {
             rank: status.rank(),
             status,
             recipient_id: None,
+            participant: None,
             phone_number_id: None,
             status_at: Some(at),
             errors: Vec::new(),
@@ -432,7 +433,7 @@ mod tests {
         assert!(sql.contains(&format!("${columns}::")), "{sql}");
         assert!(!sql.contains(&format!("${}::", columns + 1)), "{sql}");
         assert_eq!(BatchRows::default().params().len(), columns);
-        assert!(sql.contains("ON CONFLICT (wamid, status) DO NOTHING"));
+        assert!(sql.contains("ON CONFLICT (wamid, status, participant) DO NOTHING"));
         assert!(sql.contains("INSERT INTO wapipe_message_status AS current"));
     }
 }
