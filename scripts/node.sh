@@ -329,6 +329,8 @@ case "$cmd" in
     ;;
   env)
     bash "$repo/scripts/cluster.sh" env
+    # The registry's port follows the port base: publish.sh and registry.sh need the same one.
+    echo "export WAPIPE_REGISTRY_PORT='$WAPIPE_REGISTRY_PORT'"
     ;;
   *)
     echo "usage: $0 up|down|env" >&2
