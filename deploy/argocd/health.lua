@@ -23,7 +23,6 @@ local SPEC_ERRORS = {
   InvalidSpec = true,
   NotSupported = true,
   ResourceConflict = true,
-  TopicConflict = true,
   TopicConfigRefused = true,
   SecretNotFound = true,
   Forbidden = true,
