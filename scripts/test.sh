@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, generated CRDs up to date, unit,
+# The whole test suite, as CI runs it: formatting, lints, generated CRDs and documentation up to
+# date (the mdBook site builds, its links resolve), unit,
 # service and integration tests on Apache Kafka and PostgreSQL, the chart and Argo CD health
 # checks, the kind end-to-end suite where Docker and kind exist, the cluster suite and the node
 # suite (real pods on this machine, where a Docker engine and CAP_NET_ADMIN exist).
@@ -48,6 +49,9 @@ step "chart (Helm engine), examples, Argo CD health check, alerts (promtool) and
 bash scripts/check-chart.sh
 bash scripts/test-lua.sh
 bash scripts/check-alerts.sh
+
+step "documentation (generated pages current, links, runbooks, reasons; the book builds)"
+bash scripts/check-docs.sh
 
 step "kind end-to-end suite"
 set +e

@@ -22,6 +22,8 @@ pub const FINALIZER: &str = "wapipe.dev/topic";
     kind = "WhatsAppWebhookPipeline",
     plural = "whatsappwebhookpipelines",
     shortname = "wapipe",
+    shortname = "wwp",
+    category = "wapipe",
     namespaced,
     status = "PipelineStatus",
     doc = "A WhatsApp webhook pipeline: Kafka topic, ingress Deployment and lag-autoscaled worker Deployment.",
@@ -45,6 +47,38 @@ pub const FINALIZER: &str = "wapipe.dev/topic";
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredWorkers",
+        priority = 1,
+        description = "Workers the scaler wants"
+    ),
+    printcolumn(
+        name = "Max",
+        type_ = "integer",
+        json_path = ".spec.worker.maxReplicas",
+        priority = 1,
+        description = "Most workers the spec allows (the partitions cap it further)"
+    ),
+    printcolumn(
+        name = "Topic",
+        type_ = "string",
+        json_path = ".spec.topic.name",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].message"#,
+        priority = 1
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -392,8 +426,10 @@ pub struct PipelineStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions `Ready`, `TopicReady`, `IngressReady`, `WorkersReady` and `Scaling`.
+    /// Conditions `Ready`, `TopicReady`, `IngressReady`, `WorkersReady` and `Scaling`, at most
+    /// one of each type (a list-map keyed by `type`, as `metav1.Condition` lists are).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Partitions of the topic as last seen on the broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -446,6 +482,7 @@ pub struct Condition {
     pub message: String,
     /// When `status` last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: Option<String>,
     /// The generation this condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -414,6 +414,26 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
         table.lines().nth(1).unwrap_or_default().contains("True"),
         "{table}"
     );
+    // `-o wide` adds the desired and most workers, the topic and Ready's reason and message;
+    // the second short name `wwp` reaches the same object.
+    for args in [
+        ["get", "wwp", "orders", "-o", "wide"],
+        ["get", "whatsappwebhookpipelines", "orders", "-o", "wide"],
+    ] {
+        let out = c.kubectl(&[&["-n", ns.as_str()][..], &args[..]].concat());
+        let wide = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let header = wide.lines().next().unwrap_or_default();
+        for column in ["DESIRED", "MAX", "TOPIC", "REASON", "MESSAGE"] {
+            assert!(header.contains(column), "wide columns: {wide}");
+        }
+        let row = wide.lines().nth(1).unwrap_or_default();
+        assert!(row.contains("True") && row.contains("Ready"), "{wide}");
+    }
 
     // An edit bumps the generation; observedGeneration follows and the child changes.
     let before = ready.metadata.generation.unwrap();
