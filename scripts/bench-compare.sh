@@ -4,7 +4,7 @@
 # private Apache Kafka, printed as one table. Builds the release binaries first; installs wrk and
 # the peers' Python packages when missing. Takes about three to five minutes; asserts nothing.
 #
-#   bash scripts/bench-compare.sh [--seconds 15] [--connections 64] [--worker-events 120000] [--rss-events 1000000] [--skip-worker]
+#   bash scripts/bench-compare.sh [--seconds 15] [--connections 64] [--worker-events 120000] [--rss-events 1000000] [--skip-worker] [--skip-callgrind]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"

@@ -15,9 +15,18 @@ Stages (each on the same private Apache Kafka):
      PostgreSQL sink (default settings, synchronous commit) beside the usual Python worker
      (../shared/peers/python_worker.py) and the database's own ceiling for the same rows (COPY
      from one client), the SQLite sink.
-  5. End to end, one ingress and one worker (PostgreSQL): `wapipe send` at half the worker's
-     PostgreSQL rate, p50/p99 from the ingress receiving an event to its row being committed.
-  6. Peak RSS of a worker (log sink, default buffer) draining a backlog of --rss-events records.
+  5. End to end, one ingress and one worker (PostgreSQL): `wapipe send` at half and at a quarter
+     of the worker's PostgreSQL rate, p50/p99 from the ingress receiving an event to its row
+     being committed, beside the same to a plain consumer having the record (the ingress's,
+     the producer's and Kafka's part), each for the first and the last fifth of the run.
+  6. Peak RSS of a worker (log sink) draining a backlog of --rss-events records: with the
+     defaults (librdkafka's prefetch), and with the prefetch bounded to 2 KiB per buffered
+     event for two buffer settings (the drain rate printed beside each: a small prefetch
+     costs throughput).
+  7. Instructions per event (callgrind, when valgrind is installed; --skip-callgrind to skip):
+     the worker with the log sink and the raw consumer, each on 20,000 and 60,000 of the
+     bench's own text messages; the difference of the two runs over 40,000 events, so start-up
+     and group join cancel.
 
 Prints figures only; asserts nothing.
 """
@@ -167,6 +176,7 @@ def main() -> int:
     parser.add_argument("--worker-events", type=int, default=120000, help="events for the worker comparison (through the ingress)")
     parser.add_argument("--rss-events", type=int, default=1000000, help="backlog for the worker's peak RSS (0 = skip)")
     parser.add_argument("--skip-worker", action="store_true")
+    parser.add_argument("--skip-callgrind", action="store_true", help="skip the instructions-per-event stage (valgrind)")
     args = parser.parse_args()
     for tool in ("wrk", "java"):
         if not shutil.which(tool):
@@ -319,40 +329,93 @@ def worker_stages(args: argparse.Namespace, brokers: str, state: Path, services:
     )
     out["python"] = peer
 
-    # End to end at half the worker's PostgreSQL rate, one ingress and one worker.
+    # End to end at half (and a quarter of) the worker's PostgreSQL rate, one ingress and one
+    # worker, each on a topic of its own.
     pg_rate = figure(r"worker, postgres sink \(synchronous commit\):\s+([\d.]+)", str(out["bench"])) or 1000.0
-    rate = max(1.0, pg_rate / 2 / 10)
-    requests = max(1, int(rate * 10))
-    e2e_topic = "bench_e2e"
-    run([wapipe, "topics", "create", "--kafka-brokers", brokers, "--topic", e2e_topic, "--partitions", "12"])
-    ingress, url = start_ingress(args, brokers, e2e_topic, state, services)
-    probe = subprocess.Popen([bench, str(requests * 10), "12"], env={**os.environ, "WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": e2e_topic, "WAPIPE_BENCH_STAGES": "e2e"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert probe.stdout is not None
-    lines = []
-    for line in probe.stdout:
-        lines.append(line)
-        if "e2e: ready" in line:
-            break
-    sent_e2e = send(args, url, requests, rate)
-    rest, _ = probe.communicate(timeout=600)
-    ingress.stop()
-    services.remove(ingress)
-    out["e2e"] = "".join(lines) + rest
-    out["e2e_rate"] = rate * 10
-    out["e2e_send"] = sent_e2e
+    out["e2e"] = [end_to_end(args, brokers, state, services, f"bench_e2e_{share}", pg_rate / share) for share in (2, 4)]
 
     if args.rss_events:
         rss_topic = "bench_rss"
         run([wapipe, "topics", "create", "--kafka-brokers", brokers, "--topic", rss_topic, "--partitions", "12"])
         rss_env = {"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": rss_topic}
         run([bench, str(args.rss_events), "12"], env={**rss_env, "WAPIPE_BENCH_STAGES": "produce"}, timeout=1200)
-        out["rss"] = run([bench, str(args.rss_events), "12"], env={**rss_env, "WAPIPE_BENCH_STAGES": "log"}, timeout=1200)
+        out["rss"] = [
+            (label, run([bench, str(args.rss_events), "12"], env={**rss_env, **extra, "WAPIPE_BENCH_STAGES": "log"}, timeout=1200))
+            for label, extra in RSS_SETTINGS
+        ]
         out["rss_events"] = args.rss_events
+
+    if not args.skip_callgrind and shutil.which("valgrind"):
+        out["callgrind"] = instructions_per_event(bench, wapipe, brokers, state)
     return out
 
 
+# The buffer settings the backlog's peak RSS is measured with: (label, bench environment).
+RSS_SETTINGS = [
+    ("--max-buffered 2000 (default; librdkafka's prefetch defaults, 64 MiB, 100,000 messages)", {"WAPIPE_BENCH_MAX_BUFFERED": "2000"}),
+    (
+        "--max-buffered 2000, prefetch bounded to 4 MiB (queued.max.messages.kbytes=4000, queued.min.messages=2000)",
+        {"WAPIPE_BENCH_MAX_BUFFERED": "2000", "WAPIPE_BENCH_KAFKA_OPTIONS": "queued.max.messages.kbytes=4000,queued.min.messages=2000"},
+    ),
+    (
+        "--max-buffered 20000, prefetch 40 MiB (queued.max.messages.kbytes=40000, queued.min.messages=20000)",
+        {"WAPIPE_BENCH_MAX_BUFFERED": "20000", "WAPIPE_BENCH_KAFKA_OPTIONS": "queued.max.messages.kbytes=40000,queued.min.messages=20000"},
+    ),
+]
+
+
+def end_to_end(args: argparse.Namespace, brokers: str, state: Path, services: list[Service], topic: str, events_per_s: float) -> dict[str, object]:
+    """`wapipe send` at `events_per_s` for about ten seconds through one ingress into one worker."""
+    bench = str(args.bin_dir / "examples" / "bench")
+    rate = max(1.0, events_per_s / 10)
+    requests = max(1, int(rate * 10))
+    run([str(args.bin_dir / "wapipe"), "topics", "create", "--kafka-brokers", brokers, "--topic", topic, "--partitions", "12"])
+    ingress, url = start_ingress(args, brokers, topic, state, services)
+    probe = subprocess.Popen([bench, str(requests * 10), "12"], env={**os.environ, "WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": topic, "WAPIPE_BENCH_STAGES": "e2e"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert probe.stdout is not None
+    lines = []
+    for line in probe.stdout:
+        lines.append(line)
+        if "e2e: ready" in line:
+            break
+    sent = send(args, url, requests, rate)
+    rest, _ = probe.communicate(timeout=600)
+    ingress.stop()
+    services.remove(ingress)
+    return {"out": "".join(lines) + rest, "rate": rate * 10, "send": sent}
+
+
+def callgrind_instructions(bench: str, brokers: str, topic: str, events: int, stage: str, out: Path) -> int:
+    """Instructions the whole bench process ran (every thread) for one stage on `events` records."""
+    run(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", bench, str(events), "12"],
+        env={"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": topic, "WAPIPE_BENCH_STAGES": stage},
+        timeout=1800,
+    )
+    for line in out.read_text().splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise SystemExit(f"bench: no totals in {out}")
+
+
+def instructions_per_event(bench: str, wapipe: str, brokers: str, state: Path) -> dict[str, float]:
+    """Instructions per event of the log sink and the raw consumer: the difference of a
+    60,000- and a 20,000-event run of the bench's own text messages, over 40,000."""
+    wapipe_topics = {}
+    for events in (20000, 60000):
+        topic = f"bench_callgrind_{events}"
+        run([wapipe, "topics", "create", "--kafka-brokers", brokers, "--topic", topic, "--partitions", "12"])
+        run([bench, str(events), "12"], env={"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": topic, "WAPIPE_BENCH_STAGES": "produce"}, timeout=600)
+        wapipe_topics[events] = topic
+    per_event = {}
+    for stage in ("log", "raw"):
+        totals = {events: callgrind_instructions(bench, brokers, topic, events, stage, state / f"callgrind.{stage}.{events}") for events, topic in wapipe_topics.items()}
+        per_event[stage] = (totals[60000] - totals[20000]) / 40000
+    return per_event
+
+
 def print_worker(w: dict[str, object]) -> None:
-    bench, peer, e2e = str(w["bench"]), str(w["python"]), str(w["e2e"])
+    bench, peer = str(w["bench"]), str(w["python"])
     raw = figure(r"raw rdkafka consumer:\s+([\d.]+)", bench)
     log = figure(r"worker, log sink:\s+([\d.]+)", bench)
     pg = figure(r"worker, postgres sink \(synchronous commit\):\s+([\d.]+)", bench)
@@ -372,17 +435,33 @@ def print_worker(w: dict[str, object]) -> None:
     print(f"| Python worker (confluent-kafka + psycopg2, 500 rows per transaction, idempotent upserts) | {fmt(py)} | 1 |")
     print(f"| ceiling: the same rows by COPY, one client, one transaction | {fmt(copy)} | |")
     print(f"| wapipe-worker, SQLite sink | {fmt(lite)} | |")
-    print()
-    p50 = figure(r"p50 ([\d.]+) ms", e2e)
-    p99 = figure(r"p99 ([\d.]+) ms", e2e)
-    sent = str(w["e2e_send"])
-    achieved = figure(r"events/s\s+([\d.]+)", sent)
-    post_p99 = figure(r"latency p99\s+([\d.]+) ms", sent)
-    print(f"End to end, one ingress and one worker (PostgreSQL), `wapipe send` asked for {float(w['e2e_rate']):,.0f} events/s (half the worker's rate above) and got {fmt(achieved)} acknowledged (POST p99 {post_p99} ms): ingress received -> row committed p50 {p50} ms, p99 {p99} ms")
+    if "callgrind" in w:
+        cg = w["callgrind"]
+        print()
+        print(f"Instructions per event (callgrind, every thread of the process, (60,000-event run - 20,000-event run) / 40,000, the bench's text messages): wapipe-worker with the log sink {cg['log']:,.0f} (target 15,000); ceiling: the raw rdkafka consumer {cg['raw']:,.0f}")
+    for run_e2e in w["e2e"]:
+        out_e2e = str(run_e2e["out"])
+        sent = str(run_e2e["send"])
+        achieved = figure(r"events/s\s+([\d.]+)", sent)
+        post_p99 = figure(r"latency p99\s+([\d.]+) ms", sent)
+        committed = re.search(r"row committed\), (\d+) events: (.*)", out_e2e)
+        readable = re.search(r"a plain consumer has it\), (\d+) events: (.*)", out_e2e)
+        trend_rows = re.search(r"e2e trend \(row committed\): (.*)", out_e2e)
+        trend_readable = re.search(r"e2e trend \(consumer has it\): (.*)", out_e2e)
+        print()
+        print(f"End to end, one ingress and one worker (PostgreSQL), `wapipe send` asked for {float(run_e2e['rate']):,.0f} events/s ({float(run_e2e['rate']) / pg:.2f} of the worker's PostgreSQL rate above) and got {fmt(achieved)} acknowledged (POST p99 {post_p99} ms):" if pg else "End to end:")
+        print(f"- ingress received -> row committed: {committed.group(2) if committed else '?'}")
+        print(f"- ingress received -> a plain consumer has the record (ingress, producer, Kafka; before the worker): {readable.group(2) if readable else '?'}")
+        if trend_rows and trend_readable:
+            print(f"- row committed, {trend_rows.group(1)}")
+            print(f"- consumer has it, {trend_readable.group(1)}")
     if "rss" in w:
-        rss = figure(r"peak RSS: ([\d.]+) MiB", str(w["rss"]))
-        drained = figure(r"worker, log sink:\s+([\d.]+)", str(w["rss"]))
-        print(f"Peak RSS of the worker process draining a {int(w['rss_events']):,}-record backlog (log sink, --max-buffered 2000): {rss} MiB (drained at {fmt(drained)} events/s)")
+        print()
+        print(f"Peak RSS of the worker process draining a {int(w['rss_events']):,}-record backlog (log sink):")
+        for label, text in w["rss"]:
+            rss = figure(r"peak RSS: ([\d.]+) MiB", text)
+            drained = figure(r"worker, log sink:\s+([\d.]+)", text)
+            print(f"- {label}: {rss} MiB (drained at {fmt(drained)} events/s)")
 
 
 if __name__ == "__main__":

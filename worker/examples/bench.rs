@@ -9,10 +9,15 @@
 //! `produce,raw,log,postgres,sqlite`) picks the stages, e.g. `log` alone under a profiler.
 //! `WAPIPE_BENCH_TOPIC` names an existing topic (e.g. filled through the ingress by `wapipe
 //! send`) holding `events` records, to read instead of a new one; `produce` then adds to it.
-//! `WAPIPE_BENCH_MAX_BUFFERED` overrides the worker's buffer (default 2000).
+//! `WAPIPE_BENCH_MAX_BUFFERED` overrides the worker's buffer (default 2000) and
+//! `WAPIPE_BENCH_KAFKA_OPTIONS` adds raw librdkafka options (`key=value,...`, as
+//! `WAPIPE_KAFKA_OPTIONS`), e.g. librdkafka's own prefetch defaults for a before/after.
 //! The `e2e` stage runs the postgres sink on the topic until `events` events are written, and
-//! prints the p50/p99 from the ingress receiving each event to its row being committed; it
-//! prints `e2e: ready` once the worker holds its partitions, for the load to start.
+//! prints the p50/p99 from the ingress receiving each event to its row being committed, beside
+//! the same from the ingress to a plain consumer having the record (the part before the
+//! worker), and both for the first and the last fifth of the events (a pipeline that falls
+//! behind shows a growing figure); it prints `e2e: ready` once the worker holds its
+//! partitions, for the load to start.
 //! The peak RSS of the process is printed last.
 
 use std::sync::Arc;
@@ -131,7 +136,7 @@ async fn worker_rate(
     let settings = WorkerSettings {
         max_buffered,
         ..WorkerSettings::new(
-            KafkaArgs::plaintext(brokers),
+            kafka_args(brokers)?,
             topic,
             &wapipe_testkit::unique_name("bench-dlq"),
             &wapipe_testkit::unique_name("bench-group"),
@@ -161,6 +166,23 @@ async fn worker_rate(
     stop.cancel();
     task.await??;
     Ok(rate)
+}
+
+/// The worker's Kafka settings: the broker, and `WAPIPE_BENCH_KAFKA_OPTIONS` (raw librdkafka
+/// `key=value` pairs, comma-separated) applied last, as `WAPIPE_KAFKA_OPTIONS` would be.
+fn kafka_args(brokers: &str) -> anyhow::Result<KafkaArgs> {
+    let mut kafka = KafkaArgs::plaintext(brokers);
+    if let Ok(options) = std::env::var("WAPIPE_BENCH_KAFKA_OPTIONS") {
+        for pair in options.split(',').filter(|p| !p.trim().is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("not key=value: {pair}"))?;
+            kafka
+                .options
+                .push((key.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    Ok(kafka)
 }
 
 #[tokio::main]
@@ -302,11 +324,11 @@ async fn copy_ceiling(url: &str, schema: &str, events: usize) -> anyhow::Result<
     Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The postgres sink, noting for each event written how long after the ingress received it
-/// its row was committed.
+/// The postgres sink, noting for each event written when the ingress received it and how long
+/// after that its row was committed.
 struct LatencySink {
     inner: PostgresSink,
-    latencies_ms: std::sync::Mutex<Vec<i64>>,
+    latencies_ms: std::sync::Mutex<Vec<(i64, i64)>>,
 }
 
 #[async_trait::async_trait]
@@ -317,6 +339,10 @@ impl Sink for LatencySink {
 
     fn max_batch(&self) -> usize {
         self.inner.max_batch()
+    }
+
+    fn max_concurrent_batches(&self) -> usize {
+        self.inner.max_concurrent_batches()
     }
 
     async fn write(&self, event: &Event) -> SinkResult<()> {
@@ -331,10 +357,76 @@ impl Sink for LatencySink {
             events
                 .iter()
                 .filter_map(|e| e.received_at_ms)
-                .map(|received| now - received),
+                .map(|received| (received, now - received)),
         );
         Ok(())
     }
+}
+
+/// For each record of `topic` (a group of its own, from the start), when the ingress received
+/// it and how long after that a plain consumer had it: the part of the end-to-end time that is
+/// the ingress's, the producer's and Kafka's, before the worker.
+async fn readable_latencies(
+    brokers: String,
+    topic: String,
+    stop: CancellationToken,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", wapipe_testkit::unique_name("bench-e2e-raw"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[&topic])?;
+    let mut out = Vec::new();
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => return Ok(out),
+            message = consumer.recv() => message?,
+        };
+        let now = now_ms();
+        let received = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == HEADER_RECEIVED_AT)
+                .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse::<i64>().ok())
+        });
+        if let Some(received) = received {
+            out.push((received, now - received));
+        }
+    }
+}
+
+/// `p50 .. ms, p99 .. ms, max .. ms` of (received at, latency) pairs.
+fn percentiles(pairs: &[(i64, i64)]) -> String {
+    let mut latencies: Vec<i64> = pairs.iter().map(|&(_, ms)| ms).collect();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    format!(
+        "p50 {} ms, p99 {} ms, max {} ms",
+        at(0.5),
+        at(0.99),
+        latencies.last().copied().unwrap_or_default()
+    )
+}
+
+/// The p50 of the first and of the last fifth of the events by receive time: a pipeline that
+/// keeps up has the same at both ends, one that falls behind a growing one.
+fn trend(pairs: &[(i64, i64)]) -> String {
+    let mut by_time = pairs.to_vec();
+    by_time.sort_unstable();
+    let fifth = (by_time.len() / 5).max(1).min(by_time.len());
+    format!(
+        "first fifth {}; last fifth {}",
+        percentiles(&by_time[..fifth]),
+        percentiles(&by_time[by_time.len() - fifth..])
+    )
 }
 
 async fn e2e_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<()> {
@@ -344,7 +436,7 @@ async fn e2e_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<
         latencies_ms: std::sync::Mutex::new(Vec::with_capacity(events)),
     });
     let settings = WorkerSettings::new(
-        KafkaArgs::plaintext(brokers),
+        kafka_args(brokers)?,
         topic,
         &wapipe_testkit::unique_name("bench-dlq"),
         &wapipe_testkit::unique_name("bench-group"),
@@ -355,6 +447,11 @@ async fn e2e_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<
         let (worker, stop, sink) = (worker.clone(), stop.clone(), sink.clone());
         async move { worker.run(settings, sink, stop).await }
     });
+    let readable = tokio::spawn(readable_latencies(
+        brokers.to_string(),
+        topic.to_string(),
+        stop.clone(),
+    ));
     while worker.metrics.assigned_partitions.get() == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -369,17 +466,23 @@ async fn e2e_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<
     }
     stop.cancel();
     task.await??;
-    let mut latencies = sink.latencies_ms.lock().unwrap().clone();
-    latencies.sort_unstable();
-    anyhow::ensure!(!latencies.is_empty(), "no event carried its receive time");
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let readable = readable.await??;
+    let committed = sink.latencies_ms.lock().unwrap().clone();
+    anyhow::ensure!(!committed.is_empty(), "no event carried its receive time");
     println!(
-        "e2e (ingress received -> row committed), {} events: p50 {} ms, p99 {} ms, max {} ms",
-        latencies.len(),
-        at(0.5),
-        at(0.99),
-        latencies.last().copied().unwrap_or_default()
+        "e2e (ingress received -> row committed), {} events: {}",
+        committed.len(),
+        percentiles(&committed)
     );
+    println!("e2e trend (row committed): {}", trend(&committed));
+    if !readable.is_empty() {
+        println!(
+            "e2e stage (ingress received -> a plain consumer has it), {} events: {}",
+            readable.len(),
+            percentiles(&readable)
+        );
+        println!("e2e trend (consumer has it): {}", trend(&readable));
+    }
     Ok(())
 }
 

@@ -201,6 +201,26 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts `events` written, by kind, one counter update per kind of the batch.
+    pub fn written(&self, events: &[crate::route::Event]) {
+        let mut counts: Vec<(EventKind, u64)> = Vec::new();
+        for event in events {
+            let kind = event.event_kind();
+            match counts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((kind, 1)),
+            }
+        }
+        for (kind, n) in counts {
+            self.events
+                .get_or_create(&EventLabels {
+                    kind: KindLabel(Some(kind)),
+                    outcome: Outcome::Written,
+                })
+                .inc_by(n);
+        }
+    }
+
     pub fn retry(&self, reason: RetryReason) {
         self.retries.get_or_create(&RetryLabels { reason }).inc();
     }

@@ -2,6 +2,7 @@
 //! other field) that a sink can write. A record that cannot be understood is the event's own
 //! fault ([`Error::ParseEvent`]): it is retried and then dead-lettered, never dropped.
 
+use bytes::Bytes;
 use rdkafka::message::{Headers, Message};
 use serde::Deserialize;
 use serde::Serialize;
@@ -15,19 +16,21 @@ use wapipe_core::{EventKind, Provider};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    unix_seconds, DeliveryStatus, MetaEnvelope, MetaMessagesValue, WasenderEnvelope,
-    WasenderMessage,
+    unix_seconds, DeliveryStatus, MetaChange, MetaEnvelope, MetaMessagesValue, Text,
+    WasenderEnvelope, WasenderMessage,
 };
 
-/// A record taken off the raw topic, detached from the consumer.
+/// A record taken off the raw topic, detached from the consumer: its bytes copied once off
+/// librdkafka's buffer, and shared from here on (the routed [`Event`]'s raw JSON is the same
+/// buffer, not a copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub payload: Option<Bytes>,
+    pub headers: RecordHeaders,
 }
 
 impl Incoming {
@@ -37,7 +40,7 @@ impl Incoming {
             .map(|headers| {
                 headers
                     .iter()
-                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .map(|h| (h.key, h.value.unwrap_or_default()))
                     .collect()
             })
             .unwrap_or_default();
@@ -46,7 +49,7 @@ impl Incoming {
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
+            payload: message.payload().map(Bytes::copy_from_slice),
             headers,
         }
     }
@@ -54,9 +57,8 @@ impl Incoming {
     /// The first header called `name`, if it is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     pub fn key_str(&self) -> String {
@@ -70,6 +72,64 @@ impl Incoming {
     pub fn received_at_ms(&self) -> Option<i64> {
         self.header(HEADER_RECEIVED_AT)
             .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+/// A record's headers in order, keys and values back to back in one buffer (two allocations
+/// per record, not two per header). A header without a value reads as empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordHeaders {
+    bytes: Vec<u8>,
+    /// Where each header's key ends and its value ends, in `bytes`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl RecordHeaders {
+    pub fn push(&mut self, key: &str, value: &[u8]) {
+        self.bytes.extend_from_slice(key.as_bytes());
+        let key_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((key_end, self.bytes.len()));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(key_end, value_end)| {
+            let key = std::str::from_utf8(&self.bytes[start..key_end]).unwrap_or_default();
+            let value = &self.bytes[key_end..value_end];
+            start = value_end;
+            (key, value)
+        })
+    }
+
+    /// The value of the first header called `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        let mut start = 0;
+        for &(key_end, value_end) in &self.ends {
+            if &self.bytes[start..key_end] == name.as_bytes() {
+                return Some(&self.bytes[key_end..value_end]);
+            }
+            start = value_end;
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<[u8]>> FromIterator<(K, V)> for RecordHeaders {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        let mut headers = RecordHeaders::default();
+        for (key, value) in pairs {
+            headers.push(key.as_ref(), value.as_ref());
+        }
+        headers
     }
 }
 
@@ -96,20 +156,33 @@ pub struct Event {
     pub raw: RawJson,
 }
 
-/// A record's JSON text as it came. Routing's typed parse of the whole record has checked it
-/// to be JSON; it is not built into a tree (building and dropping one per event cost more than
-/// the rest of routing), and only sinks that store it read it as a [`RawValue`].
+/// A record's JSON text as it came: the record's own buffer (shared, not copied), trimmed of the
+/// whitespace around the value. Routing's typed parse of the whole record has checked it to be
+/// JSON and UTF-8; it is not built into a tree (building and dropping one per event cost more
+/// than the rest of routing), and only sinks that store it read it as a [`RawValue`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawJson(Box<str>);
+pub struct RawJson(Bytes);
 
 impl RawJson {
+    /// `bytes` must be UTF-8 (routing checked it); anything else reads as empty.
+    fn trimmed(bytes: &Bytes) -> RawJson {
+        let text = bytes.as_ref();
+        let is_space = |b: &u8| JSON_WHITESPACE.contains(&char::from(*b));
+        let start = text.iter().position(|b| !is_space(b)).unwrap_or(text.len());
+        let end = text
+            .iter()
+            .rposition(|b| !is_space(b))
+            .map_or(start, |i| i + 1);
+        RawJson(bytes.slice(start..end))
+    }
+
     pub fn get(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     /// The text as a [`RawValue`], for serializers and the jsonb binding.
     pub fn to_raw_value(&self) -> serde_json::Result<Box<RawValue>> {
-        RawValue::from_string(self.0.to_string())
+        RawValue::from_string(self.get().to_string())
     }
 }
 
@@ -280,10 +353,11 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
             "the ingress could not parse the body this event came from".into(),
         ));
     }
-    let payload = incoming
+    let record = incoming
         .payload
-        .as_deref()
+        .as_ref()
         .ok_or_else(|| Error::ParseEvent("the record has no value".into()))?;
+    let payload = record.as_ref();
     let text = std::str::from_utf8(payload).map_err(|e| not_json(&e))?;
     // Read once, into typed fields: that parse checks the whole text is JSON (see RawJson).
     let provider = match incoming.header(HEADER_PROVIDER) {
@@ -307,7 +381,7 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         },
     };
     let body = match provider {
-        Provider::Meta => route_meta(payload)?,
+        Provider::Meta => route_meta(text)?,
         Provider::Wasender => route_wasender(text)?,
     };
     let id = event_id(provider, incoming, payload, &body);
@@ -321,7 +395,7 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         offset: incoming.offset,
         received_at_ms: incoming.received_at_ms(),
         body,
-        raw: RawJson(text.trim_matches(JSON_WHITESPACE).into()),
+        raw: RawJson::trimmed(record),
     })
 }
 
@@ -497,74 +571,97 @@ fn digest_id(provider: Provider, incoming: &Incoming, payload: &[u8], kind: Even
     hex::encode(digest.finalize())
 }
 
-/// Reads the typed fields from the record's bytes (no copy of the parsed tree): the value of
-/// the change is kept as text until its field says how to read it.
-fn route_meta(payload: &[u8]) -> Result<EventBody> {
-    let envelope: MetaEnvelope =
-        serde_json::from_slice(payload).map_err(|e| shape_error("not a Meta envelope", e))?;
+/// Reads what routing needs from the record's text in one parse (the first entry's first
+/// change; strings borrowed from the record, everything else skipped), the change's value read
+/// as a `messages` value, which nearly every event is. Any other field, or a value that does
+/// not read as one, is read again with the value kept as the record's own text until its field
+/// says how to read it (which also gives a `messages` value's error).
+fn route_meta(text: &str) -> Result<EventBody> {
+    if let Ok(envelope) = serde_json::from_str::<MetaEnvelope<'_, MetaMessagesValue<'_>>>(text) {
+        if let Some(MetaChange {
+            field,
+            value: Some(value),
+        }) = envelope.entry.0.and_then(|entry| entry.changes.0)
+        {
+            if field.as_str() == "messages" {
+                return Ok(route_messages_value(field, value));
+            }
+        }
+    }
+    let envelope: MetaEnvelope<'_, &RawValue> =
+        serde_json::from_str(text).map_err(|e| shape_error("not a Meta envelope", e))?;
     let change = envelope
         .entry
-        .into_iter()
-        .next()
-        .and_then(|entry| entry.changes.into_iter().next())
+        .0
+        .and_then(|entry| entry.changes.0)
         .ok_or_else(|| Error::ParseEvent("the Meta envelope has no entry.changes".into()))?;
-    if change.field != "messages" {
-        return route_other_field(change.field, change.value.as_deref());
+    if change.field.as_str() != "messages" {
+        return route_other_field(change.field.into_string(), change.value);
     }
-    let value: MetaMessagesValue =
-        serde_json::from_str(change.value.as_deref().map_or("null", RawValue::get))
+    let value: MetaMessagesValue<'_> =
+        serde_json::from_str(change.value.map_or("null", RawValue::get))
             .map_err(|e| Error::ParseEvent(format!("not a messages value: {e}")))?;
-    let phone_number_id = value.metadata.and_then(|m| m.phone_number_id);
-    if let Some(message) = value.messages.into_iter().next() {
+    Ok(route_messages_value(change.field, value))
+}
+
+/// The event a `messages` change's value holds: a message, a status, an error, or (none of
+/// those) a field event.
+fn route_messages_value(field: Text<'_>, value: MetaMessagesValue<'_>) -> EventBody {
+    let phone_number_id = value.metadata.and_then(|m| m.phone_number_id.into_string());
+    if let Some(message) = value.messages.0 {
         let contact_name = value
             .contacts
-            .into_iter()
-            .next()
+            .0
             .and_then(|c| c.profile)
-            .and_then(|p| p.name);
-        return Ok(EventBody::Message(MessageEvent {
-            message_type: message.message_type.as_str().to_string(),
+            .and_then(|p| p.name)
+            .map(Text::into_string);
+        return EventBody::Message(MessageEvent {
+            message_type: message
+                .message_type
+                .map_or_else(|| "unknown".to_string(), Text::into_string),
             sent_at: unix_seconds(message.timestamp.as_deref()),
-            wamid: message.id,
-            from: message.from,
-            from_user_id: message.from_user_id,
+            wamid: message.id.into_string(),
+            from: message.from.into_string(),
+            from_user_id: message.from_user_id.map(Text::into_string),
             phone_number_id,
-            group_id: message.group_id,
-            text: message.text.and_then(|t| t.body),
+            group_id: message.group_id.map(Text::into_string),
+            text: message.text.and_then(|t| t.body).map(Text::into_string),
             contact_name,
-        }));
+        });
     }
-    if let Some(status) = value.statuses.into_iter().next() {
+    if let Some(status) = value.statuses.0 {
         let participant = status
             .recipient_participant_id
-            .as_deref()
-            .and_then(wapipe_core::split::normalize_user);
+            .as_ref()
+            .and_then(|p| wapipe_core::split::normalize_user(p.as_str()));
         let recipient_id = status
             .recipient_participant_id
-            .or(status.recipient_id)
-            .or(status.recipient_user_id);
-        return Ok(EventBody::Status(StatusEvent {
-            rank: status.status.rank(),
+            .map(Text::into_string)
+            .or(status.recipient_id.into_string())
+            .or(status.recipient_user_id.map(Text::into_string));
+        let delivery = DeliveryStatus::from(status.status.into_string());
+        return EventBody::Status(StatusEvent {
+            rank: delivery.rank(),
             status_at: unix_seconds(status.timestamp.as_deref()),
-            wamid: status.id,
-            status: status.status,
+            wamid: status.id.into_string(),
+            status: delivery,
             recipient_id,
             participant,
             phone_number_id,
             errors: status.errors,
-        }));
+        });
     }
-    if let Some(error) = value.errors.into_iter().next() {
-        return Ok(EventBody::Error(ErrorEvent {
+    if let Some(error) = value.errors.0 {
+        return EventBody::Error(ErrorEvent {
             code: error.code,
-            title: error.title,
-            message: error.message,
+            title: error.title.map(Text::into_string),
+            message: error.message.map(Text::into_string),
             phone_number_id,
-        }));
+        });
     }
-    Ok(EventBody::Field(FieldEvent {
-        field: change.field,
-    }))
+    EventBody::Field(FieldEvent {
+        field: field.into_string(),
+    })
 }
 
 /// A change of a field other than `messages`: the typed kinds the ingress splits by user
@@ -769,14 +866,13 @@ pub fn as_ingress_produces(provider: Provider, body: &[u8], topic: &str) -> Vec<
             let headers = record
                 .headers(provider, "1767000000000", &digest, &position)
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect();
             Incoming {
                 topic: topic.into(),
                 partition: 0,
                 offset: index as i64,
                 key: Some(record.key.into_bytes()),
-                payload: Some(record.value),
+                payload: Some(record.value.into()),
                 headers,
             }
         })
@@ -791,8 +887,12 @@ pub(crate) fn meta_record(key: &str, value: &Value) -> Incoming {
         partition: 0,
         offset: 0,
         key: Some(key.as_bytes().to_vec()),
-        payload: Some(serde_json::to_vec(value).expect("a JSON value serializes")),
-        headers: vec![(HEADER_PROVIDER.into(), b"meta".to_vec())],
+        payload: Some(
+            serde_json::to_vec(value)
+                .expect("a JSON value serializes")
+                .into(),
+        ),
+        headers: [(HEADER_PROVIDER, "meta")].into_iter().collect(),
     }
 }
 
@@ -807,12 +907,14 @@ mod tests {
             partition: 0,
             offset: 7,
             key: Some(b"15550001".to_vec()),
-            payload: Some(serde_json::to_vec(&value).unwrap()),
-            headers: vec![
-                (HEADER_KIND.into(), kind.as_bytes().to_vec()),
-                (HEADER_PROVIDER.into(), provider.as_bytes().to_vec()),
-                (HEADER_RECEIVED_AT.into(), b"1700000000123".to_vec()),
-            ],
+            payload: Some(serde_json::to_vec(&value).unwrap().into()),
+            headers: [
+                (HEADER_KIND, kind),
+                (HEADER_PROVIDER, provider),
+                (HEADER_RECEIVED_AT, "1700000000123"),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -978,8 +1080,11 @@ mod tests {
         let record = ingress_records(&body).remove(0);
         assert_eq!(route(&record).unwrap().id, route(&record).unwrap().id);
         let mut bare = record.clone();
-        bare.headers
-            .retain(|(k, _)| k != HEADER_BODY_SHA256 && k != HEADER_EVENT_INDEX);
+        bare.headers = record
+            .headers
+            .iter()
+            .filter(|(k, _)| *k != HEADER_BODY_SHA256 && *k != HEADER_EVENT_INDEX)
+            .collect();
         let id = route(&bare).unwrap().id;
         assert_eq!(id, route(&bare).unwrap().id);
         bare.offset += 1;
@@ -1086,18 +1191,18 @@ mod tests {
     fn the_raw_event_is_the_records_text_and_must_be_json_to_the_end() {
         let text = r#" {"object": "whatsapp_business_account", "entry": [{"id": "w", "changes": [{"field": "messages", "value": {"messages": [{"id": "wamid.r", "type": "text"}]}}]}]}"#;
         let mut record = incoming("message", "meta", json!({}));
-        record.payload = Some(format!("{text}\n").into_bytes());
+        record.payload = Some(format!("{text}\n").into_bytes().into());
         let event = route(&record).unwrap();
         assert_eq!(event.raw.get(), text.trim());
         assert_eq!(
             serde_json::to_value(&event).unwrap()["raw"]["entry"][0]["id"],
             "w"
         );
-        record.payload = Some(format!("{text} trailing").into_bytes());
+        record.payload = Some(format!("{text} trailing").into_bytes().into());
         let error = route(&record).unwrap_err().to_string();
         assert!(error.contains("not JSON"), "{error}");
         // Well-formed JSON of the wrong shape says so, rather than "not JSON".
-        record.payload = Some(br#"{"entry": 5}"#.to_vec());
+        record.payload = Some(br#"{"entry": 5}"#.to_vec().into());
         let error = route(&record).unwrap_err().to_string();
         assert!(error.contains("not a Meta envelope"), "{error}");
     }
@@ -1105,10 +1210,10 @@ mod tests {
     #[test]
     fn unparsed_and_garbage_records_are_the_events_fault() {
         let mut garbage = incoming("unparsed", "meta", json!({}));
-        garbage.payload = Some(b"\x00not json".to_vec());
+        garbage.payload = Some(b"\x00not json".to_vec().into());
         assert!(matches!(route(&garbage), Err(Error::ParseEvent(_))));
         let mut claimed_message = incoming("message", "meta", json!({}));
-        claimed_message.payload = Some(b"{oops".to_vec());
+        claimed_message.payload = Some(b"{oops".to_vec().into());
         assert!(matches!(route(&claimed_message), Err(Error::ParseEvent(_))));
     }
 }

@@ -227,8 +227,8 @@ fn message_event(user: &str, wamid: &str) -> wapipe_worker::route::Event {
         partition: 0,
         offset: 0,
         key: Some(user.as_bytes().to_vec()),
-        payload: Some(common::message_value(user, wamid, "over TLS")),
-        headers: vec![(HEADER_PROVIDER.into(), b"meta".to_vec())],
+        payload: Some(common::message_value(user, wamid, "over TLS").into()),
+        headers: [(HEADER_PROVIDER, "meta")].into_iter().collect(),
     })
     .expect("routing a message")
 }

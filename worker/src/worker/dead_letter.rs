@@ -28,7 +28,7 @@ pub fn dead_letter_headers(
     last_failure_at: i64,
 ) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
-    for (key, value) in &incoming.headers {
+    for (key, value) in incoming.headers.iter() {
         if is_dead_letter_header(key) {
             continue;
         }
@@ -124,7 +124,7 @@ mod tests {
             offset: 41,
             key: Some(b"u".to_vec()),
             payload: None,
-            headers: vec![("wapipe-kind".into(), b"message".to_vec())],
+            headers: [("wapipe-kind", "message")].into_iter().collect(),
         };
         let headers = dead_letter_headers(&incoming, "boom", 3, 1, 2);
         let pairs: Vec<(String, String)> = headers

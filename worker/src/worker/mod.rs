@@ -31,7 +31,7 @@ use crate::sink::SharedSink;
 pub use self::dead_letter::dead_letter_headers;
 use self::fetch::{fetch_decision, FetchChange};
 pub use self::offsets::is_nothing_to_commit;
-use self::offsets::{commit, ownership, Job, Ownership, PartitionSlot, State};
+use self::offsets::{commit, ownership, queue_key, Job, Ownership, PartitionSlot, State};
 use self::process::launch;
 use self::rebalance::WorkerContext;
 
@@ -310,8 +310,8 @@ fn dispatch(shared: &Arc<Shared>, batch: Vec<Incoming>, received_at: u64) {
                 incoming,
             };
             state.buffered += 1;
-            let key = (partition, job.incoming.key.clone());
-            if state.queues.push(key.clone(), job) {
+            let key = queue_key(partition, job.incoming.key.as_deref());
+            if state.queues.push(key, job) {
                 state.ready.push_back(key);
             }
         }

@@ -16,7 +16,18 @@ use crate::route::Incoming;
 use crate::schedule::{KeyQueues, PartitionProgress};
 
 /// Events are queued per (partition, key): one user's events in one partition run in order.
-pub(super) type QueueKey = (i32, Option<Vec<u8>>);
+/// The key is held as its hash (no copy of the key per event): two users whose keys collide
+/// share a queue, which keeps each one's order and only serializes the two.
+pub(super) type QueueKey = (i32, u64);
+
+/// The queue of a record of `partition` with Kafka key `key`.
+pub(super) fn queue_key(partition: i32, key: Option<&[u8]>) -> QueueKey {
+    use std::hash::{Hash, Hasher};
+    // A fixed-key hasher: the same key always lands in the same queue.
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (partition, hasher.finish())
+}
 
 /// One record waiting for its key's runner, tagged with the ownership it was received under.
 pub(super) struct Job {
@@ -193,6 +204,16 @@ pub fn is_nothing_to_commit(error: &KafkaError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_users_records_share_one_queue_per_partition_and_other_users_get_their_own() {
+        let user = queue_key(3, Some(b"15550001"));
+        assert_eq!(user, queue_key(3, Some(b"15550001")));
+        assert_ne!(user, queue_key(4, Some(b"15550001")));
+        assert_ne!(user, queue_key(3, Some(b"15550002")));
+        // No key and an empty key are different keys, as they are to Kafka.
+        assert_ne!(queue_key(3, None), queue_key(3, Some(b"")));
+    }
 
     #[test]
     fn a_record_queued_after_a_rebalance_is_only_kept_by_the_ownership_it_arrived_in() {

@@ -85,7 +85,7 @@ pub(super) fn launch(shared: &Shared, mut state: MutexGuard<'_, State>) -> Launc
                         slot.executing += 1;
                         let cancel = slot.cancel.clone();
                         batch.push(Claimed {
-                            key: key.clone(),
+                            key,
                             job,
                             cancel,
                             releases_key: false,
@@ -192,11 +192,16 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
         let error = match result {
             Ok(()) => {
                 shared.health.set_sink_available(true);
-                for (claimed, event) in claims.iter().zip(&events) {
-                    shared
-                        .metrics
-                        .event(KindLabel(Some(event.event_kind())), Outcome::Written);
-                    observe_latency(&shared, &claimed.job.incoming, started);
+                shared.metrics.written(&events);
+                let (processing, now) = (started.elapsed().as_secs_f64(), now_ms());
+                for event in &events {
+                    shared.metrics.processing_seconds.observe(processing);
+                    if let Some(received_at) = event.received_at_ms {
+                        shared
+                            .metrics
+                            .end_to_end_seconds
+                            .observe(seconds_since(received_at, now));
+                    }
                 }
                 done.extend(claims.drain(..).map(|claimed| (claimed, true)));
                 break;
@@ -238,7 +243,7 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
         match chain_of.get(&claimed.key) {
             Some(&index) => chains[index].push((claimed, error)),
             None => {
-                chain_of.insert(claimed.key.clone(), chains.len());
+                chain_of.insert(claimed.key, chains.len());
                 chains.push(vec![(claimed, error)]);
             }
         }
@@ -423,9 +428,14 @@ fn observe_latency(shared: &Shared, incoming: &Incoming, started: Instant) {
         .processing_seconds
         .observe(started.elapsed().as_secs_f64());
     if let Some(received_at) = incoming.received_at_ms() {
-        let seconds = (now_ms() - received_at).max(0) as f64 / 1000.0;
+        let seconds = seconds_since(received_at, now_ms());
         shared.metrics.end_to_end_seconds.observe(seconds);
     }
+}
+
+/// Seconds from `then` to `now` (unix milliseconds), never negative (clocks of two hosts).
+fn seconds_since(then: i64, now: i64) -> f64 {
+    (now - then).max(0) as f64 / 1000.0
 }
 
 #[cfg(test)]
