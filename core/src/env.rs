@@ -45,6 +45,8 @@ pub const PROVIDER: &str = "WAPIPE_PROVIDER";
 pub const READINESS_INTERVAL: &str = "WAPIPE_READINESS_INTERVAL";
 /// Ingress: how long in-flight requests may take once stopping.
 pub const SHUTDOWN_TIMEOUT: &str = "WAPIPE_SHUTDOWN_TIMEOUT";
+/// Ingress: how long it keeps serving, answering not ready, after the stop signal.
+pub const SHUTDOWN_DELAY: &str = "WAPIPE_SHUTDOWN_DELAY";
 /// Worker: where events are written.
 pub const SINK: &str = "WAPIPE_SINK";
 /// Worker: the sqlite sink's file.

@@ -114,6 +114,14 @@ pub struct Config {
     #[arg(long, env = "WAPIPE_FALLBACK_KEY", default_value = "unparsed")]
     pub fallback_key: String,
 
+    /// How long the ingress keeps accepting connections after the stop signal, with `/readyz`
+    /// answering 503, before it stops accepting. Behind a Kubernetes Service the pod is taken
+    /// out of the endpoints only after it got SIGTERM; until every node's proxy has caught up,
+    /// new connections still arrive and would be refused. 0 outside Kubernetes; the operator
+    /// sets it for its pods.
+    #[arg(long, env = wapipe_core::env::SHUTDOWN_DELAY, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// How long shutdown waits for in-flight requests and the producer's flush.
     #[arg(long, env = wapipe_core::env::SHUTDOWN_TIMEOUT, default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,

@@ -15,6 +15,7 @@ pub mod sink;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,6 +181,8 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// Where bodies are read before any signature is checked.
     pub reads: ReadStage,
+    /// Set once the stop signal came: readiness answers 503 while requests are still served.
+    pub stopping: AtomicBool,
 }
 
 impl AppState {
@@ -204,7 +207,13 @@ impl AppState {
             fallback_key: config.fallback_key.clone(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             reads,
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Readiness fails from now on, so the pod leaves the Service's endpoints.
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 }
 
@@ -405,7 +414,9 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.sink.is_ready() {
+    if state.stopping.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response()
+    } else if state.sink.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (

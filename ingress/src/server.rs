@@ -20,8 +20,9 @@ use tokio::sync::watch;
 use crate::sink::{EventSink, KafkaSink, ProducerSettings};
 use crate::{router, AppState, Config, Error};
 
-/// Runs the ingress until `shutdown` resolves: stops accepting, lets in-flight requests finish
-/// (up to the shutdown timeout), then flushes the producer.
+/// Runs the ingress until `shutdown` resolves: answers not ready but keeps serving for the
+/// shutdown delay, stops accepting, lets in-flight requests finish (up to the shutdown timeout),
+/// then flushes the producer.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -76,8 +77,21 @@ pub async fn run(
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
     let connections = GracefulShutdown::new();
+    let stopping = state.clone();
+    let delay = config.shutdown_delay;
+    let stop_accepting = async move {
+        shutdown.await;
+        stopping.begin_stopping();
+        if !delay.is_zero() {
+            tracing::info!(
+                ?delay,
+                "stop signal: answering not ready, still serving until the endpoints drop this pod"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    };
     accept_until(
-        shutdown,
+        stop_accepting,
         &listener,
         &http,
         router(state.clone()),

@@ -297,6 +297,53 @@ async fn shutdown_lets_the_in_flight_request_finish_and_then_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_stop_signal_new_connections_are_served_for_the_delay_then_refused() {
+    // A rolling update behind a Service: the old pod gets SIGTERM before every proxy has
+    // dropped it, so connections keep arriving for a moment. They are answered (readiness
+    // already says 503, which takes the pod out of the endpoints), then the listener closes.
+    let broker = Kafka::start().expect("kafka starts");
+    let brokers = broker.bootstrap();
+    let topic = unique_name("raw");
+    create_topic(&brokers, &topic, 1).await.unwrap();
+    let mut ingress =
+        Ingress::start_with(&brokers, &topic, "3s", &["--shutdown-delay", "5s"]).await;
+    assert_eq!(ingress.post(&batch(1, 1)).await.status(), 200);
+
+    let _ = ingress.stop.take().unwrap().send(());
+    let mut ready = reqwest::get(format!("{}/readyz", ingress.url))
+        .await
+        .unwrap()
+        .status();
+    while ready == 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ready = reqwest::get(format!("{}/readyz", ingress.url))
+            .await
+            .unwrap()
+            .status();
+    }
+    assert_eq!(ready, 503, "readiness fails once stopping");
+    // A fresh client: a new connection, as a proxy that has not caught up would open.
+    let late = reqwest::Client::new()
+        .post(format!("{}/webhook", ingress.url))
+        .header(
+            "x-hub-signature-256",
+            sign_meta(SECRET.as_bytes(), batch(2, 1).as_bytes()),
+        )
+        .body(batch(2, 1))
+        .send()
+        .await
+        .expect("a new connection during the delay is accepted");
+    assert_eq!(late.status(), 200);
+    ingress.task.await.expect("the ingress stops cleanly");
+    assert!(
+        reqwest::get(format!("{}/healthz", ingress.url))
+            .await
+            .is_err(),
+        "no new connections once the delay is over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_answered_503_leaves_no_record_behind_and_the_producer_recovers_by_itself() {
     // Records are queued no longer than their request waits (message.timeout.ms = the produce
     // timeout): when the broker comes back, nothing of a POST answered 503 is delivered late,

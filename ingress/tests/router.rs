@@ -376,3 +376,20 @@ async fn health_readiness_and_metrics_say_what_they_mean() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[tokio::test]
+async fn once_stopping_readiness_fails_while_webhooks_are_still_acknowledged() {
+    // The pod must leave the Service's endpoints before it stops accepting: readiness says so
+    // at once, and what still arrives through a proxy that has not caught up is served.
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&[]), sink.clone());
+    state.begin_stopping();
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let (status, _, body) = send(state.clone(), get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(send(state.clone(), get("/healthz")).await.0, StatusCode::OK);
+    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
+    let (status, _, body) = send(state, meta_post(TWO_SENDERS, Some(signature))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(sink.produced.lock().unwrap().len(), 2);
+}

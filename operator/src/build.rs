@@ -274,6 +274,9 @@ fn tmp_mount() -> VolumeMount {
     }
 }
 
+/// How long an ingress pod keeps serving after SIGTERM (`WAPIPE_SHUTDOWN_DELAY`).
+const INGRESS_SHUTDOWN_DELAY_SECONDS: i64 = 5;
+
 fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
     let spec = &pipeline.spec;
     let mut files = SecretFiles::default();
@@ -282,6 +285,12 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
         env(wenv::PROVIDER, spec.ingress.provider.as_str()),
         env(wenv::TOPIC, spec.topic.name.clone()),
         env(wenv::LOG_FORMAT, "json"),
+        // Serving on after SIGTERM until kube-proxy everywhere has dropped the pod from the
+        // Service: a rolling update then refuses no connection.
+        env(
+            wenv::SHUTDOWN_DELAY,
+            format!("{INGRESS_SHUTDOWN_DELAY_SECONDS}s"),
+        ),
     ];
     vars.extend(kafka_env(&spec.kafka, &mut files));
     let app_secret = files.mount("app-secret", &spec.ingress.app_secret_ref);
@@ -321,7 +330,14 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
                 match_labels: Some(selector_labels(pipeline, "ingress")),
                 ..LabelSelector::default()
             },
-            template: pod_template(pipeline, "ingress", container, files.volumes, 30),
+            // The shutdown delay, then the ingress's default 25 s for in-flight requests.
+            template: pod_template(
+                pipeline,
+                "ingress",
+                container,
+                files.volumes,
+                INGRESS_SHUTDOWN_DELAY_SECONDS + 30,
+            ),
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()

@@ -100,6 +100,9 @@ if [[ "${E2E_SKIP_BUILD:-0}" != 1 ]]; then
   docker build -t "$image" "$repo" || fatal "build the image"
 fi
 kind load docker-image "$image" --name "$cluster" || fatal "load the image into kind"
+# The same image under a second tag: the workers' rolling update moves the pods to it.
+docker tag "$image" "${image%:*}:e2e-next" || fatal "tag the image a second time"
+kind load docker-image "${image%:*}:e2e-next" --name "$cluster" || fatal "load the second tag into kind"
 
 log "Kafka and PostgreSQL"
 kubectl apply -f "$here/manifests/kafka.yaml" -f "$here/manifests/postgres.yaml" || fatal "apply infrastructure"
@@ -198,25 +201,21 @@ check "30 messages arrive in PostgreSQL exactly once" retry 180 rows_are 30
 distinct_wamids() { [[ "$(psql_query "SELECT count(DISTINCT wamid) FROM $messages_table")" == 30 ]]; }
 check "every wamid is stored once" distinct_wamids
 
-# --- scale-up under injected lag ----------------------------------------------------
-worker_replicas() { kubectl -n "$ns" get deploy "$pipeline-worker" -o jsonpath='{.spec.replicas}'; }
-log "inject lag: stop PostgreSQL, send a burst"
-at_min() { [[ "$(worker_replicas)" == 1 ]]; }
-check "workers start at minReplicas (1)" retry 120 at_min
-kubectl -n "$infra_ns" scale deploy/postgres --replicas=0 || fatal "stop PostgreSQL"
-kubectl -n "$infra_ns" wait pods -l app=postgres --for=delete --timeout=120s
+# --- scale-up under injected lag (tests/e2e/lib.sh) -----------------------------------
+work_dir="$artifacts/scenarios"
+mkdir -p "$work_dir"
+sink_stop() {
+  kubectl -n "$infra_ns" scale deploy/postgres --replicas=0 >/dev/null &&
+    kubectl -n "$infra_ns" wait pods -l app=postgres --for=delete --timeout=120s >/dev/null
+}
+sink_start() {
+  kubectl -n "$infra_ns" scale deploy/postgres --replicas=1 >/dev/null &&
+    kubectl -n "$infra_ns" rollout status deploy/postgres --timeout=180s >/dev/null
+}
+log "lag scales the worker pods up to the partition count (4) and back down"
 # 300 events with lagPerReplica 20: desired = min(ceil(300/20), maxReplicas 4, partitions 4) = 4.
-check "a burst of 300 events is acknowledged while the sink is down" send_batch 100 30 10
-scaled_to_cap() { [[ "$(worker_replicas)" == 4 ]]; }
-check "workers scale up to the partition cap (4) under lag" retry 180 scaled_to_cap
-status_shows_lag() { [[ "$(status_field desiredWorkers)" == 4 && "$(status_field totalLag)" -gt 0 ]]; }
-check "status reports lag and 4 desired workers" status_shows_lag
-echo "lag: $(status_field totalLag), desired: $(status_field desiredWorkers), replicas: $(worker_replicas)"
-
-log "restore PostgreSQL, drain, scale down"
-kubectl -n "$infra_ns" scale deploy/postgres --replicas=1 || fatal "start PostgreSQL"
-kubectl -n "$infra_ns" rollout status deploy/postgres --timeout=180s || fatal "PostgreSQL comes back"
-check "all 330 messages arrive once the sink is back" retry 300 rows_are 330
+scenario_lag_scaling 100 4
+check "all 330 messages are stored" retry 60 rows_are 330
 dead_letters_empty() {
   local out
   out="$(kubectl -n "$infra_ns" exec deploy/kafka -- /opt/kafka/bin/kafka-get-offsets.sh \
@@ -233,26 +232,27 @@ in_order_per_user() {
 check "messages of each user are written in the order they were sent" in_order_per_user
 lag_drained() { [[ "$(status_field totalLag)" == 0 ]]; }
 check "status lag drains to 0" retry 180 lag_drained
-check "workers scale back down to 1 after the window" retry 240 at_min
 check "pipeline is Ready after the episode" \
   kubectl -n "$ns" wait "wapipe/$pipeline" --for=condition=Ready --timeout=60s
 
-# --- deletion -------------------------------------------------------------------------
-log "delete the pipeline"
+# --- rolling updates, memory, graceful delete (tests/e2e/lib.sh) ----------------------
+skip_check "rolling update of the ingress under load" \
+  "requests go through kubectl port-forward, which is pinned to one ingress pod; the node suite sends them through the Service"
+scenario_rollout worker "${image%:*}:e2e-next" 100000
+scenario_memory_burst 300000 2 8 1000 2000
+
 kill "$pf_pid" 2>/dev/null
 pf_pid=""
-kubectl -n "$ns" delete wapipe "$pipeline" --wait=true --timeout=180s || fail "delete the pipeline"
-children_gone() { [[ -z "$(kubectl -n "$ns" get deploy,svc -l "wapipe.dev/pipeline=$pipeline" -o name)" ]]; }
-check "children are garbage-collected" retry 120 children_gone
-topic_gone() {
-  # The listing must succeed: a failed kubectl exec lists nothing and would pass as "gone".
-  local topics
-  topics="$(kubectl -n "$infra_ns" exec deploy/kafka -- /opt/kafka/bin/kafka-topics.sh \
-    --bootstrap-server localhost:9092 --list)" || return 1
-  grep -q "^__consumer_offsets$" <<<"$topics" || return 1
-  ! grep -qx e2e_webhooks_raw <<<"$topics"
-}
-check "deletionPolicy Delete removes the topic" retry 60 topic_gone
+wapipe_image="$image"
+wapipe_image_pull_policy=Never
+kafka_bootstrap="kafka.$infra_ns.svc.cluster.local:9092"
+topic=e2e_webhooks_raw
+group=e2e-postgres
+
+# --- deletion -------------------------------------------------------------------------
+# The Delete policy's removal of the topic is proved by operator/tests/cluster.rs; here the topic
+# is retained so that the group's committed offsets can be read after the pods are gone.
+scenario_graceful_delete 400000
 
 echo
 echo "e2e: $passed passed, $failed failed"

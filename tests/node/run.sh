@@ -103,6 +103,9 @@ repository="${published[1]}"
 registry="${repository%%/*}"
 /usr/bin/docker --host "$DOCKER_HOST" tag "wapipe:$tag-client" "$registry/wapipe/client:$tag"
 /usr/bin/docker --host "$DOCKER_HOST" push -q "$registry/wapipe/client:$tag" >/dev/null || fatal "push the client image"
+# The same image under a second tag: the rolling updates move the pods to it.
+/usr/bin/docker --host "$DOCKER_HOST" tag "wapipe:$tag" "$repository:$tag-next"
+/usr/bin/docker --host "$DOCKER_HOST" push -q "$repository:$tag-next" >/dev/null || fatal "push the image's second tag"
 
 # --- Kafka and PostgreSQL on the bridge ------------------------------------------------------
 log "Kafka and PostgreSQL on $address"
@@ -111,7 +114,9 @@ pg_down
 mkdir -p "$pg_dir"
 chown postgres: "$pg_dir"
 pg initdb -D "$pg_dir/data" -U postgres --auth trust >/dev/null || fatal "initdb"
-pg pg_ctl -D "$pg_dir/data" -w -l "$pg_dir/log" -o "-h $address -p 5432 -k $pg_dir" start >/dev/null || fatal "start PostgreSQL on $address"
+sink_start() { pg pg_ctl -D "$pg_dir/data" -w -l "$pg_dir/log" -o "-h $address -p 5432 -k $pg_dir" start >/dev/null; }
+sink_stop() { pg pg_ctl -D "$pg_dir/data" -m fast -w stop >/dev/null; }
+sink_start || fatal "start PostgreSQL on $address"
 echo "host all all $subnet.0/24 trust" >>"$pg_dir/data/pg_hba.conf"
 pg pg_ctl -D "$pg_dir/data" reload >/dev/null
 psql_query() { psql -h "$address" -U postgres -d "${2:-wapipe}" -Atqc "$1" 2>/dev/null; }
@@ -286,28 +291,53 @@ restarts_after="$(kubectl -n "$ns" get pods -l "wapipe.dev/pipeline=$pipeline" \
 echo "restart counts before: $restarts_before"
 echo "restart counts after:  $restarts_after"
 
-log "memory per pod (the pod's cgroup: working set now, peak usage since it started)"
-# Read from the memory cgroup the kubelet made for each pod (cgroup v1, cgroupfs driver): working
-# set = usage - inactive file pages, as the kubelet counts it; peak = memory.max_usage_in_bytes.
-kubectl get pods -A --field-selector spec.nodeName=wapipe-node \
-  -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name} {.metadata.uid}{"\n"}{end}' |
-  while read -r name uid; do
-    dir="$(find /sys/fs/cgroup/memory/kubepods -maxdepth 2 -type d -name "pod$uid" 2>/dev/null | head -n 1)"
+# --- the scenarios of tests/e2e/lib.sh --------------------------------------------------------
+work_dir="$WAPIPE_STATE_DIR/scenarios"
+rm -rf "$work_dir"
+mkdir -p "$work_dir"
+wapipe_image="$repository:$tag"
+kafka_bootstrap="kafka.$infra_ns.svc.cluster.local:9092"
+topic=e2e_webhooks_raw
+group=e2e-postgres
+
+log "lag scales real worker pods up to the partition count and back down"
+scenario_lag_scaling 400 4
+
+scenario_rollout ingress "$repository:$tag-next" 100000
+scenario_rollout worker "$repository:$tag-next" 200000
+
+# Each pod's memory cgroup (cgroup v1, cgroupfs driver): the peak is reset before the burst, so
+# max_usage_in_bytes afterwards is the burst's peak usage (page cache included); the working set
+# now is usage minus inactive file pages, as the kubelet counts it.
+pod_cgroups() {
+  kubectl -n "$ns" get pods -l "wapipe.dev/pipeline=$pipeline" \
+    -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.uid}{"\n"}{end}' |
+    while read -r name uid; do
+      echo "$name $(find /sys/fs/cgroup/memory/kubepods -maxdepth 2 -type d -name "pod$uid" 2>/dev/null | head -n 1)"
+    done
+}
+pod_peak_reset() {
+  local name dir
+  while read -r name dir; do
+    [[ -n "$dir" ]] && echo 0 >"$dir/memory.max_usage_in_bytes"
+  done < <(pod_cgroups)
+}
+pod_peak_hook() {
+  local name dir usage inactive limit
+  echo "per pod from its memory cgroup (peak since the burst began, limit):"
+  while read -r name dir; do
     [[ -n "$dir" ]] || continue
     usage="$(cat "$dir/memory.usage_in_bytes")"
     inactive="$(awk '$1 == "total_inactive_file" {print $2}' "$dir/memory.stat")"
-    peak="$(cat "$dir/memory.max_usage_in_bytes")"
-    awk -v n="$name" -v w="$((usage - inactive))" -v p="$peak" \
-      'BEGIN {printf "%s: working set %.1f MiB, peak usage %.1f MiB\n", n, w / 1048576, p / 1048576}'
-  done
+    limit="$(cat "$dir/memory.limit_in_bytes")"
+    awk -v n="$name" -v w="$((usage - inactive))" -v p="$(cat "$dir/memory.max_usage_in_bytes")" -v l="$limit" \
+      'BEGIN {printf "  %s: peak usage %.1f MiB, working set now %.1f MiB, limit %s\n", n, p / 1048576, w / 1048576, (l > 2^50 ? "none" : sprintf("%.0f MiB", l / 1048576))}'
+  done < <(pod_cgroups)
+}
+pod_peak_reset
+scenario_memory_burst 300000 2 8 1000 2000
 
-# --- deletion ---------------------------------------------------------------------------------
-log "delete the pipeline"
-kubectl -n "$ns" delete wapipe "$pipeline" --wait=true --timeout=180s >/dev/null || fail "delete the pipeline"
-pods_gone() { [[ -z "$(kubectl -n "$ns" get pods -l "wapipe.dev/pipeline=$pipeline" -o name)" ]]; }
-check "the pipeline's pods terminate and are gone" retry 120 pods_gone
-children_gone() { [[ -z "$(kubectl -n "$ns" get deploy,svc -l "wapipe.dev/pipeline=$pipeline" -o name)" ]]; }
-check "children are garbage-collected" retry 120 children_gone
+scenario_graceful_delete 400000
 
 echo
 echo "node: $passed passed, $failed failed"
