@@ -20,7 +20,9 @@ export WAPIPE_STATE_DIR="${WAPIPE_STATE_DIR:-$repo/.wapipe/node-suite}"
 subnet="${WAPIPE_NODE_SUBNET:-10.88.0}"
 address="$subnet.1"
 kafka_port="${WAPIPE_NODE_KAFKA_PORT:-19500}"
-pg_dir="$WAPIPE_STATE_DIR/postgres"
+# Outside the checkout: its parent may be private to root (a `mktemp -d` clone), and the
+# postgres user must reach the cluster's directory. One node suite runs at a time (one bridge).
+pg_dir="${WAPIPE_NODE_PG_DIR:-/var/tmp/wapipe-node-suite-postgres}"
 tag="node-$(date +%s)"
 infra_ns=wapipe-e2e-infra
 operator_ns=wapipe-system
@@ -56,7 +58,7 @@ fatal() {
   exit 1
 }
 
-pg() { runuser -u postgres -- "$@"; }
+pg() { (cd / && runuser -u postgres -- "$@"); }
 pg_down() {
   [[ -f "$pg_dir/data/postmaster.pid" ]] && pg pg_ctl -D "$pg_dir/data" -m fast -w stop >/dev/null 2>&1
   rm -rf "$pg_dir"
