@@ -174,7 +174,13 @@ scenario_lag_scaling() {
   check "the scaler raises the worker replicas to $cap under lag" timeline_until 240 replicas_are "$cap"
   sink_start || { fail "start the sink again"; return; }
   timeline_mark "sink started"
-  check "$cap worker pods are Ready" timeline_until 240 ready_are "$cap"
+  if timeline_until 240 ready_are "$cap"; then
+    pass "$cap worker pods are Ready"
+  else
+    fail "$cap worker pods are Ready"
+    component_pods worker -o wide || true
+    kubectl -n "$ns" get events --sort-by=.lastTimestamp 2>/dev/null | tail -n 20 || true
+  fi
   check "the 300 events land once" timeline_until 300 stored_once "$first" 300
   check "after the window the workers are back at 1 pod" timeline_until 300 workers_down_to 1
   echo "worker timeline (replicas, Ready pods, and the lag the operator last reported):"
