@@ -7,6 +7,8 @@
 pub const APP_SECRET: &str = "WAPIPE_APP_SECRET";
 /// Ingress: a file holding the app secret (a mounted Secret); wins over the inline one.
 pub const APP_SECRET_FILE: &str = "WAPIPE_APP_SECRET_FILE";
+/// Ingress: a directory of app secrets (a whole mounted Secret), one per file.
+pub const APP_SECRET_DIR: &str = "WAPIPE_APP_SECRET_DIR";
 /// Worker: the database URL of the postgres or sqlite sink.
 pub const DATABASE_URL: &str = "WAPIPE_DATABASE_URL";
 /// Worker: the dead-letter topic.
@@ -45,6 +47,8 @@ pub const PROVIDER: &str = "WAPIPE_PROVIDER";
 pub const READINESS_INTERVAL: &str = "WAPIPE_READINESS_INTERVAL";
 /// Ingress: how long in-flight requests may take once stopping.
 pub const SHUTDOWN_TIMEOUT: &str = "WAPIPE_SHUTDOWN_TIMEOUT";
+/// Ingress: how often secret files are read again.
+pub const SECRET_RELOAD_INTERVAL: &str = "WAPIPE_SECRET_RELOAD_INTERVAL";
 /// Worker: where events are written.
 pub const SINK: &str = "WAPIPE_SINK";
 /// Worker: the sqlite sink's file.
@@ -55,3 +59,5 @@ pub const TOPIC: &str = "WAPIPE_TOPIC";
 pub const VERIFY_TOKEN: &str = "WAPIPE_VERIFY_TOKEN";
 /// Ingress: a file holding Meta's verify token; wins over the inline one.
 pub const VERIFY_TOKEN_FILE: &str = "WAPIPE_VERIFY_TOKEN_FILE";
+/// Ingress: a directory of verify tokens, one per file.
+pub const VERIFY_TOKEN_DIR: &str = "WAPIPE_VERIFY_TOKEN_DIR";

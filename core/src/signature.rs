@@ -5,10 +5,17 @@
 //! so the HMAC must be computed over the received bytes, never over re-serialized JSON.
 //! WASender sends its configured secret verbatim in `X-Webhook-Signature`.
 //! Both comparisons run in constant time.
+//!
+//! A pipeline may trust several secrets at once (several apps on one endpoint, or the old and
+//! the new secret while one is rotated). [`match_meta`] and [`match_shared`] then check the
+//! request against every candidate, always all of them, and pick the one that matched without
+//! a branch on the comparison: the time an answer takes grows with the number of candidates (a
+//! fact of the configuration, bounded by the caller) but does not tell which one matched, or
+//! how close a forged value came to any of them.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 /// Meta's signature header.
 pub const META_SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -36,6 +43,17 @@ pub fn verify_meta(
     body: &[u8],
     header: Option<&[u8]>,
 ) -> Result<(), SignatureError> {
+    match_meta(&[secret], body, header).map(|_| ())
+}
+
+/// Checks Meta's signature header against `body` under every secret of `secrets` and returns
+/// the index of the one that signed it. Every candidate's HMAC is computed and compared in
+/// constant time, whether an earlier one matched or not.
+pub fn match_meta<S: AsRef<[u8]>>(
+    secrets: &[S],
+    body: &[u8],
+    header: Option<&[u8]>,
+) -> Result<usize, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let header = trim_ascii(header);
     let hex_digest = header
@@ -48,17 +66,45 @@ pub fn verify_meta(
     }
     let mut expected = [0u8; 32];
     hex::decode_to_slice(hex_digest, &mut expected).map_err(|_| SignatureError::Malformed)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(body);
-    mac.verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+    first_match(secrets.iter().map(|secret| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_ref())
+            .expect("HMAC accepts keys of any length");
+        mac.update(body);
+        mac.finalize().into_bytes().ct_eq(&expected)
+    }))
 }
 
 /// Checks WASender's `X-Webhook-Signature` header value against the configured secret.
 pub fn verify_wasender(secret: &[u8], header: Option<&[u8]>) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    if constant_time_eq(trim_ascii(header), secret) {
-        Ok(())
+    match_shared(&[secret], header).map(|_| ())
+}
+
+/// Checks a shared secret sent verbatim (WASender's header, Meta's verify token) against every
+/// candidate of `secrets` in constant time and returns the index of the one it equals.
+pub fn match_shared<S: AsRef<[u8]>>(
+    secrets: &[S],
+    given: Option<&[u8]>,
+) -> Result<usize, SignatureError> {
+    let given = Sha256::digest(trim_ascii(given.ok_or(SignatureError::Missing)?));
+    first_match(
+        secrets
+            .iter()
+            .map(|secret| Sha256::digest(secret.as_ref()).ct_eq(&given)),
+    )
+}
+
+/// The index of the first comparison that matched, found without branching on any of them:
+/// every comparison is consumed whatever the earlier ones said.
+fn first_match(comparisons: impl Iterator<Item = Choice>) -> Result<usize, SignatureError> {
+    let mut matched = Choice::from(0);
+    let mut index = 0u32;
+    for (i, equal) in comparisons.enumerate() {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        index.conditional_assign(&i, equal & !matched);
+        matched |= equal;
+    }
+    if bool::from(matched) {
+        Ok(index as usize)
     } else {
         Err(SignatureError::Mismatch)
     }
@@ -167,6 +213,35 @@ mod tests {
         let header = sign_meta(SECRET, b"{}");
         assert_eq!(
             verify_meta(SECRET, b"{ }", Some(header.as_bytes())),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn each_of_several_secrets_is_found_by_its_index_and_a_stranger_matches_none() {
+        let secrets = [&b"app-one"[..], b"app-two", b"app-three"];
+        let body = b"{}";
+        for (i, secret) in secrets.iter().enumerate() {
+            let header = sign_meta(secret, body);
+            assert_eq!(match_meta(&secrets, body, Some(header.as_bytes())), Ok(i));
+            assert_eq!(match_shared(&secrets, Some(secret)), Ok(i));
+        }
+        let forged = sign_meta(b"app-four", body);
+        assert_eq!(
+            match_meta(&secrets, body, Some(forged.as_bytes())),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            match_shared(&secrets, Some(b"app-four")),
+            Err(SignatureError::Mismatch)
+        );
+        // The same secret twice (a key copied during a rotation) answers with the first.
+        let twice = [&b"same"[..], b"same"];
+        let header = sign_meta(b"same", body);
+        assert_eq!(match_meta(&twice, body, Some(header.as_bytes())), Ok(0));
+        let none: [&[u8]; 0] = [];
+        assert_eq!(
+            match_meta(&none, body, Some(header.as_bytes())),
             Err(SignatureError::Mismatch)
         );
     }
