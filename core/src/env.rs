@@ -9,6 +9,8 @@ pub const APP_SECRET: &str = "WAPIPE_APP_SECRET";
 pub const APP_SECRET_FILE: &str = "WAPIPE_APP_SECRET_FILE";
 /// Ingress: a directory of app secrets (a whole mounted Secret), one per file.
 pub const APP_SECRET_DIR: &str = "WAPIPE_APP_SECRET_DIR";
+/// Ingress: in the app secret directory, only keys starting with this are app secrets.
+pub const APP_SECRET_PREFIX: &str = "WAPIPE_APP_SECRET_PREFIX";
 /// Worker: the database URL of the postgres or sqlite sink.
 pub const DATABASE_URL: &str = "WAPIPE_DATABASE_URL";
 /// Worker: the dead-letter topic.
@@ -61,3 +63,5 @@ pub const VERIFY_TOKEN: &str = "WAPIPE_VERIFY_TOKEN";
 pub const VERIFY_TOKEN_FILE: &str = "WAPIPE_VERIFY_TOKEN_FILE";
 /// Ingress: a directory of verify tokens, one per file.
 pub const VERIFY_TOKEN_DIR: &str = "WAPIPE_VERIFY_TOKEN_DIR";
+/// Ingress: in the verify token directory, only keys starting with this are verify tokens.
+pub const VERIFY_TOKEN_PREFIX: &str = "WAPIPE_VERIFY_TOKEN_PREFIX";

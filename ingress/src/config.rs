@@ -42,6 +42,12 @@ pub struct Config {
     #[arg(long, env = wapipe_core::env::APP_SECRET_DIR)]
     pub app_secret_dir: Vec<PathBuf>,
 
+    /// In --app-secret-dir, only keys whose names start with this are app secrets (the
+    /// Secret may hold the verify token too). A rotation adds `<prefix>-<something>`, then
+    /// removes the old key.
+    #[arg(long, env = wapipe_core::env::APP_SECRET_PREFIX)]
+    pub app_secret_prefix: Option<String>,
+
     /// Token Meta sends in the GET verification handshake; may be repeated. Without one,
     /// handshakes get 403.
     #[arg(long, env = wapipe_core::env::VERIFY_TOKEN, hide_env_values = true)]
@@ -54,6 +60,10 @@ pub struct Config {
     /// Directory of verify tokens, one per file (a whole mounted Secret).
     #[arg(long, env = wapipe_core::env::VERIFY_TOKEN_DIR)]
     pub verify_token_dir: Vec<PathBuf>,
+
+    /// In --verify-token-dir, only keys whose names start with this are verify tokens.
+    #[arg(long, env = wapipe_core::env::VERIFY_TOKEN_PREFIX)]
+    pub verify_token_prefix: Option<String>,
 
     /// How often secret files and directories are read again; a changed set is put in use
     /// without a restart. A mounted Secret changes within the kubelet's sync period (about a
@@ -169,12 +179,14 @@ impl Config {
                 inline: self.app_secret.clone(),
                 files: self.app_secret_file.clone(),
                 dirs: self.app_secret_dir.clone(),
+                prefix: self.app_secret_prefix.clone(),
             },
             verify_tokens: SecretSource {
                 what: "verify token",
                 inline: self.verify_token.clone(),
                 files: self.verify_token_file.clone(),
                 dirs: self.verify_token_dir.clone(),
+                prefix: self.verify_token_prefix.clone(),
             },
         }
     }

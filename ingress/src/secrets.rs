@@ -76,6 +76,9 @@ pub struct SecretSource {
     pub inline: Vec<String>,
     pub files: Vec<PathBuf>,
     pub dirs: Vec<PathBuf>,
+    /// In directories, only files whose names start with this are candidates (a Secret that
+    /// also holds other keys, such as the verify token beside the app secret).
+    pub prefix: Option<String>,
 }
 
 impl SecretSource {
@@ -136,7 +139,8 @@ impl SecretSource {
         for entry in entries {
             let entry = entry.map_err(|source| self.io_error(dir, source))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            let prefixed = self.prefix.as_deref().is_none_or(|p| name.starts_with(p));
+            if name.starts_with('.') || !prefixed {
                 continue;
             }
             let path = entry.path();
@@ -248,6 +252,7 @@ mod tests {
             inline: inline.iter().map(|s| s.to_string()).collect(),
             files: files.to_vec(),
             dirs: dirs.to_vec(),
+            prefix: None,
         }
     }
 
@@ -277,6 +282,20 @@ mod tests {
         assert_eq!(names(&found), ["app-a", "app-b"]);
         assert_eq!(found[0].value, b"secret-a");
         assert!(!format!("{found:?}").contains("secret-a"));
+    }
+
+    #[test]
+    fn with_a_prefix_only_the_keys_that_start_with_it_are_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["app-secret", "app-secret-2026-12", "verify-token"] {
+            std::fs::write(dir.path().join(key), key).unwrap();
+        }
+        let mut source = source(&[], &[], &[dir.path().to_path_buf()]);
+        source.prefix = Some("app-secret".into());
+        assert_eq!(
+            names(&source.load().unwrap()),
+            ["app-secret", "app-secret-2026-12"]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Namespace, PodSpec, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use serde_json::json;
@@ -83,7 +83,17 @@ async fn resolve(
                 .get(source.secret_name.as_deref().unwrap())
                 .await
                 .expect("a mounted Secret exists");
-            for item in source.items.clone().unwrap_or_default() {
+            // Without items, the kubelet writes every key of the Secret.
+            let items = source.items.clone().unwrap_or_else(|| {
+                let keys = secret.data.iter().flatten().map(|(key, _)| key.clone());
+                keys.map(|key| KeyToPath {
+                    path: key.clone(),
+                    key,
+                    mode: None,
+                })
+                .collect()
+            });
+            for item in items {
                 std::fs::write(dir.join(&item.path), secret_data(secret.clone(), &item.key))
                     .unwrap();
             }
