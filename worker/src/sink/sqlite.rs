@@ -1,6 +1,6 @@
 //! The `sqlite` sink for local mode: the same tables as the postgres sink in one file, written
-//! with the same idempotent statements. SQLite calls block, so they run on the blocking pool
-//! behind one connection.
+//! with the same idempotent statements, a batch of events in one transaction (one commit).
+//! SQLite calls block, so they run on the blocking pool behind one connection.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,9 @@ use crate::route::{Event, EventBody};
 use super::Sink;
 
 const SINK: &str = "sqlite";
+
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 500;
 
 /// SQLite migrations: (version, name, SQL).
 pub const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -201,13 +204,21 @@ impl Sink for SqliteSink {
     }
 
     async fn write(&self, event: &Event) -> Result<()> {
+        self.write_batch(std::slice::from_ref(event)).await
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    async fn write_batch(&self, events: &[Event]) -> Result<()> {
         let connection = self.connection.clone();
-        let event = event.clone();
+        let events = events.to_vec();
         tokio::task::spawn_blocking(move || {
-            let connection = connection
+            let mut connection = connection
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            write_event(&connection, &event).map_err(classify)
+            write_all(&mut connection, &events).map_err(classify)
         })
         .await
         .map_err(|e| Error::SinkUnavailable {
@@ -215,6 +226,15 @@ impl Sink for SqliteSink {
             reason: format!("the write task failed: {e}"),
         })?
     }
+}
+
+/// Writes `events` in one transaction: all of them, or none.
+fn write_all(connection: &mut Connection, events: &[Event]) -> rusqlite::Result<()> {
+    let transaction = connection.transaction()?;
+    for event in events {
+        write_event(&transaction, event)?;
+    }
+    transaction.commit()
 }
 
 #[cfg(test)]
