@@ -67,6 +67,8 @@ pub fn match_meta<S: AsRef<[u8]>>(
     let mut expected = [0u8; 32];
     hex::decode_to_slice(hex_digest, &mut expected).map_err(|_| SignatureError::Malformed)?;
     first_match(secrets.iter().map(|secret| {
+        #[cfg(test)]
+        tests::count_comparison();
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_ref())
             .expect("HMAC accepts keys of any length");
         mac.update(body);
@@ -86,11 +88,11 @@ pub fn match_shared<S: AsRef<[u8]>>(
     given: Option<&[u8]>,
 ) -> Result<usize, SignatureError> {
     let given = Sha256::digest(trim_ascii(given.ok_or(SignatureError::Missing)?));
-    first_match(
-        secrets
-            .iter()
-            .map(|secret| Sha256::digest(secret.as_ref()).ct_eq(&given)),
-    )
+    first_match(secrets.iter().map(|secret| {
+        #[cfg(test)]
+        tests::count_comparison();
+        Sha256::digest(secret.as_ref()).ct_eq(&given)
+    }))
 }
 
 /// The index of the first comparison that matched, found without branching on any of them:
@@ -146,6 +148,72 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"app-secret";
+
+    thread_local! {
+        static COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Called once per candidate digest computed and compared (test builds only).
+    pub(super) fn count_comparison() {
+        COMPARISONS.with(|c| c.set(c.get() + 1));
+    }
+
+    fn comparisons_of(check: impl FnOnce()) -> usize {
+        COMPARISONS.with(|c| c.set(0));
+        check();
+        COMPARISONS.with(|c| c.get())
+    }
+
+    #[test]
+    fn every_candidate_is_computed_and_compared_whichever_matched_or_came_close() {
+        // The timing side of the constant-time promise, checked without a clock: the work
+        // done is the same for a match at any place, a near miss of any secret, or nothing.
+        let secrets: Vec<String> = (0..16).map(|i| format!("secret-{i:02}")).collect();
+        let body = b"{}";
+        for index in [0, 7, 15] {
+            let genuine = sign_meta(secrets[index].as_bytes(), body);
+            let mut near = genuine.clone().into_bytes();
+            let last = near.len() - 1;
+            near[last] = if near[last] == b'0' { b'1' } else { b'0' };
+            assert_eq!(
+                comparisons_of(|| assert_eq!(
+                    match_meta(&secrets, body, Some(genuine.as_bytes())),
+                    Ok(index)
+                )),
+                16
+            );
+            assert_eq!(
+                comparisons_of(|| assert!(match_meta(&secrets, body, Some(&near)).is_err())),
+                16
+            );
+            let mut near_shared = secrets[index].clone().into_bytes();
+            let end = near_shared.len() - 1;
+            near_shared[end] = b'x';
+            assert_eq!(
+                comparisons_of(|| assert_eq!(
+                    match_shared(&secrets, Some(secrets[index].as_bytes())),
+                    Ok(index)
+                )),
+                16
+            );
+            assert_eq!(
+                comparisons_of(|| assert!(match_shared(&secrets, Some(&near_shared)).is_err())),
+                16
+            );
+        }
+        for count in [1, 4] {
+            let forged = sign_meta(b"stranger", body);
+            assert_eq!(
+                comparisons_of(|| assert!(match_meta(
+                    &secrets[..count],
+                    body,
+                    Some(forged.as_bytes())
+                )
+                .is_err())),
+                count
+            );
+        }
+    }
 
     #[test]
     fn meta_signature_over_unicode_escaped_body_verifies_on_the_raw_bytes() {
