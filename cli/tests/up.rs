@@ -72,6 +72,39 @@ struct Up {
 }
 
 impl Up {
+    /// Starts `wapipe up -f pipeline --state-dir state_dir --port port` with `args`, its output
+    /// in `log`.
+    fn spawn(
+        bin_dir: &Path,
+        pipeline: &Path,
+        state_dir: &Path,
+        port: u16,
+        args: &[&str],
+        log: &Path,
+    ) -> Up {
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wapipe"))
+            .args(["up", "--no-tui", "--refresh", "200ms", "--grace", "20s"])
+            .arg("-f")
+            .arg(pipeline)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--port", &port.to_string()])
+            .args(args)
+            .env("WAPIPE_BIN_DIR", bin_dir)
+            .env_remove("WAPIPE_APP_SECRET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting wapipe up");
+        Up {
+            child,
+            state_dir: state_dir.to_path_buf(),
+            seen: BTreeSet::new(),
+        }
+    }
+
     fn status(&mut self) -> Option<Value> {
         let text = std::fs::read_to_string(self.state_dir.join("status.json")).ok()?;
         let status: Value = serde_json::from_str(&text).ok()?;
@@ -245,27 +278,19 @@ fn up_carries_webhooks_into_sqlite_once_scales_with_lag_and_leaves_nothing_runni
     let port = wapipe_testkit::free_port();
     let broker_port = wapipe_testkit::free_port();
     let secret = "up-test-secret";
-    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_wapipe"))
-        .args(["up", "--no-tui", "--refresh", "200ms", "--grace", "20s"])
-        .arg("-f")
-        .arg(&pipeline)
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .args(["--port", &port.to_string()])
-        .args(["--broker-port", &broker_port.to_string()])
-        .args(["--app-secret", secret])
-        .env("WAPIPE_BIN_DIR", &bin_dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting wapipe up");
-    let mut up = Up {
-        child,
-        state_dir: state_dir.clone(),
-        seen: BTreeSet::new(),
-    };
+    let mut up = Up::spawn(
+        &bin_dir,
+        &pipeline,
+        &state_dir,
+        port,
+        &[
+            "--broker-port",
+            &broker_port.to_string(),
+            "--app-secret",
+            secret,
+        ],
+        &dir.path().join("up.log"),
+    );
     let started = up.wait_for("the pipeline to come up", Duration::from_secs(180), |s| {
         s["pids"]["ingress"].is_u64() && s["workers_current"] == 1
     });
@@ -457,27 +482,21 @@ fn several_apps_share_one_ingress_and_each_path_trusts_only_its_app(provider: Pr
     )
     .unwrap();
     let port = wapipe_testkit::free_port();
-    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_wapipe"))
-        .args(["up", "--no-tui", "--refresh", "200ms", "--grace", "20s"])
-        .arg("-f")
-        .arg(&pipeline)
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .args(["--port", &port.to_string(), "--kafka-brokers", &brokers])
-        .args(["--app", "shop-a=secret-of-a", "--app", "shop-b=secret=of=b"])
-        .env("WAPIPE_BIN_DIR", &bin_dir)
-        .env_remove("WAPIPE_APP_SECRET")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting wapipe up");
-    let mut up = Up {
-        child,
-        state_dir: state_dir.clone(),
-        seen: BTreeSet::new(),
-    };
+    let mut up = Up::spawn(
+        &bin_dir,
+        &pipeline,
+        &state_dir,
+        port,
+        &[
+            "--kafka-brokers",
+            &brokers,
+            "--app",
+            "shop-a=secret-of-a",
+            "--app",
+            "shop-b=secret=of=b",
+        ],
+        &dir.path().join("up.log"),
+    );
     up.wait_for("the ingress", Duration::from_secs(180), |s| {
         s["pids"]["ingress"].is_u64()
     });
