@@ -49,6 +49,13 @@ pub struct UpArgs {
     /// kept in the state directory when absent.
     #[arg(long, env = "WAPIPE_APP_SECRET", hide_env_values = true)]
     pub app_secret: Option<String>,
+    /// Another app whose webhooks this pipeline takes, as NAME=SECRET (Meta's App Secret or
+    /// WASender's webhook secret); repeat it for several. Each is trusted on /webhook and alone
+    /// on /webhook/NAME. With --app and no --app-secret, no secret is generated. The ingress
+    /// reads every secret from app-secrets/ in the state directory, so a file added there or
+    /// removed takes effect without a restart (a rotation).
+    #[arg(long = "app", value_name = "NAME=SECRET", value_parser = env::parse_app)]
+    pub apps: Vec<(String, String)>,
     /// Verify token of Meta's GET handshake; generated like the app secret when absent.
     #[arg(long, env = "WAPIPE_VERIFY_TOKEN", hide_env_values = true)]
     pub verify_token: Option<String>,
@@ -121,8 +128,16 @@ async fn run(
     let sink = SinkChoice::from_url(args.database_url.as_deref(), state_dir)?;
     let ingress_binary = host::find_binary("wapipe-ingress", args.bin_dir.as_deref())?;
     let worker_binary = host::find_binary("wapipe-worker", args.bin_dir.as_deref())?;
-    let (app_secret, app_secret_origin) =
-        env::secret(args.app_secret.as_deref(), &state_dir.join("app-secret"))?;
+    let mut apps = Vec::new();
+    let mut app_secret_origin = None;
+    if args.app_secret.is_some() || args.apps.is_empty() {
+        let (secret, origin) =
+            env::secret(args.app_secret.as_deref(), &state_dir.join("app-secret"))?;
+        apps.push((env::DEFAULT_APP.to_string(), secret));
+        app_secret_origin = Some(origin);
+    }
+    apps.extend(args.apps.iter().cloned());
+    let app_secret_dir = env::write_app_secrets(&state_dir.join("app-secrets"), &apps)?;
     let (verify_token, _) = env::secret(
         args.verify_token.as_deref(),
         &state_dir.join("verify-token"),
@@ -172,7 +187,7 @@ async fn run(
         &IngressEnv {
             port: args.port,
             brokers: &brokers,
-            app_secret: &app_secret,
+            app_secret_dir: &app_secret_dir,
             verify_token: &verify_token,
             produce_timeout: args.produce_timeout,
         },
@@ -188,15 +203,22 @@ async fn run(
     wait_for_ingress(&client, args.port, ingress).await?;
     let ingress_url = format!("http://127.0.0.1:{}/webhook", args.port);
     println!("ingress: {ingress_url} (pid {})", ingress.pid());
-    let origin = match app_secret_origin {
-        Origin::Given => "given".to_string(),
-        other => format!(
-            "{}, kept in {}",
-            other.as_str(),
-            state_dir.join("app-secret").display()
-        ),
-    };
-    println!("secret: {app_secret} ({origin}), verify token {verify_token}");
+    for (name, secret) in &apps {
+        let origin = match app_secret_origin.filter(|_| name == env::DEFAULT_APP) {
+            None | Some(Origin::Given) => "given".to_string(),
+            Some(other) => format!(
+                "{}, kept in {}",
+                other.as_str(),
+                state_dir.join("app-secret").display()
+            ),
+        };
+        println!("app {name}: secret {secret} ({origin}), also on {ingress_url}/{name}");
+    }
+    println!(
+        "secrets are read from {} (add or remove a file to rotate); verify token {verify_token}",
+        app_secret_dir.display()
+    );
+    let app_secret = &apps[0].1;
     println!("workers write to {}", sink.describe());
     println!("logs: {}", logs.display());
     let hint = format!(

@@ -72,6 +72,39 @@ struct Up {
 }
 
 impl Up {
+    /// Starts `wapipe up -f pipeline --state-dir state_dir --port port` with `args`, its output
+    /// in `log`.
+    fn spawn(
+        bin_dir: &Path,
+        pipeline: &Path,
+        state_dir: &Path,
+        port: u16,
+        args: &[&str],
+        log: &Path,
+    ) -> Up {
+        let log = std::fs::File::create(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wapipe"))
+            .args(["up", "--no-tui", "--refresh", "200ms", "--grace", "20s"])
+            .arg("-f")
+            .arg(pipeline)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--port", &port.to_string()])
+            .args(args)
+            .env("WAPIPE_BIN_DIR", bin_dir)
+            .env_remove("WAPIPE_APP_SECRET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting wapipe up");
+        Up {
+            child,
+            state_dir: state_dir.to_path_buf(),
+            seen: BTreeSet::new(),
+        }
+    }
+
     fn status(&mut self) -> Option<Value> {
         let text = std::fs::read_to_string(self.state_dir.join("status.json")).ok()?;
         let status: Value = serde_json::from_str(&text).ok()?;
@@ -136,6 +169,10 @@ impl Drop for Up {
 }
 
 fn pipeline_yaml(group: &str) -> String {
+    pipeline_yaml_for(group, "meta")
+}
+
+fn pipeline_yaml_for(group: &str, provider: &str) -> String {
     format!(
         r#"apiVersion: wapipe.dev/v1alpha1
 kind: WhatsAppWebhookPipeline
@@ -149,7 +186,7 @@ spec:
   deadLetterTopic:
     partitions: 1
   ingress:
-    provider: meta
+    provider: {provider}
     appSecretRef: {{name: s, key: app-secret}}
     verifyTokenRef: {{name: s, key: verify-token}}
   worker:
@@ -241,27 +278,19 @@ fn up_carries_webhooks_into_sqlite_once_scales_with_lag_and_leaves_nothing_runni
     let port = wapipe_testkit::free_port();
     let broker_port = wapipe_testkit::free_port();
     let secret = "up-test-secret";
-    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_wapipe"))
-        .args(["up", "--no-tui", "--refresh", "200ms", "--grace", "20s"])
-        .arg("-f")
-        .arg(&pipeline)
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .args(["--port", &port.to_string()])
-        .args(["--broker-port", &broker_port.to_string()])
-        .args(["--app-secret", secret])
-        .env("WAPIPE_BIN_DIR", &bin_dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting wapipe up");
-    let mut up = Up {
-        child,
-        state_dir: state_dir.clone(),
-        seen: BTreeSet::new(),
-    };
+    let mut up = Up::spawn(
+        &bin_dir,
+        &pipeline,
+        &state_dir,
+        port,
+        &[
+            "--broker-port",
+            &broker_port.to_string(),
+            "--app-secret",
+            secret,
+        ],
+        &dir.path().join("up.log"),
+    );
     let started = up.wait_for("the pipeline to come up", Duration::from_secs(180), |s| {
         s["pids"]["ingress"].is_u64() && s["workers_current"] == 1
     });
@@ -436,4 +465,97 @@ fn up_refuses_a_taken_port_and_names_the_flag_to_change() {
             "{stderr}"
         );
     }
+}
+
+/// `wapipe up --app a=... --app b=...` for `provider` on the shared broker: each app's
+/// signature is accepted on /webhook and on its own path, refused on the other's; a stranger's
+/// gets 401 and an unknown app's path 404.
+fn several_apps_share_one_ingress_and_each_path_trusts_only_its_app(provider: Provider) {
+    let bin_dir = build_siblings();
+    let (brokers, _kafka) = wapipe_testkit::broker().expect("a Kafka broker");
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let pipeline = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &pipeline,
+        pipeline_yaml_for(&wapipe_testkit::unique_name("apps"), provider.as_str()),
+    )
+    .unwrap();
+    let port = wapipe_testkit::free_port();
+    let mut up = Up::spawn(
+        &bin_dir,
+        &pipeline,
+        &state_dir,
+        port,
+        &[
+            "--kafka-brokers",
+            &brokers,
+            "--app",
+            "shop-a=secret-of-a",
+            "--app",
+            "shop-b=secret=of=b",
+        ],
+        &dir.path().join("up.log"),
+    );
+    up.wait_for("the ingress", Duration::from_secs(180), |s| {
+        s["pids"]["ingress"].is_u64()
+    });
+    let body = match provider {
+        Provider::Meta => include_str!("../../core/tests/fixtures/meta/two_senders.json"),
+        Provider::Wasender => {
+            include_str!("../../core/tests/fixtures/wasender/private_message.json")
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, secret: &str| -> u16 {
+        let (header, value) = match provider {
+            Provider::Meta => (
+                "x-hub-signature-256",
+                wapipe_core::signature::sign_meta(secret.as_bytes(), body.as_bytes()),
+            ),
+            Provider::Wasender => ("x-webhook-signature", secret.to_string()),
+        };
+        let request = http
+            .post(format!("http://127.0.0.1:{port}{path}"))
+            .header(header, value)
+            .body(body)
+            .send();
+        runtime
+            .block_on(request)
+            .expect("the ingress answers")
+            .status()
+            .as_u16()
+    };
+    for (path, secret, want) in [
+        ("/webhook", "secret-of-a", 200),
+        ("/webhook", "secret=of=b", 200),
+        ("/webhook", "secret-of-nobody", 401),
+        ("/webhook/shop-a", "secret-of-a", 200),
+        ("/webhook/shop-b", "secret=of=b", 200),
+        ("/webhook/shop-a", "secret=of=b", 401),
+        ("/webhook/shop-c", "secret-of-a", 404),
+    ] {
+        assert_eq!(
+            post(path, secret),
+            want,
+            "{provider:?} {path} signed by {secret}"
+        );
+    }
+    // No secret was generated beside the apps.
+    assert!(!state_dir.join("app-secret").exists());
+    let exit = up.terminate(Duration::from_secs(60));
+    assert!(exit.success(), "wapipe up exited with {exit}");
+    let output = std::fs::read_to_string(dir.path().join("up.log")).unwrap();
+    assert!(output.contains("/webhook/shop-b"), "{output}");
+}
+
+#[test]
+fn up_with_two_meta_apps_trusts_each_on_the_shared_and_on_its_own_path() {
+    several_apps_share_one_ingress_and_each_path_trusts_only_its_app(Provider::Meta);
+}
+
+#[test]
+fn up_with_two_wasender_apps_trusts_each_on_the_shared_and_on_its_own_path() {
+    several_apps_share_one_ingress_and_each_path_trusts_only_its_app(Provider::Wasender);
 }

@@ -7,6 +7,10 @@
 pub const APP_SECRET: &str = "WAPIPE_APP_SECRET";
 /// Ingress: a file holding the app secret (a mounted Secret); wins over the inline one.
 pub const APP_SECRET_FILE: &str = "WAPIPE_APP_SECRET_FILE";
+/// Ingress: a directory of app secrets (a whole mounted Secret), one per file.
+pub const APP_SECRET_DIR: &str = "WAPIPE_APP_SECRET_DIR";
+/// Ingress: in the app secret directory, only keys starting with this are app secrets.
+pub const APP_SECRET_PREFIX: &str = "WAPIPE_APP_SECRET_PREFIX";
 /// Worker: the database URL of the postgres or sqlite sink.
 pub const DATABASE_URL: &str = "WAPIPE_DATABASE_URL";
 /// Worker: the dead-letter topic.
@@ -47,6 +51,8 @@ pub const READINESS_INTERVAL: &str = "WAPIPE_READINESS_INTERVAL";
 pub const SHUTDOWN_TIMEOUT: &str = "WAPIPE_SHUTDOWN_TIMEOUT";
 /// Ingress: how long it keeps serving, answering not ready, after the stop signal.
 pub const SHUTDOWN_DELAY: &str = "WAPIPE_SHUTDOWN_DELAY";
+/// Ingress: how often secret files are read again.
+pub const SECRET_RELOAD_INTERVAL: &str = "WAPIPE_SECRET_RELOAD_INTERVAL";
 /// Worker: where events are written.
 pub const SINK: &str = "WAPIPE_SINK";
 /// Worker: the sqlite sink's file.
@@ -57,3 +63,7 @@ pub const TOPIC: &str = "WAPIPE_TOPIC";
 pub const VERIFY_TOKEN: &str = "WAPIPE_VERIFY_TOKEN";
 /// Ingress: a file holding Meta's verify token; wins over the inline one.
 pub const VERIFY_TOKEN_FILE: &str = "WAPIPE_VERIFY_TOKEN_FILE";
+/// Ingress: a directory of verify tokens, one per file.
+pub const VERIFY_TOKEN_DIR: &str = "WAPIPE_VERIFY_TOKEN_DIR";
+/// Ingress: in the verify token directory, only keys starting with this are verify tokens.
+pub const VERIFY_TOKEN_PREFIX: &str = "WAPIPE_VERIFY_TOKEN_PREFIX";

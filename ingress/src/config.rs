@@ -9,6 +9,7 @@ use wapipe_core::kafka::KafkaArgs;
 use wapipe_core::service::LogFormat;
 use wapipe_core::{Provider, DEFAULT_RAW_TOPIC};
 
+use crate::secrets::{SecretSource, SecretSources, Secrets};
 use crate::Error;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -26,21 +27,49 @@ pub struct Config {
     #[arg(long, env = wapipe_core::env::PROVIDER, default_value = "meta")]
     pub provider: Provider,
 
-    /// Meta's App Secret, or WASender's webhook secret. Prefer --app-secret-file.
+    /// Meta's App Secret, or WASender's webhook secret. Repeat it to trust several (several
+    /// apps on one endpoint, or the old and new secret during a rotation). Prefer files.
     #[arg(long, env = wapipe_core::env::APP_SECRET, hide_env_values = true)]
-    pub app_secret: Option<String>,
+    pub app_secret: Vec<String>,
 
-    /// File holding the app secret (a mounted Secret); wins over --app-secret.
+    /// File holding an app secret (a mounted Secret's key), named by its file name; may be
+    /// repeated. Files and directories win over --app-secret.
     #[arg(long, env = wapipe_core::env::APP_SECRET_FILE)]
-    pub app_secret_file: Option<PathBuf>,
+    pub app_secret_file: Vec<PathBuf>,
 
-    /// Token Meta sends in the GET verification handshake. Without one, handshakes get 403.
+    /// Directory of app secrets (a whole mounted Secret): every file not starting with a dot
+    /// is one, named by its file name. Re-read while running, so keys may come and go.
+    #[arg(long, env = wapipe_core::env::APP_SECRET_DIR)]
+    pub app_secret_dir: Vec<PathBuf>,
+
+    /// In --app-secret-dir, only keys whose names start with this are app secrets (the
+    /// Secret may hold the verify token too). A rotation adds `<prefix>-<something>`, then
+    /// removes the old key.
+    #[arg(long, env = wapipe_core::env::APP_SECRET_PREFIX)]
+    pub app_secret_prefix: Option<String>,
+
+    /// Token Meta sends in the GET verification handshake; may be repeated. Without one,
+    /// handshakes get 403.
     #[arg(long, env = wapipe_core::env::VERIFY_TOKEN, hide_env_values = true)]
-    pub verify_token: Option<String>,
+    pub verify_token: Vec<String>,
 
-    /// File holding the verify token; wins over --verify-token.
+    /// File holding a verify token; may be repeated; files win over --verify-token.
     #[arg(long, env = wapipe_core::env::VERIFY_TOKEN_FILE)]
-    pub verify_token_file: Option<PathBuf>,
+    pub verify_token_file: Vec<PathBuf>,
+
+    /// Directory of verify tokens, one per file (a whole mounted Secret).
+    #[arg(long, env = wapipe_core::env::VERIFY_TOKEN_DIR)]
+    pub verify_token_dir: Vec<PathBuf>,
+
+    /// In --verify-token-dir, only keys whose names start with this are verify tokens.
+    #[arg(long, env = wapipe_core::env::VERIFY_TOKEN_PREFIX)]
+    pub verify_token_prefix: Option<String>,
+
+    /// How often secret files and directories are read again; a changed set is put in use
+    /// without a restart. A mounted Secret changes within the kubelet's sync period (about a
+    /// minute), so a few seconds here add little to it.
+    #[arg(long, env = wapipe_core::env::SECRET_RELOAD_INTERVAL, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub secret_reload_interval: Duration,
 
     /// Topic that receives one record per event.
     #[arg(long, env = wapipe_core::env::TOPIC, default_value = DEFAULT_RAW_TOPIC)]
@@ -138,33 +167,6 @@ pub struct Config {
     pub kafka: KafkaArgs,
 }
 
-/// Secrets resolved from flags or files.
-#[derive(Clone)]
-pub struct Secrets {
-    pub signing: Vec<u8>,
-    pub verify_token: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secrets { .. }")
-    }
-}
-
-fn resolve(
-    inline: &Option<String>,
-    file: &Option<PathBuf>,
-    what: &'static str,
-) -> Result<Option<Vec<u8>>, Error> {
-    wapipe_core::secret::file_or_inline(inline.as_deref(), file.as_deref())
-        .map(|secret| secret.map(String::into_bytes))
-        .map_err(|e| Error::ReadSecret {
-            what,
-            path: e.path,
-            source: e.source,
-        })
-}
-
 impl Config {
     /// Refuses limits that contradict each other.
     pub fn check_limits(&self) -> Result<(), Error> {
@@ -177,16 +179,29 @@ impl Config {
         Ok(())
     }
 
+    /// Where the app secrets and verify tokens are read from, now and on every reload.
+    pub fn secret_sources(&self) -> SecretSources {
+        SecretSources {
+            signing: SecretSource {
+                what: "app secret",
+                inline: self.app_secret.clone(),
+                files: self.app_secret_file.clone(),
+                dirs: self.app_secret_dir.clone(),
+                prefix: self.app_secret_prefix.clone(),
+            },
+            verify_tokens: SecretSource {
+                what: "verify token",
+                inline: self.verify_token.clone(),
+                files: self.verify_token_file.clone(),
+                dirs: self.verify_token_dir.clone(),
+                prefix: self.verify_token_prefix.clone(),
+            },
+        }
+    }
+
+    /// The secrets as they are now.
     pub fn secrets(&self) -> Result<Secrets, Error> {
-        let signing = resolve(&self.app_secret, &self.app_secret_file, "app secret")?
-            .filter(|s| !s.is_empty())
-            .ok_or(Error::MissingSecret("an app secret (--app-secret or --app-secret-file) is required to verify signatures"))?;
-        let verify_token = resolve(&self.verify_token, &self.verify_token_file, "verify token")?
-            .filter(|s| !s.is_empty());
-        Ok(Secrets {
-            signing,
-            verify_token,
-        })
+        self.secret_sources().load()
     }
 }
 
@@ -217,8 +232,10 @@ mod tests {
             token.to_str().unwrap(),
         ]);
         let secrets = config.secrets().unwrap();
-        assert_eq!(secrets.signing, b"from-file");
-        assert_eq!(secrets.verify_token.as_deref(), Some(&b"token-file"[..]));
+        assert_eq!(secrets.signing.len(), 1);
+        assert_eq!(secrets.signing[0].name, "app-secret");
+        assert_eq!(secrets.signing[0].value, b"from-file");
+        assert_eq!(secrets.verify_tokens[0].value, b"token-file");
     }
 
     #[test]
@@ -232,6 +249,39 @@ mod tests {
         assert!(error.contains("/nonexistent/wapipe/secret"), "{error}");
         // An empty secret would accept any signature computed with an empty key.
         assert!(parse(&["--app-secret", ""]).secrets().is_err());
+    }
+
+    #[test]
+    fn repeated_secret_flags_and_a_directory_give_a_set_of_named_secrets() {
+        let secrets = parse(&["--app-secret", "one", "--app-secret", "two"])
+            .secrets()
+            .unwrap();
+        assert_eq!(secrets.signing.len(), 2);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("shop-a"), "a\n").unwrap();
+        std::fs::write(dir.path().join("shop-b"), "b").unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "c").unwrap();
+        let secrets = parse(&[
+            "--app-secret-dir",
+            dir.path().to_str().unwrap(),
+            "--app-secret-file",
+            file.path().to_str().unwrap(),
+        ])
+        .secrets()
+        .unwrap();
+        let mut names: Vec<_> = secrets.signing.iter().map(|s| s.name.clone()).collect();
+        names.sort();
+        let file_name = file
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let mut wanted = vec!["shop-a".to_string(), "shop-b".to_string(), file_name];
+        wanted.sort();
+        assert_eq!(names, wanted);
     }
 
     #[test]

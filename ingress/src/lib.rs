@@ -11,6 +11,7 @@
 pub mod config;
 pub mod metrics;
 pub mod read_stage;
+pub mod secrets;
 pub mod sink;
 
 use std::collections::HashMap;
@@ -19,19 +20,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::sync::Semaphore;
-use wapipe_core::signature::{self, constant_time_eq, SignatureError};
+use wapipe_core::signature::{self, SignatureError};
 use wapipe_core::split::split;
 use wapipe_core::Provider;
 
-pub use config::{Config, Secrets};
+pub use config::Config;
 use metrics::{KindLabel, Metrics};
 use read_stage::{ReadError, ReadStage};
+pub use secrets::{NamedSecret, SecretStore, Secrets};
 use sink::{Batch, EventSink, ProduceError};
 
 /// Everything that can go wrong in the ingress, from startup to a single request.
@@ -45,6 +47,14 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{count} {what}s given: at most {max} are checked per request")]
+    TooManySecrets {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("two {what}s are named {name:?}: names must be unique")]
+    DuplicateSecretName { what: &'static str, name: String },
     #[error(transparent)]
     KafkaConfig(wapipe_core::kafka::KafkaConfigError),
     #[error("creating the Kafka producer: {0}")]
@@ -65,6 +75,8 @@ pub enum Error {
 #[derive(Debug)]
 pub enum Rejection {
     Unauthorized(SignatureError),
+    /// `/webhook/<app>` names no trusted secret.
+    UnknownApp(String),
     Forbidden,
     TooLarge {
         limit: usize,
@@ -90,6 +102,7 @@ impl Rejection {
     fn outcome(&self) -> &'static str {
         match self {
             Rejection::Unauthorized(_) => "unauthorized",
+            Rejection::UnknownApp(_) => "unknown_app",
             Rejection::Forbidden => "forbidden",
             Rejection::TooLarge { .. } | Rejection::RecordTooLarge(_) => "too_large",
             Rejection::BadRequest(_) => "bad_request",
@@ -105,6 +118,11 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let (status, message, retry_after) = match &self {
             Rejection::Unauthorized(e) => (StatusCode::UNAUTHORIZED, e.to_string(), None),
+            Rejection::UnknownApp(app) => (
+                StatusCode::NOT_FOUND,
+                format!("no app secret is named {app:?}"),
+                None,
+            ),
             Rejection::Forbidden => (
                 StatusCode::FORBIDDEN,
                 "verification failed".to_string(),
@@ -171,7 +189,8 @@ impl IntoResponse for Rejection {
 /// What the handlers share.
 pub struct AppState {
     pub provider: Provider,
-    pub secrets: Secrets,
+    /// The secrets in use; replaced whole when their files change.
+    pub secrets: SecretStore,
     pub sink: Arc<dyn EventSink>,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
@@ -197,9 +216,10 @@ impl AppState {
             metrics.body_reads.clone(),
             metrics.body_read_bytes.clone(),
         );
+        metrics.secrets_loaded(&secrets);
         AppState {
             provider: config.provider,
-            secrets,
+            secrets: SecretStore::new(secrets),
             sink,
             metrics,
             max_body_bytes: config.max_body_bytes,
@@ -217,11 +237,16 @@ impl AppState {
     }
 }
 
-/// The ingress's routes: `/webhook` (GET handshake, POST events), `/healthz`, `/readyz`,
-/// `/metrics`.
+/// The ingress's routes: `/webhook` (GET handshake, POST events, any trusted secret),
+/// `/webhook/{app}` (the same, checked only against the secret named `app`), `/healthz`,
+/// `/readyz`, `/metrics`.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhook", get(handshake).post(receive))
+        .route(
+            "/webhook/{app}",
+            get(handshake_for_app).post(receive_for_app),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -234,10 +259,27 @@ async fn handshake(
     State(state): State<Arc<AppState>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let token_matches = match (&state.secrets.verify_token, params.get("hub.verify_token")) {
-        (Some(expected), Some(given)) => constant_time_eq(expected, given.as_bytes()),
-        _ => false,
-    };
+    answer_handshake(&state, &params)
+}
+
+/// The handshake of `/webhook/{app}`: any trusted verify token, as Meta sends the app's own.
+async fn handshake_for_app(
+    State(state): State<Arc<AppState>>,
+    Path(_app): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    answer_handshake(&state, &params)
+}
+
+fn answer_handshake(state: &AppState, params: &HashMap<String, String>) -> Response {
+    let secrets = state.secrets.current();
+    let token_matches = params.get("hub.verify_token").is_some_and(|given| {
+        signature::match_shared(
+            &Secrets::values(&secrets.verify_tokens),
+            Some(given.as_bytes()),
+        )
+        .is_ok()
+    });
     let subscribe = params.get("hub.mode").map(String::as_str) == Some("subscribe");
     match params.get("hub.challenge") {
         Some(challenge) if token_matches && subscribe => {
@@ -258,7 +300,20 @@ async fn handshake(
 
 /// A webhook POST: read, verify, split, produce, answer.
 async fn receive(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    match handle_post(&state, request).await {
+    answer(&state, handle_post(&state, None, request).await)
+}
+
+/// A webhook POST to `/webhook/{app}`: checked only against the secret named `app`.
+async fn receive_for_app(
+    State(state): State<Arc<AppState>>,
+    Path(app): Path<String>,
+    request: Request,
+) -> Response {
+    answer(&state, handle_post(&state, Some(&app), request).await)
+}
+
+fn answer(state: &AppState, handled: Result<usize, Rejection>) -> Response {
+    match handled {
         Ok(events) => {
             state.metrics.request("ok");
             (
@@ -295,13 +350,51 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn handle_post(state: &AppState, request: Request) -> Result<usize, Rejection> {
+/// Checks the signature against `candidates`, all of them, and counts the answer: a match by
+/// the secret's name, a failure by its reason.
+fn check_signature(
+    state: &AppState,
+    candidates: &[&NamedSecret],
+    body: Option<&[u8]>,
+    header: Option<&[u8]>,
+) -> Result<(), Rejection> {
+    let values: Vec<&[u8]> = candidates.iter().map(|s| s.value.as_slice()).collect();
+    let matched = match body {
+        Some(body) => signature::match_meta(&values, body, header),
+        None => signature::match_shared(&values, header),
+    };
+    match matched {
+        Ok(index) => {
+            state.metrics.signature_matched(&candidates[index].name);
+            Ok(())
+        }
+        Err(error) => {
+            state.metrics.signature_failed(&error);
+            Err(Rejection::Unauthorized(error))
+        }
+    }
+}
+
+async fn handle_post(
+    state: &AppState,
+    app: Option<&str>,
+    request: Request,
+) -> Result<usize, Rejection> {
     let received_at_ms = wapipe_core::time::now_ms().max(0) as u64;
     let (parts, body) = request.into_parts();
     let limit = state.max_body_bytes;
     // What the headers alone can settle is settled before a byte of the body is read.
     if declared_length(&parts.headers).is_some_and(|len| len > limit as u64) {
         return Err(Rejection::TooLarge { limit });
+    }
+    // One snapshot for the whole request: a reload meanwhile cannot leave it with no set.
+    let secrets = state.secrets.current();
+    let candidates: Vec<&NamedSecret> = match app {
+        None => secrets.signing.iter().collect(),
+        Some(app) => secrets.signing.iter().filter(|s| s.name == app).collect(),
+    };
+    if let (Some(app), true) = (app, candidates.is_empty()) {
+        return Err(Rejection::UnknownApp(app.to_string()));
     }
     let header_name = match state.provider {
         Provider::Meta => signature::META_SIGNATURE_HEADER,
@@ -310,12 +403,12 @@ async fn handle_post(state: &AppState, request: Request) -> Result<usize, Reject
     let signature_header = parts.headers.get(header_name).map(HeaderValue::as_bytes);
     match state.provider {
         Provider::Meta if signature_header.is_none() => {
-            return Err(Rejection::Unauthorized(SignatureError::Missing))
+            state.metrics.signature_failed(&SignatureError::Missing);
+            return Err(Rejection::Unauthorized(SignatureError::Missing));
         }
         Provider::Meta => {}
         // A shared secret in a header: checked in full before the body.
-        Provider::Wasender => signature::verify_wasender(&state.secrets.signing, signature_header)
-            .map_err(Rejection::Unauthorized)?,
+        Provider::Wasender => check_signature(state, &candidates, None, signature_header)?,
     }
 
     let body = state
@@ -331,8 +424,7 @@ async fn handle_post(state: &AppState, request: Request) -> Result<usize, Reject
             }
         })?;
     if state.provider == Provider::Meta {
-        signature::verify_meta(&state.secrets.signing, &body, signature_header)
-            .map_err(Rejection::Unauthorized)?;
+        check_signature(state, &candidates, Some(&body), signature_header)?;
     }
 
     // Only a signed request gets this far: unsigned load cannot hold the produce permits.

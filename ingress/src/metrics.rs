@@ -17,6 +17,25 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// The name of a trusted secret (never its value).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabel {
+    pub secret: String,
+}
+
+/// A trusted secret or verify token by name, for the gauge of what is loaded.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoadedSecretLabels {
+    pub kind: String,
+    pub secret: String,
+}
+
+/// Why a signature was refused.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 /// A field (or WASender event) and message type wapipe does not know.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UnknownLabels {
@@ -51,6 +70,15 @@ pub struct Metrics {
     pub body_reads: Gauge,
     pub body_read_bytes: Gauge,
     pub header_timeouts: Counter,
+    /// Requests whose signature matched, by the name of the secret that signed them.
+    pub signature_matches: Family<SecretLabel, Counter>,
+    /// Requests refused for their signature, by reason.
+    pub signature_failures: Family<ReasonLabel, Counter>,
+    /// 1 for each secret in use, by kind and name; 0 once removed.
+    pub secrets: Family<LoadedSecretLabels, Gauge>,
+    secrets_shown: std::sync::Mutex<std::collections::HashSet<LoadedSecretLabels>>,
+    /// Reads of the secret files that changed the set (`changed`) or failed (`failed`).
+    pub secret_reloads: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -59,7 +87,7 @@ impl Default for Metrics {
         let requests = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "requests",
-            "Webhook requests by outcome (ok, unauthorized, too_large, bad_request, body_timeout, body_evicted, unavailable, overloaded, verified, forbidden)",
+            "Webhook requests by outcome (ok, unauthorized, unknown_app, too_large, bad_request, body_timeout, body_evicted, unavailable, overloaded, verified, forbidden)",
             requests.clone(),
         );
         let events = Family::<KindLabel, Counter>::default();
@@ -105,6 +133,40 @@ impl Default for Metrics {
             "Events of a field or message type wapipe does not know, produced whole, by field and type (at most 32 series, then field=\"other\")",
             unknown_events.clone(),
         );
+        let signature_matches = Family::<SecretLabel, Counter>::default();
+        registry.register(
+            "signature_matches",
+            "Webhook requests whose signature matched, by the name of the secret (never its value) that signed them",
+            signature_matches.clone(),
+        );
+        let signature_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "signature_failures",
+            "Webhook requests refused for their signature, by reason (missing, missing_prefix, malformed, mismatch)",
+            signature_failures.clone(),
+        );
+        let secrets = Family::<LoadedSecretLabels, Gauge>::default();
+        registry.register(
+            "secrets",
+            "1 for each app secret (kind=\"signing\") and verify token (kind=\"verify_token\") in use, by name; 0 once removed",
+            secrets.clone(),
+        );
+        let secret_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "secret_reloads",
+            "Reads of the secret files that put a changed set in use (changed) or failed and kept the previous set (failed)",
+            secret_reloads.clone(),
+        );
+        for reason in ["missing", "missing_prefix", "malformed", "mismatch"] {
+            let _ = signature_failures.get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            });
+        }
+        for outcome in ["changed", "failed"] {
+            let _ = secret_reloads.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            });
+        }
         // Every series exists from the start at 0, so rate() and increase() see the first one.
         let _ = unknown_events.get_or_create(&UnknownLabels::other());
         for outcome in [
@@ -116,6 +178,7 @@ impl Default for Metrics {
             "unavailable",
             "overloaded",
             "verified",
+            "unknown_app",
             "body_timeout",
             "body_evicted",
         ] {
@@ -139,6 +202,11 @@ impl Default for Metrics {
             body_reads,
             body_read_bytes,
             header_timeouts,
+            signature_matches,
+            signature_failures,
+            secrets,
+            secrets_shown: Default::default(),
+            secret_reloads,
         }
     }
 }
@@ -146,6 +214,68 @@ impl Default for Metrics {
 impl Metrics {
     pub fn request(&self, outcome: &str) {
         self.requests
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a request signed by the secret named `secret`.
+    pub fn signature_matched(&self, secret: &str) {
+        self.signature_matches
+            .get_or_create(&SecretLabel {
+                secret: secret.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a request refused for its signature.
+    pub fn signature_failed(&self, error: &wapipe_core::signature::SignatureError) {
+        use wapipe_core::signature::SignatureError;
+        let reason = match error {
+            SignatureError::Missing => "missing",
+            SignatureError::MissingPrefix => "missing_prefix",
+            SignatureError::Malformed => "malformed",
+            SignatureError::Mismatch => "mismatch",
+        };
+        self.signature_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Shows `secrets` as the set in use: 1 for each of its names, 0 for names no longer in it.
+    pub fn secrets_loaded(&self, secrets: &crate::Secrets) {
+        let loaded: Vec<LoadedSecretLabels> = [
+            ("signing", &secrets.signing),
+            ("verify_token", &secrets.verify_tokens),
+        ]
+        .into_iter()
+        .flat_map(|(kind, list)| {
+            list.iter().map(move |s| LoadedSecretLabels {
+                kind: kind.to_string(),
+                secret: s.name.clone(),
+            })
+        })
+        .collect();
+        // Set the new names before clearing the old, so a scrape never sees none.
+        for labels in &loaded {
+            self.secrets.get_or_create(labels).set(1);
+        }
+        let mut shown = self
+            .secrets_shown
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for labels in shown.iter().filter(|labels| !loaded.contains(labels)) {
+            self.secrets.get_or_create(labels).set(0);
+        }
+        shown.extend(loaded);
+    }
+
+    /// Counts a read of the secret files by outcome (`changed` or `failed`).
+    pub fn reloaded(&self, outcome: &str) {
+        self.secret_reloads
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),
             })

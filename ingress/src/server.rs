@@ -1,4 +1,5 @@
-//! Running the ingress: producer, readiness probe loop, HTTP server, graceful shutdown.
+//! Running the ingress: producer, readiness probe loop, secret reloads, HTTP server, graceful
+//! shutdown.
 //!
 //! The server is hyper's HTTP/1 connection under a plain accept loop rather than
 //! `axum::serve`, for the bound on how long a request's headers may take to arrive: a
@@ -17,6 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::secrets::{SecretSources, Secrets};
 use crate::sink::{EventSink, KafkaSink, ProducerSettings};
 use crate::{router, AppState, Config, Error};
 
@@ -28,7 +30,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     config.check_limits()?;
-    let secrets = config.secrets()?;
+    let sources = config.secret_sources();
+    let secrets = sources.load()?;
     let sink = Arc::new(KafkaSink::new(
         &config.kafka,
         ProducerSettings {
@@ -73,6 +76,14 @@ pub async fn run(
     });
 
     let state = Arc::new(AppState::new(&config, secrets, sink.clone()));
+    let reload = sources.has_files().then(|| {
+        tokio::spawn(reload_secrets(
+            state.clone(),
+            sources,
+            config.secret_reload_interval,
+            stop_probe.subscribe(),
+        ))
+    });
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
@@ -110,10 +121,52 @@ pub async fn run(
     }
     let _ = stop_probe.send(true);
     let _ = probe.await;
+    if let Some(reload) = reload {
+        let _ = reload.await;
+    }
     let flush_sink = sink.clone();
     let _ = tokio::task::spawn_blocking(move || flush_sink.flush(grace)).await;
     tracing::info!("ingress stopped");
     Ok(())
+}
+
+/// Reads the secret files every `interval` and puts a changed set in use. A read that fails
+/// (or finds no app secret, as an emptied Secret would) keeps the set in use: a request is
+/// never checked against nothing.
+async fn reload_secrets(
+    state: Arc<AppState>,
+    sources: SecretSources,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {},
+            _ = stopped.changed() => return,
+        }
+        let read = sources.clone();
+        let loaded = match tokio::task::spawn_blocking(move || read.load()).await {
+            Ok(loaded) => loaded,
+            Err(_) => continue,
+        };
+        match loaded {
+            Ok(secrets) => {
+                let names = |set: &Secrets| -> Vec<String> {
+                    set.signing.iter().map(|s| s.name.clone()).collect()
+                };
+                let now = names(&secrets);
+                state.metrics.secrets_loaded(&secrets);
+                if let Some(before) = state.secrets.replace(secrets) {
+                    state.metrics.reloaded("changed");
+                    tracing::info!(before = ?names(&before), now = ?now, "secrets changed: the new set is in use");
+                }
+            }
+            Err(error) => {
+                state.metrics.reloaded("failed");
+                tracing::warn!(%error, "reading the secrets again failed: the previous set stays in use");
+            }
+        }
+    }
 }
 
 /// Serves each accepted connection on its own task until `shutdown` resolves.

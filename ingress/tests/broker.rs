@@ -771,3 +771,145 @@ async fn slow_unsigned_connections_are_cut_off_while_signed_webhooks_still_get_2
         .iter()
         .all(|r| r.headers[HEADER_MESSAGE_ID].starts_with("wamid.signed")));
 }
+
+/// Swaps a kubelet-style Secret directory to `keys`: a new timestamped directory, `..data`
+/// pointed at it by a rename, then the keys' symlinks added and removed.
+fn kubelet_swap(dir: &std::path::Path, generation: u32, keys: &[(&str, &str)]) {
+    let data = dir.join(format!("..gen_{generation}"));
+    std::fs::create_dir(&data).unwrap();
+    for (key, value) in keys {
+        std::fs::write(data.join(key), value).unwrap();
+    }
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(data.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for (key, _) in keys {
+        let link = dir.join(key);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{key}"), &link).unwrap();
+        }
+    }
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && !keys.iter().any(|(key, _)| *key == name) {
+            std::fs::remove_file(dir.join(&name)).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_secret_under_steady_signed_load_answers_no_request_but_200() {
+    let broker = Kafka::start().expect("kafka starts");
+    let brokers = broker.bootstrap();
+    let topic = unique_name("raw");
+    create_topic(&brokers, &topic, 1).await.unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    kubelet_swap(secrets.path(), 1, &[("old", "old-secret")]);
+    let dir = secrets.path().to_str().unwrap().to_string();
+    let ingress = Ingress::start_with(
+        &brokers,
+        &topic,
+        "5s",
+        &[
+            "--app-secret-dir",
+            &dir,
+            "--secret-reload-interval",
+            "200ms",
+        ],
+    )
+    .await;
+    let mut ready = false;
+    for _ in 0..100 {
+        if reqwest::get(format!("{}/readyz", ingress.url))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the ingress became ready");
+
+    let signing_key = std::sync::Arc::new(std::sync::Mutex::new("old-secret".to_string()));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn({
+        let (url, key) = (ingress.url.clone(), signing_key.clone());
+        async move {
+            let client = reqwest::Client::new();
+            let (mut sent, mut refused) = (0u64, Vec::new());
+            while !*stopped.borrow_and_update() {
+                let body = batch(1, 1);
+                let secret = key.lock().unwrap().clone();
+                let status = client
+                    .post(format!("{url}/webhook"))
+                    .header(
+                        "x-hub-signature-256",
+                        sign_meta(secret.as_bytes(), body.as_bytes()),
+                    )
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                sent += 1;
+                if status != 200 {
+                    refused.push(status);
+                }
+            }
+            (sent, refused)
+        }
+    });
+    let loaded = |name: &'static str, want: f64| {
+        let ingress = &ingress;
+        async move {
+            for _ in 0..100 {
+                let metrics = metrics_of(ingress).await;
+                let series =
+                    format!("wapipe_ingress_secrets{{kind=\"signing\",secret=\"{name}\"}}");
+                if sample(&metrics, &series) == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{name} never showed {want}");
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 1. The Secret gains the new key.
+    kubelet_swap(
+        secrets.path(),
+        2,
+        &[("old", "old-secret"), ("new", "new-secret")],
+    );
+    loaded("new", 1.0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 2. The sender switches.
+    *signing_key.lock().unwrap() = "new-secret".to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 3. The old key is removed.
+    kubelet_swap(secrets.path(), 3, &[("new", "new-secret")]);
+    loaded("old", 0.0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(true);
+    let (sent, refused) = load.await.unwrap();
+    println!(
+        "rotation under load: {sent} requests, {} not 200 ({refused:?})",
+        refused.len()
+    );
+    assert!(sent > 0);
+    assert!(refused.is_empty(), "{refused:?}");
+    let body = batch(1, 1);
+    let stale = reqwest::Client::new()
+        .post(format!("{}/webhook", ingress.url))
+        .header(
+            "x-hub-signature-256",
+            sign_meta(b"old-secret", body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 401);
+    ingress.shutdown().await;
+}

@@ -13,7 +13,7 @@ use tower::ServiceExt;
 use wapipe_core::signature::sign_meta;
 use wapipe_core::{EventKind, Provider, Record};
 use wapipe_ingress::sink::{Batch, EventSink, ProduceError};
-use wapipe_ingress::{router, AppState, Config, Secrets};
+use wapipe_ingress::{router, AppState, Config, NamedSecret, Secrets};
 
 const SECRET: &str = "app-secret";
 const TOKEN: &str = "verify-me";
@@ -60,10 +60,7 @@ fn config(args: &[&str]) -> Config {
 }
 
 fn state_with(config: Config, sink: Arc<FakeSink>) -> Arc<AppState> {
-    let secrets = Secrets {
-        signing: SECRET.as_bytes().to_vec(),
-        verify_token: Some(TOKEN.as_bytes().to_vec()),
-    };
+    let secrets = Secrets::single(SECRET, Some(TOKEN.as_bytes().to_vec()));
     Arc::new(AppState::new(&config, secrets, sink))
 }
 
@@ -106,6 +103,124 @@ async fn signed_batch_with_two_senders_is_acknowledged_as_two_events() {
     assert_eq!(keys, ["5215512345678", "2348031234567"]);
     assert!(produced.iter().all(|(p, digest, _)| *p == Provider::Meta
         && *digest == wapipe_core::signature::body_sha256(TWO_SENDERS.as_bytes())));
+}
+
+/// Two apps on one endpoint, `shop-a` and `shop-b`, each with its own secret and token.
+fn two_apps(provider: &str, sink: Arc<FakeSink>) -> Arc<AppState> {
+    let secrets = Secrets {
+        signing: vec![
+            NamedSecret::new("shop-a", "secret-of-a"),
+            NamedSecret::new("shop-b", "secret-of-b"),
+        ],
+        verify_tokens: vec![
+            NamedSecret::new("shop-a", "token-of-a"),
+            NamedSecret::new("shop-b", "token-of-b"),
+        ],
+    };
+    Arc::new(AppState::new(
+        &config(&["--provider", provider]),
+        secrets,
+        sink,
+    ))
+}
+
+fn meta_post_to(path: &str, body: &str, secret: &str) -> Request<Body> {
+    Request::post(path)
+        .header(
+            "x-hub-signature-256",
+            sign_meta(secret.as_bytes(), body.as_bytes()),
+        )
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_apps_signing_with_their_own_secrets_get_200_and_a_third_secret_gets_401() {
+    let sink = Arc::new(FakeSink::default());
+    let state = two_apps("meta", sink.clone());
+    for secret in ["secret-of-a", "secret-of-b"] {
+        let (status, _, body) =
+            send(state.clone(), meta_post_to("/webhook", TWO_SENDERS, secret)).await;
+        assert_eq!(status, StatusCode::OK, "{secret}: {body}");
+    }
+    let (status, _, body) = send(
+        state.clone(),
+        meta_post_to("/webhook", TWO_SENDERS, "secret-of-c"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(sink.produced.lock().unwrap().len(), 4);
+    // Matches are counted by the secret's name, never its value.
+    let get = Request::get("/metrics").body(Body::empty()).unwrap();
+    let (_, _, metrics) = send(state, get).await;
+    for line in [
+        r#"wapipe_ingress_signature_matches_total{secret="shop-a"} 1"#,
+        r#"wapipe_ingress_signature_matches_total{secret="shop-b"} 1"#,
+        r#"wapipe_ingress_signature_failures_total{reason="mismatch"} 1"#,
+        r#"wapipe_ingress_secrets{kind="signing",secret="shop-a"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(!metrics.contains("secret-of-"), "{metrics}");
+}
+
+#[tokio::test]
+async fn two_wasender_sessions_with_their_own_secrets_get_200_and_a_third_gets_401() {
+    let sink = Arc::new(FakeSink::default());
+    let state = two_apps("wasender", sink.clone());
+    let body = include_str!("../../core/tests/fixtures/wasender/group_messages.json");
+    let request = |secret: &str| {
+        Request::post("/webhook")
+            .header("x-webhook-signature", secret)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    assert_eq!(
+        send(state.clone(), request("secret-of-a")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(state.clone(), request("secret-of-b")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(state, request("secret-of-c")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_per_app_path_accepts_only_its_own_apps_secret_and_an_unknown_app_is_404() {
+    let sink = Arc::new(FakeSink::default());
+    let state = two_apps("meta", sink.clone());
+    let (status, _, _) = send(
+        state.clone(),
+        meta_post_to("/webhook/shop-a", TWO_SENDERS, "secret-of-a"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // shop-b's secret is trusted on /webhook, but not on shop-a's own path.
+    let (status, _, _) = send(
+        state.clone(),
+        meta_post_to("/webhook/shop-a", TWO_SENDERS, "secret-of-b"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = send(
+        state.clone(),
+        meta_post_to("/webhook/shop-z", TWO_SENDERS, "secret-of-a"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(sink.produced.lock().unwrap().len(), 2);
+    // Each app's handshake on its own path, with any trusted token.
+    let handshake = Request::get(
+        "/webhook/shop-b?hub.mode=subscribe&hub.verify_token=token-of-b&hub.challenge=42",
+    )
+    .body(Body::empty())
+    .unwrap();
+    let (status, _, body) = send(state, handshake).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
 }
 
 #[tokio::test]

@@ -125,16 +125,30 @@ struct SecretFiles {
 impl SecretFiles {
     /// Mounts `secret`'s key under `SECRET_MOUNT_ROOT/<purpose>/` and returns the file path.
     fn mount(&mut self, purpose: &str, secret: &SecretKeyRef) -> String {
+        let dir = self.mount_volume(purpose, secret, true);
+        format!("{dir}/{}", secret.key)
+    }
+
+    /// Mounts every key of `secret`'s Secret under `SECRET_MOUNT_ROOT/<purpose>/` and returns
+    /// the directory. The kubelet updates it in place, keys coming and going, so a running
+    /// ingress sees a rotation without a restart; the key names which files it trusts.
+    fn mount_whole(&mut self, purpose: &str, secret: &SecretKeyRef) -> String {
+        self.mount_volume(purpose, secret, false)
+    }
+
+    fn mount_volume(&mut self, purpose: &str, secret: &SecretKeyRef, only_key: bool) -> String {
         let dir = format!("{SECRET_MOUNT_ROOT}/{purpose}");
         self.volumes.push(Volume {
             name: purpose.into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: secret.key.clone(),
-                    path: secret.key.clone(),
-                    mode: None,
-                }]),
+                items: only_key.then(|| {
+                    vec![KeyToPath {
+                        key: secret.key.clone(),
+                        path: secret.key.clone(),
+                        mode: None,
+                    }]
+                }),
                 default_mode: Some(0o440),
                 optional: Some(false),
             }),
@@ -146,7 +160,7 @@ impl SecretFiles {
             read_only: Some(true),
             ..VolumeMount::default()
         });
-        format!("{dir}/{}", secret.key)
+        dir
     }
 }
 
@@ -293,11 +307,16 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
         ),
     ];
     vars.extend(kafka_env(&spec.kafka, &mut files));
-    let app_secret = files.mount("app-secret", &spec.ingress.app_secret_ref);
-    vars.push(env(wenv::APP_SECRET_FILE, app_secret));
+    // Every key of the Secret starting with the referenced one is trusted: a rotation adds
+    // `<key>-<new>` beside it and later removes the old key, with no restart.
+    let app_secret = &spec.ingress.app_secret_ref;
+    let dir = files.mount_whole("app-secret", app_secret);
+    vars.push(env(wenv::APP_SECRET_DIR, dir));
+    vars.push(env(wenv::APP_SECRET_PREFIX, app_secret.key.clone()));
     if let Some(token) = &spec.ingress.verify_token_ref {
-        let path = files.mount("verify-token", token);
-        vars.push(env(wenv::VERIFY_TOKEN_FILE, path));
+        let dir = files.mount_whole("verify-token", token);
+        vars.push(env(wenv::VERIFY_TOKEN_DIR, dir));
+        vars.push(env(wenv::VERIFY_TOKEN_PREFIX, token.key.clone()));
     }
     if let Some(max) = spec.ingress.max_body_bytes {
         vars.push(env(wenv::MAX_BODY_BYTES, max.to_string()));

@@ -9,15 +9,15 @@
 //! `WAPIPE_TEST_BROKERS`, `WAPIPE_TEST_BIN_DIR` holding wapipe-ingress and wapipe-worker);
 //! SKIPPED without them. PostgreSQL on 127.0.0.1:5432 (user root, database test).
 
+mod host_pods;
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use host_pods::{resolve, PodProcess};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use serde_json::json;
@@ -27,107 +27,6 @@ use wapipe_operator::crd::WhatsAppWebhookPipeline;
 const PATIENCE: Duration = Duration::from_secs(120);
 const DATABASE_URL: &str = "postgres://root@127.0.0.1:5432/test";
 const APP_SECRET: &str = "loop-secret";
-
-/// A host process standing in for one pod; killed when dropped.
-struct PodProcess {
-    child: Child,
-}
-
-impl Drop for PodProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What a pod template says to run, resolved for this host.
-struct HostCommand {
-    program: PathBuf,
-    args: Vec<String>,
-    env: BTreeMap<String, String>,
-}
-
-/// Resolves the first container of `template`: the binary from `bin_dir`, plain env values,
-/// `secretKeyRef` env from the Secrets, and every Secret volume written under `files` with the
-/// env values that point into its mount path rewritten to match.
-async fn resolve(
-    secrets: &Api<Secret>,
-    spec: &PodSpec,
-    bin_dir: &Path,
-    files: &Path,
-) -> HostCommand {
-    let container: &Container = &spec.containers[0];
-    let command = container.command.clone().unwrap_or_default();
-    let program = bin_dir.join(
-        Path::new(command.first().expect("the template names a command"))
-            .file_name()
-            .unwrap(),
-    );
-    let mut args: Vec<String> = command[1..].to_vec();
-    args.extend(container.args.clone().unwrap_or_default());
-    let secret_data = |secret: Secret, key: &str| -> String {
-        let data = secret.data.unwrap_or_default();
-        String::from_utf8(data.get(key).expect("secret key").0.clone()).unwrap()
-    };
-    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-    for mount in container.volume_mounts.clone().unwrap_or_default() {
-        let volume = spec
-            .volumes
-            .as_ref()
-            .and_then(|v| v.iter().find(|v| v.name == mount.name))
-            .expect("a mount names a volume");
-        let dir = files.join(mount.mount_path.trim_start_matches('/'));
-        std::fs::create_dir_all(&dir).unwrap();
-        if let Some(source) = &volume.secret {
-            let secret = secrets
-                .get(source.secret_name.as_deref().unwrap())
-                .await
-                .expect("a mounted Secret exists");
-            for item in source.items.clone().unwrap_or_default() {
-                std::fs::write(dir.join(&item.path), secret_data(secret.clone(), &item.key))
-                    .unwrap();
-            }
-        }
-        mounts.push((mount.mount_path.clone(), dir));
-    }
-    let mut env = BTreeMap::new();
-    for var in container.env.clone().unwrap_or_default() {
-        let value = if let Some(value) = var.value {
-            mounts
-                .iter()
-                .find(|(path, _)| value.starts_with(path.as_str()))
-                .map(|(path, dir)| format!("{}{}", dir.display(), &value[path.len()..]))
-                .unwrap_or(value)
-        } else if let Some(key_ref) = var.value_from.and_then(|v| v.secret_key_ref) {
-            let secret = secrets
-                .get(&key_ref.name)
-                .await
-                .expect("a referenced Secret");
-            secret_data(secret, &key_ref.key)
-        } else {
-            continue;
-        };
-        env.insert(var.name, value);
-    }
-    HostCommand { program, args, env }
-}
-
-impl HostCommand {
-    /// Starts it with `WAPIPE_LISTEN` moved to a free loopback port (pods would each have their own IP).
-    fn start(&self, log: &Path) -> (PodProcess, u16) {
-        let port = wapipe_testkit::free_port();
-        let file = std::fs::File::create(log).unwrap();
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            .envs(&self.env)
-            .env("WAPIPE_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.program.display()));
-        (PodProcess { child }, port)
-    }
-}
 
 fn meta_post(run: &str, n: usize, per_post: usize) -> String {
     let changes: Vec<String> = (0..per_post)
@@ -255,23 +154,13 @@ async fn webhooks_reach_postgres_through_host_processes_run_from_the_pod_templat
     let (_ingress, ingress_port) = ingress_cmd.start(&files.path().join("ingress.log"));
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{ingress_port}/webhook");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let ready = http
-            .get(format!("http://127.0.0.1:{ingress_port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingress never ready: {}",
-            std::fs::read_to_string(files.path().join("ingress.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    host_pods::wait_ready(
+        &http,
+        ingress_port,
+        &files.path().join("ingress.log"),
+        PATIENCE,
+    )
+    .await;
 
     // A burst before any worker runs: the lag the operator must scale for.
     const POSTS: usize = 30;

@@ -199,13 +199,23 @@ fn argo_cd_tracking_labels_and_annotations_never_reach_children() {
 fn secrets_are_referenced_by_file_or_secret_key_ref_and_never_copied() {
     let children = build(&valid("pipeline-meta-postgres.yaml"));
     let ingress = container(&children.ingress_deployment);
+    // The whole Secret is mounted, so a rotation's new key appears without a restart; the
+    // referenced key is the prefix of the trusted ones.
     assert_eq!(
-        plain(ingress, "WAPIPE_APP_SECRET_FILE").as_deref(),
-        Some("/var/run/secrets/wapipe/app-secret/app-secret")
+        plain(ingress, "WAPIPE_APP_SECRET_DIR").as_deref(),
+        Some("/var/run/secrets/wapipe/app-secret")
     );
     assert_eq!(
-        plain(ingress, "WAPIPE_VERIFY_TOKEN_FILE").as_deref(),
-        Some("/var/run/secrets/wapipe/verify-token/verify-token")
+        plain(ingress, "WAPIPE_APP_SECRET_PREFIX").as_deref(),
+        Some("app-secret")
+    );
+    assert_eq!(
+        plain(ingress, "WAPIPE_VERIFY_TOKEN_DIR").as_deref(),
+        Some("/var/run/secrets/wapipe/verify-token")
+    );
+    assert_eq!(
+        plain(ingress, "WAPIPE_VERIFY_TOKEN_PREFIX").as_deref(),
+        Some("verify-token")
     );
     assert_eq!(
         plain(ingress, "WAPIPE_KAFKA_SASL_PASSWORD_FILE").as_deref(),

@@ -17,6 +17,9 @@
 #      with a 20 s cleanup deadline so an abandoned cleanup shows within the test's patience
 #   5. the whole loop (operator/tests/cluster_loop.rs): ingress and workers as host processes
 #      from the Deployments' pod templates, signed webhooks into PostgreSQL, scaled on lag
+#   5b. secret rotation (operator/tests/cluster_rotation.rs): the ingress from its pod template,
+#      its mounted Secret kept in step with the API's Secret as the kubelet does; the Secret
+#      gains a key, the sender switches, the old key goes: every answer 200, then the old key 401
 #   6. two operator processes (operator/tests/cluster_lease.rs): one holds the Lease, kill it
 #      and the other takes over and reconciles
 #   7. the Argo CD health check on the statuses captured in 4
@@ -217,6 +220,13 @@ loop_test() {
   WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" cargo test -q -p wapipe-operator --test cluster_loop
 }
 check "the whole loop: ingress and workers run from the pod templates, rows in PostgreSQL, scaled on their lag" loop_test
+rotation_test() {
+  cargo build -q -p wapipe-ingress
+  WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" \
+    cargo test -q -p wapipe-operator --test cluster_rotation -- --ignored --nocapture
+}
+check "secret rotation on a real Secret under steady signed load: no answer but 200, then the old key gets 401, no rollout" rotation_test
+grep -A6 '^rotation on the real Secret' "$work/check.log" || true
 no_refusal() {
   if grep -Ei 'forbidden|code: 403' "$log_file"; then return 1; fi
   kill -0 "$operator_pid"

@@ -96,11 +96,55 @@ pub fn secret(given: Option<&str>, file: &Path) -> anyhow::Result<(String, Origi
     Ok((secret, Origin::Generated))
 }
 
+/// The name of the secret `--app-secret` gives (or `wapipe up` generates).
+pub const DEFAULT_APP: &str = "app-secret";
+
+/// Parses `--app NAME=SECRET`. The name becomes a file name and a path segment
+/// (`/webhook/NAME`), so it is kept to letters, digits, `-`, `_` and `.`, not leading.
+pub fn parse_app(text: &str) -> Result<(String, String), String> {
+    let (name, secret) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=SECRET, got {:?}", text.split('=').next()))?;
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+    if name.is_empty() || name.len() > 63 || name.starts_with('.') || !name.bytes().all(plain) {
+        return Err(format!(
+            "app name {name:?}: 1 to 63 letters, digits, '-', '_' or '.', not starting with '.'"
+        ));
+    }
+    if secret.is_empty() {
+        return Err(format!("app {name}: the secret is empty"));
+    }
+    Ok((name.to_string(), secret.to_string()))
+}
+
+/// Writes one file per app (named by the app, holding its secret) into `dir`, replacing what
+/// an earlier run left there, and returns `dir`: the ingress's `--app-secret-dir`.
+pub fn write_app_secrets(dir: &Path, apps: &[(String, String)]) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut names: Vec<&str> = apps.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        bail!("two apps are named {:?}", pair[0]);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for (name, secret) in apps {
+        let file = dir.join(name);
+        std::fs::write(&file, secret).with_context(|| format!("writing {}", file.display()))?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// The ingress's settings.
 pub struct IngressEnv<'a> {
     pub port: u16,
     pub brokers: &'a str,
-    pub app_secret: &'a str,
+    /// Every app secret, one file each (see [`write_app_secrets`]).
+    pub app_secret_dir: &'a Path,
     pub verify_token: &'a str,
     pub produce_timeout: Duration,
 }
@@ -114,7 +158,11 @@ pub fn ingress(pipeline: &LocalPipeline, settings: &IngressEnv<'_>) -> BTreeMap<
             format!("127.0.0.1:{}", settings.port),
         ),
         (wenv::PROVIDER.into(), pipeline.provider().as_str().into()),
-        (wenv::APP_SECRET.into(), settings.app_secret.into()),
+        (
+            wenv::APP_SECRET_DIR.into(),
+            settings.app_secret_dir.display().to_string(),
+        ),
+        (wenv::SECRET_RELOAD_INTERVAL.into(), "1s".into()),
         (wenv::VERIFY_TOKEN.into(), settings.verify_token.into()),
         (wenv::TOPIC.into(), spec.topic.name.clone()),
         (wenv::KAFKA_BROKERS.into(), settings.brokers.into()),
@@ -178,6 +226,38 @@ mod tests {
             SinkChoice::Sqlite("/var/rows.db".into())
         );
         assert!(SinkChoice::from_url(Some("mysql://x"), dir).is_err());
+    }
+
+    #[test]
+    fn apps_are_name_equals_secret_with_a_plain_name() {
+        assert_eq!(
+            parse_app("shop-a=s3cr=t").unwrap(),
+            ("shop-a".to_string(), "s3cr=t".to_string())
+        );
+        for bad in ["no-equals", "=secret", ".hidden=x", "a/b=x", "empty="] {
+            assert!(parse_app(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn app_secrets_replace_the_directory_and_two_of_one_name_are_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("app-secrets");
+        let apps = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(n, s)| (n.to_string(), s.to_string()))
+                .collect()
+        };
+        write_app_secrets(&dir, &apps(&[("old", "x"), ("a", "1")])).unwrap();
+        write_app_secrets(&dir, &apps(&[("a", "1"), ("b", "2")])).unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["a", "b"]);
+        assert_eq!(std::fs::read_to_string(dir.join("b")).unwrap(), "2");
+        assert!(write_app_secrets(&dir, &apps(&[("a", "1"), ("a", "2")])).is_err());
     }
 
     #[test]
