@@ -404,6 +404,15 @@ pub struct PipelineStatus {
     /// Whether the operator created the dead-letter topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_topic_created: Option<bool>,
+    /// Every topic the operator created for this pipeline, by name, kept across edits: under
+    /// `deletionPolicy: Delete` these, and only these, are deleted (unless another pipeline
+    /// claims one by then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_topics: Option<Vec<String>>,
+    /// The id of the Kafka cluster the pipeline's topics live on, as Kafka reports it: claims on
+    /// topics and consumer groups are compared by it, not by bootstrap address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_cluster_id: Option<String>,
     /// Total consumer-group lag at the last poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_lag: Option<i64>,
