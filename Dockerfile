@@ -1,12 +1,13 @@
-# syntax=docker/dockerfile:1
 # One image for every wapipe component: wapipe-operator, wapipe-ingress, wapipe-worker and
 # the wapipe CLI. The operator gives its own image to the ingress and worker pods it
 # creates (WAPIPE_IMAGE), so the three never run different versions.
 #
 #   docker build -t ghcr.io/wapipe/wapipe:dev .
 #
-# Not built on the project's development machines (no Docker engine there); the kind
-# suite (tests/e2e/run.sh, .github/workflows/e2e.yml) builds it where Docker exists.
+# On a machine that cannot pull the public base images, scripts/image.sh makes them locally
+# under the names below and builds this file unchanged (docs/real-node.md). No `# syntax=`
+# line: BuildKit's built-in Dockerfile frontend (Docker 20.10 and later) has the cache mounts
+# used below, and a syntax line would make every build fetch the frontend from Docker Hub.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm

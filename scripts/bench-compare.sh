@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark: wapipe's ingress and worker beside the usual Python service
-# (../shared/peers/python_ingress.py) and the raw librdkafka producer and consumer, on one
+# (../shared/peers/python_ingress.py) and Python worker (python_worker.py) and the raw librdkafka producer and consumer, on one
 # private Apache Kafka, printed as one table. Builds the release binaries first; installs wrk and
-# the peer's Python packages when missing. Takes about five minutes; asserts nothing.
+# the peers' Python packages when missing. Takes about three to five minutes; asserts nothing.
 #
-#   bash scripts/bench-compare.sh [--seconds 15] [--connections 64] [--worker-events 20000] [--skip-worker]
+#   bash scripts/bench-compare.sh [--seconds 15] [--connections 64] [--worker-events 120000] [--rss-events 1000000] [--skip-worker]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-python3 -c 'import fastapi, uvicorn, confluent_kafka' 2>/dev/null || python3 -m pip install -q fastapi uvicorn confluent-kafka
+python3 -c "import fastapi, uvicorn, confluent_kafka, psycopg2" 2>/dev/null || python3 -m pip install -q fastapi uvicorn confluent-kafka psycopg2-binary
 bash scripts/install-kafka.sh >/dev/null
 bash scripts/postgres.sh
 target="${CARGO_TARGET_DIR:-$repo/target}"

@@ -9,8 +9,15 @@ Stages (each on the same private Apache Kafka):
   2. `wapipe bench ingress`: the raw rdkafka producer ceiling (same records, headers, acks and
      idempotence, the same number in flight) beside the ingress loaded by `wapipe send`.
   3. `wapipe send --rate` at half the ingress's wrk rate: p99 at half load, and the RSS.
-  4. The worker benchmark: raw rdkafka consumer ceiling, worker with the log sink, the
-     PostgreSQL sink (synchronous commit), the SQLite sink.
+  4. The worker, on --worker-events events produced through the ingress by `wapipe send` (10
+     events per POST, 1000 users, 12 partitions), each consumer drained from the start with its
+     own group (and schema): the raw rdkafka consumer ceiling, the worker with the log sink, the
+     PostgreSQL sink (default settings, synchronous commit) beside the usual Python worker
+     (../shared/peers/python_worker.py) and the database's own ceiling for the same rows (COPY
+     from one client), the SQLite sink.
+  5. End to end, one ingress and one worker (PostgreSQL): `wapipe send` at half the worker's
+     PostgreSQL rate, p50/p99 from the ingress receiving an event to its row being committed.
+  6. Peak RSS of a worker (log sink, default buffer) draining a backlog of --rss-events records.
 
 Prints figures only; asserts nothing.
 """
@@ -157,16 +164,17 @@ def main() -> int:
     parser.add_argument("--bin-dir", type=Path, required=True, help="release binaries (wapipe, wapipe-ingress, worker bench)")
     parser.add_argument("--seconds", type=int, default=15, help="duration of each wrk run")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
-    parser.add_argument("--worker-events", type=int, default=20000, help="events for the worker stage")
+    parser.add_argument("--worker-events", type=int, default=120000, help="events for the worker comparison (through the ingress)")
+    parser.add_argument("--rss-events", type=int, default=1000000, help="backlog for the worker's peak RSS (0 = skip)")
     parser.add_argument("--skip-worker", action="store_true")
     args = parser.parse_args()
     for tool in ("wrk", "java"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} is not installed (apt-get install {tool}; scripts/install-kafka.sh)")
     try:
-        import confluent_kafka, fastapi, uvicorn  # noqa: F401
+        import confluent_kafka, fastapi, psycopg2, uvicorn  # noqa: F401
     except ImportError as error:
-        raise SystemExit(f"bench: the Python peer needs fastapi, uvicorn and confluent-kafka: pip install fastapi uvicorn confluent-kafka ({error})")
+        raise SystemExit(f"bench: the Python peers need fastapi, uvicorn, confluent-kafka and psycopg2: pip install fastapi uvicorn confluent-kafka psycopg2-binary ({error})")
 
     state = Path(tempfile.mkdtemp(prefix="wapipe-bench-"))
     kafka_port = free_port()
@@ -221,9 +229,9 @@ def main() -> int:
 
         ceiling_out = run([str(args.bin_dir / "wapipe"), "bench", "ingress", "--brokers", brokers, "--requests", "20000", "--concurrency", str(args.connections)])
 
-        worker_out = ""
+        worker = None
         if not args.skip_worker:
-            worker_out = run([str(args.bin_dir / "examples" / "bench"), str(args.worker_events), "12"], env={"WAPIPE_TEST_BROKERS": brokers}, timeout=1800)
+            worker = worker_stages(args, brokers, state, services)
     finally:
         for service in services:
             service.stop()
@@ -254,11 +262,127 @@ def main() -> int:
             f"wapipe-ingress under wrk ({args.connections} connections, so {args.connections} one-event POSTs in flight) "
             f"÷ raw producer with {awaited.group(1)} records in flight: {ours['rps']:.0f} ÷ {raw_rate:.0f} = {ours['rps'] / raw_rate:.2f}"
         )
-    if worker_out:
-        print()
-        print("worker (one replica) beside the raw consumer ceiling:")
-        print(worker_out.strip())
+    if worker:
+        print_worker(worker)
     return 0
+
+
+def figure(pattern: str, text: str) -> float | None:
+    match = re.search(pattern, text)
+    return float(match.group(1).replace(",", "")) if match else None
+
+
+def start_ingress(args: argparse.Namespace, brokers: str, topic: str, state: Path, services: list[Service]) -> tuple[Service, str]:
+    port = free_port()
+    ingress = Service(
+        f"wapipe-ingress ({topic})",
+        [str(args.bin_dir / "wapipe-ingress")],
+        {"WAPIPE_LISTEN": f"127.0.0.1:{port}", "WAPIPE_APP_SECRET": SECRET, "WAPIPE_TOPIC": topic, "WAPIPE_KAFKA_BROKERS": brokers, "RUST_LOG": "warn"},
+        REPO,
+        f"http://127.0.0.1:{port}/readyz",
+        state / f"ingress-{topic}.log",
+    )
+    services.append(ingress)
+    return ingress, f"http://127.0.0.1:{port}/webhook"
+
+
+def send(args: argparse.Namespace, url: str, requests: int, rate: float | None = None) -> str:
+    argv = [str(args.bin_dir / "wapipe"), "send", "--url", url, "--secret", SECRET, "--requests", str(requests), "--batch", "10", "--users", "1000", "--concurrency", "64"]
+    if rate:
+        argv += ["--rate", f"{rate:.0f}"]
+    return run(argv)
+
+
+def worker_stages(args: argparse.Namespace, brokers: str, state: Path, services: list[Service]) -> dict[str, object]:
+    """Stages 4-6. Each consumer drains the same topic from the start in a group of its own."""
+    bench = str(args.bin_dir / "examples" / "bench")
+    wapipe = str(args.bin_dir / "wapipe")
+    out: dict[str, object] = {}
+    topic = "bench_worker"
+    run([wapipe, "topics", "create", "--kafka-brokers", brokers, "--topic", topic, "--partitions", "12"])
+    ingress, url = start_ingress(args, brokers, topic, state, services)
+    sent = send(args, url, max(1, args.worker_events // 10))
+    ingress.stop()
+    services.remove(ingress)
+    events = int(figure(r"events\s+(\d+) acknowledged", sent) or 0)
+    if events == 0:
+        raise SystemExit(f"bench: no event reached the worker topic:\n{sent}")
+    out["events"] = events
+    env = {"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": topic}
+    out["bench"] = run([bench, str(events), "12"], env={**env, "WAPIPE_BENCH_STAGES": "raw,log,postgres,sqlite"}, timeout=1200)
+
+    schema = f"py_peer_{os.getpid()}"
+    peer = run(
+        [sys.executable, str(SHARED / "peers" / "python_worker.py")],
+        env={"BOOTSTRAP": brokers, "TOPIC": topic, "GROUP": f"py-peer-{os.getpid()}", "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test", "SCHEMA": schema, "EXIT_AFTER": str(events)},
+        timeout=1200,
+    )
+    out["python"] = peer
+
+    # End to end at half the worker's PostgreSQL rate, one ingress and one worker.
+    pg_rate = figure(r"worker, postgres sink \(synchronous commit\):\s+([\d.]+)", str(out["bench"])) or 1000.0
+    rate = max(1.0, pg_rate / 2 / 10)
+    requests = max(1, int(rate * 10))
+    e2e_topic = "bench_e2e"
+    run([wapipe, "topics", "create", "--kafka-brokers", brokers, "--topic", e2e_topic, "--partitions", "12"])
+    ingress, url = start_ingress(args, brokers, e2e_topic, state, services)
+    probe = subprocess.Popen([bench, str(requests * 10), "12"], env={**os.environ, "WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": e2e_topic, "WAPIPE_BENCH_STAGES": "e2e"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert probe.stdout is not None
+    lines = []
+    for line in probe.stdout:
+        lines.append(line)
+        if "e2e: ready" in line:
+            break
+    sent_e2e = send(args, url, requests, rate)
+    rest, _ = probe.communicate(timeout=600)
+    ingress.stop()
+    services.remove(ingress)
+    out["e2e"] = "".join(lines) + rest
+    out["e2e_rate"] = rate * 10
+    out["e2e_send"] = sent_e2e
+
+    if args.rss_events:
+        rss_topic = "bench_rss"
+        run([wapipe, "topics", "create", "--kafka-brokers", brokers, "--topic", rss_topic, "--partitions", "12"])
+        rss_env = {"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": rss_topic}
+        run([bench, str(args.rss_events), "12"], env={**rss_env, "WAPIPE_BENCH_STAGES": "produce"}, timeout=1200)
+        out["rss"] = run([bench, str(args.rss_events), "12"], env={**rss_env, "WAPIPE_BENCH_STAGES": "log"}, timeout=1200)
+        out["rss_events"] = args.rss_events
+    return out
+
+
+def print_worker(w: dict[str, object]) -> None:
+    bench, peer, e2e = str(w["bench"]), str(w["python"]), str(w["e2e"])
+    raw = figure(r"raw rdkafka consumer:\s+([\d.]+)", bench)
+    log = figure(r"worker, log sink:\s+([\d.]+)", bench)
+    pg = figure(r"worker, postgres sink \(synchronous commit\):\s+([\d.]+)", bench)
+    copy = figure(r"ceiling: the same rows by COPY[^:]*:\s+([\d.]+)", bench)
+    lite = figure(r"worker, sqlite sink:\s+([\d.]+)", bench)
+    py = figure(r"records_per_s=([\d.]+)", peer)
+    ratio = lambda a, b: f"{a / b:.2f}" if a and b else "?"
+    fmt = lambda v: f"{v:,.0f}" if v else "?"
+    print()
+    print(f"Worker (one replica, default settings), {w['events']:,} events produced through the ingress by `wapipe send` (10 per POST, 1000 users, 12 partitions); each consumer drains them from the start in a group of its own:")
+    print()
+    print("| consumer | events/s | ratio |")
+    print("| --- | --- | --- |")
+    print(f"| ceiling: raw rdkafka consumer, same topic | {fmt(raw)} | |")
+    print(f"| wapipe-worker, log sink | {fmt(log)} | {ratio(log, raw)} of the raw consumer |")
+    print(f"| wapipe-worker, PostgreSQL sink (synchronous commit, idempotent upserts) | {fmt(pg)} | **{ratio(pg, py)}×** the Python worker; {ratio(pg, copy)} of COPY |")
+    print(f"| Python worker (confluent-kafka + psycopg2, 500 rows per transaction, idempotent upserts) | {fmt(py)} | 1 |")
+    print(f"| ceiling: the same rows by COPY, one client, one transaction | {fmt(copy)} | |")
+    print(f"| wapipe-worker, SQLite sink | {fmt(lite)} | |")
+    print()
+    p50 = figure(r"p50 ([\d.]+) ms", e2e)
+    p99 = figure(r"p99 ([\d.]+) ms", e2e)
+    sent = str(w["e2e_send"])
+    achieved = figure(r"events/s\s+([\d.]+)", sent)
+    post_p99 = figure(r"latency p99\s+([\d.]+) ms", sent)
+    print(f"End to end, one ingress and one worker (PostgreSQL), `wapipe send` asked for {float(w['e2e_rate']):,.0f} events/s (half the worker's rate above) and got {fmt(achieved)} acknowledged (POST p99 {post_p99} ms): ingress received -> row committed p50 {p50} ms, p99 {p99} ms")
+    if "rss" in w:
+        rss = figure(r"peak RSS: ([\d.]+) MiB", str(w["rss"]))
+        drained = figure(r"worker, log sink:\s+([\d.]+)", str(w["rss"]))
+        print(f"Peak RSS of the worker process draining a {int(w['rss_events']):,}-record backlog (log sink, --max-buffered 2000): {rss} MiB (drained at {fmt(drained)} events/s)")
 
 
 if __name__ == "__main__":

@@ -20,16 +20,10 @@ ETCD_VERSION="${WAPIPE_ETCD_VERSION:-3.6.14}"
 KWOK_VERSION="${WAPIPE_KWOK_VERSION:-0.8.0}"
 HELM_VERSION="${WAPIPE_HELM_VERSION:-3.21.4}"
 
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
-
-cache="${WAPIPE_CP_CACHE:-}"
-if [[ -z "$cache" ]]; then
-  cache=/var/cache/wapipe/k8s
-  if ! mkdir -p "$cache" 2>/dev/null || [[ ! -w "$cache" ]]; then
-    cache="$HOME/.cache/wapipe/k8s"
-  fi
-fi
-mkdir -p "$cache"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/lib/gobuild.sh
+source "$repo/scripts/lib/gobuild.sh"
+cache="$(gobuild_cache)"
 
 set_dir="$cache/kube-$KUBE_VERSION.etcd-$ETCD_VERSION.kwok-$KWOK_VERSION.helm-$HELM_VERSION"
 kube_dir="$cache/kube-$KUBE_VERSION"
@@ -62,81 +56,38 @@ if [[ "${1:-}" == "--print" ]]; then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "go is required (Go >= 1.26)" >&2; exit 1; }
 log() { printf '[build-control-plane] %s\n' "$*" >&2; }
-
-# timed NAME CMD...: runs CMD, logs how long it took to the build-times log.
-timed() {
-  local name="$1" start end
-  shift
-  start=$(date +%s)
-  "$@"
-  end=$(date +%s)
-  printf '%s %s %ss (go %s, %s cores)\n' "$(date -u +%FT%TZ)" "$name" "$((end - start))" \
-    "$(go env GOVERSION)" "$(nproc)" >>"$cache/build-times.log"
-  log "$name built in $((end - start))s"
-}
-
-# A wrapper module per component: k8s.io/kubernetes and etcd's server module carry replace
-# directives that `go install pkg@version` refuses, and separate modules keep minimal version
-# selection from moving one component's libraries inside another's build.
-new_module() {
-  rm -rf "$1/mod"
-  mkdir -p "$1/mod" "$1/bin"
-  (cd "$1/mod" && go mod init "wapipe.invalid/$2" >/dev/null 2>&1)
-}
+timed() { gobuild_timed "$cache" "$@"; }
 
 build_kube() {
   local b missing=0
   for b in "${kube_bins[@]}"; do [[ -x "$kube_dir/bin/$b" ]] || missing=1; done
   ((missing)) || return 0
   log "kubernetes v$KUBE_VERSION"
-  [[ -f "$kube_dir/mod/go.sum" ]] || {
-    new_module "$kube_dir" k8sbin
-    (
-      cd "$kube_dir/mod"
-      # k8s.io/kubernetes requires every staging module at v0.0.0 and maps it to ./staging;
-      # a dependent module must replace each with its published v0.<minor>.<patch> tag.
-      gomod="$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
-      staging=$(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" | sort -u)
-      [[ -n "$staging" ]] || { echo "no staging modules found in $gomod" >&2; exit 1; }
-      local m
-      for m in $staging; do go mod edit -replace="$m=$m@v0.${KUBE_VERSION#1.}"; done
-      go mod edit -require="k8s.io/kubernetes@v$KUBE_VERSION"
-      for b in "${kube_bins[@]}"; do go get -tool "k8s.io/kubernetes/cmd/$b@v$KUBE_VERSION"; done
-    )
-  }
-  local minor="${KUBE_VERSION#1.}"
-  minor="${minor%%.*}"
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION"
-  ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
-  ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
-  ld+=" -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION"
-  ld+=" -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  gobuild_kube_module "$kube_dir" "$KUBE_VERSION" "${kube_bins[@]}"
+  local ld
+  ld="$(gobuild_kube_ldflags "$KUBE_VERSION")"
   for b in "${kube_bins[@]}"; do
     [[ -x "$kube_dir/bin/$b" ]] && continue
     # One binary at a time, so the log shows what each one adds (the first pays the shared libraries).
-    timed "$b-v$KUBE_VERSION" bash -c "cd '$kube_dir/mod' && nice -n 10 go build -ldflags '$ld' -o '$kube_dir/bin/$b.tmp' k8s.io/kubernetes/cmd/$b"
-    mv "$kube_dir/bin/$b.tmp" "$kube_dir/bin/$b"
+    timed "$b-v$KUBE_VERSION" gobuild_go "$kube_dir" "$kube_dir/bin/$b" "k8s.io/kubernetes/cmd/$b" "$ld"
   done
 }
 
 build_etcd() {
   [[ -x "$etcd_dir/bin/etcd" ]] && return 0
   log "etcd v$ETCD_VERSION"
-  new_module "$etcd_dir" etcdbin
+  gobuild_module "$etcd_dir" etcdbin
   (cd "$etcd_dir/mod" && go get -tool "go.etcd.io/etcd/server/v3@v$ETCD_VERSION")
-  timed "etcd-v$ETCD_VERSION" bash -c "cd '$etcd_dir/mod' && nice -n 10 go build -ldflags '-s -w' -o '$etcd_dir/bin/etcd.tmp' go.etcd.io/etcd/server/v3"
-  mv "$etcd_dir/bin/etcd.tmp" "$etcd_dir/bin/etcd"
+  timed "etcd-v$ETCD_VERSION" gobuild_go "$etcd_dir" "$etcd_dir/bin/etcd" go.etcd.io/etcd/server/v3
 }
 
 build_kwok() {
   if [[ ! -x "$kwok_dir/bin/kwok" ]]; then
     log "kwok v$KWOK_VERSION"
-    new_module "$kwok_dir" kwokbin
+    gobuild_module "$kwok_dir" kwokbin
     (cd "$kwok_dir/mod" && go get -tool "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION")
-    timed "kwok-v$KWOK_VERSION" bash -c "cd '$kwok_dir/mod' && nice -n 10 go build -ldflags '-s -w' -o '$kwok_dir/bin/kwok.tmp' sigs.k8s.io/kwok/cmd/kwok"
-    mv "$kwok_dir/bin/kwok.tmp" "$kwok_dir/bin/kwok"
+    timed "kwok-v$KWOK_VERSION" gobuild_go "$kwok_dir" "$kwok_dir/bin/kwok" sigs.k8s.io/kwok/cmd/kwok
   fi
   if [[ ! -s "$kwok_dir/stages.yaml" ]]; then
     # kwok needs Stage objects: node initialisation and lease heartbeat, pods becoming Ready,
@@ -158,19 +109,17 @@ build_kwok() {
 build_helm() {
   [[ -x "$helm_dir/bin/helm" ]] && return 0
   log "helm v$HELM_VERSION"
-  new_module "$helm_dir" helmbin
+  gobuild_module "$helm_dir" helmbin
   (cd "$helm_dir/mod" && go get -tool "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION")
   local minor="${KUBE_VERSION#1.}"
   minor="${minor%%.*}"
   local ld="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
   ld+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
-  timed "helm-v$HELM_VERSION" bash -c "cd '$helm_dir/mod' && nice -n 10 go build -ldflags '$ld' -o '$helm_dir/bin/helm.tmp' helm.sh/helm/v3/cmd/helm"
-  mv "$helm_dir/bin/helm.tmp" "$helm_dir/bin/helm"
+  timed "helm-v$HELM_VERSION" gobuild_go "$helm_dir" "$helm_dir/bin/helm" helm.sh/helm/v3/cmd/helm "$ld"
 }
 
 if ! complete; then
-  go_minor="$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')"
-  ((go_minor >= 26)) || { echo "Go >= 1.26 is required (found $(go env GOVERSION))" >&2; exit 1; }
+  gobuild_check
   build_etcd
   build_kwok
   build_helm

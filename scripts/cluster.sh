@@ -12,6 +12,9 @@
 #   WAPIPE_CLUSTER_PORT_BASE    first of the six loopback ports (default 26440): etcd client, etcd
 #                               peer, apiserver, controller-manager, scheduler, kwok
 #   WAPIPE_CLUSTER_NODES        number of fake nodes (default 2)
+#   WAPIPE_CLUSTER_ADDRESS      address kube-apiserver binds to and advertises (default 127.0.0.1,
+#                               advertising the host's first address); scripts/node.sh passes its
+#                               bridge's address so that pods reach the API server there
 #   WAPIPE_CLUSTER_AUDIT        1: kube-apiserver writes every request (metadata only: user, user
 #                               agent, verb, resource) to logs/audit.log, for counting a client's
 #                               requests (scripts/measure-operator-scale.sh); default off
@@ -23,6 +26,7 @@ cmd="${1:-}"
 state="${WAPIPE_STATE_DIR:-$repo/.wapipe}/cluster"
 base="${WAPIPE_CLUSTER_PORT_BASE:-26440}"
 nodes="${WAPIPE_CLUSTER_NODES:-2}"
+address="${WAPIPE_CLUSTER_ADDRESS:-127.0.0.1}"
 etcd_port=$base
 etcd_peer_port=$((base + 1))
 api_port=$((base + 2))
@@ -64,7 +68,7 @@ wait_for() {
   die "$what not reached within ${seconds}s; logs in $state/logs/"
 }
 
-readyz() { curl -ksf --max-time 3 -H "Authorization: Bearer $(cat "$state/run/admin.token")" "https://127.0.0.1:$api_port/readyz"; }
+readyz() { curl -ksf --max-time 3 -H "Authorization: Bearer $(cat "$state/run/admin.token")" "https://$address:$api_port/readyz"; }
 k() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
 stop_all() {
@@ -106,6 +110,7 @@ case "$cmd" in
     # address it looks for a default route); the kubernetes Service endpoint gets it.
     host_ip="$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+\.' | grep -v '^127\.' | head -n1 || true)"
     [[ -n "$host_ip" ]] || host_ip=10.255.255.1
+    [[ "$address" == 127.* ]] || host_ip="$address"
     run="$state/run"
     head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$run/admin.token"
     token="$(cat "$run/admin.token")"
@@ -118,7 +123,7 @@ kind: Config
 clusters:
   - name: wapipe
     cluster:
-      server: https://127.0.0.1:$api_port
+      server: https://$address:$api_port
       insecure-skip-tls-verify: true
 users:
   - name: admin
@@ -149,9 +154,11 @@ EOF
       audit_args=(--audit-policy-file "$run/audit-policy.yaml" --audit-log-path "$state/logs/audit.log"
         --audit-log-format json --audit-log-mode blocking)
     fi
-    log "kube-apiserver on https://127.0.0.1:$api_port"
+    log "kube-apiserver on https://$address:$api_port"
+    # InternalIP first: kubectl logs/exec reach a real node's kubelet at its address, not by a
+    # node name no resolver knows.
     start kube-apiserver "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-      --bind-address 127.0.0.1 --secure-port "$api_port" --advertise-address "$host_ip" \
+      --bind-address "$address" --kubelet-preferred-address-types InternalIP --secure-port "$api_port" --advertise-address "$host_ip" \
       --cert-dir "$run/pki" --token-auth-file "$run/tokens.csv" --authorization-mode Node,RBAC \
       --allow-privileged=true --service-cluster-ip-range 10.96.0.0/16 \
       --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -169,7 +176,9 @@ EOF
       --leader-elect=false --bind-address 127.0.0.1 --secure-port "$sched_port" --profiling=false
 
     log "kwok with $nodes fake node(s)"
-    start kwok "$bin/kwok" --kubeconfig "$kubeconfig" --manage-all-nodes=true \
+    # Only the fake nodes (their annotation): a real node's pods and Lease are its kubelet's.
+    start kwok "$bin/kwok" --kubeconfig "$kubeconfig" --manage-all-nodes=false \
+      --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
       --config "$bin_dir/../stages.yaml" --node-lease-duration-seconds 40 --cidr 10.244.0.0/16 \
       --node-ip "$host_ip" --server-address "127.0.0.1:$kwok_port"
     wait_for 60 "the default ServiceAccount" k -n default get serviceaccount default

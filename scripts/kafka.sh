@@ -7,6 +7,9 @@
 #   scripts/kafka.sh status         exit 0 and the address when it answers, 1 otherwise
 #
 #   WAPIPE_KAFKA_PORT   broker port (default 19092; the controller listens on port + 1)
+#   WAPIPE_KAFKA_ADDRESS address the broker listens on and advertises (default 127.0.0.1; the
+#                       real node's bridge address, so that pods reach it); the controller
+#                       stays on loopback
 #   WAPIPE_STATE_DIR    state dir (default .wapipe in the checkout); the broker uses kafka/ in it
 #   KAFKA_HEAP_OPTS     JVM heap (default -Xms256m -Xmx768m)
 #   WAPIPE_CACHE        where install-kafka.sh put the jars
@@ -14,6 +17,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cmd="${1:-}"
 port="${2:-${WAPIPE_KAFKA_PORT:-19092}}"
+address="${WAPIPE_KAFKA_ADDRESS:-127.0.0.1}"
 state="${WAPIPE_STATE_DIR:-$repo/.wapipe}"
 dir="$state/kafka"
 pidfile="$dir/kafka.pid"
@@ -30,14 +34,14 @@ done
 # shellcheck source=scripts/lib/proc.sh
 source "$repo/scripts/lib/proc.sh"
 running() { proc_pid "$pidfile" >/dev/null; }
-answers() { python3 "$repo/scripts/kafka/probe.py" 127.0.0.1 "$port" 2; }
+answers() { python3 "$repo/scripts/kafka/probe.py" "$address" "$port" 2; }
 
 case "$cmd" in
   start)
     mkdir -p "$dir"
     if running; then
       echo "kafka: already running (pid $(proc_pid "$pidfile"))" >&2
-      echo "127.0.0.1:$port"
+      echo "$address:$port"
       exit 0
     fi
     if [[ -z "$libs" ]]; then
@@ -45,12 +49,12 @@ case "$cmd" in
       exit 1
     fi
     for p in "$port" "$((port + 1))"; do
-      if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      if (exec 3<>"/dev/tcp/$address/$p") 2>/dev/null || (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         echo "kafka: port $p is taken by another process; pass another port (the controller uses port + 1)" >&2
         exit 1
       fi
     done
-    sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$((port + 1))|g" -e "s|@DATA_DIR@|$dir/data|g" \
+    sed -e "s|PLAINTEXT://127.0.0.1:@PORT@|PLAINTEXT://$address:@PORT@|g" -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$((port + 1))|g" -e "s|@DATA_DIR@|$dir/data|g" \
       "$repo/scripts/kafka/server.properties" >"$dir/server.properties"
     cp "$repo/scripts/kafka/log4j2.properties" "$dir/log4j2.properties"
     if [[ ! -f "$dir/data/meta.properties" ]]; then
@@ -65,13 +69,13 @@ case "$cmd" in
     proc_record "$!" "$pidfile"
     for _ in $(seq 1 600); do
       if answers; then
-        echo "127.0.0.1:$port"
+        echo "$address:$port"
         exit 0
       fi
       running || break
       sleep 0.1
     done
-    echo "kafka: did not answer on 127.0.0.1:$port; the end of $log:" >&2
+    echo "kafka: did not answer on $address:$port; the end of $log:" >&2
     tail -n 40 "$log" >&2
     exit 1
     ;;
@@ -80,7 +84,7 @@ case "$cmd" in
     ;;
   status)
     if running && answers; then
-      echo "127.0.0.1:$port"
+      echo "$address:$port"
       exit 0
     fi
     if running; then echo "kafka: running (pid $(proc_pid "$pidfile")) but not answering on $port" >&2; else echo "kafka: not running" >&2; fi

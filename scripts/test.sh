@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, generated CRDs up to date, unit,
 # service and integration tests on Apache Kafka and PostgreSQL, the chart and Argo CD health
-# checks, and the kind end-to-end suite where Docker and kind exist.
+# checks, the kind end-to-end suite where Docker and kind exist, the cluster suite and the node
+# suite (real pods on this machine, where a Docker engine and CAP_NET_ADMIN exist).
 #
 # Starts a shared Kafka broker (scripts/kafka.sh, state in .wapipe/test-kafka) for the run unless
 # WAPIPE_TEST_BROKERS names one, and stops it at the end; tests that stop and restart a broker,
@@ -68,6 +69,19 @@ cluster_status=$?
 set -e
 # --- end of the cluster suite ------------------------------------------------------------
 
+# --- node suite: real pods on a real node of this machine (docs/real-node.md) ---------------
+step "node suite (image built here, local registry, kubelet + containerd, real pods)"
+# Its own Kafka on the node's bridge (port 19500), its own state dir; 77 = SKIPPED (no Docker
+# engine or no CAP_NET_ADMIN here); any other failure fails the run at the end.
+set +e
+WAPIPE_STATE_DIR="$repo/.wapipe/node-suite" bash tests/node/run.sh
+node_status=$?
+set -e
+if [[ "$node_status" == 77 ]]; then
+  echo "node suite: skipped (see the SKIPPED line above)"
+  node_status=0
+fi
+
 step "cargo test (unit, service and integration tests)"
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/wapipe-cargo-test.log"
@@ -80,5 +94,9 @@ echo "cargo: ${passed} passed, ${failed} failed"
 if [[ "$cluster_status" != 0 ]]; then
   echo "cluster suite: failed ($cluster_status); see its output above" >&2
   [[ "$status" != 0 ]] || status="$cluster_status"
+fi
+if [[ "$node_status" != 0 ]]; then
+  echo "node suite: failed ($node_status); see its output above" >&2
+  [[ "$status" != 0 ]] || status="$node_status"
 fi
 exit "$status"

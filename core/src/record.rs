@@ -92,6 +92,16 @@ pub enum EventKind {
     Field,
     /// A signed body whose shape was not understood, kept whole so it can be dead-lettered.
     Unparsed,
+    /// A message the business sent from the WhatsApp Business app, echoed to the API
+    /// (`smb_message_echoes`), keyed by the user it was sent to.
+    Echo,
+    /// A call event or call status (`calls`), keyed by the user's side of the call.
+    Call,
+    /// A group event (`group_lifecycle_update`, `group_participants_update`, ...), keyed by the
+    /// group.
+    Group,
+    /// One thread of a chat history chunk (`history`), keyed by the thread's user.
+    History,
 }
 
 impl EventKind {
@@ -113,12 +123,16 @@ impl EventKind {
         }
     }
 
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Message,
         EventKind::Status,
         EventKind::Error,
         EventKind::Field,
         EventKind::Unparsed,
+        EventKind::Echo,
+        EventKind::Call,
+        EventKind::Group,
+        EventKind::History,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -128,6 +142,10 @@ impl EventKind {
             EventKind::Error => "error",
             EventKind::Field => "field",
             EventKind::Unparsed => "unparsed",
+            EventKind::Echo => "echo",
+            EventKind::Call => "call",
+            EventKind::Group => "group",
+            EventKind::History => "history",
         }
     }
 }
@@ -160,6 +178,17 @@ pub struct Record {
     pub field: Option<String>,
     pub message_id: Option<String>,
     pub status: Option<String>,
+    /// Set when the event is of a field or message type wapipe does not know: it is still
+    /// produced (and written by the worker as raw JSON), and the ingress counts it.
+    pub unknown: Option<UnknownShape>,
+}
+
+/// A shape wapipe does not know: the field (or WASender event) and the message type, `-` when
+/// the field itself is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownShape {
+    pub field: String,
+    pub message_type: String,
 }
 
 impl Record {

@@ -10,6 +10,12 @@
 //! - message: `from`, else `from_user_id` (usernames hide the phone number);
 //! - status: `recipient_participant_id` for group sends, else `recipient_id`, else
 //!   `recipient_user_id`;
+//! - echo (`smb_message_echoes`): the user it went `to`;
+//! - call (`calls`): the caller of a user-initiated call, the callee of a business-initiated
+//!   one; a call status its `recipient_id`;
+//! - group event (`group_*` fields): the `group_id`;
+//! - history: one record per thread, keyed by the thread's `id`;
+//! - `user_preferences` and `smb_app_state_sync`: their user;
 //! - everything with no user: the business `phone_number_id`, else the entry id (WABA);
 //! - WASender: the participant's phone in groups, else the sender's phone.
 //!
@@ -23,7 +29,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::record::{EventKind, Provider, Record};
+use crate::record::{EventKind, Provider, Record, UnknownShape};
 
 /// Splits `body` from `provider` into records. Never fails and never returns an empty list.
 pub fn split(provider: Provider, body: &[u8], fallback_key: &str) -> Vec<Record> {
@@ -52,6 +58,7 @@ fn unparsed(body: &[u8], fallback_key: &str) -> Record {
         field: None,
         message_id: None,
         status: None,
+        unknown: None,
     }
 }
 
@@ -124,7 +131,7 @@ fn lookup(raw: &RawValue, path: &[&str]) -> Option<String> {
 
 /// Normalizes a user identifier for keying: Meta documents `from` with a leading `+` in places
 /// and without it in examples; WASender JIDs carry an `@server` suffix.
-fn normalize_user(id: &str) -> Option<String> {
+pub fn normalize_user(id: &str) -> Option<String> {
     let id = id.trim();
     let id = id.strip_prefix('+').unwrap_or(id);
     let id = id.split_once('@').map_or(id, |(user, _)| user);
@@ -203,11 +210,224 @@ impl MetaChangeContext<'_> {
     }
 }
 
-const EVENT_ARRAYS: [(&str, EventKind); 3] = [
-    ("messages", EventKind::Message),
-    ("statuses", EventKind::Status),
-    ("errors", EventKind::Error),
+/// Meta's change fields wapipe knows (the webhook reference's subscribable fields, calls and
+/// the group fields); a change of any other field is kept whole and flagged as unknown.
+pub const KNOWN_META_FIELDS: &[&str] = &[
+    "account_alerts",
+    "account_review_update",
+    "account_update",
+    "automatic_events",
+    "business_capability_update",
+    "calls",
+    "group_lifecycle_update",
+    "group_participants_update",
+    "group_settings_update",
+    "group_status_update",
+    "history",
+    "message_template_components_update",
+    "message_template_quality_update",
+    "message_template_status_update",
+    "messages",
+    "partner_solutions",
+    "payment_configuration_update",
+    "phone_number_name_update",
+    "phone_number_quality_update",
+    "security",
+    "smb_app_state_sync",
+    "smb_message_echoes",
+    "template_category_update",
+    "user_preferences",
 ];
+
+/// Inbound message types wapipe knows; a message of another type is still produced whole and
+/// flagged as unknown.
+pub const KNOWN_MESSAGE_TYPES: &[&str] = &[
+    "audio",
+    "button",
+    "contacts",
+    "document",
+    "edit",
+    "image",
+    "interactive",
+    "location",
+    "order",
+    "reaction",
+    "request_welcome",
+    "revoke",
+    "sticker",
+    "system",
+    "text",
+    "unsupported",
+    "video",
+];
+
+/// Who an event names as its user: a phone number, else a business-scoped user id.
+type UserOf = fn(&RawValue, &RawObject) -> (Option<String>, Option<String>);
+
+/// One array of events in a change value: its member name, the kind of its events and how
+/// each names its user.
+struct EventArray {
+    name: &'static str,
+    kind: EventKind,
+    user: UserOf,
+}
+
+fn no_user(_: &RawValue, _: &RawObject) -> (Option<String>, Option<String>) {
+    (None, None)
+}
+
+fn message_user(event: &RawValue, _: &RawObject) -> (Option<String>, Option<String>) {
+    (
+        first_user(event, &[&["from"]]),
+        first_user(event, &[&["from_user_id"]]),
+    )
+}
+
+fn status_user(event: &RawValue, _: &RawObject) -> (Option<String>, Option<String>) {
+    let group = lookup(event, &["recipient_type"]).as_deref() == Some("group");
+    let participant = first_user(event, &[&["recipient_participant_id"]]);
+    let phone = if group || participant.is_some() {
+        participant.or_else(|| first_user(event, &[&["recipient_id"]]))
+    } else {
+        first_user(event, &[&["recipient_id"]])
+    };
+    (phone, first_user(event, &[&["recipient_user_id"]]))
+}
+
+/// An echo is sent by the business: its user is the one it went `to`.
+fn echo_user(event: &RawValue, _: &RawObject) -> (Option<String>, Option<String>) {
+    (
+        first_user(event, &[&["to"]]),
+        first_user(event, &[&["to_user_id"], &["recipient_user_id"]]),
+    )
+}
+
+/// A call's user is the caller of a user-initiated call and the callee of a business-initiated
+/// one; without a direction, the side that is not the business's number.
+fn call_user(event: &RawValue, value: &RawObject) -> (Option<String>, Option<String>) {
+    let direction = lookup(event, &["direction"])
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let from = (
+        first_user(event, &[&["from"]]),
+        first_user(event, &[&["from_user_id"]]),
+    );
+    let to = (
+        first_user(event, &[&["to"]]),
+        first_user(event, &[&["to_user_id"]]),
+    );
+    match direction.as_str() {
+        "USER_INITIATED" => from,
+        "BUSINESS_INITIATED" => to,
+        _ => {
+            let business = value
+                .get("metadata")
+                .and_then(|m| first_user(m, &[&["display_phone_number"]]));
+            if business.is_some() && from.0 == business {
+                to
+            } else {
+                from
+            }
+        }
+    }
+}
+
+fn group_user(event: &RawValue, _: &RawObject) -> (Option<String>, Option<String>) {
+    (lookup(event, &["group_id"]), None)
+}
+
+fn thread_user(thread: &RawValue, _: &RawObject) -> (Option<String>, Option<String>) {
+    (first_user(thread, &[&["id"]]), None)
+}
+
+fn preferences_user(event: &RawValue, _: &RawObject) -> (Option<String>, Option<String>) {
+    (
+        first_user(event, &[&["wa_id"]]),
+        first_user(event, &[&["user_id"]]),
+    )
+}
+
+fn state_sync_user(event: &RawValue, _: &RawObject) -> (Option<String>, Option<String>) {
+    (first_user(event, &[&["contact", "phone_number"]]), None)
+}
+
+const ERRORS: EventArray = EventArray {
+    name: "errors",
+    kind: EventKind::Error,
+    user: no_user,
+};
+
+/// The event arrays of a field's value, in the order their events are produced; `None` for a
+/// field whose change is one event.
+fn event_arrays(field: &str) -> Option<&'static [EventArray]> {
+    const MESSAGES: &[EventArray] = &[
+        EventArray {
+            name: "messages",
+            kind: EventKind::Message,
+            user: message_user,
+        },
+        EventArray {
+            name: "statuses",
+            kind: EventKind::Status,
+            user: status_user,
+        },
+        ERRORS,
+    ];
+    const ECHOES: &[EventArray] = &[
+        EventArray {
+            name: "message_echoes",
+            kind: EventKind::Echo,
+            user: echo_user,
+        },
+        ERRORS,
+    ];
+    const CALLS: &[EventArray] = &[
+        EventArray {
+            name: "calls",
+            kind: EventKind::Call,
+            user: call_user,
+        },
+        EventArray {
+            name: "statuses",
+            kind: EventKind::Call,
+            user: status_user,
+        },
+        ERRORS,
+    ];
+    const GROUPS: &[EventArray] = &[
+        EventArray {
+            name: "groups",
+            kind: EventKind::Group,
+            user: group_user,
+        },
+        ERRORS,
+    ];
+    const HISTORY: &[EventArray] = &[EventArray {
+        name: "history",
+        kind: EventKind::History,
+        user: thread_user,
+    }];
+    const PREFERENCES: &[EventArray] = &[EventArray {
+        name: "user_preferences",
+        kind: EventKind::Field,
+        user: preferences_user,
+    }];
+    const STATE_SYNC: &[EventArray] = &[EventArray {
+        name: "state_sync",
+        kind: EventKind::Field,
+        user: state_sync_user,
+    }];
+    match field {
+        "messages" => Some(MESSAGES),
+        "smb_message_echoes" => Some(ECHOES),
+        "calls" => Some(CALLS),
+        "history" => Some(HISTORY),
+        "user_preferences" => Some(PREFERENCES),
+        "smb_app_state_sync" => Some(STATE_SYNC),
+        f if f.starts_with("group_") => Some(GROUPS),
+        _ => None,
+    }
+}
 
 fn split_meta(body: &[u8]) -> Option<Vec<Record>> {
     let text = std::str::from_utf8(body).ok()?;
@@ -247,6 +467,7 @@ fn unparsed_part(raw: &RawValue, key: &str) -> Record {
         field: None,
         message_id: None,
         status: None,
+        unknown: None,
     }
 }
 
@@ -272,13 +493,12 @@ fn split_meta_change<'a>(
     };
     let value = RawObject::parse(value_raw);
     let before = records.len();
-    if field == "messages" {
-        if let Some(value) = &value {
-            split_messages_value(&ctx, value, records);
-        }
+    if let (Some(value), Some(arrays)) = (&value, event_arrays(&field)) {
+        split_value(&ctx, value, arrays, records);
     }
     if records.len() == before {
-        // Another field, or a messages change with nothing we know in it: one record, whole.
+        // Another field, or a change with nothing we know in it: one record, whole.
+        let known = KNOWN_META_FIELDS.contains(&field.as_str());
         records.push(Record {
             key: ctx.business_key(value.as_ref()),
             value: ctx.envelope(value_raw.get()),
@@ -290,73 +510,146 @@ fn split_meta_change<'a>(
             field: Some(field.clone()),
             message_id: None,
             status: None,
+            unknown: (!known).then(|| UnknownShape {
+                field: field.clone(),
+                message_type: "-".into(),
+            }),
         });
     }
 }
 
-fn split_messages_value(ctx: &MetaChangeContext, value: &RawObject, records: &mut Vec<Record>) {
+/// One record per event of the value's arrays, each in an envelope of the value's other
+/// members (contacts narrowed to the event's user); a history item, one per thread.
+fn split_value(
+    ctx: &MetaChangeContext,
+    value: &RawObject,
+    arrays: &[EventArray],
+    records: &mut Vec<Record>,
+) {
     let contacts: Vec<&RawValue> = value
         .get("contacts")
         .and_then(raw_array)
         .unwrap_or_default();
-    for (array_name, kind) in EVENT_ARRAYS {
-        let Some(events) = value.get(array_name).and_then(raw_array) else {
+    for array in arrays {
+        let Some(events) = value.get(array.name).and_then(raw_array) else {
             continue;
         };
         for event in events {
-            let (user, user_id) = match kind {
-                EventKind::Message => (
-                    first_user(event, &[&["from"]]),
-                    first_user(event, &[&["from_user_id"]]),
-                ),
-                EventKind::Status => {
-                    let group = lookup(event, &["recipient_type"]).as_deref() == Some("group");
-                    let participant = first_user(event, &[&["recipient_participant_id"]]);
-                    let phone = if group || participant.is_some() {
-                        participant.or_else(|| first_user(event, &[&["recipient_id"]]))
-                    } else {
-                        first_user(event, &[&["recipient_id"]])
-                    };
-                    (phone, first_user(event, &[&["recipient_user_id"]]))
-                }
-                _ => (None, None),
-            };
-            let key = user
-                .clone()
-                .or_else(|| user_id.clone())
-                .unwrap_or_else(|| ctx.business_key(Some(value)));
-
+            if array.kind == EventKind::History {
+                split_history_item(ctx, value, array, event, records);
+                continue;
+            }
+            let (user, user_id) = (array.user)(event, value);
             let mut out = String::from("{");
             for (name, member) in &value.0 {
-                let is_event_array = EVENT_ARRAYS.iter().any(|(a, _)| a == name);
+                let is_event_array = arrays.iter().any(|a| a.name == name);
                 if name != "contacts" && !is_event_array {
                     push_member(&mut out, name, member.get());
                 }
             }
-            if kind != EventKind::Error && !contacts.is_empty() {
+            if array.kind != EventKind::Error && !contacts.is_empty() {
                 let matching = matching_contacts(&contacts, user.as_deref(), user_id.as_deref());
                 if !matching.is_empty() {
                     push_member(&mut out, "contacts", &json_array(matching));
                 }
             }
-            push_member(&mut out, array_name, &json_array([event]));
+            push_member(&mut out, array.name, &json_array([event]));
             out.push('}');
-
-            records.push(Record {
-                key,
-                value: ctx.envelope(&out),
-                kind,
-                field: Some(ctx.field.to_string()),
-                message_id: match kind {
-                    EventKind::Error => None,
-                    _ => lookup(event, &["id"]),
-                },
-                status: match kind {
-                    EventKind::Status => lookup(event, &["status"]),
-                    _ => None,
-                },
-            });
+            records.push(event_record(
+                ctx,
+                value,
+                array,
+                event,
+                user.or(user_id),
+                out,
+            ));
         }
+    }
+}
+
+/// A history item's threads, each its own record keyed by the thread's user; an item with no
+/// threads (a declined sharing, a chunk's errors) is one record under the business key.
+fn split_history_item(
+    ctx: &MetaChangeContext,
+    value: &RawObject,
+    array: &EventArray,
+    item_raw: &RawValue,
+    records: &mut Vec<Record>,
+) {
+    let item = RawObject::parse(item_raw);
+    let threads = item
+        .as_ref()
+        .and_then(|i| i.get("threads"))
+        .and_then(raw_array);
+    let with_item = |item_json: &str| {
+        let mut out = String::from("{");
+        for (name, member) in &value.0 {
+            if name != array.name {
+                push_member(&mut out, name, member.get());
+            }
+        }
+        push_member(&mut out, array.name, &format!("[{item_json}]"));
+        out.push('}');
+        out
+    };
+    match (item, threads) {
+        (Some(item), Some(threads)) if !threads.is_empty() => {
+            for thread in threads {
+                let mut item_json = String::from("{");
+                for (name, member) in &item.0 {
+                    if name != "threads" {
+                        push_member(&mut item_json, name, member.get());
+                    }
+                }
+                push_member(&mut item_json, "threads", &json_array([thread]));
+                item_json.push('}');
+                let (user, _) = (array.user)(thread, value);
+                let out = with_item(&item_json);
+                records.push(event_record(ctx, value, array, thread, user, out));
+            }
+        }
+        _ => {
+            let out = with_item(item_raw.get());
+            records.push(event_record(ctx, value, array, item_raw, None, out));
+        }
+    }
+}
+
+fn event_record(
+    ctx: &MetaChangeContext,
+    value: &RawObject,
+    array: &EventArray,
+    event: &RawValue,
+    user: Option<String>,
+    value_json: String,
+) -> Record {
+    let kind = array.kind;
+    let message_type = (kind == EventKind::Message)
+        .then(|| lookup(event, &["type"]))
+        .flatten();
+    let unknown = message_type
+        .filter(|t| !KNOWN_MESSAGE_TYPES.contains(&t.as_str()))
+        .map(|t| UnknownShape {
+            field: ctx.field.to_string(),
+            message_type: t,
+        });
+    Record {
+        key: user.unwrap_or_else(|| ctx.business_key(Some(value))),
+        value: ctx.envelope(&value_json),
+        kind,
+        field: Some(ctx.field.to_string()),
+        message_id: match kind {
+            EventKind::Message | EventKind::Status | EventKind::Echo | EventKind::Call => {
+                lookup(event, &["id"])
+            }
+            _ => None,
+        },
+        status: match kind {
+            EventKind::Status => lookup(event, &["status"]),
+            EventKind::Call => lookup(event, &["event"]).or_else(|| lookup(event, &["status"])),
+            _ => None,
+        },
+        unknown,
     }
 }
 
@@ -427,6 +720,7 @@ fn split_wasender(body: &[u8]) -> Option<Vec<Record>> {
                         field: Some(event.clone()),
                         message_id: data.and_then(|d| lookup(d, &["key", "id"])),
                         status: None,
+                        unknown: wasender_unknown(&event),
                     }]);
                 }
             },
@@ -465,9 +759,43 @@ fn split_wasender(body: &[u8]) -> Option<Vec<Record>> {
             field: Some(event.clone()),
             message_id: lookup(item, &["key", "id"]),
             status,
+            unknown: wasender_unknown(&event),
         });
     }
     Some(records)
+}
+
+/// WASender event names wapipe knows (its webhook documentation's list); another is still
+/// produced and flagged as unknown.
+pub const KNOWN_WASENDER_EVENTS: &[&str] = &[
+    "call",
+    "chats.delete",
+    "chats.update",
+    "chats.upsert",
+    "contacts.update",
+    "contacts.upsert",
+    "group-participants.update",
+    "groups.update",
+    "groups.upsert",
+    "message-receipt.update",
+    "message.sent",
+    "messages.delete",
+    "messages.group.received",
+    "messages.personal.received",
+    "messages.reaction",
+    "messages.received",
+    "messages.update",
+    "messages.upsert",
+    "poll.results",
+    "qrcode.updated",
+    "session.status",
+];
+
+fn wasender_unknown(event: &str) -> Option<UnknownShape> {
+    (!KNOWN_WASENDER_EVENTS.contains(&event)).then(|| UnknownShape {
+        field: event.to_string(),
+        message_type: "-".into(),
+    })
 }
 
 /// The user of a WASender message: the participant in groups, the sender in private chats.

@@ -361,6 +361,9 @@ async fn handle_post(state: &AppState, request: Request) -> Result<usize, Reject
                         kind: record.kind.to_string(),
                     })
                     .inc();
+                if let Some(shape) = &record.unknown {
+                    state.metrics.unknown_event(shape);
+                }
             }
             Ok(records.len())
         }

@@ -17,8 +17,33 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// A field (or WASender event) and message type wapipe does not know.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnknownLabels {
+    pub field: String,
+    pub r#type: String,
+}
+
+impl UnknownLabels {
+    fn other() -> UnknownLabels {
+        UnknownLabels {
+            field: "other".into(),
+            r#type: "other".into(),
+        }
+    }
+}
+
+/// Distinct (field, type) series the unknown-shape counter keeps; later ones, and names that
+/// are long or not plain identifiers, are counted under `other`, so a sender inventing names
+/// cannot grow the metrics without bound.
+pub const MAX_UNKNOWN_SERIES: usize = 32;
+
 pub struct Metrics {
     registry: Registry,
+    /// Events of an unknown field or message type, produced like any other (the sink gets
+    /// them as raw JSON), by field and type.
+    pub unknown_events: Family<UnknownLabels, Counter>,
+    unknown_series: std::sync::Mutex<std::collections::HashSet<UnknownLabels>>,
     pub requests: Family<OutcomeLabel, Counter>,
     pub events: Family<KindLabel, Counter>,
     pub produce_seconds: Histogram,
@@ -74,7 +99,14 @@ impl Default for Metrics {
             "Connections closed because a request's headers did not arrive within --header-read-timeout (idle kept-alive connections included)",
             header_timeouts.clone(),
         );
+        let unknown_events = Family::<UnknownLabels, Counter>::default();
+        registry.register(
+            "unknown_events",
+            "Events of a field or message type wapipe does not know, produced whole, by field and type (at most 32 series, then field=\"other\")",
+            unknown_events.clone(),
+        );
         // Every series exists from the start at 0, so rate() and increase() see the first one.
+        let _ = unknown_events.get_or_create(&UnknownLabels::other());
         for outcome in [
             "ok",
             "unauthorized",
@@ -98,6 +130,8 @@ impl Default for Metrics {
         }
         Metrics {
             registry,
+            unknown_events,
+            unknown_series: Default::default(),
             requests,
             events,
             produce_seconds,
@@ -118,7 +152,88 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts an event of a shape wapipe does not know.
+    pub fn unknown_event(&self, shape: &wapipe_core::record::UnknownShape) {
+        let plain = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        };
+        let labels = UnknownLabels {
+            field: shape.field.clone(),
+            r#type: shape.message_type.clone(),
+        };
+        let labels = if plain(&labels.field) && plain(&labels.r#type) {
+            let mut series = self
+                .unknown_series
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if series.contains(&labels) || series.len() < MAX_UNKNOWN_SERIES {
+                series.insert(labels.clone());
+                labels
+            } else {
+                UnknownLabels::other()
+            }
+        } else {
+            UnknownLabels::other()
+        };
+        self.unknown_events.get_or_create(&labels).inc();
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wapipe_core::record::UnknownShape;
+
+    fn shape(field: &str, message_type: &str) -> UnknownShape {
+        UnknownShape {
+            field: field.into(),
+            message_type: message_type.into(),
+        }
+    }
+
+    fn count(metrics: &Metrics, field: &str, r#type: &str) -> u64 {
+        metrics
+            .unknown_events
+            .get_or_create(&UnknownLabels {
+                field: field.into(),
+                r#type: r#type.into(),
+            })
+            .get()
+    }
+
+    #[test]
+    fn unknown_shapes_are_counted_by_field_and_type_in_a_bounded_number_of_series() {
+        let metrics = Metrics::default();
+        metrics.unknown_event(&shape("messages", "hologram"));
+        metrics.unknown_event(&shape("messages", "hologram"));
+        metrics.unknown_event(&shape("brand_new_field", "-"));
+        assert_eq!(count(&metrics, "messages", "hologram"), 2);
+        assert_eq!(count(&metrics, "brand_new_field", "-"), 1);
+        // Names that are not plain identifiers, and series past the cap, go to `other`.
+        metrics.unknown_event(&shape("messages", "a type with spaces"));
+        for i in 0..100 {
+            metrics.unknown_event(&shape(&format!("field_{i}"), "-"));
+        }
+        let series = metrics.unknown_series.lock().unwrap().len();
+        assert_eq!(series, MAX_UNKNOWN_SERIES);
+        assert_eq!(
+            count(&metrics, "other", "other"),
+            1 + 100 - (MAX_UNKNOWN_SERIES as u64 - 2)
+        );
+        let text = wapipe_core::service::encode(metrics.registry()).unwrap();
+        assert!(
+            text.contains(
+                "wapipe_ingress_unknown_events_total{field=\"messages\",type=\"hologram\"} 2"
+            ),
+            "{text}"
+        );
     }
 }

@@ -48,32 +48,14 @@ skip() {
   exit 77
 }
 
+# shellcheck source=tests/e2e/lib.sh
+source "$here/lib.sh"
+
 # --- preflight: run for real or say why not ---------------------------------------
 for tool in docker kind kubectl helm curl openssl jq; do
   command -v "$tool" >/dev/null 2>&1 || skip "$tool is not installed; the kind suite needs docker, kind, kubectl, helm, curl, openssl and jq"
 done
 docker info >/dev/null 2>&1 || skip "the Docker daemon is not reachable (docker info failed); kind cannot create a cluster"
-
-log() { printf '\n=== %s\n' "$*"; }
-pass() { passed=$((passed + 1)); echo "PASS $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1" >&2; }
-
-# check NAME COMMAND...: one assertion of the suite.
-check() {
-  local name="$1"
-  shift
-  if "$@"; then pass "$name"; else fail "$name"; fi
-}
-
-# retry SECONDS COMMAND...: until the command succeeds or the time is up.
-retry() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS >= deadline)) && return 1
-    sleep 3
-  done
-}
 
 pf_pid=""
 diagnostics() {
@@ -193,33 +175,6 @@ handshake() {
   [[ "$(curl -sf "$url?hub.mode=subscribe&hub.verify_token=$verify_token&hub.challenge=1158201444")" == 1158201444 ]]
 }
 check "GET handshake echoes hub.challenge" handshake
-
-# meta_payload FIRST COUNT: one POST carrying COUNT text messages from three users.
-meta_payload() {
-  local first=$1 count=$2 i messages="" user
-  for ((i = first; i < first + count; i++)); do
-    user=$((15550000001 + i % 3))
-    messages+="${messages:+,}{\"from\":\"$user\",\"id\":\"wamid.E2E$(printf '%08d' "$i")\",\"timestamp\":\"$((1767225600 + i))\",\"type\":\"text\",\"text\":{\"body\":\"message $i\"}}"
-  done
-  printf '{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},"contacts":[{"profile":{"name":"E2E"},"wa_id":"15550000001"}],"messages":[%s]}}]}]}' "$messages"
-}
-sign() { printf '%s' "$1" | openssl dgst -sha256 -hmac "$app_secret" -r | cut -d' ' -f1; }
-
-# post BODY [SIGNATURE]: prints the HTTP status.
-post() {
-  local body=$1 signature=${2-sha256=$(sign "$1")}
-  curl -s -o /dev/null -w '%{http_code}' -X POST "$url" \
-    -H 'Content-Type: application/json' -H "X-Hub-Signature-256: $signature" --data-binary "$body"
-}
-
-# send_batch FIRST POSTS PER_POST: POSTS signed requests, all must answer 200.
-send_batch() {
-  local first=$1 posts=$2 per=$3 p code
-  for ((p = 0; p < posts; p++)); do
-    code="$(post "$(meta_payload $((first + p * per)) "$per")")"
-    [[ "$code" == 200 ]] || { echo "POST answered $code" >&2; return 1; }
-  done
-}
 
 log "send signed webhooks"
 unsigned_rejected() {

@@ -1,10 +1,19 @@
-//! Throughput of one worker: events/s with the log sink and with the postgres sink, beside the
-//! raw rdkafka consumer rate from the same broker. Prints figures; asserts nothing.
+//! Throughput of one worker with its default settings: events/s with the log, postgres and
+//! sqlite sinks, beside the raw rdkafka consumer rate from the same topic and the database's own
+//! ceiling for the same rows (`COPY` from one client, one transaction). Prints figures; asserts
+//! nothing.
 //!
 //! `cargo run --release -p wapipe-worker --example bench -- [events] [partitions]`
 //! Uses `WAPIPE_TEST_BROKERS` if set, else starts a private Apache Kafka; PostgreSQL on 127.0.0.1:5432
 //! (`WAPIPE_BENCH_DATABASE_URL` to override). `WAPIPE_BENCH_STAGES` (comma-separated, default
-//! `raw,log,postgres,sqlite`) picks the stages after producing, e.g. `log` alone under a profiler.
+//! `produce,raw,log,postgres,sqlite`) picks the stages, e.g. `log` alone under a profiler.
+//! `WAPIPE_BENCH_TOPIC` names an existing topic (e.g. filled through the ingress by `wapipe
+//! send`) holding `events` records, to read instead of a new one; `produce` then adds to it.
+//! `WAPIPE_BENCH_MAX_BUFFERED` overrides the worker's buffer (default 2000).
+//! The `e2e` stage runs the postgres sink on the topic until `events` events are written, and
+//! prints the p50/p99 from the ingress receiving each event to its row being committed; it
+//! prints `e2e: ready` once the worker holds its partitions, for the load to start.
+//! The peak RSS of the process is printed last.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,8 +27,14 @@ use tokio_util::sync::CancellationToken;
 use wapipe_core::kafka::KafkaArgs;
 use wapipe_core::record::{HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER, HEADER_RECEIVED_AT};
 use wapipe_core::time::now_ms;
-use wapipe_worker::sink::{LogSink, PostgresSink, SharedSink, SqliteSink};
+use wapipe_worker::error::Result as SinkResult;
+use wapipe_worker::route::Event;
+use wapipe_worker::sink::{LogSink, PostgresSink, SharedSink, Sink, SqliteSink};
 use wapipe_worker::{Worker, WorkerSettings};
+
+/// The worker binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Guard against a stalled broker: a stage taking longer than this fails the bench.
 const STAGE_LIMIT: Duration = Duration::from_secs(300);
@@ -109,9 +124,12 @@ async fn worker_rate(
     events: usize,
     sink: SharedSink,
 ) -> anyhow::Result<f64> {
+    let max_buffered = match std::env::var("WAPIPE_BENCH_MAX_BUFFERED") {
+        Ok(value) => value.parse()?,
+        Err(_) => 2000,
+    };
     let settings = WorkerSettings {
-        concurrency: 32,
-        max_buffered: 5000,
+        max_buffered,
         ..WorkerSettings::new(
             KafkaArgs::plaintext(brokers),
             topic,
@@ -160,14 +178,22 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::sink)
         .init();
     let (brokers, _kafka) = wapipe_testkit::broker()?;
-    let topic = wapipe_testkit::unique_name("bench-raw");
-    wapipe_testkit::create_topic(&brokers, &topic, partitions).await?;
-    println!("{events} events, {partitions} partitions, 1000 users, broker {brokers}");
-    let produce = produce_all(&brokers, &topic, events).await?;
-    println!("produce (acks=all, idempotent):      {produce:>10.0} events/s");
-    let stages =
-        std::env::var("WAPIPE_BENCH_STAGES").unwrap_or_else(|_| "raw,log,postgres,sqlite".into());
+    let stages = std::env::var("WAPIPE_BENCH_STAGES")
+        .unwrap_or_else(|_| "produce,raw,log,postgres,sqlite".into());
     let stage = |name: &str| stages.split(',').any(|s| s.trim() == name);
+    let topic = match std::env::var("WAPIPE_BENCH_TOPIC") {
+        Ok(topic) => topic,
+        Err(_) => {
+            let topic = wapipe_testkit::unique_name("bench-raw");
+            wapipe_testkit::create_topic(&brokers, &topic, partitions).await?;
+            topic
+        }
+    };
+    println!("{events} events, topic {topic}, broker {brokers}; the worker's default settings");
+    if stage("produce") {
+        let produce = produce_all(&brokers, &topic, events).await?;
+        println!("produce (acks=all, idempotent, 1000 users): {produce:>10.0} events/s");
+    }
     if stage("raw") {
         let raw = raw_consumer_rate(&brokers, &topic, events).await?;
         println!("raw rdkafka consumer:                {raw:>10.0} events/s");
@@ -180,7 +206,7 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(LogSink::to_writer(Box::new(std::io::sink()))),
         )
         .await?;
-        println!("worker, log sink (concurrency 32):   {log:>10.0} events/s");
+        println!("worker, log sink:                    {log:>10.0} events/s");
     }
     if stage("postgres") {
         postgres_stage(&brokers, &topic, events).await?;
@@ -189,17 +215,183 @@ async fn main() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let sqlite = SqliteSink::open(&dir.path().join("bench.db"))?;
         let lite = worker_rate(&brokers, &topic, events, Arc::new(sqlite)).await?;
-        println!("worker, sqlite sink (concurrency 32):   {lite:>7.0} events/s");
+        println!("worker, sqlite sink:                 {lite:>10.0} events/s");
     }
+    if stage("e2e") {
+        e2e_stage(&brokers, &topic, events).await?;
+    }
+    println!("peak RSS: {:.1} MiB", peak_rss_mib());
     Ok(())
 }
 
+fn database_url() -> String {
+    std::env::var("WAPIPE_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn bench_schema() -> String {
+    wapipe_testkit::unique_name("bench").replace('-', "_")
+}
+
 async fn postgres_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<()> {
-    let url = std::env::var("WAPIPE_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = wapipe_testkit::unique_name("bench").replace('-', "_");
+    let url = database_url();
+    let schema = bench_schema();
     let postgres = PostgresSink::connect(&url, Some(schema.clone())).await?;
     let pg = worker_rate(brokers, topic, events, Arc::new(postgres)).await?;
-    println!("worker, postgres sink (concurrency 32): {pg:>7.0} events/s  (schema {schema})");
+    println!("worker, postgres sink (synchronous commit): {pg:>7.0} events/s  (schema {schema})");
+    let copy = copy_ceiling(&url, &schema, events).await?;
+    println!("ceiling: the same rows by COPY, one client, one transaction: {copy:>7.0} events/s");
     Ok(())
+}
+
+/// The tables the postgres sink writes, in the order COPY loads them.
+const TABLES: [&str; 4] = [
+    "wapipe_messages",
+    "wapipe_statuses",
+    "wapipe_events",
+    "wapipe_message_status",
+];
+
+/// Events/s of loading the rows the worker wrote into `schema` into fresh tables by COPY
+/// (text format) from one client in one transaction, synchronous commit: the database's own
+/// rate for the same rows, with nothing of Kafka or the worker.
+async fn copy_ceiling(url: &str, schema: &str, events: usize) -> anyhow::Result<f64> {
+    use futures::{SinkExt, TryStreamExt};
+    let target = bench_schema();
+    // Creates the fresh tables by the sink's own migrations.
+    drop(PostgresSink::connect(url, Some(target.clone())).await?);
+    let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let mut copied = Vec::new();
+    for table in TABLES {
+        // Every column but those the database fills itself (seq, written_at, updated_at).
+        let columns: Vec<String> = client
+            .query(
+                "SELECT column_name FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = $2
+                   AND column_name NOT IN ('seq', 'written_at', 'updated_at')
+                 ORDER BY ordinal_position",
+                &[&schema, &table],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let columns = columns.join(", ");
+        let out = client
+            .copy_out(&format!(
+                "COPY (SELECT {columns} FROM {schema}.{table}) TO STDOUT"
+            ))
+            .await?;
+        let chunks: Vec<bytes::Bytes> = out.try_collect().await?;
+        copied.push((table, columns, chunks));
+    }
+    let started = Instant::now();
+    let transaction = client.transaction().await?;
+    for (table, columns, chunks) in copied {
+        let sink = transaction
+            .copy_in(&format!("COPY {target}.{table} ({columns}) FROM STDIN"))
+            .await?;
+        futures::pin_mut!(sink);
+        for chunk in chunks {
+            sink.feed(chunk).await?;
+        }
+        sink.finish().await?;
+    }
+    transaction.commit().await?;
+    Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The postgres sink, noting for each event written how long after the ingress received it
+/// its row was committed.
+struct LatencySink {
+    inner: PostgresSink,
+    latencies_ms: std::sync::Mutex<Vec<i64>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for LatencySink {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+
+    async fn write(&self, event: &Event) -> SinkResult<()> {
+        self.write_batch(std::slice::from_ref(event)).await
+    }
+
+    async fn write_batch(&self, events: &[Event]) -> SinkResult<()> {
+        self.inner.write_batch(events).await?;
+        let now = now_ms();
+        let mut latencies = self.latencies_ms.lock().unwrap();
+        latencies.extend(
+            events
+                .iter()
+                .filter_map(|e| e.received_at_ms)
+                .map(|received| now - received),
+        );
+        Ok(())
+    }
+}
+
+async fn e2e_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<()> {
+    let schema = bench_schema();
+    let sink = Arc::new(LatencySink {
+        inner: PostgresSink::connect(&database_url(), Some(schema)).await?,
+        latencies_ms: std::sync::Mutex::new(Vec::with_capacity(events)),
+    });
+    let settings = WorkerSettings::new(
+        KafkaArgs::plaintext(brokers),
+        topic,
+        &wapipe_testkit::unique_name("bench-dlq"),
+        &wapipe_testkit::unique_name("bench-group"),
+    );
+    let worker = Arc::new(Worker::new());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (worker, stop, sink) = (worker.clone(), stop.clone(), sink.clone());
+        async move { worker.run(settings, sink, stop).await }
+    });
+    while worker.metrics.assigned_partitions.get() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("e2e: ready");
+    let deadline = Instant::now() + STAGE_LIMIT;
+    while worker.metrics.finished_events() < events as u64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the worker did not finish within {STAGE_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await??;
+    let mut latencies = sink.latencies_ms.lock().unwrap().clone();
+    latencies.sort_unstable();
+    anyhow::ensure!(!latencies.is_empty(), "no event carried its receive time");
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    println!(
+        "e2e (ingress received -> row committed), {} events: p50 {} ms, p99 {} ms, max {} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        latencies.last().copied().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The process's peak resident set (VmHWM), MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }

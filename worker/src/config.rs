@@ -115,7 +115,9 @@ pub struct RunArgs {
     #[arg(long, env = wapipe_core::env::MAX_ATTEMPTS, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
 
-    /// Events processed at the same time (different keys; one key is always sequential).
+    /// Sink writes in flight at the same time, each a batch of events (the http sink: one
+    /// event each; postgres: at most one per connection). A user's events are always written
+    /// in order, one batch at a time.
     #[arg(long, env = "WAPIPE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 

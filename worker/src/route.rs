@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use wapipe_core::record::{HEADER_KIND, HEADER_PROVIDER, HEADER_RECEIVED_AT};
+use wapipe_core::record::{
+    HEADER_BODY_SHA256, HEADER_EVENT_INDEX, HEADER_KIND, HEADER_PROVIDER, HEADER_RECEIVED_AT,
+};
 use wapipe_core::{EventKind, Provider};
 
 use crate::error::{Error, Result};
@@ -74,8 +76,9 @@ impl Incoming {
 /// One routed event, ready for a sink.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
-    /// Stable identity used for idempotency: the wamid for messages, `wamid:status` for
-    /// statuses, a digest of the event's own bytes with its entry and field otherwise.
+    /// The event's identity, the same for every delivery of the same event and different for
+    /// different events (see [`event_id`] and the worker's README): sinks fold writes of one id
+    /// into one effect.
     pub id: String,
     pub provider: &'static str,
     pub kind: &'static str,
@@ -128,6 +131,10 @@ pub enum EventBody {
     Status(StatusEvent),
     Error(ErrorEvent),
     Field(FieldEvent),
+    Echo(EchoEvent),
+    Call(CallEvent),
+    Group(GroupEvent),
+    History(HistoryEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -150,6 +157,9 @@ pub struct StatusEvent {
     pub status: DeliveryStatus,
     pub rank: i16,
     pub recipient_id: Option<String>,
+    /// The group member the receipt is from, for a message sent to a group (normalized as the
+    /// partition key is); `None` for a 1:1 message.
+    pub participant: Option<String>,
     pub phone_number_id: Option<String>,
     /// Unix seconds of the status change.
     pub status_at: Option<i64>,
@@ -169,14 +179,81 @@ pub struct FieldEvent {
     pub field: String,
 }
 
-impl Event {
-    pub fn event_kind(&self) -> EventKind {
-        match self.body {
+/// A message the business sent from the WhatsApp Business app (`smb_message_echoes`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EchoEvent {
+    pub wamid: Option<String>,
+    /// The user it was sent to.
+    pub to: Option<String>,
+    pub message_type: Option<String>,
+    /// Unix seconds at which the business sent it.
+    pub sent_at: Option<i64>,
+    pub phone_number_id: Option<String>,
+}
+
+/// A call event (`connect`, `terminate`) or call status (`RINGING`, ...) of the `calls` field.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallEvent {
+    pub call_id: Option<String>,
+    /// The call's `event`, or the status of a call status.
+    pub event: Option<String>,
+    pub direction: Option<String>,
+    pub phone_number_id: Option<String>,
+}
+
+/// A group event (`group_lifecycle_update`, `group_participants_update`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupEvent {
+    pub field: String,
+    pub group_id: Option<String>,
+    /// The event's `type` (`group_create`, `group_participants_add`, ...).
+    pub event_type: Option<String>,
+}
+
+/// One thread of a chat history chunk (`history`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEvent {
+    /// The thread's user, `None` for a chunk without threads (sharing declined, errors).
+    pub thread_id: Option<String>,
+    pub phase: Option<i64>,
+    pub chunk_order: Option<i64>,
+    /// Messages of the thread in this chunk.
+    pub messages: usize,
+}
+
+impl EventBody {
+    pub fn kind(&self) -> EventKind {
+        match self {
             EventBody::Message(_) => EventKind::Message,
             EventBody::Status(_) => EventKind::Status,
             EventBody::Error(_) => EventKind::Error,
             EventBody::Field(_) => EventKind::Field,
+            EventBody::Echo(_) => EventKind::Echo,
+            EventBody::Call(_) => EventKind::Call,
+            EventBody::Group(_) => EventKind::Group,
+            EventBody::History(_) => EventKind::History,
         }
+    }
+
+    /// What the log sink's `detail` and the events table's `field` say: the message type, the
+    /// field of a change, the kind otherwise.
+    pub fn detail(&self) -> &str {
+        match self {
+            EventBody::Message(m) => &m.message_type,
+            EventBody::Status(_) => "status",
+            EventBody::Error(_) => "error",
+            EventBody::Field(f) => &f.field,
+            EventBody::Echo(_) => "smb_message_echoes",
+            EventBody::Call(_) => "calls",
+            EventBody::Group(g) => &g.field,
+            EventBody::History(_) => "history",
+        }
+    }
+}
+
+impl Event {
+    pub fn event_kind(&self) -> EventKind {
+        self.body.kind()
     }
 
     /// The wamid the event is about, if any.
@@ -233,17 +310,8 @@ pub fn route(incoming: &Incoming) -> Result<Event> {
         Provider::Meta => route_meta(payload)?,
         Provider::Wasender => route_wasender(text)?,
     };
-    let id = match &body {
-        EventBody::Message(m) => m.wamid.clone(),
-        EventBody::Status(s) => format!("{}:{}", s.wamid, s.status.as_str()),
-        _ => content_id(provider, payload),
-    };
-    let kind = match body {
-        EventBody::Message(_) => EventKind::Message,
-        EventBody::Status(_) => EventKind::Status,
-        EventBody::Error(_) => EventKind::Error,
-        EventBody::Field(_) => EventKind::Field,
-    };
+    let id = event_id(provider, incoming, payload, &body);
+    let kind = body.kind();
     Ok(Event {
         id,
         provider: provider.as_str(),
@@ -301,13 +369,42 @@ impl EnvelopeKeys {
     }
 }
 
-/// The id of an event without one of its own (errors, other fields, WASender events other
-/// than messages): a digest of the event's own bytes with the entry and field it came in.
-/// The ingress copies an event byte for byte from the POST, so the same event re-sent in a
-/// different batch (other siblings, another order, another POST digest) gets the same id and
-/// reaches the sink once. Two occurrences of a byte-identical error in the same entry and field
-/// are one event by this rule.
-fn content_id(provider: Provider, payload: &[u8]) -> String {
+/// The identity of an event: what makes two deliveries of it the same event, and nothing more.
+///
+/// - a message: its wamid (WASender: `key.id`);
+/// - a status: `wamid:status` for a 1:1 message, `wamid:status:participant` for a group send
+///   (each member's receipt is its own event);
+/// - anything else: a digest. Where the event carries a time of its own (the entry's `time` of
+///   a field change; echoes, calls, group events and history threads carry their own ids and
+///   timestamps; every WASender event its `timestamp`), the digest is of the provider, entry
+///   id, entry time, field and the event's bytes: the same event re-sent, in the same POST or
+///   another batch, keeps its id, and the same change at another time is another event.
+///   Without one (a value-level error), the event is identified by where it came from: the
+///   digest of its POST and its index there (the ingress's headers), so a retry of that POST
+///   and a re-read of the record give one id, and two POSTs never do. A record without those
+///   headers is identified by its place in Kafka.
+pub fn event_id(
+    provider: Provider,
+    incoming: &Incoming,
+    payload: &[u8],
+    body: &EventBody,
+) -> String {
+    match body {
+        EventBody::Message(m) => m.wamid.clone(),
+        EventBody::Status(s) => status_id(&s.wamid, s.status.as_str(), s.participant.as_deref()),
+        _ => digest_id(provider, incoming, payload, body.kind()),
+    }
+}
+
+/// `wamid:status`, with `:participant` for a group member's receipt.
+pub fn status_id(wamid: &str, status: &str, participant: Option<&str>) -> String {
+    match participant {
+        Some(participant) => format!("{wamid}:{status}:{participant}"),
+        None => format!("{wamid}:{status}"),
+    }
+}
+
+fn digest_id(provider: Provider, incoming: &Incoming, payload: &[u8], kind: EventKind) -> String {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow)]
@@ -317,6 +414,8 @@ fn content_id(provider: Provider, payload: &[u8]) -> String {
     struct Entry<'a> {
         #[serde(borrow)]
         id: Option<&'a RawValue>,
+        #[serde(borrow)]
+        time: Option<&'a RawValue>,
         #[serde(borrow)]
         changes: Vec<Change<'a>>,
     }
@@ -328,38 +427,72 @@ fn content_id(provider: Provider, payload: &[u8]) -> String {
         value: &'a RawValue,
     }
     #[derive(Deserialize)]
-    struct ErrorsValue<'a> {
-        #[serde(borrow, default)]
-        errors: Vec<&'a RawValue>,
+    struct Timestamp<'a> {
+        #[serde(borrow)]
+        timestamp: Option<&'a RawValue>,
     }
 
     let mut digest = Sha256::new();
-    digest.update(provider.as_str());
-    let meta_parts = (provider == Provider::Meta)
-        .then(|| serde_json::from_slice::<Envelope<'_>>(payload).ok())
-        .flatten()
-        .and_then(|envelope| {
-            let entry = envelope.entry.into_iter().next()?;
-            let change = entry.changes.into_iter().next()?;
-            // An error of a messages change is the error object; any other change is its value.
-            let event = serde_json::from_str::<ErrorsValue<'_>>(change.value.get())
-                .ok()
-                .and_then(|v| v.errors.into_iter().next())
-                .unwrap_or(change.value);
-            Some((entry.id, change.field, event))
-        });
-    match meta_parts {
-        Some((entry_id, field, event)) => {
-            for part in [entry_id.map_or("", RawValue::get), field.get(), event.get()] {
-                digest.update([0u8]);
-                digest.update(part.as_bytes());
+    let mut part = |bytes: &[u8]| {
+        digest.update(bytes);
+        digest.update([0u8]);
+    };
+    part(provider.as_str().as_bytes());
+    let timed_parts = match provider {
+        Provider::Meta => serde_json::from_slice::<Envelope<'_>>(payload)
+            .ok()
+            .and_then(|envelope| {
+                let entry = envelope.entry.into_iter().next()?;
+                let change = entry.changes.into_iter().next()?;
+                let own_time = matches!(
+                    kind,
+                    EventKind::Echo | EventKind::Call | EventKind::Group | EventKind::History
+                );
+                (entry.time.is_some() || own_time).then(|| {
+                    [
+                        entry.id.map_or("", RawValue::get),
+                        entry.time.map_or("", RawValue::get),
+                        change.field.get(),
+                        change.value.get(),
+                    ]
+                    .map(|p| p.as_bytes().to_vec())
+                })
+            }),
+        Provider::Wasender => serde_json::from_slice::<Timestamp<'_>>(payload)
+            .ok()
+            .and_then(|t| t.timestamp)
+            .map(|_| {
+                [
+                    b"content".to_vec(),
+                    payload.to_vec(),
+                    Vec::new(),
+                    Vec::new(),
+                ]
+            }),
+    };
+    match timed_parts {
+        Some(parts) => {
+            part(b"content");
+            for p in &parts {
+                part(p);
             }
         }
-        // A WASender record is one event already (the ingress splits only its message lists).
-        None => {
-            digest.update([0u8]);
-            digest.update(payload);
-        }
+        None => match (
+            incoming.header(HEADER_BODY_SHA256),
+            incoming.header(HEADER_EVENT_INDEX),
+        ) {
+            (Some(body), Some(index)) => {
+                part(b"post");
+                part(body.as_bytes());
+                part(index.as_bytes());
+            }
+            _ => {
+                part(b"record");
+                part(incoming.topic.as_bytes());
+                part(incoming.partition.to_string().as_bytes());
+                part(incoming.offset.to_string().as_bytes());
+            }
+        },
     }
     hex::encode(digest.finalize())
 }
@@ -376,9 +509,7 @@ fn route_meta(payload: &[u8]) -> Result<EventBody> {
         .and_then(|entry| entry.changes.into_iter().next())
         .ok_or_else(|| Error::ParseEvent("the Meta envelope has no entry.changes".into()))?;
     if change.field != "messages" {
-        return Ok(EventBody::Field(FieldEvent {
-            field: change.field,
-        }));
+        return route_other_field(change.field, change.value.as_deref());
     }
     let value: MetaMessagesValue =
         serde_json::from_str(change.value.as_deref().map_or("null", RawValue::get))
@@ -404,6 +535,10 @@ fn route_meta(payload: &[u8]) -> Result<EventBody> {
         }));
     }
     if let Some(status) = value.statuses.into_iter().next() {
+        let participant = status
+            .recipient_participant_id
+            .as_deref()
+            .and_then(wapipe_core::split::normalize_user);
         let recipient_id = status
             .recipient_participant_id
             .or(status.recipient_id)
@@ -414,6 +549,7 @@ fn route_meta(payload: &[u8]) -> Result<EventBody> {
             wamid: status.id,
             status: status.status,
             recipient_id,
+            participant,
             phone_number_id,
             errors: status.errors,
         }));
@@ -429,6 +565,84 @@ fn route_meta(payload: &[u8]) -> Result<EventBody> {
     Ok(EventBody::Field(FieldEvent {
         field: change.field,
     }))
+}
+
+/// A change of a field other than `messages`: the typed kinds the ingress splits by user
+/// (echoes, calls, group events, history threads), a value-level error of those fields, or a
+/// field change kept whole.
+fn route_other_field(field: String, value: Option<&RawValue>) -> Result<EventBody> {
+    let value: Value = match value {
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|e| Error::ParseEvent(format!("not a change value: {e}")))?,
+        None => Value::Null,
+    };
+    let text = |v: &Value, name: &str| -> Option<String> {
+        match v.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let first = |name: &str| value.get(name).and_then(Value::as_array)?.first();
+    let phone_number_id = value
+        .get("metadata")
+        .and_then(|m| text(m, "phone_number_id"));
+    let typed = match field.as_str() {
+        "smb_message_echoes" => first("message_echoes").map(|echo| {
+            EventBody::Echo(EchoEvent {
+                wamid: text(echo, "id"),
+                to: text(echo, "to"),
+                message_type: text(echo, "type"),
+                sent_at: unix_seconds(text(echo, "timestamp").as_deref()),
+                phone_number_id: phone_number_id.clone(),
+            })
+        }),
+        "calls" => first("calls").or_else(|| first("statuses")).map(|call| {
+            EventBody::Call(CallEvent {
+                call_id: text(call, "id"),
+                event: text(call, "event").or_else(|| text(call, "status")),
+                direction: text(call, "direction"),
+                phone_number_id: phone_number_id.clone(),
+            })
+        }),
+        "history" => first("history").map(|item| {
+            let metadata = item.get("metadata");
+            let number = |name: &str| metadata.and_then(|m| text(m, name)?.parse().ok());
+            let thread = item
+                .get("threads")
+                .and_then(Value::as_array)
+                .and_then(|t| t.first());
+            EventBody::History(HistoryEvent {
+                thread_id: thread.and_then(|t| text(t, "id")),
+                phase: number("phase"),
+                chunk_order: number("chunk_order"),
+                messages: thread
+                    .and_then(|t| t.get("messages"))
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len),
+            })
+        }),
+        f if f.starts_with("group_") => first("groups").map(|group| {
+            EventBody::Group(GroupEvent {
+                field: field.clone(),
+                group_id: text(group, "group_id"),
+                event_type: text(group, "type"),
+            })
+        }),
+        _ => None,
+    };
+    if let Some(body) = typed {
+        return Ok(body);
+    }
+    if let Some(error) = first("errors").filter(|_| field != "history") {
+        return Ok(EventBody::Error(ErrorEvent {
+            code: error.get("code").and_then(Value::as_i64),
+            title: text(error, "title"),
+            message: text(error, "message"),
+            phone_number_id,
+        }));
+    }
+    Ok(EventBody::Field(FieldEvent { field }))
 }
 
 fn route_wasender(text: &str) -> Result<EventBody> {
@@ -524,15 +738,49 @@ fn wasender_status_event(envelope: &WasenderEnvelope) -> Option<StatusEvent> {
         .and_then(Value::as_str)
         .map(str::to_string);
     let status_at = wasender_seconds(envelope.timestamp.as_ref());
+    // In a group chat the update names the member it is about.
+    let participant = recipient_id
+        .as_deref()
+        .filter(|jid| jid.ends_with("@g.us"))
+        .and_then(|_| data.pointer("/key/participant")?.as_str())
+        .and_then(wapipe_core::split::normalize_user);
     Some(StatusEvent {
         wamid,
         rank: status.rank(),
         status,
         recipient_id,
+        participant,
         phone_number_id: envelope.session_id.clone(),
         status_at,
         errors: Vec::new(),
     })
+}
+
+/// The records the ingress produces for a POST of `body`, as the worker reads them (split,
+/// keyed and with the ingress's headers; all on partition 0, offsets from 0): for tests and
+/// tools that feed the worker without Kafka.
+pub fn as_ingress_produces(provider: Provider, body: &[u8], topic: &str) -> Vec<Incoming> {
+    let digest = wapipe_core::signature::body_sha256(body);
+    wapipe_core::split::split(provider, body, "unparsed")
+        .into_iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let position = index.to_string();
+            let headers = record
+                .headers(provider, "1767000000000", &digest, &position)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            Incoming {
+                topic: topic.into(),
+                partition: 0,
+                offset: index as i64,
+                key: Some(record.key.into_bytes()),
+                payload: Some(record.value),
+                headers,
+            }
+        })
+        .collect()
 }
 
 /// A record as the ingress writes a Meta event, for the sinks' tests.
@@ -596,7 +844,7 @@ mod tests {
     }
 
     #[test]
-    fn a_meta_status_is_identified_by_wamid_and_status() {
+    fn a_one_to_one_meta_status_is_identified_by_wamid_and_status() {
         let event = route(&incoming(
             "status",
             "meta",
@@ -638,29 +886,8 @@ mod tests {
         );
     }
 
-    /// The records the ingress would produce for `body`, as the worker reads them.
     fn ingress_records(body: &str) -> Vec<Incoming> {
-        let digest = wapipe_core::signature::body_sha256(body.as_bytes());
-        wapipe_core::split::split(Provider::Meta, body.as_bytes(), "unparsed")
-            .into_iter()
-            .enumerate()
-            .map(|(index, record)| {
-                let index = index.to_string();
-                let headers = record
-                    .headers(Provider::Meta, "1767000000000", &digest, &index)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                    .collect();
-                Incoming {
-                    topic: "raw".into(),
-                    partition: 0,
-                    offset: 0,
-                    key: Some(record.key.into_bytes()),
-                    payload: Some(record.value),
-                    headers,
-                }
-            })
-            .collect()
+        as_ingress_produces(Provider::Meta, body.as_bytes(), "raw")
     }
 
     fn ids_of_kind(body: &str, kind: EventKind) -> Vec<String> {
@@ -672,46 +899,123 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn errors_and_fields_redelivered_in_another_batch_keep_their_ids() {
-        let e1 = r#"{"code":131051,"title":"Unsupported message type","message":"Unsupported message type","error_data":{"details":"Message type is not currently supported"}}"#;
-        let e2 = r#"{"code":130472,"title":"User's number is part of an experiment"}"#;
-        let e3 = r#"{"code":131026,"title":"Message undeliverable"}"#;
-        let errors = |entry_time: u32, list: &[&str]| {
-            format!(
-                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1001","time":{entry_time},"changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550000","phone_number_id":"106540352242922"}},"errors":[{}]}}}}]}}]}}"#,
-                list.join(",")
-            )
-        };
-        let first = ids_of_kind(&errors(1, &[e1, e2]), EventKind::Error);
-        // Meta re-sends e2 in a different POST: other siblings, another position, another time.
-        let second = ids_of_kind(&errors(2, &[e3, e2]), EventKind::Error);
-        assert_eq!(first.len(), 2);
-        assert_eq!(second.len(), 2);
-        assert_eq!(first[1], second[1], "the same error got another id");
-        assert_ne!(first[0], second[0]);
-        assert_ne!(first[0], first[1]);
+    fn errors_post(entry_time: Option<u32>, list: &[&str]) -> String {
+        let time = entry_time.map_or(String::new(), |t| format!(r#""time":{t},"#));
+        format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1001",{time}"changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550000","phone_number_id":"106540352242922"}},"errors":[{}]}}}}]}}]}}"#,
+            list.join(",")
+        )
+    }
 
-        let field = |entry_id: &str, extra: &str| {
-            format!(
-                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"{entry_id}","changes":[{extra}{{"field":"message_template_status_update","value":{{"event":"APPROVED","message_template_id":42}}}}]}}]}}"#
-            )
-        };
-        let alone = ids_of_kind(&field("w1", ""), EventKind::Field);
+    fn template_post(entry_id: &str, time: u32, event: &str, extra: &str) -> String {
+        format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"{entry_id}","time":{time},"changes":[{extra}{{"field":"message_template_status_update","value":{{"event":"{event}","message_template_id":42}}}}]}}]}}"#
+        )
+    }
+
+    #[test]
+    fn the_same_error_in_two_posts_is_two_events_and_a_retried_post_is_one() {
+        let e1 =
+            r#"{"code":131056,"title":"(Business Account, Consumer Account) pair rate limit hit"}"#;
+        let e2 = r#"{"code":130429,"title":"Rate limit hit"}"#;
+        // A value-level error carries no time: two occurrences of the same error are two
+        // events, told apart by the POST they came in.
+        let first = ids_of_kind(&errors_post(None, &[e1, e2]), EventKind::Error);
+        let second = ids_of_kind(&errors_post(None, &[e1, e2]), EventKind::Error);
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0], first[1]);
+        // Byte-identical bodies are one POST retried by Meta: the same ids.
+        assert_eq!(first, second, "a retried POST got other ids");
+        let again = ids_of_kind(&errors_post(None, &[e1, e1]), EventKind::Error);
+        assert_ne!(again[0], again[1], "two errors of one POST merged");
+        assert!(!first.contains(&again[1]));
+    }
+
+    #[test]
+    fn field_changes_at_different_times_are_different_events() {
+        let approved = ids_of_kind(
+            &template_post("w1", 1767001000, "APPROVED", ""),
+            EventKind::Field,
+        );
+        let paused = ids_of_kind(
+            &template_post("w1", 1767002000, "PAUSED", ""),
+            EventKind::Field,
+        );
+        let approved_again = ids_of_kind(
+            &template_post("w1", 1767003000, "APPROVED", ""),
+            EventKind::Field,
+        );
+        let all: std::collections::BTreeSet<_> = [&approved, &paused, &approved_again]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(all.len(), 3, "approved, paused, approved again: {all:?}");
+        // The same change re-sent in another batch (other siblings) keeps its id.
         let rebatched = ids_of_kind(
-            &field(
+            &template_post(
                 "w1",
+                1767001000,
+                "APPROVED",
                 r#"{"field":"phone_number_quality_update","value":{"event":"FLAGGED"}},"#,
             ),
             EventKind::Field,
         );
         assert_eq!(rebatched.len(), 2);
-        assert_eq!(
-            alone[0], rebatched[1],
-            "the same field change got another id"
-        );
+        assert_eq!(approved[0], rebatched[1], "the same change got another id");
         // The same change under another account is another event.
-        assert_ne!(alone, ids_of_kind(&field("w2", ""), EventKind::Field));
+        assert_ne!(
+            approved,
+            ids_of_kind(
+                &template_post("w2", 1767001000, "APPROVED", ""),
+                EventKind::Field
+            )
+        );
+    }
+
+    #[test]
+    fn a_record_read_again_keeps_its_id_and_one_without_ingress_headers_is_told_by_its_place() {
+        let body = errors_post(None, &[r#"{"code":131056}"#]);
+        let record = ingress_records(&body).remove(0);
+        assert_eq!(route(&record).unwrap().id, route(&record).unwrap().id);
+        let mut bare = record.clone();
+        bare.headers
+            .retain(|(k, _)| k != HEADER_BODY_SHA256 && k != HEADER_EVENT_INDEX);
+        let id = route(&bare).unwrap().id;
+        assert_eq!(id, route(&bare).unwrap().id);
+        bare.offset += 1;
+        assert_ne!(id, route(&bare).unwrap().id);
+    }
+
+    #[test]
+    fn group_receipts_of_each_member_are_their_own_events_and_one_to_one_ids_are_unchanged() {
+        let receipt = |participant: &str, status: &str, ts: u32| {
+            meta(json!({"statuses": [{"id": "wamid.G", "status": status,
+                "timestamp": ts.to_string(), "recipient_id": "120363040000000000@g.us",
+                "recipient_type": "group", "recipient_participant_id": participant}]}))
+        };
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, participant) in ["+15550001", "15550002", "15550003"].iter().enumerate() {
+            for status in ["delivered", "read"] {
+                let event = route(&incoming(
+                    "status",
+                    "meta",
+                    receipt(participant, status, i as u32),
+                ))
+                .unwrap();
+                ids.insert(event.id);
+            }
+        }
+        assert_eq!(ids.len(), 6, "{ids:?}");
+        assert!(ids.contains("wamid.G:read:15550001"), "{ids:?}");
+        let one_to_one = route(&incoming(
+            "status",
+            "meta",
+            meta(
+                json!({"statuses": [{"id": "wamid.B", "status": "read", "recipient_id": "1555"}]}),
+            ),
+        ))
+        .unwrap();
+        assert_eq!(one_to_one.id, "wamid.B:read");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Scheduling inside one worker: per-key FIFO queues so the events of one user run strictly in
-//! order while different users of the same partition run concurrently, and per-partition
+//! order (one at a time) while different users of the same partition run concurrently, and per-partition
 //! offset tracking so the offset handed to Kafka never passes an unfinished event.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 
-/// FIFO queues per key; a key with a queue has exactly one runner draining it.
+/// FIFO queues per key. A key is active from its first item until [`KeyQueues::release`] finds
+/// its queue empty; while active, its items are taken one at a time, each only after the one
+/// before it was released.
 #[derive(Debug)]
 pub struct KeyQueues<K, T> {
     queues: HashMap<K, VecDeque<T>>,
@@ -20,7 +22,7 @@ impl<K: Hash + Eq + Clone, T> Default for KeyQueues<K, T> {
 }
 
 impl<K: Hash + Eq + Clone, T> KeyQueues<K, T> {
-    /// Appends `item`; returns true when the key was idle, so the caller must start a runner.
+    /// Appends `item`; returns true when the key was idle, so its head is ready to be taken.
     pub fn push(&mut self, key: K, item: T) -> bool {
         match self.queues.get_mut(&key) {
             Some(queue) => {
@@ -34,15 +36,21 @@ impl<K: Hash + Eq + Clone, T> KeyQueues<K, T> {
         }
     }
 
-    /// The runner's next item; `None` retires the runner and makes the key idle again.
-    pub fn next(&mut self, key: &K) -> Option<T> {
-        let queue = self.queues.get_mut(key)?;
-        match queue.pop_front() {
-            Some(item) => Some(item),
-            None => {
+    /// Takes the key's next item; the key stays active (its later items wait) until released.
+    pub fn take(&mut self, key: &K) -> Option<T> {
+        self.queues.get_mut(key)?.pop_front()
+    }
+
+    /// The item last taken of `key` is finished: true when more wait (take the next), false
+    /// when the key went idle (the next push makes it ready again).
+    pub fn release(&mut self, key: &K) -> bool {
+        match self.queues.get(key) {
+            Some(queue) if !queue.is_empty() => true,
+            Some(_) => {
                 self.queues.remove(key);
-                None
+                false
             }
+            None => false,
         }
     }
 
@@ -114,19 +122,24 @@ mod tests {
     }
 
     #[test]
-    fn one_runner_per_key_drains_its_queue_in_order() {
+    fn a_keys_items_are_taken_in_order_each_after_the_one_before_was_released() {
         let mut q: KeyQueues<&str, i32> = KeyQueues::default();
         assert!(q.push("ann", 1));
         assert!(!q.push("ann", 2));
         assert!(q.push("bob", 10));
+        assert_eq!(q.take(&"ann"), Some(1));
+        // Pushed while ann's first item runs: queued behind it, not ready on its own.
         assert!(!q.push("ann", 3));
-        assert_eq!(q.next(&"ann"), Some(1));
-        assert_eq!(q.next(&"ann"), Some(2));
-        assert_eq!(q.next(&"bob"), Some(10));
-        assert_eq!(q.next(&"ann"), Some(3));
-        assert_eq!(q.next(&"ann"), None);
+        assert_eq!(q.take(&"bob"), Some(10));
+        assert!(!q.release(&"bob"));
+        assert!(q.release(&"ann"));
+        assert_eq!(q.take(&"ann"), Some(2));
+        assert!(q.release(&"ann"));
+        assert_eq!(q.take(&"ann"), Some(3));
         assert_eq!(q.active_keys(), 1);
-        // The key went idle, so the next push must start a new runner.
+        assert!(!q.release(&"ann"));
+        assert_eq!(q.active_keys(), 0);
+        // The key went idle, so the next push makes it ready again.
         assert!(q.push("ann", 4));
     }
 }

@@ -72,6 +72,17 @@ async fn a_worker_killed_mid_stream_and_restarted_leaves_every_event_exactly_onc
         count(&db, "SELECT count(*) FROM wapipe_messages").await == total as i64
     })
     .await;
+    // A graceful stop drains and commits; the process exits cleanly. The signal is sent once
+    // the restarted worker consumes (its handler is installed by then): with batched writes the
+    // first one may already have written everything before it was killed.
+    eventually("the restarted worker consuming", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("consuming")
+            .count()
+            >= 2
+    })
+    .await;
     // A graceful stop drains and commits; the process exits cleanly.
     let status = Command::new("kill")
         .args(["-TERM", &worker.id().to_string()])

@@ -15,6 +15,9 @@ use crate::route::{Event, EventBody};
 
 use super::Sink;
 
+/// Most events the worker hands the sink at once: their lines go into the buffer together.
+const MAX_BATCH: usize = 1024;
+
 /// How long a line may wait in the buffer.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -114,31 +117,48 @@ impl Sink for LogSink {
     }
 
     async fn write(&self, event: &Event) -> Result<()> {
-        let (detail, status) = match &event.body {
-            EventBody::Message(m) => (m.message_type.as_str(), None),
-            EventBody::Status(s) => ("status", Some(s.status.as_str())),
-            EventBody::Error(_) => ("error", None),
-            EventBody::Field(f) => (f.field.as_str(), None),
-        };
-        let line = Line {
-            id: &event.id,
-            wamid: event.wamid(),
-            kind: event.kind,
-            provider: event.provider,
-            key: &event.user_key,
-            partition: event.partition,
-            offset: event.offset,
-            detail,
-            status,
-        };
-        // Whole lines into the buffer, so a flush never splits one.
-        let mut bytes = Vec::with_capacity(256);
-        if serde_json::to_writer(&mut bytes, &line).is_ok() {
-            bytes.push(b'\n');
-            // Standard output going away is no event's fault, and nothing to wait out.
-            let _ = lock(&self.out).write_all(&bytes);
+        self.write_batch(std::slice::from_ref(event)).await
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    async fn write_batch(&self, events: &[Event]) -> Result<()> {
+        // Whole lines into the buffer, under one lock, so a flush never splits one.
+        let mut bytes = Vec::with_capacity(256 * events.len());
+        for event in events {
+            push_line(&mut bytes, event);
         }
+        // Standard output going away is no event's fault, and nothing to wait out.
+        let _ = lock(&self.out).write_all(&bytes);
         Ok(())
+    }
+}
+
+/// Appends the event's line to `bytes`.
+fn push_line(bytes: &mut Vec<u8>, event: &Event) {
+    let detail = event.body.detail();
+    let status = match &event.body {
+        EventBody::Status(s) => Some(s.status.as_str()),
+        _ => None,
+    };
+    let line = Line {
+        id: &event.id,
+        wamid: event.wamid(),
+        kind: event.kind,
+        provider: event.provider,
+        key: &event.user_key,
+        partition: event.partition,
+        offset: event.offset,
+        detail,
+        status,
+    };
+    let start = bytes.len();
+    if serde_json::to_writer(&mut *bytes, &line).is_ok() {
+        bytes.push(b'\n');
+    } else {
+        bytes.truncate(start);
     }
 }
 

@@ -2,6 +2,10 @@
 //! same event twice leaves one effect), rejects it ([`Error::SinkRejected`], the event's fault)
 //! or is unavailable ([`Error::SinkUnavailable`], waited out without dead-lettering).
 //!
+//! The worker hands a sink the ready events at once (at most [`Sink::max_batch`], each user's
+//! in order): a sink that can writes them all or none, in order, in one transaction
+//! ([`Sink::write_batch`]); one that cannot keeps the default, which writes them one by one.
+//!
 //! `sqlite` is the local-mode sink: the postgres tables in one file.
 
 mod http;
@@ -27,6 +31,31 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Writes one event. Must be idempotent for the same [`Event::id`].
     async fn write(&self, event: &Event) -> Result<()>;
+
+    /// Most events the worker hands [`Sink::write_batch`] at once; 1 (the default) means the
+    /// sink only ever sees one event per call, as many calls in flight as `--concurrency`.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Most batches the sink takes in flight at once (the worker's `--concurrency` caps it
+    /// too). A database that commits each batch gains from fewer, fuller batches: while its
+    /// connections are busy, the next batch fills.
+    fn max_concurrent_batches(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Writes several events (one user's in the order given; a sink must keep it, as one
+    /// transaction in order does): all of them, or (on an error) possibly only
+    /// some, so a retry writes them all again (idempotently). On an error that is an event's
+    /// fault the worker writes the batch's events one by one to find whose it is. The default
+    /// writes them one by one, in order.
+    async fn write_batch(&self, events: &[Event]) -> Result<()> {
+        for event in events {
+            self.write(event).await?;
+        }
+        Ok(())
+    }
 
     /// Makes everything written so far durable. The worker calls it before it stores offsets
     /// for the auto-commit and before it commits on a hand-over or at shutdown, so an event

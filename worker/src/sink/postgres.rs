@@ -1,6 +1,7 @@
 //! The `postgres` sink: messages, statuses and other events in tables created by embedded
-//! migrations. Every write is one idempotent statement (`ON CONFLICT DO NOTHING`, or a
-//! rank-guarded upsert for the current status), so replays and redeliveries change nothing.
+//! migrations. A batch of events is written by one idempotent statement (`ON CONFLICT DO
+//! NOTHING`, and a rank-guarded upsert for the current status; see [`batch`]): one transaction
+//! and one commit per batch, and replays and redeliveries change nothing.
 //! A few connections are shared round-robin by the concurrent writers (tokio-postgres pipelines
 //! queries on each; several backends let commits overlap); a broken one is reopened on its next
 //! use. A connection counts as broken once it is closed, once a request on it failed at the
@@ -9,6 +10,7 @@
 //! keepalives alone notice that only after minutes, behind a proxy never.
 //! TLS follows the URL's `sslmode` as libpq does (see [`tls`]).
 
+mod batch;
 mod tls;
 
 use std::path::PathBuf;
@@ -16,14 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
-use tokio_postgres::types::Json;
 use tokio_postgres::{Client, Statement};
 
 use crate::error::{describe_postgres_error, Error, Result};
-use crate::route::{Event, EventBody};
+use crate::route::Event;
 
 use super::Sink;
 
@@ -31,44 +31,27 @@ pub use self::tls::SslMode;
 use self::tls::Tls;
 
 /// Migrations compiled into the binary: (version, name, SQL), applied in order once each.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "status_participant",
+        include_str!("../../migrations/0002_status_participant.sql"),
+    ),
+];
 
 const SINK: &str = "postgres";
 
-const INSERT_MESSAGE: &str = "INSERT INTO wapipe_messages (wamid, provider, user_key, from_phone,
-    from_user_id, phone_number_id, message_type, group_id, body, contact_name, sent_at,
-    received_at, raw)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11::bigint),
-    to_timestamp($12::bigint / 1000.0), $13)
-  ON CONFLICT (wamid) DO NOTHING";
-
-const INSERT_STATUS: &str = "WITH inserted AS (
-    INSERT INTO wapipe_statuses (wamid, status, rank, provider, user_key, recipient_id,
-      phone_number_id, status_at, errors, received_at, raw)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint), $9,
-      to_timestamp($10::bigint / 1000.0), $11)
-    ON CONFLICT (wamid, status) DO NOTHING)
-  INSERT INTO wapipe_message_status AS current (wamid, status, rank, status_at)
-  VALUES ($1, $2, $3, to_timestamp($8::bigint))
-  ON CONFLICT (wamid) DO UPDATE
-    SET status = excluded.status, rank = excluded.rank, status_at = excluded.status_at,
-        updated_at = now()
-    WHERE excluded.rank > current.rank";
-
-const INSERT_EVENT: &str = "INSERT INTO wapipe_events (event_id, kind, provider, field,
-    user_key, error_code, error_title, received_at, raw)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint / 1000.0), $9)
-  ON CONFLICT (event_id) DO NOTHING";
+/// Most events written by one statement.
+const MAX_BATCH: usize = 500;
 
 struct Connection {
     client: Client,
-    insert_message: Statement,
-    insert_status: Statement,
-    insert_event: Statement,
+    write_batch: Statement,
     /// Set when a request failed at the connection level or was given up unanswered.
     broken: AtomicBool,
     /// The task driving the socket; a broken connection's would wait on it forever.
@@ -260,9 +243,10 @@ impl PostgresSink {
                     ),
                 })?;
         let connection = Arc::new(Connection {
-            insert_message: client.prepare(INSERT_MESSAGE).await.map_err(classify)?,
-            insert_status: client.prepare(INSERT_STATUS).await.map_err(classify)?,
-            insert_event: client.prepare(INSERT_EVENT).await.map_err(classify)?,
+            write_batch: client
+                .prepare(&batch::statement())
+                .await
+                .map_err(classify)?,
             client,
             broken: AtomicBool::new(false),
             driver,
@@ -279,100 +263,30 @@ impl Sink for PostgresSink {
     }
 
     async fn write(&self, event: &Event) -> Result<()> {
+        self.write_batch(std::slice::from_ref(event)).await
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    fn max_concurrent_batches(&self) -> usize {
+        // One statement per connection: more would only queue behind each other.
+        self.connections.len()
+    }
+
+    async fn write_batch(&self, events: &[Event]) -> Result<()> {
+        let rows = batch::BatchRows::new(events);
         let c = self.connection().await?;
         // Dropped unanswered when the worker gives up waiting: the connection is then suspect.
         let mut in_flight = InFlight {
             connection: &c,
             answered: false,
         };
-        let received_at = event.received_at_ms;
-        let raw = event.raw.to_raw_value().map_err(|e| Error::SinkRejected {
-            sink: SINK,
-            reason: format!("the raw event is not JSON: {e}"),
-        })?;
-        let result = match &event.body {
-            EventBody::Message(m) => {
-                c.client
-                    .execute(
-                        &c.insert_message,
-                        &[
-                            &m.wamid,
-                            &event.provider,
-                            &event.user_key,
-                            &m.from,
-                            &m.from_user_id,
-                            &m.phone_number_id,
-                            &m.message_type,
-                            &m.group_id,
-                            &m.text,
-                            &m.contact_name,
-                            &m.sent_at,
-                            &received_at,
-                            &Json(&raw),
-                        ],
-                    )
-                    .await
-            }
-            EventBody::Status(s) => {
-                let errors =
-                    (!s.errors.is_empty()).then(|| serde_json::Value::from(s.errors.clone()));
-                c.client
-                    .execute(
-                        &c.insert_status,
-                        &[
-                            &s.wamid,
-                            &s.status.as_str(),
-                            &s.rank,
-                            &event.provider,
-                            &event.user_key,
-                            &s.recipient_id,
-                            &s.phone_number_id,
-                            &s.status_at,
-                            &errors,
-                            &received_at,
-                            &Json(&raw),
-                        ],
-                    )
-                    .await
-            }
-            EventBody::Error(e) => {
-                insert_event(&c, event, &raw, None, e.code, e.title.as_deref()).await
-            }
-            EventBody::Field(f) => {
-                insert_event(&c, event, &raw, Some(f.field.as_str()), None, None).await
-            }
-        };
+        let result = c.client.execute(&c.write_batch, &rows.params()).await;
         in_flight.answered = !result.as_ref().is_err_and(breaks_connection);
         result.map(|_| ()).map_err(classify)
     }
-}
-
-/// Errors and changes of other fields share one table: an error has a code and a title, a field
-/// change its field name.
-async fn insert_event(
-    c: &Connection,
-    event: &Event,
-    raw: &RawValue,
-    field: Option<&str>,
-    code: Option<i64>,
-    title: Option<&str>,
-) -> std::result::Result<u64, tokio_postgres::Error> {
-    c.client
-        .execute(
-            &c.insert_event,
-            &[
-                &event.id,
-                &event.kind,
-                &event.provider,
-                &field,
-                &event.user_key,
-                &code,
-                &title,
-                &event.received_at_ms,
-                &Json(&raw),
-            ],
-        )
-        .await
 }
 
 /// Data errors (class 22) and constraint violations (class 23) are the event's fault; anything

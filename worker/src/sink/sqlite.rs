@@ -1,6 +1,6 @@
 //! The `sqlite` sink for local mode: the same tables as the postgres sink in one file, written
-//! with the same idempotent statements. SQLite calls block, so they run on the blocking pool
-//! behind one connection.
+//! with the same idempotent statements, a batch of events in one transaction (one commit).
+//! SQLite calls block, so they run on the blocking pool behind one connection.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,12 +15,22 @@ use super::Sink;
 
 const SINK: &str = "sqlite";
 
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 500;
+
 /// SQLite migrations: (version, name, SQL).
-pub const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+pub const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "status_participant",
+        include_str!("../../migrations/sqlite/0002_status_participant.sql"),
+    ),
+];
 
 pub struct SqliteSink {
     path: PathBuf,
@@ -127,9 +137,10 @@ fn write_event(connection: &Connection, event: &Event) -> rusqlite::Result<()> {
             connection
                 .prepare_cached(
                     "INSERT INTO wapipe_statuses (wamid, status, rank, provider, user_key,
-                       recipient_id, phone_number_id, status_at, errors, received_at_ms, raw)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                     ON CONFLICT (wamid, status) DO NOTHING",
+                       recipient_id, phone_number_id, status_at, errors, received_at_ms, raw,
+                       participant)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (wamid, status, participant) DO NOTHING",
                 )?
                 .execute(params![
                     s.wamid,
@@ -142,7 +153,8 @@ fn write_event(connection: &Connection, event: &Event) -> rusqlite::Result<()> {
                     s.status_at,
                     errors,
                     received_at,
-                    raw
+                    raw,
+                    s.participant.as_deref().unwrap_or("")
                 ])?;
             connection
                 .prepare_cached(
@@ -157,11 +169,10 @@ fn write_event(connection: &Connection, event: &Event) -> rusqlite::Result<()> {
                 .execute(params![s.wamid, s.status.as_str(), s.rank, s.status_at])
                 .map(|_| ())
         }
-        EventBody::Error(_) | EventBody::Field(_) => {
-            let (field, code, title) = match &event.body {
+        other => {
+            let (field, code, title) = match other {
                 EventBody::Error(e) => (None, e.code, e.title.clone()),
-                EventBody::Field(f) => (Some(f.field.clone()), None, None),
-                _ => (None, None, None),
+                other => (Some(other.detail().to_string()), None, None),
             };
             connection
                 .prepare_cached(
@@ -193,13 +204,21 @@ impl Sink for SqliteSink {
     }
 
     async fn write(&self, event: &Event) -> Result<()> {
+        self.write_batch(std::slice::from_ref(event)).await
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    async fn write_batch(&self, events: &[Event]) -> Result<()> {
         let connection = self.connection.clone();
-        let event = event.clone();
+        let events = events.to_vec();
         tokio::task::spawn_blocking(move || {
-            let connection = connection
+            let mut connection = connection
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            write_event(&connection, &event).map_err(classify)
+            write_all(&mut connection, &events).map_err(classify)
         })
         .await
         .map_err(|e| Error::SinkUnavailable {
@@ -207,6 +226,15 @@ impl Sink for SqliteSink {
             reason: format!("the write task failed: {e}"),
         })?
     }
+}
+
+/// Writes `events` in one transaction: all of them, or none.
+fn write_all(connection: &mut Connection, events: &[Event]) -> rusqlite::Result<()> {
+    let transaction = connection.transaction()?;
+    for event in events {
+        write_event(&transaction, event)?;
+    }
+    transaction.commit()
 }
 
 #[cfg(test)]

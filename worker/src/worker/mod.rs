@@ -1,11 +1,13 @@
-//! The consumer loop. Records are taken off the raw topic in batches, queued per (partition,
-//! key) and run by one runner per busy key, at most `concurrency` at a time (`process`). An
-//! offset is stored for commit only once every earlier offset of its partition is finished
+//! The consumer loop. Records are taken off the raw topic in batches and queued per (partition,
+//! key); the queued events of every ready key go to the sink in batches, each key's in order
+//! and in one batch at a time, at most `concurrency` batches at a time (`process`). When to take
+//! records, hold or pause fetching is `fetch`. An offset is stored for commit only once every earlier offset of its partition is finished
 //! (`offsets`). On revocation the worker waits for the revoked partitions' running events,
 //! commits, and drops the rest for the new owner (`rebalance`); on shutdown it drains and
 //! commits. An event that keeps failing goes to the dead-letter topic (`dead_letter`).
 
 mod dead_letter;
+mod fetch;
 mod offsets;
 mod process;
 mod rebalance;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use wapipe_core::kafka::KafkaArgs;
 
@@ -27,9 +29,10 @@ use crate::route::Incoming;
 use crate::sink::SharedSink;
 
 pub use self::dead_letter::dead_letter_headers;
+use self::fetch::{fetch_decision, FetchChange};
 pub use self::offsets::is_nothing_to_commit;
 use self::offsets::{commit, ownership, Job, Ownership, PartitionSlot, State};
-use self::process::run_key;
+use self::process::launch;
 use self::rebalance::WorkerContext;
 
 /// What the consumer loop needs, independent of how it was configured.
@@ -40,6 +43,7 @@ pub struct WorkerSettings {
     pub dead_letter_topic: String,
     pub group: String,
     pub max_attempts: u32,
+    /// Sink writes in flight at a time (each a batch of up to the sink's `max_batch` events).
     pub concurrency: usize,
     pub max_buffered: usize,
     pub retry_backoff: Duration,
@@ -71,9 +75,6 @@ impl WorkerSettings {
     }
 }
 
-/// How long the buffer may stay full, with no record taken, before fetching is paused.
-const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(2);
-
 /// Most records taken off the consumer's queue at once (those already there, never waiting).
 const MAX_BATCH: usize = 256;
 
@@ -88,7 +89,6 @@ struct Shared {
     /// Signalled whenever an event finishes, for revocation and shutdown to wait on.
     finished: Condvar,
     space: Notify,
-    permits: Semaphore,
     epochs: AtomicU64,
     /// Rebalance callbacks run so far (revocations and assignments), to tell whose a record of
     /// a batch is when a rebalance ran while the batch was being taken.
@@ -129,7 +129,6 @@ impl Worker {
         defaults.push(("message.timeout.ms", "30000"));
         let producer: FutureProducer = settings.kafka.client_config_with(&defaults)?.create()?;
         let shared = Arc::new(Shared {
-            permits: Semaphore::new(settings.concurrency.max(1)),
             settings: settings.clone(),
             state: Mutex::new(State::default()),
             finished: Condvar::new(),
@@ -174,32 +173,25 @@ impl Worker {
         store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             shared.store_moved(consumer.as_ref());
-            // A full buffer first only stops taking records: librdkafka's own prefetch (bounded by
-            // queued.max.messages.kbytes) waits, and a fast sink drains the buffer within
-            // milliseconds. Pausing purges that prefetch and costs a fetch round trip to undo, so
-            // a pause (which keeps the consumer polling, and so in the group, through a long
-            // sink outage) comes only once the buffer has stayed full for HOLD_BEFORE_PAUSE.
-            // Fetching resumes at half the limit.
-            let now = tokio::time::Instant::now();
             let (buffered, was_paused) = {
                 let state = shared.lock();
                 (state.buffered, state.paused)
             };
-            let full = buffered >= settings.max_buffered;
-            match (full, full_since) {
-                (false, _) => full_since = None,
-                (true, None) => full_since = Some(now),
-                (true, Some(_)) => {}
-            }
-            let pause_now = !was_paused
-                && full_since.is_some_and(|since| now.duration_since(since) >= HOLD_BEFORE_PAUSE);
-            let resume_now = was_paused && buffered <= settings.max_buffered / 2;
-            if pause_now || resume_now {
-                shared.lock().paused = pause_now;
+            let decision = fetch_decision(
+                buffered,
+                settings.max_buffered,
+                was_paused,
+                full_since,
+                tokio::time::Instant::now(),
+            );
+            full_since = decision.full_since;
+            if let Some(change) = decision.change {
+                let pause = change == FetchChange::Pause;
+                shared.lock().paused = pause;
                 // The whole current assignment; a partition assigned from here on gets the
                 // same state in the rebalance callback.
                 if let Ok(assignment) = consumer.assignment() {
-                    let result = if pause_now {
+                    let result = if pause {
                         consumer.pause(&assignment)
                     } else {
                         consumer.resume(&assignment)
@@ -208,12 +200,10 @@ impl Worker {
                         tracing::warn!(%error, "pausing or resuming fetches failed");
                     }
                 }
-                self.metrics.fetch_paused.set(i64::from(pause_now));
+                self.metrics.fetch_paused.set(i64::from(pause));
             }
-            let paused = (was_paused && !resume_now) || pause_now;
-            // Full but not paused yet: take no record until space frees or the hold is over.
-            let holding = full && !paused;
-            let hold_over = full_since.map_or(now, |since| since + HOLD_BEFORE_PAUSE);
+            let (paused, holding, hold_over) =
+                (decision.paused, decision.holding, decision.hold_over);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = shared.space.notified(), if paused || holding => {}
@@ -294,13 +284,12 @@ impl Default for Worker {
     }
 }
 
-/// Queues a batch of records, taken after `received_at` rebalances, under one lock and starts a
-/// runner for each key that was idle.
+/// Queues a batch of records, taken after `received_at` rebalances, under one lock; keys that
+/// were idle become ready, and batches start for them while fewer than `concurrency` run.
 fn dispatch(shared: &Arc<Shared>, batch: Vec<Incoming>, received_at: u64) {
-    let mut idle_keys = Vec::new();
-    {
-        let mut state = shared.lock();
-        let state = &mut *state;
+    let launched = {
+        let mut guard = shared.lock();
+        let state = &mut *guard;
         let now = shared.rebalances.load(Ordering::Acquire);
         for incoming in batch {
             let partition = incoming.partition;
@@ -323,12 +312,11 @@ fn dispatch(shared: &Arc<Shared>, batch: Vec<Incoming>, received_at: u64) {
             state.buffered += 1;
             let key = (partition, job.incoming.key.clone());
             if state.queues.push(key.clone(), job) {
-                idle_keys.push(key);
+                state.ready.push_back(key);
             }
         }
         shared.metrics.buffered_events.set(state.buffered as i64);
-    }
-    for key in idle_keys {
-        tokio::spawn(run_key(shared.clone(), key));
-    }
+        launch(shared, guard)
+    };
+    launched.spawn(shared);
 }

@@ -2,7 +2,7 @@
 //! offsets are still running, what may be stored for the auto-commit (never past an unfinished
 //! event) and what is committed when partitions are handed over or the worker stops.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 
@@ -84,6 +84,10 @@ pub(super) fn ownership(slot_since: Option<u64>, received_at: u64, now: u64) -> 
 #[derive(Default)]
 pub(super) struct State {
     pub(super) queues: KeyQueues<QueueKey, Job>,
+    /// Active keys with no event in flight, whose next event may start, oldest first.
+    pub(super) ready: VecDeque<QueueKey>,
+    /// Sink writes (batches) in flight, at most `concurrency`.
+    pub(super) batches: usize,
     pub(super) partitions: HashMap<i32, PartitionSlot>,
     pub(super) buffered: usize,
     /// Whether fetching is paused because the buffer is full. Every partition this worker is

@@ -1,0 +1,122 @@
+//! When the consumer loop takes records, holds, pauses fetching or resumes it. A full buffer
+//! first only stops taking records: librdkafka's own prefetch (bounded by
+//! `queued.max.messages.kbytes`) waits, and a fast sink drains the buffer within milliseconds.
+//! Pausing purges that prefetch and costs a fetch round trip to undo, so a pause (which keeps
+//! the consumer polling, and so in the group, through a long sink outage) comes only once the
+//! buffer has stayed full for [`HOLD_BEFORE_PAUSE`]. Fetching resumes at half the limit.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How long the buffer may stay full, with no record taken, before fetching is paused.
+pub(super) const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(2);
+
+/// A change of the fetch state the consumer loop must apply to its assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FetchChange {
+    Pause,
+    Resume,
+}
+
+/// What the consumer loop does next, from the buffer's fill and how long it has been full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FetchDecision {
+    /// Since when the buffer has been full (carried to the next decision).
+    pub(super) full_since: Option<Instant>,
+    /// Pause or resume now, if the state changes.
+    pub(super) change: Option<FetchChange>,
+    /// Whether fetching is paused once the change is applied.
+    pub(super) paused: bool,
+    /// Full but not paused yet: take no record until space frees or `hold_over`.
+    pub(super) holding: bool,
+    /// When a hold turns into a pause.
+    pub(super) hold_over: Instant,
+}
+
+/// Decides from `buffered` events of at most `max_buffered`, whether fetching `was_paused`,
+/// and since when the buffer has been full.
+pub(super) fn fetch_decision(
+    buffered: usize,
+    max_buffered: usize,
+    was_paused: bool,
+    full_since: Option<Instant>,
+    now: Instant,
+) -> FetchDecision {
+    let full = buffered >= max_buffered;
+    let full_since = match (full, full_since) {
+        (false, _) => None,
+        (true, None) => Some(now),
+        (true, since) => since,
+    };
+    let pause_now = !was_paused
+        && full_since.is_some_and(|since| now.duration_since(since) >= HOLD_BEFORE_PAUSE);
+    let resume_now = was_paused && buffered <= max_buffered / 2;
+    let change = match (pause_now, resume_now) {
+        (true, _) => Some(FetchChange::Pause),
+        (false, true) => Some(FetchChange::Resume),
+        (false, false) => None,
+    };
+    let paused = (was_paused && !resume_now) || pause_now;
+    FetchDecision {
+        full_since,
+        change,
+        paused,
+        holding: full && !paused,
+        hold_over: full_since.map_or(now, |since| since + HOLD_BEFORE_PAUSE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_buffer_first_holds_and_pauses_fetching_only_once_it_stayed_full_for_the_hold() {
+        let start = Instant::now();
+        let first = fetch_decision(100, 100, false, None, start);
+        assert_eq!(first.full_since, Some(start));
+        assert_eq!(first.change, None);
+        assert!(first.holding && !first.paused);
+        assert_eq!(first.hold_over, start + HOLD_BEFORE_PAUSE);
+
+        let almost = start + HOLD_BEFORE_PAUSE - Duration::from_millis(1);
+        let still = fetch_decision(100, 100, false, first.full_since, almost);
+        assert_eq!(still.change, None);
+        assert!(still.holding);
+
+        let over = fetch_decision(100, 100, false, still.full_since, start + HOLD_BEFORE_PAUSE);
+        assert_eq!(over.change, Some(FetchChange::Pause));
+        assert!(over.paused && !over.holding);
+    }
+
+    #[test]
+    fn space_freed_during_the_hold_forgets_it() {
+        let start = Instant::now();
+        let full = fetch_decision(100, 100, false, None, start);
+        let later = start + Duration::from_secs(1);
+        let freed = fetch_decision(99, 100, false, full.full_since, later);
+        assert_eq!(freed.full_since, None);
+        assert_eq!(freed.change, None);
+        assert!(!freed.holding && !freed.paused);
+        // Full again: the hold starts over.
+        let again = fetch_decision(100, 100, false, freed.full_since, later);
+        assert_eq!(again.full_since, Some(later));
+        assert_eq!(again.change, None);
+    }
+
+    #[test]
+    fn paused_fetching_resumes_only_at_half_the_limit() {
+        let now = Instant::now();
+        let above_half = fetch_decision(51, 100, true, None, now);
+        assert_eq!(above_half.change, None);
+        assert!(above_half.paused && !above_half.holding);
+        let half = fetch_decision(50, 100, true, None, now);
+        assert_eq!(half.change, Some(FetchChange::Resume));
+        assert!(!half.paused && !half.holding);
+        // Still full while paused: it stays paused, it does not hold.
+        let full = fetch_decision(100, 100, true, Some(now), now + HOLD_BEFORE_PAUSE * 3);
+        assert_eq!(full.change, None);
+        assert!(full.paused && !full.holding);
+    }
+}
