@@ -15,6 +15,7 @@
 #   4. operator/tests/cluster.rs (Ready, topics, children, GC, deletion policy, conditions,
 #      events, scaling on real lag, namespace deletion, a Kafka outage) while that operator runs,
 #      with a 20 s cleanup deadline so an abandoned cleanup shows within the test's patience
+#      and operator/tests/cluster_ownership.rs (what the operator must never delete or take)
 #   5. the whole loop (operator/tests/cluster_loop.rs): ingress and workers as host processes
 #      from the Deployments' pod templates, signed webhooks into PostgreSQL, scaled on lag
 #   6. two operator processes (operator/tests/cluster_lease.rs): one holds the Lease, kill it
@@ -212,6 +213,11 @@ else
   failed=$((failed + 1))
   echo "FAIL operator/tests/cluster.rs"
 fi
+ownership_test() {
+  WAPIPE_TEST_OPERATOR_METRICS="http://127.0.0.1:$metrics_port/metrics" \
+    cargo test -q -p wapipe-operator --test cluster_ownership -- --ignored --test-threads=1
+}
+check "never deletes or takes what it does not own (operator/tests/cluster_ownership.rs): a replacement keeps the topic of one being deleted, same-named objects are neither taken nor deleted, the cleanup deadline holds with a pod stuck Terminating, claims by Kafka cluster id" ownership_test
 loop_test() {
   cargo build -q -p wapipe-ingress -p wapipe-worker
   WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" cargo test -q -p wapipe-operator --test cluster_loop
