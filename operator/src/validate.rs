@@ -67,6 +67,12 @@ pub fn validate(
         .controller_owner_ref(&())
         .ok_or_else(|| Invalid::spec("the resource has no uid yet"))?;
 
+    if !is_child_name_base(&name) {
+        return Err(Invalid::spec(format!(
+            "name {name:?} must be at most 55 characters of lowercase letters, digits and '-', \
+             starting with a letter: the Service {name}-ingress must be a DNS label of at most 63"
+        )));
+    }
     if spec.kafka.bootstrap_servers.trim().is_empty() {
         return Err(Invalid::spec("kafka.bootstrapServers is empty"));
     }
@@ -121,6 +127,17 @@ pub fn validate(
         }
         SinkType::Http if worker.sink.http_url.as_deref().is_none_or(str::is_empty) => {
             return Err(Invalid::spec("sink type http needs sink.httpUrl"));
+        }
+        SinkType::Http
+            if !worker
+                .sink
+                .http_url
+                .as_deref()
+                .is_some_and(has_http_scheme_and_host) =>
+        {
+            return Err(Invalid::spec(
+                "sink.httpUrl must be an absolute http:// or https:// URL with a host",
+            ));
         }
         _ => {}
     }
@@ -219,4 +236,27 @@ fn is_valid_topic_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Whether `name` leaves room for the children's names: `<name>-ingress` is a Service name, a
+/// DNS label (RFC 1035) of at most 63 characters.
+fn is_child_name_base(name: &str) -> bool {
+    name.len() <= 55
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Whether `url` starts with `http://` or `https://` followed by a host.
+fn has_http_scheme_and_host(url: &str) -> bool {
+    ["http://", "https://"].iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            && url[scheme.len()..]
+                .split(['/', '?', '#'])
+                .next()
+                .is_some_and(|host| !host.is_empty())
+    })
 }

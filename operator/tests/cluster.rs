@@ -319,12 +319,13 @@ async fn a_missing_secret_and_an_unreachable_kafka_show_in_the_conditions() {
         "KafkaUnavailable",
     );
 
-    // A spec error the schema cannot catch: raw and dead-letter topic are the same.
-    let mut body = pipeline_body(&ns, "same-topics", &c.brokers, "ct-same", 1);
-    body["spec"]["deadLetterTopic"]["name"] = json!("ct-same");
+    // A spec error the schema cannot catch (the CEL rules refuse the rest at admission): a
+    // bootstrap list of blanks.
+    let mut body = pipeline_body(&ns, "blank-kafka", " ", "ct-same", 1);
+    body["spec"]["deletionPolicy"] = json!("Retain");
     c.create_pipeline(&ns, body).await;
     let invalid = c
-        .wait_pipeline(&ns, "same-topics", "Ready=False InvalidSpec", |p| {
+        .wait_pipeline(&ns, "blank-kafka", "Ready=False InvalidSpec", |p| {
             is(p, "Ready", "False", Some("InvalidSpec"))
         })
         .await;
@@ -334,7 +335,7 @@ async fn a_missing_secret_and_an_unreachable_kafka_show_in_the_conditions() {
         "Degraded",
         "InvalidSpec",
     );
-    for name in ["no-secret", "no-kafka", "same-topics"] {
+    for name in ["no-secret", "no-kafka", "blank-kafka"] {
         c.pipelines(&ns)
             .delete(name, &DeleteParams::default())
             .await
