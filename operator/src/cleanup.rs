@@ -7,14 +7,17 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
 use crate::build::{ingress_name, worker_name};
+use crate::claims;
 use crate::controller::{
-    created_here, deleting_for, has_finalizer, key, lock, publish, set_finalizers, Context,
+    all_pipelines, controlled_by, created_here, deleting_for, has_finalizer, key, lock, publish,
+    set_finalizers, Context,
 };
 use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
@@ -31,8 +34,9 @@ pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(600);
 /// Annotation that releases a pipeline under `deletionPolicy: Delete` without touching Kafka.
 pub const SKIP_CLEANUP_ANNOTATION: &str = "wapipe.dev/skip-cleanup";
 
-/// Deletion: under `Delete`, stop the pods, delete the topics the operator created, then drop
-/// the finalizer; bounded by the cleanup deadline ([`CLEANUP_DEADLINE`] by default), skippable with [`SKIP_CLEANUP_ANNOTATION`].
+/// Deletion: under `Delete`, stop the pods, delete the topics the operator created that no
+/// other pipeline claims, then drop the finalizer; bounded by the cleanup deadline
+/// ([`CLEANUP_DEADLINE`] by default) on every path, skippable with [`SKIP_CLEANUP_ANNOTATION`].
 pub(crate) async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
     lock(&ctx.scalers).remove(&key(pipeline));
     let uid = pipeline.uid().unwrap_or_default();
@@ -47,6 +51,7 @@ pub(crate) async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -
             .annotations()
             .get(SKIP_CLEANUP_ANNOTATION)
             .is_some_and(|v| v == "true");
+        let past_deadline = deleting_for(pipeline).unwrap_or_default() >= ctx.cleanup_deadline;
         if skip {
             publish(
                 ctx,
@@ -60,36 +65,29 @@ pub(crate) async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -
             )
             .await;
         } else {
-            match delete_created_topics(pipeline, ctx, &to_delete).await {
-                Ok(true) => {}
-                // The pods are still stopping: the topics go once they have.
-                Ok(false) => return Ok(Action::requeue(Duration::from_secs(5))),
+            let why = match delete_created_topics(pipeline, ctx, &to_delete).await {
+                Ok(true) => None,
+                // The pods are still stopping: the topics go once they have, unless a pod stays
+                // Terminating (a lost node) past the deadline.
+                Ok(false) if !past_deadline => {
+                    let left = ctx
+                        .cleanup_deadline
+                        .saturating_sub(deleting_for(pipeline).unwrap_or_default());
+                    return Ok(Action::requeue(
+                        PODS_STOPPING_RECHECK.min(left + Duration::from_secs(1)),
+                    ));
+                }
+                Ok(false) => Some("the ingress or worker pods were still stopping".to_string()),
                 Err(error) => {
                     forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
-                    if deleting_for(pipeline).unwrap_or_default() < ctx.cleanup_deadline {
+                    if !past_deadline {
                         return Err(error);
                     }
-                    warn!(pipeline = %key(pipeline), %error, left = %listed_or_none(&to_delete), "cleanup abandoned after the deadline");
-                    ctx.metrics
-                        .cleanups_abandoned
-                        .get_or_create(&PipelineLabels {
-                            namespace: pipeline.namespace().unwrap_or_default(),
-                            pipeline: pipeline.name_any(),
-                        })
-                        .inc();
-                    publish(
-                        ctx,
-                        pipeline,
-                        EventType::Warning,
-                        "CleanupAbandoned",
-                        format!(
-                            "gave up after {}s ({error}); left on Kafka: {}",
-                            ctx.cleanup_deadline.as_secs(),
-                            listed_or_none(&to_delete)
-                        ),
-                    )
-                    .await;
+                    Some(error.to_string())
                 }
+            };
+            if let Some(why) = why {
+                abandon(ctx, pipeline, &why, &to_delete).await;
             }
         }
     }
@@ -103,6 +101,33 @@ pub(crate) async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -
     Ok(Action::await_change())
 }
 
+/// How soon a cleanup waiting for pods to stop looks again.
+const PODS_STOPPING_RECHECK: Duration = Duration::from_secs(5);
+
+/// Gives up a cleanup at its deadline: counted, logged, and an Event names what was left.
+async fn abandon(ctx: &Context, pipeline: &WhatsAppWebhookPipeline, why: &str, left: &[String]) {
+    warn!(pipeline = %key(pipeline), error = %why, left = %listed_or_none(left), "cleanup abandoned after the deadline");
+    ctx.metrics
+        .cleanups_abandoned
+        .get_or_create(&PipelineLabels {
+            namespace: pipeline.namespace().unwrap_or_default(),
+            pipeline: pipeline.name_any(),
+        })
+        .inc();
+    publish(
+        ctx,
+        pipeline,
+        EventType::Warning,
+        "CleanupAbandoned",
+        format!(
+            "gave up after {}s ({why}); left on Kafka: {}",
+            ctx.cleanup_deadline.as_secs(),
+            listed_or_none(left)
+        ),
+    )
+    .await;
+}
+
 fn listed_or_none(topics: &[String]) -> String {
     if topics.is_empty() {
         "nothing".into()
@@ -111,24 +136,24 @@ fn listed_or_none(topics: &[String]) -> String {
     }
 }
 
-/// The pipeline's topics the operator created (adopted ones are never deleted).
+/// The topics the operator created for the pipeline (adopted ones are never deleted), as its
+/// status records them and as this process remembers creating them.
 fn topics_to_delete(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Vec<String> {
-    let status = pipeline.status.clone().unwrap_or_default();
-    [
-        (&pipeline.spec.topic.name, status.topic_created),
-        (
-            &pipeline.spec.dead_letter_topic.name,
-            status.dead_letter_topic_created,
-        ),
-    ]
-    .into_iter()
-    .filter(|(topic, created)| *created == Some(true) || created_here(ctx, pipeline, topic))
-    .map(|(topic, _)| topic.clone())
-    .collect()
+    let mut topics = claims::created_topics(pipeline);
+    for topic in [
+        &pipeline.spec.topic.name,
+        &pipeline.spec.dead_letter_topic.name,
+    ] {
+        if !topics.contains(topic) && created_here(ctx, pipeline, topic) {
+            topics.push(topic.clone());
+        }
+    }
+    topics
 }
 
 /// Stops the ingress and the workers (their Deployments deleted in the foreground, so they
-/// are gone only once their pods are), then deletes `topics`. `Ok(false)` while pods remain.
+/// are gone only once their pods are), then deletes those of `topics` no other pipeline claims.
+/// `Ok(false)` while pods remain.
 async fn delete_created_topics(
     pipeline: &WhatsAppWebhookPipeline,
     ctx: &Context,
@@ -136,15 +161,34 @@ async fn delete_created_topics(
 ) -> Result<bool> {
     let namespace = pipeline.namespace().unwrap_or_default();
     let name = pipeline.name_any();
+    let uid = pipeline.uid().unwrap_or_default();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut stopping = false;
     for child in [ingress_name(&name), worker_name(&name)] {
-        match deployments
-            .delete(&child, &kube::api::DeleteParams::foreground())
+        let read = deployments
+            .get_opt(&child)
             .await
-        {
+            .map_err(|source| Error::DeleteChild {
+                name: child.clone(),
+                source,
+            })?;
+        // Only a Deployment this pipeline controls is deleted, and only that very object (a
+        // same-named one made since is someone else's).
+        let Some(existing) = read.filter(|d| controlled_by(&d.metadata, &uid)) else {
+            continue;
+        };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::foreground()
+        };
+        match deployments.delete(&child, &params).await {
             Ok(_) => stopping = true,
             Err(kube::Error::Api(status)) if status.code == 404 => {}
+            // The uid precondition failed: it was replaced meanwhile; look again next time.
+            Err(kube::Error::Api(status)) if status.code == 409 => stopping = true,
             Err(source) => {
                 return Err(Error::DeleteChild {
                     name: child,
@@ -156,8 +200,24 @@ async fn delete_created_topics(
     if stopping {
         return Ok(false);
     }
+    let others = all_pipelines(ctx).await?;
     let kafka = kafka_settings(ctx, &namespace, &pipeline.spec.kafka).await?;
     for topic in topics {
+        if let Some(holder) = claims::other_claimant(pipeline, topic, &others) {
+            publish(
+                ctx,
+                pipeline,
+                EventType::Normal,
+                "TopicRetained",
+                format!(
+                    "kept topic {topic}: pipeline {}/{} claims it",
+                    holder.namespace().unwrap_or_default(),
+                    holder.name_any()
+                ),
+            )
+            .await;
+            continue;
+        }
         ctx.admin
             .delete_topic(&kafka, topic)
             .await

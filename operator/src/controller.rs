@@ -28,6 +28,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::build::build;
+use crate::claims;
 use crate::cleanup::cleanup;
 pub use crate::cleanup::{CLEANUP_DEADLINE, SKIP_CLEANUP_ANNOTATION};
 use crate::crd::{DeletionPolicy, PipelineStatus, WhatsAppWebhookPipeline, FINALIZER};
@@ -45,7 +46,7 @@ use crate::secrets::{
 use crate::status::{self};
 use crate::topic::{ensure_topic, ConfigChecked};
 pub use crate::topic::{plan_topic, TopicPlan};
-use crate::validate::{check_images, validate};
+use crate::validate::{check_images, validate, Invalid};
 
 /// Shared state of every reconcile.
 pub struct Context {
@@ -333,6 +334,14 @@ async fn write_failure(
     let Some(failure) = error.failure_condition() else {
         return Ok(());
     };
+    publish(
+        ctx,
+        pipeline,
+        EventType::Warning,
+        failure.reason.as_str(),
+        error.to_string(),
+    )
+    .await;
     let previous = pipeline.status.clone().unwrap_or_default();
     let status = status::failed(
         &previous,
@@ -345,6 +354,77 @@ async fn write_failure(
     write_status(ctx, pipeline, status).await
 }
 
+/// The kind of a child, as a static name for errors.
+fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "Deployment" => "Deployment",
+        "Service" => "Service",
+        "PodDisruptionBudget" => "PodDisruptionBudget",
+        _ => "object",
+    }
+}
+
+/// Whether `meta` names the object with `uid` as its controller.
+pub(crate) fn controlled_by(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    uid: &str,
+) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.controller == Some(true) && owner.uid == uid)
+}
+
+/// Who controls an object, in words, for a conflict message.
+fn holder_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.controller == Some(true))
+        .map(|owner| format!("controlled by {} {}", owner.kind, owner.name))
+        .unwrap_or_else(|| "no controller".into())
+}
+
+/// Reads the child `object` would be applied over: none, or one this pipeline controls, may be
+/// applied; anything else is a [`Error::ChildNotOwned`] (force-applying over it would take its
+/// fields, and the owner reference would then have it garbage-collected with the pipeline).
+async fn check_child<K>(
+    ctx: &Context,
+    pipeline_uid: &str,
+    namespace: &str,
+    object: &K,
+    condition: status::ConditionType,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    let kind = kind_of::<K>();
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::ReadChild {
+            kind,
+            name: name.clone(),
+            source,
+        })?;
+    match existing {
+        Some(existing) if !controlled_by(existing.meta(), pipeline_uid) => {
+            Err(Error::ChildNotOwned {
+                kind,
+                name,
+                condition,
+                holder: holder_of(existing.meta()),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn apply_child<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
@@ -355,13 +435,7 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let name = object.meta().name.clone().unwrap_or_default();
-    let kind = K::kind(&());
-    let kind: &'static str = match kind.as_ref() {
-        "Deployment" => "Deployment",
-        "Service" => "Service",
-        "PodDisruptionBudget" => "PodDisruptionBudget",
-        _ => "object",
-    };
+    let kind = kind_of::<K>();
     let mut value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
     value["apiVersion"] = json!(K::api_version(&()));
     value["kind"] = json!(K::kind(&()));
@@ -398,20 +472,10 @@ async fn write_status(
     Ok(())
 }
 
-async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
-    let namespace = pipeline.namespace().unwrap_or_default();
-    let generation = pipeline.metadata.generation;
-    let previous = pipeline.status.clone().unwrap_or_default();
-    let wants_finalizer = pipeline.spec.deletion_policy == DeletionPolicy::Delete;
-    if wants_finalizer && !has_finalizer(pipeline) {
-        let mut finalizers = pipeline.finalizers().to_vec();
-        finalizers.push(FINALIZER.into());
-        set_finalizers(pipeline, ctx, finalizers).await?;
-    }
-
-    // The controller's own cache of every pipeline; a list call only where no controller runs
-    // (tests that call reconcile directly).
-    let others: Vec<WhatsAppWebhookPipeline> = match ctx.pipelines.get() {
+/// Every pipeline in the cluster: the controller's own cache, or a list call where no controller
+/// runs (tests that call reconcile directly).
+pub(crate) async fn all_pipelines(ctx: &Context) -> Result<Vec<WhatsAppWebhookPipeline>> {
+    Ok(match ctx.pipelines.get() {
         Some(store) => store.state().iter().map(|p| (**p).clone()).collect(),
         None => {
             Api::<WhatsAppWebhookPipeline>::all(ctx.client.clone())
@@ -420,38 +484,87 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
                 .map_err(Error::ListPipelines)?
                 .items
         }
-    };
+    })
+}
+
+/// A pipeline that cannot be reconciled as written: an Event, and its status says why.
+async fn refuse(ctx: &Context, pipeline: &WhatsAppWebhookPipeline, invalid: Invalid) -> Result<()> {
+    warn!(pipeline = %key(pipeline), reason = %invalid.reason, message = %invalid.message, "cannot reconcile");
+    publish(
+        ctx,
+        pipeline,
+        EventType::Warning,
+        invalid.reason.as_str(),
+        invalid.message.clone(),
+    )
+    .await;
+    let previous = pipeline.status.clone().unwrap_or_default();
+    let status = status::invalid(
+        &previous,
+        pipeline.metadata.generation,
+        invalid.reason,
+        &invalid.message,
+        &now(),
+    );
+    write_status(ctx, pipeline, status).await
+}
+
+/// How soon a pipeline refused for a claim another pipeline holds looks again: the holder's
+/// deletion changes nothing in this pipeline, so no change would wake it.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+
+async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
+    let namespace = pipeline.namespace().unwrap_or_default();
+    let generation = pipeline.metadata.generation;
+    let previous = pipeline.status.clone().unwrap_or_default();
+    let others = all_pipelines(ctx).await?;
     let valid = match validate(pipeline, &others, &ctx.default_image)
         .and_then(|valid| check_images(valid, &ctx.allowed_image_prefixes))
     {
         Ok(valid) => valid,
         Err(invalid) => {
-            warn!(pipeline = %key(pipeline), reason = %invalid.reason, message = %invalid.message, "cannot reconcile");
-            publish(
-                ctx,
-                pipeline,
-                EventType::Warning,
-                invalid.reason.as_str(),
-                invalid.message.clone(),
-            )
-            .await;
-            let status = status::invalid(
-                &previous,
-                generation,
-                invalid.reason,
-                &invalid.message,
-                &now(),
-            );
-            write_status(ctx, pipeline, status).await?;
+            let conflict = invalid.reason == status::Reason::ResourceConflict;
+            refuse(ctx, pipeline, invalid).await?;
             // A spec error waits for the next change of the resource.
-            return Ok(Action::await_change());
+            return Ok(if conflict {
+                Action::requeue(CONFLICT_RECHECK)
+            } else {
+                Action::await_change()
+            });
         }
     };
+    // Only a valid pipeline gets the finalizer: its cleanup touches only what it created.
+    let wants_finalizer = pipeline.spec.deletion_policy == DeletionPolicy::Delete;
+    if wants_finalizer && !has_finalizer(pipeline) {
+        let mut finalizers = pipeline.finalizers().to_vec();
+        finalizers.push(FINALIZER.into());
+        set_finalizers(pipeline, ctx, finalizers).await?;
+    }
     let spec = &valid.spec;
     forget_secrets_on_spec_change(ctx, pipeline);
     let kafka = kafka_settings(ctx, &namespace, &spec.kafka).await?;
     check_pod_secrets(ctx, &namespace, spec).await?;
 
+    // Claims again, now by the cluster id Kafka reports: two bootstrap names of one cluster.
+    let cluster_id = ctx
+        .admin
+        .cluster_id(&kafka)
+        .await
+        .map_err(Error::KafkaClusterId)?;
+    if let Some(conflict) = claims::conflicting_claim(pipeline, cluster_id.as_deref(), &others) {
+        refuse(
+            ctx,
+            pipeline,
+            Invalid {
+                reason: status::Reason::ResourceConflict,
+                message: conflict.message(),
+            },
+        )
+        .await?;
+        return Ok(Action::requeue(CONFLICT_RECHECK));
+    }
+
+    let mut created = claims::created_topics(pipeline);
     let topic = ensure_topic(
         ctx,
         pipeline,
@@ -463,7 +576,8 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
             &spec.topic.config,
             spec.ingress.max_body_bytes,
         ),
-        previous.topic_created.unwrap_or(false) || created_here(ctx, pipeline, &spec.topic.name),
+        &spec.topic.config,
+        created.contains(&spec.topic.name) || created_here(ctx, pipeline, &spec.topic.name),
     )
     .await?;
     let dead_letter = ensure_topic(
@@ -477,12 +591,51 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
             &spec.dead_letter_topic.config,
             spec.ingress.max_body_bytes,
         ),
-        previous.dead_letter_topic_created.unwrap_or(false)
+        &spec.dead_letter_topic.config,
+        created.contains(&spec.dead_letter_topic.name)
             || created_here(ctx, pipeline, &spec.dead_letter_topic.name),
     )
     .await?;
+    for (name, outcome) in [
+        (&spec.topic.name, &topic),
+        (&spec.dead_letter_topic.name, &dead_letter),
+    ] {
+        if outcome.created && !created.contains(name) {
+            created.push(name.clone());
+        }
+    }
 
     let children = build(&valid);
+    let uid = pipeline.uid().unwrap_or_default();
+    {
+        use status::ConditionType::{IngressReady, WorkersReady};
+        // Every child is checked before any is applied: a conflict leaves nothing half-applied.
+        check_child(
+            ctx,
+            &uid,
+            &namespace,
+            &children.ingress_deployment,
+            IngressReady,
+        )
+        .await?;
+        check_child(
+            ctx,
+            &uid,
+            &namespace,
+            &children.ingress_service,
+            IngressReady,
+        )
+        .await?;
+        check_child(ctx, &uid, &namespace, &children.ingress_pdb, IngressReady).await?;
+        check_child(
+            ctx,
+            &uid,
+            &namespace,
+            &children.worker_deployment,
+            WorkersReady,
+        )
+        .await?;
+    }
     let ingress = apply_child(ctx, &namespace, &children.ingress_deployment).await?;
     apply_child(ctx, &namespace, &children.ingress_service).await?;
     apply_child(ctx, &namespace, &children.ingress_pdb).await?;
@@ -534,6 +687,8 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         decision: decision.as_ref(),
         lag_error: lag_error.as_deref(),
         consumer_group: &valid.consumer_group,
+        created_topics: &created,
+        kafka_cluster_id: cluster_id.as_deref(),
     };
     write_status(
         ctx,

@@ -25,6 +25,9 @@ pub const FINALIZER: &str = "wapipe.dev/topic";
     shortname = "wwp",
     category = "wapipe",
     namespaced,
+    validation = Rule::new("self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message(
+        "metadata.name must be at most 55 characters of lowercase letters, digits and '-', starting with a letter: the pipeline's Service is named <name>-ingress, a DNS label of at most 63 characters"
+    ),
     status = "PipelineStatus",
     doc = "A WhatsApp webhook pipeline: Kafka topic, ingress Deployment and lag-autoscaled worker Deployment.",
     printcolumn(
@@ -82,6 +85,10 @@ pub const FINALIZER: &str = "wapipe.dev/topic";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.topic.name != self.deadLetterTopic.name",
+     "message": "topic.name and deadLetterTopic.name must differ: dead letters would be read again as new events"}
+]))]
 pub struct PipelineSpec {
     /// How to reach the Kafka cluster. The ingress, the workers and the operator all use it.
     pub kafka: KafkaSpec,
@@ -108,6 +115,10 @@ pub struct PipelineSpec {
 /// Kafka connection settings.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.sasl) || has(self.tls) || (has(self.sasl.allowWithoutTls) && self.sasl.allowWithoutTls)",
+     "message": "kafka.sasl without kafka.tls would send the credentials and every record unencrypted: add kafka.tls, or set kafka.sasl.allowWithoutTls: true to accept that"}
+]))]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list of bootstrap brokers.
     #[schemars(length(min = 1))]
@@ -188,6 +199,14 @@ pub struct SecretKeyRef {
 /// The raw events topic.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.name == oldSelf.name",
+     "message": "topic.name cannot change: the records and the group's offsets stay on the old topic; create another pipeline for another topic"},
+    {"rule": "self.partitions >= oldSelf.partitions",
+     "message": "topic.partitions can be increased but never decreased: Kafka cannot remove partitions"},
+    {"rule": "has(self.replicationFactor) == has(oldSelf.replicationFactor) && (!has(self.replicationFactor) || self.replicationFactor == oldSelf.replicationFactor)",
+     "message": "topic.replicationFactor cannot change once the topic exists"}
+]))]
 pub struct TopicSpec {
     /// Topic name.
     #[serde(default = "default_topic_name")]
@@ -226,6 +245,14 @@ impl Default for TopicSpec {
 /// The dead-letter topic.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.name == oldSelf.name",
+     "message": "deadLetterTopic.name cannot change: the dead letters stay on the old topic; create another pipeline for another topic"},
+    {"rule": "self.partitions >= oldSelf.partitions",
+     "message": "deadLetterTopic.partitions can be increased but never decreased: Kafka cannot remove partitions"},
+    {"rule": "has(self.replicationFactor) == has(oldSelf.replicationFactor) && (!has(self.replicationFactor) || self.replicationFactor == oldSelf.replicationFactor)",
+     "message": "deadLetterTopic.replicationFactor cannot change once the topic exists"}
+]))]
 pub struct DeadLetterTopicSpec {
     /// Topic name.
     #[serde(default = "default_dead_letter_topic_name")]
@@ -279,18 +306,34 @@ impl Provider {
 /// CPU and memory requests and limits, as Kubernetes quantities.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.requests) || self.requests.all(k, isQuantity(self.requests[k]))",
+     "message": "resources.requests values must be Kubernetes quantities, e.g. cpu: 100m, memory: 128Mi"},
+    {"rule": "!has(self.limits) || self.limits.all(k, isQuantity(self.limits[k]))",
+     "message": "resources.limits values must be Kubernetes quantities, e.g. memory: 256Mi"},
+    {"rule": "!has(self.requests) || !has(self.limits) || self.limits.all(k, !(k in self.requests) || !isQuantity(self.limits[k]) || !isQuantity(self.requests[k]) || quantity(self.requests[k]).isLessThan(quantity(self.limits[k])) || quantity(self.requests[k]) == quantity(self.limits[k]))",
+     "message": "a resources.requests value must not exceed its limit"}
+]))]
 pub struct Resources {
     /// Requested resources, e.g. `cpu: 100m`, `memory: 128Mi`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 8, "additionalProperties" = {"type": "string", "maxLength": 64}))]
     pub requests: BTreeMap<String, String>,
     /// Resource limits, e.g. `memory: 256Mi`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 8, "additionalProperties" = {"type": "string", "maxLength": 64}))]
     pub limits: BTreeMap<String, String>,
 }
 
 /// The webhook ingress.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.provider != 'meta' || has(self.verifyTokenRef)",
+     "message": "provider meta needs ingress.verifyTokenRef: Meta verifies the webhook URL with a GET handshake that only the right token answers"},
+    {"rule": "self.provider == 'meta' || !has(self.verifyTokenRef)",
+     "message": "ingress.verifyTokenRef is for provider meta only (WASenderApi has no verification handshake): remove it"}
+]))]
 pub struct IngressSpec {
     /// Container image running `wapipe-ingress`; defaults to the operator's own image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -343,6 +386,18 @@ impl SinkType {
 /// The worker's sink.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type != 'postgres' || has(self.databaseUrlSecretRef)",
+     "message": "sink type postgres needs sink.databaseUrlSecretRef (the Secret key holding the PostgreSQL URL)"},
+    {"rule": "self.type == 'postgres' || !has(self.databaseUrlSecretRef)",
+     "message": "sink.databaseUrlSecretRef is for sink type postgres only"},
+    {"rule": "self.type != 'http' || has(self.httpUrl)",
+     "message": "sink type http needs sink.httpUrl"},
+    {"rule": "self.type == 'http' || !has(self.httpUrl)",
+     "message": "sink.httpUrl is for sink type http only"},
+    {"rule": "!has(self.httpUrl) || (isURL(self.httpUrl) && url(self.httpUrl).getScheme() in ['http', 'https'] && url(self.httpUrl).getHostname() != '')",
+     "message": "sink.httpUrl must be an absolute http:// or https:// URL with a host, e.g. https://hooks.example.com/whatsapp"}
+]))]
 pub struct SinkSpec {
     /// Sink kind.
     #[serde(rename = "type", default)]
@@ -350,8 +405,9 @@ pub struct SinkSpec {
     /// Secret key holding the PostgreSQL URL (type `postgres`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url_secret_ref: Option<SecretKeyRef>,
-    /// URL events are POSTed to (type `http`).
+    /// URL events are POSTed to (type `http`): `http://` or `https://` with a host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub http_url: Option<String>,
 }
 
@@ -359,7 +415,9 @@ pub struct SinkSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.maxReplicas >= self.minReplicas", "message": "maxReplicas must be at least minReplicas"}
+    {"rule": "self.maxReplicas >= self.minReplicas", "message": "maxReplicas must be at least minReplicas"},
+    {"rule": "has(self.consumerGroup) == has(oldSelf.consumerGroup) && (!has(self.consumerGroup) || self.consumerGroup == oldSelf.consumerGroup)",
+     "message": "worker.consumerGroup cannot change: a new group would start without the committed offsets of the old one"}
 ]))]
 pub struct WorkerSpec {
     /// Container image running `wapipe-worker`; defaults to the operator's own image.
@@ -440,6 +498,15 @@ pub struct PipelineStatus {
     /// Whether the operator created the dead-letter topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_topic_created: Option<bool>,
+    /// Every topic the operator created for this pipeline, by name, kept across edits: under
+    /// `deletionPolicy: Delete` these, and only these, are deleted (unless another pipeline
+    /// claims one by then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_topics: Option<Vec<String>>,
+    /// The id of the Kafka cluster the pipeline's topics live on, as Kafka reports it: claims on
+    /// topics and consumer groups are compared by it, not by bootstrap address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_cluster_id: Option<String>,
     /// Total consumer-group lag at the last poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_lag: Option<i64>,

@@ -33,6 +33,29 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("reading {kind} {name}: {source}")]
+    ReadChild {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A same-named object exists that this pipeline does not control: it is never taken over.
+    #[error(
+        "{kind} {name} already exists and is not controlled by this pipeline ({holder}); the \
+         operator does not take over an object it did not create: remove or rename that object, \
+         or rename the pipeline"
+    )]
+    ChildNotOwned {
+        kind: &'static str,
+        name: String,
+        /// The status condition the child belongs to (`IngressReady` or `WorkersReady`).
+        condition: ConditionType,
+        /// Who controls it, in words.
+        holder: String,
+    },
+    #[error("reading the Kafka cluster id: {0}")]
+    KafkaClusterId(#[source] AdminError),
     #[error("deleting Deployment {name}: {source}")]
     DeleteChild {
         name: String,
@@ -67,7 +90,9 @@ impl Error {
     /// Whether Kafka refused the operator's credentials (see [`AdminError::is_auth`]).
     pub fn is_kafka_auth(&self) -> bool {
         match self {
-            Error::Topic { source, .. } | Error::ReadLag(source) => source.is_auth(),
+            Error::Topic { source, .. }
+            | Error::ReadLag(source)
+            | Error::KafkaClusterId(source) => source.is_auth(),
             _ => false,
         }
     }
@@ -95,6 +120,9 @@ impl Error {
             Error::PatchStatus(_) => "PatchStatus",
             Error::PatchFinalizers(_) => "PatchFinalizers",
             Error::DeleteChild { .. } => "DeleteChild",
+            Error::ReadChild { .. } => "ReadChild",
+            Error::ChildNotOwned { .. } => "ResourceConflict",
+            Error::KafkaClusterId(_) => "KafkaError",
             Error::Topic { .. } => "KafkaError",
             Error::ReadLag(_) => "ReadLag",
             Error::Serialize(..) => "Serialize",
@@ -126,7 +154,10 @@ impl Error {
                 ..
             } if status.code == 403 => (*condition, Reason::Forbidden),
             Error::SecretKeyMissing { condition, .. } => (*condition, Reason::SecretNotFound),
-            Error::Topic { .. } => (ConditionType::TopicReady, Reason::KafkaUnavailable),
+            Error::Topic { .. } | Error::KafkaClusterId(_) => {
+                (ConditionType::TopicReady, Reason::KafkaUnavailable)
+            }
+            Error::ChildNotOwned { condition, .. } => (*condition, Reason::ResourceConflict),
             _ => return None,
         };
         Some(FailureCondition { condition, reason })

@@ -149,6 +149,9 @@ pub trait TopicAdmin: Send + Sync + 'static {
         total: i32,
     ) -> Result<(), AdminError>;
     async fn delete_topic(&self, kafka: &KafkaSettings, topic: &str) -> Result<(), AdminError>;
+    /// The id Kafka gives its cluster (the same whatever bootstrap address reached it), `None`
+    /// from a broker too old to report one.
+    async fn cluster_id(&self, kafka: &KafkaSettings) -> Result<Option<String>, AdminError>;
     /// Committed offsets of `group` and watermarks of every partition of `topic`.
     async fn read_offsets(
         &self,
@@ -331,6 +334,14 @@ impl TopicAdmin for RdKafkaAdmin {
                 }))
         })
         .await
+    }
+
+    async fn cluster_id(&self, kafka: &KafkaSettings) -> Result<Option<String>, AdminError> {
+        let admin = Self::admin(kafka)?;
+        // Answered from the client's last metadata when it has one (the client is kept per
+        // connection); `None` too when Kafka did not answer in time: the topic calls that follow
+        // report that.
+        blocking(move || Ok(admin.inner().fetch_cluster_id(REQUEST_TIMEOUT))).await
     }
 
     async fn create_topic(
@@ -534,6 +545,8 @@ pub struct InMemoryAdmin {
     pub fail_lag_reads: std::sync::atomic::AtomicBool,
     /// When set, every topic description fails as Kafka refusing the SASL credentials.
     pub refuse_credentials: std::sync::atomic::AtomicBool,
+    /// The cluster id it reports; `None` for a broker without one.
+    pub cluster_id: Mutex<Option<String>>,
     topics: Mutex<BTreeMap<String, TopicShape>>,
     configs: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     offsets: Mutex<BTreeMap<(String, String), Vec<PartitionOffsets>>>,
@@ -550,6 +563,17 @@ impl InMemoryAdmin {
             },
         );
         self
+    }
+
+    /// Reports `id` as the cluster's id.
+    pub fn with_cluster_id(self, id: &str) -> Self {
+        *lock(&self.cluster_id) = Some(id.to_string());
+        self
+    }
+
+    /// Sets a topic's own configuration, as another tool would.
+    pub fn set_config(&self, topic: &str, config: BTreeMap<String, String>) {
+        lock(&self.configs).insert(topic.to_string(), config);
     }
 
     pub fn set_offsets(&self, topic: &str, group: &str, offsets: Vec<PartitionOffsets>) {
@@ -592,6 +616,10 @@ impl TopicAdmin for InMemoryAdmin {
             ));
         }
         Ok(self.topic(topic))
+    }
+
+    async fn cluster_id(&self, _kafka: &KafkaSettings) -> Result<Option<String>, AdminError> {
+        Ok(lock(&self.cluster_id).clone())
     }
 
     async fn create_topic(

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod claims;
 pub mod cleanup;
 pub mod controller;
 pub mod crd;

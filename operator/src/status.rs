@@ -129,6 +129,10 @@ pub struct Observed<'a> {
     /// Why lag could not be read, when it could not.
     pub lag_error: Option<&'a str>,
     pub consumer_group: &'a str,
+    /// Every topic the operator created for the pipeline, this reconcile's included.
+    pub created_topics: &'a [String],
+    /// The Kafka cluster's id, when Kafka reported one.
+    pub kafka_cluster_id: Option<&'a str>,
 }
 
 /// The status after a reconcile that got through; `now` (RFC 3339) stamps transitions.
@@ -140,6 +144,10 @@ pub fn assemble(previous: &PipelineStatus, observed: &Observed<'_>, now: &str) -
     status.partitions = topic.partitions;
     status.topic_created = Some(topic.created);
     status.dead_letter_topic_created = Some(dead_letter.created);
+    status.created_topics = Some(observed.created_topics.to_vec());
+    if let Some(id) = observed.kafka_cluster_id {
+        status.kafka_cluster_id = Some(id.to_string());
+    }
     status.current_workers = Some(observed.workers_ready);
     let mut conditions = Conditions::new(
         &mut status.conditions,
@@ -286,6 +294,7 @@ pub fn failed(
     now: &str,
 ) -> PipelineStatus {
     let ready_reason = match condition {
+        _ if reason == Reason::ResourceConflict => Reason::ResourceConflict,
         ConditionType::TopicReady => Reason::TopicNotReady,
         ConditionType::IngressReady => Reason::IngressNotReady,
         _ => Reason::WorkersNotReady,

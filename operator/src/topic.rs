@@ -3,6 +3,7 @@
 //! with the spec (`sync_topic_config`). Deleting topics belongs to the pipeline's cleanup, in
 //! [`crate::controller`].
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kube::runtime::events::EventType;
@@ -70,6 +71,7 @@ pub async fn ensure_topic(
     pipeline: &WhatsAppWebhookPipeline,
     kafka: &KafkaSettings,
     request: TopicRequest,
+    spec_config: &BTreeMap<String, String>,
     created_before: bool,
 ) -> Result<TopicOutcome> {
     let name = request.name.clone();
@@ -178,7 +180,19 @@ pub async fn ensure_topic(
         }
     };
     if existing.is_some() && outcome.ready {
-        return sync_topic_config(ctx, pipeline, kafka, &request, outcome).await;
+        // An adopted topic belongs to whoever made it: only the keys the spec names are
+        // changed, never wapipe's own defaults.
+        let desired = if outcome.created {
+            request.config.clone()
+        } else {
+            request
+                .config
+                .iter()
+                .filter(|(key, _)| spec_config.contains_key(*key))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        return sync_topic_config(ctx, pipeline, kafka, &name, &desired, outcome).await;
     }
     Ok(outcome)
 }
@@ -190,18 +204,18 @@ pub(crate) type ConfigChecked = (Option<i64>, Instant);
 /// changes made outside the operator).
 const CONFIG_RECHECK: Duration = Duration::from_secs(600);
 
-/// Brings an existing topic's own configuration to the spec: the entries of `spec.config` (and
-/// wapipe's defaults) whose value differs are set; the topic's other entries are kept. Kafka
+/// Brings an existing topic's own configuration to `desired`: the entries whose value differs
+/// are set; the topic's other entries are kept. Kafka
 /// refusing a value is reported on the topic's condition and in an Event, not retried blindly.
 async fn sync_topic_config(
     ctx: &Context,
     pipeline: &WhatsAppWebhookPipeline,
     kafka: &KafkaSettings,
-    request: &TopicRequest,
+    name: &str,
+    desired: &BTreeMap<String, String>,
     mut outcome: TopicOutcome,
 ) -> Result<TopicOutcome> {
-    let name = &request.name;
-    let checked_key = (pipeline.uid().unwrap_or_default(), name.clone());
+    let checked_key = (pipeline.uid().unwrap_or_default(), name.to_string());
     let generation = pipeline.metadata.generation;
     let recently_checked = lock(&ctx.config_checked)
         .get(&checked_key)
@@ -215,10 +229,10 @@ async fn sync_topic_config(
         .await
         .map_err(|source| Error::Topic {
             action: "reading the configuration of",
-            topic: name.clone(),
+            topic: name.to_string(),
             source,
         })?;
-    let drift = config_drift(&request.config, &current);
+    let drift = config_drift(desired, &current);
     if drift.is_empty() {
         lock(&ctx.config_checked).insert(checked_key, (generation, Instant::now()));
         return Ok(outcome);
@@ -267,7 +281,7 @@ async fn sync_topic_config(
         Err(source) => {
             return Err(Error::Topic {
                 action: "configuring",
-                topic: name.clone(),
+                topic: name.to_string(),
                 source,
             })
         }

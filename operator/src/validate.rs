@@ -6,6 +6,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
+use crate::claims;
 use crate::crd::{PipelineSpec, Provider, SinkType, WhatsAppWebhookPipeline};
 use crate::scaler::policy::PolicyConfig;
 use crate::status::Reason;
@@ -66,6 +67,12 @@ pub fn validate(
         .controller_owner_ref(&())
         .ok_or_else(|| Invalid::spec("the resource has no uid yet"))?;
 
+    if !is_child_name_base(&name) {
+        return Err(Invalid::spec(format!(
+            "name {name:?} must be at most 55 characters of lowercase letters, digits and '-', \
+             starting with a letter: the Service {name}-ingress must be a DNS label of at most 63"
+        )));
+    }
     if spec.kafka.bootstrap_servers.trim().is_empty() {
         return Err(Invalid::spec("kafka.bootstrapServers is empty"));
     }
@@ -121,6 +128,17 @@ pub fn validate(
         SinkType::Http if worker.sink.http_url.as_deref().is_none_or(str::is_empty) => {
             return Err(Invalid::spec("sink type http needs sink.httpUrl"));
         }
+        SinkType::Http
+            if !worker
+                .sink
+                .http_url
+                .as_deref()
+                .is_some_and(has_http_scheme_and_host) =>
+        {
+            return Err(Invalid::spec(
+                "sink.httpUrl must be an absolute http:// or https:// URL with a host",
+            ));
+        }
         _ => {}
     }
     if spec.ingress.provider == Provider::Meta && spec.ingress.verify_token_ref.is_none() {
@@ -133,14 +151,11 @@ pub fn validate(
     let worker_image = image_or_default(worker.image.as_deref(), default_image)
         .ok_or_else(|| Invalid::spec("worker.image is unset and the operator has no image"))?;
 
-    if let Some(winner) = conflicting_claim(pipeline, others) {
+    // By bootstrap address here; by Kafka's cluster id again once Kafka has answered.
+    if let Some(conflict) = claims::conflicting_claim(pipeline, None, others) {
         return Err(Invalid {
             reason: Reason::ResourceConflict,
-            message: format!(
-                "pipeline {}/{} already claims a topic of this pipeline on the same cluster",
-                winner.namespace().unwrap_or_default(),
-                winner.name_any()
-            ),
+            message: conflict.message(),
         });
     }
 
@@ -163,10 +178,7 @@ pub fn validate(
         ..PolicyConfig::default()
     };
     Ok(ValidPipeline {
-        consumer_group: worker
-            .consumer_group
-            .clone()
-            .unwrap_or_else(|| format!("wapipe-{name}")),
+        consumer_group: claims::consumer_group(pipeline),
         name,
         namespace,
         owner,
@@ -226,49 +238,25 @@ fn is_valid_topic_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// The bootstrap list as a set, so `a:9092,b:9092` and `b:9092, a:9092` name the same cluster.
-fn cluster_key(bootstrap: &str) -> Vec<String> {
-    let mut servers: Vec<String> = bootstrap
-        .split(',')
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
-    servers.sort();
-    servers.dedup();
-    servers
+/// Whether `name` leaves room for the children's names: `<name>-ingress` is a Service name, a
+/// DNS label (RFC 1035) of at most 63 characters.
+fn is_child_name_base(name: &str) -> bool {
+    name.len() <= 55
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// The older pipeline that claims one of `pipeline`'s topics on the same cluster, if any. As in
-/// Strimzi, the oldest claim wins; ties go to the lexically smaller namespace/name.
-fn conflicting_claim<'a>(
-    pipeline: &WhatsAppWebhookPipeline,
-    others: &'a [WhatsAppWebhookPipeline],
-) -> Option<&'a WhatsAppWebhookPipeline> {
-    let cluster = cluster_key(&pipeline.spec.kafka.bootstrap_servers);
-    let mine = [
-        &pipeline.spec.topic.name,
-        &pipeline.spec.dead_letter_topic.name,
-    ];
-    let rank = |p: &WhatsAppWebhookPipeline| {
-        (
-            p.metadata.creation_timestamp.clone().map(|t| t.0),
-            p.namespace().unwrap_or_default(),
-            p.name_any(),
-        )
-    };
-    others
-        .iter()
-        .filter(|other| other.uid() != pipeline.uid() || other.uid().is_none())
-        .filter(|other| {
-            !(other.namespace() == pipeline.namespace() && other.name_any() == pipeline.name_any())
-        })
-        .filter(|other| other.metadata.deletion_timestamp.is_none())
-        .filter(|other| cluster_key(&other.spec.kafka.bootstrap_servers) == cluster)
-        .filter(|other| {
-            [&other.spec.topic.name, &other.spec.dead_letter_topic.name]
-                .iter()
-                .any(|theirs| mine.contains(theirs))
-        })
-        .filter(|other| rank(other) < rank(pipeline))
-        .min_by_key(|other| rank(other))
+/// Whether `url` starts with `http://` or `https://` followed by a host.
+fn has_http_scheme_and_host(url: &str) -> bool {
+    ["http://", "https://"].iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            && url[scheme.len()..]
+                .split(['/', '?', '#'])
+                .next()
+                .is_some_and(|host| !host.is_empty())
+    })
 }

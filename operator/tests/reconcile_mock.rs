@@ -186,13 +186,32 @@ fn list_of(pipelines: &[&WhatsAppWebhookPipeline]) -> Value {
 
 /// Expects the list of every pipeline (for the topic-claims check), answered with `pipeline` alone.
 async fn expect_pipeline_list(server: &mut ApiServer, pipeline: &WhatsAppWebhookPipeline) {
+    expect_list(server, &[pipeline]).await;
+}
+
+/// Expects the list of every pipeline, answered with `pipelines`.
+async fn expect_list(server: &mut ApiServer, pipelines: &[&WhatsAppWebhookPipeline]) {
     server
         .expect(
             "GET",
             "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
-            |_| list_of(&[pipeline]),
+            |_| list_of(pipelines),
         )
         .await;
+}
+
+/// Expects the finalizer patch of the orders pipeline, answered with `pipeline` patched.
+async fn expect_finalizers_patch(
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+) -> Seen {
+    server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
+            |b| applied(&serde_json::to_value(pipeline).unwrap(), b.clone()),
+        )
+        .await
 }
 
 /// Expects the status write of `pipeline`, answered with the pipeline carrying it.
@@ -250,8 +269,27 @@ async fn expect_children(server: &mut ApiServer, worker_replicas: i64) -> Seen {
     expect_child_applies(server, worker_replicas).await
 }
 
-/// The four child applies of [`expect_children`], without the Secret read (kept from before).
+/// The paths of the four children, in the order the reconcile reads and applies them.
+const CHILDREN: [&str; 4] = [
+    "/apis/apps/v1/namespaces/shop/deployments/orders-ingress",
+    "/api/v1/namespaces/shop/services/orders-ingress",
+    "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders-ingress",
+    "/apis/apps/v1/namespaces/shop/deployments/orders-worker",
+];
+
+/// Expects the read of every child before any apply, answered as not there yet.
+async fn expect_child_reads(server: &mut ApiServer) {
+    for path in CHILDREN {
+        server
+            .expect_status("GET", path, 404, |_| not_found())
+            .await;
+    }
+}
+
+/// The four child applies of [`expect_children`], without the Secret read (kept from before),
+/// after the reads that check no one else holds those names.
 async fn expect_child_applies(server: &mut ApiServer, worker_replicas: i64) -> Seen {
+    expect_child_reads(server).await;
     let ingress = server
         .expect(
             "PATCH",
@@ -342,6 +380,10 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
     assert_eq!(status["observedGeneration"], 2);
     assert_eq!(status["partitions"], 12);
     assert_eq!(status["topicCreated"], true);
+    assert_eq!(
+        status["createdTopics"],
+        json!(["whatsapp_webhooks_raw", "whatsapp_webhooks_failed"])
+    );
     assert_eq!(status["totalLag"], 3000);
     assert_eq!(status["desiredWorkers"], 3);
     assert_eq!(status["partitionLag"].as_array().unwrap().len(), 12);
@@ -407,19 +449,26 @@ async fn a_reconcile_from_a_copy_older_than_its_own_status_write_keeps_its_topic
 }
 
 #[tokio::test]
-async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
+async fn an_update_adopts_existing_topics_changing_only_the_config_keys_the_spec_names() {
     let admin = Arc::new(
         InMemoryAdmin::default()
             .with_topic("whatsapp_webhooks_raw", 12, 1)
             .with_topic("whatsapp_webhooks_failed", 3, 1),
     );
+    // Set by another tool: it stays.
+    admin.set_config(
+        "whatsapp_webhooks_raw",
+        [("segment.bytes".to_string(), "1048576".to_string())].into(),
+    );
     admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 100));
     let (ctx, mut server) = setup(admin.clone());
-    let pipeline = pipeline(json!({"spec": {"ingress": {"replicas": 4}}}));
+    let pipeline = pipeline(json!({"spec": {"ingress": {"replicas": 4},
+        "topic": {"config": {"retention.ms": "86400000"}}}}));
     let task = run_reconcile(pipeline.clone(), ctx).await;
 
     expect_pipeline_list(&mut server, &pipeline).await;
     expect_ingress_secret(&mut server).await;
+    expect_child_reads(&mut server).await;
     let ingress = server
         .expect(
             "PATCH",
@@ -459,15 +508,13 @@ async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
     server.finish().await;
     task.await.unwrap().expect("reconcile succeeds");
 
-    // Adopting creates nothing; it brings the topics' configuration to the spec (here wapipe's
-    // record limit for the largest body, which the existing topics lacked).
-    let calls = admin.calls();
-    assert_eq!(calls.len(), 2, "{calls:?}");
-    assert!(
-        calls.iter().all(
-            |c| c.starts_with("set config") && c.contains("\"max.message.bytes\": \"3211264\"")
-        ),
-        "{calls:?}"
+    // Adopting creates nothing and sets only what the spec names: not wapipe's own defaults
+    // (the record limit), not on the dead-letter topic whose spec names no key.
+    assert_eq!(
+        admin.calls(),
+        [
+            r#"set config whatsapp_webhooks_raw {"retention.ms": "86400000", "segment.bytes": "1048576"}"#
+        ]
     );
     let status = &status.body["status"];
     assert_eq!(status["topicCreated"], false);
@@ -476,7 +523,7 @@ async fn an_update_adopts_existing_topics_and_leaves_matching_replicas_alone() {
         condition(status, "TopicReady")["message"]
             .as_str()
             .unwrap()
-            .contains("applied to topic whatsapp_webhooks_raw: max.message.bytes=3211264"),
+            .contains("applied to topic whatsapp_webhooks_raw: retention.ms=86400000"),
         "{}",
         condition(status, "TopicReady")["message"]
     );
@@ -503,11 +550,8 @@ async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
 
     assert_eq!(
         admin.calls(),
-        [
-            "create-partitions whatsapp_webhooks_raw 12",
-            r#"set config whatsapp_webhooks_raw {"max.message.bytes": "3211264"}"#,
-            r#"set config whatsapp_webhooks_failed {"max.message.bytes": "3211264"}"#,
-        ]
+        ["create-partitions whatsapp_webhooks_raw 12"],
+        "adopted topics: no configuration the spec does not name"
     );
     assert_eq!(admin.topic("whatsapp_webhooks_raw").unwrap().partitions, 12);
     let status = &status.body["status"];
@@ -539,13 +583,9 @@ async fn a_partition_decrease_or_replication_change_is_not_supported() {
     server.finish().await;
     task.await.unwrap().expect("reconcile succeeds");
 
-    // The raw topic is left as it is; the dead-letter topic still gets its configuration.
-    assert_eq!(
-        admin.calls(),
-        [r#"set config whatsapp_webhooks_failed {"max.message.bytes": "3211264"}"#],
-        "{:?}",
-        admin.calls()
-    );
+    // The raw topic is left as it is; the adopted dead-letter topic gets no configuration
+    // its spec does not name.
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
     let status = &status.body["status"];
     let topic_ready = condition(status, "TopicReady");
     assert_eq!(topic_ready["status"], "False");
@@ -567,13 +607,7 @@ async fn a_second_pipeline_claiming_the_topic_gets_a_resource_conflict() {
     let younger = pipeline(json!({}));
     let task = run_reconcile(younger.clone(), ctx).await;
 
-    server
-        .expect(
-            "GET",
-            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
-            |_| list_of(&[&older, &younger]),
-        )
-        .await;
+    expect_list(&mut server, &[&older, &younger]).await;
     let status = expect_status_write(&mut server, &younger).await;
     server.finish().await;
     let action = task
@@ -582,8 +616,8 @@ async fn a_second_pipeline_claiming_the_topic_gets_a_resource_conflict() {
         .expect("a conflict is reported, not an error");
     assert_eq!(
         action,
-        Action::await_change(),
-        "a spec problem waits for the next change"
+        Action::requeue(Duration::from_secs(30)),
+        "the holder's deletion changes nothing in this pipeline: it looks again"
     );
 
     assert!(admin.calls().is_empty(), "the loser touches no topic");
@@ -601,11 +635,12 @@ async fn a_second_pipeline_claiming_the_topic_gets_a_resource_conflict() {
 }
 
 #[tokio::test]
-async fn delete_policy_adds_the_finalizer_before_anything_else() {
+async fn delete_policy_adds_the_finalizer_once_the_pipeline_is_valid() {
     let admin = Arc::new(InMemoryAdmin::default());
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({"spec": {"deletionPolicy": "Delete"}}));
     let task = run_reconcile(pipeline.clone(), ctx).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
 
     let finalizer = server
         .expect(
@@ -624,7 +659,6 @@ async fn delete_policy_adds_the_finalizer_before_anything_else() {
         json!(["wapipe.dev/topic"])
     );
     assert_eq!(finalizer.body["metadata"]["resourceVersion"], "100");
-    expect_pipeline_list(&mut server, &pipeline).await;
     expect_children(&mut server, 1).await;
     expect_status_write(&mut server, &pipeline).await;
     server.finish().await;
@@ -642,28 +676,34 @@ fn deleted_since(policy: &str, topic_created: bool, age: Duration) -> WhatsAppWe
     }))
 }
 
+/// A Deployment named `name` whose controller is the test pipeline.
+fn owned_deployment(name: &str, uid: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": name, "namespace": "shop", "uid": uid,
+                        "ownerReferences": [{"apiVersion": "wapipe.dev/v1alpha1",
+                            "kind": "WhatsAppWebhookPipeline", "name": "orders",
+                            "uid": "0b7c4a52-1d3e-4c8e-9a57-2f4b1c2d3e4f", "controller": true}]}})
+}
+
 fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "reason": "NotFound", "code": 404, "message": "not found"})
 }
 
-/// The pods are gone: both Deployments answer 404 to the foreground delete.
-async fn expect_pods_stopped(server: &mut ApiServer) {
+/// The pods are gone: both Deployments answer 404; then the pipelines are listed, for claims
+/// on the topics, answered with `pipeline` alone.
+async fn expect_pods_stopped(server: &mut ApiServer, pipeline: &WhatsAppWebhookPipeline) {
     for child in ["orders-ingress", "orders-worker"] {
-        let seen = server
+        server
             .expect_status(
-                "DELETE",
+                "GET",
                 &format!("/apis/apps/v1/namespaces/shop/deployments/{child}"),
                 404,
                 |_| not_found(),
             )
             .await;
-        assert_eq!(
-            seen.body["propagationPolicy"], "Foreground",
-            "{}",
-            seen.body
-        );
     }
+    expect_pipeline_list(server, pipeline).await;
 }
 
 fn deleted(policy: &str, topic_created: bool) -> WhatsAppWebhookPipeline {
@@ -684,19 +724,8 @@ async fn deletion_under_delete_removes_only_the_topics_the_operator_created() {
     let (ctx, mut server) = setup(admin.clone());
     let task = run_reconcile(deleted("Delete", true), ctx).await;
 
-    expect_pods_stopped(&mut server).await;
-    let release = server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
-            |b| {
-                applied(
-                    &serde_json::to_value(deleted("Delete", true)).unwrap(),
-                    b.clone(),
-                )
-            },
-        )
-        .await;
+    expect_pods_stopped(&mut server, &deleted("Delete", true)).await;
+    let release = expect_finalizers_patch(&mut server, &deleted("Delete", true)).await;
     assert_eq!(release.body["metadata"]["finalizers"], json!([]));
     server.finish().await;
     task.await.unwrap().expect("cleanup succeeds");
@@ -713,19 +742,8 @@ async fn deletion_under_delete_keeps_an_adopted_topic() {
     let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
     let (ctx, mut server) = setup(admin.clone());
     let task = run_reconcile(deleted("Delete", false), ctx).await;
-    expect_pods_stopped(&mut server).await;
-    server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
-            |b| {
-                applied(
-                    &serde_json::to_value(deleted("Delete", false)).unwrap(),
-                    b.clone(),
-                )
-            },
-        )
-        .await;
+    expect_pods_stopped(&mut server, &deleted("Delete", false)).await;
+    expect_finalizers_patch(&mut server, &deleted("Delete", false)).await;
     server.finish().await;
     task.await.unwrap().expect("cleanup succeeds");
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
@@ -736,18 +754,7 @@ async fn deletion_under_retain_keeps_every_topic_and_releases_the_finalizer() {
     let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
     let (ctx, mut server) = setup(admin.clone());
     let task = run_reconcile(deleted("Retain", true), ctx).await;
-    let release = server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
-            |b| {
-                applied(
-                    &serde_json::to_value(deleted("Retain", true)).unwrap(),
-                    b.clone(),
-                )
-            },
-        )
-        .await;
+    let release = expect_finalizers_patch(&mut server, &deleted("Retain", true)).await;
     assert_eq!(release.body["metadata"]["finalizers"], json!([]));
     server.finish().await;
     task.await.unwrap().expect("cleanup succeeds");
@@ -772,13 +779,20 @@ async fn deletion_stops_the_pods_before_it_touches_the_topics() {
     let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
     let (ctx, mut server) = setup(admin.clone());
     let task = run_reconcile(deleted("Delete", true), ctx).await;
-    // Both Deployments still exist: deleted in the foreground (gone only with their pods).
+    // Both Deployments still exist: deleted in the foreground (gone only with their pods),
+    // each on the condition that it is still the object read.
     for child in ["orders-ingress", "orders-worker"] {
+        let path = format!("/apis/apps/v1/namespaces/shop/deployments/{child}");
         server
-            .expect("DELETE", &format!("/apis/apps/v1/namespaces/shop/deployments/{child}"), |_| {
+            .expect("GET", &path, |_| owned_deployment(child, "d-uid"))
+            .await;
+        let delete = server
+            .expect("DELETE", &path, |_| {
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
             })
             .await;
+        assert_eq!(delete.body["propagationPolicy"], "Foreground");
+        assert_eq!(delete.body["preconditions"]["uid"], "d-uid");
     }
     server.finish().await;
     let action = task.await.unwrap().expect("cleanup waits");
@@ -801,13 +815,7 @@ async fn the_skip_cleanup_annotation_releases_the_finalizer_without_touching_kaf
         .get_or_insert_with(Default::default)
         .insert("wapipe.dev/skip-cleanup".into(), "true".into());
     let task = run_reconcile(pipeline.clone(), ctx).await;
-    let release = server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
-            |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
-        )
-        .await;
+    let release = expect_finalizers_patch(&mut server, &pipeline).await;
     assert_eq!(release.body["metadata"]["finalizers"], json!([]));
     server.finish().await;
     task.await.unwrap().expect("released");
@@ -844,7 +852,7 @@ async fn a_cleanup_that_cannot_reach_kafka_retries_then_gives_up_at_the_deadline
         let (ctx, mut server) = setup(admin.clone());
         let pipeline = deleted_with_sasl(age);
         let task = run_reconcile(pipeline.clone(), ctx).await;
-        expect_pods_stopped(&mut server).await;
+        expect_pods_stopped(&mut server, &pipeline).await;
         server
             .expect_status(
                 "GET",
@@ -854,13 +862,7 @@ async fn a_cleanup_that_cannot_reach_kafka_retries_then_gives_up_at_the_deadline
             )
             .await;
         if gives_up {
-            let release = server
-                .expect(
-                    "PATCH",
-                    "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
-                    |b| applied(&serde_json::to_value(&pipeline).unwrap(), b.clone()),
-                )
-                .await;
+            let release = expect_finalizers_patch(&mut server, &pipeline).await;
             assert_eq!(release.body["metadata"]["finalizers"], json!([]));
             server.finish().await;
             task.await.unwrap().expect("released after the deadline");
@@ -1029,6 +1031,7 @@ async fn a_namespace_being_deleted_refusing_the_children_is_not_a_failure() {
     let task = run_reconcile(pipeline.clone(), ctx).await;
     expect_pipeline_list(&mut server, &pipeline).await;
     expect_ingress_secret(&mut server).await;
+    expect_child_reads(&mut server).await;
     server
         .expect_status(
             "PATCH",
@@ -1067,4 +1070,255 @@ fn a_deleted_pipeline_is_retried_by_its_cleanup_deadline_whatever_the_backoff() 
         Duration::from_secs(5),
         "a deadline far away changes nothing"
     );
+}
+
+/// A Deployment named `name` that some other controller (or nobody) made.
+fn foreign_deployment(name: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": name, "namespace": "shop", "uid": "someone-elses",
+                        "labels": {"app": "billing"}}})
+}
+
+/// Force-applying over a same-named object would take its fields, and the owner reference
+/// would then have it garbage-collected with the pipeline.
+#[tokio::test]
+async fn a_same_named_deployment_the_pipeline_does_not_control_is_a_conflict_and_never_applied() {
+    let (ctx, mut server) = setup(existing_topics());
+    let pipeline = pipeline(json!({}));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_ingress_secret(&mut server).await;
+    server
+        .expect(
+            "GET",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress",
+            |_| foreign_deployment("orders-ingress"),
+        )
+        .await;
+    // No apply follows: the failure is written to the status at once.
+    let status = expect_status_write(&mut server, &pipeline).await;
+    server.finish().await;
+    let error = task.await.unwrap().expect_err("a conflict is retried");
+    assert!(error.to_string().contains("orders-ingress"), "{error}");
+    let status = &status.body["status"];
+    let ingress = condition(status, "IngressReady");
+    assert_eq!(ingress["status"], "False");
+    assert_eq!(ingress["reason"], "ResourceConflict");
+    assert_eq!(condition(status, "Ready")["reason"], "ResourceConflict");
+    assert!(
+        server.events.contains(&"ResourceConflict".to_string()),
+        "{:?}",
+        server.events
+    );
+}
+
+#[tokio::test]
+async fn a_cleanup_never_deletes_a_same_named_deployment_the_pipeline_does_not_control() {
+    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = deleted("Delete", true);
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+    for child in ["orders-ingress", "orders-worker"] {
+        server
+            .expect(
+                "GET",
+                &format!("/apis/apps/v1/namespaces/shop/deployments/{child}"),
+                |_| foreign_deployment(child),
+            )
+            .await;
+    }
+    // No DELETE: straight on to the claims and the topics.
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_finalizers_patch(&mut server, &pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("cleanup succeeds");
+    assert_eq!(admin.calls(), ["delete whatsapp_webhooks_raw"]);
+}
+
+#[tokio::test]
+async fn an_invalid_pipeline_under_delete_gets_no_finalizer() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = pipeline(json!({"spec": {"deletionPolicy": "Delete",
+        "deadLetterTopic": {"name": "whatsapp_webhooks_raw"}}}));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
+    // The status says why; no finalizer patch comes before or after it.
+    let status = expect_status_write(&mut server, &pipeline).await;
+    server.finish().await;
+    task.await
+        .unwrap()
+        .expect("a spec error is reported, not retried");
+    assert_eq!(
+        condition(&status.body["status"], "Ready")["reason"],
+        "InvalidSpec"
+    );
+    assert!(admin.calls().is_empty());
+}
+
+/// A pod stuck Terminating on a lost node keeps its Deployment (deleted in the foreground)
+/// forever: the deadline must hold on that path too.
+#[tokio::test]
+async fn a_cleanup_waiting_for_pods_that_never_stop_gives_up_at_the_deadline() {
+    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = deleted_since("Delete", true, Duration::from_secs(3600));
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+    for child in ["orders-ingress", "orders-worker"] {
+        let path = format!("/apis/apps/v1/namespaces/shop/deployments/{child}");
+        server
+            .expect("GET", &path, |_| owned_deployment(child, "d-uid"))
+            .await;
+        server
+            .expect("DELETE", &path, |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+            })
+            .await;
+    }
+    let release = expect_finalizers_patch(&mut server, &pipeline).await;
+    assert_eq!(release.body["metadata"]["finalizers"], json!([]));
+    server.finish().await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert!(
+        admin.calls().is_empty(),
+        "no topic deleted under running pods"
+    );
+    assert!(
+        server.events.contains(&"CleanupAbandoned".to_string()),
+        "{:?}",
+        server.events
+    );
+}
+
+/// The old pipeline is being deleted (its cleanup waits for its pods) while a replacement
+/// names the same topic.
+fn replacement() -> WhatsAppWebhookPipeline {
+    pipeline(
+        json!({"metadata": {"name": "orders-v2", "uid": "bbbbbbbb-0000-4000-8000-000000000000",
+        "creationTimestamp": "2026-03-01T00:00:00Z"}}),
+    )
+}
+
+#[tokio::test]
+async fn a_replacement_pipeline_cannot_adopt_a_topic_whose_owner_is_being_deleted() {
+    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
+    let (ctx, mut server) = setup(admin.clone());
+    let old = deleted("Delete", true);
+    let new = replacement();
+    let task = run_reconcile(new.clone(), ctx).await;
+    expect_list(&mut server, &[&old, &new]).await;
+    let status = server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders-v2/status?",
+            |b| applied(&serde_json::to_value(&new).unwrap(), b.clone()),
+        )
+        .await;
+    server.finish().await;
+    task.await.unwrap().expect("a conflict is reported");
+    assert_eq!(
+        condition(&status.body["status"], "TopicReady")["reason"],
+        "ResourceConflict"
+    );
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+}
+
+#[tokio::test]
+async fn a_cleanup_keeps_a_created_topic_another_pipeline_claims() {
+    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
+    let (ctx, mut server) = setup(admin.clone());
+    let old = deleted("Delete", true);
+    let new = replacement();
+    let task = run_reconcile(old.clone(), ctx).await;
+    for child in ["orders-ingress", "orders-worker"] {
+        server
+            .expect_status(
+                "GET",
+                &format!("/apis/apps/v1/namespaces/shop/deployments/{child}"),
+                404,
+                |_| not_found(),
+            )
+            .await;
+    }
+    expect_list(&mut server, &[&old, &new]).await;
+    expect_finalizers_patch(&mut server, &old).await;
+    server.finish().await;
+    task.await.unwrap().expect("cleanup succeeds");
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+    assert!(admin.topic("whatsapp_webhooks_raw").is_some());
+    assert!(server.events.contains(&"TopicRetained".to_string()));
+}
+
+/// `topicCreated` was one flag carried across a rename of `spec.topic.name`: renamed onto an
+/// existing topic, the old cleanup deleted the topic it adopted and left the one it created.
+#[tokio::test]
+async fn after_a_rename_the_cleanup_deletes_the_topic_it_created_not_the_one_it_adopted() {
+    let admin = Arc::new(
+        InMemoryAdmin::default()
+            .with_topic("original", 12, 1)
+            .with_topic("adopted", 12, 1),
+    );
+    let (ctx, mut server) = setup(admin.clone());
+    let mut renamed = deleted("Delete", true);
+    renamed.spec.topic.name = "adopted".into();
+    renamed.status.as_mut().unwrap().created_topics = Some(vec!["original".into()]);
+    let task = run_reconcile(renamed.clone(), ctx).await;
+    expect_pods_stopped(&mut server, &renamed).await;
+    expect_finalizers_patch(&mut server, &renamed).await;
+    server.finish().await;
+    task.await.unwrap().expect("cleanup succeeds");
+    assert_eq!(admin.calls(), ["delete original"]);
+    assert!(admin.topic("adopted").is_some());
+}
+
+#[tokio::test]
+async fn a_second_bootstrap_name_of_the_same_kafka_cluster_is_a_resource_conflict() {
+    let admin = Arc::new(InMemoryAdmin::default().with_cluster_id("cluster-1"));
+    let (ctx, mut server) = setup(admin.clone());
+    let mut first = pipeline(
+        json!({"metadata": {"name": "first", "namespace": "payments",
+        "uid": "aaaaaaaa-0000-4000-8000-000000000000", "creationTimestamp": "2025-06-01T00:00:00Z"},
+        "spec": {"kafka": {"bootstrapServers": "kafka.kafka.svc:9092"}}}),
+    );
+    first.status = Some(serde_json::from_value(json!({"kafkaClusterId": "cluster-1"})).unwrap());
+    let second = pipeline(json!({"spec": {
+        "kafka": {"bootstrapServers": "kafka.kafka.svc.cluster.local:9092"},
+        "worker": {"consumerGroup": "orders-workers"}}}));
+    let task = run_reconcile(second.clone(), ctx).await;
+    expect_list(&mut server, &[&first, &second]).await;
+    expect_ingress_secret(&mut server).await;
+    let status = expect_status_write(&mut server, &second).await;
+    server.finish().await;
+    task.await.unwrap().expect("a conflict is reported");
+    let ready = condition(&status.body["status"], "Ready");
+    assert_eq!(ready["reason"], "ResourceConflict");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("payments/first"),
+        "{ready}"
+    );
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
+}
+
+#[tokio::test]
+async fn a_consumer_group_another_pipeline_uses_is_a_resource_conflict() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    let (ctx, mut server) = setup(admin.clone());
+    let first = pipeline(json!({"metadata": {"name": "first",
+        "uid": "aaaaaaaa-0000-4000-8000-000000000000", "creationTimestamp": "2025-06-01T00:00:00Z"},
+        "spec": {"worker": {"consumerGroup": "shared"}}}));
+    let second = pipeline(json!({"spec": {"topic": {"name": "other"},
+        "deadLetterTopic": {"name": "other-failed"}, "worker": {"consumerGroup": "shared"}}}));
+    let task = run_reconcile(second.clone(), ctx).await;
+    expect_list(&mut server, &[&first, &second]).await;
+    let status = expect_status_write(&mut server, &second).await;
+    server.finish().await;
+    task.await.unwrap().expect("a conflict is reported");
+    assert!(condition(&status.body["status"], "Ready")["message"]
+        .as_str()
+        .unwrap()
+        .contains("consumer group shared"));
+    assert!(admin.calls().is_empty(), "{:?}", admin.calls());
 }

@@ -293,7 +293,7 @@ fn every_container_runs_under_the_restricted_profile() {
 #[test]
 fn spec_errors_are_reported_with_a_reason() {
     type Mutation = fn(&mut WhatsAppWebhookPipeline);
-    let cases: [(&str, Mutation); 6] = [
+    let cases: [(&str, Mutation); 9] = [
         ("max below min", |p| {
             p.spec.worker.min_replicas = 5;
             p.spec.worker.max_replicas = 2;
@@ -312,6 +312,17 @@ fn spec_errors_are_reported_with_a_reason() {
         }),
         ("SASL without TLS", |p| {
             p.spec.kafka.tls = None;
+        }),
+        ("a name too long for the children", |p| {
+            p.metadata.name = Some("a".repeat(56));
+        }),
+        ("a name no Service can carry", |p| {
+            p.metadata.name = Some("1-orders".into());
+        }),
+        ("an http sink URL without a scheme", |p| {
+            p.spec.worker.sink.type_ = wapipe_operator::crd::SinkType::Http;
+            p.spec.worker.sink.database_url_secret_ref = None;
+            p.spec.worker.sink.http_url = Some("hooks.example.com/whatsapp".into());
         }),
     ];
     for (case, mutate) in cases {

@@ -15,6 +15,7 @@
 #   4. operator/tests/cluster.rs (Ready, topics, children, GC, deletion policy, conditions,
 #      events, scaling on real lag, namespace deletion, a Kafka outage) while that operator runs,
 #      with a 20 s cleanup deadline so an abandoned cleanup shows within the test's patience
+#      and operator/tests/cluster_ownership.rs (what the operator must never delete or take)
 #   5. the whole loop (operator/tests/cluster_loop.rs): ingress and workers as host processes
 #      from the Deployments' pod templates, signed webhooks into PostgreSQL, scaled on lag
 #   5b. secret rotation (operator/tests/cluster_rotation.rs): the ingress from its pod template,
@@ -101,12 +102,15 @@ base = {
     "apiVersion": "wapipe.dev/v1alpha1", "kind": "WhatsAppWebhookPipeline",
     "metadata": {"name": "broken", "namespace": "ct-schema"},
     "spec": {"kafka": {"bootstrapServers": "127.0.0.1:9092"},
-             "ingress": {"appSecretRef": {"name": "s", "key": "k"}},
+             "ingress": {"appSecretRef": {"name": "s", "key": "k"},
+                         "verifyTokenRef": {"name": "s", "key": "v"}},
              "worker": {}},
 }
 def merge(into, patch):
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
+        if value is None:
+            into.pop(key, None)
+        elif isinstance(value, dict) and isinstance(into.get(key), dict):
             merge(into[key], value)
         else:
             into[key] = value
@@ -141,6 +145,67 @@ check "refused: unknown field" \
   refused 'unknown field "spec.kafka.bootstrapServer"' '{"spec": {"kafka": {"bootstrapServers": "k:9092", "bootstrapServer": "typo"}}}'
 check "refused: sink type outside the enum" \
   refused 'Unsupported value: "kafka"' '{"spec": {"worker": {"sink": {"type": "kafka"}}}}'
+# The CEL rules of issue 23: what can be judged without Kafka is refused at once, with a message.
+check "refused: sink type postgres without its Secret" \
+  refused "sink type postgres needs sink.databaseUrlSecretRef" '{"spec": {"worker": {"sink": {"type": "postgres"}}}}'
+check "refused: sink type http without its URL" \
+  refused "sink type http needs sink.httpUrl" '{"spec": {"worker": {"sink": {"type": "http"}}}}'
+check "refused: a sink URL under another sink type" \
+  refused "sink.httpUrl is for sink type http only" '{"spec": {"worker": {"sink": {"type": "log", "httpUrl": "https://h.example/x"}}}}'
+check "refused: a database Secret under another sink type" \
+  refused "sink.databaseUrlSecretRef is for sink type postgres only" '{"spec": {"worker": {"sink": {"type": "log", "databaseUrlSecretRef": {"name": "d", "key": "u"}}}}}'
+check "refused: httpUrl without a scheme" \
+  refused "sink.httpUrl must be an absolute http:// or https:// URL" '{"spec": {"worker": {"sink": {"type": "http", "httpUrl": "hooks.example.com/whatsapp"}}}}'
+check "refused: httpUrl with another scheme" \
+  refused "sink.httpUrl must be an absolute http:// or https:// URL" '{"spec": {"worker": {"sink": {"type": "http", "httpUrl": "ftp://hooks.example.com/x"}}}}'
+check "refused: provider meta without verifyTokenRef" \
+  refused "provider meta needs ingress.verifyTokenRef" '{"spec": {"ingress": {"provider": "meta", "verifyTokenRef": null}}}'
+check "refused: verifyTokenRef under provider wasender" \
+  refused "ingress.verifyTokenRef is for provider meta only" '{"spec": {"ingress": {"provider": "wasender", "verifyTokenRef": {"name": "s", "key": "v"}}}}'
+check "refused: SASL without TLS" \
+  refused "kafka.sasl without kafka.tls would send the credentials" '{"spec": {"kafka": {"sasl": {"mechanism": "PLAIN", "username": "u", "passwordSecretRef": {"name": "s", "key": "p"}}}}}'
+check "refused: topic and dead-letter topic of one name" \
+  refused "topic.name and deadLetterTopic.name must differ" '{"spec": {"topic": {"name": "same"}, "deadLetterTopic": {"name": "same"}}}'
+check "refused: a name that makes the Service name too long" \
+  refused "metadata.name must be at most 55 characters" "{\"metadata\": {\"name\": \"$(printf 'a%.0s' {1..56})\"}}"
+check "refused: a resource value that is no quantity" \
+  refused "resources.requests values must be Kubernetes quantities" '{"spec": {"worker": {"resources": {"requests": {"cpu": "lots"}}}}}'
+check "refused: a request above its limit" \
+  refused "a resources.requests value must not exceed its limit" '{"spec": {"ingress": {"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}}}}'
+# refused_update MESSAGE JSON_PATCH: a valid pipeline is created, then the merge patch is refused
+# with MESSAGE (a transition rule: oldSelf is the pipeline as created).
+refused_update() {
+  local message="$1" out
+  pipeline_json '{"metadata": {"name": "transition"}, "spec": {"topic": {"name": "t1", "partitions": 4, "replicationFactor": 1}, "worker": {"consumerGroup": "g1"}, "ingress": {"provider": "wasender", "verifyTokenRef": null}}}'
+  kubectl apply -f "$work/pipeline.json" >/dev/null || return 1
+  if out="$(kubectl -n ct-schema patch wapipe transition --type merge -p "$2" 2>&1)"; then
+    echo "accepted: $out"
+    kubectl -n ct-schema delete wapipe transition >/dev/null 2>&1 || true
+    return 1
+  fi
+  kubectl -n ct-schema delete wapipe transition >/dev/null 2>&1 || true
+  echo "$out"
+  grep -qF -- "$message" <<<"$out"
+}
+check "refused on update: fewer partitions" \
+  refused_update "topic.partitions can be increased but never decreased" '{"spec": {"topic": {"partitions": 2}}}'
+check "refused on update: another topic name" \
+  refused_update "topic.name cannot change" '{"spec": {"topic": {"name": "t2"}}}'
+check "refused on update: another replication factor" \
+  refused_update "topic.replicationFactor cannot change" '{"spec": {"topic": {"replicationFactor": 3}}}'
+check "refused on update: another consumer group" \
+  refused_update "worker.consumerGroup cannot change" '{"spec": {"worker": {"consumerGroup": "g2"}}}'
+check "refused on update: another dead-letter topic name" \
+  refused_update "deadLetterTopic.name cannot change" '{"spec": {"deadLetterTopic": {"name": "d2"}}}'
+allowed_update() {
+  pipeline_json '{"metadata": {"name": "transition"}, "spec": {"topic": {"name": "t1", "partitions": 4}, "ingress": {"provider": "wasender", "verifyTokenRef": null}}}'
+  kubectl apply -f "$work/pipeline.json" >/dev/null || return 1
+  kubectl -n ct-schema patch wapipe transition --type merge -p '{"spec": {"topic": {"partitions": 6}, "worker": {"maxReplicas": 6}}}'
+  local rc=$?
+  kubectl -n ct-schema delete wapipe transition >/dev/null 2>&1 || true
+  return "$rc"
+}
+check "accepted on update: more partitions and other scaling bounds" allowed_update
 
 apply_examples() {
   local file ns
@@ -215,6 +280,11 @@ else
   failed=$((failed + 1))
   echo "FAIL operator/tests/cluster.rs"
 fi
+ownership_test() {
+  WAPIPE_TEST_OPERATOR_METRICS="http://127.0.0.1:$metrics_port/metrics" \
+    cargo test -q -p wapipe-operator --test cluster_ownership -- --ignored --test-threads=1
+}
+check "never deletes or takes what it does not own (operator/tests/cluster_ownership.rs): a replacement keeps the topic of one being deleted, same-named objects are neither taken nor deleted, the cleanup deadline holds with a pod stuck Terminating, claims by Kafka cluster id" ownership_test
 loop_test() {
   cargo build -q -p wapipe-ingress -p wapipe-worker
   WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" cargo test -q -p wapipe-operator --test cluster_loop

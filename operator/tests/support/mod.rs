@@ -1,6 +1,8 @@
 //! Shared by the cluster test files: a client from the kubeconfig `tests/cluster/run.sh` wrote,
 //! and the metrics of the operator it runs.
 
+pub mod cluster;
+
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 

@@ -1,0 +1,286 @@
+//! Who owns what on Kafka (pure): the topics and consumer group a pipeline claims, whether two
+//! pipelines talk to the same Kafka cluster, which pipeline wins a contested claim, and which
+//! topics a pipeline created (the only ones its cleanup may delete).
+//!
+//! A pipeline claims its spec's two topics, every topic its status says it created, and its
+//! consumer group, for as long as the resource exists, its deletion included: a replacement
+//! pipeline must not adopt a topic whose old owner's cleanup is about to delete it.
+
+use kube::ResourceExt;
+
+use crate::crd::WhatsAppWebhookPipeline;
+
+/// The consumer group the pipeline's workers join: the spec's, or `wapipe-<name>`.
+pub fn consumer_group(pipeline: &WhatsAppWebhookPipeline) -> String {
+    pipeline
+        .spec
+        .worker
+        .consumer_group
+        .clone()
+        .unwrap_or_else(|| format!("wapipe-{}", pipeline.name_any()))
+}
+
+/// The bootstrap list as a set, so `a:9092,b:9092` and `b:9092, a:9092` name the same cluster.
+fn bootstrap_key(bootstrap: &str) -> Vec<String> {
+    let mut servers: Vec<String> = bootstrap
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    servers.sort();
+    servers.dedup();
+    servers
+}
+
+/// The Kafka cluster id the pipeline's status recorded, if any.
+pub fn recorded_cluster_id(pipeline: &WhatsAppWebhookPipeline) -> Option<&str> {
+    pipeline
+        .status
+        .as_ref()
+        .and_then(|s| s.kafka_cluster_id.as_deref())
+        .filter(|id| !id.is_empty())
+}
+
+/// Whether `pipeline` (whose Kafka answered with `cluster_id`, when known) and `other` use the
+/// same Kafka cluster: the same cluster id (`kafka.svc:9092` and `kafka.svc.cluster.local:9092`
+/// are one cluster), or, while either id is unknown, the same bootstrap list.
+pub fn same_cluster(
+    pipeline: &WhatsAppWebhookPipeline,
+    cluster_id: Option<&str>,
+    other: &WhatsAppWebhookPipeline,
+) -> bool {
+    let mine = cluster_id.or_else(|| recorded_cluster_id(pipeline));
+    match (mine, recorded_cluster_id(other)) {
+        (Some(mine), Some(theirs)) => mine == theirs,
+        _ => {
+            bootstrap_key(&pipeline.spec.kafka.bootstrap_servers)
+                == bootstrap_key(&other.spec.kafka.bootstrap_servers)
+        }
+    }
+}
+
+/// The topics `pipeline` created, as its status records them. A status written before
+/// `createdTopics` existed falls back to the spec's names flagged `topicCreated` /
+/// `deadLetterTopicCreated`.
+pub fn created_topics(pipeline: &WhatsAppWebhookPipeline) -> Vec<String> {
+    let Some(status) = pipeline.status.as_ref() else {
+        return Vec::new();
+    };
+    if let Some(created) = &status.created_topics {
+        return created.clone();
+    }
+    [
+        (&pipeline.spec.topic.name, status.topic_created),
+        (
+            &pipeline.spec.dead_letter_topic.name,
+            status.dead_letter_topic_created,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, created)| *created == Some(true))
+    .map(|(topic, _)| topic.clone())
+    .collect()
+}
+
+/// Every topic `pipeline` claims: its spec's two and those it created.
+pub fn claimed_topics(pipeline: &WhatsAppWebhookPipeline) -> Vec<String> {
+    let mut topics = vec![
+        pipeline.spec.topic.name.clone(),
+        pipeline.spec.dead_letter_topic.name.clone(),
+    ];
+    for topic in created_topics(pipeline) {
+        if !topics.contains(&topic) {
+            topics.push(topic);
+        }
+    }
+    topics
+}
+
+fn is_itself(pipeline: &WhatsAppWebhookPipeline, other: &WhatsAppWebhookPipeline) -> bool {
+    match (pipeline.uid(), other.uid()) {
+        (Some(mine), Some(theirs)) => mine == theirs,
+        _ => other.namespace() == pipeline.namespace() && other.name_any() == pipeline.name_any(),
+    }
+}
+
+/// A claim another pipeline holds on something `pipeline` wants.
+#[derive(Debug)]
+pub struct Conflict<'a> {
+    pub holder: &'a WhatsAppWebhookPipeline,
+    /// What is contested, e.g. `topic whatsapp_webhooks_raw`.
+    pub what: String,
+}
+
+impl Conflict<'_> {
+    /// A sentence for the status and the Event.
+    pub fn message(&self) -> String {
+        format!(
+            "pipeline {}/{} already claims {} on the same Kafka cluster",
+            self.holder.namespace().unwrap_or_default(),
+            self.holder.name_any(),
+            self.what
+        )
+    }
+}
+
+/// The older pipeline that claims one of `pipeline`'s topics or its consumer group on the same
+/// cluster, if any (a pipeline being deleted still holds its claims). As in Strimzi, the oldest
+/// claim wins; ties go to the lexically smaller namespace/name.
+pub fn conflicting_claim<'a>(
+    pipeline: &WhatsAppWebhookPipeline,
+    cluster_id: Option<&str>,
+    others: &'a [WhatsAppWebhookPipeline],
+) -> Option<Conflict<'a>> {
+    let rank = |p: &WhatsAppWebhookPipeline| {
+        (
+            p.metadata.creation_timestamp.clone().map(|t| t.0),
+            p.namespace().unwrap_or_default(),
+            p.name_any(),
+        )
+    };
+    let mine = claimed_topics(pipeline);
+    let group = consumer_group(pipeline);
+    others
+        .iter()
+        .filter(|other| !is_itself(pipeline, other))
+        .filter(|other| rank(other) < rank(pipeline))
+        .filter(|other| same_cluster(pipeline, cluster_id, other))
+        .filter_map(|other| {
+            let what = claimed_topics(other)
+                .into_iter()
+                .find(|theirs| mine.contains(theirs))
+                .map(|topic| format!("topic {topic}"))
+                .or_else(|| {
+                    (consumer_group(other) == group).then(|| format!("consumer group {group}"))
+                })?;
+            Some((
+                rank(other),
+                Conflict {
+                    holder: other,
+                    what,
+                },
+            ))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, conflict)| conflict)
+}
+
+/// Another pipeline on the same cluster that claims `topic` (whatever its age, being deleted or
+/// not): while one does, `pipeline`'s cleanup must not delete the topic.
+pub fn other_claimant<'a>(
+    pipeline: &WhatsAppWebhookPipeline,
+    topic: &str,
+    others: &'a [WhatsAppWebhookPipeline],
+) -> Option<&'a WhatsAppWebhookPipeline> {
+    others.iter().find(|other| {
+        !is_itself(pipeline, other)
+            && same_cluster(pipeline, None, other)
+            && claimed_topics(other).iter().any(|t| t == topic)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pipeline(name: &str, created: &str, spec: serde_json::Value) -> WhatsAppWebhookPipeline {
+        let mut value = json!({
+            "apiVersion": "wapipe.dev/v1alpha1", "kind": "WhatsAppWebhookPipeline",
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                         "creationTimestamp": created},
+            "spec": {
+                "kafka": {"bootstrapServers": "kafka.kafka.svc:9092"},
+                "ingress": {"provider": "wasender", "appSecretRef": {"name": "s", "key": "k"}},
+                "worker": {}
+            }
+        });
+        if let (Some(into), serde_json::Value::Object(from)) = (value["spec"].as_object_mut(), spec)
+        {
+            into.extend(from);
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn with_cluster_id(mut p: WhatsAppWebhookPipeline, id: &str) -> WhatsAppWebhookPipeline {
+        p.status
+            .get_or_insert_with(Default::default)
+            .kafka_cluster_id = Some(id.into());
+        p
+    }
+
+    #[test]
+    fn two_bootstrap_names_of_one_cluster_are_one_cluster_once_its_id_is_known() {
+        let old = with_cluster_id(pipeline("old", "2026-01-01T00:00:00Z", json!({})), "lkc-1");
+        let new = pipeline(
+            "new",
+            "2026-02-01T00:00:00Z",
+            json!({"kafka": {"bootstrapServers": "kafka.kafka.svc.cluster.local:9092"}, "worker": {"consumerGroup": "g"}}),
+        );
+        let others = [old.clone()];
+        assert!(
+            conflicting_claim(&new, None, &others).is_none(),
+            "unknown id: compared by string"
+        );
+        let conflict = conflicting_claim(&new, Some("lkc-1"), &others).expect("same cluster id");
+        assert_eq!(conflict.what, "topic whatsapp_webhooks_raw");
+        assert!(conflicting_claim(&new, Some("lkc-2"), &others).is_none());
+    }
+
+    #[test]
+    fn a_pipeline_being_deleted_still_holds_its_topics_and_wins_against_a_replacement() {
+        let mut old = pipeline("old", "2026-01-01T00:00:00Z", json!({}));
+        old.metadata.deletion_timestamp = old.metadata.creation_timestamp.clone();
+        let new = pipeline(
+            "new",
+            "2026-02-01T00:00:00Z",
+            json!({"worker": {"consumerGroup": "g"}}),
+        );
+        let others = [old.clone(), new.clone()];
+        assert!(conflicting_claim(&new, None, &others).is_some());
+        assert_eq!(
+            other_claimant(&old, "whatsapp_webhooks_raw", &others).map(|p| p.name_any()),
+            Some("new".into()),
+            "the replacement's claim keeps the old cleanup from deleting the topic"
+        );
+    }
+
+    #[test]
+    fn a_shared_consumer_group_is_a_conflict_even_with_other_topics() {
+        let old = pipeline(
+            "old",
+            "2026-01-01T00:00:00Z",
+            json!({"worker": {"consumerGroup": "orders"}}),
+        );
+        let new = pipeline(
+            "new",
+            "2026-02-01T00:00:00Z",
+            json!({"topic": {"name": "t2"}, "deadLetterTopic": {"name": "t2-dlq"},
+                   "worker": {"consumerGroup": "orders"}}),
+        );
+        let others = [old];
+        let conflict = conflicting_claim(&new, None, &others).expect("group claimed");
+        assert_eq!(conflict.what, "consumer group orders");
+    }
+
+    #[test]
+    fn created_topics_are_the_recorded_names_not_the_spec_after_a_rename() {
+        let mut renamed = pipeline(
+            "p",
+            "2026-01-01T00:00:00Z",
+            json!({"topic": {"name": "adopted"}}),
+        );
+        let status = renamed.status.get_or_insert_with(Default::default);
+        status.topic_created = Some(true);
+        status.created_topics = Some(vec!["original".into()]);
+        assert_eq!(created_topics(&renamed), ["original"]);
+        assert_eq!(
+            claimed_topics(&renamed),
+            ["adopted", "whatsapp_webhooks_failed", "original"]
+        );
+        // A status from before createdTopics: the flags still count.
+        renamed.status.as_mut().unwrap().created_topics = None;
+        assert_eq!(created_topics(&renamed), ["adopted"]);
+    }
+}

@@ -1,0 +1,432 @@
+//! The operator never deletes or takes what it does not own (issue 23), on the real control
+//! plane and a real Kafka broker: a replacement pipeline does not take a topic whose old owner
+//! is still being deleted, a throwaway pipeline cannot take or delete same-named objects, the
+//! cleanup deadline holds while a pod is stuck Terminating, and claims compare Kafka's cluster
+//! id rather than the bootstrap string.
+//!
+//! Run by tests/cluster/run.sh while its operator runs (cleanup deadline 20 s), with
+//! `--ignored --test-threads=1`: every test needs that cluster, broker and operator.
+
+mod support;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use support::cluster::*;
+
+/// A finalizer the tests put on pods so that they stay Terminating, as on a lost node.
+const HOLD: &str = "test.wapipe.dev/hold";
+
+/// Puts [`HOLD`] on every pod in `ns` (`hold`), or takes it off again.
+async fn hold_pods(c: &Cluster, ns: &str, hold: bool) -> usize {
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    let finalizers = if hold { json!([HOLD]) } else { json!(null) };
+    for pod in &list.items {
+        pods.patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+        )
+        .await
+        .expect("patching a pod's finalizers");
+    }
+    list.items.len()
+}
+
+/// A Ready pipeline with `deletionPolicy: Delete` whose topics the operator created.
+async fn ready_pipeline(c: &Cluster, ns: &str, name: &str, raw: &str) {
+    c.create_pipeline(ns, pipeline_body(ns, name, &c.brokers, raw, 2))
+        .await;
+    c.wait_pipeline(ns, name, "Ready=True, topic Created", |p| {
+        is(p, "Ready", "True", None) && is(p, "TopicReady", "True", Some("Created"))
+    })
+    .await;
+}
+
+/// The old pipeline's cleanup waits for a pod stuck Terminating; a replacement naming the same
+/// topic meanwhile is refused (the old one still claims it), and when the old cleanup goes on
+/// the topic, now wanted by the replacement, stays on Kafka with its records.
+#[tokio::test]
+#[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
+async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup() {
+    let c = cluster_suite().await;
+    let ns = c.namespace_with_meta_secret("ct-replace").await;
+    let raw = wapipe_testkit::unique_name("ct-replace");
+    ready_pipeline(&c, &ns, "old", &raw).await;
+    assert!(
+        hold_pods(&c, &ns, true).await >= 2,
+        "ingress and worker pods"
+    );
+    c.pipelines(&ns)
+        .delete("old", &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+
+    c.create_pipeline(&ns, pipeline_body(&ns, "new", &c.brokers, &raw, 2))
+        .await;
+    let refused = c
+        .wait_pipeline(&ns, "new", "TopicReady=False ResourceConflict", |p| {
+            is(p, "TopicReady", "False", Some("ResourceConflict"))
+        })
+        .await;
+    let message = condition_message(&refused, "TopicReady");
+    assert!(
+        message.contains(&format!("{ns}/old")),
+        "names the holder: {message}"
+    );
+    assert!(
+        c.pipelines(&ns).get_opt("old").await.unwrap().is_some(),
+        "the old pipeline was still being deleted when the replacement was refused"
+    );
+
+    hold_pods(&c, &ns, false).await;
+    c.wait_within(
+        LONG_PATIENCE,
+        "the old pipeline gone",
+        || async { c.pipelines(&ns).get_opt("old").await.unwrap().is_some() },
+        |present| !present,
+    )
+    .await;
+    assert_eq!(
+        topic_partitions(&c.brokers, &raw),
+        Some(2),
+        "the topic the replacement names survived the old pipeline's cleanup"
+    );
+    c.wait_pipeline_within(
+        LONG_PATIENCE,
+        &ns,
+        "new",
+        "Ready=True, topic Adopted",
+        |p| is(p, "Ready", "True", None) && is(p, "TopicReady", "True", Some("Adopted")),
+    )
+    .await;
+    c.delete_and_wait_gone(&ns, "new", PATIENCE).await;
+    assert_eq!(
+        topic_partitions(&c.brokers, &raw),
+        Some(2),
+        "an adopted topic is never deleted"
+    );
+    delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+}
+
+/// Same-named objects that exist before the pipeline: a Deployment, Service and
+/// PodDisruptionBudget named `<name>-ingress` and a Deployment named `<name>-worker`.
+async fn foreign_children(c: &Cluster, ns: &str, name: &str) -> Vec<(String, String)> {
+    let labels = json!({"app": "someone-else"});
+    let pod_template = json!({
+        "metadata": {"labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}
+    });
+    let mut uids = Vec::new();
+    for suffix in ["ingress", "worker"] {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-{suffix}"), "namespace": ns},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": pod_template}
+        }))
+        .unwrap();
+        let made = Api::<Deployment>::namespaced(c.client.clone(), ns)
+            .create(&PostParams::default(), &deployment)
+            .await
+            .expect("creating a Deployment");
+        uids.push(("Deployment".into(), made.uid().unwrap()));
+    }
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-ingress"), "namespace": ns},
+        "spec": {"selector": labels, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let made = Api::<Service>::namespaced(c.client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("creating a Service");
+    uids.push(("Service".into(), made.uid().unwrap()));
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-ingress"), "namespace": ns},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}
+    }))
+    .unwrap();
+    let made = Api::<PodDisruptionBudget>::namespaced(c.client.clone(), ns)
+        .create(&PostParams::default(), &pdb)
+        .await
+        .expect("creating a PodDisruptionBudget");
+    uids.push(("PodDisruptionBudget".into(), made.uid().unwrap()));
+    uids
+}
+
+/// The (kind, uid, owner uids) of the four same-named objects, `None` for one that is gone.
+async fn same_named(c: &Cluster, ns: &str, name: &str) -> Vec<Option<(String, Vec<String>)>> {
+    fn seen<K: Resource>(object: Option<K>) -> Option<(String, Vec<String>)> {
+        let object = object?;
+        let owners = object
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| o.uid.clone())
+            .collect();
+        Some((object.meta().uid.clone().unwrap_or_default(), owners))
+    }
+    let deployments = Api::<Deployment>::namespaced(c.client.clone(), ns);
+    vec![
+        seen(
+            deployments
+                .get_opt(&format!("{name}-ingress"))
+                .await
+                .unwrap(),
+        ),
+        seen(
+            deployments
+                .get_opt(&format!("{name}-worker"))
+                .await
+                .unwrap(),
+        ),
+        seen(
+            Api::<Service>::namespaced(c.client.clone(), ns)
+                .get_opt(&format!("{name}-ingress"))
+                .await
+                .unwrap(),
+        ),
+        seen(
+            Api::<PodDisruptionBudget>::namespaced(c.client.clone(), ns)
+                .get_opt(&format!("{name}-ingress"))
+                .await
+                .unwrap(),
+        ),
+    ]
+}
+
+/// A throwaway pipeline named after existing objects neither takes them over (no owner
+/// reference, so the garbage collector leaves them alone) nor deletes them at its deletion; it
+/// reports the conflict in a condition and an Event.
+#[tokio::test]
+#[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
+async fn a_throwaway_pipeline_neither_takes_nor_deletes_same_named_objects() {
+    let c = cluster_suite().await;
+    let ns = c.namespace_with_meta_secret("ct-squat").await;
+    let raw = wapipe_testkit::unique_name("ct-squat");
+    let before = foreign_children(&c, &ns, "shop").await;
+    let created = c
+        .create_pipeline(&ns, pipeline_body(&ns, "shop", &c.brokers, &raw, 1))
+        .await;
+    let refused = c
+        .wait_pipeline(&ns, "shop", "IngressReady=False ResourceConflict", |p| {
+            observed_current(p) && is(p, "IngressReady", "False", Some("ResourceConflict"))
+        })
+        .await;
+    assert!(is(&refused, "Ready", "False", Some("ResourceConflict")));
+    let events = c.events_of(&ns, "shop").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "ResourceConflict" && note.contains("shop-ingress")),
+        "a ResourceConflict Event names the object: {events:?}"
+    );
+
+    c.delete_and_wait_gone(&ns, "shop", PATIENCE).await;
+    let pipeline_uid = created.uid().unwrap();
+    let after = same_named(&c, &ns, "shop").await;
+    for ((kind, uid), seen) in before.iter().zip(&after) {
+        let (now_uid, owners) = seen
+            .as_ref()
+            .unwrap_or_else(|| panic!("{kind} shop-*: deleted by the pipeline's cleanup"));
+        assert_eq!(
+            now_uid, uid,
+            "{kind}: the very object that was there before"
+        );
+        assert!(
+            !owners.contains(&pipeline_uid),
+            "{kind}: taken over (owner reference to the pipeline, so the garbage collector \
+             deletes it with the pipeline): {owners:?}"
+        );
+    }
+    delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+}
+
+/// With a pod stuck Terminating (its node lost), a `Delete` pipeline's cleanup gives up at the
+/// cleanup deadline (20 s in this suite), says so, and the pipeline goes.
+#[tokio::test]
+#[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
+async fn the_cleanup_deadline_holds_while_a_pod_is_stuck_terminating() {
+    let c = cluster_suite().await;
+    let ns = c.namespace_with_meta_secret("ct-stuck").await;
+    let raw = wapipe_testkit::unique_name("ct-stuck");
+    ready_pipeline(&c, &ns, "stuck", &raw).await;
+    assert!(
+        hold_pods(&c, &ns, true).await >= 2,
+        "ingress and worker pods"
+    );
+
+    c.delete_and_wait_gone(&ns, "stuck", LONG_PATIENCE).await;
+    let abandoned = format!(
+        "wapipe_operator_cleanups_abandoned_total{{namespace=\"{ns}\",pipeline=\"stuck\"}}"
+    );
+    assert_eq!(support::operator_metric(&abandoned).await, Some(1.0));
+    let events = c.events_of(&ns, "stuck").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "CleanupAbandoned"
+                && note.contains("still stopping")
+                && note.contains(&raw)),
+        "the Event names why and what was left: {events:?}"
+    );
+    assert_eq!(
+        topic_partitions(&c.brokers, &raw),
+        Some(2),
+        "a topic is never deleted while a pod may still use it"
+    );
+
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
+    assert!(
+        !pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the pods were still Terminating when the pipeline went"
+    );
+    hold_pods(&c, &ns, false).await;
+    delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+}
+
+/// `bootstrap` with its loopback host written the other way (`127.0.0.1` ↔ `localhost`): the
+/// same broker under another bootstrap string.
+fn other_name_of(bootstrap: &str) -> String {
+    if bootstrap.contains("127.0.0.1") {
+        bootstrap.replace("127.0.0.1", "localhost")
+    } else if bootstrap.contains("localhost") {
+        bootstrap.replace("localhost", "127.0.0.1")
+    } else {
+        panic!("the test broker {bootstrap} is not on loopback: no second name known for it")
+    }
+}
+
+/// Two bootstrap strings of one broker are one Kafka cluster: a pipeline in another namespace
+/// naming the first one's topic, or joining its consumer group, is refused.
+#[tokio::test]
+#[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
+async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
+    let c = cluster_suite().await;
+    let first_ns = c.namespace_with_meta_secret("ct-claim-a").await;
+    let other_ns = c.namespace_with_meta_secret("ct-claim-b").await;
+    let raw = wapipe_testkit::unique_name("ct-claim");
+    ready_pipeline(&c, &first_ns, "first", &raw).await;
+    let first = c.get(&first_ns, "first").await;
+    assert!(
+        first
+            .status
+            .as_ref()
+            .and_then(|s| s.kafka_cluster_id.as_deref())
+            .is_some_and(|id| !id.is_empty()),
+        "the status records the Kafka cluster id"
+    );
+    let alias = other_name_of(&c.brokers);
+
+    // The same topic through the other name.
+    let mut body = pipeline_body(&other_ns, "same-topic", &alias, &raw, 2);
+    body["spec"]["deletionPolicy"] = json!("Retain");
+    c.create_pipeline(&other_ns, body).await;
+    let refused = c
+        .wait_pipeline(
+            &other_ns,
+            "same-topic",
+            "TopicReady=False ResourceConflict",
+            |p| is(p, "TopicReady", "False", Some("ResourceConflict")),
+        )
+        .await;
+    let message = condition_message(&refused, "TopicReady");
+    assert!(
+        message.contains(&format!("{first_ns}/first")) && message.contains(&raw),
+        "{message}"
+    );
+
+    // Other topics, but the first pipeline's consumer group, through the other name.
+    let other_raw = wapipe_testkit::unique_name("ct-claim-group");
+    let mut body = pipeline_body(&other_ns, "same-group", &alias, &other_raw, 1);
+    body["spec"]["deletionPolicy"] = json!("Retain");
+    body["spec"]["worker"]["consumerGroup"] = json!("wapipe-first");
+    c.create_pipeline(&other_ns, body).await;
+    let refused = c
+        .wait_pipeline(
+            &other_ns,
+            "same-group",
+            "TopicReady=False ResourceConflict",
+            |p| is(p, "TopicReady", "False", Some("ResourceConflict")),
+        )
+        .await;
+    let message = condition_message(&refused, "TopicReady");
+    assert!(message.contains("consumer group wapipe-first"), "{message}");
+    assert!(
+        Api::<Deployment>::namespaced(c.client.clone(), &other_ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no worker was started to join the group"
+    );
+
+    for name in ["same-topic", "same-group"] {
+        c.delete_and_wait_gone(&other_ns, name, PATIENCE).await;
+    }
+    c.delete_and_wait_gone(&first_ns, "first", PATIENCE).await;
+    delete_topics(
+        &c.brokers,
+        &[
+            &raw,
+            &format!("{raw}.failed"),
+            &other_raw,
+            &format!("{other_raw}.failed"),
+        ],
+    )
+    .await;
+}
+
+/// Renaming `spec.topic.name` onto a topic that already exists is refused by the API server (a
+/// transition rule); deleting the pipeline deletes the topics it created and never that one.
+/// (Without the rule, the operator itself deletes only the topics its status records as created:
+/// operator/tests/reconcile_mock.rs.)
+#[tokio::test]
+#[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
+async fn a_rename_onto_an_existing_topic_never_deletes_that_topic() {
+    let c = cluster_suite().await;
+    let ns = c.namespace_with_meta_secret("ct-rename").await;
+    let raw = wapipe_testkit::unique_name("ct-rename");
+    let foreign = wapipe_testkit::unique_name("ct-foreign");
+    wapipe_testkit::create_topic(&c.brokers, &foreign, 2)
+        .await
+        .unwrap();
+    ready_pipeline(&c, &ns, "renamed", &raw).await;
+
+    let refused = c
+        .pipelines(&ns)
+        .patch(
+            "renamed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"topic": {"name": foreign}}})),
+        )
+        .await
+        .expect_err("the API server refuses the rename");
+    assert!(
+        refused.to_string().contains("topic.name cannot change"),
+        "{refused}"
+    );
+    c.delete_and_wait_gone(&ns, "renamed", PATIENCE).await;
+    assert_eq!(
+        topic_partitions(&c.brokers, &foreign),
+        Some(2),
+        "the topic it was to be renamed onto is not the operator's to delete"
+    );
+    c.wait(
+        "the topic it created deleted, not leaked",
+        || async { topic_partitions(&c.brokers, &raw) },
+        Option::is_none,
+    )
+    .await;
+    delete_topics(&c.brokers, &[&foreign]).await;
+}
