@@ -208,29 +208,7 @@ impl Cluster {
 
     /// Saves the pipeline as an Argo CD health-check fixture expecting `status` and `message`.
     fn capture(&self, file: &str, pipeline: &WhatsAppWebhookPipeline, status: &str, message: &str) {
-        let Ok(dir) = std::env::var("WAPIPE_TEST_CAPTURE_DIR") else {
-            return;
-        };
-        let object = json!({
-            "apiVersion": "wapipe.dev/v1alpha1",
-            "kind": "WhatsAppWebhookPipeline",
-            "metadata": {
-                "name": pipeline.name_any(),
-                "namespace": pipeline.namespace(),
-                "generation": pipeline.metadata.generation,
-            },
-            "spec": serde_json::to_value(&pipeline.spec).unwrap(),
-            "status": serde_json::to_value(&pipeline.status).unwrap(),
-        });
-        let fixture = json!({"expect": {"status": status, "message": message}, "object": object});
-        std::fs::create_dir_all(&dir).unwrap();
-        // JSON is YAML whose strings stay strings (a YAML loader would turn unquoted
-        // timestamps into dates).
-        let text = format!(
-            "# Captured from the cluster suite (operator/tests/cluster.rs).\n{}\n",
-            serde_json::to_string_pretty(&fixture).unwrap()
-        );
-        std::fs::write(PathBuf::from(dir).join(file), text).unwrap();
+        support::capture(file, pipeline, status, message);
     }
 }
 

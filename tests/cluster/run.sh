@@ -17,9 +17,11 @@
 #      with a 20 s cleanup deadline so an abandoned cleanup shows within the test's patience
 #   5. the whole loop (operator/tests/cluster_loop.rs): ingress and workers as host processes
 #      from the Deployments' pod templates, signed webhooks into PostgreSQL, scaled on lag
-#   6. two operator processes (operator/tests/cluster_lease.rs): one holds the Lease, kill it
+#   6. pausing the scaler (operator/tests/cluster_pause.rs): workers held by the annotation,
+#      Scaling=False Paused, a replay into the emptied group, the scaler back afterwards
+#   7. two operator processes (operator/tests/cluster_lease.rs): one holds the Lease, kill it
 #      and the other takes over and reconciles
-#   7. the Argo CD health check on the statuses captured in 4
+#   8. the Argo CD health check on the statuses captured in 4 and 6 (a paused one: Suspended)
 # Exit 77 (skipped) when WAPIPE_TEST_KUBECONFIG is unset.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -217,6 +219,12 @@ loop_test() {
   WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" cargo test -q -p wapipe-operator --test cluster_loop
 }
 check "the whole loop: ingress and workers run from the pod templates, rows in PostgreSQL, scaled on their lag" loop_test
+pause_test() {
+  cargo build -q -p wapipe-worker
+  WAPIPE_TEST_CAPTURE_DIR="$capture" WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" \
+    cargo test -q -p wapipe-operator --test cluster_pause -- --include-ignored
+}
+check "pause: the annotation holds the workers (0 for a replay), Scaling=False Paused with the delay measured, replay into the emptied group, the scaler back when it goes" pause_test
 no_refusal() {
   if grep -Ei 'forbidden|code: 403' "$log_file"; then return 1; fi
   kill -0 "$operator_pid"

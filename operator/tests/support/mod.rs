@@ -34,3 +34,39 @@ pub async fn operator_metric(series: &str) -> Option<f64> {
         value.trim().parse().ok()
     })
 }
+
+/// Saves `pipeline` as an Argo CD health-check fixture expecting `status` and `message` in
+/// `WAPIPE_TEST_CAPTURE_DIR`, when set (tests/cluster/run.sh runs the health check over them).
+#[allow(dead_code)] // not every test file that includes this module captures statuses
+pub fn capture(
+    file: &str,
+    pipeline: &wapipe_operator::crd::WhatsAppWebhookPipeline,
+    status: &str,
+    message: &str,
+) {
+    use kube::ResourceExt;
+    let Ok(dir) = std::env::var("WAPIPE_TEST_CAPTURE_DIR") else {
+        return;
+    };
+    let object = serde_json::json!({
+        "apiVersion": "wapipe.dev/v1alpha1",
+        "kind": "WhatsAppWebhookPipeline",
+        "metadata": {
+            "name": pipeline.name_any(),
+            "namespace": pipeline.namespace(),
+            "generation": pipeline.metadata.generation,
+        },
+        "spec": serde_json::to_value(&pipeline.spec).unwrap(),
+        "status": serde_json::to_value(&pipeline.status).unwrap(),
+    });
+    let fixture =
+        serde_json::json!({"expect": {"status": status, "message": message}, "object": object});
+    std::fs::create_dir_all(&dir).unwrap();
+    // JSON is YAML whose strings stay strings (a YAML loader would turn unquoted timestamps
+    // into dates).
+    let text = format!(
+        "# Captured from the cluster suite (operator/tests).\n{}\n",
+        serde_json::to_string_pretty(&fixture).unwrap()
+    );
+    std::fs::write(std::path::PathBuf::from(dir).join(file), text).unwrap();
+}
