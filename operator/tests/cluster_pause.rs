@@ -16,9 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use wapipe_operator::crd::WhatsAppWebhookPipeline;
 
@@ -65,26 +63,6 @@ fn scaling(pipeline: &WhatsAppWebhookPipeline) -> Option<(String, String)> {
         .iter()
         .find(|c| c.type_ == "Scaling")?;
     Some((condition.status.clone(), condition.reason.clone()))
-}
-
-/// Commits the group at the log end of every partition, as workers that consumed everything.
-fn catch_up(brokers: &str, topic: &str, group: &str) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut offsets = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(5))
-            .unwrap();
-        offsets
-            .add_partition_offset(topic, partition, Offset::Offset(high))
-            .unwrap();
-    }
-    consumer.commit(&offsets, CommitMode::Sync).unwrap();
 }
 
 #[tokio::test]
@@ -213,7 +191,7 @@ async fn a_paused_pipeline_holds_its_workers_is_suspended_takes_a_replay_and_res
 
     // The group "consumed" everything, then a replay of the last hour runs against it: refused
     // while a group has members, accepted now that the pause emptied it.
-    catch_up(&brokers, &raw, group);
+    support::catch_up(&brokers, &raw, group, PARTITIONS);
     eventually("lag 0 while paused", get, |p| {
         p.status.as_ref().is_some_and(|s| s.total_lag == Some(0))
     })

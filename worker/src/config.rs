@@ -161,12 +161,13 @@ pub struct RunArgs {
     #[arg(long, env = "WAPIPE_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
 
-    /// Consumer group protocol: `consumer` (KIP-848: the broker assigns partitions and moves
-    /// only the ones that change owner, so the rest keep being consumed while workers join or
-    /// leave) or `classic` (every member stops for each rebalance). `consumer` needs Kafka 4.0+
-    /// (or 3.7+ with the new coordinator enabled); on a broker without it the worker falls back
-    /// to `classic` by itself.
-    #[arg(long, env = "WAPIPE_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Consumer)]
+    /// Consumer group protocol: `classic` (every member stops for a rebalance, which takes
+    /// about a second) or `consumer` (KIP-848: the broker moves only the partitions that change
+    /// owner, but a moved partition waits for the heartbeats of both owners, 5 s apart by
+    /// default, so a 1 → 8 step stalled longer in docs/scaling.md's measurement). `consumer`
+    /// needs Kafka 4.0+ (or 3.7+ with the new coordinator enabled); on brokers without it the
+    /// worker falls back to `classic` by itself.
+    #[arg(long, env = "WAPIPE_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Classic)]
     pub group_protocol: GroupProtocol,
 
     /// Address of /healthz, /readyz and /metrics.

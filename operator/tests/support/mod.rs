@@ -3,6 +3,7 @@
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use rdkafka::consumer::Consumer;
 
 /// A client for the cluster described by the kubeconfig at `path`.
 pub async fn client_from(path: &str) -> Client {
@@ -69,4 +70,27 @@ pub fn capture(
         serde_json::to_string_pretty(&fixture).unwrap()
     );
     std::fs::write(std::path::PathBuf::from(dir).join(file), text).unwrap();
+}
+
+#[allow(dead_code)] // not every test file that includes this module commits offsets
+/// Commits `group`'s offsets at the log end of every partition: the group has caught up.
+pub fn catch_up(brokers: &str, topic: &str, group: &str, partitions: i32) {
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, std::time::Duration::from_secs(5))
+            .unwrap();
+        offsets
+            .add_partition_offset(topic, partition, rdkafka::Offset::Offset(high))
+            .unwrap();
+    }
+    consumer
+        .commit(&offsets, rdkafka::consumer::CommitMode::Sync)
+        .expect("committing offsets");
 }
