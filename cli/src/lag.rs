@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use wapipe_core::kafka::KafkaArgs;
-use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin};
-use wapipe_operator::scaler::policy::{decide, Decision, PolicyConfig, PolicyState};
+use wapipe_operator::kafka::{read_ages, KafkaSettings, RdKafkaAdmin, TopicAdmin};
+use wapipe_operator::scaler::policy::{decide_timed, Decision, PolicyConfig, PolicyState};
+use wapipe_operator::scaler::rate::RecordTimes;
 
 use crate::local::pipeline;
 
@@ -35,6 +36,9 @@ pub struct LagArgs {
     /// Most workers (default 12); the partition count caps it further.
     #[arg(long)]
     pub max_replicas: Option<u32>,
+    /// Delay target in seconds (the CRD's maxDelaySeconds).
+    #[arg(long)]
+    pub max_delay_seconds: Option<u64>,
     /// Workers running now; default: the members of the group as the broker reports them.
     #[arg(long)]
     pub workers: Option<u32>,
@@ -73,6 +77,9 @@ pub fn policy_config(args: &LagArgs) -> anyhow::Result<PolicyConfig> {
     if let Some(max) = args.max_replicas {
         config.max_replicas = max.max(1);
     }
+    if let Some(seconds) = args.max_delay_seconds {
+        config.max_delay = Some(Duration::from_secs(seconds.max(1)));
+    }
     // Over `samples` polls a partition can stay put `samples - 1` times.
     config.stall_polls = args.samples.saturating_sub(1).max(1);
     Ok(config)
@@ -94,16 +101,39 @@ fn group_members(kafka: &KafkaSettings, group: &str) -> Option<u32> {
 
 /// The table `wapipe lag` prints.
 pub fn render(decision: &Decision, workers: u32, workers_known: bool) -> String {
-    let mut out = format!("{:>9}  {:>10}  status\n", "partition", "lag");
+    let mut out = format!(
+        "{:>9}  {:>10}  {:>8}  {:>9}  status\n",
+        "partition", "lag", "delay", "drain/s"
+    );
     for p in &decision.partitions {
         out.push_str(&format!(
-            "{:>9}  {:>10}  {}\n",
+            "{:>9}  {:>10}  {:>8}  {:>9}  {}\n",
             p.partition,
             p.lag,
+            delay(p.time_lag),
+            rate(p.drain_rate),
             p.status.as_str().to_ascii_lowercase()
         ));
     }
-    out.push_str(&format!("{:>9}  {:>10}\n", "total", decision.total_lag));
+    out.push_str(&format!(
+        "{:>9}  {:>10}  {:>8}  {:>9}\n",
+        "total",
+        decision.total_lag,
+        delay(decision.worst.map(|(_, age)| age).or(Some(Duration::ZERO))),
+        rate(decision.drain_rate)
+    ));
+    if let Some((partition, age)) = decision.worst {
+        out.push_str(&format!(
+            "oldest unconsumed record: {} old, partition {partition}\n",
+            humantime::format_duration(Duration::from_secs(age.as_secs()))
+        ));
+    }
+    out.push_str(&format!(
+        "rates: draining {}/s, arriving {}/s, {}/s per worker (measured while backlogged)\n",
+        rate(decision.drain_rate),
+        rate(decision.arrival_rate),
+        rate(decision.per_replica_rate)
+    ));
     out.push_str(&format!(
         "workers: {workers}{} -> desired {} ({})\n{}\n",
         if workers_known { "" } else { " (assumed)" },
@@ -112,6 +142,16 @@ pub fn render(decision: &Decision, workers: u32, workers_known: bool) -> String 
         decision.message
     ));
     out
+}
+
+/// A delay in whole seconds, `-` when not read.
+fn delay(age: Option<Duration>) -> String {
+    age.map_or_else(|| "-".into(), |age| format!("{}s", age.as_secs()))
+}
+
+/// A rate in whole records per second, `-` when not measured yet.
+fn rate(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".into(), |rate| format!("{rate:.0}"))
 }
 
 pub async fn lag(args: &LagArgs) -> anyhow::Result<()> {
@@ -130,6 +170,7 @@ pub async fn lag(args: &LagArgs) -> anyhow::Result<()> {
     };
     let workers = members.unwrap_or(config.min_replicas.max(1));
     let mut state = PolicyState::default();
+    let mut times = RecordTimes::default();
     let mut decision = None;
     for sample in 0..args.samples {
         if sample > 0 {
@@ -141,10 +182,12 @@ pub async fn lag(args: &LagArgs) -> anyhow::Result<()> {
             .with_context(|| {
                 format!("reading offsets of group {} on {}", args.group, args.topic)
             })?;
-        decision = Some(decide(
+        let ages = read_ages(&admin, &kafka, &args.topic, &offsets, &mut times).await;
+        decision = Some(decide_timed(
             &config,
             &mut state,
             &offsets,
+            &ages,
             workers,
             Instant::now(),
         ));
@@ -165,7 +208,7 @@ pub async fn lag(args: &LagArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
-    use wapipe_operator::scaler::policy::PartitionOffsets;
+    use wapipe_operator::scaler::policy::{decide, PartitionOffsets};
 
     #[test]
     fn settings_carry_the_sasl_password_in_clear_for_the_admin_client() {
@@ -226,8 +269,15 @@ mod tests {
         }
         let decision = decision.unwrap();
         let table = render(&decision, 1, true);
-        assert!(table.contains("        0          50  stalled"), "{table}");
-        assert!(table.contains("        1          10  ok"), "{table}");
+        // No record ages were read: the delay column says so; partition 1 drained 5/s.
+        assert!(
+            table.contains("        0          50         -          0  stalled"),
+            "{table}"
+        );
+        assert!(
+            table.contains("        1          10         -          5  ok"),
+            "{table}"
+        );
         // The stalled partition's lag is not scaled for: 10 lag at 10 per worker is one worker.
         assert_eq!(decision.desired, 1);
     }

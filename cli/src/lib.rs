@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_rebalance;
 pub mod lag;
 pub mod local;
 pub mod payloads;

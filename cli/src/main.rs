@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 use wapipe::bench::{bench_ingress, BenchIngressArgs};
+use wapipe::bench_rebalance::{bench_rebalance, BenchRebalanceArgs};
 use wapipe::lag::{lag, LagArgs};
 use wapipe::send::{send, SendArgs};
 use wapipe::simulate::{simulate, SimulateArgs};
@@ -48,6 +49,9 @@ enum Topics {
 enum Bench {
     /// Requests/s, events/s, p50/p99 and peak RSS of a real ingress, beside the raw producer rate.
     Ingress(BenchIngressArgs),
+    /// The consumption stall while a worker group grows under load, classic protocol vs
+    /// KIP-848's (`group.protocol=consumer`), on a real broker.
+    Rebalance(BenchRebalanceArgs),
 }
 
 #[tokio::main]
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Topics(Topics::Create(args)) => topics::create(&args).await?,
         Command::Bench(Bench::Ingress(args)) => bench_ingress(&args).await?,
+        Command::Bench(Bench::Rebalance(args)) => bench_rebalance(&args).await?,
         Command::Simulate(args) => simulate(&args)?,
     }
     Ok(())

@@ -9,12 +9,15 @@
 --      show Healthy right after a change)
 --   2. any condition False with a spec-error reason (SPEC_ERRORS)       -> Degraded
 --      (these do not heal by waiting: someone has to change the spec or the cluster)
---   3. Ready=True, observed at the current generation                   -> Healthy
---   4. Ready=False with any other reason (Kafka unreachable, pods not
+--   3. Scaling=False with reason Paused (annotation wapipe.dev/pause-scaling) -> Suspended
+--      (someone froze the workers on purpose, e.g. to replay into an empty group; nothing
+--      is wrong and nothing will change until the annotation goes)
+--   4. Ready=True, observed at the current generation                   -> Healthy
+--   5. Ready=False with any other reason (Kafka unreachable, pods not
 --      ready, rollout in progress, lag unreadable)                      -> Progressing
 --      (the operator keeps retrying; stuck pods still show Degraded on the child
 --      Deployments in the app tree through Argo CD's own Deployment check)
---   5. Ready Unknown or missing                                         -> Progressing
+--   6. Ready Unknown or missing                                         -> Progressing
 local hs = {}
 
 -- Reasons that mean "the spec or the cluster is wrong, retrying will not help".
@@ -60,6 +63,9 @@ local function summary(status)
   if status.totalLag ~= nil then
     table.insert(parts, "lag " .. tostring(status.totalLag))
   end
+  if status.timeLagSeconds ~= nil then
+    table.insert(parts, "delay " .. tostring(status.timeLagSeconds) .. "s")
+  end
   return table.concat(parts, ", ")
 end
 
@@ -91,6 +97,17 @@ for _, c in ipairs(conditions) do
     hs.message = describe(c)
     return hs
   end
+end
+
+local scaling = condition(conditions, "Scaling")
+if scaling ~= nil and scaling.status == "False" and scaling.reason == "Paused" then
+  hs.status = "Suspended"
+  hs.message = describe(scaling)
+  local s = summary(status)
+  if s ~= "" then
+    hs.message = hs.message .. " (" .. s .. ")"
+  end
+  return hs
 end
 
 local ready = condition(conditions, "Ready")

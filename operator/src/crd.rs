@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 /// Finalizer guarding topic deletion under `deletionPolicy: Delete`.
 pub const FINALIZER: &str = "wapipe.dev/topic";
 
+/// Annotation that pauses the scaler: `"true"` freezes the workers at their current count, a
+/// number at that count (`"0"` empties the consumer group, e.g. for a replay).
+pub const PAUSE_ANNOTATION: &str = "wapipe.dev/pause-scaling";
+
 /// A WhatsApp webhook pipeline: a Kafka topic, an ingress that writes webhooks to it, and a
 /// worker pool that consumes it, scaled by consumer-group lag.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -46,6 +50,11 @@ pub const FINALIZER: &str = "wapipe.dev/topic";
         json_path = ".status.currentWorkers"
     ),
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.totalLag"),
+    printcolumn(
+        name = "Delay",
+        type_ = "integer",
+        json_path = ".status.timeLagSeconds"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -459,6 +468,14 @@ pub struct WorkerSpec {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub activation_lag: i64,
+    /// Delay target in seconds: the age of the oldest unconsumed record the pool is sized to
+    /// keep under. Once a drain rate per worker has been measured (while the group had a
+    /// backlog), workers = ceil((arrival rate + lag / maxDelaySeconds) / rate per worker),
+    /// bounded by the partitions and `maxReplicas`, replacing `lagPerReplica`, which stays the
+    /// rule until a rate is known. Omit to scale on offset lag only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub max_delay_seconds: Option<i64>,
     /// Where events are delivered.
     #[serde(default)]
     pub sink: SinkSpec,
@@ -510,6 +527,22 @@ pub struct PipelineStatus {
     /// Total consumer-group lag at the last poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_lag: Option<i64>,
+    /// Age in seconds of the oldest unconsumed record over every partition (0 when caught up):
+    /// how late the pipeline is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_lag_seconds: Option<i64>,
+    /// The partition holding that oldest unconsumed record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_partition: Option<i32>,
+    /// Records per second the group committed since the previous poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_rate: Option<i64>,
+    /// Records per second arriving since the previous poll (drain rate plus lag growth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival_rate: Option<i64>,
+    /// Records per second one worker drains, measured while the group had a backlog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_rate_per_worker: Option<i64>,
     /// Lag and status of each partition at the last poll.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_lag: Vec<PartitionLagStatus>,
@@ -531,6 +564,12 @@ pub struct PartitionLagStatus {
     pub lag: i64,
     /// `Ok`, `Lagging`, or `Stalled` (committed offset stuck with lag: likely a poison event).
     pub status: String,
+    /// Age in seconds of the oldest unconsumed record (0 without lag); absent when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_lag_seconds: Option<i64>,
+    /// Records per second committed here since the previous poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_rate: Option<i64>,
 }
 
 /// A status condition in the Kubernetes convention.

@@ -17,9 +17,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::scaler::policy::PartitionOffsets;
+use crate::scaler::rate::{RecordTimes, MAX_RECORD_READS};
 
 /// librdkafka properties of one Kafka connection (`bootstrap.servers`, SASL, TLS).
 pub type KafkaSettings = BTreeMap<String, String>;
@@ -159,6 +160,15 @@ pub trait TopicAdmin: Send + Sync + 'static {
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionOffsets>, AdminError>;
+    /// Timestamps (ms since the epoch) of the first record at or after each `(partition,
+    /// offset)` of `topic`: the oldest unconsumed record when the offset is the group's
+    /// position. Partitions whose record did not arrive within a short deadline are left out.
+    async fn record_times(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        positions: &[(i32, i64)],
+    ) -> Result<BTreeMap<i32, i64>, AdminError>;
     /// The topic's own configuration: entries set on the topic (not broker defaults).
     async fn topic_config(
         &self,
@@ -184,6 +194,28 @@ pub trait TopicAdmin: Send + Sync + 'static {
         group: &str,
         offsets: &[(i32, i64)],
     ) -> Result<(), AdminError>;
+}
+
+/// Reads the ages of the partitions' oldest unconsumed records, at most
+/// [`MAX_RECORD_READS`] new reads per call (the rest are kept in `times` while their position
+/// stays). A failed read leaves the ages unknown rather than failing the poll.
+pub async fn read_ages(
+    admin: &dyn TopicAdmin,
+    kafka: &KafkaSettings,
+    topic: &str,
+    offsets: &[PartitionOffsets],
+    times: &mut RecordTimes,
+) -> BTreeMap<i32, Duration> {
+    let positions = times.to_read(offsets, MAX_RECORD_READS);
+    match admin.record_times(kafka, topic, &positions).await {
+        Ok(read) => times.learn(positions.iter().filter_map(|&(partition, position)| {
+            Some((partition, (position, *read.get(&partition)?)))
+        })),
+        Err(error) => {
+            tracing::debug!(%error, topic, "reading the oldest unconsumed records failed")
+        }
+    }
+    times.ages(chrono::Utc::now().timestamp_millis())
 }
 
 fn client_config(kafka: &KafkaSettings) -> ClientConfig {
@@ -235,6 +267,16 @@ fn admins() -> &'static Cache<AdminClient<DefaultClientContext>> {
     static ADMINS: OnceLock<Cache<AdminClient<DefaultClientContext>>> = OnceLock::new();
     ADMINS.get_or_init(Mutex::default)
 }
+
+/// Readers of single records, without a group: one at a time per connection, as each read
+/// assigns its own partitions.
+fn record_readers() -> &'static Cache<Mutex<BaseConsumer>> {
+    static READERS: OnceLock<Cache<Mutex<BaseConsumer>>> = OnceLock::new();
+    READERS.get_or_init(Mutex::default)
+}
+
+/// How long one read of the oldest unconsumed records may take in all.
+const RECORD_READ_DEADLINE: Duration = Duration::from_secs(3);
 
 fn lag_readers() -> &'static Cache<BaseConsumer> {
     static READERS: OnceLock<Cache<BaseConsumer>> = OnceLock::new();
@@ -293,6 +335,26 @@ impl RdKafkaAdmin {
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false");
             Ok(config.create()?)
+        })
+    }
+
+    /// A consumer outside any group that fetches as little as one record batch per partition.
+    fn record_reader(kafka: &KafkaSettings) -> Result<Arc<Mutex<BaseConsumer>>, AdminError> {
+        cached(record_readers(), settings_key(kafka), || {
+            let mut config = client_config(kafka);
+            config
+                .set("group.id", "wapipe-operator-record-reader")
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("enable.partition.eof", "false")
+                .set("auto.offset.reset", "earliest")
+                // One small fetch per leader for every partition read: a batch is cut at the
+                // per-partition limit (a larger first batch still comes whole), so a read costs
+                // at most MAX_RECORD_READS × 64 KiB.
+                .set("max.partition.fetch.bytes", "65536")
+                .set("fetch.wait.max.ms", "50")
+                .set("queued.min.messages", "1");
+            Ok(Mutex::new(config.create()?))
         })
     }
 
@@ -455,6 +517,50 @@ impl TopicAdmin for RdKafkaAdmin {
         .await
     }
 
+    async fn record_times(
+        &self,
+        kafka: &KafkaSettings,
+        topic: &str,
+        positions: &[(i32, i64)],
+    ) -> Result<BTreeMap<i32, i64>, AdminError> {
+        if positions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let reader = Self::record_reader(kafka)?;
+        let mut list = TopicPartitionList::new();
+        for &(partition, offset) in positions {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        let topic = topic.to_string();
+        blocking(move || {
+            let consumer = lock(&reader);
+            consumer.assign(&list)?;
+            let mut times = BTreeMap::new();
+            let deadline = std::time::Instant::now() + RECORD_READ_DEADLINE;
+            while times.len() < list.count() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match consumer.poll(left.min(Duration::from_millis(200))) {
+                    Some(Ok(message)) if message.topic() == topic => {
+                        if let Some(millis) = message.timestamp().to_millis() {
+                            times.entry(message.partition()).or_insert(millis);
+                        }
+                    }
+                    Some(Ok(_)) | None => {}
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "reading the oldest unconsumed record");
+                    }
+                }
+            }
+            // Nothing stays assigned (or fetched in the background) between reads.
+            consumer.unassign()?;
+            Ok(times)
+        })
+        .await
+    }
+
     async fn keep_offsets(
         &self,
         kafka: &KafkaSettings,
@@ -550,6 +656,7 @@ pub struct InMemoryAdmin {
     topics: Mutex<BTreeMap<String, TopicShape>>,
     configs: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
     offsets: Mutex<BTreeMap<(String, String), Vec<PartitionOffsets>>>,
+    record_times: Mutex<BTreeMap<String, BTreeMap<i32, i64>>>,
     calls: Mutex<Vec<String>>,
 }
 
@@ -578,6 +685,11 @@ impl InMemoryAdmin {
 
     pub fn set_offsets(&self, topic: &str, group: &str, offsets: Vec<PartitionOffsets>) {
         lock(&self.offsets).insert((topic.to_string(), group.to_string()), offsets);
+    }
+
+    /// Timestamps (ms since the epoch) of the oldest unconsumed record of each partition.
+    pub fn set_record_times(&self, topic: &str, times: BTreeMap<i32, i64>) {
+        lock(&self.record_times).insert(topic.to_string(), times);
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicShape> {
@@ -707,6 +819,20 @@ impl TopicAdmin for InMemoryAdmin {
     ) -> Result<(), AdminError> {
         self.record(format!("keep offsets {topic} {group} {offsets:?}"));
         Ok(())
+    }
+
+    async fn record_times(
+        &self,
+        _kafka: &KafkaSettings,
+        topic: &str,
+        positions: &[(i32, i64)],
+    ) -> Result<BTreeMap<i32, i64>, AdminError> {
+        let known = lock(&self.record_times);
+        let times = known.get(topic);
+        Ok(positions
+            .iter()
+            .filter_map(|(partition, _)| Some((*partition, *times?.get(partition)?)))
+            .collect())
     }
 
     async fn topic_config(

@@ -42,6 +42,11 @@ pub struct Metrics {
     pub max_workers: Family<PipelineLabels, Gauge>,
     pub current_workers: Family<PipelineLabels, Gauge>,
     pub stalled_partitions: Family<PipelineLabels, Gauge>,
+    pub time_lag_seconds: Family<PipelineLabels, Gauge>,
+    pub partition_time_lag_seconds: Family<PartitionLabels, Gauge>,
+    pub drain_rate: Family<PipelineLabels, Gauge>,
+    pub arrival_rate: Family<PipelineLabels, Gauge>,
+    pub scaling_held: Family<ScalingLabels, Gauge>,
     pub scaling_changes: Family<ScalingLabels, Counter>,
     pub cleanups_abandoned: Family<PipelineLabels, Counter>,
     pub lag_polls: Family<PipelineLabels, Counter>,
@@ -91,6 +96,31 @@ impl Metrics {
             "stalled_partitions",
             "Partitions whose committed offset is stuck with lag",
             self.stalled_partitions.clone(),
+        );
+        registry.register(
+            "time_lag_seconds",
+            "Age of the pipeline's oldest unconsumed record at the last poll (0 when caught up)",
+            self.time_lag_seconds.clone(),
+        );
+        registry.register(
+            "partition_time_lag_seconds",
+            "Age of each partition's oldest unconsumed record at the last poll (0 without lag)",
+            self.partition_time_lag_seconds.clone(),
+        );
+        registry.register(
+            "drain_rate",
+            "Records per second the consumer group committed since the previous poll",
+            self.drain_rate.clone(),
+        );
+        registry.register(
+            "arrival_rate",
+            "Records per second produced to the raw topic since the previous poll",
+            self.arrival_rate.clone(),
+        );
+        registry.register(
+            "scaling_held",
+            "1 while the scaler holds the workers (reason Paused or SinkSaturated), else 0",
+            self.scaling_held.clone(),
         );
         registry.register(
             "scaling_changes",

@@ -211,14 +211,16 @@ pub fn assemble(previous: &PipelineStatus, observed: &Observed<'_>, now: &str) -
                 .partitions
                 .iter()
                 .any(|p| p.status == PartitionStatus::Stalled);
+            // A pause or a saturated sink says more than a stall: it is why nothing moves.
+            let reason = if decision.held() || !stalled {
+                Reason::Scaler(decision.reason)
+            } else {
+                Reason::PartitionStalled
+            };
             conditions.set(
                 ConditionType::Scaling,
-                !stalled,
-                if stalled {
-                    Reason::PartitionStalled
-                } else {
-                    Reason::Scaler(decision.reason)
-                },
+                !stalled && !decision.held(),
+                reason,
                 decision.message.clone(),
             );
             workers_ok
@@ -270,6 +272,11 @@ pub fn assemble(previous: &PipelineStatus, observed: &Observed<'_>, now: &str) -
     if let Some(decision) = observed.decision {
         status.desired_workers = Some(i32::try_from(decision.desired).unwrap_or(i32::MAX));
         status.total_lag = Some(i64::try_from(decision.total_lag).unwrap_or(i64::MAX));
+        status.time_lag_seconds = time_lag_seconds(decision);
+        status.worst_partition = decision.worst.map(|(partition, _)| partition);
+        status.drain_rate = decision.drain_rate.map(per_second);
+        status.arrival_rate = decision.arrival_rate.map(per_second);
+        status.drain_rate_per_worker = decision.per_replica_rate.map(per_second);
         status.partition_lag = decision
             .partitions
             .iter()
@@ -277,10 +284,35 @@ pub fn assemble(previous: &PipelineStatus, observed: &Observed<'_>, now: &str) -
                 partition: p.partition,
                 lag: i64::try_from(p.lag).unwrap_or(i64::MAX),
                 status: p.status.as_str().into(),
+                time_lag_seconds: p.time_lag.map(seconds),
+                drain_rate: p.drain_rate.map(per_second),
             })
             .collect();
     }
     status
+}
+
+/// The pipeline's delay: the worst partition's, 0 when every partition is caught up, absent when
+/// a partition with lag had no age read.
+fn time_lag_seconds(decision: &Decision) -> Option<i64> {
+    match decision.worst {
+        Some((_, age)) => Some(seconds(age)),
+        None if decision.partitions.iter().all(|p| p.time_lag.is_some()) => Some(0),
+        None => None,
+    }
+}
+
+fn seconds(age: std::time::Duration) -> i64 {
+    i64::try_from(age.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A rate rounded to whole records per second.
+fn per_second(rate: f64) -> i64 {
+    if rate.is_finite() {
+        rate.round() as i64
+    } else {
+        0
+    }
 }
 
 /// The status after a failure a person must see: `condition` turns False with `reason` and

@@ -7,8 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use crate::claims;
-use crate::crd::{PipelineSpec, Provider, SinkType, WhatsAppWebhookPipeline};
-use crate::scaler::policy::PolicyConfig;
+use crate::crd::{PipelineSpec, Provider, SinkType, WhatsAppWebhookPipeline, PAUSE_ANNOTATION};
+use crate::scaler::policy::{Pause, PolicyConfig};
 use crate::status::Reason;
 
 /// A pipeline that can be reconciled, with defaults resolved.
@@ -49,6 +49,26 @@ pub fn is_tracking_key(key: &str) -> bool {
     key.starts_with("argocd.argoproj.io/")
         || key == "app.kubernetes.io/instance"
         || key.starts_with("kubectl.kubernetes.io/")
+}
+
+/// The pause annotation's value: absent, empty or `false` → not paused; `true` → paused at the
+/// current count; a number → paused at that count.
+pub fn parse_pause(value: Option<&str>) -> Result<Option<Pause>, String> {
+    let Some(value) = value.map(str::trim) else {
+        return Ok(None);
+    };
+    match value {
+        "" | "false" => Ok(None),
+        "true" => Ok(Some(Pause::Current)),
+        count => count
+            .parse::<u32>()
+            .map(|n| Some(Pause::At(n)))
+            .map_err(|_| {
+                format!(
+                "annotation {PAUSE_ANNOTATION}: {count:?} is neither true, false nor a worker count"
+            )
+            }),
+    }
 }
 
 /// Validates `pipeline` against its own rules and against `others` (every pipeline in the
@@ -175,6 +195,18 @@ pub fn validate(
         ),
         activation_lag: u64::try_from(worker.activation_lag).unwrap_or(0),
         scale_to_zero: min_replicas == 0,
+        max_delay: worker
+            .max_delay_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|&s| s > 0)
+            .map(std::time::Duration::from_secs),
+        pause: parse_pause(
+            pipeline
+                .annotations()
+                .get(PAUSE_ANNOTATION)
+                .map(String::as_str),
+        )
+        .map_err(Invalid::spec)?,
         ..PolicyConfig::default()
     };
     Ok(ValidPipeline {

@@ -410,3 +410,143 @@ async fn a_topics_config_follows_the_spec_keeping_entries_set_elsewhere_and_bad_
         after
     );
 }
+
+/// Commits `group` at `offset` of `topic`'s `partition`, as its consumer would.
+fn commit_at(bootstrap: &str, group: &str, topic: &str, partition: i32, offset: i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut commit = TopicPartitionList::new();
+    commit
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .unwrap();
+    consumer.commit(&commit, CommitMode::Sync).unwrap();
+}
+
+/// Produces one record per timestamp (ms since the epoch) to `partition`, in order.
+async fn produce_at(bootstrap: &str, topic: &str, partition: i32, timestamps: &[i64]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for (n, at) in timestamps.iter().enumerate() {
+        let payload = format!("event {n}");
+        producer
+            .send(
+                FutureRecord::<str, str>::to(topic)
+                    .partition(partition)
+                    .key("user")
+                    .payload(&payload)
+                    .timestamp(*at),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("producing a timestamped record");
+    }
+}
+
+#[tokio::test]
+async fn time_lag_is_the_age_of_the_record_at_the_committed_offset_and_idle_partitions_are_zero() {
+    use std::collections::BTreeMap;
+    use wapipe_operator::kafka::read_ages;
+    use wapipe_operator::scaler::policy::{decide_timed, PolicyConfig, PolicyState};
+    use wapipe_operator::scaler::rate::RecordTimes;
+
+    let (bootstrap, _guard) = broker().unwrap();
+    let kafka = settings(&bootstrap);
+    let topic = unique_name("wapipe-op-time-lag");
+    create_topic(&bootstrap, &topic, 3).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    // Partition 0: records written 600, 300 and 120 s ago; partition 1: one written 30 s ago;
+    // partition 2: nothing (idle).
+    produce_at(
+        &bootstrap,
+        &topic,
+        0,
+        &[now - 600_000, now - 300_000, now - 120_000],
+    )
+    .await;
+    produce_at(&bootstrap, &topic, 1, &[now - 30_000]).await;
+    let group = unique_name("wapipe-op-group-time-lag");
+    // The group read partition 0's first record: its oldest unconsumed one is 300 s old.
+    commit_at(&bootstrap, &group, &topic, 0, 1);
+
+    let offsets = RdKafkaAdmin
+        .read_offsets(&kafka, &topic, &group)
+        .await
+        .unwrap();
+    let mut times = RecordTimes::default();
+    let ages = read_ages(&RdKafkaAdmin, &kafka, &topic, &offsets, &mut times).await;
+    let secs = |p: i32| ages.get(&p).map(|age| age.as_secs());
+    // Ages are measured against the clock after the records were written: at least their age.
+    assert!(secs(0).is_some_and(|s| (300..400).contains(&s)), "{ages:?}");
+    // Partition 1 never committed: its oldest retained record, 30 s old.
+    assert!(secs(1).is_some_and(|s| (30..130).contains(&s)), "{ages:?}");
+    assert_eq!(secs(2), None, "an idle partition has nothing to read");
+
+    let decision = decide_timed(
+        &PolicyConfig::default(),
+        &mut PolicyState::default(),
+        &offsets,
+        &ages,
+        1,
+        std::time::Instant::now(),
+    );
+    assert_eq!(decision.worst.map(|(p, _)| p), Some(0));
+    let idle: BTreeMap<i32, Option<Duration>> = decision
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.time_lag))
+        .collect();
+    assert_eq!(idle[&2], Some(Duration::ZERO));
+
+    // The group moves on to the last record of partition 0: 120 s old, read again.
+    commit_at(&bootstrap, &group, &topic, 0, 2);
+    let offsets = RdKafkaAdmin
+        .read_offsets(&kafka, &topic, &group)
+        .await
+        .unwrap();
+    let ages = read_ages(&RdKafkaAdmin, &kafka, &topic, &offsets, &mut times).await;
+    assert!(
+        ages.get(&0)
+            .is_some_and(|age| (120..220).contains(&age.as_secs())),
+        "{ages:?}"
+    );
+}
+
+#[tokio::test]
+async fn reading_record_times_is_bounded_and_never_joins_or_commits_for_the_group() {
+    let (bootstrap, _guard) = broker().unwrap();
+    let kafka = settings(&bootstrap);
+    let topic = unique_name("wapipe-op-record-reads");
+    create_topic(&bootstrap, &topic, 40).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    for partition in 0..40 {
+        produce_at(&bootstrap, &topic, partition, &[now - 10_000]).await;
+    }
+    let group = unique_name("wapipe-op-group-record-reads");
+    let offsets = RdKafkaAdmin
+        .read_offsets(&kafka, &topic, &group)
+        .await
+        .unwrap();
+    let mut times = wapipe_operator::scaler::rate::RecordTimes::default();
+    let first =
+        wapipe_operator::kafka::read_ages(&RdKafkaAdmin, &kafka, &topic, &offsets, &mut times)
+            .await;
+    // 32 reads per poll at most; the next poll reads the rest and keeps the first ones.
+    assert_eq!(first.len(), wapipe_operator::scaler::rate::MAX_RECORD_READS);
+    let second =
+        wapipe_operator::kafka::read_ages(&RdKafkaAdmin, &kafka, &topic, &offsets, &mut times)
+            .await;
+    assert_eq!(second.len(), 40);
+    // Reading records committed nothing for the pipeline's group.
+    let after = RdKafkaAdmin
+        .read_offsets(&kafka, &topic, &group)
+        .await
+        .unwrap();
+    assert!(after.iter().all(|p| p.committed.is_none()), "{after:?}");
+}

@@ -20,9 +20,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 use support::cluster::*;
 
@@ -441,28 +439,6 @@ async fn produce(brokers: &str, topic: &str, count: usize) {
     }
 }
 
-/// Commits `group`'s offsets at the log end of every partition: the group has caught up.
-fn catch_up(brokers: &str, topic: &str, group: &str, partitions: i32) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut offsets = TopicPartitionList::new();
-    for partition in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(5))
-            .unwrap();
-        offsets
-            .add_partition_offset(topic, partition, Offset::Offset(high))
-            .unwrap();
-    }
-    consumer
-        .commit(&offsets, CommitMode::Sync)
-        .expect("committing offsets");
-}
-
 #[tokio::test]
 async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
     let Some(c) = cluster("scaling_on_real_lag").await else {
@@ -558,7 +534,7 @@ async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
 
     // The group catches up: after the window, back to minReplicas.
     let group = format!("wapipe-{}", "scaling");
-    catch_up(&c.brokers, &raw, &group, 4);
+    support::catch_up(&c.brokers, &raw, &group, 4);
     c.wait(
         "worker Deployment back to 1 after the window",
         || deployment(&c.client, &ns, "scaling-worker"),

@@ -1322,3 +1322,49 @@ async fn a_consumer_group_another_pipeline_uses_is_a_resource_conflict() {
         .contains("consumer group shared"));
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
 }
+
+#[tokio::test]
+async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_it_is() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    let (ctx, mut server) = setup(admin.clone());
+    let pipeline = pipeline(json!({
+        "metadata": {"annotations": {"wapipe.dev/pause-scaling": "0"}}
+    }));
+    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    // Partition 4's oldest unconsumed record was written 95 s ago; the others' a second ago.
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    admin.set_record_times(
+        "whatsapp_webhooks_raw",
+        (0..12)
+            .map(|p| (p, now_ms - if p == 4 { 95_000 } else { 1_000 }))
+            .collect(),
+    );
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_children(&mut server, 2).await;
+    let scale = server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            |b| b.clone(),
+        )
+        .await;
+    assert_eq!(scale.body["spec"], json!({"replicas": 0}), "paused at 0");
+    let status = expect_status_write(&mut server, &pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+
+    let status = &status.body["status"];
+    let scaling = condition(status, "Scaling");
+    assert_eq!(scaling["status"], "False");
+    assert_eq!(scaling["reason"], "Paused");
+    assert_eq!(status["desiredWorkers"], 0);
+    assert_eq!(status["worstPartition"], 4);
+    let delay = status["timeLagSeconds"].as_i64().unwrap();
+    assert!((95..100).contains(&delay), "{status}");
+    let partition_delay = status["partitionLag"][0]["timeLagSeconds"]
+        .as_i64()
+        .unwrap();
+    assert!((1..5).contains(&partition_delay), "{status}");
+}

@@ -32,6 +32,8 @@ fn config(min: u32, max: u32, lag_per_replica: u64) -> PolicyConfig {
         activation_lag: 0,
         scale_to_zero: false,
         stall_polls: 3,
+        max_delay: None,
+        pause: None,
     }
 }
 

@@ -21,9 +21,11 @@
 #   5b. secret rotation (operator/tests/cluster_rotation.rs): the ingress from its pod template,
 #      its mounted Secret kept in step with the API's Secret as the kubelet does; the Secret
 #      gains a key, the sender switches, the old key goes: every answer 200, then the old key 401
-#   6. two operator processes (operator/tests/cluster_lease.rs): one holds the Lease, kill it
+#   6. pausing the scaler (operator/tests/cluster_pause.rs): workers held by the annotation,
+#      Scaling=False Paused, a replay into the emptied group, the scaler back afterwards
+#   7. two operator processes (operator/tests/cluster_lease.rs): one holds the Lease, kill it
 #      and the other takes over and reconciles
-#   7. the Argo CD health check on the statuses captured in 4
+#   8. the Argo CD health check on the statuses captured in 4 and 6 (a paused one: Suspended)
 # Exit 77 (skipped) when WAPIPE_TEST_KUBECONFIG is unset.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -297,6 +299,12 @@ rotation_test() {
 }
 check "secret rotation on a real Secret under steady signed load: no answer but 200, then the old key gets 401, no rollout" rotation_test
 grep -A6 '^rotation on the real Secret' "$work/check.log" || true
+pause_test() {
+  cargo build -q -p wapipe-worker
+  WAPIPE_TEST_CAPTURE_DIR="$capture" WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" \
+    cargo test -q -p wapipe-operator --test cluster_pause -- --include-ignored
+}
+check "pause: the annotation holds the workers (0 for a replay), Scaling=False Paused with the delay measured, replay into the emptied group, the scaler back when it goes" pause_test
 no_refusal() {
   if grep -Ei 'forbidden|code: 403' "$log_file"; then return 1; fi
   kill -0 "$operator_pid"

@@ -42,6 +42,25 @@ pub enum DlqCommand {
     Replay(DlqReplayArgs),
 }
 
+/// The consumer group protocol of the worker's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupProtocol {
+    /// The group coordinator of KIP-848 (`group.protocol=consumer`): incremental, server-side
+    /// assignment.
+    Consumer,
+    /// The classic protocol (`group.protocol=classic`), eager rebalances.
+    Classic,
+}
+
+impl GroupProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Consumer => "consumer",
+            GroupProtocol::Classic => "classic",
+        }
+    }
+}
+
 /// Where the worker reads and which group it belongs to.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopicArgs {
@@ -141,6 +160,15 @@ pub struct RunArgs {
     /// under the same id gets its partitions back at once instead of after a session timeout.
     #[arg(long, env = "WAPIPE_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
+
+    /// Consumer group protocol: `classic` (every member stops for a rebalance, which takes
+    /// about a second) or `consumer` (KIP-848: the broker moves only the partitions that change
+    /// owner, but a moved partition waits for the heartbeats of both owners, 5 s apart by
+    /// default, so a 1 → 8 step stalled longer in docs/scaling.md's measurement). `consumer`
+    /// needs Kafka 4.0+ (or 3.7+ with the new coordinator enabled); on brokers without it the
+    /// worker falls back to `classic` by itself.
+    #[arg(long, env = "WAPIPE_GROUP_PROTOCOL", value_enum, default_value_t = GroupProtocol::Classic)]
+    pub group_protocol: GroupProtocol,
 
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = wapipe_core::env::LISTEN, default_value = "0.0.0.0:8081")]

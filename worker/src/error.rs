@@ -28,6 +28,9 @@ pub enum Error {
     #[error("Kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
 
+    #[error("the brokers refused group.protocol=consumer (KIP-848): {0}")]
+    GroupProtocolUnsupported(String),
+
     #[error("Kafka settings: {0}")]
     KafkaConfig(#[from] wapipe_core::kafka::KafkaConfigError),
 
@@ -102,6 +105,7 @@ impl Error {
             | Error::ProduceDeadLetter { .. }
             | Error::Produce { .. }
             | Error::Kafka(_)
+            | Error::GroupProtocolUnsupported(_)
             | Error::KafkaConfig(_)
             | Error::ConnectDatabase { .. }
             | Error::ReadDatabaseCa { .. }

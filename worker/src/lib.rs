@@ -65,6 +65,7 @@ fn settings(args: &RunArgs) -> WorkerSettings {
             .http_sink_timeout
             .max(std::time::Duration::from_secs(30)),
         group_instance_id: args.group_instance_id.clone(),
+        group_protocol: args.group_protocol,
         ..WorkerSettings::new(t.kafka.clone(), &t.topic, &t.dead_letter_topic, &t.group)
     }
 }

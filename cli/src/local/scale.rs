@@ -4,10 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin};
+use std::collections::BTreeMap;
+
+use wapipe_operator::kafka::{read_ages, KafkaSettings, RdKafkaAdmin, TopicAdmin};
 use wapipe_operator::scaler::policy::{
-    decide, PartitionOffsets, PartitionStatus, PolicyConfig, PolicyState,
+    decide_timed, PartitionOffsets, PartitionStatus, PolicyConfig, PolicyState,
 };
+use wapipe_operator::scaler::rate::RecordTimes;
 
 use super::process::WorkerPool;
 use super::view::{PartitionRow, Snapshot};
@@ -18,6 +21,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// One read of the group's offsets and of the dead-letter topic's high watermarks.
 pub struct Reading {
     pub offsets: Result<Vec<PartitionOffsets>, String>,
+    /// Ages of the partitions' oldest unconsumed records, where read.
+    pub ages: BTreeMap<i32, Duration>,
     pub dead_letters: Option<i64>,
     pub at: Instant,
 }
@@ -65,6 +70,7 @@ async fn read_every(
         dead_letter_topic,
         group,
     } = watched;
+    let mut times = RecordTimes::default();
     let mut poll = tokio::time::interval(interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -77,6 +83,10 @@ async fn read_every(
                 Ok(Err(error)) => Err(error.to_string()),
                 Err(_) => Err(format!("reading offsets took over {READ_TIMEOUT:?}")),
             };
+        let ages = match &offsets {
+            Ok(offsets) => read_ages(&admin, &kafka, &topic, offsets, &mut times).await,
+            Err(_) => BTreeMap::new(),
+        };
         let at = Instant::now();
         let dead_letters = tokio::time::timeout(
             READ_TIMEOUT,
@@ -88,6 +98,7 @@ async fn read_every(
         .map(|offsets| offsets.iter().map(|o| o.log_end).sum());
         let reading = Reading {
             offsets,
+            ages,
             dead_letters,
             at,
         };
@@ -120,7 +131,8 @@ pub fn apply(
     match reading.offsets {
         Ok(offsets) => {
             let current = pool.current();
-            let decision = decide(policy, state, &offsets, current, reading.at);
+            let decision =
+                decide_timed(policy, state, &offsets, &reading.ages, current, reading.at);
             if decision.desired != current {
                 change = Some(format!(
                     "scaler: {} {current} -> {} workers: {}",
@@ -132,6 +144,10 @@ pub fn apply(
             pool.scale_to(decision.desired)?;
             snapshot.workers_desired = decision.desired;
             snapshot.total_lag = decision.total_lag;
+            snapshot.time_lag_secs = decision.worst.map_or(0, |(_, age)| age.as_secs());
+            snapshot.worst_partition = decision.worst.map(|(partition, _)| partition);
+            snapshot.drain_rate = decision.drain_rate;
+            snapshot.arrival_rate = decision.arrival_rate;
             snapshot.reason = decision.reason.as_str().to_string();
             snapshot.partitions = decision
                 .partitions
@@ -140,6 +156,8 @@ pub fn apply(
                     partition: p.partition,
                     lag: p.lag,
                     status: status_word(p.status).to_string(),
+                    time_lag_secs: p.time_lag.map(|age| age.as_secs()),
+                    drain_rate: p.drain_rate,
                 })
                 .collect();
             snapshot.decision = decision.message;

@@ -10,11 +10,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 /// Lag and Burrow-style status of one partition.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct PartitionRow {
     pub partition: i32,
     pub lag: u64,
     pub status: String,
+    /// Age of the oldest unconsumed record (0 without lag), when read.
+    pub time_lag_secs: Option<u64>,
+    /// Records/s committed since the previous poll.
+    pub drain_rate: Option<f64>,
 }
 
 /// Process ids of everything `wapipe up` started.
@@ -41,6 +45,12 @@ pub struct Snapshot {
     pub failed_requests_total: u64,
     pub events_total: u64,
     pub total_lag: u64,
+    /// Age of the oldest unconsumed record over every partition (0 when caught up).
+    pub time_lag_secs: u64,
+    pub worst_partition: Option<i32>,
+    /// Records/s the group committed and records/s produced since the previous poll.
+    pub drain_rate: Option<f64>,
+    pub arrival_rate: Option<f64>,
     pub partitions: Vec<PartitionRow>,
     pub workers_current: u32,
     pub workers_desired: u32,
@@ -149,19 +159,44 @@ pub fn render_table(s: &Snapshot) -> String {
             String::new()
         }
     ));
+    line(format!(
+        "  delay      {}s{}   draining {}/s   arriving {}/s",
+        s.time_lag_secs,
+        s.worst_partition
+            .map(|p| format!(" (partition {p})"))
+            .unwrap_or_default(),
+        per_second(s.drain_rate),
+        per_second(s.arrival_rate)
+    ));
     line(format!("  scaler     {}: {}", s.reason, s.decision));
     line(format!("  dead letters {}", s.dead_letters));
     if let Some(error) = &s.lag_error {
         line(format!("  lag read failed: {error}"));
     }
     line(String::new());
-    line(format!("  {:>9}  {:>9}  status", "partition", "lag"));
+    line(format!(
+        "  {:>9}  {:>9}  {:>6}  {:>8}  status",
+        "partition", "lag", "delay", "drain/s"
+    ));
     for p in &s.partitions {
-        line(format!("  {:>9}  {:>9}  {}", p.partition, p.lag, p.status));
+        line(format!(
+            "  {:>9}  {:>9}  {:>6}  {:>8}  {}",
+            p.partition,
+            p.lag,
+            p.time_lag_secs
+                .map_or_else(|| "-".to_string(), |age| format!("{age}s")),
+            per_second(p.drain_rate),
+            p.status
+        ));
     }
     line(format!("  {:>9}  {:>9}", "total", s.total_lag));
     out.push_str("\x1b[J");
     out
+}
+
+/// A rate in whole records per second, `-` before the second poll.
+fn per_second(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".into(), |rate| format!("{rate:.0}"))
 }
 
 /// One line per tick for logs and pipes.
@@ -173,11 +208,13 @@ pub fn render_line(s: &Snapshot) -> String {
         .map(|p| format!("{}:{}", p.partition, p.status))
         .collect::<Vec<_>>();
     format!(
-        "up={}s req/s={:.0} events/s={:.0} lag={} workers={}/{} scaler={} dead_letters={}{}",
+        "up={}s req/s={:.0} events/s={:.0} lag={} delay={}s drain/s={} workers={}/{} scaler={} dead_letters={}{}",
         s.uptime_secs,
         s.requests_per_sec,
         s.events_per_sec,
         s.total_lag,
+        s.time_lag_secs,
+        per_second(s.drain_rate),
         s.workers_current,
         s.workers_desired,
         s.reason,
@@ -208,16 +245,24 @@ mod tests {
             requests_per_sec: 120.0,
             events_per_sec: 600.0,
             total_lag: 1500,
+            time_lag_secs: 42,
+            worst_partition: Some(0),
+            drain_rate: Some(250.0),
+            arrival_rate: Some(300.0),
             partitions: vec![
                 PartitionRow {
                     partition: 0,
                     lag: 1500,
                     status: "lagging".into(),
+                    time_lag_secs: Some(42),
+                    drain_rate: Some(250.0),
                 },
                 PartitionRow {
                     partition: 1,
                     lag: 0,
                     status: "ok".into(),
+                    time_lag_secs: Some(0),
+                    drain_rate: Some(0.0),
                 },
             ],
             workers_current: 2,
@@ -230,7 +275,12 @@ mod tests {
     #[test]
     fn the_line_names_rates_lag_workers_and_only_the_partitions_that_need_a_look() {
         let line = render_line(&snapshot());
-        assert!(line.contains("req/s=120 events/s=600 lag=1500 workers=2/3 scaler=ScaledUp"));
+        assert!(
+            line.contains(
+                "req/s=120 events/s=600 lag=1500 delay=42s drain/s=250 workers=2/3 scaler=ScaledUp"
+            ),
+            "{line}"
+        );
         assert!(line.ends_with("partitions=0:lagging"), "{line}");
     }
 
@@ -238,7 +288,10 @@ mod tests {
     fn the_table_has_a_row_per_partition_and_clears_what_it_overwrites() {
         let table = render_table(&snapshot());
         assert!(table.contains("2 running / 3 desired"));
-        assert!(table.lines().any(|l| l.contains("1500  lagging")));
+        assert!(table
+            .lines()
+            .any(|l| l.contains("1500     42s       250  lagging")));
+        assert!(table.contains("delay      42s (partition 0)   draining 250/s   arriving 300/s"));
         assert!(table
             .lines()
             .all(|l| l.ends_with("\x1b[K") || l == "\x1b[J"));

@@ -16,9 +16,10 @@ use crate::build::worker_name;
 use crate::controller::{key, lock, publish, Context};
 use crate::crd::WhatsAppWebhookPipeline;
 use crate::error::{Error, Result};
-use crate::kafka::KafkaSettings;
+use crate::kafka::{read_ages, KafkaSettings};
 use crate::metrics::{PartitionLabels, PipelineLabels, ScalingLabels};
 use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
+use crate::scaler::rate::RecordTimes;
 use crate::validate::ValidPipeline;
 
 /// What the scaler remembers about one pipeline between reconciles.
@@ -29,6 +30,8 @@ pub(crate) struct ScalerMemory {
     last: Option<Decision>,
     /// When the group's offsets were last committed again while it was scaled to zero.
     offsets_kept: Option<Instant>,
+    /// Timestamps of the partitions' oldest unconsumed records.
+    record_times: RecordTimes,
 }
 
 /// How often a group scaled to zero has its offsets committed again. Kafka expires an empty
@@ -96,19 +99,42 @@ pub(crate) async fn scale(
         .read_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group)
         .await
         .map_err(Error::ReadLag)?;
+    let mut record_times = lock(&ctx.scalers)
+        .get(&pipeline_key)
+        .map(|memory| memory.record_times.clone())
+        .unwrap_or_default();
+    let ages = read_ages(
+        ctx.admin.as_ref(),
+        kafka,
+        &valid.spec.topic.name,
+        &offsets,
+        &mut record_times,
+    )
+    .await;
     let (decision, keep) = {
         let mut scalers = lock(&ctx.scalers);
         let memory = scalers.entry(pipeline_key.clone()).or_default();
-        let decision = policy::decide(&valid.policy, &mut memory.state, &offsets, running, now);
+        memory.record_times = record_times;
+        let decision = policy::decide_timed(
+            &valid.policy,
+            &mut memory.state,
+            &offsets,
+            &ages,
+            running,
+            now,
+        );
         memory.last_poll = Some(now);
         memory.last = Some(decision.clone());
+        // A paused group may be rewound by a replay at any moment: committing what this poll
+        // read could undo it.
         let keep = offsets_to_keep(
             running,
             decision.desired,
             memory.offsets_kept,
             now,
             &offsets,
-        );
+        )
+        .filter(|_| valid.policy.pause.is_none());
         (decision, keep)
     };
     if let Some(keep) = keep {
@@ -152,6 +178,7 @@ pub(crate) async fn scale(
             })
             .set(i64::try_from(partition.lag).unwrap_or(i64::MAX));
     }
+    export_rates(ctx, valid, &decision);
     let stalled = decision
         .partitions
         .iter()
@@ -203,4 +230,50 @@ pub(crate) async fn scale(
         .await;
     }
     Ok(Some(decision))
+}
+
+/// The time lag, the rates and whether scaling is held, as metrics.
+fn export_rates(ctx: &Context, valid: &ValidPipeline, decision: &Decision) {
+    let metrics = &ctx.metrics;
+    let labels = PipelineLabels {
+        namespace: valid.namespace.clone(),
+        pipeline: valid.name.clone(),
+    };
+    let rounded = |rate: f64| rate.round() as i64;
+    let worst = decision.worst.map_or(0, |(_, age)| age.as_secs());
+    metrics
+        .time_lag_seconds
+        .get_or_create(&labels)
+        .set(i64::try_from(worst).unwrap_or(i64::MAX));
+    if let Some(rate) = decision.drain_rate {
+        metrics.drain_rate.get_or_create(&labels).set(rounded(rate));
+    }
+    if let Some(rate) = decision.arrival_rate {
+        metrics
+            .arrival_rate
+            .get_or_create(&labels)
+            .set(rounded(rate));
+    }
+    for partition in &decision.partitions {
+        if let Some(age) = partition.time_lag {
+            metrics
+                .partition_time_lag_seconds
+                .get_or_create(&PartitionLabels {
+                    namespace: valid.namespace.clone(),
+                    pipeline: valid.name.clone(),
+                    partition: partition.partition.to_string(),
+                })
+                .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+        }
+    }
+    for reason in [policy::Reason::Paused, policy::Reason::SinkSaturated] {
+        metrics
+            .scaling_held
+            .get_or_create(&ScalingLabels {
+                namespace: valid.namespace.clone(),
+                pipeline: valid.name.clone(),
+                reason: reason.as_str().into(),
+            })
+            .set(i64::from(decision.reason == reason));
+    }
 }

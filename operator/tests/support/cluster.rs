@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -214,29 +214,7 @@ impl Cluster {
         status: &str,
         message: &str,
     ) {
-        let Ok(dir) = std::env::var("WAPIPE_TEST_CAPTURE_DIR") else {
-            return;
-        };
-        let object = json!({
-            "apiVersion": "wapipe.dev/v1alpha1",
-            "kind": "WhatsAppWebhookPipeline",
-            "metadata": {
-                "name": pipeline.name_any(),
-                "namespace": pipeline.namespace(),
-                "generation": pipeline.metadata.generation,
-            },
-            "spec": serde_json::to_value(&pipeline.spec).unwrap(),
-            "status": serde_json::to_value(&pipeline.status).unwrap(),
-        });
-        let fixture = json!({"expect": {"status": status, "message": message}, "object": object});
-        std::fs::create_dir_all(&dir).unwrap();
-        // JSON is YAML whose strings stay strings (a YAML loader would turn unquoted
-        // timestamps into dates).
-        let text = format!(
-            "# Captured from the cluster suite (operator/tests/cluster.rs).\n{}\n",
-            serde_json::to_string_pretty(&fixture).unwrap()
-        );
-        std::fs::write(PathBuf::from(dir).join(file), text).unwrap();
+        super::capture(file, pipeline, status, message);
     }
 }
 

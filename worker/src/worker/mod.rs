@@ -19,11 +19,13 @@ use std::time::Duration;
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use wapipe_core::kafka::KafkaArgs;
 
-use crate::error::Result;
+use crate::config::GroupProtocol;
+use crate::error::{Error, Result};
 use crate::observe::{Health, Metrics};
 use crate::route::Incoming;
 use crate::sink::SharedSink;
@@ -54,6 +56,8 @@ pub struct WorkerSettings {
     /// Static group membership (`group.instance.id`): a restarted replica with the same id
     /// takes its partitions back without waiting for its old session to expire.
     pub group_instance_id: Option<String>,
+    /// The consumer group protocol to ask for first.
+    pub group_protocol: GroupProtocol,
 }
 
 impl WorkerSettings {
@@ -71,6 +75,7 @@ impl WorkerSettings {
             drain_timeout: Duration::from_secs(20),
             sink_timeout: Duration::from_secs(60),
             group_instance_id: None,
+            group_protocol: GroupProtocol::Classic,
         }
     }
 }
@@ -117,8 +122,33 @@ impl Worker {
         }
     }
 
-    /// Consumes until `shutdown` fires, then drains in-flight events and commits.
+    /// Consumes until `shutdown` fires, then drains in-flight events and commits. A group
+    /// asked to use `group.protocol=consumer` on brokers without it falls back to `classic`.
     pub async fn run(
+        &self,
+        settings: WorkerSettings,
+        sink: SharedSink,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        match self
+            .consume(settings.clone(), sink.clone(), shutdown.clone())
+            .await
+        {
+            Err(Error::GroupProtocolUnsupported(reason))
+                if settings.group_protocol == GroupProtocol::Consumer =>
+            {
+                tracing::warn!(%reason, "the brokers do not support group.protocol=consumer (KIP-848): falling back to the classic protocol");
+                let classic = WorkerSettings {
+                    group_protocol: GroupProtocol::Classic,
+                    ..settings
+                };
+                self.consume(classic, sink, shutdown).await
+            }
+            other => other,
+        }
+    }
+
+    async fn consume(
         &self,
         settings: WorkerSettings,
         sink: SharedSink,
@@ -145,12 +175,18 @@ impl Worker {
         // The group and how offsets are committed (stored by the worker once written, then
         // committed in the background) are the worker's own; raw librdkafka options win over
         // the rest of its defaults.
-        let mut config = settings.kafka.client_config_with(&[
+        let mut defaults = vec![
             ("auto.commit.interval.ms", "1000"),
             ("auto.offset.reset", "earliest"),
-            ("session.timeout.ms", "10000"),
-        ])?;
+        ];
+        // Under KIP-848 the broker owns session timeouts and assignment: librdkafka refuses
+        // the classic protocol's settings there.
+        if settings.group_protocol == GroupProtocol::Classic {
+            defaults.push(("session.timeout.ms", "10000"));
+        }
+        let mut config = settings.kafka.client_config_with(&defaults)?;
         config
+            .set("group.protocol", settings.group_protocol.as_str())
             .set("group.id", &settings.group)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
@@ -172,6 +208,20 @@ impl Worker {
         let mut store_tick = tokio::time::interval(STORE_INTERVAL);
         store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // The group protocol is refused at the first heartbeat, before any assignment, as
+            // a fatal error of the client.
+            if settings.group_protocol == GroupProtocol::Consumer
+                && shared.rebalances.load(Ordering::Acquire) == 0
+            {
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    if matches!(
+                        code,
+                        RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature
+                    ) {
+                        return Err(Error::GroupProtocolUnsupported(reason));
+                    }
+                }
+            }
             shared.store_moved(consumer.as_ref());
             let (buffered, was_paused) = {
                 let state = shared.lock();
