@@ -275,6 +275,20 @@ fn workers_that_commit_nothing_while_behind_are_not_joined_by_more() {
 }
 
 #[test]
+fn a_hold_for_a_failing_sink_still_puts_back_what_a_person_scaled_down_by_hand() {
+    // Three workers ran; nothing is committed; someone scales the Deployment to one. The hold
+    // adds no worker beyond the scaler's own three, but the three come back: the scaler owns
+    // the replicas.
+    let polls = [
+        poll(0, 5_000, 3_000, 3, (3, Reason::Steady)),
+        poll(10, 5_000, 3_000, 3, (3, Reason::Steady)),
+        poll(20, 5_000, 6_000, 1, (3, Reason::SinkSaturated)),
+        poll(30, 5_000, 9_000, 3, (3, Reason::SinkSaturated)),
+    ];
+    run(&config(1000, None), &polls);
+}
+
+#[test]
 fn a_paused_scaler_holds_the_current_count_or_the_one_it_was_given() {
     let mut paused = config(1000, None);
     paused.pause = Some(Pause::Current);

@@ -222,6 +222,9 @@ pub struct PolicyState {
     pub unchanged_polls: BTreeMap<i32, u32>,
     /// Drain rates and capacities measured so far.
     pub rates: RateMemory,
+    /// The count the previous poll decided: a hold for a failing sink keeps it even when
+    /// someone scaled the Deployment below it by hand.
+    pub last_desired: Option<u32>,
 }
 
 /// Decides the replica count for this poll and updates `state` for the next one, from offsets
@@ -372,7 +375,13 @@ pub fn decide_timed(
         };
         (held, Reason::Paused)
     } else if sink_failing {
-        (current_replicas, Reason::SinkSaturated)
+        // Held, not added to: but what the scaler itself ran before (a person may have scaled
+        // the Deployment down by hand) is put back, as the scaler owns the replicas.
+        let held = state
+            .last_desired
+            .unwrap_or(0)
+            .clamp(current_replicas, recommendation.max(current_replicas));
+        (held, Reason::SinkSaturated)
     } else if recommendation > current_replicas {
         let reason = if current_replicas == 0 {
             Reason::Activated
@@ -451,6 +460,7 @@ pub fn decide_timed(
             "; scaling paused: held at {desired} (would run {recommendation})"
         ));
     }
+    state.last_desired = Some(desired);
     decision.desired = desired;
     decision.recommendation = recommendation;
     decision.reason = reason;
