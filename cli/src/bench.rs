@@ -271,6 +271,7 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
         batch: args.batch,
         users: 1000,
         run_id: None,
+        output: Default::default(),
     };
     // Warm up connections and the producer before measuring.
     send(&SendArgs {

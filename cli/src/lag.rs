@@ -9,10 +9,13 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use wapipe_core::kafka::KafkaArgs;
 use wapipe_operator::kafka::{read_ages, KafkaSettings, RdKafkaAdmin, TopicAdmin};
-use wapipe_operator::scaler::policy::{decide_timed, Decision, PolicyConfig, PolicyState};
+use wapipe_operator::scaler::policy::{
+    decide_timed, Decision, PartitionStatus, PolicyConfig, PolicyState,
+};
 use wapipe_operator::scaler::rate::RecordTimes;
 
 use crate::local::pipeline;
+use crate::output::{self, OutputArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LagArgs {
@@ -49,6 +52,8 @@ pub struct LagArgs {
     /// Time between polls.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// librdkafka settings of `args` with secrets in clear (the sanitized view would hide them).
@@ -144,6 +149,58 @@ pub fn render(decision: &Decision, workers: u32, workers_known: bool) -> String 
     out
 }
 
+/// What `wapipe lag -o json` prints: the table's figures, with delays in seconds and `null`
+/// where the table shows `-`.
+pub fn render_json(
+    args: &LagArgs,
+    decision: &Decision,
+    workers: u32,
+    workers_known: bool,
+) -> serde_json::Value {
+    let partitions: Vec<serde_json::Value> = decision
+        .partitions
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "partition": p.partition,
+                "lag": p.lag,
+                "delaySeconds": output::seconds(p.time_lag),
+                "drainRate": output::rate(p.drain_rate),
+                "status": p.status.as_str().to_ascii_lowercase(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "group": args.group,
+        "topic": args.topic,
+        "samples": args.samples,
+        "intervalSeconds": args.interval.as_secs_f64(),
+        "partitions": partitions,
+        "totalLag": decision.total_lag,
+        "worstPartition": decision.worst.map(|(partition, _)| partition),
+        "worstDelaySeconds": output::seconds(decision.worst.map(|(_, age)| age)),
+        "drainRate": output::rate(decision.drain_rate),
+        "arrivalRate": output::rate(decision.arrival_rate),
+        "perWorkerRate": output::rate(decision.per_replica_rate),
+        "stalledPartitions": stalled(decision),
+        "workers": workers,
+        "workersKnown": workers_known,
+        "desiredWorkers": decision.desired,
+        "reason": decision.reason.as_str(),
+        "message": decision.message,
+    })
+}
+
+/// The partitions the decision judged stalled: `wapipe lag` exits 3 when there is one.
+pub fn stalled(decision: &Decision) -> Vec<i32> {
+    decision
+        .partitions
+        .iter()
+        .filter(|p| p.status == PartitionStatus::Stalled)
+        .map(|p| p.partition)
+        .collect()
+}
+
 /// A delay in whole seconds, `-` when not read.
 fn delay(age: Option<Duration>) -> String {
     age.map_or_else(|| "-".into(), |age| format!("{}s", age.as_secs()))
@@ -154,7 +211,8 @@ fn rate(rate: Option<f64>) -> String {
     rate.map_or_else(|| "-".into(), |rate| format!("{rate:.0}"))
 }
 
-pub async fn lag(args: &LagArgs) -> anyhow::Result<()> {
+/// Samples the group, prints the table (or JSON) and returns the last decision.
+pub async fn lag(args: &LagArgs) -> anyhow::Result<Decision> {
     let kafka = settings(&args.kafka)?;
     let config = policy_config(args)?;
     let admin = RdKafkaAdmin;
@@ -193,15 +251,19 @@ pub async fn lag(args: &LagArgs) -> anyhow::Result<()> {
         ));
     }
     let decision = decision.context("no sample taken")?;
-    println!(
-        "group {} on {} ({} samples, {} apart)",
-        args.group,
-        args.topic,
-        args.samples,
-        humantime::format_duration(args.interval)
-    );
-    print!("{}", render(&decision, workers, members.is_some()));
-    Ok(())
+    if args.output.json() {
+        output::print_json(&render_json(args, &decision, workers, members.is_some()))?;
+    } else {
+        println!(
+            "group {} on {} ({} samples, {} apart)",
+            args.group,
+            args.topic,
+            args.samples,
+            humantime::format_duration(args.interval)
+        );
+        print!("{}", render(&decision, workers, members.is_some()));
+    }
+    Ok(decision)
 }
 
 #[cfg(test)]
@@ -280,5 +342,19 @@ mod tests {
         );
         // The stalled partition's lag is not scaled for: 10 lag at 10 per worker is one worker.
         assert_eq!(decision.desired, 1);
+        // Scripts read the same figures, and the exit code names the stalled partition.
+        assert_eq!(stalled(&decision), vec![0]);
+        let json = render_json(&cli.lag, &decision, 1, true);
+        assert_eq!(json["stalledPartitions"], serde_json::json!([0]));
+        assert_eq!(json["partitions"][0]["status"], "stalled");
+        assert_eq!(json["partitions"][0]["lag"], 50);
+        assert_eq!(
+            json["partitions"][0]["delaySeconds"],
+            serde_json::Value::Null
+        );
+        assert_eq!(json["partitions"][1]["drainRate"], 5.0);
+        assert_eq!(json["totalLag"], 60);
+        assert_eq!(json["desiredWorkers"], 1);
+        assert_eq!(json["group"], "g");
     }
 }

@@ -1,7 +1,8 @@
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use wapipe::bench::{bench_ingress, BenchIngressArgs};
 use wapipe::bench_rebalance::{bench_rebalance, BenchRebalanceArgs};
-use wapipe::lag::{lag, LagArgs};
+use wapipe::lag::{lag, stalled, LagArgs};
+use wapipe::output::{print_json, EXIT_FOUND_PROBLEM};
 use wapipe::send::{send, SendArgs};
 use wapipe::simulate::{simulate, SimulateArgs};
 use wapipe::topics::{self, TopicsArgs};
@@ -11,7 +12,10 @@ use wapipe::up::{up, UpArgs};
 #[command(
     name = "wapipe",
     version,
-    about = "wapipe: WhatsApp webhooks into Kafka, durably"
+    about = "wapipe: WhatsApp webhooks into Kafka, durably",
+    after_help = "Exit codes: 0 ran and found nothing wrong; 1 could not run (the message says why); \
+                  2 wrong command line; 3 ran and found a problem (lag: a stalled partition; send: \
+                  requests not answered 200)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +41,12 @@ enum Command {
     /// Simulate a day of traffic through the operator's scaling policy and through KEDA's
     /// Kafka scaler with an HPA, on the same traces; or plan capacity for a peak (--plan-peak).
     Simulate(SimulateArgs),
+    /// Print a shell completion script: `source <(wapipe completions bash)`, or save it where
+    /// the shell loads completions from (see docs/cli.md).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -58,18 +68,30 @@ enum Bench {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up(&args).await?,
-        Command::Lag(args) => lag(&args).await?,
+        Command::Lag(args) => {
+            let decision = lag(&args).await?;
+            if !stalled(&decision).is_empty() {
+                std::process::exit(EXIT_FOUND_PROBLEM);
+            }
+        }
         Command::Send(args) => {
             let report = send(&args).await?;
-            report.print();
-            if report.ok() != report.requests() {
-                std::process::exit(1);
+            if args.output.json() {
+                print_json(&report.to_json())?;
+            } else {
+                report.print();
+            }
+            if !report.all_accepted() {
+                std::process::exit(EXIT_FOUND_PROBLEM);
             }
         }
         Command::Topics(Topics::Create(args)) => topics::create(&args).await?,
         Command::Bench(Bench::Ingress(args)) => bench_ingress(&args).await?,
         Command::Bench(Bench::Rebalance(args)) => bench_rebalance(&args).await?,
         Command::Simulate(args) => simulate(&args)?,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "wapipe", &mut std::io::stdout());
+        }
     }
     Ok(())
 }

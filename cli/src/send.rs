@@ -40,6 +40,8 @@ pub struct SendArgs {
     /// Tag put into message ids, so runs never collide; random when absent.
     #[arg(long)]
     pub run_id: Option<String>,
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
 }
 
 /// What a run of `send` saw.
@@ -72,6 +74,31 @@ impl Report {
         }
         let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
         self.latencies[index]
+    }
+
+    /// Every request answered 200: `wapipe send` exits 0, else 3.
+    pub fn all_accepted(&self) -> bool {
+        self.ok() == self.requests()
+    }
+
+    /// What `wapipe send -o json` prints: the same figures as [`Report::print`], latencies in
+    /// milliseconds.
+    pub fn to_json(&self) -> serde_json::Value {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let ms = |p: f64| (self.percentile(p).as_secs_f64() * 1e5).round() / 100.0;
+        serde_json::json!({
+            "requests": self.requests(),
+            "statuses": self.statuses,
+            "answers": self.samples,
+            "eventsAcknowledged": self.events_acknowledged,
+            "eventsSentInAcceptedRequests": self.events_sent_ok,
+            "eventCountMismatches": self.event_count_mismatches,
+            "elapsedSeconds": self.elapsed.as_secs_f64(),
+            "requestsPerSecond": (self.requests() as f64 / secs).round(),
+            "eventsPerSecond": (self.events_acknowledged as f64 / secs).round(),
+            "latencyMs": {"p50": ms(0.50), "p99": ms(0.99)},
+            "allAccepted": self.all_accepted(),
+        })
     }
 
     pub fn print(&self) {
@@ -230,4 +257,31 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<Report> {
     total.elapsed = started.elapsed();
     total.latencies.sort();
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_report_has_the_printed_figures_and_says_whether_all_were_accepted() {
+        let mut report = Report {
+            statuses: BTreeMap::from([("200".to_string(), 3), ("503".to_string(), 1)]),
+            events_acknowledged: 30,
+            events_sent_ok: 30,
+            samples: BTreeMap::from([("503".to_string(), "kafka unavailable".to_string())]),
+            elapsed: Duration::from_secs(2),
+            latencies: [1, 2, 3, 40].map(Duration::from_millis).to_vec(),
+            ..Report::default()
+        };
+        let json = report.to_json();
+        assert_eq!(json["requests"], 4);
+        assert_eq!(json["statuses"]["503"], 1);
+        assert_eq!(json["answers"]["503"], "kafka unavailable");
+        assert_eq!(json["eventsPerSecond"], 15.0);
+        assert_eq!(json["latencyMs"]["p99"], 40.0);
+        assert_eq!(json["allAccepted"], false);
+        report.statuses.remove("503");
+        assert!(report.all_accepted());
+    }
 }

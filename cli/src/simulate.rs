@@ -27,9 +27,8 @@ use wapipe_operator::scaler::policy::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
-    /// Traces to run (all when absent): diurnal, broadcast, outage, hot-user, few-partitions,
-    /// ramp, saturated-sink.
-    #[arg(long, value_delimiter = ',')]
+    /// Traces to run, comma-separated (all when absent).
+    #[arg(long, value_delimiter = ',', value_parser = trace_names())]
     pub traces: Vec<String>,
     /// Mean arrival rate, events/s (1,000/s is 86 million events a day).
     #[arg(long, default_value_t = 1000.0)]
@@ -76,6 +75,13 @@ pub struct SimulateArgs {
     /// Print the capacity helper's recommendation for this peak rate (events/s) and stop.
     #[arg(long)]
     pub plan_peak: Option<f64>,
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
+}
+
+/// The names `--traces` accepts, listed by `--help` and checked by clap.
+fn trace_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(traces().into_iter().map(|t| t.name))
 }
 
 /// A named arrival-rate curve and what happens to the sink.
@@ -589,27 +595,87 @@ fn longest_drain(samples: &[Sample]) -> u64 {
 }
 
 /// The capacity helper: partitions, lagPerReplica, maxReplicas and window for a peak rate.
-pub fn plan(peak: f64, per_replica: f64, slo: f64, top_key_share: f64) -> String {
+/// The capacity helper's recommendation for a peak rate.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub peak: f64,
+    pub per_replica: f64,
+    pub slo_seconds: f64,
+    /// Workers at the peak, with 30 % headroom.
+    pub replicas: u64,
+    /// Partitions: the ceiling on workers.
+    pub partitions: u64,
+    pub lag_per_replica: u64,
+    /// Events/s the busiest user alone sends at the peak.
+    pub busiest_user_rate: f64,
+    /// That user's rate is more than one worker serves (per-user order keeps them on one).
+    pub busiest_user_exceeds_a_worker: bool,
+}
+
+pub fn capacity_plan(peak: f64, per_replica: f64, slo: f64, top_key_share: f64) -> Plan {
     // Enough replicas for the peak with 30 % headroom; one partition per replica at the peak,
     // rounded up to a multiple of 6 so replicas divide partitions evenly more often.
     let replicas = ((peak * 1.3) / per_replica).ceil().max(1.0) as u64;
-    let partitions = replicas.div_ceil(6) * 6;
-    // A replica's backlog should drain within half the objective.
-    let lag_per_replica = ((per_replica * slo / 2.0).floor() as u64).max(1);
+    Plan {
+        peak,
+        per_replica,
+        slo_seconds: slo,
+        replicas,
+        partitions: replicas.div_ceil(6) * 6,
+        // A replica's backlog should drain within half the objective.
+        lag_per_replica: ((per_replica * slo / 2.0).floor() as u64).max(1),
+        busiest_user_rate: top_key_share * peak,
+        busiest_user_exceeds_a_worker: top_key_share * peak > per_replica,
+    }
+}
+
+pub fn plan(peak: f64, per_replica: f64, slo: f64, top_key_share: f64) -> String {
+    let Plan {
+        replicas,
+        partitions,
+        lag_per_replica,
+        busiest_user_rate,
+        busiest_user_exceeds_a_worker,
+        ..
+    } = capacity_plan(peak, per_replica, slo, top_key_share);
     let mut out = String::new();
     let _ = writeln!(out, "# Capacity for a peak of {peak:.0} events/s at {per_replica:.0} events/s per worker and a {slo} s objective:");
     let _ = writeln!(out, "# {replicas} worker(s) at the peak (30 % headroom), {partitions} partitions (the ceiling on workers).");
-    if top_key_share * peak > per_replica {
+    if busiest_user_exceeds_a_worker {
         let _ = writeln!(
             out,
             "# Warning: the busiest user alone sends {:.0} events/s at the peak ({:.1} % of traffic), more than one \
              worker serves; per-user order keeps that user on one partition and one worker, whatever the count.",
-            top_key_share * peak,
+            busiest_user_rate,
             top_key_share * 100.0
         );
     }
     let _ = writeln!(out, "spec:\n  topic:\n    partitions: {partitions}\n  worker:\n    minReplicas: 1\n    maxReplicas: {partitions}\n    lagPerReplica: {lag_per_replica}\n    pollIntervalSeconds: 10\n    scaleDownWindowSeconds: 300");
     out
+}
+
+/// One trace's outcomes as `wapipe simulate -o json` prints them.
+pub fn trace_json(trace: &Trace, results: &[(Controller, Outcome)]) -> serde_json::Value {
+    let controllers: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(controller, o)| {
+            serde_json::json!({
+                "controller": controller.as_str(),
+                "peakLag": o.peak_lag.round(),
+                "peakDelaySeconds": o.peak_delay,
+                "longestDrainSeconds": o.longest_drain,
+                "secondsOverSlo": o.seconds_over_slo,
+                "replicaMinutes": o.replica_minutes.round(),
+                "mostReplicas": o.max_replicas,
+                "scalingActions": o.scaling_actions,
+                "pollsHeldSinkSaturated": (*controller != Controller::Keda).then_some(o.held_polls),
+                "worstPartition": o.worst_partition,
+                "worstPartitionPeakLag": o.worst_partition_peak_lag.round(),
+            })
+        })
+        .collect();
+    serde_json::json!({"trace": trace.name, "seconds": trace.seconds, "controllers": controllers})
 }
 
 pub fn table(trace: &Trace, results: &[(Controller, Outcome)], slo: f64) -> String {
@@ -671,7 +737,12 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         let weights: f64 = (1..=args.users)
             .map(|rank| 1.0 / (rank as f64).powf(1.1))
             .sum();
-        print!("{}", plan(peak, args.per_replica, args.slo, 1.0 / weights));
+        if args.output.json() {
+            let plan = capacity_plan(peak, args.per_replica, args.slo, 1.0 / weights);
+            crate::output::print_json(&serde_json::to_value(plan)?)?;
+        } else {
+            print!("{}", plan(peak, args.per_replica, args.slo, 1.0 / weights));
+        }
         return Ok(());
     }
     let chosen: Vec<Trace> = traces()
@@ -684,14 +755,22 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
              ramp, saturated-sink"
         );
     }
-    println!(
+    let json = args.output.json();
+    let mut runs = Vec::new();
+    if !json {
+        println!(
         "mean {:.0} events/s, {:.0} events/s per replica, {} partitions, replicas {}..{}, lag per replica {}, delay target {} s, poll {} s, window {} s, start delay {} s, rebalance pause {} s, seed {}",
         args.mean_rate, args.per_replica, args.partitions, args.min_replicas, args.max_replicas, args.lag_per_replica,
         args.max_delay, args.poll_seconds, args.window_seconds, args.start_delay, args.rebalance_pause, args.seed
     );
+    }
     for trace in &chosen {
         let results = run_all(args, trace);
-        print!("{}", table(trace, &results, args.slo));
+        if json {
+            runs.push(trace_json(trace, &results));
+        } else {
+            print!("{}", table(trace, &results, args.slo));
+        }
         if let Some(dir) = &args.out_dir {
             std::fs::create_dir_all(dir)?;
             let mut csv = String::from("t,arrival,wapipe_lag,wapipe_desired,wapipe_ready,keda_lag,keda_desired,keda_ready,delay_lag,delay_desired,delay_ready,wapipe_delay,keda_delay,delay_delay\n");
@@ -722,6 +801,26 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
             }
             std::fs::write(dir.join(format!("{}.csv", trace.name)), csv)?;
         }
+    }
+    if json {
+        crate::output::print_json(&serde_json::json!({
+            "settings": {
+                "meanRate": args.mean_rate,
+                "perReplica": args.per_replica,
+                "partitions": args.partitions,
+                "minReplicas": args.min_replicas,
+                "maxReplicas": args.max_replicas,
+                "lagPerReplica": args.lag_per_replica,
+                "maxDelaySeconds": args.max_delay,
+                "pollSeconds": args.poll_seconds,
+                "windowSeconds": args.window_seconds,
+                "startDelaySeconds": args.start_delay,
+                "rebalancePauseSeconds": args.rebalance_pause,
+                "sloSeconds": args.slo,
+                "seed": args.seed,
+            },
+            "traces": runs,
+        }))?;
     }
     Ok(())
 }
@@ -847,5 +946,45 @@ mod tests {
         assert!(plan.contains("partitions: 12"), "{plan}");
         assert!(plan.contains("maxReplicas: 12"), "{plan}");
         assert!(plan.contains("lagPerReplica: 20000"), "{plan}");
+        // `-o json` prints the same figures.
+        let figures = serde_json::to_value(capacity_plan(50_000.0, 8_000.0, 5.0, 0.2)).unwrap();
+        assert_eq!(figures["replicas"], 9);
+        assert_eq!(figures["partitions"], 12);
+        assert_eq!(figures["lagPerReplica"], 20_000);
+        assert_eq!(figures["busiestUserRate"], 10_000.0);
+        assert_eq!(figures["busiestUserExceedsAWorker"], true);
+    }
+
+    #[test]
+    fn traces_are_checked_by_the_command_line_and_their_json_has_every_controller() {
+        let err = Wrap::try_parse_from(["simulate", "--traces", "diurnal,nope"])
+            .err()
+            .expect("an unknown trace is refused");
+        let message = err.to_string();
+        assert!(message.contains("saturated-sink"), "{message}");
+        let a = args(&["--traces", "broadcast", "-o", "json"]);
+        assert!(a.output.json());
+        let trace = short("broadcast");
+        let json = trace_json(&trace, &run_all(&a, &trace));
+        assert_eq!(json["trace"], "broadcast");
+        let controllers: Vec<&str> = json["controllers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["controller"].as_str().unwrap())
+            .collect();
+        assert_eq!(controllers.len(), 3, "{json}");
+        assert!(
+            json["controllers"][0]["peakLag"].as_f64().unwrap() > 0.0,
+            "{json}"
+        );
+        // KEDA has no saturated-sink hold: null rather than a misleading 0.
+        let keda = json["controllers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["controller"] == Controller::Keda.as_str())
+            .unwrap();
+        assert!(keda["pollsHeldSinkSaturated"].is_null(), "{json}");
     }
 }

@@ -41,8 +41,10 @@ pub fn is_dead_letter_header(key: &str) -> bool {
     key.starts_with("wapipe-dlq-")
 }
 
-/// Which provider signed and sent a webhook.
+/// Which provider signed and sent a webhook. On command lines its choices are listed by
+/// `--help` (clap's `ValueEnum`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(any(feature = "kafka", feature = "service"), derive(clap::ValueEnum))]
 pub enum Provider {
     /// Meta's WhatsApp Cloud API (`X-Hub-Signature-256`).
     Meta,
