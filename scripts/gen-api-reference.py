@@ -14,6 +14,22 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "api-reference.md"
 
 
+# Kubernetes types a pipeline's `template` embeds: named and linked, not expanded (their
+# schemas are the Kubernetes API's own).
+POD_API = "https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/"
+KUBERNETES_TYPES = {
+    "affinity": f"[Affinity]({POD_API}#scheduling)",
+    "tolerations": f"[][Toleration]({POD_API}#scheduling)",
+    "topologySpreadConstraints": f"[][TopologySpreadConstraint]({POD_API}#scheduling)",
+    "imagePullSecrets": f"[][LocalObjectReference]({POD_API}#containers)",
+    "env": f"[][EnvVar]({POD_API}#environment-variables)",
+}
+
+
+def kubernetes_type(path: str, name: str) -> str | None:
+    return KUBERNETES_TYPES.get(name) if ".template." in f"{path}." else None
+
+
 def type_of(schema: dict) -> str:
     if "x-kubernetes-int-or-string" in schema:
         return "int or string"
@@ -46,7 +62,7 @@ def walk(schema: dict, path: str, sections: list[tuple[str, dict]]) -> None:
     sections.append((path, schema))
     for name, sub in sorted(schema.get("properties", {}).items()):
         target = sub.get("items", sub) if sub.get("type") == "array" else sub
-        if "properties" in target:
+        if "properties" in target and not kubernetes_type(path, name):
             walk(target, f"{path}.{name}", sections)
 
 
@@ -76,7 +92,7 @@ def render(crd: dict) -> str:
             for name, sub in sorted(schema.get("properties", {}).items()):
                 default = f"`{yaml.safe_dump(sub['default'], default_flow_style=True).strip().removesuffix('...').strip()}`" if "default" in sub else ""
                 lines.append(
-                    f"| `{name}` | {type_of(sub)} | {'yes' if name in required else ''} | {cell(default)} | "
+                    f"| `{name}` | {kubernetes_type(path, name) or type_of(sub)} | {'yes' if name in required else ''} | {cell(default)} | "
                     f"{cell(constraints(sub))} | {cell(sub.get('description', ''))} |"
                 )
             rules = schema.get("x-kubernetes-validations", [])

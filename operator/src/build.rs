@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::crd::{KafkaSpec, Resources, SecretKeyRef, SinkType};
+use crate::template;
 use crate::validate::ValidPipeline;
 
 /// Port of the ingress (webhooks, health, metrics).
@@ -341,22 +342,31 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
         volume_mounts: Some(mounts),
         ..Container::default()
     };
+    // The shutdown delay, then the ingress's default 25 s for in-flight requests.
+    let mut template = pod_template(
+        pipeline,
+        "ingress",
+        container,
+        files.volumes,
+        INGRESS_SHUTDOWN_DELAY_SECONDS + 30,
+    );
+    let settings = spec.ingress.template.as_ref();
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(pipeline, "ingress")),
+        ..LabelSelector::default()
+    };
+    template::apply_pod(
+        &mut template,
+        settings.and_then(|t| t.pod.as_ref()),
+        settings.and_then(|t| t.container.as_ref()),
+        Some(selector.clone()),
+    );
     Deployment {
         metadata: metadata(pipeline, ingress_name(&pipeline.name), "ingress"),
         spec: Some(DeploymentSpec {
             replicas: Some(spec.ingress.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(pipeline, "ingress")),
-                ..LabelSelector::default()
-            },
-            // The shutdown delay, then the ingress's default 25 s for in-flight requests.
-            template: pod_template(
-                pipeline,
-                "ingress",
-                container,
-                files.volumes,
-                INGRESS_SHUTDOWN_DELAY_SECONDS + 30,
-            ),
+            selector,
+            template,
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
@@ -364,7 +374,7 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
 }
 
 fn ingress_service(pipeline: &ValidPipeline) -> Service {
-    Service {
+    let mut service = Service {
         metadata: metadata(pipeline, ingress_name(&pipeline.name), "ingress"),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(pipeline, "ingress")),
@@ -378,7 +388,10 @@ fn ingress_service(pipeline: &ValidPipeline) -> Service {
             ..ServiceSpec::default()
         }),
         ..Service::default()
-    }
+    };
+    let settings = pipeline.spec.ingress.template.as_ref();
+    template::apply_service(&mut service, settings.and_then(|t| t.service.as_ref()));
+    service
 }
 
 fn ingress_pdb(pipeline: &ValidPipeline) -> PodDisruptionBudget {
@@ -444,6 +457,15 @@ fn worker_deployment(pipeline: &ValidPipeline) -> Deployment {
         volume_mounts: Some(mounts),
         ..Container::default()
     };
+    // Time to finish the event in hand and commit its offset before the pod is killed.
+    let mut template = pod_template(pipeline, "worker", container, files.volumes, 60);
+    let settings = worker.template.as_ref();
+    template::apply_pod(
+        &mut template,
+        settings.and_then(|t| t.pod.as_ref()),
+        settings.and_then(|t| t.container.as_ref()),
+        None,
+    );
     Deployment {
         metadata: metadata(pipeline, worker_name(&pipeline.name), "worker"),
         spec: Some(DeploymentSpec {
@@ -453,8 +475,7 @@ fn worker_deployment(pipeline: &ValidPipeline) -> Deployment {
                 match_labels: Some(selector_labels(pipeline, "worker")),
                 ..LabelSelector::default()
             },
-            // Time to finish the event in hand and commit its offset before the pod is killed.
-            template: pod_template(pipeline, "worker", container, files.volumes, 60),
+            template,
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()

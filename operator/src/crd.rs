@@ -367,6 +367,10 @@ pub struct IngressSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024))]
     pub max_body_bytes: Option<u64>,
+    /// Settings added to the ingress pods, container and Service: scheduling, identity,
+    /// metadata, extra environment, Service type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::template::IngressTemplate>,
 }
 
 /// Where the worker delivers events.
@@ -482,6 +486,10 @@ pub struct WorkerSpec {
     /// Resources of the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// Settings added to the worker pods and container: scheduling, identity, metadata, extra
+    /// environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::template::WorkerTemplate>,
 }
 
 /// What happens to the topics when the pipeline is deleted.

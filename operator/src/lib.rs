@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod scaler;
 pub mod secrets;
 pub mod status;
+pub mod template;
 pub mod topic;
 pub mod validate;
 

@@ -10,6 +10,7 @@ use crate::claims;
 use crate::crd::{PipelineSpec, Provider, SinkType, WhatsAppWebhookPipeline, PAUSE_ANNOTATION};
 use crate::scaler::policy::{Pause, PolicyConfig};
 use crate::status::Reason;
+use crate::template;
 
 /// A pipeline that can be reconciled, with defaults resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -165,6 +166,29 @@ pub fn validate(
         return Err(Invalid::spec(
             "provider meta needs ingress.verifyTokenRef for the GET verification handshake",
         ));
+    }
+    for (component, container) in [
+        (
+            "ingress",
+            spec.ingress
+                .template
+                .as_ref()
+                .and_then(|t| t.container.as_ref()),
+        ),
+        (
+            "worker",
+            worker.template.as_ref().and_then(|t| t.container.as_ref()),
+        ),
+    ] {
+        let reserved = template::reserved_env_names(container);
+        if !reserved.is_empty() {
+            return Err(Invalid::spec(format!(
+                "{component}.template.container.env sets {}: names starting with {} are set by \
+                 the operator from the spec; use the spec's fields instead",
+                reserved.join(", "),
+                template::RESERVED_ENV_PREFIX
+            )));
+        }
     }
     let ingress_image = image_or_default(spec.ingress.image.as_deref(), default_image)
         .ok_or_else(|| Invalid::spec("ingress.image is unset and the operator has no image"))?;

@@ -187,7 +187,11 @@ fn argo_cd_tracking_labels_and_annotations_never_reach_children() {
         assert_eq!(labels.get("team").map(String::as_str), Some("messaging"));
         assert!(labels.keys().all(|k| !k.starts_with("argocd.argoproj.io/")));
         assert!(!labels.contains_key("app.kubernetes.io/instance"));
-        assert!(meta.annotations.is_none());
+        // Only what the pipeline's template adds (the Service's load balancer setting).
+        let annotations = meta.annotations.clone().unwrap_or_default();
+        assert!(annotations
+            .keys()
+            .all(|k| !k.starts_with("argocd.argoproj.io/")));
         let owner = &meta.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.kind, "WhatsAppWebhookPipeline");
         assert_eq!(owner.name, "orders");
@@ -293,7 +297,7 @@ fn every_container_runs_under_the_restricted_profile() {
 #[test]
 fn spec_errors_are_reported_with_a_reason() {
     type Mutation = fn(&mut WhatsAppWebhookPipeline);
-    let cases: [(&str, Mutation); 9] = [
+    let cases: [(&str, Mutation); 10] = [
         ("max below min", |p| {
             p.spec.worker.min_replicas = 5;
             p.spec.worker.max_replicas = 2;
@@ -323,6 +327,12 @@ fn spec_errors_are_reported_with_a_reason() {
             p.spec.worker.sink.type_ = wapipe_operator::crd::SinkType::Http;
             p.spec.worker.sink.database_url_secret_ref = None;
             p.spec.worker.sink.http_url = Some("hooks.example.com/whatsapp".into());
+        }),
+        ("an operator variable in the worker template", |p| {
+            p.spec.worker.template = serde_json::from_value(serde_json::json!({
+                "container": {"env": [{"name": "WAPIPE_SINK", "value": "log"}]}
+            }))
+            .unwrap();
         }),
     ];
     for (case, mutate) in cases {

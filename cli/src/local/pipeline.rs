@@ -107,6 +107,9 @@ pub fn parse(yaml: &str) -> anyhow::Result<LocalPipeline> {
             spec.ingress.replicas
         ));
     }
+    if spec.ingress.template.is_some() || spec.worker.template.is_some() {
+        notes.push("template (pod settings) ignored: local processes are not pods".to_string());
+    }
     let poll_seconds = u64::try_from(spec.worker.poll_interval_seconds).unwrap_or(1);
     Ok(LocalPipeline {
         name: valid.name.clone(),
@@ -140,6 +143,7 @@ mod tests {
         assert_eq!(pipeline.consumer_group, "orders-postgres");
         assert!(pipeline.notes.iter().any(|n| n.contains("replication")));
         assert!(pipeline.notes.iter().any(|n| n.contains("min.insync")));
+        assert!(pipeline.notes.iter().any(|n| n.contains("template")));
     }
 
     #[test]
