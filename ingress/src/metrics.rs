@@ -263,6 +263,13 @@ impl Metrics {
         for labels in &loaded {
             self.secrets.get_or_create(labels).set(1);
         }
+        // Each signing secret's match counter exists from the start (at 0), so rate() and
+        // increase() see a secret's first matches rather than a series appearing late.
+        for secret in &secrets.signing {
+            let _ = self.signature_matches.get_or_create(&SecretLabel {
+                secret: secret.name.clone(),
+            });
+        }
         let mut shown = self
             .secrets_shown
             .lock()
