@@ -275,7 +275,7 @@ mkdir -p "$capture"
 echo "cargo test -p wapipe-operator --test cluster (operator log: $log_file)"
 if WAPIPE_TEST_CAPTURE_DIR="$capture" WAPIPE_TEST_KUBECTL="$bin/kubectl" \
   WAPIPE_TEST_OPERATOR_METRICS="http://127.0.0.1:$metrics_port/metrics" \
-  cargo test -q -p wapipe-operator --test cluster -- --test-threads=1 --nocapture 2>&1 | tee "$work/cargo.log"; then
+  cargo test -q -p wapipe-operator --test cluster -- --ignored --test-threads=1 --nocapture 2>&1 | tee "$work/cargo.log"; then
   passed=$((passed + 1))
   echo "ok   operator/tests/cluster.rs"
 else
@@ -289,7 +289,7 @@ ownership_test() {
 check "never deletes or takes what it does not own (operator/tests/cluster_ownership.rs): a replacement keeps the topic of one being deleted, same-named objects are neither taken nor deleted, the cleanup deadline holds with a pod stuck Terminating, claims by Kafka cluster id" ownership_test
 loop_test() {
   cargo build -q -p wapipe-ingress -p wapipe-worker
-  WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" cargo test -q -p wapipe-operator --test cluster_loop
+  WAPIPE_TEST_BIN_DIR="$CARGO_TARGET_DIR/debug" cargo test -q -p wapipe-operator --test cluster_loop -- --ignored
 }
 check "the whole loop: ingress and workers run from the pod templates, rows in PostgreSQL, scaled on their lag" loop_test
 rotation_test() {
@@ -317,7 +317,7 @@ wait "$operator_pid" 2>/dev/null || true
 operator_pid=""
 lease_test() {
   WAPIPE_TEST_OPERATOR_KUBECONFIG="$work/operator.kubeconfig" WAPIPE_TEST_OPERATOR_NAMESPACE="$release_ns" \
-    cargo test -q -p wapipe-operator --test cluster_lease -- --test-threads=1
+    cargo test -q -p wapipe-operator --test cluster_lease -- --ignored --test-threads=1
 }
 check "two operators: the Lease holder reconciles, the other takes over when it dies; a frozen leader steps down before the other starts; SIGTERM hands the Lease over" lease_test
 

@@ -29,21 +29,6 @@ pub struct Cluster {
     pub brokers: String,
 }
 
-pub async fn cluster(test: &str) -> Option<Cluster> {
-    let (Ok(kubeconfig), Ok(brokers)) = (
-        std::env::var("WAPIPE_TEST_KUBECONFIG"),
-        std::env::var("WAPIPE_TEST_BROKERS"),
-    ) else {
-        println!("SKIPPED {test}: WAPIPE_TEST_KUBECONFIG and WAPIPE_TEST_BROKERS are not set (tests/cluster/run.sh sets them)");
-        return None;
-    };
-    Some(Cluster {
-        client: super::client_from(&kubeconfig).await,
-        kubeconfig: kubeconfig.into(),
-        brokers,
-    })
-}
-
 /// The cluster and broker of tests/cluster/run.sh, for tests marked `#[ignore]` that run only
 /// there (`--ignored`): panics when the variables are unset.
 pub async fn cluster_suite() -> Cluster {
