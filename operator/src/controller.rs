@@ -229,8 +229,21 @@ pub fn backoff(attempt: u32) -> Duration {
     wapipe_core::time::doubling_backoff(Duration::from_secs(5), Duration::from_secs(300), attempt)
 }
 
-/// Reconciles one pipeline.
+/// Reconciles one pipeline, timing it (`reconcile_duration_seconds`).
 pub async fn reconcile(
+    pipeline: Arc<WhatsAppWebhookPipeline>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile_once(pipeline, ctx.clone()).await;
+    ctx.metrics
+        .reconcile_seconds
+        .0
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_once(
     pipeline: Arc<WhatsAppWebhookPipeline>,
     ctx: Arc<Context>,
 ) -> Result<Action> {

@@ -111,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let acquired = tokio::time::Instant::now();
     tracing::info!(identity = elector.identity(), "became leader");
+    metrics.leader.set(1);
 
     let ctx = Arc::new(
         Context::new(client, Arc::new(RdKafkaAdmin), args.image, metrics)
