@@ -6,9 +6,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 fn wapipe(args: &[&str]) -> Output {
@@ -113,19 +111,7 @@ async fn backlog(bootstrap: &str, topic: &str, group: &str, count: usize, commit
             .await
             .expect("producing");
     }
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut offsets = TopicPartitionList::new();
-    offsets
-        .add_partition_offset(topic, 0, Offset::Offset(committed))
-        .unwrap();
-    consumer
-        .commit(&offsets, CommitMode::Sync)
-        .expect("committing");
+    wapipe_testkit::commit_offset(bootstrap, group, topic, 0, committed).expect("committing");
 }
 
 #[tokio::test]

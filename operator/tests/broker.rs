@@ -411,21 +411,6 @@ async fn a_topics_config_follows_the_spec_keeping_entries_set_elsewhere_and_bad_
     );
 }
 
-/// Commits `group` at `offset` of `topic`'s `partition`, as its consumer would.
-fn commit_at(bootstrap: &str, group: &str, topic: &str, partition: i32, offset: i64) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut commit = TopicPartitionList::new();
-    commit
-        .add_partition_offset(topic, partition, Offset::Offset(offset))
-        .unwrap();
-    consumer.commit(&commit, CommitMode::Sync).unwrap();
-}
-
 /// Produces one record per timestamp (ms since the epoch) to `partition`, in order.
 async fn produce_at(bootstrap: &str, topic: &str, partition: i32, timestamps: &[i64]) {
     let producer: FutureProducer = ClientConfig::new()
@@ -473,7 +458,7 @@ async fn time_lag_is_the_age_of_the_record_at_the_committed_offset_and_idle_part
     produce_at(&bootstrap, &topic, 1, &[now - 30_000]).await;
     let group = unique_name("wapipe-op-group-time-lag");
     // The group read partition 0's first record: its oldest unconsumed one is 300 s old.
-    commit_at(&bootstrap, &group, &topic, 0, 1);
+    wapipe_testkit::commit_offset(&bootstrap, &group, &topic, 0, 1).unwrap();
 
     let offsets = RdKafkaAdmin
         .read_offsets(&kafka, &topic, &group)
@@ -505,7 +490,7 @@ async fn time_lag_is_the_age_of_the_record_at_the_committed_offset_and_idle_part
     assert_eq!(idle[&2], Some(Duration::ZERO));
 
     // The group moves on to the last record of partition 0: 120 s old, read again.
-    commit_at(&bootstrap, &group, &topic, 0, 2);
+    wapipe_testkit::commit_offset(&bootstrap, &group, &topic, 0, 2).unwrap();
     let offsets = RdKafkaAdmin
         .read_offsets(&kafka, &topic, &group)
         .await

@@ -142,6 +142,27 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// Commits `group` at `offset` of `topic`'s `partition`, as a consumer of the group would,
+/// without joining it.
+pub fn commit_offset(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))?;
+    consumer.commit(&offsets, CommitMode::Sync)?;
+    Ok(())
+}
+
 /// Creates `topic` with `partitions` partitions (replication 1) and waits for it to be listed.
 pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     create_topic_with(bootstrap, topic, partitions, &[]).await
