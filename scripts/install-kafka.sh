@@ -6,7 +6,7 @@
 #   WAPIPE_CACHE   cache root (default /var/cache/wapipe; ~/.cache/wapipe when that is not writable)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-pom="$repo/scripts/kafka/pom.xml"
+pom="$repo/kafka-local/kafka/pom.xml"
 version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")"
 log4j="$(sed -n 's:.*<log4j.version>\(.*\)</log4j.version>.*:\1:p' "$pom")"
 

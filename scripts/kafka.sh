@@ -23,7 +23,7 @@ dir="$state/kafka"
 pidfile="$dir/kafka.pid"
 log="$dir/kafka.log"
 
-pom="$repo/scripts/kafka/pom.xml"
+pom="$repo/kafka-local/kafka/pom.xml"
 version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")"
 log4j="$(sed -n 's:.*<log4j.version>\(.*\)</log4j.version>.*:\1:p' "$pom")"
 libs=""
@@ -34,7 +34,7 @@ done
 # shellcheck source=scripts/lib/proc.sh
 source "$repo/scripts/lib/proc.sh"
 running() { proc_pid "$pidfile" >/dev/null; }
-answers() { python3 "$repo/scripts/kafka/probe.py" "$address" "$port" 2; }
+answers() { python3 "$repo/kafka-local/kafka/probe.py" "$address" "$port" 2; }
 
 case "$cmd" in
   start)
@@ -55,8 +55,8 @@ case "$cmd" in
       fi
     done
     sed -e "s|PLAINTEXT://127.0.0.1:@PORT@|PLAINTEXT://$address:@PORT@|g" -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$((port + 1))|g" -e "s|@DATA_DIR@|$dir/data|g" \
-      "$repo/scripts/kafka/server.properties" >"$dir/server.properties"
-    cp "$repo/scripts/kafka/log4j2.properties" "$dir/log4j2.properties"
+      "$repo/kafka-local/kafka/server.properties" >"$dir/server.properties"
+    cp "$repo/kafka-local/kafka/log4j2.properties" "$dir/log4j2.properties"
     if [[ ! -f "$dir/data/meta.properties" ]]; then
       java -cp "$libs/*" kafka.tools.StorageTool format --ignore-formatted \
         -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid | tail -n 1)" \

@@ -23,7 +23,7 @@ if [[ -z "$brokers" ]]; then
 fi
 cleanup() { if [[ -n "$started" ]]; then bash scripts/kafka.sh stop; fi; }
 trap cleanup EXIT
-version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml)"
+version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' kafka-local/kafka/pom.xml)"
 echo "measure-rebalance: Apache Kafka $version at $brokers (the project's broker), debug builds"
 cargo build -q -p wapipe-worker -p wapipe
 "$CARGO_TARGET_DIR/debug/wapipe" bench rebalance --brokers "$brokers" --runs "${RUNS:-2}" \

@@ -11,11 +11,11 @@ use futures::future::join_all;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use wapipe_core::broker::free_port;
 use wapipe_core::env as wenv;
 use wapipe_core::kafka::record_headers;
 use wapipe_core::split::split;
 use wapipe_core::Provider;
+use wapipe_kafka_local::free_port;
 use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicRequest};
 
 use crate::payloads::Generator;

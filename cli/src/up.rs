@@ -162,7 +162,7 @@ async fn run(
             .await?;
             println!(
                 "broker: Apache Kafka {} on {brokers}, log dirs in {}/kafka/data (pid {})",
-                wapipe_core::broker::kafka_version(),
+                wapipe_kafka_local::kafka_version(),
                 state_dir.display(),
                 process.pid()
             );

@@ -1,10 +1,22 @@
-//! Code shared by the ingress, the worker and the tools: the contract of a record on the raw
-//! topic (headers, event kinds, providers), splitting a provider's POST into single-event
-//! records with their partition keys, webhook signature checks, and whether logs get colour.
+//! The domain every wapipe binary shares. Its modules:
+//!
+//! - [`record`]: the contract of a record on the raw topic (key, headers, event kinds,
+//!   providers);
+//! - [`split`]: one provider POST into one record per event, each keyed by its user;
+//! - [`signature`]: webhook signature checks over the raw body;
+//! - [`secret`]: secrets given inline or in a (mounted) file;
+//! - [`env`]: the environment variables the binaries read and the operator and `wapipe up`
+//!   write;
+//! - [`kafka`] (feature `kafka`): Kafka connection settings and client configuration;
+//! - [`service`] (feature `service`): what every long-running process does the same way (log
+//!   setup, stop signals, `/metrics`);
+//! - [`logging`]: whether log lines may carry colour;
+//! - [`time`]: clock readings and retry delays.
+//!
+//! Tooling that only the CLI and tests need (the local Kafka launcher) lives in
+//! `wapipe-kafka-local`, outside the production binaries.
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "kafka")]
-pub mod broker;
 pub mod env;
 #[cfg(feature = "kafka")]
 pub mod kafka;

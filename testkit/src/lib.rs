@@ -7,8 +7,8 @@
 //! Names of topics and groups are unique per call so tests never see each other's records.
 #![forbid(unsafe_code)]
 
-use wapipe_core::broker;
-pub use wapipe_core::broker::{free_port, kafka_version, wait_for_broker, KafkaPorts};
+use wapipe_kafka_local as broker;
+pub use wapipe_kafka_local::{free_port, kafka_version, wait_for_broker, KafkaPorts};
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

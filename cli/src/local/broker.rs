@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use wapipe_core::broker::{self, KafkaPorts};
+use wapipe_kafka_local::{self as broker, KafkaPorts};
 use wapipe_operator::kafka::TopicRequest;
 
 use super::host::ensure_port_free;

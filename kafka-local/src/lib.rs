@@ -2,8 +2,9 @@
 //! `scripts/install-kafka.sh` caches: the broker `wapipe up` and `wapipe bench` start, and the
 //! one the test kit gives each test process.
 //!
-//! The broker's configuration is `scripts/kafka/server.properties`, the same file
+//! The broker's configuration is `kafka/server.properties` beside this crate, the same file
 //! `scripts/kafka.sh` fills in, so the script's broker, a test's and `wapipe up`'s never differ.
+//! Tooling, not product: the ingress, worker and operator binaries do not link it.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -40,9 +41,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BrokerError {
     move |source| BrokerError::Io { what, source }
 }
 
-const POM: &str = include_str!("../../scripts/kafka/pom.xml");
-const SERVER_PROPERTIES: &str = include_str!("../../scripts/kafka/server.properties");
-const LOG4J2_PROPERTIES: &str = include_str!("../../scripts/kafka/log4j2.properties");
+const POM: &str = include_str!("../kafka/pom.xml");
+const SERVER_PROPERTIES: &str = include_str!("../kafka/server.properties");
+const LOG4J2_PROPERTIES: &str = include_str!("../kafka/log4j2.properties");
 
 /// Environment variable naming the cache root `scripts/install-kafka.sh` wrote to.
 pub const CACHE_ENV: &str = "WAPIPE_CACHE";
@@ -55,7 +56,7 @@ fn pom_property(name: &str) -> &'static str {
     POM.split_once(open.as_str())
         .and_then(|(_, rest)| rest.split_once(close.as_str()))
         .map(|(value, _)| value.trim())
-        .expect("scripts/kafka/pom.xml names the property")
+        .expect("kafka-local/kafka/pom.xml names the property")
 }
 
 /// The Kafka version the project installs and runs.
