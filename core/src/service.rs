@@ -1,5 +1,6 @@
 //! What every long-running wapipe process (ingress, worker, operator) does the same way: its
-//! log format and subscriber, the signals that stop it, and its `/metrics` answer.
+//! log format and subscriber, the signals that stop it, its `/metrics` answer and the process
+//! metrics in it (CPU, memory, file descriptors, start time).
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -74,10 +75,167 @@ pub fn metrics_response(registry: &Registry) -> Response {
     }
 }
 
+/// The process's own figures, read from `/proc/self` at each scrape, under the names the
+/// Prometheus client libraries use (`process_cpu_seconds_total`, ...), prefixed like the
+/// registry they are registered in. Where `/proc` is missing, nothing is reported.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Figures of this process from `/proc/self`.
+#[derive(Debug, Default, PartialEq)]
+struct ProcessFigures {
+    cpu_seconds: Option<f64>,
+    resident_bytes: Option<u64>,
+    open_fds: Option<u64>,
+    max_fds: Option<u64>,
+    start_time_seconds: Option<f64>,
+}
+
+/// Clock ticks per second of `/proc`'s times: USER_HZ, 100 on every Linux architecture wapipe
+/// is built for.
+const USER_HZ: f64 = 100.0;
+
+fn process_figures() -> ProcessFigures {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15, starttime 22 (1-based, the state is field 3).
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    let cpu_seconds = field(14).zip(field(15)).map(|(u, s)| (u + s) / USER_HZ);
+    let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|line| line.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    let start_time_seconds = field(22)
+        .zip(boot_time)
+        .map(|(ticks, boot)| boot + ticks / USER_HZ);
+    let resident_bytes = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024);
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|dir| dir.count() as u64);
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+    ProcessFigures {
+        cpu_seconds,
+        resident_bytes,
+        open_fds,
+        max_fds,
+        start_time_seconds,
+    }
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let figures = process_figures();
+        if let Some(seconds) = figures.cpu_seconds {
+            let metric = ConstCounter::new(seconds);
+            metric.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time the process has used, in seconds",
+                None,
+                metric.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of the process, in bytes",
+                figures.resident_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_open_fds",
+                "File descriptors the process has open",
+                figures.open_fds.map(|v| v as f64),
+            ),
+            (
+                "process_max_fds",
+                "Most file descriptors the process may open (its soft limit)",
+                figures.max_fds.map(|v| v as f64),
+            ),
+            (
+                "process_start_time_seconds",
+                "When the process started, in seconds since the Unix epoch",
+                figures.start_time_seconds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(value) = value {
+                let metric = ConstGauge::new(value);
+                metric.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    metric.metric_type(),
+                )?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds the process metrics to `registry`, under its prefix.
+pub fn register_process_metrics(registry: &mut Registry) {
+    registry.register_collector(Box::new(ProcessCollector));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use prometheus_client::metrics::counter::Counter;
+
+    #[test]
+    fn the_process_metrics_are_this_processs_figures() {
+        let figures = process_figures();
+        assert!(figures.resident_bytes.unwrap() > 1024 * 1024, "{figures:?}");
+        assert!(figures.open_fds.unwrap() >= 3, "{figures:?}");
+        assert!(
+            figures.max_fds.unwrap() >= figures.open_fds.unwrap(),
+            "{figures:?}"
+        );
+        assert!(figures.cpu_seconds.unwrap() >= 0.0, "{figures:?}");
+        let now = crate::time::now_ms() as f64 / 1000.0;
+        let started = figures.start_time_seconds.unwrap();
+        assert!(
+            started <= now + 1.0 && started > now - 86_400.0 * 365.0,
+            "{figures:?}"
+        );
+
+        let mut registry = Registry::with_prefix("wapipe_test");
+        register_process_metrics(&mut registry);
+        let text = encode(&registry).unwrap();
+        for name in [
+            "wapipe_test_process_cpu_seconds_total",
+            "wapipe_test_process_resident_memory_bytes",
+            "wapipe_test_process_open_fds",
+            "wapipe_test_process_max_fds",
+            "wapipe_test_process_start_time_seconds",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "{name} in {text}");
+        }
+    }
 
     #[tokio::test]
     async fn metrics_are_served_as_openmetrics_text() {

@@ -84,6 +84,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("wapipe_ingress");
+        wapipe_core::service::register_process_metrics(&mut registry);
         let requests = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "requests",

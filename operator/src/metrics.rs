@@ -79,6 +79,7 @@ impl Metrics {
     /// Registers every metric in `registry` under the `wapipe_operator` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("wapipe_operator");
+        wapipe_core::service::register_process_metrics(registry);
         self.build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").to_string(),

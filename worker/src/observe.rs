@@ -125,6 +125,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("wapipe_worker");
+        wapipe_core::service::register_process_metrics(&mut registry);
         let events = Family::<EventLabels, Counter>::default();
         let retries = Family::<RetryLabels, Counter>::default();
         let dead_letters = Counter::default();
