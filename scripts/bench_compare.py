@@ -177,6 +177,13 @@ def main() -> int:
     parser.add_argument("--rss-events", type=int, default=1000000, help="backlog for the worker's peak RSS (0 = skip)")
     parser.add_argument("--skip-worker", action="store_true")
     parser.add_argument("--skip-callgrind", action="store_true", help="skip the instructions-per-event stage (valgrind)")
+    parser.add_argument("--kafka-port", type=int, default=0, help="port of the private broker (its controller uses port + 1; default: a free one)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("WAPIPE_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
+        help="PostgreSQL for the worker stages (default $WAPIPE_BENCH_DATABASE_URL, else 127.0.0.1:5432)",
+    )
+    parser.add_argument("--state-dir", type=Path, default=None, help="where the broker's temporary state dir is made (default: the system's temporary dir)")
     args = parser.parse_args()
     for tool in ("wrk", "java"):
         if not shutil.which(tool):
@@ -186,8 +193,10 @@ def main() -> int:
     except ImportError as error:
         raise SystemExit(f"bench: the Python peers need fastapi, uvicorn, confluent-kafka and psycopg2: pip install fastapi uvicorn confluent-kafka psycopg2-binary ({error})")
 
-    state = Path(tempfile.mkdtemp(prefix="wapipe-bench-"))
-    kafka_port = free_port()
+    if args.state_dir:
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix="wapipe-bench-", dir=args.state_dir))
+    kafka_port = args.kafka_port or free_port()
     kafka_env = {"WAPIPE_STATE_DIR": str(state), "KAFKA_HEAP_OPTS": "-Xms512m -Xmx1g"}
     brokers = run(["bash", str(REPO / "scripts/kafka.sh"), "start", str(kafka_port)], env=kafka_env).strip()
     services: list[Service] = []
@@ -318,13 +327,13 @@ def worker_stages(args: argparse.Namespace, brokers: str, state: Path, services:
     if events == 0:
         raise SystemExit(f"bench: no event reached the worker topic:\n{sent}")
     out["events"] = events
-    env = {"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": topic}
+    env = {"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": topic, "WAPIPE_BENCH_DATABASE_URL": args.database_url}
     out["bench"] = run([bench, str(events), "12"], env={**env, "WAPIPE_BENCH_STAGES": "raw,log,postgres,sqlite"}, timeout=1200)
 
     schema = f"py_peer_{os.getpid()}"
     peer = run(
         [sys.executable, str(SHARED / "peers" / "python_worker.py")],
-        env={"BOOTSTRAP": brokers, "TOPIC": topic, "GROUP": f"py-peer-{os.getpid()}", "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test", "SCHEMA": schema, "EXIT_AFTER": str(events)},
+        env={"BOOTSTRAP": brokers, "TOPIC": topic, "GROUP": f"py-peer-{os.getpid()}", "DATABASE_URL": args.database_url.replace("postgres://", "postgresql://", 1), "SCHEMA": schema, "EXIT_AFTER": str(events)},
         timeout=1200,
     )
     out["python"] = peer
@@ -371,7 +380,7 @@ def end_to_end(args: argparse.Namespace, brokers: str, state: Path, services: li
     requests = max(1, int(rate * 10))
     run([str(args.bin_dir / "wapipe"), "topics", "create", "--kafka-brokers", brokers, "--topic", topic, "--partitions", "12"])
     ingress, url = start_ingress(args, brokers, topic, state, services)
-    probe = subprocess.Popen([bench, str(requests * 10), "12"], env={**os.environ, "WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": topic, "WAPIPE_BENCH_STAGES": "e2e"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    probe = subprocess.Popen([bench, str(requests * 10), "12"], env={**os.environ, "WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": topic, "WAPIPE_BENCH_STAGES": "e2e", "WAPIPE_BENCH_DATABASE_URL": args.database_url}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert probe.stdout is not None
     lines = []
     for line in probe.stdout:

@@ -56,7 +56,7 @@ fn start(settings: WorkerSettings, sink: PostgresSink) -> Running {
 
 /// Runs a worker with the postgres sink until `records` records are finished, then stops it.
 async fn drain_into_postgres(setup: &Setup, records: usize) {
-    let sink = PostgresSink::connect(&database_url(5432), Some(setup.schema.clone()))
+    let sink = PostgresSink::connect(&database_url(postgres_port()), Some(setup.schema.clone()))
         .await
         .expect("postgres sink");
     let running = start(setup.settings(), sink);
@@ -152,7 +152,7 @@ async fn a_database_cut_while_batches_are_in_flight_loses_nothing_doubles_nothin
     produce_messages(&producer, &setup.topic, &messages).await;
     let total = messages.len() as i64;
 
-    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxy = CuttableProxy::start(postgres_address()).await;
     let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
         .await
         .expect("postgres sink through the proxy");

@@ -21,7 +21,7 @@ fn spawn_worker(setup: &Setup, log: &std::path::Path) -> Child {
         .env("WAPIPE_DEAD_LETTER_TOPIC", &setup.dead_letter_topic)
         .env("WAPIPE_GROUP", &setup.group)
         .env("WAPIPE_SINK", "postgres")
-        .env("WAPIPE_DATABASE_URL", database_url(5432))
+        .env("WAPIPE_DATABASE_URL", database_url(postgres_port()))
         .env("WAPIPE_DATABASE_SCHEMA", &setup.schema)
         .env(
             "WAPIPE_LISTEN",

@@ -220,13 +220,13 @@ async fn every_fixture_is_one_row_per_event_in_postgres() {
         .replace('-', "_")
         .to_lowercase();
     let sink = PostgresSink::connect(
-        "postgres://postgres@127.0.0.1:5432/test",
+        &common::database_url(common::postgres_port()),
         Some(schema.clone()),
     )
     .await
-    .expect("PostgreSQL on 127.0.0.1:5432");
+    .expect("the tests' PostgreSQL");
     write_all_twice(&sink).await;
-    let (client, connection) = tokio_postgres::connect(common::DATABASE, tokio_postgres::NoTls)
+    let (client, connection) = tokio_postgres::connect(&common::database(), tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);

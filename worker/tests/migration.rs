@@ -112,9 +112,9 @@ async fn a_postgres_database_of_migration_0001_keeps_its_rows_and_takes_the_new_
     let schema = wapipe_testkit::unique_name("migrate")
         .replace('-', "_")
         .to_lowercase();
-    let (client, connection) = tokio_postgres::connect(common::DATABASE, tokio_postgres::NoTls)
+    let (client, connection) = tokio_postgres::connect(&common::database(), tokio_postgres::NoTls)
         .await
-        .expect("PostgreSQL on 127.0.0.1:5432");
+        .expect("the tests' PostgreSQL");
     tokio::spawn(connection);
     client
         .batch_execute(&format!(
@@ -144,7 +144,7 @@ async fn a_postgres_database_of_migration_0001_keeps_its_rows_and_takes_the_new_
             .unwrap();
     }
     let sink = PostgresSink::connect(
-        "postgres://postgres@127.0.0.1:5432/test",
+        &common::database_url(common::postgres_port()),
         Some(schema.clone()),
     )
     .await

@@ -118,7 +118,7 @@ async fn statuses_never_regress_and_duplicates_leave_one_row_in_postgres() {
     let setup = Setup::new("status", 2).await;
     let producer = setup.producer();
     let db = setup.database().await;
-    let sink = PostgresSink::connect(&database_url(5432), Some(setup.schema.clone()))
+    let sink = PostgresSink::connect(&database_url(postgres_port()), Some(setup.schema.clone()))
         .await
         .expect("postgres sink");
     let user = "15550100";
@@ -348,7 +348,7 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
     let setup = Setup::new("dbdown", 2).await;
     let producer = setup.producer();
     let db = setup.database().await;
-    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxy = CuttableProxy::start(postgres_address()).await;
     let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
         .await
         .expect("postgres sink through the proxy");
@@ -420,7 +420,7 @@ async fn half_open_connections_left_by_a_failover_are_replaced_and_nothing_is_de
     let setup = Setup::new("halfopen", 2).await;
     let producer = setup.producer();
     let db = setup.database().await;
-    let proxy = CuttableProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxy = CuttableProxy::start(postgres_address()).await;
     let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
         .await
         .expect("postgres sink through the proxy");
@@ -481,7 +481,7 @@ async fn two_workers_split_the_partitions_and_survive_a_rebalance_with_nothing_l
     let db = setup.database().await;
     let sink = || async {
         Arc::new(
-            PostgresSink::connect(&database_url(5432), Some(setup.schema.clone()))
+            PostgresSink::connect(&database_url(postgres_port()), Some(setup.schema.clone()))
                 .await
                 .expect("postgres sink"),
         ) as SharedSink

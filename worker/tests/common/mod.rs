@@ -24,10 +24,31 @@ use wapipe_core::record::{
 };
 use wapipe_worker::WorkerSettings;
 
-pub const DATABASE: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+/// The PostgreSQL the tests use: 127.0.0.1, port `WAPIPE_TEST_POSTGRES_PORT` (default 5432,
+/// where scripts/postgres.sh puts it), user postgres, database test.
+pub fn postgres_port() -> u16 {
+    std::env::var("WAPIPE_TEST_POSTGRES_PORT")
+        .ok()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(5432)
+}
 
+/// The tests' PostgreSQL as a libpq keyword string.
+pub fn database() -> String {
+    format!(
+        "host=127.0.0.1 port={} user=postgres dbname=test",
+        postgres_port()
+    )
+}
+
+/// The tests' PostgreSQL, reached on `port` (a proxy's, or [`postgres_port`]).
 pub fn database_url(port: u16) -> String {
     format!("postgres://postgres@127.0.0.1:{port}/test")
+}
+
+/// The tests' PostgreSQL's address, for a proxy in front of it.
+pub fn postgres_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], postgres_port()))
 }
 
 /// A broker for this test, its topic and dead-letter topic, and a group of its own.
@@ -101,9 +122,9 @@ impl Setup {
 
     /// Connects to PostgreSQL with this test's schema first on the search path.
     pub async fn database(&self) -> Client {
-        let (client, connection) = tokio_postgres::connect(DATABASE, NoTls)
+        let (client, connection) = tokio_postgres::connect(&database(), NoTls)
             .await
-            .expect("PostgreSQL on 127.0.0.1:5432");
+            .expect("the tests' PostgreSQL (WAPIPE_TEST_POSTGRES_PORT, default 5432)");
         tokio::spawn(connection);
         client
             .batch_execute(&format!(
