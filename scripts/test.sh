@@ -25,6 +25,9 @@ if [[ -z "${WAPIPE_TEST_BROKERS:-}" ]]; then
   trap 'bash scripts/kafka.sh stop' EXIT
 fi
 echo "broker: $WAPIPE_TEST_BROKERS"
+# The suites append each failure here; they are repeated at the very end of the run.
+WAPIPE_FAILURES="$(mktemp)"
+export WAPIPE_FAILURES
 bash scripts/postgres.sh
 
 step "cargo fmt --check"
@@ -93,7 +96,14 @@ status="${PIPESTATUS[0]}"
 set -e
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "${TMPDIR:-/tmp}/wapipe-cargo-test.log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "${TMPDIR:-/tmp}/wapipe-cargo-test.log" | awk '{s+=$1} END {print s+0}')
+grep -E '^test .* FAILED$' "${TMPDIR:-/tmp}/wapipe-cargo-test.log" | sed 's/^/cargo: /' >>"$WAPIPE_FAILURES" || true
 echo
+if [[ -s "$WAPIPE_FAILURES" ]]; then
+  echo "failures of this run (details above):"
+  cat "$WAPIPE_FAILURES"
+  echo
+fi
+rm -f "$WAPIPE_FAILURES"
 echo "cargo: ${passed} passed, ${failed} failed"
 if [[ "$cluster_status" != 0 ]]; then
   echo "cluster suite: failed ($cluster_status); see its output above" >&2

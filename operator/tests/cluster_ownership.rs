@@ -25,16 +25,21 @@ async fn hold_pods(c: &Cluster, ns: &str, hold: bool) -> usize {
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
     let list = pods.list(&ListParams::default()).await.unwrap();
     let finalizers = if hold { json!([HOLD]) } else { json!(null) };
+    let mut patched = 0;
     for pod in &list.items {
-        pods.patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-        )
-        .await
-        .expect("patching a pod's finalizers");
+        let patch = Patch::Merge(json!({"metadata": {"finalizers": finalizers}}));
+        match pods
+            .patch(&pod.name_any(), &PatchParams::default(), &patch)
+            .await
+        {
+            Ok(_) => patched += 1,
+            // Gone between the list and the patch: its ReplicaSet replaced it, or (when
+            // releasing) it had no hold and finished terminating.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => panic!("patching the finalizers of pod {}: {e}", pod.name_any()),
+        }
     }
-    list.items.len()
+    patched
 }
 
 /// A Ready pipeline with `deletionPolicy: Delete` whose topics the operator created.

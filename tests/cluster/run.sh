@@ -54,6 +54,10 @@ trap cleanup EXIT
 
 passed=0
 failed=0
+# failure_lines [FILE]: the log without the frames of a backtrace.
+failure_lines() {
+  grep -v -E '^\s+[0-9]+: |^\s+at (/|\./)' "$@" || true
+}
 # check NAME CMD...: runs CMD, counts and prints the outcome.
 check() {
   local name="$1"
@@ -64,7 +68,14 @@ check() {
   else
     failed=$((failed + 1))
     echo "FAIL $name"
-    sed 's/^/     /' "$work/check.log" | tail -n 30
+    # Backtrace frames would push the panic message out of the last lines shown.
+    failure_lines "$work/check.log" | sed 's/^/     /' | tail -n 40
+    if [[ -n "${WAPIPE_FAILURES:-}" ]]; then
+      {
+        echo "cluster: FAIL $name"
+        grep -A4 -E "panicked at|^---- " "$work/check.log" | failure_lines | sed 's/^/     /' | head -n 30
+      } >>"$WAPIPE_FAILURES"
+    fi
   fi
 }
 fatal() {

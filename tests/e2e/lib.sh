@@ -6,7 +6,13 @@
 
 log() { printf '\n=== %s\n' "$*"; }
 pass() { passed=$((passed + 1)); echo "PASS $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL $1" >&2; }
+# Every failure is also appended to $WAPIPE_FAILURES when it is set, so that scripts/test.sh can
+# repeat them at the end of a long run, where a truncated log still shows them.
+fail() {
+  failed=$((failed + 1))
+  echo "FAIL $1" >&2
+  if [[ -n "${WAPIPE_FAILURES:-}" ]]; then echo "node: FAIL $1" >>"$WAPIPE_FAILURES"; fi
+}
 
 # check NAME COMMAND...: one assertion of the suite.
 check() {
