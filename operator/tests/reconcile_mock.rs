@@ -407,9 +407,9 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
         namespace: "shop".into(),
         pipeline: "orders".into(),
     };
-    assert_eq!(ctx.metrics.lag_polls.get_or_create(&labels).get(), 1);
+    assert_eq!(ctx.metrics().lag_polls.get_or_create(&labels).get(), 1);
     assert_eq!(
-        ctx.metrics.last_scaling_poll.get_or_create(&labels).get(),
+        ctx.metrics().last_scaling_poll.get_or_create(&labels).get(),
         1,
         "the first poll that saw the lag wrote the replicas"
     );
@@ -1367,4 +1367,112 @@ async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_
         .as_i64()
         .unwrap();
     assert!((1..5).contains(&partition_delay), "{status}");
+}
+
+/// The operator's metrics as Prometheus text, lines naming the test pipeline only.
+fn series_of_orders(ctx: &Context) -> Vec<String> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    ctx.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.contains("pipeline=\"orders\""))
+        .map(String::from)
+        .collect()
+}
+
+/// One reconcile of a new pipeline with lag on every partition, scaled to 3 workers.
+async fn reconcile_lagging_pipeline(
+    ctx: &Arc<Context>,
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+) -> Value {
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(server, pipeline).await;
+    expect_children(server, 1).await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            |b| b.clone(),
+        )
+        .await;
+    let status = expect_status_write(server, pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+    status.body["status"].clone()
+}
+
+/// Names are reused: a pipeline deleted and created again under the same name is another
+/// object (another uid) and must not inherit the old one's scaler history (its last poll, its
+/// scale-down window, its last decision).
+#[tokio::test]
+async fn a_pipeline_recreated_under_the_same_name_starts_without_the_old_ones_history() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    let (ctx, mut server) = setup(admin.clone());
+    let old = pipeline(json!({}));
+    let status = reconcile_lagging_pipeline(&ctx, &mut server, &old).await;
+    assert_eq!(status["totalLag"], 3000);
+
+    // Deleted (Retain: no finalizer, no cleanup) and created again at once, with no lag now.
+    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 0));
+    let new = pipeline(
+        json!({"metadata": {"uid": "5d1e0f4a-7777-4c8e-9a57-000000000002", "generation": 1}}),
+    );
+    let task = run_reconcile(new.clone(), ctx.clone()).await;
+    expect_pipeline_list(&mut server, &new).await;
+    expect_children(&mut server, 1).await;
+    // The new pipeline polls at once: no lag, one worker, nothing to scale.
+    let status = expect_status_write(&mut server, &new).await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+    let status = &status.body["status"];
+    assert_eq!(status["totalLag"], 0, "{status}");
+    assert_eq!(status["desiredWorkers"], 1, "{status}");
+    assert_eq!(ctx.remembered(), 1, "the old pipeline's memory is gone");
+}
+
+/// A `Retain` pipeline has no finalizer: when it leaves, its memory and every metric series it
+/// exported go with it (a stalled-partition alert must not keep firing for a pipeline that no
+/// longer exists).
+#[tokio::test]
+async fn a_pipeline_that_leaves_takes_its_memory_and_metric_series_with_it() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    let (ctx, mut server) = setup(admin.clone());
+    let live = pipeline(json!({}));
+    reconcile_lagging_pipeline(&ctx, &mut server, &live).await;
+    let series = series_of_orders(&ctx);
+    assert!(
+        series.iter().any(|s| s.contains("partition_lag")),
+        "{series:?}"
+    );
+    assert_eq!(ctx.remembered(), 1);
+
+    // Its deletion is seen (no finalizer of ours: nothing to clean up on Kafka).
+    let mut leaving = deleted("Retain", false);
+    leaving.metadata.finalizers = None;
+    let task = run_reconcile(leaving, ctx.clone()).await;
+    server.finish().await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(series_of_orders(&ctx), Vec::<String>::new());
+    assert_eq!(ctx.remembered(), 0);
+}
+
+/// A pipeline gone from the controller's cache without any reconcile of its deletion is
+/// forgotten, series included, while the others are kept.
+#[tokio::test]
+async fn a_pipeline_gone_from_the_cache_is_forgotten_and_the_others_kept() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    let (ctx, mut server) = setup(admin.clone());
+    let live = pipeline(json!({}));
+    reconcile_lagging_pipeline(&ctx, &mut server, &live).await;
+    ctx.forget_departed(&[Arc::new(live.clone())]);
+    assert_eq!(ctx.remembered(), 1, "still in the cache: kept");
+    assert!(!series_of_orders(&ctx).is_empty());
+    ctx.forget_departed(&[]);
+    assert_eq!(ctx.remembered(), 0);
+    assert_eq!(series_of_orders(&ctx), Vec::<String>::new());
 }
