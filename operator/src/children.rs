@@ -105,7 +105,13 @@ where
     }
 }
 
-pub(crate) async fn apply_child<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
+/// Applies `object` under [`crate::FIELD_MANAGER`]; `condition` is the one a refusal concerns.
+pub(crate) async fn apply_child<K>(
+    client: &Client,
+    namespace: &str,
+    object: &K,
+    condition: status::ConditionType,
+) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -125,7 +131,12 @@ where
         &Patch::Apply(&value),
     )
     .await
-    .map_err(|source| Error::ApplyChild { kind, name, source })
+    .map_err(|source| Error::ApplyChild {
+        kind,
+        name,
+        condition,
+        source,
+    })
 }
 
 pub(crate) async fn write_status(

@@ -414,8 +414,8 @@ async fn apply(
 
     let children = build(&valid);
     let uid = pipeline.uid().unwrap_or_default();
+    use status::ConditionType::{IngressReady, WorkersReady};
     {
-        use status::ConditionType::{IngressReady, WorkersReady};
         // Every child is checked before any is applied: a conflict leaves nothing half-applied.
         check_child(
             client,
@@ -450,10 +450,22 @@ async fn apply(
         )
         .await?;
     }
-    let ingress = apply_child(client, &namespace, &children.ingress_deployment).await?;
-    apply_child(client, &namespace, &children.ingress_service).await?;
-    apply_child(client, &namespace, &children.ingress_pdb).await?;
-    let worker = apply_child(client, &namespace, &children.worker_deployment).await?;
+    let ingress = apply_child(
+        client,
+        &namespace,
+        &children.ingress_deployment,
+        IngressReady,
+    )
+    .await?;
+    apply_child(client, &namespace, &children.ingress_service, IngressReady).await?;
+    apply_child(client, &namespace, &children.ingress_pdb, IngressReady).await?;
+    let worker = apply_child(
+        client,
+        &namespace,
+        &children.worker_deployment,
+        WorkersReady,
+    )
+    .await?;
 
     // Replicas the Deployment asks for now (the API server defaults an unset count to 1).
     let running = worker.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);

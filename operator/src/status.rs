@@ -37,6 +37,8 @@ pub enum Reason {
     InvalidSpec,
     ResourceConflict,
     ImageNotAllowed,
+    /// The API server refused a child built from the spec as invalid.
+    ChildRefused,
     // Topics.
     Created,
     Adopted,
@@ -70,6 +72,7 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::ResourceConflict => "ResourceConflict",
             Reason::ImageNotAllowed => "ImageNotAllowed",
+            Reason::ChildRefused => "ChildRefused",
             Reason::Created => "Created",
             Reason::Adopted => "Adopted",
             Reason::PartitionsIncreased => "PartitionsIncreased",

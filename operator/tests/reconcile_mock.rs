@@ -1476,3 +1476,51 @@ async fn a_pipeline_gone_from_the_cache_is_forgotten_and_the_others_kept() {
     assert_eq!(ctx.remembered(), 0);
     assert_eq!(series_of_orders(&ctx), Vec::<String>::new());
 }
+
+/// The API server refuses a child as invalid (a quantity it cannot parse, a name it does not
+/// take): that needs a person, so the pipeline says so at the current generation, with an
+/// Event, and waits for a change instead of showing Progressing forever.
+#[tokio::test]
+async fn a_child_the_api_server_refuses_is_a_spec_condition_at_the_current_generation() {
+    let (ctx, mut server) = setup(existing_topics());
+    let pipeline = pipeline(json!({}));
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_ingress_secret(&mut server).await;
+    expect_child_reads(&mut server).await;
+    server
+        .expect_status(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            422,
+            |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                       "message": "Deployment.apps \"orders-ingress\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"1Gx\": quantities must match the regular expression"})
+            },
+        )
+        .await;
+    let status = expect_status_write(&mut server, &pipeline).await;
+    server.finish().await;
+    let error = task.await.unwrap().expect_err("the apply failed");
+    let status = &status.body["status"];
+    assert_eq!(status["observedGeneration"], 2, "{status}");
+    let ingress = condition(status, "IngressReady");
+    assert_eq!(ingress["status"], "False");
+    assert_eq!(ingress["reason"], "ChildRefused");
+    assert!(
+        ingress["message"].as_str().unwrap().contains("1Gx"),
+        "{ingress}"
+    );
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    assert!(
+        server.events.contains(&"ChildRefused".to_string()),
+        "{:?}",
+        server.events
+    );
+    let action = wapipe_operator::controller::error_policy(Arc::new(pipeline), &error, ctx);
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "waits for a change of the spec"
+    );
+}
