@@ -165,7 +165,8 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-/// Transient errors retry with exponential backoff (5 s doubling to 5 min); spec errors wait.
+/// Transient errors retry with exponential backoff (5 s doubling to 5 min, with jitter: see
+/// [`retry_delay`]); spec errors wait.
 pub fn error_policy(
     pipeline: Arc<WhatsAppWebhookPipeline>,
     error: &Error,
@@ -184,19 +185,31 @@ pub fn error_policy(
     let attempts = ctx.memories.failed(&pipeline.uid().unwrap_or_default());
     let cleanup_left =
         deleting_for(&pipeline).map(|for_| ctx.cleanup_deadline.saturating_sub(for_));
-    Action::requeue(retry_delay(attempts, cleanup_left))
+    Action::requeue(retry_delay(attempts, cleanup_left, rand::random::<f64>()))
 }
 
-/// Delay before retry number `attempt`: [`backoff`], but a pipeline being deleted is tried
-/// again just after its cleanup deadline (`cleanup_left` from now) at the latest, so that the
-/// backoff its failures built up before the deletion does not hold it (and its namespace)
-/// long past the deadline.
-pub fn retry_delay(attempt: u32, cleanup_left: Option<Duration>) -> Duration {
-    let delay = backoff(attempt);
+/// Delay before retry number `attempt`: [`backoff`] with jitter, drawn by `chance` in [0, 1)
+/// between half the backoff and all of it ("equal jitter"). Fifty pipelines failing together
+/// (a Kafka outage) would otherwise retry in lockstep, every time, against a Kafka just coming
+/// back. A pipeline being deleted is tried again just after its cleanup deadline (`cleanup_left`
+/// from now) at the latest, so that the backoff its failures built up before the deletion does
+/// not hold it (and its namespace) long past the deadline.
+pub fn retry_delay(attempt: u32, cleanup_left: Option<Duration>, chance: f64) -> Duration {
+    let delay = jittered(backoff(attempt), chance);
     match cleanup_left {
         Some(left) => delay.min(left + Duration::from_secs(1)),
         None => delay,
     }
+}
+
+/// `delay` scaled to between half of it (`chance` 0) and all of it (`chance` 1).
+pub fn jittered(delay: Duration, chance: f64) -> Duration {
+    let chance = if chance.is_finite() {
+        chance.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    delay.mul_f64(0.5 + 0.5 * chance)
 }
 
 /// Delay before retry number `attempt` (1-based).

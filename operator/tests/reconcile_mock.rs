@@ -12,7 +12,9 @@ use kube::runtime::controller::Action;
 use kube::Client;
 use serde_json::{json, Value};
 use tower_test::mock::{self, Handle};
-use wapipe_operator::controller::{backoff, reconcile, retry_delay, Context};
+use wapipe_operator::controller::{
+    backoff, error_policy, jittered, reconcile, retry_delay, Context,
+};
 use wapipe_operator::kafka::InMemoryAdmin;
 use wapipe_operator::metrics::{Metrics, PipelineLabels};
 use wapipe_operator::scaler::policy::PartitionOffsets;
@@ -1054,19 +1056,21 @@ async fn a_namespace_being_deleted_refusing_the_children_is_not_a_failure() {
 fn a_deleted_pipeline_is_retried_by_its_cleanup_deadline_whatever_the_backoff() {
     assert_eq!(backoff(1), Duration::from_secs(5));
     assert_eq!(backoff(5), Duration::from_secs(80));
-    assert_eq!(retry_delay(5, None), Duration::from_secs(80));
+    // The highest draw of the jitter: the whole backoff.
+    let most = 1.0;
+    assert_eq!(retry_delay(5, None, most), Duration::from_secs(80));
     assert_eq!(
-        retry_delay(5, Some(Duration::from_secs(4))),
+        retry_delay(5, Some(Duration::from_secs(4)), most),
         Duration::from_secs(5),
         "4 s to the deadline: tried again 1 s after it"
     );
     assert_eq!(
-        retry_delay(5, Some(Duration::ZERO)),
+        retry_delay(5, Some(Duration::ZERO), 0.0),
         Duration::from_secs(1),
         "past the deadline: at once, to give up and release"
     );
     assert_eq!(
-        retry_delay(1, Some(Duration::from_secs(500))),
+        retry_delay(1, Some(Duration::from_secs(500)), most),
         Duration::from_secs(5),
         "a deadline far away changes nothing"
     );
@@ -1517,10 +1521,67 @@ async fn a_child_the_api_server_refuses_is_a_spec_condition_at_the_current_gener
         "{:?}",
         server.events
     );
-    let action = wapipe_operator::controller::error_policy(Arc::new(pipeline), &error, ctx);
+    let action = error_policy(Arc::new(pipeline), &error, ctx);
     assert_eq!(
         action,
         Action::await_change(),
         "waits for a change of the spec"
+    );
+}
+
+/// After a Kafka outage every pipeline fails at once, at the same attempt: their retries must
+/// not come back together. Fifty pipelines' next retries, as the error policy schedules them,
+/// are not all the same.
+#[tokio::test]
+async fn fifty_pipelines_failing_together_do_not_retry_in_lockstep() {
+    let (ctx, _server) = setup(Arc::new(InMemoryAdmin::default()));
+    let error = wapipe_operator::Error::ReadLag(wapipe_operator::kafka::AdminError::NoSuchTopic(
+        "whatsapp_webhooks_raw".into(),
+    ));
+    let mut actions: Vec<Action> = Vec::new();
+    for n in 0..50 {
+        let pipeline =
+            pipeline(json!({"metadata": {"name": format!("p{n}"), "uid": format!("uid-{n}")}}));
+        let action = error_policy(Arc::new(pipeline), &error, ctx.clone());
+        if !actions.contains(&action) {
+            actions.push(action);
+        }
+    }
+    assert!(
+        actions.len() >= 40,
+        "{} distinct retry times of 50",
+        actions.len()
+    );
+}
+
+/// The spread itself, pure: draws across [0, 1) put a backoff's retries between half of it and
+/// all of it, spread over that whole range, never beyond the backoff's cap.
+#[test]
+fn jitter_spreads_retries_over_the_upper_half_of_the_backoff() {
+    let delays: Vec<Duration> = (0..50)
+        .map(|n| retry_delay(3, None, f64::from(n) / 50.0))
+        .collect();
+    let (low, high) = (*delays.iter().min().unwrap(), *delays.iter().max().unwrap());
+    assert_eq!(backoff(3), Duration::from_secs(20));
+    assert_eq!(
+        low,
+        Duration::from_secs(10),
+        "the earliest: half the backoff"
+    );
+    assert!(
+        high < Duration::from_secs(20) && high > Duration::from_millis(19_500),
+        "{high:?}"
+    );
+    let mut distinct = delays.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 50, "every draw its own time");
+    assert_eq!(
+        jittered(Duration::from_secs(300), 1.0),
+        Duration::from_secs(300),
+        "the cap holds"
+    );
+    assert_eq!(
+        jittered(Duration::from_secs(8), f64::NAN),
+        Duration::from_secs(4)
     );
 }
