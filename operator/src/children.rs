@@ -139,11 +139,15 @@ where
     })
 }
 
+/// Writes the pipeline's status; condition messages have any URL's credentials redacted.
 pub(crate) async fn write_status(
     client: &Client,
     pipeline: &WhatsAppWebhookPipeline,
-    status: PipelineStatus,
+    mut status: PipelineStatus,
 ) -> Result<()> {
+    for condition in &mut status.conditions {
+        condition.message = crate::services::shown(&condition.message);
+    }
     let api: Api<WhatsAppWebhookPipeline> =
         Api::namespaced(client.clone(), &pipeline.namespace().unwrap_or_default());
     let patch = json!({

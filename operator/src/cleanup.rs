@@ -21,7 +21,7 @@ use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
 use crate::metrics::PipelineLabels;
 use crate::secrets::{forget_kafka_secrets_on_auth_error, kafka_settings};
-use crate::services::{key, Services};
+use crate::services::{key, shown, Services};
 
 /// How long deletion keeps trying to delete the topics under `deletionPolicy: Delete`, counted
 /// from the resource's deletionTimestamp, unless `--cleanup-deadline-seconds` says otherwise
@@ -120,7 +120,7 @@ async fn abandon(
     deadline: Duration,
     left: &[String],
 ) {
-    warn!(pipeline = %key(pipeline), error = %why, left = %listed_or_none(left), "cleanup abandoned after the deadline");
+    warn!(pipeline = %key(pipeline), error = %shown(&why), left = %listed_or_none(left), "cleanup abandoned after the deadline");
     services
         .metrics
         .cleanups_abandoned

@@ -46,8 +46,8 @@ use crate::secrets::{
     check_pod_secrets, forget_kafka_secrets_on_auth_error, forget_secrets_on_spec_change,
     kafka_settings, SecretCache,
 };
-use crate::services::key;
 pub use crate::services::Services;
+use crate::services::{key, shown};
 use crate::status::{self};
 use crate::topic::ensure_topic;
 pub use crate::topic::{plan_topic, TopicPlan};
@@ -158,7 +158,7 @@ pub async fn run(ctx: Arc<Context>) {
                         tracing::debug!(%error, "pipeline gone before its reconcile");
                         ctx.forget_departed(&store.state());
                     }
-                    Err(error) => warn!(%error, "reconcile failed"),
+                    Err(error) => warn!(error = %shown(&error), "reconcile failed"),
                 }
             }
         })
@@ -178,7 +178,7 @@ pub fn error_policy(
             error: error.metric_label().into(),
         })
         .inc();
-    warn!(pipeline = %key(&pipeline), %error, "reconcile failed");
+    warn!(pipeline = %key(&pipeline), error = %shown(error), "reconcile failed");
     if !error.is_transient() {
         return Action::await_change();
     }
@@ -255,7 +255,7 @@ pub async fn reconcile(
             Err(error) => {
                 forget_kafka_secrets_on_auth_error(&ctx.services.secrets, &pipeline, &error);
                 if let Err(status_error) = write_failure(&ctx.services, &pipeline, &error).await {
-                    warn!(pipeline = %key(&pipeline), %status_error, "could not record the failure in the status");
+                    warn!(pipeline = %key(&pipeline), status_error = %shown(&status_error), "could not record the failure in the status");
                 }
                 return Err(error);
             }
@@ -302,7 +302,7 @@ async fn refuse(
     pipeline: &WhatsAppWebhookPipeline,
     invalid: Invalid,
 ) -> Result<()> {
-    warn!(pipeline = %key(pipeline), reason = %invalid.reason, message = %invalid.message, "cannot reconcile");
+    warn!(pipeline = %key(pipeline), reason = %invalid.reason, message = %shown(&invalid.message), "cannot reconcile");
     services
         .publish(
             pipeline,
@@ -496,7 +496,7 @@ async fn apply(
     {
         Ok(decision) => (decision, None),
         Err(error) => {
-            warn!(pipeline = %key(pipeline), %error, "reading lag failed; replicas left as they are");
+            warn!(pipeline = %key(pipeline), error = %shown(&error), "reading lag failed; replicas left as they are");
             forget_kafka_secrets_on_auth_error(&services.secrets, pipeline, &error);
             services
                 .metrics

@@ -94,6 +94,12 @@ impl Services {
     }
 }
 
+/// `what` as text for a log line, a condition or an Event: any URL in it with its credentials
+/// redacted (an HTTP sink URL may carry a token; see [`wapipe_core::redact`]).
+pub(crate) fn shown(what: &impl std::fmt::Display) -> String {
+    redact_urls(&what.to_string())
+}
+
 /// `namespace/name` of a pipeline, for logs.
 pub(crate) fn key(pipeline: &WhatsAppWebhookPipeline) -> String {
     format!(

@@ -1585,3 +1585,48 @@ fn jitter_spreads_retries_over_the_upper_half_of_the_backoff() {
         Duration::from_secs(4)
     );
 }
+
+/// An HTTP sink URL may carry a token or a password; whatever echoes it (here the API server
+/// refusing the worker Deployment) reaches the status and the Event without them.
+#[tokio::test]
+async fn a_sink_url_credential_never_reaches_a_condition_message() {
+    let (ctx, mut server) = setup(existing_topics());
+    let pipeline = pipeline(json!({"spec": {"worker": {"sink": {
+        "type": "http", "httpUrl": "https://bob:pa55word@hooks.example.com/wa?token=s3cr3t"}}}}));
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_ingress_secret(&mut server).await;
+    expect_child_reads(&mut server).await;
+    for path in &CHILDREN[..3] {
+        server
+            .expect("PATCH", &format!("{path}?"), |b| b.clone())
+            .await;
+    }
+    server
+        .expect_status(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            422,
+            |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                       "message": "Deployment.apps \"orders-worker\" is invalid: spec.template.spec.containers[0].env[9].value: Invalid value: \"https://bob:pa55word@hooks.example.com/wa?token=s3cr3t\": too long"})
+            },
+        )
+        .await;
+    let status = expect_status_write(&mut server, &pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect_err("the apply failed");
+    let text = status.body["status"].to_string();
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("pa55word"),
+        "{text}"
+    );
+    let workers = condition(&status.body["status"], "WorkersReady");
+    assert!(
+        workers["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://REDACTED@hooks.example.com/wa?token=REDACTED"),
+        "{workers}"
+    );
+}
