@@ -400,10 +400,14 @@ impl SinkType {
      "message": "sink type postgres needs sink.databaseUrlSecretRef (the Secret key holding the PostgreSQL URL)"},
     {"rule": "self.type == 'postgres' || !has(self.databaseUrlSecretRef)",
      "message": "sink.databaseUrlSecretRef is for sink type postgres only"},
-    {"rule": "self.type != 'http' || has(self.httpUrl)",
-     "message": "sink type http needs sink.httpUrl"},
+    {"rule": "self.type != 'http' || has(self.httpUrl) || has(self.httpUrlSecretRef)",
+     "message": "sink type http needs sink.httpUrl or sink.httpUrlSecretRef"},
     {"rule": "self.type == 'http' || !has(self.httpUrl)",
      "message": "sink.httpUrl is for sink type http only"},
+    {"rule": "self.type == 'http' || !has(self.httpUrlSecretRef)",
+     "message": "sink.httpUrlSecretRef is for sink type http only"},
+    {"rule": "!has(self.httpUrl) || !has(self.httpUrlSecretRef)",
+     "message": "sink.httpUrl and sink.httpUrlSecretRef exclude each other: give the URL inline or from a Secret"},
     {"rule": "!has(self.httpUrl) || (isURL(self.httpUrl) && url(self.httpUrl).getScheme() in ['http', 'https'] && url(self.httpUrl).getHostname() != '')",
      "message": "sink.httpUrl must be an absolute http:// or https:// URL with a host, e.g. https://hooks.example.com/whatsapp"}
 ]))]
@@ -414,10 +418,16 @@ pub struct SinkSpec {
     /// Secret key holding the PostgreSQL URL (type `postgres`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url_secret_ref: Option<SecretKeyRef>,
-    /// URL events are POSTed to (type `http`): `http://` or `https://` with a host.
+    /// URL events are POSTed to (type `http`): `http://` or `https://` with a host. It is
+    /// readable by anyone who can read the pipeline: a URL carrying a token or a password
+    /// belongs in a Secret (`httpUrlSecretRef`). Logs, conditions and Events show it redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub http_url: Option<String>,
+    /// Secret key holding the URL events are POSTed to (type `http`), instead of `httpUrl`:
+    /// for a URL that carries a credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url_secret_ref: Option<SecretKeyRef>,
 }
 
 /// The worker pool.

@@ -151,6 +151,7 @@ fn secret_refs(spec: &PipelineSpec) -> impl Iterator<Item = &SecretKeyRef> {
         .chain(Some(&spec.ingress.app_secret_ref))
         .chain(spec.ingress.verify_token_ref.as_ref())
         .chain(spec.worker.sink.database_url_secret_ref.as_ref())
+        .chain(spec.worker.sink.http_url_secret_ref.as_ref())
 }
 
 /// A new generation of the spec reads its Secrets again, whatever was kept; `read_for` is the
@@ -207,7 +208,11 @@ pub(crate) async fn check_pod_secrets(
         )
         .await?;
     }
-    if let Some(secret) = &spec.worker.sink.database_url_secret_ref {
+    let sink = &spec.worker.sink;
+    for secret in [&sink.database_url_secret_ref, &sink.http_url_secret_ref]
+        .into_iter()
+        .flatten()
+    {
         read_secret(
             client,
             cache,
