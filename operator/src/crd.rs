@@ -442,7 +442,9 @@ pub struct WorkerSpec {
     /// Container image running `wapipe-worker`; defaults to the operator's own image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Kafka consumer group; defaults to `wapipe-<pipeline name>`.
+    /// Kafka consumer group; defaults to `wapipe-<namespace>.<name>`. The group in use is
+    /// recorded in `status.consumerGroup` and kept: a pipeline reconciled before the group was
+    /// recorded keeps `wapipe-<name>`, the default it was started with. It cannot change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub consumer_group: Option<String>,
@@ -534,6 +536,10 @@ pub struct PipelineStatus {
     /// topics and consumer groups are compared by it, not by bootstrap address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_cluster_id: Option<String>,
+    /// The consumer group the workers join, recorded when first chosen: a pipeline keeps it for
+    /// its whole life, whatever the default for new pipelines becomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_group: Option<String>,
     /// Total consumer-group lag at the last poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_lag: Option<i64>,

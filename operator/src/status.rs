@@ -148,6 +148,7 @@ pub fn assemble(previous: &PipelineStatus, observed: &Observed<'_>, now: &str) -
     status.topic_created = Some(topic.created);
     status.dead_letter_topic_created = Some(dead_letter.created);
     status.created_topics = Some(observed.created_topics.to_vec());
+    status.consumer_group = Some(observed.consumer_group.to_string());
     if let Some(id) = observed.kafka_cluster_id {
         status.kafka_cluster_id = Some(id.to_string());
     }

@@ -344,7 +344,11 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({}));
     // Topics are created by the reconcile before the lag read; offsets are set up front.
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
     let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
 
     expect_pipeline_list(&mut server, &pipeline).await;
@@ -388,6 +392,10 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
     );
     assert_eq!(status["totalLag"], 3000);
     assert_eq!(status["desiredWorkers"], 3);
+    assert_eq!(
+        status["consumerGroup"], "wapipe-shop.orders",
+        "the group chosen is recorded, so the pipeline keeps it"
+    );
     assert_eq!(status["partitionLag"].as_array().unwrap().len(), 12);
     assert_eq!(condition(status, "TopicReady")["reason"], "Created");
     assert_eq!(condition(status, "IngressReady")["status"], "True");
@@ -423,7 +431,11 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
 #[tokio::test]
 async fn a_reconcile_from_a_copy_older_than_its_own_status_write_keeps_its_topics_created() {
     let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 0));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 0),
+    );
     let (ctx, mut server) = setup(admin.clone());
     let stale = pipeline(json!({}));
     for round in 0..2 {
@@ -462,7 +474,11 @@ async fn an_update_adopts_existing_topics_changing_only_the_config_keys_the_spec
         "whatsapp_webhooks_raw",
         [("segment.bytes".to_string(), "1048576".to_string())].into(),
     );
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 100));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 100),
+    );
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({"spec": {"ingress": {"replicas": 4},
         "topic": {"config": {"retention.ms": "86400000"}}}}));
@@ -911,7 +927,7 @@ async fn lag_that_cannot_be_read_still_writes_the_status_with_scaling_lag_unavai
         scaling["message"]
             .as_str()
             .unwrap()
-            .contains("wapipe-orders"),
+            .contains("wapipe-shop.orders"),
         "{scaling}"
     );
     assert_eq!(
@@ -969,7 +985,11 @@ fn existing_topics() -> Arc<InMemoryAdmin> {
             .with_topic("whatsapp_webhooks_raw", 12, 1)
             .with_topic("whatsapp_webhooks_failed", 3, 1),
     );
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 0));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 0),
+    );
     admin
 }
 
@@ -1334,7 +1354,11 @@ async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_
     let pipeline = pipeline(json!({
         "metadata": {"annotations": {"wapipe.dev/pause-scaling": "0"}}
     }));
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
     // Partition 4's oldest unconsumed record was written 95 s ago; the others' a second ago.
     let now_ms = chrono::Utc::now().timestamp_millis();
     admin.set_record_times(
@@ -1413,14 +1437,22 @@ async fn reconcile_lagging_pipeline(
 #[tokio::test]
 async fn a_pipeline_recreated_under_the_same_name_starts_without_the_old_ones_history() {
     let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
     let (ctx, mut server) = setup(admin.clone());
     let old = pipeline(json!({}));
     let status = reconcile_lagging_pipeline(&ctx, &mut server, &old).await;
     assert_eq!(status["totalLag"], 3000);
 
     // Deleted (Retain: no finalizer, no cleanup) and created again at once, with no lag now.
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 0));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 0),
+    );
     let new = pipeline(
         json!({"metadata": {"uid": "5d1e0f4a-7777-4c8e-9a57-000000000002", "generation": 1}}),
     );
@@ -1443,7 +1475,11 @@ async fn a_pipeline_recreated_under_the_same_name_starts_without_the_old_ones_hi
 #[tokio::test]
 async fn a_pipeline_that_leaves_takes_its_memory_and_metric_series_with_it() {
     let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
     let (ctx, mut server) = setup(admin.clone());
     let live = pipeline(json!({}));
     reconcile_lagging_pipeline(&ctx, &mut server, &live).await;
@@ -1469,7 +1505,11 @@ async fn a_pipeline_that_leaves_takes_its_memory_and_metric_series_with_it() {
 #[tokio::test]
 async fn a_pipeline_gone_from_the_cache_is_forgotten_and_the_others_kept() {
     let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
     let (ctx, mut server) = setup(admin.clone());
     let live = pipeline(json!({}));
     reconcile_lagging_pipeline(&ctx, &mut server, &live).await;

@@ -151,7 +151,8 @@ fn minimal_fixture_takes_every_default() {
     assert_eq!(valid.spec.worker.scale_down_window_seconds, 300);
     assert_eq!(valid.spec.worker.poll_interval_seconds, 10);
     assert_eq!(valid.spec.worker.max_attempts, 3);
-    assert_eq!(valid.consumer_group, "wapipe-minimal");
+    // A new pipeline's default group names its namespace too.
+    assert_eq!(valid.consumer_group, "wapipe-default.minimal");
     assert_eq!(valid.ingress_image, OPERATOR_IMAGE);
     assert_eq!(valid.worker_image, OPERATOR_IMAGE);
     assert_eq!(
