@@ -22,6 +22,7 @@ pub mod env;
 pub mod kafka;
 pub mod logging;
 pub mod record;
+pub mod redact;
 pub mod secret;
 #[cfg(feature = "service")]
 pub mod service;

@@ -22,6 +22,7 @@ local hs = {}
 
 -- Reasons that mean "the spec or the cluster is wrong, retrying will not help".
 local SPEC_ERRORS = {
+  ChildRefused = true,
   ImageNotAllowed = true,
   InvalidSpec = true,
   NotSupported = true,

@@ -431,7 +431,9 @@ fn worker_deployment(pipeline: &ValidPipeline) -> Deployment {
             }
         }
         SinkType::Http => {
-            if let Some(url) = &worker.sink.http_url {
+            if let Some(secret) = &worker.sink.http_url_secret_ref {
+                vars.push(env_from_secret(wenv::HTTP_SINK_URL, secret));
+            } else if let Some(url) = &worker.sink.http_url {
                 vars.push(env(wenv::HTTP_SINK_URL, url.clone()));
             }
         }

@@ -10,14 +10,32 @@ use kube::ResourceExt;
 
 use crate::crd::WhatsAppWebhookPipeline;
 
-/// The consumer group the pipeline's workers join: the spec's, or `wapipe-<name>`.
+/// The consumer group the pipeline's workers join:
+/// 1. the spec's `worker.consumerGroup`;
+/// 2. else the group its status recorded: a pipeline keeps the group it already uses (a new
+///    group would start without its committed offsets);
+/// 3. else, for a pipeline an older operator reconciled (its status has the topic's state but
+///    records no group), that operator's default `wapipe-<name>`, the group it uses;
+/// 4. else `wapipe-<namespace>.<name>`: pipelines of one name in two namespaces on one Kafka
+///    cluster get two groups (namespaces and names have no dot, so the pair is unambiguous).
 pub fn consumer_group(pipeline: &WhatsAppWebhookPipeline) -> String {
-    pipeline
-        .spec
-        .worker
-        .consumer_group
-        .clone()
-        .unwrap_or_else(|| format!("wapipe-{}", pipeline.name_any()))
+    if let Some(group) = &pipeline.spec.worker.consumer_group {
+        return group.clone();
+    }
+    let status = pipeline.status.as_ref();
+    if let Some(group) = status.and_then(|s| s.consumer_group.as_ref()) {
+        return group.clone();
+    }
+    let reconciled_before =
+        status.is_some_and(|s| s.topic_created.is_some() || s.partitions.is_some());
+    if reconciled_before {
+        return format!("wapipe-{}", pipeline.name_any());
+    }
+    format!(
+        "wapipe-{}.{}",
+        pipeline.namespace().unwrap_or_default(),
+        pipeline.name_any()
+    )
 }
 
 /// The bootstrap list as a set, so `a:9092,b:9092` and `b:9092, a:9092` name the same cluster.
@@ -244,6 +262,44 @@ mod tests {
             Some("new".into()),
             "the replacement's claim keeps the old cleanup from deleting the topic"
         );
+    }
+
+    #[test]
+    fn same_named_pipelines_in_two_namespaces_get_two_default_groups() {
+        let shop = pipeline("orders", "2026-01-01T00:00:00Z", json!({}));
+        let mut billing = pipeline(
+            "orders",
+            "2026-02-01T00:00:00Z",
+            json!({"topic": {"name": "billing_raw"}, "deadLetterTopic": {"name": "billing_failed"}}),
+        );
+        billing.metadata.namespace = Some("billing".into());
+        assert_eq!(consumer_group(&shop), "wapipe-shop.orders");
+        assert_eq!(consumer_group(&billing), "wapipe-billing.orders");
+        assert!(conflicting_claim(&billing, Some("lkc-1"), &[shop]).is_none());
+    }
+
+    #[test]
+    fn an_existing_pipeline_keeps_the_group_it_already_uses() {
+        let mut recorded = pipeline("orders", "2026-01-01T00:00:00Z", json!({}));
+        let mut legacy = recorded.clone();
+        recorded.status = Some(crate::crd::PipelineStatus {
+            consumer_group: Some("wapipe-orders".into()),
+            ..Default::default()
+        });
+        assert_eq!(consumer_group(&recorded), "wapipe-orders", "as recorded");
+        // Reconciled by an operator that recorded no group: its default, the group in use.
+        legacy.status = Some(crate::crd::PipelineStatus {
+            topic_created: Some(true),
+            partitions: Some(12),
+            ..Default::default()
+        });
+        assert_eq!(consumer_group(&legacy), "wapipe-orders");
+        // Only refused so far (conditions, no topic state): still a new pipeline.
+        legacy.status = Some(crate::crd::PipelineStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(consumer_group(&legacy), "wapipe-shop.orders");
     }
 
     #[test]

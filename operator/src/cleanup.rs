@@ -4,6 +4,7 @@
 //! annotation, and what is left behind is reported, so a deletion (or the namespace it is in)
 //! never hangs.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -14,15 +15,13 @@ use kube::{Api, ResourceExt};
 use tracing::warn;
 
 use crate::build::{ingress_name, worker_name};
+use crate::children::{controlled_by, has_finalizer, set_finalizers};
 use crate::claims;
-use crate::controller::{
-    all_pipelines, controlled_by, created_here, deleting_for, has_finalizer, key, lock, publish,
-    set_finalizers, Context,
-};
 use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
 use crate::metrics::PipelineLabels;
 use crate::secrets::{forget_kafka_secrets_on_auth_error, kafka_settings};
+use crate::services::{key, shown, Services};
 
 /// How long deletion keeps trying to delete the topics under `deletionPolicy: Delete`, counted
 /// from the resource's deletionTimestamp, unless `--cleanup-deadline-seconds` says otherwise
@@ -34,52 +33,61 @@ pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(600);
 /// Annotation that releases a pipeline under `deletionPolicy: Delete` without touching Kafka.
 pub const SKIP_CLEANUP_ANNOTATION: &str = "wapipe.dev/skip-cleanup";
 
+/// Where a cleanup stands.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Cleanup {
+    /// Not done: look again as the action says.
+    Waiting(Action),
+    /// The finalizer is released (or was never there): the pipeline is leaving.
+    Released,
+}
+
 /// Deletion: under `Delete`, stop the pods, delete the topics the operator created that no
-/// other pipeline claims, then drop the finalizer; bounded by the cleanup deadline
-/// ([`CLEANUP_DEADLINE`] by default) on every path, skippable with [`SKIP_CLEANUP_ANNOTATION`].
-pub(crate) async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
-    lock(&ctx.scalers).remove(&key(pipeline));
-    let uid = pipeline.uid().unwrap_or_default();
-    lock(&ctx.config_checked).retain(|(owner, _), _| *owner != uid);
-    lock(&ctx.secrets_read_for).remove(&uid);
+/// other pipeline claims, then drop the finalizer; bounded by `deadline` from the
+/// deletionTimestamp ([`CLEANUP_DEADLINE`] by default) on every path, skippable with
+/// [`SKIP_CLEANUP_ANNOTATION`]. `created_here` are the topics this process remembers creating.
+pub(crate) async fn cleanup(
+    services: &Services,
+    pipeline: &WhatsAppWebhookPipeline,
+    created_here: &BTreeSet<String>,
+    deadline: Duration,
+) -> Result<Cleanup> {
     if !has_finalizer(pipeline) {
-        return Ok(Action::await_change());
+        return Ok(Cleanup::Released);
     }
     if pipeline.spec.deletion_policy == DeletionPolicy::Delete {
-        let to_delete = topics_to_delete(pipeline, ctx);
+        let to_delete = topics_to_delete(pipeline, created_here);
         let skip = pipeline
             .annotations()
             .get(SKIP_CLEANUP_ANNOTATION)
             .is_some_and(|v| v == "true");
-        let past_deadline = deleting_for(pipeline).unwrap_or_default() >= ctx.cleanup_deadline;
+        let past_deadline = deleting_for(pipeline).unwrap_or_default() >= deadline;
         if skip {
-            publish(
-                ctx,
-                pipeline,
-                EventType::Warning,
-                "CleanupSkipped",
-                format!(
-                    "{SKIP_CLEANUP_ANNOTATION}: left on Kafka: {}",
-                    listed_or_none(&to_delete)
-                ),
-            )
-            .await;
+            services
+                .publish(
+                    pipeline,
+                    EventType::Warning,
+                    "CleanupSkipped",
+                    format!(
+                        "{SKIP_CLEANUP_ANNOTATION}: left on Kafka: {}",
+                        listed_or_none(&to_delete)
+                    ),
+                )
+                .await;
         } else {
-            let why = match delete_created_topics(pipeline, ctx, &to_delete).await {
+            let why = match delete_created_topics(services, pipeline, &to_delete).await {
                 Ok(true) => None,
                 // The pods are still stopping: the topics go once they have, unless a pod stays
                 // Terminating (a lost node) past the deadline.
                 Ok(false) if !past_deadline => {
-                    let left = ctx
-                        .cleanup_deadline
-                        .saturating_sub(deleting_for(pipeline).unwrap_or_default());
-                    return Ok(Action::requeue(
+                    let left = deadline.saturating_sub(deleting_for(pipeline).unwrap_or_default());
+                    return Ok(Cleanup::Waiting(Action::requeue(
                         PODS_STOPPING_RECHECK.min(left + Duration::from_secs(1)),
-                    ));
+                    )));
                 }
                 Ok(false) => Some("the ingress or worker pods were still stopping".to_string()),
                 Err(error) => {
-                    forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
+                    forget_kafka_secrets_on_auth_error(&services.secrets, pipeline, &error);
                     if !past_deadline {
                         return Err(error);
                     }
@@ -87,7 +95,7 @@ pub(crate) async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -
                 }
             };
             if let Some(why) = why {
-                abandon(ctx, pipeline, &why, &to_delete).await;
+                abandon(services, pipeline, &why, deadline, &to_delete).await;
             }
         }
     }
@@ -97,35 +105,42 @@ pub(crate) async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    set_finalizers(pipeline, ctx, remaining).await?;
-    Ok(Action::await_change())
+    set_finalizers(&services.client, pipeline, remaining).await?;
+    Ok(Cleanup::Released)
 }
 
 /// How soon a cleanup waiting for pods to stop looks again.
 const PODS_STOPPING_RECHECK: Duration = Duration::from_secs(5);
 
 /// Gives up a cleanup at its deadline: counted, logged, and an Event names what was left.
-async fn abandon(ctx: &Context, pipeline: &WhatsAppWebhookPipeline, why: &str, left: &[String]) {
-    warn!(pipeline = %key(pipeline), error = %why, left = %listed_or_none(left), "cleanup abandoned after the deadline");
-    ctx.metrics
+async fn abandon(
+    services: &Services,
+    pipeline: &WhatsAppWebhookPipeline,
+    why: &str,
+    deadline: Duration,
+    left: &[String],
+) {
+    warn!(pipeline = %key(pipeline), error = %shown(&why), left = %listed_or_none(left), "cleanup abandoned after the deadline");
+    services
+        .metrics
         .cleanups_abandoned
         .get_or_create(&PipelineLabels {
             namespace: pipeline.namespace().unwrap_or_default(),
             pipeline: pipeline.name_any(),
         })
         .inc();
-    publish(
-        ctx,
-        pipeline,
-        EventType::Warning,
-        "CleanupAbandoned",
-        format!(
-            "gave up after {}s ({why}); left on Kafka: {}",
-            ctx.cleanup_deadline.as_secs(),
-            listed_or_none(left)
-        ),
-    )
-    .await;
+    services
+        .publish(
+            pipeline,
+            EventType::Warning,
+            "CleanupAbandoned",
+            format!(
+                "gave up after {}s ({why}); left on Kafka: {}",
+                deadline.as_secs(),
+                listed_or_none(left)
+            ),
+        )
+        .await;
 }
 
 fn listed_or_none(topics: &[String]) -> String {
@@ -138,13 +153,16 @@ fn listed_or_none(topics: &[String]) -> String {
 
 /// The topics the operator created for the pipeline (adopted ones are never deleted), as its
 /// status records them and as this process remembers creating them.
-fn topics_to_delete(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Vec<String> {
+fn topics_to_delete(
+    pipeline: &WhatsAppWebhookPipeline,
+    created_here: &BTreeSet<String>,
+) -> Vec<String> {
     let mut topics = claims::created_topics(pipeline);
     for topic in [
         &pipeline.spec.topic.name,
         &pipeline.spec.dead_letter_topic.name,
     ] {
-        if !topics.contains(topic) && created_here(ctx, pipeline, topic) {
+        if !topics.contains(topic) && created_here.contains(topic) {
             topics.push(topic.clone());
         }
     }
@@ -155,14 +173,14 @@ fn topics_to_delete(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Vec<St
 /// are gone only once their pods are), then deletes those of `topics` no other pipeline claims.
 /// `Ok(false)` while pods remain.
 async fn delete_created_topics(
+    services: &Services,
     pipeline: &WhatsAppWebhookPipeline,
-    ctx: &Context,
     topics: &[String],
 ) -> Result<bool> {
     let namespace = pipeline.namespace().unwrap_or_default();
     let name = pipeline.name_any();
     let uid = pipeline.uid().unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(services.client.clone(), &namespace);
     let mut stopping = false;
     for child in [ingress_name(&name), worker_name(&name)] {
         let read = deployments
@@ -200,25 +218,32 @@ async fn delete_created_topics(
     if stopping {
         return Ok(false);
     }
-    let others = all_pipelines(ctx).await?;
-    let kafka = kafka_settings(ctx, &namespace, &pipeline.spec.kafka).await?;
+    let others = services.all_pipelines().await?;
+    let kafka = kafka_settings(
+        &services.client,
+        &services.secrets,
+        &namespace,
+        &pipeline.spec.kafka,
+    )
+    .await?;
     for topic in topics {
         if let Some(holder) = claims::other_claimant(pipeline, topic, &others) {
-            publish(
-                ctx,
-                pipeline,
-                EventType::Normal,
-                "TopicRetained",
-                format!(
-                    "kept topic {topic}: pipeline {}/{} claims it",
-                    holder.namespace().unwrap_or_default(),
-                    holder.name_any()
-                ),
-            )
-            .await;
+            services
+                .publish(
+                    pipeline,
+                    EventType::Normal,
+                    "TopicRetained",
+                    format!(
+                        "kept topic {topic}: pipeline {}/{} claims it",
+                        holder.namespace().unwrap_or_default(),
+                        holder.name_any()
+                    ),
+                )
+                .await;
             continue;
         }
-        ctx.admin
+        services
+            .admin
             .delete_topic(&kafka, topic)
             .await
             .map_err(|source| Error::Topic {
@@ -226,29 +251,38 @@ async fn delete_created_topics(
                 topic: topic.clone(),
                 source,
             })?;
-        publish(
-            ctx,
-            pipeline,
-            EventType::Normal,
-            "TopicDeleted",
-            format!("deleted topic {topic}"),
-        )
-        .await;
+        services
+            .publish(
+                pipeline,
+                EventType::Normal,
+                "TopicDeleted",
+                format!("deleted topic {topic}"),
+            )
+            .await;
     }
     for topic in [
         &pipeline.spec.topic.name,
         &pipeline.spec.dead_letter_topic.name,
     ] {
         if !topics.contains(topic) {
-            publish(
-                ctx,
-                pipeline,
-                EventType::Normal,
-                "TopicRetained",
-                format!("kept topic {topic}: the operator did not create it"),
-            )
-            .await;
+            services
+                .publish(
+                    pipeline,
+                    EventType::Normal,
+                    "TopicRetained",
+                    format!("kept topic {topic}: the operator did not create it"),
+                )
+                .await;
         }
     }
     Ok(true)
+}
+
+/// How long ago the pipeline's deletion began, if it did.
+pub(crate) fn deleting_for(pipeline: &WhatsAppWebhookPipeline) -> Option<Duration> {
+    let since = pipeline.metadata.deletion_timestamp.as_ref()?;
+    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(since.0);
+    Some(Duration::from_secs(
+        u64::try_from(elapsed.as_secs()).unwrap_or(0),
+    ))
 }

@@ -6,74 +6,63 @@
 //! (only under `deletionPolicy: Delete`, only topics the operator created) goes through a
 //! finalizer.
 //!
-//! This file is the reconcile loop itself; each step it calls lives beside it: validation in
-//! [`crate::validate`], topics in [`crate::topic`], the children in [`crate::build`], Secrets in
-//! [`crate::secrets`], the scale step in `scaler::step`, conditions in
-//! [`crate::status`] and deletion in [`crate::cleanup`].
+//! This file is the reconcile loop itself; each step it calls lives beside it and takes what it
+//! needs (the shared [`Services`], its own part of the pipeline's memory) and returns values,
+//! never this context: validation in [`crate::validate`], topics in [`crate::topic`], the
+//! children in [`crate::build`] and [`crate::children`], Secrets in [`crate::secrets`], the
+//! scale step in `scaler::step`, conditions in [`crate::status`] and deletion in
+//! [`crate::cleanup`]. What is remembered about a pipeline between reconciles is one
+//! [`crate::memory`] per uid, forgotten with its metric series when the pipeline leaves.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::build::build;
+use crate::children::{apply_child, check_child, has_finalizer, set_finalizers, write_status};
 use crate::claims;
-use crate::cleanup::cleanup;
+use crate::cleanup::{cleanup, deleting_for, Cleanup};
 pub use crate::cleanup::{CLEANUP_DEADLINE, SKIP_CLEANUP_ANNOTATION};
-use crate::crd::{DeletionPolicy, PipelineStatus, WhatsAppWebhookPipeline, FINALIZER};
+use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
 use crate::kafka::{TopicAdmin, TopicRequest};
+use crate::memory::{Memories, PipelineMemory};
 use crate::metrics::{Metrics, PipelineLabels};
+use crate::scaler::step::scale;
 pub use crate::scaler::step::{offsets_to_keep, OFFSET_KEEPALIVE};
-use crate::scaler::step::{scale, ScalerMemory};
 #[cfg(doc)]
 use crate::secrets::SECRET_REFRESH;
 use crate::secrets::{
     check_pod_secrets, forget_kafka_secrets_on_auth_error, forget_secrets_on_spec_change,
     kafka_settings, SecretCache,
 };
+pub use crate::services::Services;
+use crate::services::{key, shown};
 use crate::status::{self};
-use crate::topic::{ensure_topic, ConfigChecked};
+use crate::topic::ensure_topic;
 pub use crate::topic::{plan_topic, TopicPlan};
 use crate::validate::{check_images, validate, Invalid};
 
-/// Shared state of every reconcile.
+/// Shared state of every reconcile: the [`Services`] the steps use, each pipeline's memory
+/// (see [`crate::memory`]), and the operator's settings.
 pub struct Context {
-    pub client: Client,
-    pub admin: Arc<dyn TopicAdmin>,
-    pub recorder: Recorder,
+    pub services: Services,
     /// Image for ingress and worker when the spec names none: the operator's own.
     pub default_image: String,
     /// Prefixes an ingress or worker image must start with; empty allows any image.
     pub allowed_image_prefixes: Vec<String>,
-    pub metrics: Arc<Metrics>,
-    pub(crate) scalers: Mutex<HashMap<String, ScalerMemory>>,
-    /// The controller's reflector of every pipeline, once it runs.
-    pipelines: std::sync::OnceLock<kube::runtime::reflector::Store<WhatsAppWebhookPipeline>>,
-    /// Topics this process created, by pipeline uid: the status says so too, but a reconcile
-    /// can start from a cached copy read before that status write arrived, and must not take
-    /// its own topic for an adopted one (it would then never delete it).
-    pub(crate) created_topics: Mutex<std::collections::HashSet<(String, String)>>,
-    /// (pipeline uid, topic) → the generation whose topic configuration was last found in
-    /// place, and when: the configuration is read again on a spec change or after
-    /// [`CONFIG_RECHECK`], not on every poll.
-    pub(crate) config_checked: Mutex<HashMap<(String, String), ConfigChecked>>,
-    failures: Mutex<HashMap<String, u32>>,
-    /// Secret reads kept between reconciles (see [`crate::secrets`]).
-    pub(crate) secrets: SecretCache,
-    /// Pipeline uid → the generation its Secrets were last read for: a new one reads them again.
-    pub(crate) secrets_read_for: Mutex<HashMap<String, Option<i64>>>,
+    /// One memory per pipeline uid.
+    memories: Memories,
     /// How long after its deletionTimestamp a pipeline's cleanup is given up.
     pub(crate) cleanup_deadline: Duration,
 }
@@ -85,31 +74,23 @@ impl Context {
         default_image: impl Into<String>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: crate::FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            admin,
+            services: Services::new(client, admin, metrics),
             default_image: default_image.into(),
             allowed_image_prefixes: Vec::new(),
-            metrics,
-            scalers: Mutex::default(),
-            pipelines: std::sync::OnceLock::new(),
-            created_topics: Mutex::default(),
-            config_checked: Mutex::default(),
-            failures: Mutex::default(),
-            secrets: SecretCache::default(),
-            secrets_read_for: Mutex::default(),
+            memories: Memories::default(),
             cleanup_deadline: CLEANUP_DEADLINE,
         }
     }
 
+    /// The operator's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.services.metrics
+    }
+
     /// Reads Secrets again once a read is older than `refresh` ([`SECRET_REFRESH`] by default).
     pub fn with_secret_refresh(mut self, refresh: Duration) -> Self {
-        self.secrets = SecretCache::new(refresh);
+        self.services.secrets = SecretCache::new(refresh);
         self
     }
 
@@ -129,6 +110,19 @@ impl Context {
             .collect();
         self
     }
+
+    /// Forgets every pipeline not in `present` (the controller's cache), with its metric
+    /// series: a pipeline that left without a cleanup (`Retain` has no finalizer) leaves no
+    /// memory and no series behind.
+    pub fn forget_departed(&self, present: &[Arc<WhatsAppWebhookPipeline>]) {
+        let uids: BTreeSet<String> = present.iter().filter_map(|p| p.uid()).collect();
+        self.memories.keep_only(&uids, self.metrics());
+    }
+
+    /// How many pipelines the operator remembers.
+    pub fn remembered(&self) -> usize {
+        self.memories.len()
+    }
 }
 
 /// Now, as a condition's transition time.
@@ -136,23 +130,9 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub(crate) fn key(pipeline: &WhatsAppWebhookPipeline) -> String {
-    format!(
-        "{}/{}",
-        pipeline.namespace().unwrap_or_default(),
-        pipeline.name_any()
-    )
-}
-
 /// Runs the controller until the stream ends (shutdown signal).
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
+    let client = ctx.services.client.clone();
     let pipelines = Api::<WhatsAppWebhookPipeline>::all(client.clone());
     let config = watcher::Config::default().any_semantic();
     // Only the children the operator made (they carry the pipeline label): the cluster's other
@@ -162,66 +142,74 @@ pub async fn run(ctx: Arc<Context>) {
         .owns(Api::<Deployment>::all(client.clone()), children.clone())
         .owns(Api::<Service>::all(client.clone()), children.clone())
         .owns(Api::<PodDisruptionBudget>::all(client), children);
-    let _ = ctx.pipelines.set(controller.store());
+    let store = controller.store();
+    let _ = ctx.services.pipelines.set(store.clone());
     controller
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                // A pipeline deleted while a reconcile of it was queued: nothing failed.
-                Err(error @ kube::runtime::controller::Error::ObjectNotFound(_)) => {
-                    tracing::debug!(%error, "pipeline gone before its reconcile")
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let (ctx, store) = (ctx.clone(), store.clone());
+            async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                    // A pipeline deleted while a reconcile of it was queued: nothing failed,
+                    // and what was remembered about it goes.
+                    Err(error @ kube::runtime::controller::Error::ObjectNotFound(_)) => {
+                        tracing::debug!(%error, "pipeline gone before its reconcile");
+                        ctx.forget_departed(&store.state());
+                    }
+                    Err(error) => warn!(error = %shown(&error), "reconcile failed"),
                 }
-                Err(error) => warn!(%error, "reconcile failed"),
             }
         })
         .await;
 }
 
-/// Transient errors retry with exponential backoff (5 s doubling to 5 min); spec errors wait.
+/// Transient errors retry with exponential backoff (5 s doubling to 5 min, with jitter: see
+/// [`retry_delay`]); spec errors wait.
 pub fn error_policy(
     pipeline: Arc<WhatsAppWebhookPipeline>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics
+    ctx.metrics()
         .reconcile_errors
         .get_or_create(&crate::metrics::ErrorLabels {
             error: error.metric_label().into(),
         })
         .inc();
-    warn!(pipeline = %key(&pipeline), %error, "reconcile failed");
+    warn!(pipeline = %key(&pipeline), error = %shown(error), "reconcile failed");
     if !error.is_transient() {
         return Action::await_change();
     }
-    let mut failures = lock(&ctx.failures);
-    let attempts = failures.entry(key(&pipeline)).or_insert(0);
-    *attempts = attempts.saturating_add(1);
+    let attempts = ctx.memories.failed(&pipeline.uid().unwrap_or_default());
     let cleanup_left =
         deleting_for(&pipeline).map(|for_| ctx.cleanup_deadline.saturating_sub(for_));
-    Action::requeue(retry_delay(*attempts, cleanup_left))
+    Action::requeue(retry_delay(attempts, cleanup_left, rand::random::<f64>()))
 }
 
-/// Delay before retry number `attempt`: [`backoff`], but a pipeline being deleted is tried
-/// again just after its cleanup deadline (`cleanup_left` from now) at the latest, so that the
-/// backoff its failures built up before the deletion does not hold it (and its namespace)
-/// long past the deadline.
-pub fn retry_delay(attempt: u32, cleanup_left: Option<Duration>) -> Duration {
-    let delay = backoff(attempt);
+/// Delay before retry number `attempt`: [`backoff`] with jitter, drawn by `chance` in [0, 1)
+/// between half the backoff and all of it ("equal jitter"). Fifty pipelines failing together
+/// (a Kafka outage) would otherwise retry in lockstep, every time, against a Kafka just coming
+/// back. A pipeline being deleted is tried again just after its cleanup deadline (`cleanup_left`
+/// from now) at the latest, so that the backoff its failures built up before the deletion does
+/// not hold it (and its namespace) long past the deadline.
+pub fn retry_delay(attempt: u32, cleanup_left: Option<Duration>, chance: f64) -> Duration {
+    let delay = jittered(backoff(attempt), chance);
     match cleanup_left {
         Some(left) => delay.min(left + Duration::from_secs(1)),
         None => delay,
     }
 }
 
-/// How long ago the pipeline's deletion began, if it did.
-pub(crate) fn deleting_for(pipeline: &WhatsAppWebhookPipeline) -> Option<Duration> {
-    let since = pipeline.metadata.deletion_timestamp.as_ref()?;
-    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(since.0);
-    Some(Duration::from_secs(
-        u64::try_from(elapsed.as_secs()).unwrap_or(0),
-    ))
+/// `delay` scaled to between half of it (`chance` 0) and all of it (`chance` 1).
+pub fn jittered(delay: Duration, chance: f64) -> Duration {
+    let chance = if chance.is_finite() {
+        chance.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    delay.mul_f64(0.5 + 0.5 * chance)
 }
 
 /// Delay before retry number `attempt` (1-based).
@@ -236,7 +224,7 @@ pub async fn reconcile(
 ) -> Result<Action> {
     let started = std::time::Instant::now();
     let result = reconcile_once(pipeline, ctx.clone()).await;
-    ctx.metrics
+    ctx.metrics()
         .reconcile_seconds
         .0
         .observe(started.elapsed().as_secs_f64());
@@ -247,11 +235,29 @@ async fn reconcile_once(
     pipeline: Arc<WhatsAppWebhookPipeline>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
-    ctx.metrics.reconciliations.inc();
+    ctx.metrics().reconciliations.inc();
+    let uid = pipeline.uid().unwrap_or_default();
+    let memory = ctx.memories.of(&pipeline, ctx.metrics());
+    let mut memory = memory.lock().await;
     let action = if pipeline.metadata.deletion_timestamp.is_some() {
-        cleanup(&pipeline, &ctx).await?
+        let created_here = memory.topics.created.clone();
+        drop(memory);
+        match cleanup(
+            &ctx.services,
+            &pipeline,
+            &created_here,
+            ctx.cleanup_deadline,
+        )
+        .await?
+        {
+            Cleanup::Waiting(action) => action,
+            Cleanup::Released => {
+                ctx.memories.forget(&uid, ctx.metrics());
+                return Ok(Action::await_change());
+            }
+        }
     } else {
-        match apply(&pipeline, &ctx).await {
+        match apply(&pipeline, &ctx, &mut memory).await {
             Ok(action) => action,
             // The namespace is being deleted and takes no new child: the pipeline's own
             // deletion, which comes next, is what to act on.
@@ -260,101 +266,37 @@ async fn reconcile_once(
                 Action::await_change()
             }
             Err(error) => {
-                forget_kafka_secrets_on_auth_error(&ctx, &pipeline, &error);
-                if let Err(status_error) = write_failure(&ctx, &pipeline, &error).await {
-                    warn!(pipeline = %key(&pipeline), %status_error, "could not record the failure in the status");
+                forget_kafka_secrets_on_auth_error(&ctx.services.secrets, &pipeline, &error);
+                if let Err(status_error) = write_failure(&ctx.services, &pipeline, &error).await {
+                    warn!(pipeline = %key(&pipeline), status_error = %shown(&status_error), "could not record the failure in the status");
                 }
                 return Err(error);
             }
         }
     };
-    lock(&ctx.failures).remove(&key(&pipeline));
+    ctx.memories.succeeded(&uid);
     Ok(action)
-}
-
-pub(crate) fn created_here(ctx: &Context, pipeline: &WhatsAppWebhookPipeline, topic: &str) -> bool {
-    let uid = pipeline.uid().unwrap_or_default();
-    lock(&ctx.created_topics).contains(&(uid, topic.to_string()))
-}
-
-pub(crate) fn has_finalizer(pipeline: &WhatsAppWebhookPipeline) -> bool {
-    pipeline.finalizers().iter().any(|f| f == FINALIZER)
-}
-
-pub(crate) async fn set_finalizers(
-    pipeline: &WhatsAppWebhookPipeline,
-    ctx: &Context,
-    finalizers: Vec<String>,
-) -> Result<()> {
-    let api: Api<WhatsAppWebhookPipeline> = Api::namespaced(
-        ctx.client.clone(),
-        &pipeline.namespace().unwrap_or_default(),
-    );
-    // The resourceVersion makes this a compare-and-swap against other writers of the list.
-    let patch = json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": pipeline.resource_version(),
-    }});
-    api.patch(
-        &pipeline.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map_err(Error::PatchFinalizers)?;
-    Ok(())
-}
-
-pub(crate) async fn publish(
-    ctx: &Context,
-    pipeline: &WhatsAppWebhookPipeline,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    match ctx
-        .recorder
-        .publish(&event, &pipeline.object_ref(&()))
-        .await
-    {
-        Ok(()) => {}
-        // The API server takes no new object in a namespace being deleted, Events included:
-        // what the Event said goes to the log instead (a CleanupAbandoned note names the
-        // topics left on Kafka).
-        Err(kube::Error::Api(status)) if crate::error::namespace_terminating(&status) => {
-            warn!(pipeline = %key(pipeline), reason, note = event.note.as_deref().unwrap_or_default(), "namespace being deleted: event not recorded");
-        }
-        // An event lost is not worth failing the reconcile for.
-        Err(error) => warn!(%error, reason, "publishing event failed"),
-    }
 }
 
 /// Records a failed reconcile in the status: the condition it concerns turns False with the
 /// error as message, and Ready follows. Only for failures a person must see (see
 /// [`Error::failure_condition`]).
 async fn write_failure(
-    ctx: &Context,
+    services: &Services,
     pipeline: &WhatsAppWebhookPipeline,
     error: &Error,
 ) -> Result<()> {
     let Some(failure) = error.failure_condition() else {
         return Ok(());
     };
-    publish(
-        ctx,
-        pipeline,
-        EventType::Warning,
-        failure.reason.as_str(),
-        error.to_string(),
-    )
-    .await;
+    services
+        .publish(
+            pipeline,
+            EventType::Warning,
+            failure.reason.as_str(),
+            error.to_string(),
+        )
+        .await;
     let previous = pipeline.status.clone().unwrap_or_default();
     let status = status::failed(
         &previous,
@@ -364,153 +306,24 @@ async fn write_failure(
         &error.to_string(),
         &now(),
     );
-    write_status(ctx, pipeline, status).await
-}
-
-/// The kind of a child, as a static name for errors.
-fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
-    match K::kind(&()).as_ref() {
-        "Deployment" => "Deployment",
-        "Service" => "Service",
-        "PodDisruptionBudget" => "PodDisruptionBudget",
-        _ => "object",
-    }
-}
-
-/// Whether `meta` names the object with `uid` as its controller.
-pub(crate) fn controlled_by(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    uid: &str,
-) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|owner| owner.controller == Some(true) && owner.uid == uid)
-}
-
-/// Who controls an object, in words, for a conflict message.
-fn holder_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|owner| owner.controller == Some(true))
-        .map(|owner| format!("controlled by {} {}", owner.kind, owner.name))
-        .unwrap_or_else(|| "no controller".into())
-}
-
-/// Reads the child `object` would be applied over: none, or one this pipeline controls, may be
-/// applied; anything else is a [`Error::ChildNotOwned`] (force-applying over it would take its
-/// fields, and the owner reference would then have it garbage-collected with the pipeline).
-async fn check_child<K>(
-    ctx: &Context,
-    pipeline_uid: &str,
-    namespace: &str,
-    object: &K,
-    condition: status::ConditionType,
-) -> Result<()>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = object.meta().name.clone().unwrap_or_default();
-    let kind = kind_of::<K>();
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::ReadChild {
-            kind,
-            name: name.clone(),
-            source,
-        })?;
-    match existing {
-        Some(existing) if !controlled_by(existing.meta(), pipeline_uid) => {
-            Err(Error::ChildNotOwned {
-                kind,
-                name,
-                condition,
-                holder: holder_of(existing.meta()),
-            })
-        }
-        _ => Ok(()),
-    }
-}
-
-async fn apply_child<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = object.meta().name.clone().unwrap_or_default();
-    let kind = kind_of::<K>();
-    let mut value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
-    value["apiVersion"] = json!(K::api_version(&()));
-    value["kind"] = json!(K::kind(&()));
-    api.patch(
-        &name,
-        &PatchParams::apply(crate::FIELD_MANAGER).force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .map_err(|source| Error::ApplyChild { kind, name, source })
-}
-
-async fn write_status(
-    ctx: &Context,
-    pipeline: &WhatsAppWebhookPipeline,
-    status: PipelineStatus,
-) -> Result<()> {
-    let api: Api<WhatsAppWebhookPipeline> = Api::namespaced(
-        ctx.client.clone(),
-        &pipeline.namespace().unwrap_or_default(),
-    );
-    let patch = json!({
-        "apiVersion": WhatsAppWebhookPipeline::api_version(&()),
-        "kind": WhatsAppWebhookPipeline::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &pipeline.name_any(),
-        &PatchParams::apply(crate::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::PatchStatus)?;
-    Ok(())
-}
-
-/// Every pipeline in the cluster: the controller's own cache, or a list call where no controller
-/// runs (tests that call reconcile directly).
-pub(crate) async fn all_pipelines(ctx: &Context) -> Result<Vec<WhatsAppWebhookPipeline>> {
-    Ok(match ctx.pipelines.get() {
-        Some(store) => store.state().iter().map(|p| (**p).clone()).collect(),
-        None => {
-            Api::<WhatsAppWebhookPipeline>::all(ctx.client.clone())
-                .list(&ListParams::default())
-                .await
-                .map_err(Error::ListPipelines)?
-                .items
-        }
-    })
+    write_status(&services.client, pipeline, status).await
 }
 
 /// A pipeline that cannot be reconciled as written: an Event, and its status says why.
-async fn refuse(ctx: &Context, pipeline: &WhatsAppWebhookPipeline, invalid: Invalid) -> Result<()> {
-    warn!(pipeline = %key(pipeline), reason = %invalid.reason, message = %invalid.message, "cannot reconcile");
-    publish(
-        ctx,
-        pipeline,
-        EventType::Warning,
-        invalid.reason.as_str(),
-        invalid.message.clone(),
-    )
-    .await;
+async fn refuse(
+    services: &Services,
+    pipeline: &WhatsAppWebhookPipeline,
+    invalid: Invalid,
+) -> Result<()> {
+    warn!(pipeline = %key(pipeline), reason = %invalid.reason, message = %shown(&invalid.message), "cannot reconcile");
+    services
+        .publish(
+            pipeline,
+            EventType::Warning,
+            invalid.reason.as_str(),
+            invalid.message.clone(),
+        )
+        .await;
     let previous = pipeline.status.clone().unwrap_or_default();
     let status = status::invalid(
         &previous,
@@ -519,25 +332,31 @@ async fn refuse(ctx: &Context, pipeline: &WhatsAppWebhookPipeline, invalid: Inva
         &invalid.message,
         &now(),
     );
-    write_status(ctx, pipeline, status).await
+    write_status(&services.client, pipeline, status).await
 }
 
 /// How soon a pipeline refused for a claim another pipeline holds looks again: the holder's
 /// deletion changes nothing in this pipeline, so no change would wake it.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 
-async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Action> {
+async fn apply(
+    pipeline: &WhatsAppWebhookPipeline,
+    ctx: &Context,
+    memory: &mut PipelineMemory,
+) -> Result<Action> {
+    let services = &ctx.services;
+    let client = &services.client;
     let namespace = pipeline.namespace().unwrap_or_default();
     let generation = pipeline.metadata.generation;
     let previous = pipeline.status.clone().unwrap_or_default();
-    let others = all_pipelines(ctx).await?;
+    let others = services.all_pipelines().await?;
     let valid = match validate(pipeline, &others, &ctx.default_image)
         .and_then(|valid| check_images(valid, &ctx.allowed_image_prefixes))
     {
         Ok(valid) => valid,
         Err(invalid) => {
             let conflict = invalid.reason == status::Reason::ResourceConflict;
-            refuse(ctx, pipeline, invalid).await?;
+            refuse(services, pipeline, invalid).await?;
             // A spec error waits for the next change of the resource.
             return Ok(if conflict {
                 Action::requeue(CONFLICT_RECHECK)
@@ -551,22 +370,22 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
     if wants_finalizer && !has_finalizer(pipeline) {
         let mut finalizers = pipeline.finalizers().to_vec();
         finalizers.push(FINALIZER.into());
-        set_finalizers(pipeline, ctx, finalizers).await?;
+        set_finalizers(client, pipeline, finalizers).await?;
     }
     let spec = &valid.spec;
-    forget_secrets_on_spec_change(ctx, pipeline);
-    let kafka = kafka_settings(ctx, &namespace, &spec.kafka).await?;
-    check_pod_secrets(ctx, &namespace, spec).await?;
+    forget_secrets_on_spec_change(&services.secrets, &mut memory.secrets_read_for, pipeline);
+    let kafka = kafka_settings(client, &services.secrets, &namespace, &spec.kafka).await?;
+    check_pod_secrets(client, &services.secrets, &namespace, spec).await?;
 
     // Claims again, now by the cluster id Kafka reports: two bootstrap names of one cluster.
-    let cluster_id = ctx
+    let cluster_id = services
         .admin
         .cluster_id(&kafka)
         .await
         .map_err(Error::KafkaClusterId)?;
     if let Some(conflict) = claims::conflicting_claim(pipeline, cluster_id.as_deref(), &others) {
         refuse(
-            ctx,
+            services,
             pipeline,
             Invalid {
                 reason: status::Reason::ResourceConflict,
@@ -579,7 +398,8 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
 
     let mut created = claims::created_topics(pipeline);
     let topic = ensure_topic(
-        ctx,
+        services,
+        &mut memory.topics,
         pipeline,
         &kafka,
         TopicRequest::for_pipeline(
@@ -590,11 +410,12 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
             spec.ingress.max_body_bytes,
         ),
         &spec.topic.config,
-        created.contains(&spec.topic.name) || created_here(ctx, pipeline, &spec.topic.name),
+        created.contains(&spec.topic.name),
     )
     .await?;
     let dead_letter = ensure_topic(
-        ctx,
+        services,
+        &mut memory.topics,
         pipeline,
         &kafka,
         TopicRequest::for_pipeline(
@@ -605,8 +426,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
             spec.ingress.max_body_bytes,
         ),
         &spec.dead_letter_topic.config,
-        created.contains(&spec.dead_letter_topic.name)
-            || created_here(ctx, pipeline, &spec.dead_letter_topic.name),
+        created.contains(&spec.dead_letter_topic.name),
     )
     .await?;
     for (name, outcome) in [
@@ -620,11 +440,11 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
 
     let children = build(&valid);
     let uid = pipeline.uid().unwrap_or_default();
+    use status::ConditionType::{IngressReady, WorkersReady};
     {
-        use status::ConditionType::{IngressReady, WorkersReady};
         // Every child is checked before any is applied: a conflict leaves nothing half-applied.
         check_child(
-            ctx,
+            client,
             &uid,
             &namespace,
             &children.ingress_deployment,
@@ -632,16 +452,23 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         )
         .await?;
         check_child(
-            ctx,
+            client,
             &uid,
             &namespace,
             &children.ingress_service,
             IngressReady,
         )
         .await?;
-        check_child(ctx, &uid, &namespace, &children.ingress_pdb, IngressReady).await?;
         check_child(
-            ctx,
+            client,
+            &uid,
+            &namespace,
+            &children.ingress_pdb,
+            IngressReady,
+        )
+        .await?;
+        check_child(
+            client,
             &uid,
             &namespace,
             &children.worker_deployment,
@@ -649,17 +476,30 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         )
         .await?;
     }
-    let ingress = apply_child(ctx, &namespace, &children.ingress_deployment).await?;
-    apply_child(ctx, &namespace, &children.ingress_service).await?;
-    apply_child(ctx, &namespace, &children.ingress_pdb).await?;
-    let worker = apply_child(ctx, &namespace, &children.worker_deployment).await?;
+    let ingress = apply_child(
+        client,
+        &namespace,
+        &children.ingress_deployment,
+        IngressReady,
+    )
+    .await?;
+    apply_child(client, &namespace, &children.ingress_service, IngressReady).await?;
+    apply_child(client, &namespace, &children.ingress_pdb, IngressReady).await?;
+    let worker = apply_child(
+        client,
+        &namespace,
+        &children.worker_deployment,
+        WorkersReady,
+    )
+    .await?;
 
     // Replicas the Deployment asks for now (the API server defaults an unset count to 1).
     let running = worker.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     // Lag that cannot be read (Kafka down, the group's offsets unreadable) does not stop the
     // status: the rest is written, with Scaling=False LagUnavailable, and replicas stay put.
     let (decision, lag_error) = match scale(
-        ctx,
+        services,
+        &mut memory.scaler,
         pipeline,
         &valid,
         &kafka,
@@ -669,9 +509,10 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
     {
         Ok(decision) => (decision, None),
         Err(error) => {
-            warn!(pipeline = %key(pipeline), %error, "reading lag failed; replicas left as they are");
-            forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
-            ctx.metrics
+            warn!(pipeline = %key(pipeline), error = %shown(&error), "reading lag failed; replicas left as they are");
+            forget_kafka_secrets_on_auth_error(&services.secrets, pipeline, &error);
+            services
+                .metrics
                 .reconcile_errors
                 .get_or_create(&crate::metrics::ErrorLabels {
                     error: error.metric_label().into(),
@@ -704,7 +545,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         kafka_cluster_id: cluster_id.as_deref(),
     };
     write_status(
-        ctx,
+        client,
         pipeline,
         status::assemble(&previous, &observed, &now()),
     )
@@ -714,7 +555,8 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
         namespace: namespace.clone(),
         pipeline: valid.name.clone(),
     };
-    ctx.metrics
+    services
+        .metrics
         .current_workers
         .get_or_create(&labels)
         .set(i64::from(workers_ready));

@@ -404,10 +404,14 @@ impl SinkType {
      "message": "sink type postgres needs sink.databaseUrlSecretRef (the Secret key holding the PostgreSQL URL)"},
     {"rule": "self.type == 'postgres' || !has(self.databaseUrlSecretRef)",
      "message": "sink.databaseUrlSecretRef is for sink type postgres only"},
-    {"rule": "self.type != 'http' || has(self.httpUrl)",
-     "message": "sink type http needs sink.httpUrl"},
+    {"rule": "self.type != 'http' || has(self.httpUrl) || has(self.httpUrlSecretRef)",
+     "message": "sink type http needs sink.httpUrl or sink.httpUrlSecretRef"},
     {"rule": "self.type == 'http' || !has(self.httpUrl)",
      "message": "sink.httpUrl is for sink type http only"},
+    {"rule": "self.type == 'http' || !has(self.httpUrlSecretRef)",
+     "message": "sink.httpUrlSecretRef is for sink type http only"},
+    {"rule": "!has(self.httpUrl) || !has(self.httpUrlSecretRef)",
+     "message": "sink.httpUrl and sink.httpUrlSecretRef exclude each other: give the URL inline or from a Secret"},
     {"rule": "!has(self.httpUrl) || (isURL(self.httpUrl) && url(self.httpUrl).getScheme() in ['http', 'https'] && url(self.httpUrl).getHostname() != '')",
      "message": "sink.httpUrl must be an absolute http:// or https:// URL with a host, e.g. https://hooks.example.com/whatsapp"}
 ]))]
@@ -418,10 +422,16 @@ pub struct SinkSpec {
     /// Secret key holding the PostgreSQL URL (type `postgres`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url_secret_ref: Option<SecretKeyRef>,
-    /// URL events are POSTed to (type `http`): `http://` or `https://` with a host.
+    /// URL events are POSTed to (type `http`): `http://` or `https://` with a host. It is
+    /// readable by anyone who can read the pipeline: a URL carrying a token or a password
+    /// belongs in a Secret (`httpUrlSecretRef`). Logs, conditions and Events show it redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub http_url: Option<String>,
+    /// Secret key holding the URL events are POSTed to (type `http`), instead of `httpUrl`:
+    /// for a URL that carries a credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_url_secret_ref: Option<SecretKeyRef>,
 }
 
 /// The worker pool.
@@ -436,7 +446,9 @@ pub struct WorkerSpec {
     /// Container image running `wapipe-worker`; defaults to the operator's own image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Kafka consumer group; defaults to `wapipe-<pipeline name>`.
+    /// Kafka consumer group; defaults to `wapipe-<namespace>.<name>`. The group in use is
+    /// recorded in `status.consumerGroup` and kept: a pipeline reconciled before the group was
+    /// recorded keeps `wapipe-<name>`, the default it was started with. It cannot change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub consumer_group: Option<String>,
@@ -532,6 +544,10 @@ pub struct PipelineStatus {
     /// topics and consumer groups are compared by it, not by bootstrap address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka_cluster_id: Option<String>,
+    /// The consumer group the workers join, recorded when first chosen: a pipeline keeps it for
+    /// its whole life, whatever the default for new pipelines becomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_group: Option<String>,
     /// Total consumer-group lag at the last poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_lag: Option<i64>,

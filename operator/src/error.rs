@@ -30,6 +30,8 @@ pub enum Error {
     ApplyChild {
         kind: &'static str,
         name: String,
+        /// The status condition the child belongs to (`IngressReady` or `WorkersReady`).
+        condition: ConditionType,
         #[source]
         source: kube::Error,
     },
@@ -84,7 +86,19 @@ pub enum Error {
 impl Error {
     /// Whether retrying later may succeed without a change to the resource.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Error::InvalidSpec(_))
+        !matches!(self, Error::InvalidSpec(_)) && !self.is_child_refused()
+    }
+
+    /// Whether the API server refused a child as invalid (422 Invalid, 400 BadRequest): the
+    /// spec produced something it will never take, so retrying without a change cannot help.
+    pub fn is_child_refused(&self) -> bool {
+        matches!(
+            self,
+            Error::ApplyChild {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 422 || status.code == 400
+        )
     }
 
     /// Whether Kafka refused the operator's credentials (see [`AdminError::is_auth`]).
@@ -139,7 +153,7 @@ pub struct FailureCondition {
 
 impl Error {
     /// The condition a person must see for this failure, if any: a missing or unreadable
-    /// Secret, or a Kafka cluster the operator cannot talk to. Other failures (API server
+    /// Secret, a Kafka cluster the operator cannot talk to, or a child the API server refused. Other failures (API server
     /// hiccups) only retry.
     pub fn failure_condition(&self) -> Option<FailureCondition> {
         let (condition, reason) = match self {
@@ -158,6 +172,9 @@ impl Error {
                 (ConditionType::TopicReady, Reason::KafkaUnavailable)
             }
             Error::ChildNotOwned { condition, .. } => (*condition, Reason::ResourceConflict),
+            Error::ApplyChild { condition, .. } if self.is_child_refused() => {
+                (*condition, Reason::ChildRefused)
+            }
             _ => return None,
         };
         Some(FailureCondition { condition, reason })

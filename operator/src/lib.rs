@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod children;
 pub mod claims;
 pub mod cleanup;
 pub mod controller;
@@ -15,9 +16,11 @@ pub mod error;
 pub mod http;
 pub mod kafka;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod scaler;
 pub mod secrets;
+pub mod services;
 pub mod status;
 pub mod template;
 pub mod topic;

@@ -48,6 +48,14 @@ impl Default for ReconcileSeconds {
     }
 }
 
+/// Label values of the series one pipeline exported that its name does not fix: what
+/// [`Metrics::forget_pipeline`] must remove when the pipeline leaves.
+#[derive(Clone, Debug, Default)]
+pub struct ExportedSeries {
+    pub partitions: std::collections::BTreeSet<i32>,
+    pub scaling_reasons: std::collections::BTreeSet<&'static str>,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -76,6 +84,47 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Removes every series of one pipeline: the per-pipeline ones and those `series` names. `cleanups_abandoned` stays: it counts an
+    /// abandoned cleanup, the last thing a pipeline does, and an alert must still see it.
+    pub fn forget_pipeline(&self, labels: &PipelineLabels, series: &ExportedSeries) {
+        for family in [
+            &self.total_lag,
+            &self.desired_workers,
+            &self.max_workers,
+            &self.current_workers,
+            &self.stalled_partitions,
+            &self.time_lag_seconds,
+            &self.drain_rate,
+            &self.arrival_rate,
+            &self.last_scaling_poll,
+        ] {
+            family.remove(labels);
+        }
+        self.lag_polls.remove(labels);
+        for partition in &series.partitions {
+            let labels = PartitionLabels {
+                namespace: labels.namespace.clone(),
+                pipeline: labels.pipeline.clone(),
+                partition: partition.to_string(),
+            };
+            self.partition_lag.remove(&labels);
+            self.partition_time_lag_seconds.remove(&labels);
+        }
+        let held = [
+            crate::scaler::policy::Reason::Paused.as_str(),
+            crate::scaler::policy::Reason::SinkSaturated.as_str(),
+        ];
+        for reason in series.scaling_reasons.iter().chain(held.iter()) {
+            let labels = ScalingLabels {
+                namespace: labels.namespace.clone(),
+                pipeline: labels.pipeline.clone(),
+                reason: (*reason).to_string(),
+            };
+            self.scaling_changes.remove(&labels);
+            self.scaling_held.remove(&labels);
+        }
+    }
+
     /// Registers every metric in `registry` under the `wapipe_operator` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("wapipe_operator");

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
-use crate::controller::{lock, Context};
 use crate::crd::{KafkaSpec, PipelineSpec, SecretKeyRef, WhatsAppWebhookPipeline};
 use crate::error::{Error, Result};
 use crate::kafka::KafkaSettings;
@@ -91,16 +90,17 @@ impl Default for SecretCache {
 /// Reads one key of a Secret in `namespace`, needed for the status condition `condition`.
 /// A read is kept between reconciles (see [`crate::secrets`]); one missing the key is not.
 async fn read_secret(
-    ctx: &Context,
+    client: &kube::Client,
+    cache: &SecretCache,
     namespace: &str,
     secret: &SecretKeyRef,
     condition: ConditionType,
 ) -> Result<String> {
     let now = Instant::now();
-    let data = match ctx.secrets.fresh(namespace, &secret.name, now) {
+    let data = match cache.fresh(namespace, &secret.name, now) {
         Some(data) => data,
         None => {
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
             let object = api
                 .get(&secret.name)
                 .await
@@ -116,8 +116,7 @@ async fn read_secret(
                 .into_iter()
                 .map(|(key, value)| (key, value.0))
                 .collect();
-            ctx.secrets
-                .store(namespace, &secret.name, data.clone(), now);
+            cache.store(namespace, &secret.name, data.clone(), now);
             data
         }
     };
@@ -125,7 +124,7 @@ async fn read_secret(
         Some(value) => Ok(String::from_utf8_lossy(value).into_owned()),
         None => {
             // The key may be added at any moment: ask again next time.
-            ctx.secrets.forget(namespace, &secret.name);
+            cache.forget(namespace, &secret.name);
             Err(Error::SecretKeyMissing {
                 condition,
                 namespace: namespace.into(),
@@ -152,24 +151,29 @@ fn secret_refs(spec: &PipelineSpec) -> impl Iterator<Item = &SecretKeyRef> {
         .chain(Some(&spec.ingress.app_secret_ref))
         .chain(spec.ingress.verify_token_ref.as_ref())
         .chain(spec.worker.sink.database_url_secret_ref.as_ref())
+        .chain(spec.worker.sink.http_url_secret_ref.as_ref())
 }
 
-/// A new generation of the spec reads its Secrets again, whatever was kept.
-pub(crate) fn forget_secrets_on_spec_change(ctx: &Context, pipeline: &WhatsAppWebhookPipeline) {
-    let uid = pipeline.uid().unwrap_or_default();
+/// A new generation of the spec reads its Secrets again, whatever was kept; `read_for` is the
+/// generation they were last read for, from the pipeline's memory.
+pub(crate) fn forget_secrets_on_spec_change(
+    cache: &SecretCache,
+    read_for: &mut Option<Option<i64>>,
+    pipeline: &WhatsAppWebhookPipeline,
+) {
     let generation = pipeline.metadata.generation;
-    let previous = lock(&ctx.secrets_read_for).insert(uid, generation);
+    let previous = read_for.replace(generation);
     if previous != Some(generation) {
         let namespace = pipeline.namespace().unwrap_or_default();
         for secret in secret_refs(&pipeline.spec) {
-            ctx.secrets.forget(&namespace, &secret.name);
+            cache.forget(&namespace, &secret.name);
         }
     }
 }
 
 /// Kafka refusing the credentials: the password or CA may have been rotated, read them again.
 pub(crate) fn forget_kafka_secrets_on_auth_error(
-    ctx: &Context,
+    cache: &SecretCache,
     pipeline: &WhatsAppWebhookPipeline,
     error: &Error,
 ) {
@@ -178,14 +182,15 @@ pub(crate) fn forget_kafka_secrets_on_auth_error(
     }
     let namespace = pipeline.namespace().unwrap_or_default();
     for secret in kafka_secret_refs(&pipeline.spec.kafka) {
-        ctx.secrets.forget(&namespace, &secret.name);
+        cache.forget(&namespace, &secret.name);
     }
 }
 
 /// Checks that the Secrets the ingress and worker pods mount exist with their keys: a pod
 /// referencing a missing Secret never starts, and the pipeline should say why.
 pub(crate) async fn check_pod_secrets(
-    ctx: &Context,
+    client: &kube::Client,
+    cache: &SecretCache,
     namespace: &str,
     spec: &PipelineSpec,
 ) -> Result<()> {
@@ -194,17 +199,36 @@ pub(crate) async fn check_pod_secrets(
         spec.ingress.verify_token_ref.as_ref(),
     ];
     for secret in ingress.into_iter().flatten() {
-        read_secret(ctx, namespace, secret, ConditionType::IngressReady).await?;
+        read_secret(
+            client,
+            cache,
+            namespace,
+            secret,
+            ConditionType::IngressReady,
+        )
+        .await?;
     }
-    if let Some(secret) = &spec.worker.sink.database_url_secret_ref {
-        read_secret(ctx, namespace, secret, ConditionType::WorkersReady).await?;
+    let sink = &spec.worker.sink;
+    for secret in [&sink.database_url_secret_ref, &sink.http_url_secret_ref]
+        .into_iter()
+        .flatten()
+    {
+        read_secret(
+            client,
+            cache,
+            namespace,
+            secret,
+            ConditionType::WorkersReady,
+        )
+        .await?;
     }
     Ok(())
 }
 
 /// The operator's own Kafka connection for this pipeline (SASL password and CA read from Secrets).
 pub(crate) async fn kafka_settings(
-    ctx: &Context,
+    client: &kube::Client,
+    cache: &SecretCache,
     namespace: &str,
     kafka: &KafkaSpec,
 ) -> Result<KafkaSettings> {
@@ -218,7 +242,8 @@ pub(crate) async fn kafka_settings(
         settings.insert("sasl.mechanism".into(), sasl.mechanism.as_str().into());
         settings.insert("sasl.username".into(), sasl.username.clone());
         let password = read_secret(
-            ctx,
+            client,
+            cache,
             namespace,
             &sasl.password_secret_ref,
             ConditionType::TopicReady,
@@ -233,7 +258,7 @@ pub(crate) async fn kafka_settings(
     {
         settings.insert(
             "ssl.ca.pem".into(),
-            read_secret(ctx, namespace, ca, ConditionType::TopicReady).await?,
+            read_secret(client, cache, namespace, ca, ConditionType::TopicReady).await?,
         );
     }
     Ok(settings)

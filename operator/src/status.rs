@@ -37,6 +37,8 @@ pub enum Reason {
     InvalidSpec,
     ResourceConflict,
     ImageNotAllowed,
+    /// The API server refused a child built from the spec as invalid.
+    ChildRefused,
     // Topics.
     Created,
     Adopted,
@@ -70,6 +72,7 @@ impl Reason {
             Reason::InvalidSpec => "InvalidSpec",
             Reason::ResourceConflict => "ResourceConflict",
             Reason::ImageNotAllowed => "ImageNotAllowed",
+            Reason::ChildRefused => "ChildRefused",
             Reason::Created => "Created",
             Reason::Adopted => "Adopted",
             Reason::PartitionsIncreased => "PartitionsIncreased",
@@ -145,6 +148,7 @@ pub fn assemble(previous: &PipelineStatus, observed: &Observed<'_>, now: &str) -
     status.topic_created = Some(topic.created);
     status.dead_letter_topic_created = Some(dead_letter.created);
     status.created_topics = Some(observed.created_topics.to_vec());
+    status.consumer_group = Some(observed.consumer_group.to_string());
     if let Some(id) = observed.kafka_cluster_id {
         status.kafka_cluster_id = Some(id.to_string());
     }

@@ -1,20 +1,31 @@
 //! The pipeline's topics on Kafka: what to do about one (pure [`plan_topic`]), doing it
 //! ([`ensure_topic`]: create, add partitions, or refuse), and keeping its configuration in line
 //! with the spec (`sync_topic_config`). Deleting topics belongs to the pipeline's cleanup, in
-//! [`crate::controller`].
+//! [`crate::cleanup`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 use tracing::{info, warn};
 
-use crate::controller::{key, lock, publish, Context};
 use crate::crd::WhatsAppWebhookPipeline;
 use crate::error::{Error, Result};
 use crate::kafka::{config_drift, AdminError, KafkaSettings, TopicRequest, TopicShape};
+use crate::services::{key, Services};
 use crate::status::{Reason, TopicOutcome};
+
+/// What a pipeline's topic steps remember between reconciles.
+#[derive(Debug, Default)]
+pub(crate) struct TopicMemory {
+    /// Topics this process created: the status says so too, but a reconcile can start from a
+    /// cached copy read before that status write arrived, and must not take its own topic for
+    /// an adopted one (it would then never delete it).
+    pub created: BTreeSet<String>,
+    /// Topic → the generation whose configuration was last found in place, and when: read
+    /// again on a spec change or after [`CONFIG_RECHECK`], not on every poll.
+    pub config_checked: HashMap<String, ConfigChecked>,
+}
 
 /// What to do about a topic, given its spec and what the broker has.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,15 +77,19 @@ pub fn plan_topic(
     TopicPlan::Matches
 }
 
-pub async fn ensure_topic(
-    ctx: &Context,
+/// Creates the topic, adds partitions, or refuses, and keeps its configuration; `recorded` says
+/// whether the pipeline's status records creating it.
+pub(crate) async fn ensure_topic(
+    services: &Services,
+    memory: &mut TopicMemory,
     pipeline: &WhatsAppWebhookPipeline,
     kafka: &KafkaSettings,
     request: TopicRequest,
     spec_config: &BTreeMap<String, String>,
-    created_before: bool,
+    recorded: bool,
 ) -> Result<TopicOutcome> {
     let name = request.name.clone();
+    let created_before = recorded || memory.created.contains(&name);
     let topic_error = |action: &'static str| {
         let topic = name.clone();
         move |source| Error::Topic {
@@ -83,7 +98,7 @@ pub async fn ensure_topic(
             source,
         }
     };
-    let existing = ctx
+    let existing = services
         .admin
         .describe_topic(kafka, &name)
         .await
@@ -91,7 +106,8 @@ pub async fn ensure_topic(
     let plan = plan_topic(request.partitions, request.replication_factor, existing);
     let outcome = match plan {
         TopicPlan::Create => {
-            ctx.admin
+            services
+                .admin
                 .create_topic(kafka, &request)
                 .await
                 .map_err(topic_error("creating"))?;
@@ -100,15 +116,10 @@ pub async fn ensure_topic(
                 request.partitions
             );
             info!(pipeline = %key(pipeline), topic = %name, "created topic");
-            lock(&ctx.created_topics).insert((pipeline.uid().unwrap_or_default(), name.clone()));
-            publish(
-                ctx,
-                pipeline,
-                EventType::Normal,
-                "TopicCreated",
-                message.clone(),
-            )
-            .await;
+            memory.created.insert(name.clone());
+            services
+                .publish(pipeline, EventType::Normal, "TopicCreated", message.clone())
+                .await;
             TopicOutcome {
                 ready: true,
                 reason: Reason::Created,
@@ -137,7 +148,8 @@ pub async fn ensure_topic(
             created: created_before,
         },
         TopicPlan::IncreasePartitions { from, to } => {
-            ctx.admin
+            services
+                .admin
                 .create_partitions(kafka, &name, to)
                 .await
                 .map_err(topic_error("adding partitions to"))?;
@@ -145,14 +157,14 @@ pub async fn ensure_topic(
                 "partitions of {name} increased from {from} to {to}: keys now map to other \
                  partitions, so per-user order is not guaranteed across the change"
             );
-            publish(
-                ctx,
-                pipeline,
-                EventType::Warning,
-                "PartitionsIncreased",
-                message.clone(),
-            )
-            .await;
+            services
+                .publish(
+                    pipeline,
+                    EventType::Warning,
+                    "PartitionsIncreased",
+                    message.clone(),
+                )
+                .await;
             TopicOutcome {
                 ready: true,
                 reason: Reason::PartitionsIncreased,
@@ -162,14 +174,14 @@ pub async fn ensure_topic(
             }
         }
         TopicPlan::NotSupported(message) => {
-            publish(
-                ctx,
-                pipeline,
-                EventType::Warning,
-                "NotSupported",
-                message.clone(),
-            )
-            .await;
+            services
+                .publish(
+                    pipeline,
+                    EventType::Warning,
+                    "NotSupported",
+                    message.clone(),
+                )
+                .await;
             TopicOutcome {
                 ready: false,
                 reason: Reason::NotSupported,
@@ -192,7 +204,8 @@ pub async fn ensure_topic(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
-        return sync_topic_config(ctx, pipeline, kafka, &name, &desired, outcome).await;
+        return sync_topic_config(services, memory, pipeline, kafka, &name, &desired, outcome)
+            .await;
     }
     Ok(outcome)
 }
@@ -208,22 +221,23 @@ const CONFIG_RECHECK: Duration = Duration::from_secs(600);
 /// are set; the topic's other entries are kept. Kafka
 /// refusing a value is reported on the topic's condition and in an Event, not retried blindly.
 async fn sync_topic_config(
-    ctx: &Context,
+    services: &Services,
+    memory: &mut TopicMemory,
     pipeline: &WhatsAppWebhookPipeline,
     kafka: &KafkaSettings,
     name: &str,
     desired: &BTreeMap<String, String>,
     mut outcome: TopicOutcome,
 ) -> Result<TopicOutcome> {
-    let checked_key = (pipeline.uid().unwrap_or_default(), name.to_string());
     let generation = pipeline.metadata.generation;
-    let recently_checked = lock(&ctx.config_checked)
-        .get(&checked_key)
+    let recently_checked = memory
+        .config_checked
+        .get(name)
         .is_some_and(|(seen, at)| *seen == generation && at.elapsed() < CONFIG_RECHECK);
     if recently_checked {
         return Ok(outcome);
     }
-    let current = ctx
+    let current = services
         .admin
         .topic_config(kafka, name)
         .await
@@ -234,7 +248,9 @@ async fn sync_topic_config(
         })?;
     let drift = config_drift(desired, &current);
     if drift.is_empty() {
-        lock(&ctx.config_checked).insert(checked_key, (generation, Instant::now()));
+        memory
+            .config_checked
+            .insert(name.to_string(), (generation, Instant::now()));
         return Ok(outcome);
     }
     let mut config = current.clone();
@@ -247,33 +263,35 @@ async fn sync_topic_config(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    match ctx.admin.set_topic_config(kafka, name, &config).await {
+    match services.admin.set_topic_config(kafka, name, &config).await {
         Ok(()) => {
             let message = format!("applied to topic {name}: {listed}");
             info!(pipeline = %key(pipeline), topic = %name, changes = %listed, "topic configuration applied");
-            publish(
-                ctx,
-                pipeline,
-                EventType::Normal,
-                "TopicConfigApplied",
-                message.clone(),
-            )
-            .await;
+            services
+                .publish(
+                    pipeline,
+                    EventType::Normal,
+                    "TopicConfigApplied",
+                    message.clone(),
+                )
+                .await;
             outcome.message = format!("{}; {message}", outcome.message);
-            lock(&ctx.config_checked).insert(checked_key, (generation, Instant::now()));
+            memory
+                .config_checked
+                .insert(name.to_string(), (generation, Instant::now()));
         }
         Err(error @ (AdminError::Refused(_) | AdminError::NotApplied(_))) => {
             let message =
                 format!("Kafka refused the configuration of topic {name} ({listed}): {error}");
             warn!(pipeline = %key(pipeline), topic = %name, %error, "topic configuration refused");
-            publish(
-                ctx,
-                pipeline,
-                EventType::Warning,
-                "TopicConfigRefused",
-                message.clone(),
-            )
-            .await;
+            services
+                .publish(
+                    pipeline,
+                    EventType::Warning,
+                    "TopicConfigRefused",
+                    message.clone(),
+                )
+                .await;
             outcome.ready = false;
             outcome.reason = Reason::TopicConfigRefused;
             outcome.message = message;

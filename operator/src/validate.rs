@@ -146,8 +146,18 @@ pub fn validate(
                 "sink type postgres needs sink.databaseUrlSecretRef",
             ));
         }
+        SinkType::Http
+            if worker.sink.http_url.is_some() && worker.sink.http_url_secret_ref.is_some() =>
+        {
+            return Err(Invalid::spec(
+                "sink.httpUrl and sink.httpUrlSecretRef exclude each other",
+            ));
+        }
+        SinkType::Http if worker.sink.http_url_secret_ref.is_some() => {}
         SinkType::Http if worker.sink.http_url.as_deref().is_none_or(str::is_empty) => {
-            return Err(Invalid::spec("sink type http needs sink.httpUrl"));
+            return Err(Invalid::spec(
+                "sink type http needs sink.httpUrl or sink.httpUrlSecretRef",
+            ));
         }
         SinkType::Http
             if !worker

@@ -528,7 +528,8 @@ async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
     .await;
 
     // The group catches up: after the window, back to minReplicas.
-    let group = format!("wapipe-{}", "scaling");
+    // The default group of a new pipeline: namespace-qualified.
+    let group = format!("wapipe-{ns}.scaling");
     support::catch_up(&c.brokers, &raw, &group, 4);
     c.wait(
         "worker Deployment back to 1 after the window",

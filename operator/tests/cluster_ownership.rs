@@ -354,7 +354,8 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
     let other_raw = wapipe_testkit::unique_name("ct-claim-group");
     let mut body = pipeline_body(&other_ns, "same-group", &alias, &other_raw, 1);
     body["spec"]["deletionPolicy"] = json!("Retain");
-    body["spec"]["worker"]["consumerGroup"] = json!("wapipe-first");
+    let first_group = format!("wapipe-{first_ns}.first");
+    body["spec"]["worker"]["consumerGroup"] = json!(first_group);
     c.create_pipeline(&other_ns, body).await;
     let refused = c
         .wait_pipeline(
@@ -365,7 +366,10 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
         )
         .await;
     let message = condition_message(&refused, "TopicReady");
-    assert!(message.contains("consumer group wapipe-first"), "{message}");
+    assert!(
+        message.contains(&format!("consumer group {first_group}")),
+        "{message}"
+    );
     assert!(
         Api::<Deployment>::namespaced(c.client.clone(), &other_ns)
             .list(&ListParams::default())

@@ -73,7 +73,8 @@ async fn a_paused_pipeline_holds_its_workers_is_suspended_takes_a_replay_and_res
     let bin_dir = std::path::PathBuf::from(env("WAPIPE_TEST_BIN_DIR"));
     let ns = wapipe_testkit::unique_name("ct-pause");
     let raw = wapipe_testkit::unique_name("ct-pause");
-    let group = "wapipe-paused";
+    let group = format!("wapipe-{ns}.paused");
+    let group = group.as_str();
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),

@@ -12,7 +12,9 @@ use kube::runtime::controller::Action;
 use kube::Client;
 use serde_json::{json, Value};
 use tower_test::mock::{self, Handle};
-use wapipe_operator::controller::{backoff, reconcile, retry_delay, Context};
+use wapipe_operator::controller::{
+    backoff, error_policy, jittered, reconcile, retry_delay, Context,
+};
 use wapipe_operator::kafka::InMemoryAdmin;
 use wapipe_operator::metrics::{Metrics, PipelineLabels};
 use wapipe_operator::scaler::policy::PartitionOffsets;
@@ -342,7 +344,11 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({}));
     // Topics are created by the reconcile before the lag read; offsets are set up front.
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
     let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
 
     expect_pipeline_list(&mut server, &pipeline).await;
@@ -386,6 +392,10 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
     );
     assert_eq!(status["totalLag"], 3000);
     assert_eq!(status["desiredWorkers"], 3);
+    assert_eq!(
+        status["consumerGroup"], "wapipe-shop.orders",
+        "the group chosen is recorded, so the pipeline keeps it"
+    );
     assert_eq!(status["partitionLag"].as_array().unwrap().len(), 12);
     assert_eq!(condition(status, "TopicReady")["reason"], "Created");
     assert_eq!(condition(status, "IngressReady")["status"], "True");
@@ -407,9 +417,9 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
         namespace: "shop".into(),
         pipeline: "orders".into(),
     };
-    assert_eq!(ctx.metrics.lag_polls.get_or_create(&labels).get(), 1);
+    assert_eq!(ctx.metrics().lag_polls.get_or_create(&labels).get(), 1);
     assert_eq!(
-        ctx.metrics.last_scaling_poll.get_or_create(&labels).get(),
+        ctx.metrics().last_scaling_poll.get_or_create(&labels).get(),
         1,
         "the first poll that saw the lag wrote the replicas"
     );
@@ -421,7 +431,11 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
 #[tokio::test]
 async fn a_reconcile_from_a_copy_older_than_its_own_status_write_keeps_its_topics_created() {
     let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 0));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 0),
+    );
     let (ctx, mut server) = setup(admin.clone());
     let stale = pipeline(json!({}));
     for round in 0..2 {
@@ -460,7 +474,11 @@ async fn an_update_adopts_existing_topics_changing_only_the_config_keys_the_spec
         "whatsapp_webhooks_raw",
         [("segment.bytes".to_string(), "1048576".to_string())].into(),
     );
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 100));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 100),
+    );
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({"spec": {"ingress": {"replicas": 4},
         "topic": {"config": {"retention.ms": "86400000"}}}}));
@@ -909,7 +927,7 @@ async fn lag_that_cannot_be_read_still_writes_the_status_with_scaling_lag_unavai
         scaling["message"]
             .as_str()
             .unwrap()
-            .contains("wapipe-orders"),
+            .contains("wapipe-shop.orders"),
         "{scaling}"
     );
     assert_eq!(
@@ -967,7 +985,11 @@ fn existing_topics() -> Arc<InMemoryAdmin> {
             .with_topic("whatsapp_webhooks_raw", 12, 1)
             .with_topic("whatsapp_webhooks_failed", 3, 1),
     );
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 0));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 0),
+    );
     admin
 }
 
@@ -1054,19 +1076,21 @@ async fn a_namespace_being_deleted_refusing_the_children_is_not_a_failure() {
 fn a_deleted_pipeline_is_retried_by_its_cleanup_deadline_whatever_the_backoff() {
     assert_eq!(backoff(1), Duration::from_secs(5));
     assert_eq!(backoff(5), Duration::from_secs(80));
-    assert_eq!(retry_delay(5, None), Duration::from_secs(80));
+    // The highest draw of the jitter: the whole backoff.
+    let most = 1.0;
+    assert_eq!(retry_delay(5, None, most), Duration::from_secs(80));
     assert_eq!(
-        retry_delay(5, Some(Duration::from_secs(4))),
+        retry_delay(5, Some(Duration::from_secs(4)), most),
         Duration::from_secs(5),
         "4 s to the deadline: tried again 1 s after it"
     );
     assert_eq!(
-        retry_delay(5, Some(Duration::ZERO)),
+        retry_delay(5, Some(Duration::ZERO), 0.0),
         Duration::from_secs(1),
         "past the deadline: at once, to give up and release"
     );
     assert_eq!(
-        retry_delay(1, Some(Duration::from_secs(500))),
+        retry_delay(1, Some(Duration::from_secs(500)), most),
         Duration::from_secs(5),
         "a deadline far away changes nothing"
     );
@@ -1330,7 +1354,11 @@ async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_
     let pipeline = pipeline(json!({
         "metadata": {"annotations": {"wapipe.dev/pause-scaling": "0"}}
     }));
-    admin.set_offsets("whatsapp_webhooks_raw", "wapipe-orders", lagging(12, 250));
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
     // Partition 4's oldest unconsumed record was written 95 s ago; the others' a second ago.
     let now_ms = chrono::Utc::now().timestamp_millis();
     admin.set_record_times(
@@ -1367,4 +1395,278 @@ async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_
         .as_i64()
         .unwrap();
     assert!((1..5).contains(&partition_delay), "{status}");
+}
+
+/// The operator's metrics as Prometheus text, lines naming the test pipeline only.
+fn series_of_orders(ctx: &Context) -> Vec<String> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    ctx.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.contains("pipeline=\"orders\""))
+        .map(String::from)
+        .collect()
+}
+
+/// One reconcile of a new pipeline with lag on every partition, scaled to 3 workers.
+async fn reconcile_lagging_pipeline(
+    ctx: &Arc<Context>,
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+) -> Value {
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(server, pipeline).await;
+    expect_children(server, 1).await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            |b| b.clone(),
+        )
+        .await;
+    let status = expect_status_write(server, pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+    status.body["status"].clone()
+}
+
+/// Names are reused: a pipeline deleted and created again under the same name is another
+/// object (another uid) and must not inherit the old one's scaler history (its last poll, its
+/// scale-down window, its last decision).
+#[tokio::test]
+async fn a_pipeline_recreated_under_the_same_name_starts_without_the_old_ones_history() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
+    let (ctx, mut server) = setup(admin.clone());
+    let old = pipeline(json!({}));
+    let status = reconcile_lagging_pipeline(&ctx, &mut server, &old).await;
+    assert_eq!(status["totalLag"], 3000);
+
+    // Deleted (Retain: no finalizer, no cleanup) and created again at once, with no lag now.
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 0),
+    );
+    let new = pipeline(
+        json!({"metadata": {"uid": "5d1e0f4a-7777-4c8e-9a57-000000000002", "generation": 1}}),
+    );
+    let task = run_reconcile(new.clone(), ctx.clone()).await;
+    expect_pipeline_list(&mut server, &new).await;
+    expect_children(&mut server, 1).await;
+    // The new pipeline polls at once: no lag, one worker, nothing to scale.
+    let status = expect_status_write(&mut server, &new).await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+    let status = &status.body["status"];
+    assert_eq!(status["totalLag"], 0, "{status}");
+    assert_eq!(status["desiredWorkers"], 1, "{status}");
+    assert_eq!(ctx.remembered(), 1, "the old pipeline's memory is gone");
+}
+
+/// A `Retain` pipeline has no finalizer: when it leaves, its memory and every metric series it
+/// exported go with it (a stalled-partition alert must not keep firing for a pipeline that no
+/// longer exists).
+#[tokio::test]
+async fn a_pipeline_that_leaves_takes_its_memory_and_metric_series_with_it() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
+    let (ctx, mut server) = setup(admin.clone());
+    let live = pipeline(json!({}));
+    reconcile_lagging_pipeline(&ctx, &mut server, &live).await;
+    let series = series_of_orders(&ctx);
+    assert!(
+        series.iter().any(|s| s.contains("partition_lag")),
+        "{series:?}"
+    );
+    assert_eq!(ctx.remembered(), 1);
+
+    // Its deletion is seen (no finalizer of ours: nothing to clean up on Kafka).
+    let mut leaving = deleted("Retain", false);
+    leaving.metadata.finalizers = None;
+    let task = run_reconcile(leaving, ctx.clone()).await;
+    server.finish().await;
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+    assert_eq!(series_of_orders(&ctx), Vec::<String>::new());
+    assert_eq!(ctx.remembered(), 0);
+}
+
+/// A pipeline gone from the controller's cache without any reconcile of its deletion is
+/// forgotten, series included, while the others are kept.
+#[tokio::test]
+async fn a_pipeline_gone_from_the_cache_is_forgotten_and_the_others_kept() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 250),
+    );
+    let (ctx, mut server) = setup(admin.clone());
+    let live = pipeline(json!({}));
+    reconcile_lagging_pipeline(&ctx, &mut server, &live).await;
+    ctx.forget_departed(&[Arc::new(live.clone())]);
+    assert_eq!(ctx.remembered(), 1, "still in the cache: kept");
+    assert!(!series_of_orders(&ctx).is_empty());
+    ctx.forget_departed(&[]);
+    assert_eq!(ctx.remembered(), 0);
+    assert_eq!(series_of_orders(&ctx), Vec::<String>::new());
+}
+
+/// The API server refuses a child as invalid (a quantity it cannot parse, a name it does not
+/// take): that needs a person, so the pipeline says so at the current generation, with an
+/// Event, and waits for a change instead of showing Progressing forever.
+#[tokio::test]
+async fn a_child_the_api_server_refuses_is_a_spec_condition_at_the_current_generation() {
+    let (ctx, mut server) = setup(existing_topics());
+    let pipeline = pipeline(json!({}));
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_ingress_secret(&mut server).await;
+    expect_child_reads(&mut server).await;
+    server
+        .expect_status(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            422,
+            |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                       "message": "Deployment.apps \"orders-ingress\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"1Gx\": quantities must match the regular expression"})
+            },
+        )
+        .await;
+    let status = expect_status_write(&mut server, &pipeline).await;
+    server.finish().await;
+    let error = task.await.unwrap().expect_err("the apply failed");
+    let status = &status.body["status"];
+    assert_eq!(status["observedGeneration"], 2, "{status}");
+    let ingress = condition(status, "IngressReady");
+    assert_eq!(ingress["status"], "False");
+    assert_eq!(ingress["reason"], "ChildRefused");
+    assert!(
+        ingress["message"].as_str().unwrap().contains("1Gx"),
+        "{ingress}"
+    );
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    assert!(
+        server.events.contains(&"ChildRefused".to_string()),
+        "{:?}",
+        server.events
+    );
+    let action = error_policy(Arc::new(pipeline), &error, ctx);
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "waits for a change of the spec"
+    );
+}
+
+/// After a Kafka outage every pipeline fails at once, at the same attempt: their retries must
+/// not come back together. Fifty pipelines' next retries, as the error policy schedules them,
+/// are not all the same.
+#[tokio::test]
+async fn fifty_pipelines_failing_together_do_not_retry_in_lockstep() {
+    let (ctx, _server) = setup(Arc::new(InMemoryAdmin::default()));
+    let error = wapipe_operator::Error::ReadLag(wapipe_operator::kafka::AdminError::NoSuchTopic(
+        "whatsapp_webhooks_raw".into(),
+    ));
+    let mut actions: Vec<Action> = Vec::new();
+    for n in 0..50 {
+        let pipeline =
+            pipeline(json!({"metadata": {"name": format!("p{n}"), "uid": format!("uid-{n}")}}));
+        let action = error_policy(Arc::new(pipeline), &error, ctx.clone());
+        if !actions.contains(&action) {
+            actions.push(action);
+        }
+    }
+    assert!(
+        actions.len() >= 40,
+        "{} distinct retry times of 50",
+        actions.len()
+    );
+}
+
+/// The spread itself, pure: draws across [0, 1) put a backoff's retries between half of it and
+/// all of it, spread over that whole range, never beyond the backoff's cap.
+#[test]
+fn jitter_spreads_retries_over_the_upper_half_of_the_backoff() {
+    let delays: Vec<Duration> = (0..50)
+        .map(|n| retry_delay(3, None, f64::from(n) / 50.0))
+        .collect();
+    let (low, high) = (*delays.iter().min().unwrap(), *delays.iter().max().unwrap());
+    assert_eq!(backoff(3), Duration::from_secs(20));
+    assert_eq!(
+        low,
+        Duration::from_secs(10),
+        "the earliest: half the backoff"
+    );
+    assert!(
+        high < Duration::from_secs(20) && high > Duration::from_millis(19_500),
+        "{high:?}"
+    );
+    let mut distinct = delays.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 50, "every draw its own time");
+    assert_eq!(
+        jittered(Duration::from_secs(300), 1.0),
+        Duration::from_secs(300),
+        "the cap holds"
+    );
+    assert_eq!(
+        jittered(Duration::from_secs(8), f64::NAN),
+        Duration::from_secs(4)
+    );
+}
+
+/// An HTTP sink URL may carry a token or a password; whatever echoes it (here the API server
+/// refusing the worker Deployment) reaches the status and the Event without them.
+#[tokio::test]
+async fn a_sink_url_credential_never_reaches_a_condition_message() {
+    let (ctx, mut server) = setup(existing_topics());
+    let pipeline = pipeline(json!({"spec": {"worker": {"sink": {
+        "type": "http", "httpUrl": "https://bob:pa55word@hooks.example.com/wa?token=s3cr3t"}}}}));
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_ingress_secret(&mut server).await;
+    expect_child_reads(&mut server).await;
+    for path in &CHILDREN[..3] {
+        server
+            .expect("PATCH", &format!("{path}?"), |b| b.clone())
+            .await;
+    }
+    server
+        .expect_status(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            422,
+            |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                       "message": "Deployment.apps \"orders-worker\" is invalid: spec.template.spec.containers[0].env[9].value: Invalid value: \"https://bob:pa55word@hooks.example.com/wa?token=s3cr3t\": too long"})
+            },
+        )
+        .await;
+    let status = expect_status_write(&mut server, &pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect_err("the apply failed");
+    let text = status.body["status"].to_string();
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("pa55word"),
+        "{text}"
+    );
+    let workers = condition(&status.body["status"], "WorkersReady");
+    assert!(
+        workers["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://REDACTED@hooks.example.com/wa?token=REDACTED"),
+        "{workers}"
+    );
 }

@@ -151,7 +151,8 @@ fn minimal_fixture_takes_every_default() {
     assert_eq!(valid.spec.worker.scale_down_window_seconds, 300);
     assert_eq!(valid.spec.worker.poll_interval_seconds, 10);
     assert_eq!(valid.spec.worker.max_attempts, 3);
-    assert_eq!(valid.consumer_group, "wapipe-minimal");
+    // A new pipeline's default group names its namespace too.
+    assert_eq!(valid.consumer_group, "wapipe-default.minimal");
     assert_eq!(valid.ingress_image, OPERATOR_IMAGE);
     assert_eq!(valid.worker_image, OPERATOR_IMAGE);
     assert_eq!(
@@ -433,4 +434,38 @@ fn images_outside_the_allowed_prefixes_are_refused_naming_the_field() {
         "{}",
         refused.message
     );
+}
+
+/// A sink URL carrying a token belongs in a Secret: the worker gets it from there, and the
+/// URL is nowhere in the Deployment.
+#[test]
+fn an_http_sink_url_from_a_secret_reaches_the_worker_only_through_the_secret() {
+    let mut pipeline = load("pipeline-meta-postgres.yaml");
+    pipeline.spec.worker.sink.type_ = wapipe_operator::crd::SinkType::Http;
+    pipeline.spec.worker.sink.database_url_secret_ref = None;
+    pipeline.spec.worker.sink.http_url_secret_ref = Some(wapipe_operator::crd::SecretKeyRef {
+        name: "hooks".into(),
+        key: "url".into(),
+    });
+    let valid = validate(&pipeline, &[], OPERATOR_IMAGE).expect("valid");
+    let children = build(&valid);
+    let worker = serde_json::to_value(&children.worker_deployment).unwrap();
+    let env = worker["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    let url = env
+        .iter()
+        .find(|e| e["name"] == "WAPIPE_HTTP_SINK_URL")
+        .expect("the sink URL variable");
+    let from = &url["valueFrom"]["secretKeyRef"];
+    assert_eq!(
+        (&from["name"], &from["key"]),
+        (&"hooks".into(), &"url".into()),
+        "{url}"
+    );
+    assert!(url.get("value").is_none(), "{url}");
+
+    pipeline.spec.worker.sink.http_url = Some("https://hooks.example.com/x".into());
+    let invalid = validate(&pipeline, &[], OPERATOR_IMAGE).expect_err("both given");
+    assert_eq!(invalid.reason, "InvalidSpec");
 }

@@ -167,6 +167,10 @@ check "refused: a sink URL under another sink type" \
   refused "sink.httpUrl is for sink type http only" '{"spec": {"worker": {"sink": {"type": "log", "httpUrl": "https://h.example/x"}}}}'
 check "refused: a database Secret under another sink type" \
   refused "sink.databaseUrlSecretRef is for sink type postgres only" '{"spec": {"worker": {"sink": {"type": "log", "databaseUrlSecretRef": {"name": "d", "key": "u"}}}}}'
+check "refused: httpUrl inline and from a Secret at once" \
+  refused "sink.httpUrl and sink.httpUrlSecretRef exclude each other" '{"spec": {"worker": {"sink": {"type": "http", "httpUrl": "https://h.example/x", "httpUrlSecretRef": {"name": "h", "key": "url"}}}}}'
+check "refused: an httpUrl Secret under another sink type" \
+  refused "sink.httpUrlSecretRef is for sink type http only" '{"spec": {"worker": {"sink": {"type": "log", "httpUrlSecretRef": {"name": "h", "key": "url"}}}}}'
 check "refused: httpUrl without a scheme" \
   refused "sink.httpUrl must be an absolute http:// or https:// URL" '{"spec": {"worker": {"sink": {"type": "http", "httpUrl": "hooks.example.com/whatsapp"}}}}'
 check "refused: httpUrl with another scheme" \

@@ -13,13 +13,13 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::build::worker_name;
-use crate::controller::{key, lock, publish, Context};
 use crate::crd::WhatsAppWebhookPipeline;
 use crate::error::{Error, Result};
 use crate::kafka::{read_ages, KafkaSettings};
-use crate::metrics::{PartitionLabels, PipelineLabels, ScalingLabels};
+use crate::metrics::{ExportedSeries, PartitionLabels, PipelineLabels, ScalingLabels};
 use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
 use crate::scaler::rate::RecordTimes;
+use crate::services::{key, Services};
 use crate::validate::ValidPipeline;
 
 /// What the scaler remembers about one pipeline between reconciles.
@@ -32,6 +32,8 @@ pub(crate) struct ScalerMemory {
     offsets_kept: Option<Instant>,
     /// Timestamps of the partitions' oldest unconsumed records.
     record_times: RecordTimes,
+    /// The metric series exported beyond the per-pipeline ones.
+    pub(crate) series: ExportedSeries,
 }
 
 /// How often a group scaled to zero has its offsets committed again. Kafka expires an empty
@@ -65,7 +67,8 @@ pub fn offsets_to_keep(
 /// One scaler step: at most once per poll interval, read lag, decide, and write replicas under
 /// the scaler's field manager when they change. Returns the latest decision, if any.
 pub(crate) async fn scale(
-    ctx: &Context,
+    services: &Services,
+    memory: &mut ScalerMemory,
     pipeline: &WhatsAppWebhookPipeline,
     valid: &ValidPipeline,
     kafka: &KafkaSettings,
@@ -75,78 +78,61 @@ pub(crate) async fn scale(
         Duration::from_secs(u64::try_from(valid.spec.worker.poll_interval_seconds).unwrap_or(10));
     let pipeline_key = key(pipeline);
     let now = Instant::now();
+    // Child events re-trigger reconciles; the policy counts polls, so poll on schedule.
+    if memory
+        .last_poll
+        .is_some_and(|at| now.duration_since(at) < poll_interval)
     {
-        let scalers = lock(&ctx.scalers);
-        if let Some(memory) = scalers.get(&pipeline_key) {
-            // Child events re-trigger reconciles; the policy counts polls, so poll on schedule.
-            if memory
-                .last_poll
-                .is_some_and(|at| now.duration_since(at) < poll_interval)
-            {
-                return Ok(memory.last.clone());
-            }
-        }
+        return Ok(memory.last.clone());
     }
     let labels = PipelineLabels {
         namespace: valid.namespace.clone(),
         pipeline: valid.name.clone(),
     };
-    let metrics = &ctx.metrics;
+    let metrics = &services.metrics;
     // Counted before the read, so a poll that fails counts too; this poll's number.
     let poll = metrics.lag_polls.get_or_create(&labels).inc() + 1;
-    let offsets = ctx
+    let offsets = services
         .admin
         .read_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group)
         .await
         .map_err(Error::ReadLag)?;
-    let mut record_times = lock(&ctx.scalers)
-        .get(&pipeline_key)
-        .map(|memory| memory.record_times.clone())
-        .unwrap_or_default();
     let ages = read_ages(
-        ctx.admin.as_ref(),
+        services.admin.as_ref(),
         kafka,
         &valid.spec.topic.name,
         &offsets,
-        &mut record_times,
+        &mut memory.record_times,
     )
     .await;
-    let (decision, keep) = {
-        let mut scalers = lock(&ctx.scalers);
-        let memory = scalers.entry(pipeline_key.clone()).or_default();
-        memory.record_times = record_times;
-        let decision = policy::decide_timed(
-            &valid.policy,
-            &mut memory.state,
-            &offsets,
-            &ages,
-            running,
-            now,
-        );
-        memory.last_poll = Some(now);
-        memory.last = Some(decision.clone());
-        // A paused group may be rewound by a replay at any moment: committing what this poll
-        // read could undo it.
-        let keep = offsets_to_keep(
-            running,
-            decision.desired,
-            memory.offsets_kept,
-            now,
-            &offsets,
-        )
-        .filter(|_| valid.policy.pause.is_none());
-        (decision, keep)
-    };
+    let decision = policy::decide_timed(
+        &valid.policy,
+        &mut memory.state,
+        &offsets,
+        &ages,
+        running,
+        now,
+    );
+    memory.last_poll = Some(now);
+    memory.last = Some(decision.clone());
+    // A paused group may be rewound by a replay at any moment: committing what this poll
+    // read could undo it.
+    let keep = offsets_to_keep(
+        running,
+        decision.desired,
+        memory.offsets_kept,
+        now,
+        &offsets,
+    )
+    .filter(|_| valid.policy.pause.is_none());
     if let Some(keep) = keep {
-        match ctx
+        match services
             .admin
             .keep_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group, &keep)
             .await
         {
             Ok(()) => {
-                if let Some(memory) = lock(&ctx.scalers).get_mut(&pipeline_key) {
-                    memory.offsets_kept = Some(now);
-                }
+                memory.offsets_kept = Some(now);
                 info!(pipeline = %pipeline_key, partitions = keep.len(), "scaled to zero: committed the group's offsets again so they do not expire");
             }
             // Members still leaving, or Kafka unavailable: tried again at the next poll.
@@ -169,6 +155,7 @@ pub(crate) async fn scale(
         .get_or_create(&labels)
         .set(i64::from(valid.policy.max_replicas.min(partitions)));
     for partition in &decision.partitions {
+        memory.series.partitions.insert(partition.partition);
         metrics
             .partition_lag
             .get_or_create(&PartitionLabels {
@@ -178,7 +165,7 @@ pub(crate) async fn scale(
             })
             .set(i64::try_from(partition.lag).unwrap_or(i64::MAX));
     }
-    export_rates(ctx, valid, &decision);
+    export_rates(metrics, valid, &decision);
     let stalled = decision
         .partitions
         .iter()
@@ -190,7 +177,7 @@ pub(crate) async fn scale(
         .set(i64::try_from(stalled).unwrap_or(0));
 
     if decision.desired != running {
-        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &valid.namespace);
+        let api: Api<Deployment> = Api::namespaced(services.client.clone(), &valid.namespace);
         let patch = json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -209,6 +196,10 @@ pub(crate) async fn scale(
             .last_scaling_poll
             .get_or_create(&labels)
             .set(i64::try_from(poll).unwrap_or(i64::MAX));
+        memory
+            .series
+            .scaling_reasons
+            .insert(decision.reason.as_str());
         metrics
             .scaling_changes
             .get_or_create(&ScalingLabels {
@@ -217,24 +208,23 @@ pub(crate) async fn scale(
                 reason: decision.reason.as_str().into(),
             })
             .inc();
-        publish(
-            ctx,
-            pipeline,
-            EventType::Normal,
-            decision.reason.as_str(),
-            format!(
-                "workers {running} → {}: {}",
-                decision.desired, decision.message
-            ),
-        )
-        .await;
+        services
+            .publish(
+                pipeline,
+                EventType::Normal,
+                decision.reason.as_str(),
+                format!(
+                    "workers {running} → {}: {}",
+                    decision.desired, decision.message
+                ),
+            )
+            .await;
     }
     Ok(Some(decision))
 }
 
 /// The time lag, the rates and whether scaling is held, as metrics.
-fn export_rates(ctx: &Context, valid: &ValidPipeline, decision: &Decision) {
-    let metrics = &ctx.metrics;
+fn export_rates(metrics: &crate::metrics::Metrics, valid: &ValidPipeline, decision: &Decision) {
     let labels = PipelineLabels {
         namespace: valid.namespace.clone(),
         pipeline: valid.name.clone(),

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use wapipe_core::redact::{redact_url, redact_urls};
 
 use crate::error::{Error, Result};
 use crate::route::Event;
@@ -19,6 +20,9 @@ const SINK: &str = "http";
 pub struct HttpSink {
     client: reqwest::Client,
     url: String,
+    /// The URL as logs and failure reasons show it: a token in its query string or a
+    /// password in it never leaves the process (see [`wapipe_core::redact`]).
+    shown: String,
 }
 
 impl HttpSink {
@@ -32,6 +36,7 @@ impl HttpSink {
         Ok(HttpSink {
             client,
             url: url.to_string(),
+            shown: redact_url(url),
         })
     }
 }
@@ -59,7 +64,11 @@ impl Sink for HttpSink {
             .await
             .map_err(|e| Error::SinkUnavailable {
                 sink: SINK,
-                reason: e.to_string(),
+                reason: format!(
+                    "{}: {}",
+                    self.shown,
+                    redact_urls(&e.without_url().to_string())
+                ),
             })?;
         let status = response.status();
         if status.is_success() {
@@ -68,10 +77,10 @@ impl Sink for HttpSink {
             let location = response
                 .headers()
                 .get(reqwest::header::LOCATION)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .map(|v| redact_urls(&String::from_utf8_lossy(v.as_bytes())))
                 .unwrap_or_else(|| "(none)".into());
             tracing::warn!(
-                url = %self.url,
+                url = %self.shown,
                 %status,
                 %location,
                 "the http sink answered a redirect; redirects are not followed (the POST would \
@@ -81,13 +90,13 @@ impl Sink for HttpSink {
                 sink: SINK,
                 reason: format!(
                     "{} answered {status} with Location {location}; redirects are not followed",
-                    self.url
+                    self.shown
                 ),
             })
         } else if is_transient(status) || !status.is_client_error() {
             Err(Error::SinkUnavailable {
                 sink: SINK,
-                reason: format!("{} answered {status}", self.url),
+                reason: format!("{} answered {status}", self.shown),
             })
         } else {
             let body = response.text().await.unwrap_or_default();
@@ -110,5 +119,31 @@ mod tests {
         assert!(is_transient(StatusCode::BAD_GATEWAY));
         assert!(!is_transient(StatusCode::BAD_REQUEST));
         assert!(!is_transient(StatusCode::UNPROCESSABLE_ENTITY));
+    }
+
+    #[tokio::test]
+    async fn a_failure_reason_never_carries_the_urls_token_or_password() {
+        use crate::route::{meta_record, route};
+        let value = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "w",
+            "changes": [{"field": "messages", "value": {"messages": [
+                {"id": "wamid.1", "from": "1555", "type": "text", "text": {"body": "hi"}}]}}]}]});
+        let event = route(&meta_record("1555", &value)).unwrap();
+        // Port 9 on loopback: nothing listens, the connection is refused at once.
+        let sink = HttpSink::new(
+            "http://bob:pa55word@127.0.0.1:9/wa?token=s3cr3t",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let Err(Error::SinkUnavailable { reason, .. }) = sink.write(&event).await else {
+            panic!("an unreachable service is unavailable");
+        };
+        assert!(
+            !reason.contains("s3cr3t") && !reason.contains("pa55word"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("http://REDACTED@127.0.0.1:9/wa?token=REDACTED"),
+            "{reason}"
+        );
     }
 }
