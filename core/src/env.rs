@@ -41,6 +41,10 @@ pub const LOG_FORMAT: &str = "WAPIPE_LOG_FORMAT";
 pub const MAX_ATTEMPTS: &str = "WAPIPE_MAX_ATTEMPTS";
 /// Ingress: the largest body accepted.
 pub const MAX_BODY_BYTES: &str = "WAPIPE_MAX_BODY_BYTES";
+/// Ingress: bytes all bodies being read may hold together, before their signature is checked.
+pub const MAX_BODY_READ_BYTES: &str = "WAPIPE_MAX_BODY_READ_BYTES";
+/// Ingress: bytes of verified bodies held until Kafka answers.
+pub const MAX_IN_FLIGHT_BYTES: &str = "WAPIPE_MAX_IN_FLIGHT_BYTES";
 /// Ingress: how long a POST waits for Kafka's acknowledgement.
 pub const PRODUCE_TIMEOUT: &str = "WAPIPE_PRODUCE_TIMEOUT";
 /// Ingress: `meta` or `wasender`.

@@ -90,6 +90,15 @@ pub struct Config {
     #[arg(long, env = "WAPIPE_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
+    /// Bytes of verified bodies held at once, from the signature check until Kafka answers
+    /// (counted in KiB; 0: no bound). A request whose Content-Length, or whose body once read,
+    /// does not fit what is left gets 503 with Retry-After. Each byte counted costs 2.5 to 5
+    /// in memory (its records, librdkafka's copies and batches): keep it to a fifth of what the
+    /// container may use beyond the read stage. A body larger than the budget is admitted
+    /// when nothing else holds any. The operator derives it from the memory limit.
+    #[arg(long, env = wapipe_core::env::MAX_IN_FLIGHT_BYTES, default_value_t = 64 * 1024 * 1024)]
+    pub max_in_flight_bytes: usize,
+
     /// How long a connection may take to send a request's headers (and how long a kept-alive
     /// connection may sit idle); past it, the connection is closed without an answer. A
     /// provider sends its headers in one write, so 5 s is ample for a real one and short
@@ -112,7 +121,7 @@ pub struct Config {
 
     /// Bytes all bodies being read may hold together, counted as they arrive; past it, the
     /// oldest reads are cut off (408) until the new bytes fit. At least --max-body-bytes.
-    #[arg(long, env = "WAPIPE_MAX_BODY_READ_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = wapipe_core::env::MAX_BODY_READ_BYTES, default_value_t = 64 * 1024 * 1024)]
     pub max_body_read_bytes: usize,
 
     /// Records the producer may hold unacknowledged (librdkafka queue.buffering.max.messages);

@@ -2,12 +2,14 @@
 //!
 //! `POST /webhook` reads the body in a bounded [`read_stage`], verifies the provider's
 //! signature over the raw bytes, and only then takes one of the `--max-in-flight` produce
-//! permits: splits the POST into one record per event, hands them to Kafka and answers 200
-//! only once every record is acknowledged. `GET /webhook` answers Meta's verification
+//! permits and its body's share of the `--max-in-flight-bytes` [`budget`]: splits the POST
+//! into one record per event, hands them to Kafka and answers 200 only once every record is
+//! acknowledged. `GET /webhook` answers Meta's verification
 //! handshake. It makes no database or external API calls: whatever is slow belongs to the
 //! worker.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod config;
 pub mod metrics;
 pub mod read_stage;
@@ -29,6 +31,8 @@ use tokio::sync::Semaphore;
 use wapipe_core::signature::{self, SignatureError};
 use wapipe_core::split::split;
 use wapipe_core::Provider;
+
+use budget::ByteBudget;
 
 pub use config::Config;
 use metrics::{KindLabel, Metrics};
@@ -93,7 +97,9 @@ pub enum Rejection {
         reason: String,
         retry_after: Duration,
     },
+    /// Past `--max-in-flight` requests, or `--max-in-flight-bytes` of bodies.
     Overloaded {
+        reason: &'static str,
         retry_after: Duration,
     },
 }
@@ -162,9 +168,12 @@ impl IntoResponse for Rejection {
                 reason.clone(),
                 Some(*retry_after),
             ),
-            Rejection::Overloaded { retry_after } => (
+            Rejection::Overloaded {
+                reason,
+                retry_after,
+            } => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "too many requests in flight".to_string(),
+                reason.to_string(),
                 Some(*retry_after),
             ),
         };
@@ -198,6 +207,8 @@ pub struct AppState {
     pub fallback_key: String,
     /// Produce permits: taken only by requests whose signature verified.
     pub in_flight: Arc<Semaphore>,
+    /// Bytes of verified bodies held from their signature check to Kafka's answer.
+    pub in_flight_bytes: ByteBudget,
     /// Where bodies are read before any signature is checked.
     pub reads: ReadStage,
     /// Set once the stop signal came: readiness answers 503 while requests are still served.
@@ -217,6 +228,8 @@ impl AppState {
             metrics.body_read_bytes.clone(),
         );
         metrics.secrets_loaded(&secrets);
+        let in_flight_bytes =
+            ByteBudget::new(config.max_in_flight_bytes, metrics.in_flight_bytes.clone());
         AppState {
             provider: config.provider,
             secrets: SecretStore::new(secrets),
@@ -226,6 +239,7 @@ impl AppState {
             retry_after: config.retry_after,
             fallback_key: config.fallback_key.clone(),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            in_flight_bytes,
             reads,
             stopping: AtomicBool::new(false),
         }
@@ -410,6 +424,10 @@ async fn handle_post(
         // A shared secret in a header: checked in full before the body.
         Provider::Wasender => check_signature(state, &candidates, None, signature_header)?,
     }
+    // A body that could not be held once read is not read: the provider retries it later.
+    if declared_length(&parts.headers).is_some_and(|len| !state.in_flight_bytes.fits_now(len)) {
+        return Err(overloaded_by_bytes(state));
+    }
 
     let body = state
         .reads
@@ -428,8 +446,12 @@ async fn handle_post(
     }
 
     // Only a signed request gets this far: unsigned load cannot hold the produce permits.
+    let Some(_bytes) = state.in_flight_bytes.try_take(body.len()) else {
+        return Err(overloaded_by_bytes(state));
+    };
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         return Err(Rejection::Overloaded {
+            reason: "too many requests in flight",
             retry_after: state.retry_after,
         });
     };
@@ -438,6 +460,8 @@ async fn handle_post(
 
     let records = split(state.provider, &body, &state.fallback_key);
     let digest = signature::body_sha256(&body);
+    // The records are copies: the body need not wait for Kafka with them.
+    drop(body);
     let started = Instant::now();
     let produced = state
         .sink
@@ -483,6 +507,13 @@ async fn handle_post(
             },
             retry_after: state.retry_after,
         }),
+    }
+}
+
+fn overloaded_by_bytes(state: &AppState) -> Rejection {
+    Rejection::Overloaded {
+        reason: "too many bytes in flight (--max-in-flight-bytes)",
+        retry_after: state.retry_after,
     }
 }
 

@@ -67,6 +67,7 @@ pub struct Metrics {
     pub events: Family<KindLabel, Counter>,
     pub produce_seconds: Histogram,
     pub in_flight: Gauge,
+    pub in_flight_bytes: Gauge,
     pub body_reads: Gauge,
     pub body_read_bytes: Gauge,
     pub header_timeouts: Counter,
@@ -109,6 +110,12 @@ impl Default for Metrics {
             "in_flight_requests",
             "Signed webhook requests holding a produce permit (out of --max-in-flight)",
             in_flight.clone(),
+        );
+        let in_flight_bytes = Gauge::default();
+        registry.register(
+            "in_flight_bytes",
+            "Bytes of verified bodies held from their signature check until Kafka answered (out of --max-in-flight-bytes, counted in KiB)",
+            in_flight_bytes.clone(),
         );
         let body_reads = Gauge::default();
         registry.register(
@@ -200,6 +207,7 @@ impl Default for Metrics {
             events,
             produce_seconds,
             in_flight,
+            in_flight_bytes,
             body_reads,
             body_read_bytes,
             header_timeouts,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use prometheus_client::metrics::gauge::Gauge;
@@ -59,12 +59,22 @@ impl ReadStage {
     }
 
     /// Reads `body` whole, up to `limit` bytes, within the stage's bounds.
+    ///
+    /// The bytes go into one buffer as they arrive, sized up front from the declared length:
+    /// collecting chunks and joining them at the end held every body twice for a moment, and
+    /// a burst of large bodies all ends its reads at once. The capacity is only address
+    /// space until bytes are written to it, so a large `Content-Length` alone still costs no
+    /// memory.
     pub async fn read(&self, mut body: Body, limit: usize) -> Result<Bytes, ReadError> {
         let deadline = tokio::time::sleep(self.limits.timeout);
         tokio::pin!(deadline);
         let (id, mut cut) = self.with_pool(|pool| pool.admit(self.limits.max_reads));
         let _leave = Leave { stage: self, id };
-        let mut chunks = Vec::new();
+        let declared = HttpBody::size_hint(&body).exact().unwrap_or(0);
+        let capacity = usize::try_from(declared).map_or(limit, |d| d.min(limit));
+        // A body that comes in one frame (most webhooks) is kept as it came, not copied.
+        let mut first: Option<Bytes> = None;
+        let mut buffer = BytesMut::new();
         let mut len = 0usize;
         loop {
             let frame = tokio::select! {
@@ -85,9 +95,20 @@ impl ReadStage {
             if !self.with_pool(|pool| pool.charge(id, data.len(), self.limits.max_bytes)) {
                 return Err(ReadError::Evicted);
             }
-            chunks.push(data);
+            match first.take() {
+                None if buffer.is_empty() => first = Some(data),
+                earlier => {
+                    if buffer.is_empty() {
+                        buffer.reserve(capacity.max(len));
+                    }
+                    if let Some(earlier) = earlier {
+                        buffer.extend_from_slice(&earlier);
+                    }
+                    buffer.extend_from_slice(&data);
+                }
+            }
         }
-        Ok(join(chunks, len))
+        Ok(first.unwrap_or_else(|| buffer.freeze()))
     }
 
     fn with_pool<T>(&self, change: impl FnOnce(&mut Pool) -> T) -> T {
@@ -112,17 +133,6 @@ impl Drop for Leave<'_> {
     fn drop(&mut self) {
         self.stage.with_pool(|pool| pool.leave(self.id));
     }
-}
-
-fn join(chunks: Vec<Bytes>, len: usize) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks.into_iter().next().unwrap_or_default();
-    }
-    let mut joined = BytesMut::with_capacity(len);
-    for chunk in chunks {
-        joined.extend_from_slice(&chunk);
-    }
-    joined.freeze()
 }
 
 /// The reads in progress and the bytes they hold.

@@ -508,3 +508,182 @@ async fn once_stopping_readiness_fails_while_webhooks_are_still_acknowledged() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(sink.produced.lock().unwrap().len(), 2);
 }
+
+/// A signed body of `len` bytes (not JSON: produced whole under the fallback key).
+fn signed_body(len: usize) -> (String, String) {
+    let body = "x".repeat(len);
+    let signature = sign_meta(SECRET.as_bytes(), body.as_bytes());
+    (body, signature)
+}
+
+/// Waits until `kib` KiB of the byte budget are held.
+async fn until_bytes_held(state: &AppState, kib: usize) {
+    let budget = &state.in_flight_bytes;
+    while budget.capacity_kib() - budget.available_kib() < kib {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn metric_line(metrics: &str, name: &str) -> String {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(name))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn bodies_past_the_byte_budget_are_shed_with_503_and_retry_after_until_it_is_given_back() {
+    // Memory is bounded by bytes held, not only by requests: 3 KiB of a 4 KiB budget are held
+    // by a request waiting for Kafka, so a 2 KiB body cannot be taken on.
+    let sink = Arc::new(FakeSink {
+        hang: true,
+        ..FakeSink::default()
+    });
+    let state = state_with(
+        config(&["--max-in-flight-bytes", "4096", "--retry-after", "7s"]),
+        sink,
+    );
+    let (large, large_signature) = signed_body(3000);
+    let first = tokio::spawn(send(
+        state.clone(),
+        meta_post(&large, Some(large_signature)),
+    ));
+    until_bytes_held(&state, 3).await;
+
+    // Refused on its Content-Length, before its body is read.
+    let (body, signature) = signed_body(2000);
+    let (status, retry_after, answer) =
+        send(state.clone(), meta_post(&body, Some(signature.clone()))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(retry_after.as_deref(), Some("7"));
+    assert!(answer.contains("bytes in flight"), "{answer}");
+    // Without a Content-Length, refused once the body is read and verified.
+    let streamed = Request::post("/webhook")
+        .header("x-hub-signature-256", signature)
+        .body(Body::from_stream(futures::stream::iter([Ok::<
+            _,
+            std::io::Error,
+        >(
+            bytes::Bytes::from(body.clone()),
+        )])))
+        .unwrap();
+    let (status, retry_after, _) = send(state.clone(), streamed).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after.as_deref(), Some("7"));
+    // A body that fits what is left still gets through to the producer.
+    let (small, small_signature) = signed_body(500);
+    let second = tokio::spawn(send(
+        state.clone(),
+        meta_post(&small, Some(small_signature)),
+    ));
+    until_bytes_held(&state, 4).await;
+
+    // The client that held the budget goes away mid-produce: its bytes come back.
+    first.abort();
+    let _ = first.await;
+    second.abort();
+    let _ = second.await;
+    assert_eq!(state.in_flight_bytes.available_kib(), 4);
+    let get = Request::get("/metrics").body(Body::empty()).unwrap();
+    let (_, _, metrics) = send(state.clone(), get).await;
+    assert_eq!(
+        metric_line(
+            &metrics,
+            "wapipe_ingress_requests_total{outcome=\"overloaded\"}"
+        ),
+        r#"wapipe_ingress_requests_total{outcome="overloaded"} 2"#
+    );
+    assert!(
+        metrics.contains("wapipe_ingress_in_flight_bytes 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_byte_budget_is_given_back_when_a_request_completes_or_fails() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&["--max-in-flight-bytes", "4096"]), sink.clone());
+    for _ in 0..3 {
+        let (body, signature) = signed_body(3000);
+        let (status, _, answer) = send(state.clone(), meta_post(&body, Some(signature))).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(state.in_flight_bytes.available_kib(), 4);
+    }
+    *sink.fail_with.lock().unwrap() = Some(ProduceError::Broker("down".into()));
+    let (body, signature) = signed_body(3000);
+    let (status, _, _) = send(state.clone(), meta_post(&body, Some(signature))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(state.in_flight_bytes.available_kib(), 4);
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_body_leaves_the_byte_budget_whole() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&["--max-in-flight-bytes", "4096"]), sink.clone());
+    let (body, signature) = signed_body(3000);
+    // The client goes away after 1000 of its 3000 bytes: the body ends in an error.
+    let broken: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+        Ok(bytes::Bytes::from(body[..1000].to_string())),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
+    ];
+    let request = Request::post("/webhook")
+        .header("x-hub-signature-256", signature.clone())
+        .header("content-length", "3000")
+        .body(Body::from_stream(futures::stream::iter(broken)))
+        .unwrap();
+    let (status, _, _) = send(state.clone(), request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // And one that is dropped while still sending.
+    let stalled = tokio::spawn(router(state.clone()).oneshot(stalled_post(&signature)));
+    until_reading(&state, 1).await;
+    stalled.abort();
+    let _ = stalled.await;
+    assert_eq!(state.in_flight_bytes.available_kib(), 4);
+    // The whole budget is there for the next body.
+    let (status, _, answer) = send(state.clone(), meta_post(&body, Some(signature))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(state.in_flight_bytes.available_kib(), 4);
+}
+
+#[tokio::test]
+async fn a_lone_body_larger_than_the_byte_budget_is_accepted_when_nothing_else_holds_it() {
+    // Within --max-body-bytes but over the budget: refusing it always would mean the provider
+    // retries it forever. It takes the whole budget instead.
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&["--max-in-flight-bytes", "2048"]), sink.clone());
+    let (body, signature) = signed_body(10_000);
+    let (status, _, answer) = send(state.clone(), meta_post(&body, Some(signature))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(sink.produced.lock().unwrap()[0].2.value.len(), 10_000);
+    assert_eq!(state.in_flight_bytes.available_kib(), 2);
+}
+
+#[tokio::test]
+async fn a_body_arriving_in_many_frames_is_produced_byte_for_byte() {
+    let sink = Arc::new(FakeSink::default());
+    let state = state_with(config(&[]), sink.clone());
+    let (body, signature) = signed_body(5000);
+    for declared in [true, false] {
+        let frames: Vec<Result<bytes::Bytes, std::io::Error>> = body
+            .as_bytes()
+            .chunks(1500)
+            .map(|chunk| Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .collect();
+        let mut request = Request::post("/webhook").header("x-hub-signature-256", &signature);
+        if declared {
+            request = request.header("content-length", body.len());
+        }
+        let request = request
+            .body(Body::from_stream(futures::stream::iter(frames)))
+            .unwrap();
+        let (status, _, answer) = send(state.clone(), request).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let produced = sink.produced.lock().unwrap();
+    assert_eq!(produced.len(), 2);
+    assert!(produced.iter().all(|(_, _, r)| r.value == body.as_bytes()));
+}

@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::budget::ingress_budgets;
 use crate::crd::{KafkaSpec, Resources, SecretKeyRef, SinkType};
 use crate::template;
 use crate::validate::ValidPipeline;
@@ -321,6 +322,21 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
     }
     if let Some(max) = spec.ingress.max_body_bytes {
         vars.push(env(wenv::MAX_BODY_BYTES, max.to_string()));
+    }
+    // Bounded by the memory limit, so a burst of large bodies meets 503, not the OOM killer.
+    let max_body = spec
+        .ingress
+        .max_body_bytes
+        .unwrap_or(wapipe_core::DEFAULT_MAX_BODY_BYTES as u64);
+    if let Some(budgets) = ingress_budgets(spec.ingress.resources.as_ref(), max_body) {
+        vars.push(env(
+            wenv::MAX_BODY_READ_BYTES,
+            budgets.read_bytes.to_string(),
+        ));
+        vars.push(env(
+            wenv::MAX_IN_FLIGHT_BYTES,
+            budgets.in_flight_bytes.to_string(),
+        ));
     }
     let mut mounts = files.mounts;
     mounts.push(tmp_mount());

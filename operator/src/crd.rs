@@ -360,7 +360,9 @@ pub struct IngressSpec {
     /// Secret key holding the verify token of Meta's GET handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_token_ref: Option<SecretKeyRef>,
-    /// Resources of the ingress container.
+    /// Resources of the ingress container. With a memory limit, the ingress's byte budgets
+    /// follow it: a sixteenth of the limit for verified bodies awaiting Kafka (503 past it),
+    /// half (at most 64 MiB, at least the largest body) for bodies being read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Largest accepted request body in bytes; larger bodies get 413. Omit for the ingress default.

@@ -6,6 +6,7 @@
 //! Kubernetes type so that the local mode can reuse them.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod build;
 pub mod children;
 pub mod claims;

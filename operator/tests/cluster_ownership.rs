@@ -4,7 +4,7 @@
 //! cleanup deadline holds while a pod is stuck Terminating, and claims compare Kafka's cluster
 //! id rather than the bootstrap string.
 //!
-//! Run by tests/cluster/run.sh while its operator runs (cleanup deadline 20 s), with
+//! Run by tests/cluster/run.sh while its operator runs (cleanup deadline 45 s), with
 //! `--ignored --test-threads=1`: every test needs that cluster, broker and operator.
 
 mod support;
@@ -252,7 +252,7 @@ async fn a_throwaway_pipeline_neither_takes_nor_deletes_same_named_objects() {
 }
 
 /// With a pod stuck Terminating (its node lost), a `Delete` pipeline's cleanup gives up at the
-/// cleanup deadline (20 s in this suite), says so, and the pipeline goes.
+/// cleanup deadline (45 s in this suite), says so, and the pipeline goes.
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn the_cleanup_deadline_holds_while_a_pod_is_stuck_terminating() {

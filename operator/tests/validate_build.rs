@@ -162,6 +162,26 @@ fn minimal_fixture_takes_every_default() {
 }
 
 #[test]
+fn the_ingress_memory_limit_sets_its_byte_budgets_and_no_limit_keeps_the_defaults() {
+    // 256Mi: the produce stage gets a sixteenth, the read stage half capped at its 64 MiB
+    // default (operator/src/budget.rs), so a burst of large bodies meets 503, not the OOM killer.
+    let ingress = build(&valid("pipeline-meta-postgres.yaml")).ingress_deployment;
+    let ingress = container(&ingress);
+    assert_eq!(
+        plain(ingress, "WAPIPE_MAX_IN_FLIGHT_BYTES").as_deref(),
+        Some("16777216")
+    );
+    assert_eq!(
+        plain(ingress, "WAPIPE_MAX_BODY_READ_BYTES").as_deref(),
+        Some("67108864")
+    );
+    let minimal = build(&valid("pipeline-minimal.yaml")).ingress_deployment;
+    let minimal = container(&minimal);
+    assert_eq!(plain(minimal, "WAPIPE_MAX_IN_FLIGHT_BYTES"), None);
+    assert_eq!(plain(minimal, "WAPIPE_MAX_BODY_READ_BYTES"), None);
+}
+
+#[test]
 fn worker_template_leaves_replicas_to_the_scaler() {
     let children = build(&valid("pipeline-meta-postgres.yaml"));
     assert_eq!(

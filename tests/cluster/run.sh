@@ -14,7 +14,8 @@
 #      enforced, a call outside it is refused, and the operator logs no refusal
 #   4. operator/tests/cluster.rs (Ready, topics, children, GC, deletion policy, conditions,
 #      events, scaling on real lag, namespace deletion, a Kafka outage) while that operator runs,
-#      with a 20 s cleanup deadline so an abandoned cleanup shows within the test's patience
+#      with a 45 s cleanup deadline: an abandoned cleanup shows within the test's patience,
+#      and a loaded machine still reconciles a replacement pipeline before it
 #      and operator/tests/cluster_ownership.rs (what the operator must never delete or take)
 #   5. the whole loop (operator/tests/cluster_loop.rs): ingress and workers as host processes
 #      from the Deployments' pod templates, signed webhooks into PostgreSQL, scaled on lag
@@ -268,7 +269,7 @@ metrics_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 KUBECONFIG="$work/operator.kubeconfig" POD_NAMESPACE="$release_ns" POD_NAME=host-operator-1 \
   WAPIPE_OPERATOR_LISTEN="127.0.0.1:$metrics_port" WAPIPE_IMAGE=ghcr.io/wapipe/wapipe:cluster-suite \
   WAPIPE_LEASE_NAME=wapipe-operator-leader RUST_LOG=info,kube=warn \
-  WAPIPE_CLEANUP_DEADLINE_SECONDS=20 \
+  WAPIPE_CLEANUP_DEADLINE_SECONDS=45 \
   "$CARGO_TARGET_DIR/debug/wapipe-operator" >"$log_file" 2>&1 &
 operator_pid=$!
 holds_lease() {

@@ -267,38 +267,18 @@ no_oom_kill() {
     -o jsonpath='{range .items[*]}{.status.containerStatuses[0].lastState.terminated.reason}{"\n"}{end}' | grep -q OOMKilled
 }
 
-# scenario_memory_burst FIRST ROUNDS PARALLEL MESSAGES PAD: ROUNDS rounds of PARALLEL concurrent
-# signed POSTs, each MESSAGES messages with PAD-character texts; every POST is acknowledged, no
-# container is OOM-killed or restarted, every event is stored once. The peak working set per pod
-# (sampled every second from the summary API) is printed; `pod_peak_hook`, when the suite defines
-# it, adds what the node itself can tell (cgroup v1's max_usage_in_bytes).
-scenario_memory_burst() {
-  local first=$1 rounds=$2 parallel=$3 messages=$4 pad=$5 r p n=0 before after sampler codes
-  log "memory: $rounds x $parallel concurrent signed POSTs of $messages messages of ${pad} B"
-  before="$(restart_counts)"
-  for ((p = 0; p < parallel * rounds; p++)); do
-    large_payload $((first + p * messages)) "$messages" "$pad" >"$work_dir/large-$p.json"
-  done
-  echo "body size: $(wc -c <"$work_dir/large-0.json") bytes"
+# memory_sampler_start: samples every pod's working set each second into $work_dir/memory, in
+# the background ($sampler).
+memory_sampler_start() {
   : >"$work_dir/memory"
+  rm -f "$work_dir/memory.stop"
   (while [[ ! -e "$work_dir/memory.stop" ]]; do pod_working_sets >>"$work_dir/memory"; sleep 1; done) &
   sampler=$!
-  rm -f "$work_dir/memory.stop" "$work_dir/burst"
-  for ((r = 0; r < rounds; r++)); do
-    for ((p = 0; p < parallel; p++)); do
-      (
-        code="$(post_file "$work_dir/large-$n.json")"
-        echo "$code" >>"$work_dir/burst"
-      ) &
-      n=$((n + 1))
-    done
-    wait_children_except "$sampler"
-  done
-  codes="$(sort "$work_dir/burst" | uniq -c | tr -s ' ' | tr '\n' ';')"
-  echo "answers: $codes"
-  check "all $((rounds * parallel)) large POSTs are acknowledged with 200" \
-    same "$(grep -c '^200$' "$work_dir/burst")" $((rounds * parallel))
-  check "the $((rounds * parallel * messages)) large events are stored once" retry 300 stored_once "$first" $((rounds * parallel * messages))
+}
+# memory_sampler_stop_and_check BEFORE: stops the sampler; no container OOM-killed, none
+# restarted since BEFORE (restart_counts); prints the peak working set per pod.
+memory_sampler_stop_and_check() {
+  local before=$1 after
   touch "$work_dir/memory.stop"
   wait "$sampler"
   after="$(restart_counts)"
@@ -309,7 +289,58 @@ scenario_memory_burst() {
   echo "peak working set per pod during the burst (summary API, sampled every second):"
   awk '{ if ($2 > peak[$1]) peak[$1] = $2 } END { for (p in peak) printf "  %s %.1f MiB\n", p, peak[p] / 1048576 }' "$work_dir/memory" | sort
   if declare -F pod_peak_hook >/dev/null; then pod_peak_hook; fi
-  rm -f "$work_dir"/large-*.json
+}
+
+# post_until_acknowledged FILE LOG: POSTs FILE until it gets 200, waiting 2 s after each 503
+# (the provider waits out Retry-After); every answer is appended to LOG. Gives up on any other
+# answer or after 60 tries.
+post_until_acknowledged() {
+  local try code
+  for ((try = 0; try < 60; try++)); do
+    code="$(post_file "$1")"
+    echo "$code" >>"$2"
+    [[ "$code" == 503 ]] || return 0
+    sleep 2
+  done
+}
+# ingress_metric NAME: the ingress's metric lines starting with NAME (one replica behind $url).
+ingress_metric() { curl -s --max-time 5 "${url%%/webhook*}/metrics" | grep "^$1" | tr '\n' ';'; }
+
+# scenario_memory_burst FIRST ROUNDS PARALLEL MESSAGES PAD: ROUNDS rounds of PARALLEL concurrent
+# signed POSTs, each MESSAGES messages with PAD-character texts. What does not fit the ingress's
+# byte budget (set by the operator from its memory limit) is answered 503 with Retry-After and
+# POSTed again until 200, as a provider does: every answer is 200 or 503, every POST acknowledged
+# in the end, every event stored once, no container OOM-killed or restarted. The peak working set
+# per pod (sampled every second from the summary API) is printed; `pod_peak_hook`, when the suite
+# defines it, adds what the node itself can tell (cgroup v1's max_usage_in_bytes).
+scenario_memory_burst() {
+  local first=$1 rounds=$2 parallel=$3 messages=$4 pad=$5 r p n=0 before posts first_answers all_answers
+  posts=$((rounds * parallel))
+  log "memory: $rounds x $parallel concurrent signed POSTs of $messages messages of ${pad} B"
+  before="$(restart_counts)"
+  for ((p = 0; p < posts; p++)); do
+    large_payload $((first + p * messages)) "$messages" "$pad" >"$work_dir/large-$p.json"
+    : >"$work_dir/large-$p.answers"
+  done
+  echo "body size: $(wc -c <"$work_dir/large-0.json") bytes; ingress budgets: $(kubectl -n "$ns" get deploy "$pipeline-ingress" \
+    -o jsonpath='{range .spec.template.spec.containers[0].env[*]}{.name}={.value} {end}' | tr ' ' '\n' | grep -E 'MAX_(IN_FLIGHT|BODY_READ)_BYTES' | tr '\n' ' ')"
+  memory_sampler_start
+  for ((r = 0; r < rounds; r++)); do
+    for ((p = 0; p < parallel; p++)); do
+      post_until_acknowledged "$work_dir/large-$n.json" "$work_dir/large-$n.answers" &
+      n=$((n + 1))
+    done
+    wait_children_except "$sampler"
+  done
+  first_answers="$(for ((p = 0; p < posts; p++)); do head -n 1 "$work_dir/large-$p.answers"; done | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
+  all_answers="$(cat "$work_dir"/large-*.answers | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
+  echo "first answers: $first_answers all answers (retries included): $all_answers"
+  echo "ingress: $(ingress_metric 'wapipe_ingress_requests_total{outcome="\(ok\|overloaded\)"}')"
+  check "every answer to the $posts large POSTs is 200 or 503" same "$(cat "$work_dir"/large-*.answers | grep -cv '^\(200\|503\)$')" 0
+  check "each of the $posts large POSTs is acknowledged with 200 in the end" same "$(cat "$work_dir"/large-*.answers | grep -c '^200$')" "$posts"
+  check "the $((posts * messages)) large events are stored once" retry 300 stored_once "$first" $((posts * messages))
+  memory_sampler_stop_and_check "$before"
+  rm -f "$work_dir"/large-*.json "$work_dir"/large-*.answers
 }
 # wait_children_except PID: wait for every background job but PID.
 wait_children_except() {

@@ -240,6 +240,7 @@ skip_check "rolling update of the ingress under load" \
   "requests go through kubectl port-forward, which is pinned to one ingress pod; the node suite sends them through the Service"
 scenario_rollout worker "${image%:*}:e2e-next" 100000
 scenario_memory_burst 300000 2 8 1000 2000
+scenario_memory_burst 320000 1 24 1000 2700
 
 kill "$pf_pid" 2>/dev/null
 pf_pid=""
