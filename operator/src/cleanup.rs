@@ -83,7 +83,7 @@ pub(crate) async fn cleanup(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -
                     if !past_deadline {
                         return Err(error);
                     }
-                    Some(error.to_string())
+                    Some(error.message())
                 }
             };
             if let Some(why) = why {

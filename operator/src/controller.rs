@@ -191,7 +191,7 @@ pub fn error_policy(
             error: error.metric_label().into(),
         })
         .inc();
-    warn!(pipeline = %key(&pipeline), %error, "reconcile failed");
+    warn!(pipeline = %key(&pipeline), error = %error.message(), "reconcile failed");
     if !error.is_transient() {
         return Action::await_change();
     }
@@ -352,7 +352,7 @@ async fn write_failure(
         pipeline,
         EventType::Warning,
         failure.reason.as_str(),
-        error.to_string(),
+        error.message(),
     )
     .await;
     let previous = pipeline.status.clone().unwrap_or_default();
@@ -361,7 +361,7 @@ async fn write_failure(
         pipeline.metadata.generation,
         failure.condition,
         failure.reason,
-        &error.to_string(),
+        &error.message(),
         &now(),
     );
     write_status(ctx, pipeline, status).await
@@ -669,7 +669,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
     {
         Ok(decision) => (decision, None),
         Err(error) => {
-            warn!(pipeline = %key(pipeline), %error, "reading lag failed; replicas left as they are");
+            warn!(pipeline = %key(pipeline), error = %error.message(), "reading lag failed; replicas left as they are");
             forget_kafka_secrets_on_auth_error(ctx, pipeline, &error);
             ctx.metrics
                 .reconcile_errors
@@ -677,7 +677,7 @@ async fn apply(pipeline: &WhatsAppWebhookPipeline, ctx: &Context) -> Result<Acti
                     error: error.metric_label().into(),
                 })
                 .inc();
-            (None, Some(error.to_string()))
+            (None, Some(error.message()))
         }
     };
 
