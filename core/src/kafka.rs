@@ -67,7 +67,7 @@ pub struct KafkaArgs {
 /// A Kafka setting that could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaConfigError {
-    #[error("reading the SASL password from {path}: {source}")]
+    #[error("reading the SASL password from {path}")]
     ReadPasswordFile {
         path: PathBuf,
         source: std::io::Error,

@@ -5,6 +5,7 @@
 //! - [`split`]: one provider POST into one record per event, each keyed by its user;
 //! - [`signature`]: webhook signature checks over the raw body;
 //! - [`secret`]: secrets given inline or in a (mounted) file;
+//! - [`error`]: an error and its causes on one line, for status conditions, Events and logs;
 //! - [`env`]: the environment variables the binaries read and the operator and `wapipe up`
 //!   write;
 //! - [`kafka`] (feature `kafka`): Kafka connection settings and client configuration;
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod env;
+pub mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod logging;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// A secret file that could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("reading {}: {source}", path.display())]
+#[error("reading {}", path.display())]
 pub struct SecretFileError {
     pub path: PathBuf,
     #[source]

@@ -45,7 +45,7 @@ use sink::{Batch, EventSink, ProduceError};
 pub enum Error {
     #[error("missing secret: {0}")]
     MissingSecret(&'static str),
-    #[error("reading the {what} from {path}: {source}")]
+    #[error("reading the {what} from {path}")]
     ReadSecret {
         what: &'static str,
         path: PathBuf,
@@ -63,7 +63,7 @@ pub enum Error {
     KafkaConfig(wapipe_core::kafka::KafkaConfigError),
     #[error("creating the Kafka producer: {0}")]
     CreateProducer(rdkafka::error::KafkaError),
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,

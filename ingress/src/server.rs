@@ -17,6 +17,7 @@ use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use wapipe_core::error::Causes;
 
 use crate::secrets::{SecretSources, Secrets};
 use crate::sink::{EventSink, KafkaSink, ProducerSettings};
@@ -163,7 +164,7 @@ async fn reload_secrets(
             }
             Err(error) => {
                 state.metrics.reloaded("failed");
-                tracing::warn!(%error, "reading the secrets again failed: the previous set stays in use");
+                tracing::warn!(error = %Causes(&error), "reading the secrets again failed: the previous set stays in use");
             }
         }
     }

@@ -22,7 +22,7 @@ pub enum BrokerError {
         "Apache Kafka {version} is not installed (looked in {looked_in}): run `bash scripts/install-kafka.sh`"
     )]
     NotInstalled { version: String, looked_in: String },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]

@@ -91,7 +91,7 @@ pub(crate) async fn cleanup(
                     if !past_deadline {
                         return Err(error);
                     }
-                    Some(error.to_string())
+                    Some(error.message())
                 }
             };
             if let Some(why) = why {

@@ -158,7 +158,7 @@ pub async fn run(ctx: Arc<Context>) {
                         tracing::debug!(%error, "pipeline gone before its reconcile");
                         ctx.forget_departed(&store.state());
                     }
-                    Err(error) => warn!(error = %shown(&error), "reconcile failed"),
+                    Err(error) => warn!(error = %shown(&wapipe_core::error::with_causes(&error)), "reconcile failed"),
                 }
             }
         })
@@ -178,7 +178,7 @@ pub fn error_policy(
             error: error.metric_label().into(),
         })
         .inc();
-    warn!(pipeline = %key(&pipeline), error = %shown(error), "reconcile failed");
+    warn!(pipeline = %key(&pipeline), error = %shown(&error.message()), "reconcile failed");
     if !error.is_transient() {
         return Action::await_change();
     }
@@ -268,7 +268,7 @@ async fn reconcile_once(
             Err(error) => {
                 forget_kafka_secrets_on_auth_error(&ctx.services.secrets, &pipeline, &error);
                 if let Err(status_error) = write_failure(&ctx.services, &pipeline, &error).await {
-                    warn!(pipeline = %key(&pipeline), status_error = %shown(&status_error), "could not record the failure in the status");
+                    warn!(pipeline = %key(&pipeline), status_error = %shown(&status_error.message()), "could not record the failure in the status");
                 }
                 return Err(error);
             }
@@ -294,7 +294,7 @@ async fn write_failure(
             pipeline,
             EventType::Warning,
             failure.reason.as_str(),
-            error.to_string(),
+            error.message(),
         )
         .await;
     let previous = pipeline.status.clone().unwrap_or_default();
@@ -303,7 +303,7 @@ async fn write_failure(
         pipeline.metadata.generation,
         failure.condition,
         failure.reason,
-        &error.to_string(),
+        &error.message(),
         &now(),
     );
     write_status(&services.client, pipeline, status).await
@@ -509,7 +509,7 @@ async fn apply(
     {
         Ok(decision) => (decision, None),
         Err(error) => {
-            warn!(pipeline = %key(pipeline), error = %shown(&error), "reading lag failed; replicas left as they are");
+            warn!(pipeline = %key(pipeline), error = %shown(&error.message()), "reading lag failed; replicas left as they are");
             forget_kafka_secrets_on_auth_error(&services.secrets, pipeline, &error);
             services
                 .metrics
@@ -518,7 +518,7 @@ async fn apply(
                     error: error.metric_label().into(),
                 })
                 .inc();
-            (None, Some(error.to_string()))
+            (None, Some(error.message()))
         }
     };
 

@@ -8,10 +8,10 @@ pub enum Error {
     /// The resource's spec cannot be reconciled as written; waits for the next change.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
-    #[error("listing pipelines to check topic claims: {0}")]
+    #[error("listing pipelines to check topic claims")]
     ListPipelines(#[source] kube::Error),
     /// `condition` is the status condition the Secret is needed for (`TopicReady`, ...).
-    #[error("reading Secret {namespace}/{name}: {source}")]
+    #[error("reading Secret {namespace}/{name}")]
     ReadSecret {
         condition: ConditionType,
         namespace: String,
@@ -26,7 +26,7 @@ pub enum Error {
         name: String,
         key: String,
     },
-    #[error("applying {kind} {name}: {source}")]
+    #[error("applying {kind} {name}")]
     ApplyChild {
         kind: &'static str,
         name: String,
@@ -35,7 +35,7 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("reading {kind} {name}: {source}")]
+    #[error("reading {kind} {name}")]
     ReadChild {
         kind: &'static str,
         name: String,
@@ -56,30 +56,30 @@ pub enum Error {
         /// Who controls it, in words.
         holder: String,
     },
-    #[error("reading the Kafka cluster id: {0}")]
+    #[error("reading the Kafka cluster id")]
     KafkaClusterId(#[source] AdminError),
-    #[error("deleting Deployment {name}: {source}")]
+    #[error("deleting Deployment {name}")]
     DeleteChild {
         name: String,
         #[source]
         source: kube::Error,
     },
-    #[error("writing worker replicas: {0}")]
+    #[error("writing worker replicas")]
     PatchReplicas(#[source] kube::Error),
-    #[error("writing status: {0}")]
+    #[error("writing status")]
     PatchStatus(#[source] kube::Error),
-    #[error("updating finalizers: {0}")]
+    #[error("updating finalizers")]
     PatchFinalizers(#[source] kube::Error),
-    #[error("{action} topic {topic}: {source}")]
+    #[error("{action} topic {topic}")]
     Topic {
         action: &'static str,
         topic: String,
         #[source]
         source: AdminError,
     },
-    #[error("reading consumer-group lag: {0}")]
+    #[error("reading consumer-group lag")]
     ReadLag(#[source] AdminError),
-    #[error("serializing {0}: {1}")]
+    #[error("serializing {0}")]
     Serialize(&'static str, #[source] serde_json::Error),
 }
 
@@ -99,6 +99,12 @@ impl Error {
                 ..
             } if status.code == 422 || status.code == 400
         )
+    }
+
+    /// The error and each of its causes, once, on one line: what a status condition message, an
+    /// Event note and a log line carry. `Display` alone names only the action that failed.
+    pub fn message(&self) -> String {
+        wapipe_core::error::with_causes(self)
     }
 
     /// Whether Kafka refused the operator's credentials (see [`AdminError::is_auth`]).
@@ -188,3 +194,26 @@ pub fn namespace_terminating(status: &kube::core::Status) -> bool {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied() -> Error {
+        let cause = serde_json::from_str::<u32>("connection refused").unwrap_err();
+        Error::Serialize("the status", cause)
+    }
+
+    #[test]
+    fn a_wrapped_error_prints_each_cause_once() {
+        let text = format!("{:#}", anyhow::Error::from(denied()).context("reconciling"));
+        assert_eq!(text.matches("expected value").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_condition_message_still_carries_the_cause() {
+        let message = denied().message();
+        assert!(message.starts_with("serializing the status: "), "{message}");
+        assert!(message.contains("expected value"), "{message}");
+    }
+}

@@ -248,11 +248,7 @@ pub fn parse_point_in_time(raw: &str, now_ms: i64) -> crate::Result<i64> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            crate::Error::Config(format!(
-                "{raw:?} is neither a duration (24h), an RFC 3339 time nor unix milliseconds"
-            ))
-        })
+        .ok_or_else(|| crate::Error::ParseSince(raw.to_string()))
 }
 
 #[cfg(test)]

@@ -13,28 +13,28 @@ pub enum Error {
     #[error("the {sink} sink is unavailable: {reason}")]
     SinkUnavailable { sink: &'static str, reason: String },
 
-    #[error("producing to the dead-letter topic {topic}: {source}")]
+    #[error("producing to the dead-letter topic {topic}")]
     ProduceDeadLetter {
         topic: String,
         source: rdkafka::error::KafkaError,
     },
 
-    #[error("producing to the topic {topic}: {source}")]
+    #[error("producing to the topic {topic}")]
     Produce {
         topic: String,
         source: rdkafka::error::KafkaError,
     },
 
-    #[error("Kafka client: {0}")]
+    #[error("Kafka client")]
     Kafka(#[from] rdkafka::error::KafkaError),
 
     #[error("the brokers refused group.protocol=consumer (KIP-848): {0}")]
     GroupProtocolUnsupported(String),
 
-    #[error("Kafka settings: {0}")]
+    #[error("Kafka settings")]
     KafkaConfig(#[from] wapipe_core::kafka::KafkaConfigError),
 
-    #[error("connecting to PostgreSQL (sslmode={sslmode}): {}", describe_postgres_error(.source))]
+    #[error("connecting to PostgreSQL (sslmode={sslmode})")]
     ConnectDatabase {
         sslmode: &'static str,
         source: tokio_postgres::Error,
@@ -46,10 +46,10 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("migrating the PostgreSQL schema: {0}")]
+    #[error("migrating the PostgreSQL schema")]
     MigrateDatabase(#[source] tokio_postgres::Error),
 
-    #[error("reading the database URL from {path}: {source}")]
+    #[error("reading the database URL from {path}")]
     ReadDatabaseUrl {
         path: std::path::PathBuf,
         source: std::io::Error,
@@ -61,12 +61,30 @@ pub enum Error {
     #[error("reading {topic} stalled before its end")]
     ReadStalled { topic: String },
 
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("--sink {sink} needs {needs}")]
+    SinkSettingMissing {
+        sink: &'static str,
+        /// The flag (and its environment variable) to give.
+        needs: &'static str,
+    },
 
-    #[error(
-        "checking the members of group {group} failed ({source}); pass --force to reset anyway"
-    )]
+    #[error("parsing the database URL")]
+    ParseDatabaseUrl(#[source] tokio_postgres::Error),
+
+    /// The TLS the database URL (or --database-ca-file) asks for cannot be set up as written.
+    #[error("database TLS: {0}")]
+    DatabaseTls(String),
+
+    #[error("building the HTTP client")]
+    BuildHttpClient(#[source] reqwest::Error),
+
+    #[error("--since {0:?} is neither a duration (24h), an RFC 3339 time nor unix milliseconds")]
+    ParseSince(String),
+
+    #[error("the offset reset task panicked or was cancelled")]
+    ResetTask(#[source] tokio::task::JoinError),
+
+    #[error("cannot list the members of group {group} (pass --force to reset anyway)")]
     CheckGroup {
         group: String,
         source: rdkafka::error::KafkaError,
@@ -78,7 +96,7 @@ pub enum Error {
     )]
     GroupActive { group: String, members: usize },
 
-    #[error("serving HTTP on {addr}: {source}")]
+    #[error("serving HTTP on {addr}")]
     Serve {
         addr: std::net::SocketAddr,
         source: std::io::Error,
@@ -113,7 +131,12 @@ impl Error {
             | Error::ReadDatabaseUrl { .. }
             | Error::TopicMissing(_)
             | Error::ReadStalled { .. }
-            | Error::Config(_)
+            | Error::SinkSettingMissing { .. }
+            | Error::ParseDatabaseUrl(_)
+            | Error::DatabaseTls(_)
+            | Error::BuildHttpClient(_)
+            | Error::ParseSince(_)
+            | Error::ResetTask(_)
             | Error::CheckGroup { .. }
             | Error::GroupActive { .. }
             | Error::Serve { .. } => Fault::Infrastructure,
@@ -122,19 +145,6 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// A tokio-postgres error with its causes: its own message names only the kind of failure
-/// ("error performing TLS handshake", "db error"), the reason is in the causes.
-pub fn describe_postgres_error(error: &tokio_postgres::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {
@@ -154,7 +164,7 @@ mod tests {
         assert_eq!(rejected.fault(), Fault::Event);
         assert_eq!(unavailable.fault(), Fault::Infrastructure);
         assert_eq!(
-            Error::Config("no sink".into()).fault(),
+            Error::DatabaseTls("sslrootcert=system".into()).fault(),
             Fault::Infrastructure
         );
     }

@@ -16,6 +16,7 @@ pub mod worker;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use wapipe_core::error::Causes;
 use wapipe_core::time::now_ms;
 
 pub use config::Cli;
@@ -30,18 +31,23 @@ pub async fn build_sink(args: &RunArgs) -> Result<SharedSink> {
     Ok(match args.sink {
         SinkKind::Log => Arc::new(LogSink::stdout()),
         SinkKind::Http => {
-            let url = args.http_sink_url.as_deref().ok_or_else(|| {
-                Error::Config("--sink http needs --http-sink-url (WAPIPE_HTTP_SINK_URL)".into())
-            })?;
+            let url = args
+                .http_sink_url
+                .as_deref()
+                .ok_or_else(|| Error::SinkSettingMissing {
+                    sink: "http",
+                    needs: "--http-sink-url (WAPIPE_HTTP_SINK_URL)",
+                })?;
             Arc::new(HttpSink::new(url, args.http_sink_timeout)?)
         }
         SinkKind::Sqlite => Arc::new(SqliteSink::open(&args.sqlite_file()?)?),
         SinkKind::Postgres => {
-            let url = args.database_url()?.ok_or_else(|| {
-                Error::Config(
-                    "--sink postgres needs --database-url (WAPIPE_DATABASE_URL or _FILE)".into(),
-                )
-            })?;
+            let url = args
+                .database_url()?
+                .ok_or_else(|| Error::SinkSettingMissing {
+                    sink: "postgres",
+                    needs: "--database-url (WAPIPE_DATABASE_URL or _FILE)",
+                })?;
             let options = PostgresOptions {
                 schema: args.database_schema.clone(),
                 connections: args.database_connections,
@@ -106,7 +112,7 @@ pub async fn run_worker(args: RunArgs) -> Result<()> {
         match build_sink(&args).await {
             Ok(sink) => break sink,
             Err(error @ (Error::ConnectDatabase { .. } | Error::MigrateDatabase(_))) => {
-                tracing::warn!(%error, "sink not reachable yet; retrying");
+                tracing::warn!(error = %Causes(&error), "sink not reachable yet; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
                     _ = shutdown.cancelled() => return Ok(()),
@@ -166,7 +172,7 @@ pub async fn run_cli(cli: Cli) -> Result<()> {
                 replay::reset_offsets_to_time(&t.kafka, &t.topic, &t.group, since, args.force)
             })
             .await
-            .map_err(|e| Error::Config(format!("offset reset task failed: {e}")))??;
+            .map_err(Error::ResetTask)??;
             for (partition, offset) in offsets {
                 println!(
                     "{} partition {partition}: group {} rewound to offset {offset}",

@@ -32,7 +32,7 @@ impl HttpSink {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("wapipe-worker")
             .build()
-            .map_err(|e| Error::Config(format!("building the HTTP client: {e}")))?;
+            .map_err(Error::BuildHttpClient)?;
         Ok(HttpSink {
             client,
             url: url.to_string(),

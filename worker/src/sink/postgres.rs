@@ -21,8 +21,9 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 use tokio_postgres::{Client, Statement};
+use wapipe_core::error::with_causes;
 
-use crate::error::{describe_postgres_error, Error, Result};
+use crate::error::{Error, Result};
 use crate::route::Event;
 
 use super::Sink;
@@ -138,13 +139,11 @@ impl PostgresSink {
 
     /// As [`PostgresSink::connect`], with all options. A URL that does not parse, an unknown
     /// `sslmode`, a verifying mode without a CA or an unreadable CA file fail at once (as
-    /// [`Error::Config`] or [`Error::ReadDatabaseCa`]); only reaching the server is worth
+    /// [`Error::DatabaseTls`] or [`Error::ReadDatabaseCa`]); only reaching the server is worth
     /// retrying.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<PostgresSink> {
         let split = tls::split_url(url)?;
-        let config: tokio_postgres::Config = split.rest.parse().map_err(|e| {
-            Error::Config(format!("the database URL: {}", describe_postgres_error(&e)))
-        })?;
+        let config: tokio_postgres::Config = split.rest.parse().map_err(Error::ParseDatabaseUrl)?;
         let mode = split.sslmode.unwrap_or(SslMode::Prefer);
         let ca = split
             .sslrootcert
@@ -193,7 +192,7 @@ impl PostgresSink {
         let (client, connection) = match config.connect(self.tls.connector()).await {
             Err(error) if self.tls.mode == SslMode::Prefer && Tls::handshake_failed(&error) => {
                 tracing::warn!(
-                    error = %describe_postgres_error(&error),
+                    error = %with_causes(&error),
                     "sslmode=prefer: the TLS handshake failed; connecting without TLS"
                 );
                 config.ssl_mode(tokio_postgres::config::SslMode::Disable);
@@ -239,7 +238,7 @@ impl PostgresSink {
                     reason: format!(
                         "connecting (sslmode={}): {}",
                         self.tls.mode,
-                        describe_postgres_error(&error)
+                        with_causes(&error)
                     ),
                 })?;
         let connection = Arc::new(Connection {
@@ -301,7 +300,7 @@ fn classify(error: tokio_postgres::Error) -> Error {
         .unwrap_or(false);
     let reason = match error.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => describe_postgres_error(&error),
+        None => with_causes(&error),
     };
     if event_fault {
         Error::SinkRejected { sink: SINK, reason }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use wapipe_core::error::{with_causes, Causes};
 use wapipe_core::record::{
     is_dead_letter_header, HEADER_DLQ_ATTEMPTS, HEADER_DLQ_ERROR, HEADER_DLQ_FIRST_FAILURE_AT,
     HEADER_DLQ_LAST_FAILURE_AT, HEADER_DLQ_SOURCE_OFFSET, HEADER_DLQ_SOURCE_PARTITION,
@@ -66,7 +67,7 @@ pub(super) async fn dead_letter(
     last_failure_at: i64,
 ) -> bool {
     let incoming = &job.incoming;
-    let reason = error.to_string();
+    let reason = with_causes(error);
     let mut failures = 0;
     loop {
         let headers = dead_letter_headers(
@@ -93,7 +94,7 @@ pub(super) async fn dead_letter(
                     topic: shared.settings.dead_letter_topic.clone(),
                     source: error,
                 };
-                tracing::warn!(%error, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "dead-letter produce failed; retrying");
+                tracing::warn!(error = %Causes(&error), key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "dead-letter produce failed; retrying");
             }
         }
         let wait = doubling_backoff(

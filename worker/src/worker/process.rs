@@ -13,6 +13,7 @@ use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use wapipe_core::error::Causes;
 use wapipe_core::time::{doubling_backoff, now_ms};
 
 use super::dead_letter::dead_letter;
@@ -215,7 +216,7 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
                 break;
             }
             AfterBatchError::WriteEachAlone => {
-                tracing::info!(%error, events = claims.len(), "a batch was rejected; writing its events one by one");
+                tracing::info!(error = %Causes(&error), events = claims.len(), "a batch was rejected; writing its events one by one");
                 alone.extend(claims.drain(..).map(|claimed| (claimed, None)));
                 break;
             }
@@ -223,7 +224,7 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
                 sink_failures += 1;
                 shared.health.set_sink_available(false);
                 shared.metrics.retry(RetryReason::Sink);
-                tracing::warn!(%error, sink_failures, events = claims.len(), "sink unavailable; waiting");
+                tracing::warn!(error = %Causes(&error), sink_failures, events = claims.len(), "sink unavailable; waiting");
                 let wait = doubling_backoff(
                     shared.settings.retry_backoff,
                     shared.settings.max_backoff,
@@ -392,7 +393,7 @@ async fn process(
                     shared.health.set_sink_available(true);
                 }
                 if attempts >= settings.max_attempts {
-                    tracing::warn!(%error, attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "dead-lettering the event");
+                    tracing::warn!(error = %Causes(&error), attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "dead-lettering the event");
                     if !dead_letter(shared, job, &error, attempts, first, now).await {
                         return false;
                     }
@@ -403,7 +404,7 @@ async fn process(
                     observe_latency(shared, incoming, started);
                     return true;
                 }
-                tracing::info!(%error, attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "event failed; retrying");
+                tracing::info!(error = %Causes(&error), attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "event failed; retrying");
                 shared.metrics.retry(RetryReason::Event);
                 doubling_backoff(settings.retry_backoff, settings.max_backoff, attempts)
             }
@@ -411,7 +412,7 @@ async fn process(
                 sink_failures += 1;
                 shared.health.set_sink_available(false);
                 shared.metrics.retry(RetryReason::Sink);
-                tracing::warn!(%error, sink_failures, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "sink unavailable; waiting");
+                tracing::warn!(error = %Causes(&error), sink_failures, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "sink unavailable; waiting");
                 doubling_backoff(settings.retry_backoff, settings.max_backoff, sink_failures)
             }
         };

@@ -65,7 +65,7 @@ impl SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             other => {
-                return Err(Error::Config(format!(
+                return Err(Error::DatabaseTls(format!(
                     "sslmode={other} in the database URL: expected disable, prefer, require, \
                      verify-ca or verify-full"
                 )))
@@ -224,7 +224,7 @@ impl Tls {
     /// mode needs a CA and none is given, or the CA file cannot be read.
     pub fn new(mode: SslMode, ca: Option<PathBuf>) -> Result<Tls> {
         if ca.as_deref() == Some(Path::new("system")) {
-            return Err(Error::Config(
+            return Err(Error::DatabaseTls(
                 "sslrootcert=system is not supported: give the CA file's path".into(),
             ));
         }
@@ -232,7 +232,7 @@ impl Tls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier: Arc<dyn ServerCertVerifier> = match (mode, roots) {
             (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
-                return Err(Error::Config(format!(
+                return Err(Error::DatabaseTls(format!(
                     "sslmode={mode} needs the CA that signed the server's certificate: \
                      sslrootcert=PATH in the database URL or --database-ca-file"
                 )))
@@ -240,7 +240,7 @@ impl Tls {
             (SslMode::VerifyFull, Some(roots)) => {
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
-                    .map_err(|e| Error::Config(format!("the database CA: {e}")))?
+                    .map_err(|e| Error::DatabaseTls(format!("the database CA: {e}")))?
             }
             (_, Some(roots)) => Arc::new(ChainOnly {
                 roots: Arc::new(roots),
@@ -252,7 +252,7 @@ impl Tls {
         };
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Config(format!("TLS settings: {e}")))?
+            .map_err(|e| Error::DatabaseTls(format!("TLS settings: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
