@@ -139,7 +139,9 @@ where
     })
 }
 
-/// Writes the pipeline's status; condition messages have any URL's credentials redacted.
+/// Writes the pipeline's status; condition messages have any URL's credentials redacted. A
+/// status equal to the one the pipeline already has is not sent (an idle pipeline's poll costs
+/// no write).
 pub(crate) async fn write_status(
     client: &Client,
     pipeline: &WhatsAppWebhookPipeline,
@@ -147,6 +149,10 @@ pub(crate) async fn write_status(
 ) -> Result<()> {
     for condition in &mut status.conditions {
         condition.message = crate::services::shown(&condition.message);
+    }
+    if pipeline.status.as_ref() == Some(&status) {
+        // Nothing changed since the status this reconcile started from: no request.
+        return Ok(());
     }
     let api: Api<WhatsAppWebhookPipeline> =
         Api::namespaced(client.clone(), &pipeline.namespace().unwrap_or_default());

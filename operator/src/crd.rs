@@ -569,7 +569,11 @@ pub struct PipelineStatus {
     /// Records per second one worker drains, measured while the group had a backlog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_rate_per_worker: Option<i64>,
-    /// Lag and status of each partition at the last poll.
+    /// The partitions whose state is not `Ok` (`Lagging`: lag and no progress since the
+    /// previous poll; `Stalled`: no progress for several polls), most lag first, at most 20.
+    /// Rewritten only when that list of partitions and states changes, so each entry's figures
+    /// are those of its latest change of state; the current per-partition figures are in the
+    /// metrics (`wapipe_operator_partition_lag`, `wapipe_operator_partition_time_lag_seconds`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_lag: Vec<PartitionLagStatus>,
     /// Workers the scaler wants.

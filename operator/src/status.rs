@@ -281,19 +281,53 @@ pub fn assemble(previous: &PipelineStatus, observed: &Observed<'_>, now: &str) -
         status.drain_rate = decision.drain_rate.map(per_second);
         status.arrival_rate = decision.arrival_rate.map(per_second);
         status.drain_rate_per_worker = decision.per_replica_rate.map(per_second);
-        status.partition_lag = decision
-            .partitions
-            .iter()
-            .map(|p| PartitionLagStatus {
-                partition: p.partition,
-                lag: i64::try_from(p.lag).unwrap_or(i64::MAX),
-                status: p.status.as_str().into(),
-                time_lag_seconds: p.time_lag.map(seconds),
-                drain_rate: p.drain_rate.map(per_second),
-            })
-            .collect();
+        status.partition_lag = partition_states(&previous.partition_lag, decision);
     }
     status
+}
+
+/// Most partitions listed in `status.partitionLag`; the rest are counted in the metrics only.
+pub const MAX_PARTITIONS_IN_STATUS: usize = 20;
+
+/// The partitions that are behind (`Lagging` or `Stalled`), worst first, at most
+/// [`MAX_PARTITIONS_IN_STATUS`]. Written afresh only when that list of partitions and states
+/// changes; otherwise the entries written at the last change stay, so a partition's figures in
+/// the status are those of its latest change of state and a steady backlog does not rewrite the
+/// status every poll (the current figures are in the metrics).
+fn partition_states(
+    previous: &[PartitionLagStatus],
+    decision: &Decision,
+) -> Vec<PartitionLagStatus> {
+    let mut behind: Vec<_> = decision
+        .partitions
+        .iter()
+        .filter(|p| p.status != PartitionStatus::Ok)
+        .collect();
+    behind.sort_by(|a, b| b.lag.cmp(&a.lag).then(a.partition.cmp(&b.partition)));
+    behind.truncate(MAX_PARTITIONS_IN_STATUS);
+    let mut states: Vec<_> = behind
+        .iter()
+        .map(|p| (p.partition, p.status.as_str()))
+        .collect();
+    let mut before: Vec<_> = previous
+        .iter()
+        .map(|p| (p.partition, p.status.as_str()))
+        .collect();
+    states.sort_unstable();
+    before.sort_unstable();
+    if states == before {
+        return previous.to_vec();
+    }
+    behind
+        .into_iter()
+        .map(|p| PartitionLagStatus {
+            partition: p.partition,
+            lag: i64::try_from(p.lag).unwrap_or(i64::MAX),
+            status: p.status.as_str().into(),
+            time_lag_seconds: p.time_lag.map(seconds),
+            drain_rate: p.drain_rate.map(per_second),
+        })
+        .collect()
 }
 
 /// The pipeline's delay: the worst partition's, 0 when every partition is caught up, absent when
@@ -441,5 +475,78 @@ impl<'a> Conditions<'a> {
             last_transition_time,
             observed_generation: self.generation,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scaler::policy::{PartitionLag, Reason as PolicyReason};
+
+    fn decision(partitions: &[(i32, u64, PartitionStatus)]) -> Decision {
+        Decision {
+            desired: 1,
+            recommendation: 1,
+            total_lag: partitions.iter().map(|p| p.1).sum(),
+            scaling_lag: 0,
+            partitions: partitions
+                .iter()
+                .map(|&(partition, lag, status)| PartitionLag {
+                    partition,
+                    lag,
+                    status,
+                    time_lag: Some(std::time::Duration::from_secs(lag)),
+                    drain_rate: None,
+                })
+                .collect(),
+            drain_rate: None,
+            arrival_rate: None,
+            per_replica_rate: None,
+            worst: None,
+            reason: PolicyReason::Steady,
+            message: String::new(),
+        }
+    }
+
+    fn listed(entries: &[PartitionLagStatus]) -> Vec<(i32, i64, &str)> {
+        entries
+            .iter()
+            .map(|p| (p.partition, p.lag, p.status.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn only_partitions_behind_are_listed_worst_first() {
+        use PartitionStatus::*;
+        let now = decision(&[(0, 0, Ok), (1, 50, Lagging), (2, 900, Stalled), (3, 70, Ok)]);
+        assert_eq!(
+            listed(&partition_states(&[], &now)),
+            [(2, 900, "Stalled"), (1, 50, "Lagging")]
+        );
+    }
+
+    #[test]
+    fn the_list_is_bounded() {
+        let many: Vec<_> = (0..64)
+            .map(|p| (p, 10 + p as u64, PartitionStatus::Lagging))
+            .collect();
+        let entries = partition_states(&[], &decision(&many));
+        assert_eq!(entries.len(), MAX_PARTITIONS_IN_STATUS);
+        assert_eq!(entries[0].partition, 63, "the worst partition comes first");
+    }
+
+    #[test]
+    fn figures_are_rewritten_only_when_a_state_changes() {
+        use PartitionStatus::*;
+        let first = partition_states(&[], &decision(&[(1, 50, Lagging), (2, 900, Stalled)]));
+        // More lag, same states: what was written stays, so the status needs no write.
+        let steady = partition_states(&first, &decision(&[(1, 80, Lagging), (2, 950, Stalled)]));
+        assert_eq!(steady, first);
+        // Partition 1 stalls: the list is written afresh with this poll's figures.
+        let changed = partition_states(&steady, &decision(&[(1, 90, Stalled), (2, 990, Stalled)]));
+        assert_eq!(listed(&changed), [(2, 990, "Stalled"), (1, 90, "Stalled")]);
+        // Everything caught up: nothing listed.
+        let caught_up = partition_states(&changed, &decision(&[(1, 0, Ok), (2, 0, Ok)]));
+        assert!(caught_up.is_empty());
     }
 }
