@@ -28,7 +28,7 @@ use crate::local::process::{Managed, Spec};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchRebalanceArgs {
     /// Kafka bootstrap servers.
-    #[arg(long, env = "WAPIPE_KAFKA_BROKERS")]
+    #[arg(long, env = wapipe_core::env::KAFKA_BROKERS)]
     pub brokers: String,
     /// Group protocols to measure, in this order.
     #[arg(long, value_delimiter = ',', default_value = "classic,consumer")]

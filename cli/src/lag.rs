@@ -22,10 +22,10 @@ pub struct LagArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Consumer group of the workers.
-    #[arg(long, env = "WAPIPE_GROUP")]
+    #[arg(long, env = wapipe_core::env::GROUP)]
     pub group: String,
     /// Topic the group consumes.
-    #[arg(long, env = "WAPIPE_TOPIC", default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
+    #[arg(long, env = wapipe_core::env::TOPIC, default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
     pub topic: String,
     /// Take the scaling settings from this WhatsAppWebhookPipeline YAML; flags below win.
     #[arg(short = 'f', long = "file")]

@@ -20,7 +20,7 @@ pub struct SendArgs {
     #[arg(long, default_value = "meta")]
     pub provider: Provider,
     /// The app secret (Meta) or webhook secret (WASender) the ingress verifies with.
-    #[arg(long, env = "WAPIPE_APP_SECRET", hide_env_values = true)]
+    #[arg(long, env = wapipe_core::env::APP_SECRET, hide_env_values = true)]
     pub secret: String,
     /// Requests sent at once.
     #[arg(long, default_value_t = 8)]

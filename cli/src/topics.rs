@@ -12,10 +12,10 @@ pub struct TopicsArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Raw topic (one record per event).
-    #[arg(long, env = "WAPIPE_TOPIC", default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
+    #[arg(long, env = wapipe_core::env::TOPIC, default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
     pub topic: String,
     /// Dead-letter topic.
-    #[arg(long, env = "WAPIPE_DEAD_LETTER_TOPIC", default_value = wapipe_core::DEFAULT_DEAD_LETTER_TOPIC)]
+    #[arg(long, env = wapipe_core::env::DEAD_LETTER_TOPIC, default_value = wapipe_core::DEFAULT_DEAD_LETTER_TOPIC)]
     pub dead_letter_topic: String,
     /// Partitions of the raw topic: the most workers that can share the load.
     #[arg(long, default_value_t = 12)]

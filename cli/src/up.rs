@@ -47,7 +47,7 @@ pub struct UpArgs {
     pub kafka_brokers: Option<String>,
     /// App secret (Meta) or webhook secret (WASender) the ingress verifies; generated once and
     /// kept in the state directory when absent.
-    #[arg(long, env = "WAPIPE_APP_SECRET", hide_env_values = true)]
+    #[arg(long, env = wapipe_core::env::APP_SECRET, hide_env_values = true)]
     pub app_secret: Option<String>,
     /// Another app whose webhooks this pipeline takes, as NAME=SECRET (Meta's App Secret or
     /// WASender's webhook secret); repeat it for several. Each is trusted on /webhook and alone
@@ -57,11 +57,11 @@ pub struct UpArgs {
     #[arg(long = "app", value_name = "NAME=SECRET", value_parser = env::parse_app)]
     pub apps: Vec<(String, String)>,
     /// Verify token of Meta's GET handshake; generated like the app secret when absent.
-    #[arg(long, env = "WAPIPE_VERIFY_TOKEN", hide_env_values = true)]
+    #[arg(long, env = wapipe_core::env::VERIFY_TOKEN, hide_env_values = true)]
     pub verify_token: Option<String>,
     /// Where workers write rows: postgres://... for PostgreSQL, sqlite://PATH for another
     /// SQLite file. Default: wapipe.db in the state directory.
-    #[arg(long, env = "WAPIPE_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = wapipe_core::env::DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Overrides the pipeline's pollIntervalSeconds.
     #[arg(long, value_parser = humantime::parse_duration)]

@@ -31,26 +31,23 @@ use tracing::{info, warn};
 use crate::build::build;
 use crate::children::{apply_child, check_child, has_finalizer, set_finalizers, write_status};
 use crate::claims;
-use crate::cleanup::{cleanup, deleting_for, Cleanup};
-pub use crate::cleanup::{CLEANUP_DEADLINE, SKIP_CLEANUP_ANNOTATION};
+use crate::cleanup::{cleanup, deleting_for, Cleanup, CLEANUP_DEADLINE};
 use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
 use crate::kafka::{TopicAdmin, TopicRequest};
 use crate::memory::{Memories, PipelineMemory};
 use crate::metrics::{Metrics, PipelineLabels};
 use crate::scaler::step::scale;
-pub use crate::scaler::step::{offsets_to_keep, OFFSET_KEEPALIVE};
 #[cfg(doc)]
 use crate::secrets::SECRET_REFRESH;
 use crate::secrets::{
     check_pod_secrets, forget_kafka_secrets_on_auth_error, forget_secrets_on_spec_change,
     kafka_settings, SecretCache,
 };
-pub use crate::services::Services;
+use crate::services::Services;
 use crate::services::{key, shown};
 use crate::status::{self};
 use crate::topic::ensure_topic;
-pub use crate::topic::{plan_topic, TopicPlan};
 use crate::validate::{check_images, validate, Invalid};
 
 /// Shared state of every reconcile: the [`Services`] the steps use, each pipeline's memory

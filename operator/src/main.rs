@@ -56,7 +56,7 @@ struct Args {
     /// Seconds after a pipeline's deletionTimestamp at which a cleanup that keeps failing
     /// (Secrets gone with their namespace, Kafka unreachable) is given up: the finalizer is
     /// released and what was left on Kafka is reported in a CleanupAbandoned Event.
-    #[arg(long, env = "WAPIPE_CLEANUP_DEADLINE_SECONDS", default_value_t = controller::CLEANUP_DEADLINE.as_secs())]
+    #[arg(long, env = "WAPIPE_CLEANUP_DEADLINE_SECONDS", default_value_t = wapipe_operator::cleanup::CLEANUP_DEADLINE.as_secs())]
     cleanup_deadline_seconds: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "WAPIPE_LOG_FORMAT", value_enum, default_value = "text")]

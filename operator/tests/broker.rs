@@ -10,8 +10,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use wapipe_operator::controller::{plan_topic, TopicPlan};
 use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin, TopicRequest};
+use wapipe_operator::topic::{plan_topic, TopicPlan};
 use wapipe_testkit::{broker, create_topic, unique_name, Kafka};
 
 fn settings(bootstrap: &str) -> KafkaSettings {

@@ -5,3 +5,5 @@
 pub mod policy;
 pub mod rate;
 pub(crate) mod step;
+
+pub use step::{offsets_to_keep, OFFSET_KEEPALIVE};
