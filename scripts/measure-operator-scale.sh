@@ -157,10 +157,11 @@ total = len(seen)
 in_steady = [v for v in seen.values() if v[0] >= steady_from]
 by = collections.Counter((verb, resource) for _, verb, resource in in_steady)
 top = ", ".join(f"{verb} {resource} {count * 60 / steady:.0f}" for (verb, resource), count in by.most_common(6))
-print(f"{total * 60 / (end - start):.0f}\t{len(in_steady) * 60 / steady:.0f}\t{top}")
+status_writes = by[("patch", "whatsappwebhookpipelines/status")] + by[("update", "whatsappwebhookpipelines/status")]
+print(f"{total * 60 / (end - start):.0f}\t{len(in_steady) * 60 / steady:.0f}\t{status_writes * 60 / steady:.0f}\t{top}")
 PY
 )"
-  IFS=$'\t' read -r per_min_all per_min_steady top <<<"$summary"
+  IFS=$'\t' read -r per_min_all per_min_steady status_per_min top <<<"$summary"
   # The next operator must see only its own pipelines (Retain: no finalizer holds these).
   for ((i = 0; i < 5; i++)); do
     kubectl delete namespace "m-$label-$i" --wait=false >/dev/null
@@ -168,11 +169,11 @@ PY
   for ((i = 0; i < 5; i++)); do
     kubectl wait --for=delete "namespace/m-$label-$i" --timeout=120s >/dev/null
   done
-  results+=("$(printf '%-8s %10s %14s %18s %8s   %s' "$label" "$((rss_kib / 1024)) MiB" "$per_min_all" "$per_min_steady" "$n_ready/$pipelines" "$top")")
+  results+=("$(printf '%-8s %10s %14s %18s %20s %8s   %s' "$label" "$((rss_kib / 1024)) MiB" "$per_min_all" "$per_min_steady" "$status_per_min" "$n_ready/$pipelines" "$top")")
   echo "measure: $label done ($((end - start)) s: $((applied - start)) s applying, $settle s settling)"
 done
 
 echo
 echo "operator with $pipelines pipelines, ${settle} s after applying them (steady state: the last ${steady} s)"
-printf '%-8s %10s %14s %18s %8s   %s\n' operator "peak RSS" "requests/min" "steady req/min" Ready "steady state by verb and resource (per min)"
+printf '%-8s %10s %14s %18s %20s %8s   %s\n' operator "peak RSS" "requests/min" "steady req/min" "steady status w/min" Ready "steady state by verb and resource (per min)"
 printf '%s\n' "${results[@]}"

@@ -399,7 +399,7 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
 /// Renaming `spec.topic.name` onto a topic that already exists is refused by the API server (a
 /// transition rule); deleting the pipeline deletes the topics it created and never that one.
 /// (Without the rule, the operator itself deletes only the topics its status records as created:
-/// operator/tests/reconcile_mock.rs.)
+/// operator/tests/reconcile_ownership.rs.)
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_rename_onto_an_existing_topic_never_deletes_that_topic() {

@@ -5,41 +5,36 @@
 
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Response;
 use kube::client::Body;
-use kube::Client;
 use serde_json::{json, Value};
-use tower_test::mock::{self, Handle};
 use wapipe_operator::leader::{LeaderElector, LeaseTiming, LostLeadership};
 
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
+#[path = "support/api.rs"]
+mod api;
+
+use api::{not_found, ApiServer};
 
 const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/wapipe/leases";
 
+/// Answers the next request, which must be `method` on `path`, with `status` and `body`;
+/// returns what the request carried.
 async fn answer(
-    handle: &mut ApiHandle,
+    server: &mut ApiServer,
     method: &str,
     path: &str,
     status: u16,
     body: Value,
 ) -> Value {
-    let (request, send) = handle.next_request().await.expect("a request");
-    assert_eq!(request.method().as_str(), method);
-    assert!(request.uri().path().starts_with(path), "{}", request.uri());
-    let bytes = request.into_body().collect_bytes().await.unwrap();
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap(),
-    );
-    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    server
+        .expect_status(method, path, status, |_| body)
+        .await
+        .body
 }
 
 /// A short lease (3 s: renew deadline 2 s, retry 1 s) so expiry can be waited out for real.
-fn elector() -> (std::sync::Arc<LeaderElector>, ApiHandle) {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "wapipe");
+fn elector() -> (std::sync::Arc<LeaderElector>, ApiServer) {
+    let (client, server) = api::pair("wapipe");
     let elector = LeaderElector::new(
         client,
         "wapipe",
@@ -47,12 +42,7 @@ fn elector() -> (std::sync::Arc<LeaderElector>, ApiHandle) {
         "pod-a",
         LeaseTiming::for_duration(Duration::from_secs(3)),
     );
-    (std::sync::Arc::new(elector), handle)
-}
-
-fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "reason": "NotFound", "code": 404, "message": "not found"})
+    (std::sync::Arc::new(elector), server)
 }
 
 fn lease(holder: &str, renewed: &str) -> Value {
@@ -64,11 +54,11 @@ fn lease(holder: &str, renewed: &str) -> Value {
 
 #[tokio::test]
 async fn an_absent_lease_is_created_and_held() {
-    let (elector, mut handle) = elector();
+    let (elector, mut server) = elector();
     let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
-    answer(&mut handle, "GET", LEASE_PATH, 404, not_found()).await;
+    answer(&mut server, "GET", LEASE_PATH, 404, not_found()).await;
     let created = answer(
-        &mut handle,
+        &mut server,
         "POST",
         LEASE_PATH,
         201,
@@ -81,11 +71,11 @@ async fn an_absent_lease_is_created_and_held() {
 
 #[tokio::test]
 async fn a_fresh_lease_of_another_holder_is_left_alone() {
-    let (elector, mut handle) = elector();
+    let (elector, mut server) = elector();
     let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
     // Renewed long ago by the holder's clock: irrelevant, this candidate has only just seen it.
     answer(
-        &mut handle,
+        &mut server,
         "GET",
         LEASE_PATH,
         200,
@@ -97,13 +87,13 @@ async fn a_fresh_lease_of_another_holder_is_left_alone() {
 
 #[tokio::test]
 async fn a_lease_unchanged_for_a_lease_duration_is_taken_over_with_the_resource_version_read() {
-    let (elector, mut handle) = elector();
+    let (elector, mut server) = elector();
     let first = tokio::spawn({
         let elector = elector.clone();
         async move { elector.try_acquire_or_renew().await }
     });
     answer(
-        &mut handle,
+        &mut server,
         "GET",
         LEASE_PATH,
         200,
@@ -119,7 +109,7 @@ async fn a_lease_unchanged_for_a_lease_duration_is_taken_over_with_the_resource_
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let second = tokio::spawn(async move { elector.try_acquire_or_renew().await });
     answer(
-        &mut handle,
+        &mut server,
         "GET",
         LEASE_PATH,
         200,
@@ -127,7 +117,7 @@ async fn a_lease_unchanged_for_a_lease_duration_is_taken_over_with_the_resource_
     )
     .await;
     let replaced = answer(
-        &mut handle,
+        &mut server,
         "PUT",
         LEASE_PATH,
         200,
@@ -142,7 +132,7 @@ async fn a_lease_unchanged_for_a_lease_duration_is_taken_over_with_the_resource_
 
 #[tokio::test]
 async fn a_lease_whose_holder_keeps_renewing_is_never_taken() {
-    let (elector, mut handle) = elector();
+    let (elector, mut server) = elector();
     for (n, renewed) in [
         "2000-01-01T00:00:00.000000Z",
         "2000-01-01T00:00:02.000000Z",
@@ -158,14 +148,14 @@ async fn a_lease_whose_holder_keeps_renewing_is_never_taken() {
             let elector = elector.clone();
             async move { elector.try_acquire_or_renew().await }
         });
-        answer(&mut handle, "GET", LEASE_PATH, 200, lease("pod-b", renewed)).await;
+        answer(&mut server, "GET", LEASE_PATH, 200, lease("pod-b", renewed)).await;
         assert!(!attempt.await.unwrap().unwrap(), "taken at attempt {n}");
     }
 }
 
 #[tokio::test]
 async fn the_holder_steps_down_once_it_could_not_renew_for_the_renew_deadline() {
-    let (elector, mut handle) = elector();
+    let (elector, mut server) = elector();
     let acquired = tokio::time::Instant::now();
     let held = tokio::spawn({
         let elector = elector.clone();
@@ -173,7 +163,7 @@ async fn the_holder_steps_down_once_it_could_not_renew_for_the_renew_deadline() 
     });
     // The API server fails every renewal.
     let server = tokio::spawn(async move {
-        while let Some((_, send)) = handle.next_request().await {
+        while let Some((_, send)) = server.handle.next_request().await {
             send.send_response(Response::builder().status(500).body(Body::from(serde_json::to_vec(&json!({
                 "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 500, "message": "etcd is gone"})).unwrap())).unwrap());
         }
@@ -194,10 +184,10 @@ async fn the_holder_steps_down_once_it_could_not_renew_for_the_renew_deadline() 
 
 #[tokio::test]
 async fn release_hands_the_lease_over_with_an_empty_holder() {
-    let (elector, mut handle) = elector();
+    let (elector, mut server) = elector();
     let task = tokio::spawn(async move { elector.release().await });
     answer(
-        &mut handle,
+        &mut server,
         "GET",
         LEASE_PATH,
         200,
@@ -205,7 +195,7 @@ async fn release_hands_the_lease_over_with_an_empty_holder() {
     )
     .await;
     let released = answer(
-        &mut handle,
+        &mut server,
         "PUT",
         LEASE_PATH,
         200,
@@ -219,18 +209,18 @@ async fn release_hands_the_lease_over_with_an_empty_holder() {
 
 #[tokio::test]
 async fn losing_the_write_race_means_not_leader() {
-    let (elector, mut handle) = elector();
+    let (elector, mut server) = elector();
     // An empty holder (a released Lease) may be taken at once.
     let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
     answer(
-        &mut handle,
+        &mut server,
         "GET",
         LEASE_PATH,
         200,
         lease("", "2000-01-01T00:00:00.000000Z"),
     )
     .await;
-    answer(&mut handle, "PUT", LEASE_PATH, 409, json!({"kind": "Status", "apiVersion": "v1",
+    answer(&mut server, "PUT", LEASE_PATH, 409, json!({"kind": "Status", "apiVersion": "v1",
         "metadata": {}, "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"})).await;
     assert!(!task.await.unwrap().unwrap());
 }

@@ -1,0 +1,389 @@
+//! The scenario kit of the reconcile mock tests: a test pipeline, the in-memory Kafka admin, and
+//! the API calls a reconcile makes, expected one helper per step.
+#![allow(dead_code)] // not every test file uses every helper
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use serde_json::{json, Value};
+use wapipe_operator::controller::{reconcile, Context};
+use wapipe_operator::kafka::InMemoryAdmin;
+use wapipe_operator::metrics::Metrics;
+use wapipe_operator::scaler::policy::PartitionOffsets;
+use wapipe_operator::WhatsAppWebhookPipeline;
+
+use crate::api::{not_found, ApiServer, Seen};
+
+pub fn setup(admin: Arc<InMemoryAdmin>) -> (Arc<Context>, ApiServer) {
+    setup_with(admin, |ctx| ctx)
+}
+
+/// [`setup`], with the context changed by `configure`.
+pub fn setup_with(
+    admin: Arc<InMemoryAdmin>,
+    configure: impl FnOnce(Context) -> Context,
+) -> (Arc<Context>, ApiServer) {
+    let (client, server) = crate::api::pair("default");
+    let ctx = Context::new(
+        client,
+        admin,
+        "ghcr.io/wapipe/wapipe:0.1.0",
+        Arc::new(Metrics::default()),
+    );
+    (Arc::new(configure(ctx)), server)
+}
+
+pub fn pipeline(extra: Value) -> WhatsAppWebhookPipeline {
+    let mut base = json!({
+        "apiVersion": "wapipe.dev/v1alpha1",
+        "kind": "WhatsAppWebhookPipeline",
+        "metadata": {
+            "name": "orders", "namespace": "shop", "uid": "0b7c4a52-1d3e-4c8e-9a57-2f4b1c2d3e4f",
+            "generation": 2, "resourceVersion": "100", "creationTimestamp": "2026-01-01T00:00:00Z"
+        },
+        "spec": {
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "ingress": {"provider": "wasender", "appSecretRef": {"name": "wasender", "key": "secret"}},
+            "worker": {"minReplicas": 1, "maxReplicas": 12, "lagPerReplica": 1000}
+        }
+    });
+    merge(&mut base, extra);
+    serde_json::from_value(base).expect("test pipeline parses")
+}
+
+pub fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                merge(into.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (into, from) => *into = from,
+    }
+}
+
+pub fn list_of(pipelines: &[&WhatsAppWebhookPipeline]) -> Value {
+    json!({
+        "apiVersion": "wapipe.dev/v1alpha1", "kind": "WhatsAppWebhookPipelineList",
+        "metadata": {"resourceVersion": "1"}, "items": pipelines,
+    })
+}
+
+/// Expects the list of every pipeline (for the topic-claims check), answered with `pipeline` alone.
+pub async fn expect_pipeline_list(server: &mut ApiServer, pipeline: &WhatsAppWebhookPipeline) {
+    expect_list(server, &[pipeline]).await;
+}
+
+/// Expects the list of every pipeline, answered with `pipelines`.
+pub async fn expect_list(server: &mut ApiServer, pipelines: &[&WhatsAppWebhookPipeline]) {
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/whatsappwebhookpipelines?",
+            |_| list_of(pipelines),
+        )
+        .await;
+}
+
+/// Expects the finalizer patch of the orders pipeline, answered with `pipeline` patched.
+pub async fn expect_finalizers_patch(
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+) -> Seen {
+    server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
+            |b| applied(&serde_json::to_value(pipeline).unwrap(), b.clone()),
+        )
+        .await
+}
+
+/// Expects the status write of `pipeline`, answered with the pipeline carrying it.
+pub async fn expect_status_write(
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+) -> Seen {
+    server
+        .expect(
+            "PATCH",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
+            |b| applied(&serde_json::to_value(pipeline).unwrap(), b.clone()),
+        )
+        .await
+}
+
+/// The API server's answer to an apply: the object, with the fields the server would add.
+pub fn applied(body: &Value, extra: Value) -> Value {
+    let mut answer = body.clone();
+    merge(&mut answer, extra);
+    answer
+}
+
+pub fn lagging(partitions: i32, lag_each: i64) -> Vec<PartitionOffsets> {
+    (0..partitions)
+        .map(|partition| PartitionOffsets {
+            partition,
+            committed: Some(1000),
+            log_start: 0,
+            log_end: 1000 + lag_each,
+        })
+        .collect()
+}
+
+pub fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+/// Expects the read of the ingress app Secret, which exists.
+pub async fn expect_ingress_secret(server: &mut ApiServer) {
+    server
+        .expect("GET", "/api/v1/namespaces/shop/secrets/wasender", |_| {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wasender", "namespace": "shop"}, "data": {"secret": "c2VjcmV0"}})
+        })
+        .await;
+}
+
+/// Expects the check of the ingress Secret, then the four child applies, answering as a cluster
+/// whose pods are up and whose worker Deployment runs `worker_replicas`. Returns the worker
+/// template apply.
+pub async fn expect_children(server: &mut ApiServer, worker_replicas: i64) -> Seen {
+    expect_ingress_secret(server).await;
+    expect_child_applies(server, worker_replicas).await
+}
+
+/// The paths of the four children, in the order the reconcile reads and applies them.
+pub const CHILDREN: [&str; 4] = [
+    "/apis/apps/v1/namespaces/shop/deployments/orders-ingress",
+    "/api/v1/namespaces/shop/services/orders-ingress",
+    "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders-ingress",
+    "/apis/apps/v1/namespaces/shop/deployments/orders-worker",
+];
+
+/// Expects the read of every child before any apply, answered as not there yet.
+pub async fn expect_child_reads(server: &mut ApiServer) {
+    for path in CHILDREN {
+        server
+            .expect_status("GET", path, 404, |_| not_found())
+            .await;
+    }
+}
+
+/// The four child applies of [`expect_children`], without the Secret read (kept from before),
+/// after the reads that check no one else holds those names.
+pub async fn expect_child_applies(server: &mut ApiServer, worker_replicas: i64) -> Seen {
+    expect_child_reads(server).await;
+    let ingress = server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            |b| applied(b, json!({"status": {"availableReplicas": 2}})),
+        )
+        .await;
+    assert!(ingress.uri.contains("fieldManager=wapipe-operator"));
+    assert!(ingress.uri.contains("force=true"));
+    server
+        .expect(
+            "PATCH",
+            "/api/v1/namespaces/shop/services/orders-ingress?",
+            |b| b.clone(),
+        )
+        .await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders-ingress?",
+            |b| b.clone(),
+        )
+        .await;
+    let worker = server
+        .expect("PATCH", "/apis/apps/v1/namespaces/shop/deployments/orders-worker?", |b| {
+            applied(
+                b,
+                json!({"spec": {"replicas": worker_replicas}, "status": {"readyReplicas": worker_replicas}}),
+            )
+        })
+        .await;
+    assert!(worker.uri.contains("fieldManager=wapipe-operator"));
+    assert!(
+        worker.body["spec"].get("replicas").is_none(),
+        "the template apply must leave replicas to the scaler"
+    );
+    worker
+}
+
+pub async fn run_reconcile(
+    pipeline: WhatsAppWebhookPipeline,
+    ctx: Arc<Context>,
+) -> tokio::task::JoinHandle<Result<Action, wapipe_operator::Error>> {
+    tokio::spawn(reconcile(Arc::new(pipeline), ctx))
+}
+
+/// A pipeline being deleted, its deletionTimestamp `age` ago.
+pub fn deleted_since(policy: &str, topic_created: bool, age: Duration) -> WhatsAppWebhookPipeline {
+    let at = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(age.as_secs() as i64);
+    pipeline(json!({
+        "metadata": {"deletionTimestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(), "finalizers": ["wapipe.dev/topic"]},
+        "spec": {"deletionPolicy": policy},
+        "status": {"topicCreated": topic_created, "deadLetterTopicCreated": false}
+    }))
+}
+
+/// A Deployment named `name` whose controller is the test pipeline.
+pub fn owned_deployment(name: &str, uid: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": name, "namespace": "shop", "uid": uid,
+                        "ownerReferences": [{"apiVersion": "wapipe.dev/v1alpha1",
+                            "kind": "WhatsAppWebhookPipeline", "name": "orders",
+                            "uid": "0b7c4a52-1d3e-4c8e-9a57-2f4b1c2d3e4f", "controller": true}]}})
+}
+
+/// The pods are gone: both Deployments answer 404; then the pipelines are listed, for claims
+/// on the topics, answered with `pipeline` alone.
+pub async fn expect_pods_stopped(server: &mut ApiServer, pipeline: &WhatsAppWebhookPipeline) {
+    for child in ["orders-ingress", "orders-worker"] {
+        server
+            .expect_status(
+                "GET",
+                &format!("/apis/apps/v1/namespaces/shop/deployments/{child}"),
+                404,
+                |_| not_found(),
+            )
+            .await;
+    }
+    expect_pipeline_list(server, pipeline).await;
+}
+
+pub fn deleted(policy: &str, topic_created: bool) -> WhatsAppWebhookPipeline {
+    pipeline(json!({
+        "metadata": {"deletionTimestamp": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(), "finalizers": ["wapipe.dev/topic"]},
+        "spec": {"deletionPolicy": policy},
+        "status": {"topicCreated": topic_created, "deadLetterTopicCreated": false}
+    }))
+}
+
+/// A pipeline whose Kafka needs a SASL password from a Secret, being deleted `age` ago.
+pub fn deleted_with_sasl(age: Duration) -> WhatsAppWebhookPipeline {
+    let mut pipeline = deleted_since("Delete", true, age);
+    pipeline.spec.kafka = serde_json::from_value(json!({
+        "bootstrapServers": "kafka:9093",
+        "sasl": {"mechanism": "SCRAM-SHA-512", "username": "wapipe",
+                 "passwordSecretRef": {"name": "kafka-user", "key": "password"}},
+        "tls": {}
+    }))
+    .unwrap();
+    pipeline
+}
+
+/// A pipeline whose Kafka needs a SASL password from the Secret `kafka-user`, at `generation`.
+pub fn with_sasl(generation: i64) -> WhatsAppWebhookPipeline {
+    pipeline(json!({
+        "metadata": {"generation": generation},
+        "spec": {"kafka": {
+            "bootstrapServers": "kafka:9093",
+            "sasl": {"mechanism": "SCRAM-SHA-512", "username": "wapipe",
+                     "passwordSecretRef": {"name": "kafka-user", "key": "password"}},
+            "tls": {}
+        }}
+    }))
+}
+
+/// Expects the read of the Secret `kafka-user`, which holds the SASL password.
+pub async fn expect_kafka_secret(server: &mut ApiServer) {
+    server
+        .expect("GET", "/api/v1/namespaces/shop/secrets/kafka-user", |_| {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-user", "namespace": "shop"}, "data": {"password": "aHVudGVyMg=="}})
+        })
+        .await;
+}
+
+/// One successful reconcile of `pipeline` on topics that exist and a caught-up group; the
+/// Secrets are read only when `reads_secrets`.
+pub async fn reconcile_reading_secrets(
+    ctx: &Arc<Context>,
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+    reads_secrets: bool,
+) {
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(server, pipeline).await;
+    if reads_secrets {
+        expect_kafka_secret(server).await;
+        expect_ingress_secret(server).await;
+    }
+    expect_child_applies(server, 1).await;
+    expect_status_write(server, pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+}
+
+pub fn existing_topics() -> Arc<InMemoryAdmin> {
+    let admin = Arc::new(
+        InMemoryAdmin::default()
+            .with_topic("whatsapp_webhooks_raw", 12, 1)
+            .with_topic("whatsapp_webhooks_failed", 3, 1),
+    );
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, 0),
+    );
+    admin
+}
+
+/// A Deployment named `name` that some other controller (or nobody) made.
+pub fn foreign_deployment(name: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": name, "namespace": "shop", "uid": "someone-elses",
+                        "labels": {"app": "billing"}}})
+}
+
+/// The old pipeline is being deleted (its cleanup waits for its pods) while a replacement
+/// names the same topic.
+pub fn replacement() -> WhatsAppWebhookPipeline {
+    pipeline(
+        json!({"metadata": {"name": "orders-v2", "uid": "bbbbbbbb-0000-4000-8000-000000000000",
+        "creationTimestamp": "2026-03-01T00:00:00Z"}}),
+    )
+}
+
+/// The operator's metrics as Prometheus text, lines naming the test pipeline only.
+pub fn series_of_orders(ctx: &Context) -> Vec<String> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    ctx.metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.contains("pipeline=\"orders\""))
+        .map(String::from)
+        .collect()
+}
+
+/// One reconcile of a new pipeline with lag on every partition, scaled to 3 workers.
+pub async fn reconcile_lagging_pipeline(
+    ctx: &Arc<Context>,
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+) -> Value {
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(server, pipeline).await;
+    expect_children(server, 1).await;
+    server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            |b| b.clone(),
+        )
+        .await;
+    let status = expect_status_write(server, pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+    status.body["status"].clone()
+}
