@@ -218,6 +218,19 @@ pub async fn read_ages(
     times.ages(chrono::Utc::now().timestamp_millis())
 }
 
+/// Tries of a group offset commit while its coordinator is not ready.
+const COMMIT_ATTEMPTS: u32 = 6;
+
+/// Whether a commit failed only because the group's coordinator is moving or loading.
+fn coordinator_not_ready(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+    )
+}
+
 fn client_config(kafka: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in kafka {
@@ -578,8 +591,21 @@ impl TopicAdmin for RdKafkaAdmin {
             list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         }
         blocking(move || {
-            consumer.commit(&list, rdkafka::consumer::CommitMode::Sync)?;
-            Ok(())
+            // The group's coordinator may be moving or still loading (a broker just started or
+            // restarted): the commit is tried again a few times before the error is reported.
+            let mut attempt = 1;
+            loop {
+                match consumer.commit(&list, rdkafka::consumer::CommitMode::Sync) {
+                    Ok(()) => return Ok(()),
+                    Err(KafkaError::ConsumerCommit(code))
+                        if attempt < COMMIT_ATTEMPTS && coordinator_not_ready(code) =>
+                    {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
         })
         .await
     }
