@@ -38,6 +38,51 @@ pub fn consumer_group(pipeline: &WhatsAppWebhookPipeline) -> String {
     )
 }
 
+/// The names of the pipeline's raw and dead-letter topics, each:
+/// 1. the spec's, when it names one;
+/// 2. else the one its status records (`status.topic`, `status.deadLetterTopic`): a pipeline
+///    keeps the topic its records are on;
+/// 3. else, for a pipeline an operator reconciled before the defaults came from the pipeline's
+///    name (its status has the topics' state but records no name), that operator's defaults
+///    `whatsapp_webhooks_raw` and `whatsapp_webhooks_failed`;
+/// 4. else `wapipe-<namespace>.<name>` and the same with `.failed` (namespaces and names have
+///    no dot, so two pipelines never get the same default).
+pub fn topic_names(pipeline: &WhatsAppWebhookPipeline) -> (String, String) {
+    let status = pipeline.status.as_ref();
+    let reconciled_before =
+        status.is_some_and(|s| s.topic_created.is_some() || s.partitions.is_some());
+    let own = format!(
+        "wapipe-{}.{}",
+        pipeline.namespace().unwrap_or_default(),
+        pipeline.name_any()
+    );
+    let pick = |spec: &str, recorded: Option<&String>, legacy: &str, own: String| {
+        if !spec.is_empty() {
+            spec.to_string()
+        } else if let Some(recorded) = recorded {
+            recorded.clone()
+        } else if reconciled_before {
+            legacy.to_string()
+        } else {
+            own
+        }
+    };
+    (
+        pick(
+            &pipeline.spec.topic.name,
+            status.and_then(|s| s.topic.as_ref()),
+            wapipe_core::DEFAULT_RAW_TOPIC,
+            own.clone(),
+        ),
+        pick(
+            &pipeline.spec.dead_letter_topic.name,
+            status.and_then(|s| s.dead_letter_topic.as_ref()),
+            wapipe_core::DEFAULT_DEAD_LETTER_TOPIC,
+            format!("{own}.failed"),
+        ),
+    )
+}
+
 /// The bootstrap list as a set, so `a:9092,b:9092` and `b:9092, a:9092` name the same cluster.
 fn bootstrap_key(bootstrap: &str) -> Vec<String> {
     let mut servers: Vec<String> = bootstrap
@@ -87,25 +132,21 @@ pub fn created_topics(pipeline: &WhatsAppWebhookPipeline) -> Vec<String> {
     if let Some(created) = &status.created_topics {
         return created.clone();
     }
+    let (topic, dead_letter) = topic_names(pipeline);
     [
-        (&pipeline.spec.topic.name, status.topic_created),
-        (
-            &pipeline.spec.dead_letter_topic.name,
-            status.dead_letter_topic_created,
-        ),
+        (topic, status.topic_created),
+        (dead_letter, status.dead_letter_topic_created),
     ]
     .into_iter()
     .filter(|(_, created)| *created == Some(true))
-    .map(|(topic, _)| topic.clone())
+    .map(|(topic, _)| topic)
     .collect()
 }
 
 /// Every topic `pipeline` claims: its spec's two and those it created.
 pub fn claimed_topics(pipeline: &WhatsAppWebhookPipeline) -> Vec<String> {
-    let mut topics = vec![
-        pipeline.spec.topic.name.clone(),
-        pipeline.spec.dead_letter_topic.name.clone(),
-    ];
+    let (topic, dead_letter) = topic_names(pipeline);
+    let mut topics = vec![topic, dead_letter];
     for topic in created_topics(pipeline) {
         if !topics.contains(&topic) {
             topics.push(topic);
@@ -211,7 +252,11 @@ mod tests {
             "spec": {
                 "kafka": {"bootstrapServers": "kafka.kafka.svc:9092"},
                 "ingress": {"provider": "wasender", "appSecretRef": {"name": "s", "key": "k"}},
-                "worker": {}
+                "worker": {},
+                // The names the API server wrote into pipelines created before the default
+                // came from the pipeline's name: shared by every pipeline of that time.
+                "topic": {"name": "whatsapp_webhooks_raw"},
+                "deadLetterTopic": {"name": "whatsapp_webhooks_failed"}
             }
         });
         if let (Some(into), serde_json::Value::Object(from)) = (value["spec"].as_object_mut(), spec)
@@ -262,6 +307,55 @@ mod tests {
             Some("new".into()),
             "the replacement's claim keeps the old cleanup from deleting the topic"
         );
+    }
+
+    #[test]
+    fn pipelines_left_at_the_default_topics_get_their_own_and_never_collide() {
+        let mut orders = pipeline("orders", "2026-01-01T00:00:00Z", json!({}));
+        let mut billing = pipeline("billing", "2026-02-01T00:00:00Z", json!({}));
+        for p in [&mut orders, &mut billing] {
+            p.spec.topic.name.clear();
+            p.spec.dead_letter_topic.name.clear();
+        }
+        assert_eq!(
+            topic_names(&orders),
+            (
+                "wapipe-shop.orders".into(),
+                "wapipe-shop.orders.failed".into()
+            )
+        );
+        assert_eq!(
+            claimed_topics(&billing),
+            ["wapipe-shop.billing", "wapipe-shop.billing.failed"]
+        );
+        assert!(conflicting_claim(&billing, Some("lkc-1"), &[orders.clone()]).is_none());
+        // A pipeline that names its topic keeps it.
+        let named = pipeline("named", "2026-03-01T00:00:00Z", json!({}));
+        assert_eq!(topic_names(&named).0, "whatsapp_webhooks_raw");
+        // One an older operator reconciled on its defaults (between the new CRD and the new
+        // operator): its status has the topic's state and no `topic`, so it keeps the old names.
+        let status = orders.status.get_or_insert_with(Default::default);
+        status.partitions = Some(12);
+        status.topic_created = Some(true);
+        assert_eq!(
+            topic_names(&orders),
+            (
+                "whatsapp_webhooks_raw".into(),
+                "whatsapp_webhooks_failed".into()
+            )
+        );
+        // What the status records wins over every default.
+        let status = orders.status.as_mut().unwrap();
+        status.topic = Some("whatsapp_webhooks_raw".into());
+        status.dead_letter_topic = Some("whatsapp_webhooks_failed".into());
+        assert_eq!(topic_names(&orders).1, "whatsapp_webhooks_failed");
+        billing.status = Some(crate::crd::PipelineStatus {
+            partitions: Some(12),
+            topic: Some("wapipe-shop.billing".into()),
+            dead_letter_topic: Some("wapipe-shop.billing.failed".into()),
+            ..Default::default()
+        });
+        assert_eq!(topic_names(&billing).0, "wapipe-shop.billing");
     }
 
     #[test]

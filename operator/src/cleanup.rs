@@ -158,12 +158,10 @@ fn topics_to_delete(
     created_here: &BTreeSet<String>,
 ) -> Vec<String> {
     let mut topics = claims::created_topics(pipeline);
-    for topic in [
-        &pipeline.spec.topic.name,
-        &pipeline.spec.dead_letter_topic.name,
-    ] {
-        if !topics.contains(topic) && created_here.contains(topic) {
-            topics.push(topic.clone());
+    let (topic, dead_letter) = claims::topic_names(pipeline);
+    for topic in [topic, dead_letter] {
+        if !topics.contains(&topic) && created_here.contains(&topic) {
+            topics.push(topic);
         }
     }
     topics
@@ -260,11 +258,9 @@ async fn delete_created_topics(
             )
             .await;
     }
-    for topic in [
-        &pipeline.spec.topic.name,
-        &pipeline.spec.dead_letter_topic.name,
-    ] {
-        if !topics.contains(topic) {
+    let (topic, dead_letter) = claims::topic_names(pipeline);
+    for topic in [topic, dead_letter] {
+        if !topics.contains(&topic) {
             services
                 .publish(
                     pipeline,

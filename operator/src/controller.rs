@@ -538,6 +538,8 @@ async fn apply(
         decision: decision.as_ref(),
         lag_error: lag_error.as_deref(),
         consumer_group: &valid.consumer_group,
+        topic_name: &valid.spec.topic.name,
+        dead_letter_topic_name: &valid.spec.dead_letter_topic.name,
         created_topics: &created,
         kafka_cluster_id: cluster_id.as_deref(),
     };

@@ -77,7 +77,7 @@ pub const PAUSE_ANNOTATION: &str = "wapipe.dev/pause-scaling";
     printcolumn(
         name = "Topic",
         type_ = "string",
-        json_path = ".spec.topic.name",
+        json_path = ".status.topic",
         priority = 1
     ),
     printcolumn(
@@ -95,7 +95,7 @@ pub const PAUSE_ANNOTATION: &str = "wapipe.dev/pause-scaling";
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.topic.name != self.deadLetterTopic.name",
+    {"rule": "!has(self.topic) || !has(self.deadLetterTopic) || !has(self.topic.name) || !has(self.deadLetterTopic.name) || self.topic.name != self.deadLetterTopic.name",
      "message": "topic.name and deadLetterTopic.name must differ: dead letters would be read again as new events"}
 ]))]
 pub struct PipelineSpec {
@@ -209,16 +209,18 @@ pub struct SecretKeyRef {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.name == oldSelf.name",
-     "message": "topic.name cannot change: the records and the group's offsets stay on the old topic; create another pipeline for another topic"},
+    {"rule": "has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)",
+     "message": "topic.name cannot change (nor be set or removed): the records and the group's offsets stay on the old topic; create another pipeline for another topic"},
     {"rule": "self.partitions >= oldSelf.partitions",
      "message": "topic.partitions can be increased but never decreased: Kafka cannot remove partitions"},
     {"rule": "has(self.replicationFactor) == has(oldSelf.replicationFactor) && (!has(self.replicationFactor) || self.replicationFactor == oldSelf.replicationFactor)",
      "message": "topic.replicationFactor cannot change once the topic exists"}
 ]))]
 pub struct TopicSpec {
-    /// Topic name.
-    #[serde(default = "default_topic_name")]
+    /// Topic name. Default: `wapipe-<namespace>.<name>` of the pipeline, so two pipelines left
+    /// at their defaults on one Kafka cluster get two topics. (Pipelines created before this
+    /// default kept the name the API server wrote into them then, `whatsapp_webhooks_raw`.)
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
     pub name: String,
     /// Number of partitions: the ceiling on useful workers. It can be increased (keys then map to
@@ -243,7 +245,7 @@ pub struct TopicSpec {
 impl Default for TopicSpec {
     fn default() -> Self {
         TopicSpec {
-            name: default_topic_name(),
+            name: String::new(),
             partitions: default_partitions(),
             replication_factor: None,
             config: BTreeMap::new(),
@@ -255,16 +257,17 @@ impl Default for TopicSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.name == oldSelf.name",
-     "message": "deadLetterTopic.name cannot change: the dead letters stay on the old topic; create another pipeline for another topic"},
+    {"rule": "has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)",
+     "message": "deadLetterTopic.name cannot change (nor be set or removed): the dead letters stay on the old topic; create another pipeline for another topic"},
     {"rule": "self.partitions >= oldSelf.partitions",
      "message": "deadLetterTopic.partitions can be increased but never decreased: Kafka cannot remove partitions"},
     {"rule": "has(self.replicationFactor) == has(oldSelf.replicationFactor) && (!has(self.replicationFactor) || self.replicationFactor == oldSelf.replicationFactor)",
      "message": "deadLetterTopic.replicationFactor cannot change once the topic exists"}
 ]))]
 pub struct DeadLetterTopicSpec {
-    /// Topic name.
-    #[serde(default = "default_dead_letter_topic_name")]
+    /// Topic name. Default: `wapipe-<namespace>.<name>.failed` of the pipeline (before this
+    /// default: `whatsapp_webhooks_failed`, kept by the pipelines created then).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
     pub name: String,
     /// Number of partitions.
@@ -284,7 +287,7 @@ pub struct DeadLetterTopicSpec {
 impl Default for DeadLetterTopicSpec {
     fn default() -> Self {
         DeadLetterTopicSpec {
-            name: default_dead_letter_topic_name(),
+            name: String::new(),
             partitions: default_dead_letter_partitions(),
             replication_factor: None,
             config: BTreeMap::new(),
@@ -576,6 +579,13 @@ pub struct PipelineStatus {
     /// metrics (`wapipe_operator_partition_lag`, `wapipe_operator_partition_time_lag_seconds`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_lag: Vec<PartitionLagStatus>,
+    /// The raw topic in use: `spec.topic.name`, or its default `wapipe-<namespace>.<name>`.
+    /// Kept for the pipeline's life, like `consumerGroup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The dead-letter topic in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
     /// Workers the scaler wants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_workers: Option<i32>,
@@ -625,12 +635,6 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
-fn default_topic_name() -> String {
-    wapipe_core::DEFAULT_RAW_TOPIC.to_string()
-}
-fn default_dead_letter_topic_name() -> String {
-    wapipe_core::DEFAULT_DEAD_LETTER_TOPIC.to_string()
-}
 fn default_partitions() -> i32 {
     12
 }

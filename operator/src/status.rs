@@ -132,6 +132,10 @@ pub struct Observed<'a> {
     /// Why lag could not be read, when it could not.
     pub lag_error: Option<&'a str>,
     pub consumer_group: &'a str,
+    /// The raw topic's name.
+    pub topic_name: &'a str,
+    /// The dead-letter topic's name.
+    pub dead_letter_topic_name: &'a str,
     /// Every topic the operator created for the pipeline, this reconcile's included.
     pub created_topics: &'a [String],
     /// The Kafka cluster's id, when Kafka reported one.
@@ -148,6 +152,8 @@ pub fn assemble(previous: &PipelineStatus, observed: &Observed<'_>, now: &str) -
     status.topic_created = Some(topic.created);
     status.dead_letter_topic_created = Some(dead_letter.created);
     status.created_topics = Some(observed.created_topics.to_vec());
+    status.topic = Some(observed.topic_name.to_string());
+    status.dead_letter_topic = Some(observed.dead_letter_topic_name.to_string());
     status.consumer_group = Some(observed.consumer_group.to_string());
     if let Some(id) = observed.kafka_cluster_id {
         status.kafka_cluster_id = Some(id.to_string());

@@ -79,7 +79,9 @@ pub fn validate(
     others: &[WhatsAppWebhookPipeline],
     default_image: &str,
 ) -> Result<ValidPipeline, Invalid> {
-    let spec = &pipeline.spec;
+    let mut resolved = pipeline.spec.clone();
+    (resolved.topic.name, resolved.dead_letter_topic.name) = claims::topic_names(pipeline);
+    let spec = &resolved;
     let name = pipeline.name_any();
     let namespace = pipeline
         .namespace()

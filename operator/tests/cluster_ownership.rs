@@ -439,3 +439,49 @@ async fn a_rename_onto_an_existing_topic_never_deletes_that_topic() {
     .await;
     delete_topics(&c.brokers, &[&foreign]).await;
 }
+
+/// Two pipelines that leave their topics unnamed, on one Kafka: the API server stores no name
+/// (the CRD has no default for it), and each gets topics named after itself, recorded in its
+/// status and deleted with it under `deletionPolicy: Delete`.
+#[tokio::test]
+#[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
+async fn pipelines_left_at_the_default_topics_each_get_their_own() {
+    let c = cluster_suite().await;
+    let ns = c.namespace_with_meta_secret("ct-defaults").await;
+    for name in ["first", "second"] {
+        let mut body = pipeline_body(&ns, name, &c.brokers, "unused", 1);
+        let spec = body["spec"].as_object_mut().unwrap();
+        spec.remove("topic");
+        spec.remove("deadLetterTopic");
+        let stored = c.create_pipeline(&ns, body).await;
+        assert_eq!(
+            stored.spec.topic.name, "",
+            "the API server wrote no default name"
+        );
+    }
+    for name in ["first", "second"] {
+        let topic = format!("wapipe-{ns}.{name}");
+        let ready = c
+            .wait_pipeline(&ns, name, "Ready=True, topic Created", |p| {
+                is(p, "Ready", "True", None) && is(p, "TopicReady", "True", Some("Created"))
+            })
+            .await;
+        let status = ready.status.unwrap();
+        assert_eq!(status.topic.as_deref(), Some(topic.as_str()));
+        assert_eq!(
+            status.dead_letter_topic.as_deref(),
+            Some(format!("{topic}.failed").as_str())
+        );
+        assert!(topic_partitions(&c.brokers, &topic).is_some(), "{topic}");
+    }
+    for name in ["first", "second"] {
+        c.delete_and_wait_gone(&ns, name, PATIENCE).await;
+        let topic = format!("wapipe-{ns}.{name}");
+        c.wait(
+            "the default topic deleted from Kafka",
+            || async { topic_partitions(&c.brokers, &topic) },
+            Option::is_none,
+        )
+        .await;
+    }
+}

@@ -142,11 +142,12 @@ fn minimal_fixture_renders_the_reviewed_children() {
 #[test]
 fn minimal_fixture_takes_every_default() {
     let valid = valid("pipeline-minimal.yaml");
-    assert_eq!(valid.spec.topic.name, "whatsapp_webhooks_raw");
+    // Topics named after the pipeline: two pipelines left at their defaults never share one.
+    assert_eq!(valid.spec.topic.name, "wapipe-default.minimal");
     assert_eq!(valid.spec.topic.partitions, 12);
     assert_eq!(
         valid.spec.dead_letter_topic.name,
-        "whatsapp_webhooks_failed"
+        "wapipe-default.minimal.failed"
     );
     assert_eq!(valid.spec.worker.scale_down_window_seconds, 300);
     assert_eq!(valid.spec.worker.poll_interval_seconds, 10);
@@ -324,7 +325,8 @@ fn spec_errors_are_reported_with_a_reason() {
             p.spec.worker.max_replicas = 2;
         }),
         ("same topic twice", |p| {
-            p.spec.dead_letter_topic.name = p.spec.topic.name.clone();
+            p.spec.topic.name = "orders".into();
+            p.spec.dead_letter_topic.name = "orders".into();
         }),
         ("postgres without url", |p| {
             p.spec.worker.sink.database_url_secret_ref = None;

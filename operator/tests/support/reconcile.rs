@@ -45,7 +45,11 @@ pub fn pipeline(extra: Value) -> WhatsAppWebhookPipeline {
         "spec": {
             "kafka": {"bootstrapServers": "kafka:9092"},
             "ingress": {"provider": "wasender", "appSecretRef": {"name": "wasender", "key": "secret"}},
-            "worker": {"minReplicas": 1, "maxReplicas": 12, "lagPerReplica": 1000}
+            "worker": {"minReplicas": 1, "maxReplicas": 12, "lagPerReplica": 1000},
+            // Named as the API server named every pipeline's topics before the defaults came
+            // from the pipeline's name (claims::topic_names).
+            "topic": {"name": "whatsapp_webhooks_raw"},
+            "deadLetterTopic": {"name": "whatsapp_webhooks_failed"}
         }
     });
     merge(&mut base, extra);
