@@ -39,6 +39,8 @@ pub const KAFKA_SSL_CA_LOCATION: &str = "WAPIPE_KAFKA_SSL_CA_LOCATION";
 /// Ingress: the address of the webhook (public) port. Worker: the address of its HTTP server
 /// (health and metrics).
 pub const LISTEN: &str = "WAPIPE_LISTEN";
+/// Worker: how long the consumer loop may go without polling before `/healthz` fails.
+pub const LIVENESS_TIMEOUT: &str = "WAPIPE_LIVENESS_TIMEOUT";
 /// Every binary: `text` or `json`.
 pub const LOG_FORMAT: &str = "WAPIPE_LOG_FORMAT";
 /// Worker: attempts per event before it is dead-lettered.

@@ -78,7 +78,8 @@ fn settings(args: &RunArgs) -> WorkerSettings {
 
 /// Runs the worker with its HTTP endpoints until SIGTERM or Ctrl-C.
 pub async fn run_worker(args: RunArgs) -> Result<()> {
-    let worker = Worker::new();
+    args.check_liveness_bound()?;
+    let worker = Worker::with_liveness_bound(args.liveness_timeout);
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
