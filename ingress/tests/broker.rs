@@ -91,7 +91,12 @@ impl Ingress {
         // Both listeners are bound before either serves: the admin port answering means the
         // public one is open too.
         for _ in 0..100 {
-            if client.get(format!("{admin_url}/healthz")).send().await.is_ok() {
+            if client
+                .get(format!("{admin_url}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -380,7 +385,10 @@ async fn the_public_port_serves_only_the_webhook_and_the_admin_port_health_and_m
     assert_eq!(status(format!("{}/healthz", ingress.admin_url)).await, 200);
     assert_eq!(status(format!("{}/readyz", ingress.admin_url)).await, 503);
     let metrics = metrics_of(&ingress).await;
-    assert!(metrics.contains("wapipe_ingress_requests_total"), "{metrics}");
+    assert!(
+        metrics.contains("wapipe_ingress_requests_total"),
+        "{metrics}"
+    );
     // The handshake is on the public port, and not on the admin one.
     let handshake = "/webhook?hub.mode=subscribe&hub.verify_token=x&hub.challenge=1";
     assert_eq!(status(format!("{}{handshake}", ingress.url)).await, 403);

@@ -87,10 +87,7 @@ async fn admin(state: Arc<AppState>, path: &str) -> (StatusCode, String) {
     (status, body)
 }
 
-async fn answer(
-    app: axum::Router,
-    request: Request<Body>,
-) -> (StatusCode, Option<String>, String) {
+async fn answer(app: axum::Router, request: Request<Body>) -> (StatusCode, Option<String>, String) {
     let response = app.oneshot(request).await.unwrap();
     let status = response.status();
     let retry_after = response
@@ -524,11 +521,7 @@ async fn the_public_port_serves_only_the_webhook_and_the_admin_port_the_rest() {
     let (status, _, _) = answer(admin_router(state.clone()), get(handshake)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
-    let (status, _, _) = answer(
-        admin_router(state),
-        meta_post(TWO_SENDERS, Some(signature)),
-    )
-    .await;
+    let (status, _, _) = answer(admin_router(state), meta_post(TWO_SENDERS, Some(signature))).await;
     assert_ne!(status, StatusCode::OK);
     // The admin port has a default apart from the public one, and a flag of its own.
     let defaults = config(&[]);

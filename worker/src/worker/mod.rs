@@ -35,8 +35,8 @@ use self::fetch::{fetch_decision, FetchChange};
 pub use self::offsets::is_nothing_to_commit;
 use self::offsets::{commit, ownership, queue_key, Job, Ownership, PartitionSlot, State};
 use self::process::launch;
-pub(crate) use self::rebalance::ABANDON_WAIT;
 use self::rebalance::WorkerContext;
+pub(crate) use self::rebalance::ABANDON_WAIT;
 
 /// What the consumer loop needs, independent of how it was configured.
 #[derive(Debug, Clone)]
