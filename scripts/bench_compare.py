@@ -205,13 +205,13 @@ def main() -> int:
         topic = "bench_raw"
         run([str(args.bin_dir / "wapipe"), "topics", "create", "--kafka-brokers", brokers, "--topic", topic, "--partitions", "12"])
 
-        port = free_port()
+        port, admin_port = free_port(), free_port()
         ingress = Service(
             "wapipe-ingress",
             [str(args.bin_dir / "wapipe-ingress")],
-            {"WAPIPE_LISTEN": f"127.0.0.1:{port}", "WAPIPE_APP_SECRET": SECRET, "WAPIPE_TOPIC": topic, "WAPIPE_KAFKA_BROKERS": brokers, "RUST_LOG": "warn"},
+            {"WAPIPE_LISTEN": f"127.0.0.1:{port}", "WAPIPE_ADMIN_LISTEN": f"127.0.0.1:{admin_port}", "WAPIPE_APP_SECRET": SECRET, "WAPIPE_TOPIC": topic, "WAPIPE_KAFKA_BROKERS": brokers, "RUST_LOG": "warn"},
             REPO,
-            f"http://127.0.0.1:{port}/readyz",
+            f"http://127.0.0.1:{admin_port}/readyz",
             state / "ingress.log",
         )
         services.append(ingress)
@@ -292,13 +292,13 @@ def figure(pattern: str, text: str) -> float | None:
 
 
 def start_ingress(args: argparse.Namespace, brokers: str, topic: str, state: Path, services: list[Service]) -> tuple[Service, str]:
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     ingress = Service(
         f"wapipe-ingress ({topic})",
         [str(args.bin_dir / "wapipe-ingress")],
-        {"WAPIPE_LISTEN": f"127.0.0.1:{port}", "WAPIPE_APP_SECRET": SECRET, "WAPIPE_TOPIC": topic, "WAPIPE_KAFKA_BROKERS": brokers, "RUST_LOG": "warn"},
+        {"WAPIPE_LISTEN": f"127.0.0.1:{port}", "WAPIPE_ADMIN_LISTEN": f"127.0.0.1:{admin_port}", "WAPIPE_APP_SECRET": SECRET, "WAPIPE_TOPIC": topic, "WAPIPE_KAFKA_BROKERS": brokers, "RUST_LOG": "warn"},
         REPO,
-        f"http://127.0.0.1:{port}/readyz",
+        f"http://127.0.0.1:{admin_port}/readyz",
         state / f"ingress-{topic}.log",
     )
     services.append(ingress)

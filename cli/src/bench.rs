@@ -233,9 +233,11 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
     .await?;
 
     let port = free_port();
+    let admin_port = free_port();
     let secret = "bench-secret";
     let ingress = Command::new(sibling_binary("wapipe-ingress")?)
         .env(wenv::LISTEN, format!("127.0.0.1:{port}"))
+        .env(wenv::ADMIN_LISTEN, format!("127.0.0.1:{admin_port}"))
         .env(wenv::PROVIDER, args.provider.as_str())
         .env(wenv::APP_SECRET, secret)
         .env(wenv::TOPIC, &topic)
@@ -248,7 +250,7 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
     let ingress = KillOnDrop(ingress);
     let pid = ingress.0.id();
     let client = reqwest::Client::new();
-    let ready_url = format!("http://127.0.0.1:{port}/readyz");
+    let ready_url = format!("http://127.0.0.1:{admin_port}/readyz");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = client.get(&ready_url).send().await {

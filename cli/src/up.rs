@@ -35,9 +35,12 @@ pub struct UpArgs {
     /// Kafka's log dirs, the SQLite database, logs and status.json live here.
     #[arg(long, env = "WAPIPE_STATE_DIR", default_value = ".wapipe")]
     pub state_dir: PathBuf,
-    /// Port of the ingress on 127.0.0.1.
+    /// Port of the ingress's webhook on 127.0.0.1.
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Port of the ingress's admin listener (`/healthz`, `/readyz`, `/metrics`) on 127.0.0.1.
+    #[arg(long, default_value_t = 9090)]
+    pub admin_port: u16,
     /// Port of the Kafka broker on 127.0.0.1; its KRaft controller takes the next port (not
     /// 19092, which the test scripts' broker uses).
     #[arg(long, default_value_t = 19192)]
@@ -143,6 +146,7 @@ async fn run(
         &state_dir.join("verify-token"),
     )?;
     host::ensure_port_free(args.port, "ingress", "--port")?;
+    host::ensure_port_free(args.admin_port, "ingress's admin listener", "--admin-port")?;
     let logs = state_dir.join("logs");
     print_pipeline(pipeline);
 
@@ -186,6 +190,7 @@ async fn run(
         pipeline,
         &IngressEnv {
             port: args.port,
+            admin_port: args.admin_port,
             brokers: &brokers,
             app_secret_dir: &app_secret_dir,
             verify_token: &verify_token,
@@ -200,9 +205,13 @@ async fn run(
         current_dir: None,
         log: logs.join("ingress.log"),
     })?);
-    wait_for_ingress(&client, args.port, ingress).await?;
+    wait_for_ingress(&client, args.admin_port, ingress).await?;
     let ingress_url = format!("http://127.0.0.1:{}/webhook", args.port);
-    println!("ingress: {ingress_url} (pid {})", ingress.pid());
+    println!(
+        "ingress: {ingress_url} (pid {}; health and metrics on http://127.0.0.1:{}/metrics)",
+        ingress.pid(),
+        args.admin_port
+    );
     for (name, secret) in &apps {
         let origin = match app_secret_origin.filter(|_| name == env::DEFAULT_APP) {
             None | Some(Origin::Given) => "given".to_string(),
@@ -271,7 +280,7 @@ async fn run(
     let mut screen = Screen::new(!args.no_tui && std::io::stdout().is_terminal());
     let mut refresh = tokio::time::interval(args.refresh);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", args.port);
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", args.admin_port);
     let mut previous: Option<IngressCounters> = None;
     let started = Instant::now();
     loop {
@@ -360,12 +369,13 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Option<String> {
     client.get(url).send().await.ok()?.text().await.ok()
 }
 
+/// Waits for `/readyz` on the ingress's admin port.
 async fn wait_for_ingress(
     client: &reqwest::Client,
-    port: u16,
+    admin_port: u16,
     ingress: &mut Managed,
 ) -> anyhow::Result<()> {
-    let url = format!("http://127.0.0.1:{port}/readyz");
+    let url = format!("http://127.0.0.1:{admin_port}/readyz");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = ingress.exited() {

@@ -90,6 +90,7 @@ impl Up {
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--port", &port.to_string()])
+            .args(["--admin-port", &wapipe_testkit::free_port().to_string()])
             .args(args)
             .env("WAPIPE_BIN_DIR", bin_dir)
             .env_remove("WAPIPE_APP_SECRET")
@@ -327,6 +328,12 @@ fn up_carries_webhooks_into_sqlite_once_scales_with_lag_and_leaves_nothing_runni
         );
     }
 
+    // `wapipe up` reads the ingress's counters on its admin port (the webhook port has none).
+    up.wait_for(
+        "the ingress's request counter",
+        Duration::from_secs(60),
+        |s| s["requests_total"].as_u64().unwrap_or(0) >= requests,
+    );
     let scaled_up = up.wait_for("the pool to scale up", Duration::from_secs(120), |s| {
         s["workers_current"].as_u64().unwrap_or(0) >= 2
     });
@@ -422,6 +429,7 @@ fn up_says_so_when_the_broker_cannot_start_and_leaves_nothing_behind() {
         .args(["up", "--no-tui", "--state-dir"])
         .arg(dir.path())
         .args(["--port", &wapipe_testkit::free_port().to_string()])
+        .args(["--admin-port", &wapipe_testkit::free_port().to_string()])
         .args(["--broker-port", &wapipe_testkit::free_port().to_string()])
         .env("WAPIPE_BIN_DIR", &bin_dir)
         .env("JAVA_HOME", &java_home)
@@ -444,16 +452,16 @@ fn up_refuses_a_taken_port_and_names_the_flag_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    for flag in ["--port", "--broker-port"] {
-        let other = if flag == "--port" {
-            "--broker-port"
-        } else {
-            "--port"
-        };
-        let output = Command::new(env!("CARGO_BIN_EXE_wapipe"))
+    let flags = ["--port", "--admin-port", "--broker-port"];
+    for flag in flags {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wapipe"));
+        command
             .args(["up", "--no-tui", "--state-dir"])
-            .arg(dir.path())
-            .args([other, &wapipe_testkit::free_port().to_string()])
+            .arg(dir.path());
+        for other in flags.iter().filter(|f| **f != flag) {
+            command.args([*other, &wapipe_testkit::free_port().to_string()]);
+        }
+        let output = command
             .args([flag, &port])
             .env("WAPIPE_BIN_DIR", &bin_dir)
             .output()

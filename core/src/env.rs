@@ -3,6 +3,9 @@
 //! variable the reader does not know. `tests/pipeline/tests/env_contract.rs` checks that every
 //! variable the operator writes is one the binary's command line reads.
 
+/// Ingress: the address of the admin listener (`/healthz`, `/readyz`, `/metrics`), apart from
+/// the public webhook port.
+pub const ADMIN_LISTEN: &str = "WAPIPE_ADMIN_LISTEN";
 /// Ingress: the app secret (Meta) or webhook secret (WASender) inline.
 pub const APP_SECRET: &str = "WAPIPE_APP_SECRET";
 /// Ingress: a file holding the app secret (a mounted Secret); wins over the inline one.
@@ -33,8 +36,11 @@ pub const KAFKA_SASL_USERNAME: &str = "WAPIPE_KAFKA_SASL_USERNAME";
 pub const KAFKA_SECURITY_PROTOCOL: &str = "WAPIPE_KAFKA_SECURITY_PROTOCOL";
 /// Every binary: the CA bundle that verifies the brokers.
 pub const KAFKA_SSL_CA_LOCATION: &str = "WAPIPE_KAFKA_SSL_CA_LOCATION";
-/// Ingress and worker: the address the HTTP server listens on.
+/// Ingress: the address of the webhook (public) port. Worker: the address of its HTTP server
+/// (health and metrics).
 pub const LISTEN: &str = "WAPIPE_LISTEN";
+/// Worker: how long the consumer loop may go without polling before `/healthz` fails.
+pub const LIVENESS_TIMEOUT: &str = "WAPIPE_LIVENESS_TIMEOUT";
 /// Every binary: `text` or `json`.
 pub const LOG_FORMAT: &str = "WAPIPE_LOG_FORMAT";
 /// Worker: attempts per event before it is dead-lettered.

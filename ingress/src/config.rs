@@ -19,9 +19,15 @@ use crate::Error;
     about = "Verifies signed WhatsApp webhooks and produces one Kafka record per event"
 )]
 pub struct Config {
-    /// Address to serve the webhook, health and metrics endpoints on.
+    /// Address to serve the webhook on (`/webhook`, `/webhook/{app}`): the public port, and
+    /// nothing else is served there.
     #[arg(long, env = wapipe_core::env::LISTEN, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// Address to serve `/healthz`, `/readyz` and `/metrics` on: the admin port, for probes and
+    /// scrapes, never exposed by the Service.
+    #[arg(long, env = wapipe_core::env::ADMIN_LISTEN, default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
 
     /// Who signs the webhooks: meta (X-Hub-Signature-256) or wasender (X-Webhook-Signature).
     #[arg(long, env = wapipe_core::env::PROVIDER, default_value = "meta")]

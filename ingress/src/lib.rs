@@ -251,9 +251,9 @@ impl AppState {
     }
 }
 
-/// The ingress's routes: `/webhook` (GET handshake, POST events, any trusted secret),
-/// `/webhook/{app}` (the same, checked only against the secret named `app`), `/healthz`,
-/// `/readyz`, `/metrics`.
+/// The ingress's public routes, all that faces the internet: `/webhook` (GET handshake, POST
+/// events, any trusted secret) and `/webhook/{app}` (the same, checked only against the secret
+/// named `app`). Anything else is 404; health and metrics are on [`admin_router`].
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhook", get(handshake).post(receive))
@@ -261,6 +261,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/webhook/{app}",
             get(handshake_for_app).post(receive_for_app),
         )
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The ingress's admin routes, served on their own port (`--admin-listen`) for the kubelet's
+/// probes and Prometheus: `/healthz`, `/readyz`, `/metrics`.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

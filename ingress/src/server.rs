@@ -1,5 +1,5 @@
-//! Running the ingress: producer, readiness probe loop, secret reloads, HTTP server, graceful
-//! shutdown.
+//! Running the ingress: producer, readiness probe loop, secret reloads, the two HTTP listeners
+//! (the public webhook port and the admin port for probes and metrics), graceful shutdown.
 //!
 //! The server is hyper's HTTP/1 connection under a plain accept loop rather than
 //! `axum::serve`, for the bound on how long a request's headers may take to arrive: a
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use futures::FutureExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -21,7 +22,7 @@ use wapipe_core::error::Causes;
 
 use crate::secrets::{SecretSources, Secrets};
 use crate::sink::{EventSink, KafkaSink, ProducerSettings};
-use crate::{router, AppState, Config, Error};
+use crate::{admin_router, router, AppState, Config, Error};
 
 /// Runs the ingress until `shutdown` resolves: answers not ready but keeps serving for the
 /// shutdown delay, stops accepting, lets in-flight requests finish (up to the shutdown timeout),
@@ -44,14 +45,11 @@ pub async fn run(
             max_record_bytes: config.max_body_bytes,
         },
     )?);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(config.listen).await?;
+    let admin_listener = bind(config.admin_listen).await?;
     tracing::info!(
         listen = %config.listen,
+        admin = %config.admin_listen,
         provider = %config.provider,
         topic = %config.topic,
         brokers = %config.kafka.brokers,
@@ -102,16 +100,29 @@ pub async fn run(
             tokio::time::sleep(delay).await;
         }
     };
-    accept_until(
-        stop_accepting,
-        &listener,
-        &http,
-        router(state.clone()),
-        &connections,
-        &state.metrics.header_timeouts,
-    )
-    .await;
+    // Both listeners stop accepting at the same moment; until then the admin port answers the
+    // kubelet's probes (`/readyz`: 503 while stopping) and Prometheus.
+    let stop_accepting = stop_accepting.boxed().shared();
+    tokio::join!(
+        accept_until(
+            stop_accepting.clone(),
+            &listener,
+            &http,
+            router(state.clone()),
+            &connections,
+            &state.metrics.header_timeouts,
+        ),
+        accept_until(
+            stop_accepting,
+            &admin_listener,
+            &http,
+            admin_router(state.clone()),
+            &connections,
+            &state.metrics.header_timeouts,
+        ),
+    );
     drop(listener);
+    drop(admin_listener);
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let grace = config.shutdown_timeout;
     tokio::select! {
@@ -129,6 +140,12 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || flush_sink.flush(grace)).await;
     tracing::info!("ingress stopped");
     Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 /// Reads the secret files every `interval` and puts a changed set in use. A read that fails

@@ -35,7 +35,10 @@ fn batch(senders: usize, per_sender: usize) -> String {
 }
 
 struct Ingress {
+    /// The public port: the webhook only.
     url: String,
+    /// The admin port: `/healthz`, `/readyz`, `/metrics`.
+    admin_url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -53,10 +56,14 @@ impl Ingress {
     ) -> Ingress {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
+        let admin_port = free_port();
+        let admin_listen = format!("127.0.0.1:{admin_port}");
         let mut args = vec![
             "wapipe-ingress",
             "--listen",
             &listen,
+            "--admin-listen",
+            &admin_listen,
             "--app-secret",
             SECRET,
             "--topic",
@@ -79,15 +86,24 @@ impl Ingress {
             .expect("ingress runs");
         });
         let url = format!("http://127.0.0.1:{port}");
+        let admin_url = format!("http://127.0.0.1:{admin_port}");
         let client = reqwest::Client::new();
+        // Both listeners are bound before either serves: the admin port answering means the
+        // public one is open too.
         for _ in 0..100 {
-            if client.get(format!("{url}/healthz")).send().await.is_ok() {
+            if client
+                .get(format!("{admin_url}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ingress {
             url,
+            admin_url,
             stop: Some(stop),
             task,
         }
@@ -266,7 +282,7 @@ async fn shutdown_lets_the_in_flight_request_finish_and_then_stops() {
                 .await
         }
     });
-    let metrics_url = format!("{}/metrics", ingress.url);
+    let metrics_url = format!("{}/metrics", ingress.admin_url);
     loop {
         let metrics = reqwest::get(&metrics_url)
             .await
@@ -289,7 +305,7 @@ async fn shutdown_lets_the_in_flight_request_finish_and_then_stops() {
     assert_eq!(response.status(), 503);
     ingress.task.await.expect("the ingress stops cleanly");
     assert!(
-        reqwest::get(format!("{}/healthz", ingress.url))
+        reqwest::get(format!("{}/healthz", ingress.admin_url))
             .await
             .is_err(),
         "no new connections after shutdown"
@@ -310,13 +326,13 @@ async fn after_the_stop_signal_new_connections_are_served_for_the_delay_then_ref
     assert_eq!(ingress.post(&batch(1, 1)).await.status(), 200);
 
     let _ = ingress.stop.take().unwrap().send(());
-    let mut ready = reqwest::get(format!("{}/readyz", ingress.url))
+    let mut ready = reqwest::get(format!("{}/readyz", ingress.admin_url))
         .await
         .unwrap()
         .status();
     while ready == 200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        ready = reqwest::get(format!("{}/readyz", ingress.url))
+        ready = reqwest::get(format!("{}/readyz", ingress.admin_url))
             .await
             .unwrap()
             .status();
@@ -335,12 +351,61 @@ async fn after_the_stop_signal_new_connections_are_served_for_the_delay_then_ref
         .expect("a new connection during the delay is accepted");
     assert_eq!(late.status(), 200);
     ingress.task.await.expect("the ingress stops cleanly");
-    assert!(
-        reqwest::get(format!("{}/healthz", ingress.url))
+    for url in [
+        format!("{}/healthz", ingress.admin_url),
+        format!("{}/webhook", ingress.url),
+    ] {
+        assert!(
+            reqwest::get(&url).await.is_err(),
+            "no new connections once the delay is over: {url}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_port_serves_only_the_webhook_and_the_admin_port_health_and_metrics() {
+    // Served as the binary serves them, over TCP. No broker is needed: nothing is produced,
+    // and readiness only says the broker is unreachable.
+    let mut ingress = Ingress::start("127.0.0.1:1", "raw", "1s").await;
+    let status = |url: String| async move {
+        reqwest::get(&url)
             .await
-            .is_err(),
-        "no new connections once the delay is over"
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+            .status()
+            .as_u16()
+    };
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        assert_eq!(
+            status(format!("{}{path}", ingress.url)).await,
+            404,
+            "public {path}"
+        );
+    }
+    assert_eq!(status(format!("{}/metrics", ingress.admin_url)).await, 200);
+    assert_eq!(status(format!("{}/healthz", ingress.admin_url)).await, 200);
+    assert_eq!(status(format!("{}/readyz", ingress.admin_url)).await, 503);
+    let metrics = metrics_of(&ingress).await;
+    assert!(
+        metrics.contains("wapipe_ingress_requests_total"),
+        "{metrics}"
     );
+    // The handshake is on the public port, and not on the admin one.
+    let handshake = "/webhook?hub.mode=subscribe&hub.verify_token=x&hub.challenge=1";
+    assert_eq!(status(format!("{}{handshake}", ingress.url)).await, 403);
+    assert_eq!(
+        status(format!("{}{handshake}", ingress.admin_url)).await,
+        404
+    );
+
+    // A graceful stop closes both listeners.
+    let _ = ingress.stop.take().unwrap().send(());
+    ingress.task.await.expect("the ingress stops cleanly");
+    for url in [&ingress.url, &ingress.admin_url] {
+        assert!(
+            reqwest::get(format!("{url}/healthz")).await.is_err(),
+            "{url} closed"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +613,7 @@ async fn readiness_asks_for_its_topic_without_creating_it_then_is_200_once_it_ex
     let topic = unique_name("not-yet");
     let ingress = Ingress::start(&brokers, &topic, "2s").await;
     let ready = || async {
-        reqwest::get(format!("{}/readyz", ingress.url))
+        reqwest::get(format!("{}/readyz", ingress.admin_url))
             .await
             .map(|r| r.status().as_u16())
             .unwrap_or(0)
@@ -637,7 +702,7 @@ async fn stalled_headers(addr: String, sent: tokio::sync::mpsc::Sender<()>) -> E
 }
 
 async fn metrics_of(ingress: &Ingress) -> String {
-    reqwest::get(format!("{}/metrics", ingress.url))
+    reqwest::get(format!("{}/metrics", ingress.admin_url))
         .await
         .expect("metrics answer")
         .text()
@@ -820,7 +885,7 @@ async fn rotating_the_secret_under_steady_signed_load_answers_no_request_but_200
     .await;
     let mut ready = false;
     for _ in 0..100 {
-        if reqwest::get(format!("{}/readyz", ingress.url))
+        if reqwest::get(format!("{}/readyz", ingress.admin_url))
             .await
             .is_ok_and(|r| r.status() == 200)
         {

@@ -13,7 +13,7 @@ use tower::ServiceExt;
 use wapipe_core::signature::sign_meta;
 use wapipe_core::{EventKind, Provider, Record};
 use wapipe_ingress::sink::{Batch, EventSink, ProduceError};
-use wapipe_ingress::{router, AppState, Config, NamedSecret, Secrets};
+use wapipe_ingress::{admin_router, router, AppState, Config, NamedSecret, Secrets};
 
 const SECRET: &str = "app-secret";
 const TOKEN: &str = "verify-me";
@@ -72,11 +72,23 @@ fn meta_post(body: &str, signature: Option<String>) -> Request<Body> {
     request.body(Body::from(body.to_string())).unwrap()
 }
 
+/// Sends `request` to the public (webhook) port's router.
 async fn send(
     state: Arc<AppState>,
     request: Request<Body>,
 ) -> (StatusCode, Option<String>, String) {
-    let response = router(state).oneshot(request).await.unwrap();
+    answer(router(state), request).await
+}
+
+/// Sends a GET of `path` to the admin port's router (health, readiness, metrics).
+async fn admin(state: Arc<AppState>, path: &str) -> (StatusCode, String) {
+    let request = Request::get(path).body(Body::empty()).unwrap();
+    let (status, _, body) = answer(admin_router(state), request).await;
+    (status, body)
+}
+
+async fn answer(app: axum::Router, request: Request<Body>) -> (StatusCode, Option<String>, String) {
+    let response = app.oneshot(request).await.unwrap();
     let status = response.status();
     let retry_after = response
         .headers()
@@ -151,8 +163,7 @@ async fn two_apps_signing_with_their_own_secrets_get_200_and_a_third_secret_gets
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(sink.produced.lock().unwrap().len(), 4);
     // Matches are counted by the secret's name, never its value.
-    let get = Request::get("/metrics").body(Body::empty()).unwrap();
-    let (_, _, metrics) = send(state, get).await;
+    let (_, metrics) = admin(state, "/metrics").await;
     for line in [
         r#"wapipe_ingress_signature_matches_total{secret="shop-a"} 1"#,
         r#"wapipe_ingress_signature_matches_total{secret="shop-b"} 1"#,
@@ -465,10 +476,9 @@ async fn health_readiness_and_metrics_say_what_they_mean() {
     send(state.clone(), meta_post(TWO_SENDERS, Some(signature))).await;
     send(state.clone(), meta_post(TWO_SENDERS, None)).await;
 
-    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
-    assert_eq!(send(state.clone(), get("/healthz")).await.0, StatusCode::OK);
-    assert_eq!(send(state.clone(), get("/readyz")).await.0, StatusCode::OK);
-    let (status, _, metrics) = send(state, get("/metrics")).await;
+    assert_eq!(admin(state.clone(), "/healthz").await.0, StatusCode::OK);
+    assert_eq!(admin(state.clone(), "/readyz").await.0, StatusCode::OK);
+    let (status, metrics) = admin(state, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         metrics.contains(r#"wapipe_ingress_requests_total{outcome="ok"} 1"#),
@@ -487,9 +497,38 @@ async fn health_readiness_and_metrics_say_what_they_mean() {
         }),
     );
     assert_eq!(
-        send(unready, get("/readyz")).await.0,
+        admin(unready, "/readyz").await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+#[tokio::test]
+async fn the_public_port_serves_only_the_webhook_and_the_admin_port_the_rest() {
+    // What faces the internet is only the webhook: health, readiness and metrics (which name
+    // the secrets in use and the traffic) are answered on the admin port alone.
+    let state = state_with(config(&[]), Arc::new(FakeSink::default()));
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let (status, _, body) = send(state.clone(), get(path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "public {path}: {body}");
+        let (status, body) = admin(state.clone(), path).await;
+        assert_eq!(status, StatusCode::OK, "admin {path}: {body}");
+    }
+    // The webhook answers on the public port only.
+    let handshake = "/webhook?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=42";
+    let (status, _, body) = send(state.clone(), get(handshake)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
+    let (status, _, _) = answer(admin_router(state.clone()), get(handshake)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
+    let (status, _, _) = answer(admin_router(state), meta_post(TWO_SENDERS, Some(signature))).await;
+    assert_ne!(status, StatusCode::OK);
+    // The admin port has a default apart from the public one, and a flag of its own.
+    let defaults = config(&[]);
+    assert_eq!(defaults.listen.port(), 8080);
+    assert_eq!(defaults.admin_listen.port(), 9090);
+    let moved = config(&["--admin-listen", "127.0.0.1:9191"]);
+    assert_eq!(moved.admin_listen.to_string(), "127.0.0.1:9191");
 }
 
 #[tokio::test]
@@ -499,10 +538,9 @@ async fn once_stopping_readiness_fails_while_webhooks_are_still_acknowledged() {
     let sink = Arc::new(FakeSink::default());
     let state = state_with(config(&[]), sink.clone());
     state.begin_stopping();
-    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
-    let (status, _, body) = send(state.clone(), get("/readyz")).await;
+    let (status, body) = admin(state.clone(), "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(send(state.clone(), get("/healthz")).await.0, StatusCode::OK);
+    assert_eq!(admin(state.clone(), "/healthz").await.0, StatusCode::OK);
     let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
     let (status, _, body) = send(state, meta_post(TWO_SENDERS, Some(signature))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -585,8 +623,7 @@ async fn bodies_past_the_byte_budget_are_shed_with_503_and_retry_after_until_it_
     second.abort();
     let _ = second.await;
     assert_eq!(state.in_flight_bytes.available_kib(), 4);
-    let get = Request::get("/metrics").body(Body::empty()).unwrap();
-    let (_, _, metrics) = send(state.clone(), get).await;
+    let (_, metrics) = admin(state.clone(), "/metrics").await;
     assert_eq!(
         metric_line(
             &metrics,

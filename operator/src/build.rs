@@ -23,10 +23,16 @@ use crate::crd::{KafkaSpec, Resources, SecretKeyRef, SinkType};
 use crate::template;
 use crate::validate::ValidPipeline;
 
-/// Port of the ingress (webhooks, health, metrics).
+/// Public port of the ingress: the webhook only, and the only port its Service exposes.
 pub const INGRESS_PORT: i32 = 8080;
+/// Admin port of the ingress (`/healthz`, `/readyz`, `/metrics`): probes and scrapes reach it
+/// on the pod, never through the Service.
+pub const INGRESS_ADMIN_PORT: i32 = 9090;
 /// Port of the worker (health, metrics).
 pub const WORKER_PORT: i32 = 8081;
+/// Name of the container port Prometheus scrapes, on the ingress and the worker alike (the
+/// chart's PodMonitor names it).
+pub const METRICS_PORT_NAME: &str = "metrics";
 /// Where Secret volumes are mounted; one directory per Secret reference.
 pub const SECRET_MOUNT_ROOT: &str = "/var/run/secrets/wapipe";
 /// Label naming the pipeline a child belongs to.
@@ -206,6 +212,15 @@ fn resources(resources: Option<&Resources>) -> Option<ResourceRequirements> {
     })
 }
 
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
 fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -298,6 +313,7 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
     let mut files = SecretFiles::default();
     let mut vars = vec![
         env(wenv::LISTEN, format!("0.0.0.0:{INGRESS_PORT}")),
+        env(wenv::ADMIN_LISTEN, format!("0.0.0.0:{INGRESS_ADMIN_PORT}")),
         env(wenv::PROVIDER, spec.ingress.provider.as_str()),
         env(wenv::TOPIC, spec.topic.name.clone()),
         env(wenv::LOG_FORMAT, "json"),
@@ -345,14 +361,12 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
         image: Some(pipeline.ingress_image.clone()),
         command: Some(vec!["wapipe-ingress".into()]),
         env: Some(vars),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: INGRESS_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
-        liveness_probe: Some(http_probe("/healthz", INGRESS_PORT, 10, 3)),
-        readiness_probe: Some(http_probe("/readyz", INGRESS_PORT, 5, 2)),
+        ports: Some(vec![
+            container_port("http", INGRESS_PORT),
+            container_port(METRICS_PORT_NAME, INGRESS_ADMIN_PORT),
+        ]),
+        liveness_probe: Some(http_probe("/healthz", INGRESS_ADMIN_PORT, 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", INGRESS_ADMIN_PORT, 5, 2)),
         resources: resources(spec.ingress.resources.as_ref()),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
@@ -462,12 +476,7 @@ fn worker_deployment(pipeline: &ValidPipeline) -> Deployment {
         image: Some(pipeline.worker_image.clone()),
         command: Some(vec!["wapipe-worker".into()]),
         env: Some(vars),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: WORKER_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![container_port(METRICS_PORT_NAME, WORKER_PORT)]),
         liveness_probe: Some(http_probe("/healthz", WORKER_PORT, 10, 3)),
         readiness_probe: Some(http_probe("/readyz", WORKER_PORT, 5, 2)),
         resources: resources(worker.resources.as_ref()),

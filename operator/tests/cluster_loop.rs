@@ -151,12 +151,12 @@ async fn webhooks_reach_postgres_through_host_processes_run_from_the_pod_templat
         Some(DATABASE_URL),
         "the database URL comes from the Secret"
     );
-    let (_ingress, ingress_port) = ingress_cmd.start(&files.path().join("ingress.log"));
+    let (_ingress, ingress_ports) = ingress_cmd.start(&files.path().join("ingress.log"));
     let http = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{ingress_port}/webhook");
+    let url = format!("http://127.0.0.1:{}/webhook", ingress_ports.http);
     host_pods::wait_ready(
         &http,
-        ingress_port,
+        ingress_ports.admin,
         &files.path().join("ingress.log"),
         PATIENCE,
     )

@@ -43,10 +43,10 @@ fn post(run: &str, n: u64) -> String {
     )
 }
 
-/// The value of `series` in the ingress's `/metrics`, 0 when absent.
-async fn ingress_metric(http: &reqwest::Client, port: u16, series: &str) -> f64 {
+/// The value of `series` in the ingress's `/metrics` (on its admin port), 0 when absent.
+async fn ingress_metric(http: &reqwest::Client, admin_port: u16, series: &str) -> f64 {
     let text = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
         .send()
         .await
         .expect("the ingress serves /metrics")
@@ -150,9 +150,11 @@ async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200
         command.volumes
     );
     let log = files.path().join("ingress.log");
-    let (_ingress, port) = command.start(&log);
+    let (_ingress, ports) = command.start(&log);
+    // Metrics and readiness on the admin port, the webhook on the public one.
+    let (port, admin) = (ports.http, ports.admin);
     let http = reqwest::Client::new();
-    host_pods::wait_ready(&http, port, &log, PATIENCE).await;
+    host_pods::wait_ready(&http, admin, &log, PATIENCE).await;
 
     // The kubelet's part: the mounted volumes follow the API's Secret.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -230,13 +232,13 @@ async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200
         )
         .await
         .unwrap();
-    wait_metric(&http, port, &new_loaded, 1.0).await;
+    wait_metric(&http, admin, &new_loaded, 1.0).await;
     end_phase("Secret gains the new key, until loaded", &mut phases);
 
     // 2. The sender switches; both keys are trusted meanwhile.
     *signing_key.lock().unwrap() = NEW.to_string();
     let deadline = Instant::now() + PATIENCE;
-    while ingress_metric(&http, port, &new_matches).await < 50.0 {
+    while ingress_metric(&http, admin, &new_matches).await < 50.0 {
         assert!(Instant::now() < deadline, "nothing signed by the new key");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -253,7 +255,7 @@ async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200
         )
         .await
         .unwrap();
-    wait_metric(&http, port, old_loaded, 0.0).await;
+    wait_metric(&http, admin, old_loaded, 0.0).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     end_phase("old key removed, until unloaded", &mut phases);
 

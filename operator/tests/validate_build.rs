@@ -183,6 +183,63 @@ fn the_ingress_memory_limit_sets_its_byte_budgets_and_no_limit_keeps_the_default
 }
 
 #[test]
+fn the_service_exposes_only_the_webhook_and_probes_and_scrapes_use_the_admin_port() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    for fixture in ["pipeline-minimal.yaml", "pipeline-meta-postgres.yaml"] {
+        let children = build(&valid(fixture));
+        let ingress = container(&children.ingress_deployment);
+        let ports: Vec<(String, i32)> = ingress
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("http".to_string(), 8080), ("metrics".to_string(), 9090)],
+            "{fixture}"
+        );
+        assert_eq!(
+            plain(ingress, "WAPIPE_LISTEN").as_deref(),
+            Some("0.0.0.0:8080")
+        );
+        assert_eq!(
+            plain(ingress, "WAPIPE_ADMIN_LISTEN").as_deref(),
+            Some("0.0.0.0:9090")
+        );
+        for (probe, path) in [
+            (ingress.liveness_probe.as_ref(), "/healthz"),
+            (ingress.readiness_probe.as_ref(), "/readyz"),
+        ] {
+            let get = probe.unwrap().http_get.as_ref().unwrap();
+            assert_eq!(get.path.as_deref(), Some(path), "{fixture}");
+            assert_eq!(get.port, IntOrString::Int(9090), "{fixture} {path}");
+        }
+        // The Service (what a load balancer or Ingress puts on the internet): the webhook only.
+        let service_ports = children
+            .ingress_service
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap();
+        assert_eq!(service_ports.len(), 1, "{fixture}: {service_ports:?}");
+        assert_eq!(
+            service_ports[0].target_port,
+            Some(IntOrString::String("http".into()))
+        );
+        // The PodMonitor scrapes the port named `metrics` on both kinds of pod.
+        let worker = container(&children.worker_deployment);
+        let worker_ports = worker.ports.as_ref().unwrap();
+        assert_eq!(worker_ports.len(), 1);
+        assert_eq!(worker_ports[0].name.as_deref(), Some("metrics"));
+        assert_eq!(worker_ports[0].container_port, 8081);
+    }
+}
+
+#[test]
 fn worker_template_leaves_replicas_to_the_scaler() {
     let children = build(&valid("pipeline-meta-postgres.yaml"));
     assert_eq!(

@@ -456,7 +456,7 @@ def test_dashboard_alerts_and_pod_monitor_render_the_shipped_files_when_enabled(
     monitor = rendered.one("PodMonitor")
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     endpoint = monitor["spec"]["podMetricsEndpoints"][0]
-    assert endpoint["port"] == "http"
+    assert endpoint["port"] == "metrics"
     targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
     assert targets["pipeline"] == ["__meta_kubernetes_pod_label_wapipe_dev_pipeline"]
     assert targets["namespace"] == ["__meta_kubernetes_namespace"]

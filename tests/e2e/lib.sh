@@ -303,8 +303,15 @@ post_until_acknowledged() {
     sleep 2
   done
 }
-# ingress_metric NAME: the ingress's metric lines starting with NAME (one replica behind $url).
-ingress_metric() { curl -s --max-time 5 "${url%%/webhook*}/metrics" | grep "^$1" | tr '\n' ';'; }
+# ingress_metric NAME: the metric lines starting with NAME of one ingress pod, read on its admin
+# port (9090) through the API server's pod proxy: the Service exposes the webhook only.
+ingress_metric() {
+  local pod
+  pod="$(kubectl -n "$ns" get pods -l "app.kubernetes.io/component=ingress,wapipe.dev/pipeline=$pipeline" \
+    -o jsonpath='{.items[0].metadata.name}')" || return 0
+  kubectl -n "$ns" get --raw "/api/v1/namespaces/$ns/pods/$pod:9090/proxy/metrics" 2>/dev/null |
+    grep "^$1" | tr '\n' ';'
+}
 
 # scenario_memory_burst FIRST ROUNDS PARALLEL MESSAGES PAD: ROUNDS rounds of PARALLEL concurrent
 # signed POSTs, each MESSAGES messages with PAD-character texts. What does not fit the ingress's

@@ -178,6 +178,19 @@ handshake() {
   [[ "$(curl -sf "$url?hub.mode=subscribe&hub.verify_token=$verify_token&hub.challenge=1158201444")" == 1158201444 ]]
 }
 check "GET handshake echoes hub.challenge" handshake
+# What faces the internet is only the webhook: the Service has one port, and health, readiness
+# and metrics (on the pod's admin port) are not found through it.
+service_has_only_the_webhook_port() {
+  [[ "$(kubectl -n "$ns" get svc "$pipeline-ingress" -o jsonpath='{.spec.ports[*].targetPort}')" == http ]]
+}
+check "the ingress Service exposes only the webhook port" service_has_only_the_webhook_port
+admin_paths_not_public() {
+  local path
+  for path in /metrics /readyz /healthz; do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$local_port$path")" == 404 ]] || return 1
+  done
+}
+check "/metrics, /readyz and /healthz answer 404 through the Service" admin_paths_not_public
 
 log "send signed webhooks"
 unsigned_rejected() {

@@ -173,6 +173,12 @@ pub struct RunArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = wapipe_core::env::LISTEN, default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
+
+    /// `/healthz` answers 503 once the consumer loop has not polled Kafka for this long. The
+    /// loop never waits for the sink (an outage fails readiness only); its longest legitimate
+    /// wait is a partition revocation, up to --drain-timeout plus 10 s, so this must be longer.
+    #[arg(long, env = wapipe_core::env::LIVENESS_TIMEOUT, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub liveness_timeout: Duration,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -251,6 +257,23 @@ pub fn parse_point_in_time(raw: &str, now_ms: i64) -> crate::Result<i64> {
         .ok_or_else(|| crate::Error::ParseSince(raw.to_string()))
 }
 
+impl RunArgs {
+    /// Refuses a liveness bound a partition revocation could outlast: the consumer loop waits
+    /// inside the poll for the revoked partitions' writes, up to the drain timeout and then the
+    /// wait for abandoned writes, and `/healthz` must not fail meanwhile.
+    pub fn check_liveness_bound(&self) -> Result<(), crate::error::Error> {
+        let abandon = crate::worker::ABANDON_WAIT;
+        if self.liveness_timeout <= self.drain_timeout + abandon {
+            return Err(crate::error::Error::LivenessBelowDrain {
+                liveness: self.liveness_timeout,
+                drain: self.drain_timeout,
+                abandon,
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +311,28 @@ mod tests {
         );
         let cli = Cli::try_parse_from(["wapipe-worker", "--sink", "sqlite"]).unwrap();
         assert_eq!(cli.run.sqlite_file().unwrap(), PathBuf::from("wapipe.db"));
+    }
+
+    #[test]
+    fn the_liveness_bound_must_outlast_a_partition_revocation() {
+        let cli = Cli::try_parse_from(["wapipe-worker"]).unwrap();
+        assert_eq!(cli.run.liveness_timeout, Duration::from_secs(60));
+        cli.run.check_liveness_bound().expect("the defaults fit");
+        let cli = Cli::try_parse_from(["wapipe-worker", "--drain-timeout", "50s"]).unwrap();
+        let error = cli.run.check_liveness_bound().unwrap_err().to_string();
+        assert!(
+            error.contains("--liveness-timeout") && error.contains("--drain-timeout"),
+            "{error}"
+        );
+        let cli = Cli::try_parse_from([
+            "wapipe-worker",
+            "--drain-timeout",
+            "50s",
+            "--liveness-timeout",
+            "2m",
+        ])
+        .unwrap();
+        cli.run.check_liveness_bound().expect("a longer bound fits");
     }
 
     #[test]

@@ -55,6 +55,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "--liveness-timeout ({liveness:?}) must be longer than a partition revocation may \
+         wait inside the poll (--drain-timeout {drain:?} plus {abandon:?} for abandoned writes): \
+         /healthz would fail during a rebalance and the pod be restarted"
+    )]
+    LivenessBelowDrain {
+        liveness: std::time::Duration,
+        drain: std::time::Duration,
+        abandon: std::time::Duration,
+    },
+
     #[error("the topic {0} does not exist")]
     TopicMissing(String),
 
@@ -139,7 +150,8 @@ impl Error {
             | Error::ResetTask(_)
             | Error::CheckGroup { .. }
             | Error::GroupActive { .. }
-            | Error::Serve { .. } => Fault::Infrastructure,
+            | Error::Serve { .. }
+            | Error::LivenessBelowDrain { .. } => Fault::Infrastructure,
         }
     }
 }

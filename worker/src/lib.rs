@@ -78,7 +78,8 @@ fn settings(args: &RunArgs) -> WorkerSettings {
 
 /// Runs the worker with its HTTP endpoints until SIGTERM or Ctrl-C.
 pub async fn run_worker(args: RunArgs) -> Result<()> {
-    let worker = Worker::new();
+    args.check_liveness_bound()?;
+    let worker = Worker::with_liveness_bound(args.liveness_timeout);
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -107,24 +108,48 @@ pub async fn run_worker(args: RunArgs) -> Result<()> {
         tracing::info!("shutdown signal received");
         signal_shutdown.cancel();
     });
-    // Until the sink is up the worker is not ready; a sink that cannot connect now is retried.
-    let sink = loop {
-        match build_sink(&args).await {
-            Ok(sink) => break sink,
-            Err(error @ (Error::ConnectDatabase { .. } | Error::MigrateDatabase(_))) => {
-                tracing::warn!(error = %Causes(&error), "sink not reachable yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
-            }
-            Err(error) => return Err(error),
-        }
+    let Some(sink) = wait_for_sink(&args, &worker.health, &shutdown).await? else {
+        return Ok(());
     };
     let result = worker.run(settings(&args), sink, shutdown.clone()).await;
     shutdown.cancel();
     let _ = server.await;
     result
+}
+
+/// Builds the sink, retrying while the database cannot be reached; `None` when shutdown came
+/// first. Until the sink is up the worker is not ready, but it is alive: liveness is marked
+/// all along (a database down at startup must not get the pod restarted, which would not bring
+/// the database back), and the consumer loop takes over marking it once it runs.
+async fn wait_for_sink(
+    args: &RunArgs,
+    health: &Arc<observe::Health>,
+    shutdown: &CancellationToken,
+) -> Result<Option<SharedSink>> {
+    let alive = tokio::spawn({
+        let health = health.clone();
+        async move {
+            loop {
+                health.mark_polled();
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let sink = loop {
+        match build_sink(args).await {
+            Ok(sink) => break Ok(Some(sink)),
+            Err(error @ (Error::ConnectDatabase { .. } | Error::MigrateDatabase(_))) => {
+                tracing::warn!(error = %Causes(&error), "sink not reachable yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    _ = shutdown.cancelled() => break Ok(None),
+                }
+            }
+            Err(error) => break Err(error),
+        }
+    };
+    alive.abort();
+    sink
 }
 
 /// Runs what the command line asks for.
@@ -181,5 +206,42 @@ pub async fn run_cli(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn waiting_for_an_unreachable_database_at_startup_keeps_the_worker_alive() {
+        let cli = Cli::try_parse_from([
+            "wapipe-worker",
+            "--sink",
+            "postgres",
+            "--database-url",
+            "postgres://wapipe@127.0.0.1:1/wapipe?sslmode=disable",
+        ])
+        .unwrap();
+        let health = Arc::new(observe::Health::new(Duration::from_millis(300)));
+        let shutdown = CancellationToken::new();
+        let waiting = tokio::spawn({
+            let (health, shutdown) = (health.clone(), shutdown.clone());
+            async move { wait_for_sink(&cli.run, &health, &shutdown).await }
+        });
+        // Several bounds pass while the connection is refused and retried: alive throughout.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(health.liveness().is_ok(), "{:?}", health.since_last_poll());
+        }
+        assert!(!health.is_ready());
+        shutdown.cancel();
+        let sink = waiting
+            .await
+            .unwrap()
+            .expect("no error but the retried one");
+        assert!(sink.is_none(), "shutdown came first");
     }
 }

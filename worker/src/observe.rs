@@ -1,8 +1,10 @@
 //! What the worker tells the outside world: Prometheus metrics on `/metrics`, liveness on
-//! `/healthz` and readiness on `/readyz` (ready while the consumer runs and the sink works).
+//! `/healthz` (the consumer loop turned within the liveness bound) and readiness on `/readyz`
+//! (ready while the consumer runs and the sink works).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -250,14 +252,80 @@ impl Metrics {
     }
 }
 
+/// How long the consumer loop may go without a turn before `/healthz` fails, unless
+/// `--liveness-timeout` says otherwise.
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Liveness and readiness flags.
-#[derive(Debug, Default)]
+///
+/// Liveness is the consumer loop turning: it marks [`Health::mark_polled`] each time its wait
+/// returns (a record, a receive error, the 100 ms offset-store tick, freed buffer space), so it
+/// goes stale only when the loop is stuck. The loop never waits for the sink (writes and their
+/// retries run on tasks of their own; a full buffer pauses fetching while the tick keeps the
+/// loop turning), so a database outage leaves liveness fresh and only readiness fails. The
+/// longest legitimate gap is a partition revocation, which waits inside the poll up to
+/// `--drain-timeout` plus 10 s for abandoned writes; the bound must be longer (checked at
+/// startup).
+#[derive(Debug)]
 pub struct Health {
     consuming: AtomicBool,
     sink_available: AtomicBool,
+    started: Instant,
+    /// Milliseconds from `started` to the loop's last turn.
+    last_poll_ms: AtomicU64,
+    liveness_bound: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new(DEFAULT_LIVENESS_TIMEOUT)
+    }
+}
+
+/// `/healthz`'s verdict when the consumer loop has not turned within the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stale {
+    pub since: Duration,
+    pub bound: Duration,
 }
 
 impl Health {
+    /// Fresh from now: the loop has `liveness_bound` to make its first turn.
+    pub fn new(liveness_bound: Duration) -> Health {
+        Health {
+            consuming: AtomicBool::new(false),
+            sink_available: AtomicBool::new(false),
+            started: Instant::now(),
+            last_poll_ms: AtomicU64::new(0),
+            liveness_bound,
+        }
+    }
+
+    /// The consumer loop turned: called each time its wait returns.
+    pub fn mark_polled(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_poll_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the consumer loop last turned.
+    pub fn since_last_poll(&self) -> Duration {
+        let last = Duration::from_millis(self.last_poll_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Alive while the consumer loop turned within the liveness bound.
+    pub fn liveness(&self) -> Result<(), Stale> {
+        let since = self.since_last_poll();
+        if since > self.liveness_bound {
+            Err(Stale {
+                since,
+                bound: self.liveness_bound,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn set_consuming(&self, value: bool) {
         self.consuming.store(value, Ordering::Relaxed);
     }
@@ -279,10 +347,29 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    match state.health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(Stale { since, bound }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the consumer loop has not polled Kafka for {} (bound {}): it is stuck",
+                whole_ms(since),
+                whole_ms(bound)
+            ),
+        )
+            .into_response(),
+    }
+}
+
+fn whole_ms(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(duration.as_millis() as u64))
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -303,6 +390,45 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
+
+    async fn healthz_of(health: Arc<Health>) -> (StatusCode, String) {
+        let app = router(AppState {
+            metrics: Arc::new(Metrics::new()),
+            health,
+        });
+        let request = Request::get("/healthz").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_when_the_consumer_loop_stopped_polling_and_passes_when_it_polls() {
+        let health = Arc::new(Health::new(Duration::from_millis(200)));
+        // Fresh at start: the loop has the whole bound for its first turn.
+        assert_eq!(healthz_of(health.clone()).await.0, StatusCode::OK);
+        health.mark_polled();
+        assert_eq!(healthz_of(health.clone()).await.0, StatusCode::OK);
+
+        // No turn for longer than the bound: stuck, and the body says so.
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, body) = healthz_of(health.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            body.contains("has not polled Kafka") && body.contains("(bound 200ms)"),
+            "{body}"
+        );
+        assert!(health.liveness().is_err());
+
+        // One turn and it is alive again.
+        health.mark_polled();
+        let (status, body) = healthz_of(health.clone()).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+        assert!(health.since_last_poll() < Duration::from_millis(200));
+    }
 
     #[tokio::test]
     async fn readyz_answers_503_until_consuming_with_a_working_sink() {

@@ -398,6 +398,17 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
         0,
         "an unavailable sink is not the events' fault"
     );
+    // The consumer loop keeps turning while the sink is retried: liveness stays fresh, so a
+    // database outage fails readiness only and never gets the pod restarted.
+    for _ in 0..20 {
+        let since = running.worker.health.since_last_poll();
+        assert!(
+            since < Duration::from_secs(1),
+            "the consumer loop stood still for {since:?} during the outage"
+        );
+        assert!(running.worker.health.liveness().is_ok());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
 
     proxy.restore();
     eventually("all 20 rows after the database returned", || async {

@@ -141,7 +141,10 @@ pub fn write_app_secrets(dir: &Path, apps: &[(String, String)]) -> anyhow::Resul
 
 /// The ingress's settings.
 pub struct IngressEnv<'a> {
+    /// The webhook's port.
     pub port: u16,
+    /// The admin port: health, readiness and the metrics `wapipe up` reads.
+    pub admin_port: u16,
     pub brokers: &'a str,
     /// Every app secret, one file each (see [`write_app_secrets`]).
     pub app_secret_dir: &'a Path,
@@ -156,6 +159,10 @@ pub fn ingress(pipeline: &LocalPipeline, settings: &IngressEnv<'_>) -> BTreeMap<
         (
             wenv::LISTEN.to_string(),
             format!("127.0.0.1:{}", settings.port),
+        ),
+        (
+            wenv::ADMIN_LISTEN.to_string(),
+            format!("127.0.0.1:{}", settings.admin_port),
         ),
         (wenv::PROVIDER.into(), pipeline.provider().as_str().into()),
         (

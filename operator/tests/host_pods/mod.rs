@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, KeyToPath, PodSpec, Secret};
 use kube::Api;
+use wapipe_core::env as wenv;
 
 /// A host process standing in for one pod; killed when dropped.
 pub struct PodProcess {
@@ -186,29 +187,48 @@ pub async fn resolve(
     }
 }
 
+/// Where a started pod's process listens on the loopback.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    /// `WAPIPE_LISTEN`: the ingress's webhook, the worker's health and metrics.
+    pub http: u16,
+    /// `WAPIPE_ADMIN_LISTEN`: the ingress's health, readiness and metrics.
+    pub admin: u16,
+}
+
 impl HostCommand {
-    /// Starts it with `WAPIPE_LISTEN` moved to a free loopback port (pods would each have their own IP).
-    pub fn start(&self, log: &Path) -> (PodProcess, u16) {
-        let port = wapipe_testkit::free_port();
+    /// Starts it with `WAPIPE_LISTEN` and `WAPIPE_ADMIN_LISTEN` moved to free loopback ports
+    /// (pods would each have their own IP).
+    pub fn start(&self, log: &Path) -> (PodProcess, Ports) {
+        let ports = Ports {
+            http: wapipe_testkit::free_port(),
+            admin: wapipe_testkit::free_port(),
+        };
         let file = std::fs::File::create(log).unwrap();
-        let child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(&self.args)
             .envs(&self.env)
-            .env("WAPIPE_LISTEN", format!("127.0.0.1:{port}"))
+            .env(wenv::LISTEN, format!("127.0.0.1:{}", ports.http));
+        if self.env.contains_key(wenv::ADMIN_LISTEN) {
+            command.env(wenv::ADMIN_LISTEN, format!("127.0.0.1:{}", ports.admin));
+        }
+        let child = command
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.program.display()));
-        (PodProcess { child }, port)
+        (PodProcess { child }, ports)
     }
 }
 
-/// Waits until the ingress on `port` answers `/readyz` with 200; `log` is shown if it never does.
-pub async fn wait_ready(http: &reqwest::Client, port: u16, log: &Path, patience: Duration) {
+/// Waits until the ingress's admin port answers `/readyz` with 200; `log` is shown if it never
+/// does.
+pub async fn wait_ready(http: &reqwest::Client, admin_port: u16, log: &Path, patience: Duration) {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         let ready = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .get(format!("http://127.0.0.1:{admin_port}/readyz"))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success());

@@ -123,12 +123,14 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_by_a_binary() {
     let mut exported = BTreeSet::new();
 
     // The ingress, as its binary runs it (no broker needed to serve /metrics).
-    let port = wapipe_testkit::free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", wapipe_testkit::free_port());
+    let admin = format!("127.0.0.1:{}", wapipe_testkit::free_port());
     let config = wapipe_ingress::Config::try_parse_from([
         "wapipe-ingress",
         "--listen",
         &listen,
+        "--admin-listen",
+        &admin,
         "--app-secret",
         "s",
         "--kafka-brokers",
@@ -140,7 +142,7 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_by_a_binary() {
         let _ = stopped.await;
     }));
     exported.extend(sample_names(
-        &scrape(&format!("http://{listen}/metrics")).await,
+        &scrape(&format!("http://{admin}/metrics")).await,
     ));
     let _ = stop.send(());
     let _ = ingress.await;

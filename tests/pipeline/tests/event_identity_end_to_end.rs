@@ -155,10 +155,13 @@ async fn different_events_are_kept_apart_and_redeliveries_of_one_event_are_one_r
         .unwrap();
 
     let ingress_port = free_port();
+    let admin_port = free_port();
     let ingress_config = wapipe_ingress::Config::try_parse_from([
         "wapipe-ingress",
         "--listen",
         &format!("127.0.0.1:{ingress_port}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
         "--app-secret",
         SECRET,
         "--topic",
@@ -179,7 +182,7 @@ async fn different_events_are_kept_apart_and_redeliveries_of_one_event_are_one_r
     let url = format!("http://127.0.0.1:{ingress_port}/webhook");
     for _ in 0..100 {
         let health = client
-            .get(format!("http://127.0.0.1:{ingress_port}/healthz"))
+            .get(format!("http://127.0.0.1:{admin_port}/healthz"))
             .send()
             .await;
         if health.is_ok() {

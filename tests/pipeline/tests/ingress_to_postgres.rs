@@ -50,10 +50,13 @@ async fn signed_webhooks_become_one_row_per_event_in_order_per_user() {
 
     // The ingress, in this process.
     let ingress_port = free_port();
+    let admin_port = free_port();
     let ingress_config = wapipe_ingress::Config::try_parse_from([
         "wapipe-ingress",
         "--listen",
         &format!("127.0.0.1:{ingress_port}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
         "--app-secret",
         SECRET,
         "--topic",
@@ -94,7 +97,7 @@ async fn signed_webhooks_become_one_row_per_event_in_order_per_user() {
     let url = format!("http://127.0.0.1:{ingress_port}/webhook");
     for _ in 0..100 {
         if client
-            .get(format!("http://127.0.0.1:{ingress_port}/healthz"))
+            .get(format!("http://127.0.0.1:{admin_port}/healthz"))
             .send()
             .await
             .is_ok()

@@ -36,6 +36,7 @@ pub use self::offsets::is_nothing_to_commit;
 use self::offsets::{commit, ownership, queue_key, Job, Ownership, PartitionSlot, State};
 use self::process::launch;
 use self::rebalance::WorkerContext;
+pub(crate) use self::rebalance::ABANDON_WAIT;
 
 /// What the consumer loop needs, independent of how it was configured.
 #[derive(Debug, Clone)]
@@ -116,9 +117,14 @@ pub struct Worker {
 
 impl Worker {
     pub fn new() -> Worker {
+        Worker::with_liveness_bound(crate::observe::DEFAULT_LIVENESS_TIMEOUT)
+    }
+
+    /// A worker whose `/healthz` fails once its consumer loop has not turned for `bound`.
+    pub fn with_liveness_bound(bound: Duration) -> Worker {
         Worker {
             metrics: Arc::new(Metrics::new()),
-            health: Arc::new(Health::default()),
+            health: Arc::new(Health::new(bound)),
         }
     }
 
@@ -208,6 +214,9 @@ impl Worker {
         let mut store_tick = tokio::time::interval(STORE_INTERVAL);
         store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Liveness: each turn of this loop is a return from its wait (a record, an error,
+            // the store tick), so the marker goes stale only when the loop is stuck.
+            self.health.mark_polled();
             // The group protocol is refused at the first heartbeat, before any assignment, as
             // a fatal error of the client.
             if settings.group_protocol == GroupProtocol::Consumer
@@ -301,6 +310,7 @@ impl Worker {
         self.health.set_consuming(false);
         let deadline = tokio::time::Instant::now() + settings.drain_timeout;
         loop {
+            self.health.mark_polled();
             if shared.lock().buffered == 0 {
                 break;
             }

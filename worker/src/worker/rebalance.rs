@@ -14,7 +14,7 @@ use super::Shared;
 
 /// How long a hand-over waits for abandoned writes to stop (a dropped future stops at its next
 /// poll, so this only guards against a runtime that cannot run them).
-const ABANDON_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const ABANDON_WAIT: Duration = Duration::from_secs(10);
 
 /// Consumer context: assignment bookkeeping and a clean hand-over on revocation.
 pub(super) struct WorkerContext {
