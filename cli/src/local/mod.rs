@@ -8,5 +8,6 @@ pub mod host;
 pub mod metrics;
 pub mod pipeline;
 pub mod process;
+pub mod running;
 pub mod scale;
 pub mod view;
