@@ -38,10 +38,25 @@ impl Incoming {
         let headers = message
             .headers()
             .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| (h.key, h.value.unwrap_or_default()))
-                    .collect()
+                // The first few read once and sized, so the two buffers are allocated once, not
+                // grown header by header (librdkafka's lookups are not free either).
+                const FEW: usize = 8;
+                let mut few: [(&str, &[u8]); FEW] = [("", &[]); FEW];
+                let (mut count, mut bytes) = (0, 0);
+                for h in headers.iter().take(FEW) {
+                    let value = h.value.unwrap_or_default();
+                    bytes += h.key.len() + value.len();
+                    few[count] = (h.key, value);
+                    count += 1;
+                }
+                let mut out = RecordHeaders::with_capacity(count, bytes);
+                for &(key, value) in &few[..count] {
+                    out.push(key, value);
+                }
+                for h in headers.iter().skip(FEW) {
+                    out.push(h.key, h.value.unwrap_or_default());
+                }
+                out
             })
             .unwrap_or_default();
         Incoming {
@@ -85,6 +100,14 @@ pub struct RecordHeaders {
 }
 
 impl RecordHeaders {
+    /// Room for `count` headers of `bytes` key and value bytes in all.
+    pub fn with_capacity(count: usize, bytes: usize) -> RecordHeaders {
+        RecordHeaders {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(count),
+        }
+    }
+
     pub fn push(&mut self, key: &str, value: &[u8]) {
         self.bytes.extend_from_slice(key.as_bytes());
         let key_end = self.bytes.len();
@@ -577,14 +600,16 @@ fn digest_id(provider: Provider, incoming: &Incoming, payload: &[u8], kind: Even
 /// not read as one, is read again with the value kept as the record's own text until its field
 /// says how to read it (which also gives a `messages` value's error).
 fn route_meta(text: &str) -> Result<EventBody> {
-    if let Ok(envelope) = serde_json::from_str::<MetaEnvelope<'_, MetaMessagesValue<'_>>>(text) {
+    // Boxed: the value is large, and a parse moves it up through every level of the envelope.
+    if let Ok(envelope) = serde_json::from_str::<MetaEnvelope<'_, Box<MetaMessagesValue<'_>>>>(text)
+    {
         if let Some(MetaChange {
             field,
             value: Some(value),
         }) = envelope.entry.0.and_then(|entry| entry.changes.0)
         {
             if field.as_str() == "messages" {
-                return Ok(route_messages_value(field, value));
+                return Ok(route_messages_value(field, *value));
             }
         }
     }

@@ -2,35 +2,36 @@
 //! order (one at a time) while different users of the same partition run concurrently, and per-partition
 //! offset tracking so the offset handed to Kafka never passes an unfinished event.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 
 /// FIFO queues per key. A key is active from its first item until [`KeyQueues::release`] finds
 /// its queue empty; while active, its items are taken one at a time, each only after the one
-/// before it was released.
+/// before it was released. `S` hashes the keys (the worker's keys are hashes already).
 #[derive(Debug)]
-pub struct KeyQueues<K, T> {
-    queues: HashMap<K, VecDeque<T>>,
+pub struct KeyQueues<K, T, S = RandomState> {
+    queues: HashMap<K, VecDeque<T>, S>,
 }
 
-impl<K: Hash + Eq + Clone, T> Default for KeyQueues<K, T> {
+impl<K: Hash + Eq + Clone, T, S: BuildHasher + Default> Default for KeyQueues<K, T, S> {
     fn default() -> Self {
         KeyQueues {
-            queues: HashMap::new(),
+            queues: HashMap::default(),
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, T> KeyQueues<K, T> {
+impl<K: Hash + Eq + Clone, T, S: BuildHasher> KeyQueues<K, T, S> {
     /// Appends `item`; returns true when the key was idle, so its head is ready to be taken.
     pub fn push(&mut self, key: K, item: T) -> bool {
-        match self.queues.get_mut(&key) {
-            Some(queue) => {
-                queue.push_back(item);
+        match self.queues.entry(key) {
+            Entry::Occupied(mut queue) => {
+                queue.get_mut().push_back(item);
                 false
             }
-            None => {
-                self.queues.insert(key, VecDeque::from([item]));
+            Entry::Vacant(slot) => {
+                slot.insert(VecDeque::from([item]));
                 true
             }
         }
@@ -44,13 +45,13 @@ impl<K: Hash + Eq + Clone, T> KeyQueues<K, T> {
     /// The item last taken of `key` is finished: true when more wait (take the next), false
     /// when the key went idle (the next push makes it ready again).
     pub fn release(&mut self, key: &K) -> bool {
-        match self.queues.get(key) {
-            Some(queue) if !queue.is_empty() => true,
-            Some(_) => {
-                self.queues.remove(key);
+        match self.queues.entry(key.clone()) {
+            Entry::Occupied(queue) if queue.get().is_empty() => {
+                queue.remove();
                 false
             }
-            None => false,
+            Entry::Occupied(_) => true,
+            Entry::Vacant(_) => false,
         }
     }
 

@@ -234,8 +234,11 @@ fn message_event(user: &str, wamid: &str) -> wapipe_worker::route::Event {
     .expect("routing a message")
 }
 
-async fn connect(url: &str, schema: &str) -> wapipe_worker::Result<PostgresSink> {
-    PostgresSink::connect(url, Some(schema.to_string())).await
+/// Connects; an error comes back as the worker logs it: its line followed by its causes.
+async fn connect(url: &str, schema: &str) -> Result<PostgresSink, String> {
+    PostgresSink::connect(url, Some(schema.to_string()))
+        .await
+        .map_err(|error| wapipe_core::error::Causes(&error).to_string())
 }
 
 fn with_ca(path: &Path) -> String {

@@ -274,7 +274,8 @@ impl Worker {
                         // buffer has room for, so the bookkeeping is done once per batch.
                         let room = settings.max_buffered.saturating_sub(buffered).clamp(1, MAX_BATCH);
                         let mut received_at = shared.rebalances.load(Ordering::Acquire);
-                        let mut batch = Vec::with_capacity(room.min(16));
+                        // Sized for all of them (at most MAX_BATCH): growing it copied each record.
+                        let mut batch = Vec::with_capacity(room);
                         batch.push(Incoming::from_message(&message));
                         drop(message);
                         while batch.len() < room {

@@ -70,7 +70,9 @@ pub(super) fn launch(shared: &Shared, mut state: MutexGuard<'_, State>) -> Launc
         dropped: false,
     };
     while state.batches < concurrency && !state.ready.is_empty() {
-        let mut batch = Vec::with_capacity(state.ready.len().min(max_batch));
+        // Room for every event that may be claimed (a ready key may have several queued), so
+        // the batch is not grown (and copied) claim by claim.
+        let mut batch = Vec::with_capacity(state.buffered.clamp(1, max_batch));
         while batch.len() < max_batch {
             let Some(key) = state.ready.pop_front() else {
                 break;
