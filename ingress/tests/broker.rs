@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use wapipe_core::record::{
     HEADER_BODY_SHA256, HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER, HEADER_RECEIVED_AT,
 };
-use wapipe_core::signature::{body_sha256, sign_meta};
+use wapipe_core::signature::body_sha256;
 use wapipe_ingress::{server, Config};
 use wapipe_testkit::{create_topic, create_topic_with, free_port, unique_name, Kafka};
 
@@ -110,17 +110,16 @@ impl Ingress {
     }
 
     async fn post(&self, body: &str) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(format!("{}/webhook", self.url))
-            .header(
-                "x-hub-signature-256",
-                sign_meta(SECRET.as_bytes(), body.as_bytes()),
-            )
-            .body(body.to_string())
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .expect("the ingress answers")
+        wapipe_testkit::signed_meta_post(
+            &reqwest::Client::new(),
+            &format!("{}/webhook", self.url),
+            SECRET,
+            body,
+        )
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("the ingress answers")
     }
 
     /// Posts a small batch every half second until one is answered 200 (up to 60 tries).
@@ -271,15 +270,14 @@ async fn shutdown_lets_the_in_flight_request_finish_and_then_stops() {
     let in_flight = tokio::spawn({
         let body = batch(3, 2);
         async move {
-            reqwest::Client::new()
-                .post(format!("{url}/webhook"))
-                .header(
-                    "x-hub-signature-256",
-                    sign_meta(SECRET.as_bytes(), body.as_bytes()),
-                )
-                .body(body)
-                .send()
-                .await
+            wapipe_testkit::signed_meta_post(
+                &reqwest::Client::new(),
+                &format!("{url}/webhook"),
+                SECRET,
+                body,
+            )
+            .send()
+            .await
         }
     });
     let metrics_url = format!("{}/metrics", ingress.admin_url);
@@ -339,16 +337,15 @@ async fn after_the_stop_signal_new_connections_are_served_for_the_delay_then_ref
     }
     assert_eq!(ready, 503, "readiness fails once stopping");
     // A fresh client: a new connection, as a proxy that has not caught up would open.
-    let late = reqwest::Client::new()
-        .post(format!("{}/webhook", ingress.url))
-        .header(
-            "x-hub-signature-256",
-            sign_meta(SECRET.as_bytes(), batch(2, 1).as_bytes()),
-        )
-        .body(batch(2, 1))
-        .send()
-        .await
-        .expect("a new connection during the delay is accepted");
+    let late = wapipe_testkit::signed_meta_post(
+        &reqwest::Client::new(),
+        &format!("{}/webhook", ingress.url),
+        SECRET,
+        batch(2, 1),
+    )
+    .send()
+    .await
+    .expect("a new connection during the delay is accepted");
     assert_eq!(late.status(), 200);
     ingress.task.await.expect("the ingress stops cleanly");
     for url in [
@@ -906,17 +903,16 @@ async fn rotating_the_secret_under_steady_signed_load_answers_no_request_but_200
             while !*stopped.borrow_and_update() {
                 let body = batch(1, 1);
                 let secret = key.lock().unwrap().clone();
-                let status = client
-                    .post(format!("{url}/webhook"))
-                    .header(
-                        "x-hub-signature-256",
-                        sign_meta(secret.as_bytes(), body.as_bytes()),
-                    )
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0);
+                let status = wapipe_testkit::signed_meta_post(
+                    &client,
+                    &format!("{url}/webhook"),
+                    &secret,
+                    body,
+                )
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
                 sent += 1;
                 if status != 200 {
                     refused.push(status);
@@ -965,16 +961,15 @@ async fn rotating_the_secret_under_steady_signed_load_answers_no_request_but_200
     assert!(sent > 0);
     assert!(refused.is_empty(), "{refused:?}");
     let body = batch(1, 1);
-    let stale = reqwest::Client::new()
-        .post(format!("{}/webhook", ingress.url))
-        .header(
-            "x-hub-signature-256",
-            sign_meta(b"old-secret", body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let stale = wapipe_testkit::signed_meta_post(
+        &reqwest::Client::new(),
+        &format!("{}/webhook", ingress.url),
+        "old-secret",
+        body,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(stale.status(), 401);
     ingress.shutdown().await;
 }

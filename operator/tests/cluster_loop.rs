@@ -21,7 +21,6 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use serde_json::json;
-use wapipe_core::signature::sign_meta;
 use wapipe_operator::crd::WhatsAppWebhookPipeline;
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -167,13 +166,7 @@ async fn webhooks_reach_postgres_through_host_processes_run_from_the_pod_templat
     const PER_POST: usize = 10;
     for n in 0..POSTS {
         let body = meta_post(&run, n, PER_POST);
-        let response = http
-            .post(&url)
-            .header(
-                "x-hub-signature-256",
-                sign_meta(APP_SECRET.as_bytes(), body.as_bytes()),
-            )
-            .body(body)
+        let response = wapipe_testkit::signed_meta_post(&http, &url, APP_SECRET, body)
             .send()
             .await
             .unwrap();

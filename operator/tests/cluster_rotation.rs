@@ -23,7 +23,6 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 use tokio::time::Instant;
-use wapipe_core::signature::sign_meta;
 use wapipe_operator::crd::WhatsAppWebhookPipeline;
 
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -191,13 +190,7 @@ async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200
                 let body = post(&run, n);
                 n += 2;
                 let secret = key.lock().unwrap().clone();
-                let status = http
-                    .post(&url)
-                    .header(
-                        "x-hub-signature-256",
-                        sign_meta(secret.as_bytes(), body.as_bytes()),
-                    )
-                    .body(body)
+                let status = wapipe_testkit::signed_meta_post(&http, &url, &secret, body)
                     .send()
                     .await
                     .map(|r| r.status().as_u16())
@@ -296,13 +289,7 @@ async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200
     // The old key is refused now, the new one accepted.
     for (secret, want) in [(OLD, 401), (NEW, 200)] {
         let body = post(&run, u64::MAX);
-        let status = http
-            .post(&url)
-            .header(
-                "x-hub-signature-256",
-                sign_meta(secret.as_bytes(), body.as_bytes()),
-            )
-            .body(body)
+        let status = wapipe_testkit::signed_meta_post(&http, &url, secret, body)
             .send()
             .await
             .unwrap()

@@ -211,3 +211,21 @@ pub async fn create_topic_with(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A POST of `body` to `url`, signed with `secret` as Meta signs webhooks
+/// (`X-Hub-Signature-256`), ready to send.
+pub fn signed_meta_post(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: impl Into<String>,
+) -> reqwest::RequestBuilder {
+    let body = body.into();
+    client
+        .post(url)
+        .header(
+            "x-hub-signature-256",
+            wapipe_core::signature::sign_meta(secret.as_bytes(), body.as_bytes()),
+        )
+        .body(body)
+}

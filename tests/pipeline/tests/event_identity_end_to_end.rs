@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use clap::Parser;
-use wapipe_core::signature::sign_meta;
 use wapipe_testkit::{create_topic, free_port, unique_name};
 
 const SECRET: &str = "identity-secret";
@@ -193,13 +192,7 @@ async fn different_events_are_kept_apart_and_redeliveries_of_one_event_are_one_r
     let post = |body: String| {
         let (client, url) = (client.clone(), url.clone());
         async move {
-            let response = client
-                .post(&url)
-                .header(
-                    "x-hub-signature-256",
-                    sign_meta(SECRET.as_bytes(), body.as_bytes()),
-                )
-                .body(body)
+            let response = wapipe_testkit::signed_meta_post(&client, &url, SECRET, body)
                 .send()
                 .await
                 .unwrap();

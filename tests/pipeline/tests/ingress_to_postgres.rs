@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::Parser;
-use wapipe_core::signature::sign_meta;
 use wapipe_testkit::{create_topic, free_port, unique_name};
 
 const SECRET: &str = "e2e-secret";
@@ -109,13 +108,7 @@ async fn signed_webhooks_become_one_row_per_event_in_order_per_user() {
     let mut events = 0;
     for n in 0..POSTS {
         let body = post(&run, n);
-        let response = client
-            .post(&url)
-            .header(
-                "x-hub-signature-256",
-                sign_meta(SECRET.as_bytes(), body.as_bytes()),
-            )
-            .body(body)
+        let response = wapipe_testkit::signed_meta_post(&client, &url, SECRET, body)
             .send()
             .await
             .unwrap();
@@ -124,13 +117,7 @@ async fn signed_webhooks_become_one_row_per_event_in_order_per_user() {
     }
     // Meta retries a delivery it believes failed: post one again. Nothing may double.
     let again = post(&run, 0);
-    let response = client
-        .post(&url)
-        .header(
-            "x-hub-signature-256",
-            sign_meta(SECRET.as_bytes(), again.as_bytes()),
-        )
-        .body(again)
+    let response = wapipe_testkit::signed_meta_post(&client, &url, SECRET, again)
         .send()
         .await
         .unwrap();
