@@ -22,7 +22,8 @@ use wapipe_core::record::{
     HEADER_BODY_SHA256, HEADER_EVENT_INDEX, HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER,
     HEADER_RECEIVED_AT, HEADER_STATUS,
 };
-use wapipe_worker::WorkerSettings;
+use wapipe_worker::sink::SharedSink;
+use wapipe_worker::{Worker, WorkerSettings};
 
 /// The PostgreSQL the tests use: 127.0.0.1, port `WAPIPE_TEST_POSTGRES_PORT` (default 5432,
 /// where scripts/postgres.sh puts it), user postgres, database test.
@@ -387,4 +388,28 @@ pub async fn wamids_in_write_order(client: &Client, user: &str) -> Vec<String> {
         .iter()
         .map(|row| row.get(0))
         .collect()
+}
+
+/// A worker running in this process until [`Running::stop`].
+pub struct Running {
+    pub worker: Arc<Worker>,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<wapipe_worker::error::Result<()>>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("worker task").expect("worker run");
+    }
+}
+
+pub fn start(settings: WorkerSettings, sink: SharedSink) -> Running {
+    let worker = Arc::new(Worker::new());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (worker, stop) = (worker.clone(), stop.clone());
+        async move { worker.run(settings, sink, stop).await }
+    });
+    Running { worker, stop, task }
 }
