@@ -4,6 +4,8 @@
 //! the same event are (a POST retried by Meta, every record read again by a worker that
 //! starts over after a crash).
 
+mod support;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -153,42 +155,13 @@ async fn different_events_are_kept_apart_and_redeliveries_of_one_event_are_one_r
         .await
         .unwrap();
 
-    let ingress_port = free_port();
-    let admin_port = free_port();
-    let ingress_config = wapipe_ingress::Config::try_parse_from([
-        "wapipe-ingress",
-        "--listen",
-        &format!("127.0.0.1:{ingress_port}"),
-        "--admin-listen",
-        &format!("127.0.0.1:{admin_port}"),
-        "--app-secret",
-        SECRET,
-        "--topic",
-        &topic,
-        "--kafka-brokers",
-        &brokers,
-    ])
-    .unwrap();
-    let (stop_ingress, ingress_stopped) = tokio::sync::oneshot::channel::<()>();
-    let ingress = tokio::spawn(wapipe_ingress::server::run(ingress_config, async {
-        let _ = ingress_stopped.await;
-    }));
+    let ingress = support::Ingress::start(&brokers, &topic, SECRET).await;
     let worker = tokio::spawn(wapipe_worker::run_worker(
         worker_cli(&brokers, &topic, &format!("{run}_group"), &schema).run,
     ));
 
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{ingress_port}/webhook");
-    for _ in 0..100 {
-        let health = client
-            .get(format!("http://127.0.0.1:{admin_port}/healthz"))
-            .send()
-            .await;
-        if health.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = ingress.url.clone();
     let post = |body: String| {
         let (client, url) = (client.clone(), url.clone());
         async move {
@@ -285,8 +258,7 @@ async fn different_events_are_kept_apart_and_redeliveries_of_one_event_are_one_r
         .get(0);
     assert_eq!(current, "read", "the highest rank across the members");
 
-    let _ = stop_ingress.send(());
-    ingress.await.unwrap().unwrap();
+    ingress.stop().await;
     again.abort();
     db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await

@@ -1,6 +1,8 @@
 //! End to end on real parts: signed webhooks posted to the ingress come out as rows in
 //! PostgreSQL, one per event, in order per user.
 
+mod support;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -48,26 +50,7 @@ async fn signed_webhooks_become_one_row_per_event_in_order_per_user() {
     create_topic(&brokers, &dead_letters, 4).await.unwrap();
 
     // The ingress, in this process.
-    let ingress_port = free_port();
-    let admin_port = free_port();
-    let ingress_config = wapipe_ingress::Config::try_parse_from([
-        "wapipe-ingress",
-        "--listen",
-        &format!("127.0.0.1:{ingress_port}"),
-        "--admin-listen",
-        &format!("127.0.0.1:{admin_port}"),
-        "--app-secret",
-        SECRET,
-        "--topic",
-        &topic,
-        "--kafka-brokers",
-        &brokers,
-    ])
-    .unwrap();
-    let (stop_ingress, ingress_stopped) = tokio::sync::oneshot::channel::<()>();
-    let ingress = tokio::spawn(wapipe_ingress::server::run(ingress_config, async {
-        let _ = ingress_stopped.await;
-    }));
+    let ingress = support::Ingress::start(&brokers, &topic, SECRET).await;
 
     // The worker, in this process, writing to its own schema.
     let worker_cli = wapipe_worker::Cli::try_parse_from([
@@ -93,18 +76,7 @@ async fn signed_webhooks_become_one_row_per_event_in_order_per_user() {
     let worker = tokio::spawn(wapipe_worker::run_worker(worker_cli.run));
 
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{ingress_port}/webhook");
-    for _ in 0..100 {
-        if client
-            .get(format!("http://127.0.0.1:{admin_port}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = ingress.url.clone();
     let mut events = 0;
     for n in 0..POSTS {
         let body = post(&run, n);
@@ -179,8 +151,7 @@ async fn signed_webhooks_become_one_row_per_event_in_order_per_user() {
         assert_eq!(sequence, expected, "order of {user}");
     }
 
-    let _ = stop_ingress.send(());
-    ingress.await.unwrap().unwrap();
+    ingress.stop().await;
     worker.abort();
     db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
