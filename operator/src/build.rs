@@ -13,6 +13,10 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
     Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -45,6 +49,8 @@ pub struct Children {
     pub ingress_service: Service,
     pub ingress_pdb: PodDisruptionBudget,
     pub worker_deployment: Deployment,
+    /// The webhook's Ingress, when `ingress.expose` asks for one.
+    pub webhook_ingress: Option<Ingress>,
 }
 
 pub fn ingress_name(pipeline: &str) -> String {
@@ -62,7 +68,29 @@ pub fn build(pipeline: &ValidPipeline) -> Children {
         ingress_service: ingress_service(pipeline),
         ingress_pdb: ingress_pdb(pipeline),
         worker_deployment: worker_deployment(pipeline),
+        webhook_ingress: webhook_ingress(pipeline),
     }
+}
+
+/// The webhook's address inside the cluster (the ingress Service).
+pub fn webhook_address(pipeline: &ValidPipeline) -> String {
+    format!(
+        "http://{}.{}.svc/webhook",
+        ingress_name(&pipeline.name),
+        pipeline.namespace
+    )
+}
+
+/// The webhook's public URL, when the pipeline is exposed: https with a TLS Secret, else http
+/// (TLS then ends at an edge in front).
+pub fn public_url(pipeline: &ValidPipeline) -> Option<String> {
+    let expose = pipeline.spec.ingress.expose.as_ref()?;
+    let scheme = if expose.tls_secret_name.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{}/webhook", expose.host))
 }
 
 fn selector_labels(pipeline: &ValidPipeline, component: &str) -> BTreeMap<String, String> {
@@ -422,6 +450,51 @@ fn ingress_service(pipeline: &ValidPipeline) -> Service {
     let settings = pipeline.spec.ingress.template.as_ref();
     template::apply_service(&mut service, settings.and_then(|t| t.service.as_ref()));
     service
+}
+
+/// One rule: `<host>/webhook` (and below) to the ingress Service's webhook port.
+fn webhook_ingress(pipeline: &ValidPipeline) -> Option<Ingress> {
+    let expose = pipeline.spec.ingress.expose.as_ref()?;
+    let mut metadata = metadata(pipeline, ingress_name(&pipeline.name), "ingress");
+    if !expose.annotations.is_empty() {
+        metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(expose.annotations.clone());
+    }
+    Some(Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            ingress_class_name: expose.ingress_class_name.clone(),
+            tls: expose.tls_secret_name.as_ref().map(|secret| {
+                vec![IngressTLS {
+                    hosts: Some(vec![expose.host.clone()]),
+                    secret_name: Some(secret.clone()),
+                }]
+            }),
+            rules: Some(vec![IngressRule {
+                host: Some(expose.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/webhook".into()),
+                        path_type: "Prefix".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: ingress_name(&pipeline.name),
+                                port: Some(ServiceBackendPort {
+                                    name: Some("http".into()),
+                                    number: None,
+                                }),
+                            }),
+                            resource: None,
+                        },
+                    }],
+                }),
+            }]),
+            ..IngressSpec::default()
+        }),
+        ..Ingress::default()
+    })
 }
 
 fn ingress_pdb(pipeline: &ValidPipeline) -> PodDisruptionBudget {

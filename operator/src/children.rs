@@ -43,7 +43,48 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
         "Deployment" => "Deployment",
         "Service" => "Service",
         "PodDisruptionBudget" => "PodDisruptionBudget",
+        "Ingress" => "Ingress",
         _ => "object",
+    }
+}
+
+/// Deletes the child `name` of kind `K` if, and only if, the pipeline with `pipeline_uid`
+/// controls it, with that object's uid as a precondition (a same-named object made since is
+/// someone else's). Gone already is fine.
+pub(crate) async fn delete_child<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    pipeline_uid: &str,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let failed = |source| Error::DeleteChild {
+        name: name.to_string(),
+        source,
+    };
+    let Some(existing) = api.get_opt(name).await.map_err(failed)? else {
+        return Ok(());
+    };
+    if !controlled_by(existing.meta(), pipeline_uid) {
+        return Ok(());
+    }
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: existing.meta().uid.clone(),
+            resource_version: None,
+        }),
+        ..kube::api::DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(source) => Err(failed(source)),
     }
 }
 

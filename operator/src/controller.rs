@@ -28,8 +28,10 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::build::build;
-use crate::children::{apply_child, check_child, has_finalizer, set_finalizers, write_status};
+use crate::build::{build, ingress_name};
+use crate::children::{
+    apply_child, check_child, delete_child, has_finalizer, set_finalizers, write_status,
+};
 use crate::claims;
 use crate::cleanup::{cleanup, deleting_for, Cleanup, CLEANUP_DEADLINE};
 use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
@@ -49,6 +51,7 @@ use crate::services::{key, shown};
 use crate::status::{self};
 use crate::topic::ensure_topic;
 use crate::validate::{check_images, validate, Invalid};
+use k8s_openapi::api::networking::v1::Ingress;
 
 /// Shared state of every reconcile: the [`Services`] the steps use, each pipeline's memory
 /// (see [`crate::memory`]), and the operator's settings.
@@ -472,6 +475,9 @@ async fn apply(
             WorkersReady,
         )
         .await?;
+        if let Some(route) = &children.webhook_ingress {
+            check_child(client, &uid, &namespace, route, IngressReady).await?;
+        }
     }
     let ingress = apply_child(
         client,
@@ -482,6 +488,16 @@ async fn apply(
     .await?;
     apply_child(client, &namespace, &children.ingress_service, IngressReady).await?;
     apply_child(client, &namespace, &children.ingress_pdb, IngressReady).await?;
+    match &children.webhook_ingress {
+        Some(route) => {
+            apply_child(client, &namespace, route, IngressReady).await?;
+        }
+        // Exposed before (the status has its URL), not any more: the Ingress it made goes.
+        None if pipeline.status.as_ref().is_some_and(|s| s.url.is_some()) => {
+            delete_child::<Ingress>(client, &namespace, &ingress_name(&valid.name), &uid).await?;
+        }
+        None => {}
+    }
     let worker = apply_child(
         client,
         &namespace,
@@ -538,6 +554,8 @@ async fn apply(
         decision: decision.as_ref(),
         lag_error: lag_error.as_deref(),
         consumer_group: &valid.consumer_group,
+        webhook_address: &crate::build::webhook_address(&valid),
+        url: crate::build::public_url(&valid),
         topic_name: &valid.spec.topic.name,
         dead_letter_topic_name: &valid.spec.dead_letter_topic.name,
         created_topics: &created,

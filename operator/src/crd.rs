@@ -372,10 +372,40 @@ pub struct IngressSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024))]
     pub max_body_bytes: Option<u64>,
+    /// An Ingress for the webhook, made and kept by the operator, so the provider reaches
+    /// `https://<host>/webhook`. Omit it to route to the Service yourself (see
+    /// docs/exposing.md); removing it deletes the Ingress the operator made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<ExposeSpec>,
     /// Settings added to the ingress pods, container and Service: scheduling, identity,
     /// metadata, extra environment, Service type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<crate::template::IngressTemplate>,
+}
+
+/// The Ingress the operator makes for the webhook: one rule, `<host>/webhook` to the ingress
+/// Service.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExposeSpec {
+    /// The public host name the provider calls, e.g. `hooks.example.com`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub host: String,
+    /// The IngressClass; the cluster's default class when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    /// The Secret holding the certificate for `host` (cert-manager writes it when the
+    /// `cert-manager.io/cluster-issuer` annotation names an issuer). Meta calls only HTTPS
+    /// URLs: without TLS here, the edge in front must terminate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// Annotations of the Ingress: the edge's settings (body size, timeouts) and
+    /// cert-manager's issuer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Where the worker delivers events.
@@ -579,6 +609,12 @@ pub struct PipelineStatus {
     /// metrics (`wapipe_operator_partition_lag`, `wapipe_operator_partition_time_lag_seconds`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_lag: Vec<PartitionLagStatus>,
+    /// Where the webhook is served inside the cluster: the ingress Service's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_address: Option<String>,
+    /// The public URL of the webhook, when `ingress.expose` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// The raw topic in use: `spec.topic.name`, or its default `wapipe-<namespace>.<name>`.
     /// Kept for the pipeline's life, like `consumerGroup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -132,6 +132,10 @@ pub struct Observed<'a> {
     /// Why lag could not be read, when it could not.
     pub lag_error: Option<&'a str>,
     pub consumer_group: &'a str,
+    /// The ingress Service's webhook address.
+    pub webhook_address: &'a str,
+    /// The public webhook URL, when exposed.
+    pub url: Option<String>,
     /// The raw topic's name.
     pub topic_name: &'a str,
     /// The dead-letter topic's name.
@@ -153,6 +157,8 @@ pub fn assemble(previous: &PipelineStatus, observed: &Observed<'_>, now: &str) -
     status.dead_letter_topic_created = Some(dead_letter.created);
     status.created_topics = Some(observed.created_topics.to_vec());
     status.topic = Some(observed.topic_name.to_string());
+    status.webhook_address = Some(observed.webhook_address.to_string());
+    status.url = observed.url.clone();
     status.dead_letter_topic = Some(observed.dead_letter_topic_name.to_string());
     status.consumer_group = Some(observed.consumer_group.to_string());
     if let Some(id) = observed.kafka_cluster_id {

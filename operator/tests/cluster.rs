@@ -683,3 +683,68 @@ async fn a_kafka_outage_under_a_ready_pipeline_shows_in_the_status_and_heals() {
         .unwrap();
     broker.stop();
 }
+
+/// `ingress.expose` on the real API server: the operator makes an Ingress routing
+/// `<host>/webhook` to the ingress Service (owned by the pipeline), the status shows the
+/// in-cluster address and the public URL, and removing `expose` deletes the Ingress.
+#[tokio::test]
+#[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
+async fn an_exposed_pipeline_gets_an_ingress_and_its_url_in_the_status() {
+    use k8s_openapi::api::networking::v1::Ingress;
+    let c = cluster_suite().await;
+    let ns = c.namespace_with_meta_secret("ct-expose").await;
+    let raw = wapipe_testkit::unique_name("ct-expose");
+    let mut body = pipeline_body(&ns, "hooks", &c.brokers, &raw, 1);
+    body["spec"]["ingress"]["expose"] = json!({
+        "host": "hooks.example.com",
+        "tlsSecretName": "hooks-tls",
+        "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "4m"}
+    });
+    c.create_pipeline(&ns, body).await;
+    let ready = c
+        .wait_pipeline(&ns, "hooks", "Ready=True with its URL", |p| {
+            is(p, "Ready", "True", None) && p.status.as_ref().is_some_and(|s| s.url.is_some())
+        })
+        .await;
+    let status = ready.status.unwrap();
+    assert_eq!(
+        status.url.as_deref(),
+        Some("https://hooks.example.com/webhook")
+    );
+    assert_eq!(
+        status.webhook_address,
+        Some(format!("http://hooks-ingress.{ns}.svc/webhook"))
+    );
+    let ingresses: Api<Ingress> = Api::namespaced(c.client.clone(), &ns);
+    let route = ingresses.get("hooks-ingress").await.expect("the Ingress");
+    let owner = route.owner_references();
+    assert!(
+        owner
+            .iter()
+            .any(|o| o.kind == "WhatsAppWebhookPipeline" && o.controller == Some(true)),
+        "{owner:?}"
+    );
+    let rule = &route.spec.as_ref().unwrap().rules.as_ref().unwrap()[0];
+    assert_eq!(rule.host.as_deref(), Some("hooks.example.com"));
+    let path = &rule.http.as_ref().unwrap().paths[0];
+    assert_eq!(path.path.as_deref(), Some("/webhook"));
+    assert_eq!(
+        path.backend.service.as_ref().map(|s| s.name.as_str()),
+        Some("hooks-ingress")
+    );
+
+    // Not exposed any more: the Ingress goes, and so does the URL.
+    c.merge_patch(&ns, "hooks", json!({"spec": {"ingress": {"expose": null}}}))
+        .await;
+    c.wait(
+        "the Ingress deleted",
+        || async { ingresses.get_opt("hooks-ingress").await.unwrap().is_some() },
+        |present| !present,
+    )
+    .await;
+    c.wait_pipeline(&ns, "hooks", "no URL in the status", |p| {
+        observed_current(p) && p.status.as_ref().is_some_and(|s| s.url.is_none())
+    })
+    .await;
+    c.delete_and_wait_gone(&ns, "hooks", PATIENCE).await;
+}

@@ -109,6 +109,14 @@ fn assert_golden(name: &str, children: &Children) {
         serde_yaml::to_string(&children.ingress_pdb).unwrap(),
         serde_yaml::to_string(&children.worker_deployment).unwrap(),
     ]
+    .into_iter()
+    .chain(
+        children
+            .webhook_ingress
+            .iter()
+            .map(|route| serde_yaml::to_string(route).unwrap()),
+    )
+    .collect::<Vec<_>>()
     .join("---\n");
     let path = fixture_path(name);
     if std::env::var_os("WAPIPE_BLESS").is_some() {

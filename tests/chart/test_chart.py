@@ -272,6 +272,7 @@ EXPECTED_CLUSTER_RULES = [
     (("apps",), ("deployments",), {"get", "list", "watch", "create", "patch", "update", "delete"}),
     (("",), ("services",), {"get", "list", "watch", "create", "patch", "update", "delete"}),
     (("policy",), ("poddisruptionbudgets",), {"get", "list", "watch", "create", "patch", "update", "delete"}),
+    (("networking.k8s.io",), ("ingresses",), {"get", "list", "watch", "create", "patch", "update", "delete"}),
     (("", "events.k8s.io"), ("events",), {"create", "patch"}),
     (("",), ("secrets",), {"get"}),
 ]
