@@ -48,6 +48,9 @@ bash scripts/check-shell.sh
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "cargo doc (no broken or private intra-doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace
+
 step "chart (Helm engine), examples, Argo CD health check, alerts (promtool) and dashboard"
 bash scripts/check-chart.sh
 bash scripts/test-lua.sh

@@ -6,7 +6,7 @@
 //! - [`signature`]: webhook signature checks over the raw body;
 //! - [`secret`]: secrets given inline or in a (mounted) file;
 //! - [`error`]: an error and its causes on one line, for status conditions, Events and logs;
-//! - [`env`]: the environment variables the binaries read and the operator and `wapipe up`
+//! - [`env`](mod@env): the environment variables the binaries read and the operator and `wapipe up`
 //!   write;
 //! - [`kafka`] (feature `kafka`): Kafka connection settings and client configuration;
 //! - [`service`] (feature `service`): what every long-running process does the same way (log

@@ -1,5 +1,5 @@
 //! The pipeline's topics on Kafka: what to do about one (pure [`plan_topic`]), doing it
-//! ([`ensure_topic`]: create, add partitions, or refuse), and keeping its configuration in line
+//! (`ensure_topic`: create, add partitions, or refuse), and keeping its configuration in line
 //! with the spec (`sync_topic_config`). Deleting topics belongs to the pipeline's cleanup, in
 //! [`crate::cleanup`].
 

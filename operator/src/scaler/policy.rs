@@ -5,7 +5,7 @@
 //! offsets (and, where it can, the age of each partition's oldest unconsumed record), passes
 //! `now` in and keeps a [`PolicyState`] between polls; nothing in here reads a clock.
 //!
-//! Rules (DESIGN.md, "Scaling"), chosen to avoid KEDA's known failures:
+//! Rules (docs/scaling.md explains each with figures), chosen to avoid KEDA's known failures:
 //! - `desired = clamp(ceil(lag / lag_per_replica), min, min(max, partitions))`, the cap applied
 //!   after the ceiling, so the count never goes one above the partitions (KEDA #4483) and is never
 //!   held one short of them by a tolerance band (KEDA #2908);

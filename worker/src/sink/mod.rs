@@ -1,6 +1,6 @@
 //! Sinks: where routed events end up. A sink either writes an event (idempotently: writing the
-//! same event twice leaves one effect), rejects it ([`Error::SinkRejected`], the event's fault)
-//! or is unavailable ([`Error::SinkUnavailable`], waited out without dead-lettering).
+//! same event twice leaves one effect), rejects it ([`Error::SinkRejected`](crate::Error::SinkRejected), the event's fault)
+//! or is unavailable ([`Error::SinkUnavailable`](crate::Error::SinkUnavailable), waited out without dead-lettering).
 //!
 //! The worker hands a sink the ready events at once (at most [`Sink::max_batch`], each user's
 //! in order): a sink that can writes them all or none, in order, in one transaction
