@@ -270,6 +270,8 @@ pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Health {
     consuming: AtomicBool,
     sink_available: AtomicBool,
+    /// Writes now waiting out a sink failure (see [`Health::failing_write`]).
+    failing_writes: std::sync::atomic::AtomicUsize,
     started: Instant,
     /// Milliseconds from `started` to the loop's last turn.
     last_poll_ms: AtomicU64,
@@ -295,6 +297,7 @@ impl Health {
         Health {
             consuming: AtomicBool::new(false),
             sink_available: AtomicBool::new(false),
+            failing_writes: std::sync::atomic::AtomicUsize::new(0),
             started: Instant::now(),
             last_poll_ms: AtomicU64::new(0),
             liveness_bound,
@@ -334,8 +337,29 @@ impl Health {
         self.sink_available.store(value, Ordering::Relaxed);
     }
 
+    /// Ready while consuming with a sink that works: the sink was reached and no write is
+    /// waiting out a sink failure. A write that waits and is then given up (its partition
+    /// handed over) no longer counts, so a worker left with nothing to write is ready again.
     pub fn is_ready(&self) -> bool {
-        self.consuming.load(Ordering::Relaxed) && self.sink_available.load(Ordering::Relaxed)
+        self.consuming.load(Ordering::Relaxed)
+            && self.sink_available.load(Ordering::Relaxed)
+            && self.failing_writes.load(Ordering::Relaxed) == 0
+    }
+
+    /// Marks a write as waiting out a sink failure until the returned guard is dropped
+    /// (written, split, dead-lettered or given up: every way out of the write's loop).
+    pub fn failing_write(self: &Arc<Self>) -> FailingWrite {
+        self.failing_writes.fetch_add(1, Ordering::Relaxed);
+        FailingWrite(self.clone())
+    }
+}
+
+/// A write waiting out a sink failure; see [`Health::failing_write`].
+pub struct FailingWrite(Arc<Health>);
+
+impl Drop for FailingWrite {
+    fn drop(&mut self) {
+        self.0.failing_writes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -428,6 +452,23 @@ mod tests {
         let (status, body) = healthz_of(health.clone()).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
         assert!(health.since_last_poll() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_write_waiting_out_a_sink_failure_makes_the_worker_not_ready_until_it_ends_any_way() {
+        let health = Arc::new(Health::default());
+        health.set_consuming(true);
+        health.set_sink_available(true);
+        assert!(health.is_ready());
+        let first = health.failing_write();
+        let second = health.failing_write();
+        assert!(!health.is_ready(), "a write waits out a sink failure");
+        drop(first);
+        assert!(!health.is_ready(), "another one still waits");
+        // Given up (its partition handed over) rather than written: the worker, left with
+        // nothing to write, must not stay unready for want of a successful write.
+        drop(second);
+        assert!(health.is_ready());
     }
 
     #[tokio::test]

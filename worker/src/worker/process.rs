@@ -166,6 +166,8 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
     }
     let mut done: Vec<(Claimed, bool)> = Vec::with_capacity(claims.len());
     let mut sink_failures = 0u32;
+    // Held while this batch waits out a sink failure: the worker is not ready meanwhile.
+    let mut failing = None;
     while !claims.is_empty() {
         // Events of a partition handed over (or abandoned past the drain timeout) are given up.
         {
@@ -195,6 +197,7 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
         let error = match result {
             Ok(()) => {
                 shared.health.set_sink_available(true);
+                drop(failing.take());
                 shared.metrics.written(&events);
                 let (processing, now) = (started.elapsed().as_secs_f64(), now_ms());
                 for event in &events {
@@ -224,7 +227,7 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
             }
             AfterBatchError::WaitAndWriteAgain => {
                 sink_failures += 1;
-                shared.health.set_sink_available(false);
+                failing.get_or_insert_with(|| shared.health.failing_write());
                 shared.metrics.retry(RetryReason::Sink);
                 tracing::warn!(error = %Causes(&error), sink_failures, events = claims.len(), "sink unavailable; waiting");
                 let wait = doubling_backoff(
@@ -356,6 +359,8 @@ async fn process(
     let started = Instant::now();
     let mut attempts = 0u32;
     let mut sink_failures = 0u32;
+    // Held while this event waits out a sink failure: the worker is not ready meanwhile.
+    let mut failing = None;
     let mut first_failure_at: Option<i64> = None;
     loop {
         if cancel.is_cancelled() || !shared.owns(incoming.partition, job.epoch) {
@@ -393,6 +398,7 @@ async fn process(
                 let first = *first_failure_at.get_or_insert(now);
                 if matches!(error, Error::SinkRejected { .. }) {
                     shared.health.set_sink_available(true);
+                    drop(failing.take());
                 }
                 if attempts >= settings.max_attempts {
                     tracing::warn!(error = %Causes(&error), attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "dead-lettering the event");
@@ -412,7 +418,7 @@ async fn process(
             }
             Err(error) => {
                 sink_failures += 1;
-                shared.health.set_sink_available(false);
+                failing.get_or_insert_with(|| shared.health.failing_write());
                 shared.metrics.retry(RetryReason::Sink);
                 tracing::warn!(error = %Causes(&error), sink_failures, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "sink unavailable; waiting");
                 doubling_backoff(settings.retry_backoff, settings.max_backoff, sink_failures)
