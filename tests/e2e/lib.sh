@@ -380,15 +380,24 @@ shutdown_logged() {
 # from `wapipe lag` in a pod of the suite's image ($wapipe_image; $kafka_bootstrap, $topic). A
 # group that never committed counts what the topic retains: the sum of its end offsets.
 group_lags() {
-  local script="" group out
+  local script="" group out attempt
   for group in "$@"; do
     script+="wapipe lag --kafka-brokers $kafka_bootstrap --topic $topic --group $group --samples 1 --workers 1 | awk '\$1 == \"total\" {print \$2}'; "
   done
-  kubectl -n "$ns" delete pod group-lags --ignore-not-found >/dev/null 2>&1
-  out="$(kubectl -n "$ns" run group-lags --rm -i --quiet --restart=Never --image="$wapipe_image" \
-    --image-pull-policy="${wapipe_image_pull_policy:-IfNotPresent}" --command -- bash -c "$script" 2>/dev/null)" || return 1
-  [[ "$(grep -c '^[0-9][0-9]*$' <<<"$out")" == "$#" ]] || return 1
-  echo "$out"
+  # A one-off pod can fail for reasons of its own (attach, scheduling on a busy node): a read,
+  # so it is tried again, three times at most.
+  for attempt in 1 2 3; do
+    kubectl -n "$ns" delete pod group-lags --ignore-not-found >/dev/null 2>&1
+    if out="$(kubectl -n "$ns" run group-lags --rm -i --quiet --restart=Never --image="$wapipe_image" \
+      --image-pull-policy="${wapipe_image_pull_policy:-IfNotPresent}" --command -- bash -c "$script" 2>/dev/null)" &&
+      [[ "$(grep -c '^[0-9][0-9]*$' <<<"$out")" == "$#" ]]; then
+      echo "$out"
+      return 0
+    fi
+    echo "group-lags: attempt $attempt failed" >&2
+    sleep 2
+  done
+  return 1
 }
 group_drained() { [[ "$(group_lags "$group")" == 0 ]]; }
 
