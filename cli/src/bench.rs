@@ -16,7 +16,7 @@ use wapipe_core::kafka::record_headers;
 use wapipe_core::split::split;
 use wapipe_core::Provider;
 use wapipe_kafka_local::free_port;
-use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicRequest};
+use wapipe_operator::kafka::{KafkaConnection, RdKafkaAdmin, TopicRequest};
 
 use crate::payloads::Generator;
 use crate::send::{random_run_id, send, SendArgs};
@@ -210,7 +210,7 @@ pub async fn bench_ingress(args: &BenchIngressArgs) -> anyhow::Result<()> {
     let run = random_run_id();
     let ceiling_topic = format!("bench-raw-{run}");
     let topic = format!("bench-ingress-{run}");
-    let kafka: KafkaSettings = [("bootstrap.servers".to_string(), brokers.clone())].into();
+    let kafka = KafkaConnection::plaintext(brokers.clone());
     for name in [&ceiling_topic, &topic] {
         let request =
             TopicRequest::for_pipeline(name, args.partitions, Some(1), &BTreeMap::new(), None);

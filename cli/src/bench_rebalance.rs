@@ -20,7 +20,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin};
+use wapipe_operator::kafka::{KafkaConnection, RdKafkaAdmin, TopicAdmin};
 use wapipe_operator::scaler::policy::PartitionOffsets;
 
 use crate::local::process::{Managed, Spec};
@@ -273,7 +273,7 @@ fn worker_spec(
 
 async fn sample(
     admin: &RdKafkaAdmin,
-    kafka: &KafkaSettings,
+    kafka: &KafkaConnection,
     topic: &str,
     group: &str,
     at: f64,
@@ -303,7 +303,7 @@ async fn run(
         &[(&topic, args.partitions), (&dead_letters, 1)],
     )
     .await?;
-    let kafka = KafkaSettings::from([("bootstrap.servers".to_string(), args.brokers.clone())]);
+    let kafka = KafkaConnection::plaintext(args.brokers.clone());
     let admin = RdKafkaAdmin;
     let stop = Arc::new(AtomicBool::new(false));
     let producer = produce(&args.brokers, &topic, args.rate, stop.clone())?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use wapipe_core::kafka::KafkaArgs;
-use wapipe_operator::kafka::{read_ages, KafkaSettings, RdKafkaAdmin, TopicAdmin};
+use wapipe_operator::kafka::{read_ages, KafkaConnection, RdKafkaAdmin, TopicAdmin};
 use wapipe_operator::scaler::policy::{
     decide_timed, Decision, PartitionStatus, PolicyConfig, PolicyState,
 };
@@ -56,16 +56,6 @@ pub struct LagArgs {
     pub output: OutputArgs,
 }
 
-/// librdkafka settings of `args` with secrets in clear (the sanitized view would hide them).
-pub(crate) fn settings(args: &KafkaArgs) -> anyhow::Result<KafkaSettings> {
-    let config = args.client_config()?;
-    Ok(config
-        .config_map()
-        .keys()
-        .filter_map(|key| Some((key.to_string(), config.get(key)?.to_string())))
-        .collect())
-}
-
 /// The policy from the file (if any), then the flags.
 pub fn policy_config(args: &LagArgs) -> anyhow::Result<PolicyConfig> {
     let mut config = match &args.file {
@@ -91,12 +81,8 @@ pub fn policy_config(args: &LagArgs) -> anyhow::Result<PolicyConfig> {
 }
 
 /// Members of `group`, if the broker lists them.
-fn group_members(kafka: &KafkaSettings, group: &str) -> Option<u32> {
-    let mut config = rdkafka::ClientConfig::new();
-    for (key, value) in kafka {
-        config.set(key, value);
-    }
-    let consumer: BaseConsumer = config.create().ok()?;
+fn group_members(kafka: &KafkaConnection, group: &str) -> Option<u32> {
+    let consumer: BaseConsumer = kafka.client_config().ok()?.create().ok()?;
     let list = consumer
         .fetch_group_list(Some(group), Duration::from_secs(5))
         .ok()?;
@@ -213,7 +199,7 @@ fn rate(rate: Option<f64>) -> String {
 
 /// Samples the group, prints the table (or JSON) and returns the last decision.
 pub async fn lag(args: &LagArgs) -> anyhow::Result<Decision> {
-    let kafka = settings(&args.kafka)?;
+    let kafka = args.kafka.connection()?;
     let config = policy_config(args)?;
     let admin = RdKafkaAdmin;
     let members = match args.workers {
@@ -271,26 +257,6 @@ mod tests {
     use super::*;
     use clap::Parser;
     use wapipe_operator::scaler::policy::{decide, PartitionOffsets};
-
-    #[test]
-    fn settings_carry_the_sasl_password_in_clear_for_the_admin_client() {
-        // rdkafka's config_map() shows "[sanitized]" for secrets: a client built from it would
-        // authenticate with that placeholder.
-        let args = KafkaArgs {
-            sasl_username: Some("wapipe".into()),
-            sasl_password: Some("s3cret".into()),
-            ..KafkaArgs::plaintext("b:9092")
-        };
-        let settings = settings(&args).unwrap();
-        assert_eq!(
-            settings.get("sasl.password").map(String::as_str),
-            Some("s3cret")
-        );
-        assert_eq!(
-            settings.get("bootstrap.servers").map(String::as_str),
-            Some("b:9092")
-        );
-    }
 
     #[derive(Parser)]
     struct Cli {

@@ -1,5 +1,6 @@
-//! Kafka connection settings shared by every wapipe binary: bootstrap servers, SASL/TLS, and a
-//! passthrough for raw librdkafka options. Secrets may come from files (a mounted Secret).
+//! Kafka connections shared by every wapipe binary: one typed [`KafkaConnection`] (bootstrap
+//! servers, SASL/TLS, raw librdkafka options) and the one way a client is configured from it;
+//! the flags that describe one ([`KafkaArgs`]), with secrets from files (a mounted Secret).
 
 use std::path::PathBuf;
 
@@ -142,19 +143,8 @@ impl KafkaArgs {
         }
     }
 
-    /// A client configuration carrying the connection settings; callers add their own.
-    pub fn client_config(&self) -> Result<ClientConfig, KafkaConfigError> {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.brokers);
-        if let Some(protocol) = &self.security_protocol {
-            config.set("security.protocol", protocol);
-        }
-        if let Some(mechanism) = &self.sasl_mechanism {
-            config.set("sasl.mechanism", mechanism);
-        }
-        if let Some(username) = &self.sasl_username {
-            config.set("sasl.username", username);
-        }
+    /// The connection these flags describe, with the SASL password read from its file.
+    pub fn connection(&self) -> Result<KafkaConnection, KafkaConfigError> {
         let password = crate::secret::file_or_inline(
             self.sasl_password.as_deref(),
             self.sasl_password_file.as_deref(),
@@ -163,11 +153,113 @@ impl KafkaArgs {
             path: e.path,
             source: e.source,
         })?;
-        if let Some(password) = password {
-            config.set("sasl.password", password);
+        Ok(KafkaConnection {
+            bootstrap_servers: self.brokers.clone(),
+            security_protocol: self.security_protocol.clone(),
+            sasl_mechanism: self.sasl_mechanism.clone(),
+            sasl_username: self.sasl_username.clone(),
+            sasl_password: password,
+            ca: self.ssl_ca_location.clone().map(CaCertificates::File),
+            options: self.options.clone(),
+        })
+    }
+
+    /// [`KafkaConnection::client_config`] of [`KafkaArgs::connection`].
+    pub fn client_config(&self) -> Result<ClientConfig, KafkaConfigError> {
+        self.connection()?.client_config()
+    }
+
+    /// [`KafkaConnection::client_config_with`] of [`KafkaArgs::connection`].
+    pub fn client_config_with<V: AsRef<str>>(
+        &self,
+        defaults: &[(&str, V)],
+    ) -> Result<ClientConfig, KafkaConfigError> {
+        self.connection()?.client_config_with(defaults)
+    }
+}
+
+/// Where the CA certificates that verify the brokers come from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CaCertificates {
+    /// A PEM file (`ssl.ca.location`), as the ingress and worker pods mount it.
+    File(PathBuf),
+    /// PEM text (`ssl.ca.pem`), as the operator reads it from a Secret.
+    Pem(String),
+}
+
+/// One Kafka connection, typed and with its secrets in clear: the brokers, how to authenticate,
+/// and raw librdkafka options. Every client of every wapipe binary (the ingress, the worker,
+/// the operator and the CLI) is configured from one of these through
+/// [`KafkaConnection::client_config`]; the ingress and worker read theirs from flags
+/// ([`KafkaArgs::connection`]), the operator from the pipeline's spec and Secrets.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct KafkaConnection {
+    /// Comma-separated host:port list.
+    pub bootstrap_servers: String,
+    pub security_protocol: Option<String>,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<String>,
+    pub ca: Option<CaCertificates>,
+    /// Raw librdkafka settings, applied last, each checked by [`check_option`].
+    pub options: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConnection")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<hidden>"),
+            )
+            .field(
+                "ca",
+                &self.ca.as_ref().map(|ca| match ca {
+                    CaCertificates::File(path) => path.display().to_string(),
+                    CaCertificates::Pem(_) => "<PEM>".to_string(),
+                }),
+            )
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl KafkaConnection {
+    /// A plaintext connection to `brokers`, as tests and local mode use.
+    pub fn plaintext(brokers: impl Into<String>) -> Self {
+        KafkaConnection {
+            bootstrap_servers: brokers.into(),
+            ..KafkaConnection::default()
         }
-        if let Some(ca) = &self.ssl_ca_location {
-            config.set("ssl.ca.location", ca.to_string_lossy());
+    }
+
+    /// A client configuration carrying the connection; callers add their own settings.
+    pub fn client_config(&self) -> Result<ClientConfig, KafkaConfigError> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        let named = [
+            ("security.protocol", &self.security_protocol),
+            ("sasl.mechanism", &self.sasl_mechanism),
+            ("sasl.username", &self.sasl_username),
+            ("sasl.password", &self.sasl_password),
+        ];
+        for (key, value) in named {
+            if let Some(value) = value {
+                config.set(key, value);
+            }
+        }
+        match &self.ca {
+            Some(CaCertificates::File(path)) => {
+                config.set("ssl.ca.location", path.to_string_lossy());
+            }
+            Some(CaCertificates::Pem(pem)) => {
+                config.set("ssl.ca.pem", pem);
+            }
+            None => {}
         }
         // Metadata requests for a missing topic must never create it with the broker's
         // defaults (the wrong shape for a pipeline, or a deleted topic brought back).
@@ -179,8 +271,8 @@ impl KafkaArgs {
         Ok(config)
     }
 
-    /// [`KafkaArgs::client_config`] with a client's own `defaults` filled in where the user set
-    /// nothing: a raw `--kafka-option` (already checked not to weaken delivery) always wins.
+    /// [`KafkaConnection::client_config`] with a client's own `defaults` filled in where the
+    /// user set nothing: a raw option (already checked not to weaken delivery) always wins.
     /// Every producer and consumer of every binary is configured through this.
     pub fn client_config_with<V: AsRef<str>>(
         &self,
@@ -318,6 +410,55 @@ mod tests {
                 ..KafkaArgs::plaintext("b:9092")
             };
             assert_eq!(args.client_config().unwrap().get(key), Some(value));
+        }
+    }
+
+    #[test]
+    fn a_connection_carries_its_secrets_in_clear_to_the_client_and_hides_them_in_debug() {
+        let connection = KafkaConnection {
+            sasl_username: Some("wapipe".into()),
+            sasl_password: Some("s3cret".into()),
+            ca: Some(CaCertificates::Pem("-----BEGIN CERTIFICATE-----".into())),
+            ..KafkaConnection::plaintext("b:9092")
+        };
+        let config = connection.client_config().unwrap();
+        assert_eq!(config.get("sasl.password"), Some("s3cret"));
+        assert_eq!(
+            config.get("ssl.ca.pem"),
+            Some("-----BEGIN CERTIFICATE-----")
+        );
+        assert_eq!(config.get("ssl.ca.location"), None);
+        let debug = format!("{connection:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("BEGIN"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn flags_become_the_same_connection_a_client_is_built_from() {
+        let args = KafkaArgs {
+            security_protocol: Some("sasl_ssl".into()),
+            sasl_mechanism: Some("SCRAM-SHA-512".into()),
+            sasl_username: Some("wapipe".into()),
+            sasl_password: Some("s3cret".into()),
+            ssl_ca_location: Some("/etc/kafka/ca.pem".into()),
+            ..KafkaArgs::plaintext("b:9092")
+        };
+        let connection = args.connection().unwrap();
+        assert_eq!(connection.sasl_password.as_deref(), Some("s3cret"));
+        assert_eq!(
+            connection.ca,
+            Some(CaCertificates::File("/etc/kafka/ca.pem".into()))
+        );
+        let config = args.client_config().unwrap();
+        for (key, value) in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "wapipe"),
+            ("ssl.ca.location", "/etc/kafka/ca.pem"),
+        ] {
+            assert_eq!(config.get(key), Some(value), "{key}");
         }
     }
 

@@ -22,8 +22,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::scaler::policy::PartitionOffsets;
 use crate::scaler::rate::{RecordTimes, MAX_RECORD_READS};
 
-/// librdkafka properties of one Kafka connection (`bootstrap.servers`, SASL, TLS).
-pub type KafkaSettings = BTreeMap<String, String>;
+pub use wapipe_core::kafka::KafkaConnection;
 
 /// How long one admin or metadata request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +37,8 @@ pub enum AdminError {
     NoSuchTopic(String),
     #[error("Kafka did not apply {0}")]
     NotApplied(String),
+    #[error("Kafka client settings")]
+    Settings(#[source] wapipe_core::kafka::KafkaConfigError),
     #[error("blocking Kafka call panicked or was cancelled")]
     Join,
 }
@@ -134,29 +135,29 @@ pub trait TopicAdmin: Send + Sync + 'static {
     /// The topic's shape, `None` if it does not exist.
     async fn describe_topic(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
     ) -> Result<Option<TopicShape>, AdminError>;
     async fn create_topic(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &TopicRequest,
     ) -> Result<(), AdminError>;
     /// Raises the partition count to `total`.
     async fn create_partitions(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         total: i32,
     ) -> Result<(), AdminError>;
-    async fn delete_topic(&self, kafka: &KafkaSettings, topic: &str) -> Result<(), AdminError>;
+    async fn delete_topic(&self, kafka: &KafkaConnection, topic: &str) -> Result<(), AdminError>;
     /// The id Kafka gives its cluster (the same whatever bootstrap address reached it), `None`
     /// from a broker too old to report one.
-    async fn cluster_id(&self, kafka: &KafkaSettings) -> Result<Option<String>, AdminError>;
+    async fn cluster_id(&self, kafka: &KafkaConnection) -> Result<Option<String>, AdminError>;
     /// Committed offsets of `group` and watermarks of every partition of `topic`.
     async fn read_offsets(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionOffsets>, AdminError>;
@@ -165,21 +166,21 @@ pub trait TopicAdmin: Send + Sync + 'static {
     /// position. Partitions whose record did not arrive within a short deadline are left out.
     async fn record_times(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         positions: &[(i32, i64)],
     ) -> Result<BTreeMap<i32, i64>, AdminError>;
     /// The topic's own configuration: entries set on the topic (not broker defaults).
     async fn topic_config(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
     ) -> Result<BTreeMap<String, String>, AdminError>;
     /// Sets the topic's own configuration to exactly `config` (entries left out return to the
     /// broker's defaults: pass what [`TopicAdmin::topic_config`] read, changed).
     async fn set_topic_config(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         config: &BTreeMap<String, String>,
     ) -> Result<(), AdminError>;
@@ -189,7 +190,7 @@ pub trait TopicAdmin: Send + Sync + 'static {
     /// has members.
     async fn keep_offsets(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         group: &str,
         offsets: &[(i32, i64)],
@@ -201,7 +202,7 @@ pub trait TopicAdmin: Send + Sync + 'static {
 /// stays). A failed read leaves the ages unknown rather than failing the poll.
 pub async fn read_ages(
     admin: &dyn TopicAdmin,
-    kafka: &KafkaSettings,
+    kafka: &KafkaConnection,
     topic: &str,
     offsets: &[PartitionOffsets],
     times: &mut RecordTimes,
@@ -231,15 +232,10 @@ fn coordinator_not_ready(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-fn client_config(kafka: &KafkaSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    for (key, value) in kafka {
-        config.set(key, value);
-    }
-    // Asking for a topic's metadata must never create it (a deleted pipeline's topic stays
-    // deleted; a new one is created only with its spec's shape).
-    config.set("allow.auto.create.topics", "false");
-    config
+/// The connection's client configuration; it never lets a metadata request create a topic (a
+/// deleted pipeline's topic stays deleted; a new one is created only with its spec's shape).
+fn client_config(kafka: &KafkaConnection) -> Result<ClientConfig, AdminError> {
+    kafka.client_config().map_err(AdminError::Settings)
 }
 
 /// Options of every admin request: bounded on the broker (operation) and on the client
@@ -274,7 +270,8 @@ struct Cached<T> {
     used: std::time::Instant,
 }
 
-type Cache<T> = Mutex<HashMap<String, Cached<T>>>;
+/// Clients by connection and group (empty for clients outside any group).
+type Cache<T> = Mutex<HashMap<(KafkaConnection, String), Cached<T>>>;
 
 fn admins() -> &'static Cache<AdminClient<DefaultClientContext>> {
     static ADMINS: OnceLock<Cache<AdminClient<DefaultClientContext>>> = OnceLock::new();
@@ -299,7 +296,7 @@ fn lag_readers() -> &'static Cache<BaseConsumer> {
 /// The cached client for `key`, made by `create` when there is none; drops idle ones.
 fn cached<T>(
     cache: &Cache<T>,
-    key: String,
+    key: (KafkaConnection, String),
     create: impl FnOnce() -> Result<T, AdminError>,
 ) -> Result<Arc<T>, AdminError> {
     let mut cache = cache
@@ -322,27 +319,19 @@ fn cached<T>(
     Ok(client)
 }
 
-/// A stable key for connection settings (a BTreeMap iterates in order).
-fn settings_key(kafka: &KafkaSettings) -> String {
-    kafka
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("\u{1}")
-}
-
 impl RdKafkaAdmin {
-    fn admin(kafka: &KafkaSettings) -> Result<Arc<AdminClient<DefaultClientContext>>, AdminError> {
-        cached(admins(), settings_key(kafka), || {
-            Ok(client_config(kafka).create()?)
+    fn admin(
+        kafka: &KafkaConnection,
+    ) -> Result<Arc<AdminClient<DefaultClientContext>>, AdminError> {
+        cached(admins(), (kafka.clone(), String::new()), || {
+            Ok(client_config(kafka)?.create()?)
         })
     }
 
     /// A non-subscribing consumer of `group`, for committed offsets and watermarks.
-    fn lag_reader(kafka: &KafkaSettings, group: &str) -> Result<Arc<BaseConsumer>, AdminError> {
-        let key = format!("{}\u{2}{group}", settings_key(kafka));
-        cached(lag_readers(), key, || {
-            let mut config = client_config(kafka);
+    fn lag_reader(kafka: &KafkaConnection, group: &str) -> Result<Arc<BaseConsumer>, AdminError> {
+        cached(lag_readers(), (kafka.clone(), group.to_string()), || {
+            let mut config = client_config(kafka)?;
             config
                 .set("group.id", group)
                 .set("enable.auto.commit", "false")
@@ -352,9 +341,9 @@ impl RdKafkaAdmin {
     }
 
     /// A consumer outside any group that fetches as little as one record batch per partition.
-    fn record_reader(kafka: &KafkaSettings) -> Result<Arc<Mutex<BaseConsumer>>, AdminError> {
-        cached(record_readers(), settings_key(kafka), || {
-            let mut config = client_config(kafka);
+    fn record_reader(kafka: &KafkaConnection) -> Result<Arc<Mutex<BaseConsumer>>, AdminError> {
+        cached(record_readers(), (kafka.clone(), String::new()), || {
+            let mut config = client_config(kafka)?;
             config
                 .set("group.id", "wapipe-operator-record-reader")
                 .set("enable.auto.commit", "false")
@@ -385,7 +374,7 @@ impl RdKafkaAdmin {
 impl TopicAdmin for RdKafkaAdmin {
     async fn describe_topic(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
     ) -> Result<Option<TopicShape>, AdminError> {
         let admin = Self::admin(kafka)?;
@@ -411,7 +400,7 @@ impl TopicAdmin for RdKafkaAdmin {
         .await
     }
 
-    async fn cluster_id(&self, kafka: &KafkaSettings) -> Result<Option<String>, AdminError> {
+    async fn cluster_id(&self, kafka: &KafkaConnection) -> Result<Option<String>, AdminError> {
         let admin = Self::admin(kafka)?;
         // Answered from the client's last metadata when it has one (the client is kept per
         // connection); `None` too when Kafka did not answer in time: the topic calls that follow
@@ -421,7 +410,7 @@ impl TopicAdmin for RdKafkaAdmin {
 
     async fn create_topic(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &TopicRequest,
     ) -> Result<(), AdminError> {
         let admin = Self::admin(kafka)?;
@@ -439,7 +428,7 @@ impl TopicAdmin for RdKafkaAdmin {
 
     async fn create_partitions(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         total: i32,
     ) -> Result<(), AdminError> {
@@ -453,7 +442,7 @@ impl TopicAdmin for RdKafkaAdmin {
         )
     }
 
-    async fn delete_topic(&self, kafka: &KafkaSettings, topic: &str) -> Result<(), AdminError> {
+    async fn delete_topic(&self, kafka: &KafkaConnection, topic: &str) -> Result<(), AdminError> {
         let admin = Self::admin(kafka)?;
         let options = admin_options();
         match Self::check(admin.delete_topics(&[topic], &options).await?) {
@@ -464,7 +453,7 @@ impl TopicAdmin for RdKafkaAdmin {
 
     async fn read_offsets(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionOffsets>, AdminError> {
@@ -532,7 +521,7 @@ impl TopicAdmin for RdKafkaAdmin {
 
     async fn record_times(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         positions: &[(i32, i64)],
     ) -> Result<BTreeMap<i32, i64>, AdminError> {
@@ -576,7 +565,7 @@ impl TopicAdmin for RdKafkaAdmin {
 
     async fn keep_offsets(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         group: &str,
         offsets: &[(i32, i64)],
@@ -612,7 +601,7 @@ impl TopicAdmin for RdKafkaAdmin {
 
     async fn topic_config(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
     ) -> Result<BTreeMap<String, String>, AdminError> {
         let admin = Self::admin(kafka)?;
@@ -635,7 +624,7 @@ impl TopicAdmin for RdKafkaAdmin {
 
     async fn set_topic_config(
         &self,
-        kafka: &KafkaSettings,
+        kafka: &KafkaConnection,
         topic: &str,
         config: &BTreeMap<String, String>,
     ) -> Result<(), AdminError> {

@@ -20,8 +20,9 @@ use kube::{Api, ResourceExt};
 
 use crate::crd::{KafkaSpec, PipelineSpec, SecretKeyRef, WhatsAppWebhookPipeline};
 use crate::error::{Error, Result};
-use crate::kafka::KafkaSettings;
+use crate::kafka::KafkaConnection;
 use crate::status::ConditionType;
+use wapipe_core::kafka::CaCertificates;
 
 /// How long a Secret read is trusted before it is read again.
 pub const SECRET_REFRESH: Duration = Duration::from_secs(300);
@@ -231,16 +232,18 @@ pub(crate) async fn kafka_settings(
     cache: &SecretCache,
     namespace: &str,
     kafka: &KafkaSpec,
-) -> Result<KafkaSettings> {
-    let mut settings = KafkaSettings::new();
-    settings.insert("bootstrap.servers".into(), kafka.bootstrap_servers.clone());
-    let protocol = wapipe_core::kafka::security_protocol(kafka.sasl.is_some(), kafka.tls.is_some());
-    if let Some(protocol) = protocol {
-        settings.insert("security.protocol".into(), protocol.into());
-    }
+) -> Result<KafkaConnection> {
+    let mut settings = KafkaConnection {
+        security_protocol: wapipe_core::kafka::security_protocol(
+            kafka.sasl.is_some(),
+            kafka.tls.is_some(),
+        )
+        .map(str::to_string),
+        ..KafkaConnection::plaintext(kafka.bootstrap_servers.clone())
+    };
     if let Some(sasl) = &kafka.sasl {
-        settings.insert("sasl.mechanism".into(), sasl.mechanism.as_str().into());
-        settings.insert("sasl.username".into(), sasl.username.clone());
+        settings.sasl_mechanism = Some(sasl.mechanism.as_str().to_string());
+        settings.sasl_username = Some(sasl.username.clone());
         let password = read_secret(
             client,
             cache,
@@ -249,17 +252,16 @@ pub(crate) async fn kafka_settings(
             ConditionType::TopicReady,
         )
         .await?;
-        settings.insert("sasl.password".into(), password.trim_end().to_string());
+        settings.sasl_password = Some(password.trim_end().to_string());
     }
     if let Some(ca) = kafka
         .tls
         .as_ref()
         .and_then(|tls| tls.ca_secret_ref.as_ref())
     {
-        settings.insert(
-            "ssl.ca.pem".into(),
+        settings.ca = Some(CaCertificates::Pem(
             read_secret(client, cache, namespace, ca, ConditionType::TopicReady).await?,
-        );
+        ));
     }
     Ok(settings)
 }

@@ -1,6 +1,8 @@
 //! The pipeline's topics on Kafka: what to do about one (pure [`plan_topic`]), doing it
-//! (`ensure_topic`: create, add partitions, or refuse), and keeping its configuration in line
-//! with the spec (`sync_topic_config`). Deleting topics belongs to the pipeline's cleanup, in
+//! ([`apply_topic`]: create, add partitions, or leave a change Kafka cannot make, the one rule
+//! of the operator and of `wapipe topics create`), reporting it on the pipeline
+//! (`ensure_topic`), and keeping its configuration in line with the spec
+//! (`sync_topic_config`). Deleting topics belongs to the pipeline's cleanup, in
 //! [`crate::cleanup`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -11,7 +13,9 @@ use tracing::{info, warn};
 
 use crate::crd::WhatsAppWebhookPipeline;
 use crate::error::{Error, Result};
-use crate::kafka::{config_drift, AdminError, KafkaSettings, TopicRequest, TopicShape};
+use crate::kafka::{
+    config_drift, AdminError, KafkaConnection, TopicAdmin, TopicRequest, TopicShape,
+};
 use crate::services::{key, Services};
 use crate::status::{Reason, TopicOutcome};
 
@@ -77,40 +81,68 @@ pub fn plan_topic(
     TopicPlan::Matches
 }
 
+/// What [`apply_topic`] found on the broker and did about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedTopic {
+    /// The topic before any change; `None` when it did not exist.
+    pub existing: Option<TopicShape>,
+    /// What was done: [`TopicPlan::Create`] and [`TopicPlan::IncreasePartitions`] are done,
+    /// [`TopicPlan::NotSupported`] is left for the caller to report.
+    pub plan: TopicPlan,
+}
+
+/// The one topic rule, used by the operator and by `wapipe topics create` (and `wapipe up`):
+/// reads the topic, decides with [`plan_topic`], then creates it with the request's shape and
+/// configuration or adds partitions. An existing topic is adopted as it is; a decrease of
+/// partitions or a change of replication factor is not made.
+pub async fn apply_topic(
+    admin: &dyn TopicAdmin,
+    kafka: &KafkaConnection,
+    request: &TopicRequest,
+) -> Result<AppliedTopic> {
+    let topic_error = |action: &'static str| {
+        move |source| Error::Topic {
+            action,
+            topic: request.name.clone(),
+            source,
+        }
+    };
+    let existing = admin
+        .describe_topic(kafka, &request.name)
+        .await
+        .map_err(topic_error("describing"))?;
+    let plan = plan_topic(request.partitions, request.replication_factor, existing);
+    match &plan {
+        TopicPlan::Create => admin
+            .create_topic(kafka, request)
+            .await
+            .map_err(topic_error("creating"))?,
+        TopicPlan::IncreasePartitions { to, .. } => admin
+            .create_partitions(kafka, &request.name, *to)
+            .await
+            .map_err(topic_error("adding partitions to"))?,
+        TopicPlan::Matches | TopicPlan::NotSupported(_) => {}
+    }
+    Ok(AppliedTopic { existing, plan })
+}
+
 /// Creates the topic, adds partitions, or refuses, and keeps its configuration; `recorded` says
 /// whether the pipeline's status records creating it.
 pub(crate) async fn ensure_topic(
     services: &Services,
     memory: &mut TopicMemory,
     pipeline: &WhatsAppWebhookPipeline,
-    kafka: &KafkaSettings,
+    kafka: &KafkaConnection,
     request: TopicRequest,
     spec_config: &BTreeMap<String, String>,
     recorded: bool,
 ) -> Result<TopicOutcome> {
     let name = request.name.clone();
     let created_before = recorded || memory.created.contains(&name);
-    let topic_error = |action: &'static str| {
-        let topic = name.clone();
-        move |source| Error::Topic {
-            action,
-            topic,
-            source,
-        }
-    };
-    let existing = services
-        .admin
-        .describe_topic(kafka, &name)
-        .await
-        .map_err(topic_error("describing"))?;
-    let plan = plan_topic(request.partitions, request.replication_factor, existing);
+    let AppliedTopic { existing, plan } =
+        apply_topic(services.admin.as_ref(), kafka, &request).await?;
     let outcome = match plan {
         TopicPlan::Create => {
-            services
-                .admin
-                .create_topic(kafka, &request)
-                .await
-                .map_err(topic_error("creating"))?;
             let message = format!(
                 "created topic {name} with {} partitions",
                 request.partitions
@@ -148,11 +180,6 @@ pub(crate) async fn ensure_topic(
             created: created_before,
         },
         TopicPlan::IncreasePartitions { from, to } => {
-            services
-                .admin
-                .create_partitions(kafka, &name, to)
-                .await
-                .map_err(topic_error("adding partitions to"))?;
             let message = format!(
                 "partitions of {name} increased from {from} to {to}: keys now map to other \
                  partitions, so per-user order is not guaranteed across the change"
@@ -224,7 +251,7 @@ async fn sync_topic_config(
     services: &Services,
     memory: &mut TopicMemory,
     pipeline: &WhatsAppWebhookPipeline,
-    kafka: &KafkaSettings,
+    kafka: &KafkaConnection,
     name: &str,
     desired: &BTreeMap<String, String>,
     mut outcome: TopicOutcome,

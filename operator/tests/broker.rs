@@ -10,12 +10,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin, TopicAdmin, TopicRequest};
+use wapipe_operator::kafka::{KafkaConnection, RdKafkaAdmin, TopicAdmin, TopicRequest};
 use wapipe_operator::topic::{plan_topic, TopicPlan};
 use wapipe_testkit::{broker, create_topic, unique_name, Kafka};
 
-fn settings(bootstrap: &str) -> KafkaSettings {
-    KafkaSettings::from([("bootstrap.servers".to_string(), bootstrap.to_string())])
+fn settings(bootstrap: &str) -> KafkaConnection {
+    KafkaConnection::plaintext(bootstrap)
 }
 
 async fn produce(bootstrap: &str, topic: &str, partition: i32, count: usize) {
@@ -186,7 +186,7 @@ async fn reading_lag_of_a_missing_topic_is_an_error() {
     assert!(result.is_err());
 }
 
-async fn wait_for_partitions(kafka: &KafkaSettings, topic: &str, partitions: i32) {
+async fn wait_for_partitions(kafka: &KafkaConnection, topic: &str, partitions: i32) {
     for _ in 0..100 {
         let shape = RdKafkaAdmin.describe_topic(kafka, topic).await.unwrap();
         if shape.is_some_and(|s| s.partitions == partitions) {

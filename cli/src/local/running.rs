@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use wapipe_operator::kafka::{KafkaSettings, RdKafkaAdmin};
+use wapipe_operator::kafka::{KafkaConnection, RdKafkaAdmin};
 use wapipe_operator::scaler::policy::{PolicyConfig, PolicyState};
 
 use crate::local::broker;
@@ -76,7 +76,7 @@ pub async fn start(
             brokers
         }
     };
-    let kafka: KafkaSettings = [("bootstrap.servers".to_string(), brokers.clone())].into();
+    let kafka = KafkaConnection::plaintext(brokers.clone());
     for request in broker::topic_requests(pipeline) {
         println!(
             "topic: {}",

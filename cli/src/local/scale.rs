@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
-use wapipe_operator::kafka::{read_ages, KafkaSettings, RdKafkaAdmin, TopicAdmin};
+use wapipe_operator::kafka::{read_ages, KafkaConnection, RdKafkaAdmin, TopicAdmin};
 use wapipe_operator::scaler::policy::{
     decide_timed, PartitionOffsets, PartitionStatus, PolicyConfig, PolicyState,
 };
@@ -30,7 +30,7 @@ pub struct Reading {
 /// What the reader watches.
 #[derive(Clone)]
 pub struct Watched {
-    pub kafka: KafkaSettings,
+    pub kafka: KafkaConnection,
     pub topic: String,
     pub dead_letter_topic: String,
     pub group: String,

@@ -69,7 +69,7 @@ impl InMemoryAdmin {
 impl TopicAdmin for InMemoryAdmin {
     async fn describe_topic(
         &self,
-        _kafka: &KafkaSettings,
+        _kafka: &KafkaConnection,
         topic: &str,
     ) -> Result<Option<TopicShape>, AdminError> {
         if self
@@ -83,13 +83,13 @@ impl TopicAdmin for InMemoryAdmin {
         Ok(self.topic(topic))
     }
 
-    async fn cluster_id(&self, _kafka: &KafkaSettings) -> Result<Option<String>, AdminError> {
+    async fn cluster_id(&self, _kafka: &KafkaConnection) -> Result<Option<String>, AdminError> {
         Ok(lock(&self.cluster_id).clone())
     }
 
     async fn create_topic(
         &self,
-        _kafka: &KafkaSettings,
+        _kafka: &KafkaConnection,
         topic: &TopicRequest,
     ) -> Result<(), AdminError> {
         self.record(format!("create {} {}", topic.name, topic.partitions));
@@ -110,7 +110,7 @@ impl TopicAdmin for InMemoryAdmin {
 
     async fn create_partitions(
         &self,
-        _kafka: &KafkaSettings,
+        _kafka: &KafkaConnection,
         topic: &str,
         total: i32,
     ) -> Result<(), AdminError> {
@@ -125,7 +125,7 @@ impl TopicAdmin for InMemoryAdmin {
         }
     }
 
-    async fn delete_topic(&self, _kafka: &KafkaSettings, topic: &str) -> Result<(), AdminError> {
+    async fn delete_topic(&self, _kafka: &KafkaConnection, topic: &str) -> Result<(), AdminError> {
         self.record(format!("delete {topic}"));
         lock(&self.topics).remove(topic);
         Ok(())
@@ -133,7 +133,7 @@ impl TopicAdmin for InMemoryAdmin {
 
     async fn read_offsets(
         &self,
-        _kafka: &KafkaSettings,
+        _kafka: &KafkaConnection,
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionOffsets>, AdminError> {
@@ -165,7 +165,7 @@ impl TopicAdmin for InMemoryAdmin {
 
     async fn keep_offsets(
         &self,
-        _kafka: &KafkaSettings,
+        _kafka: &KafkaConnection,
         topic: &str,
         group: &str,
         offsets: &[(i32, i64)],
@@ -176,7 +176,7 @@ impl TopicAdmin for InMemoryAdmin {
 
     async fn record_times(
         &self,
-        _kafka: &KafkaSettings,
+        _kafka: &KafkaConnection,
         topic: &str,
         positions: &[(i32, i64)],
     ) -> Result<BTreeMap<i32, i64>, AdminError> {
@@ -190,7 +190,7 @@ impl TopicAdmin for InMemoryAdmin {
 
     async fn topic_config(
         &self,
-        _kafka: &KafkaSettings,
+        _kafka: &KafkaConnection,
         topic: &str,
     ) -> Result<BTreeMap<String, String>, AdminError> {
         self.topic(topic)
@@ -200,7 +200,7 @@ impl TopicAdmin for InMemoryAdmin {
 
     async fn set_topic_config(
         &self,
-        _kafka: &KafkaSettings,
+        _kafka: &KafkaConnection,
         topic: &str,
         config: &BTreeMap<String, String>,
     ) -> Result<(), AdminError> {

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::build::worker_name;
 use crate::crd::WhatsAppWebhookPipeline;
 use crate::error::{Error, Result};
-use crate::kafka::{read_ages, KafkaSettings};
+use crate::kafka::{read_ages, KafkaConnection};
 use crate::metrics::{ExportedSeries, PartitionLabels, PipelineLabels, ScalingLabels};
 use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
 use crate::scaler::rate::RecordTimes;
@@ -71,7 +71,7 @@ pub(crate) async fn scale(
     memory: &mut ScalerMemory,
     pipeline: &WhatsAppWebhookPipeline,
     valid: &ValidPipeline,
-    kafka: &KafkaSettings,
+    kafka: &KafkaConnection,
     running: u32,
 ) -> Result<Option<Decision>> {
     let poll_interval =
