@@ -153,7 +153,9 @@ async fn a_lease_whose_holder_keeps_renewing_is_never_taken() {
     }
 }
 
-#[tokio::test]
+// The clock is tokio's, paused and advanced only when every task waits: the time asserted is
+// the elector's schedule (a renew deadline of 2 s), not the machine's speed.
+#[tokio::test(start_paused = true)]
 async fn the_holder_steps_down_once_it_could_not_renew_for_the_renew_deadline() {
     let (elector, mut server) = elector();
     let acquired = tokio::time::Instant::now();
