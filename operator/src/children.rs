@@ -50,13 +50,15 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
 
 /// Deletes the child `name` of kind `K` if, and only if, the pipeline with `pipeline_uid`
 /// controls it, with that object's uid as a precondition (a same-named object made since is
-/// someone else's). Gone already is fine.
+/// someone else's), and `params`' propagation. Gone already is fine. Says whether a child of
+/// the pipeline was there: its deletion asked for, or it was replaced meanwhile (look again).
 pub(crate) async fn delete_child<K>(
     client: &Client,
     namespace: &str,
     name: &str,
     pipeline_uid: &str,
-) -> Result<()>
+    params: kube::api::DeleteParams,
+) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -69,21 +71,23 @@ where
         source,
     };
     let Some(existing) = api.get_opt(name).await.map_err(failed)? else {
-        return Ok(());
+        return Ok(false);
     };
     if !controlled_by(existing.meta(), pipeline_uid) {
-        return Ok(());
+        return Ok(false);
     }
     let params = kube::api::DeleteParams {
         preconditions: Some(kube::api::Preconditions {
             uid: existing.meta().uid.clone(),
             resource_version: None,
         }),
-        ..kube::api::DeleteParams::default()
+        ..params
     };
     match api.delete(name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        // The uid precondition failed: it was replaced since it was read.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(true),
         Err(source) => Err(failed(source)),
     }
 }

@@ -8,14 +8,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{DeleteParams, Preconditions};
+use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use tracing::warn;
 
 use crate::build::{ingress_name, worker_name};
-use crate::children::{controlled_by, has_finalizer, set_finalizers};
+use crate::children::{delete_child, has_finalizer, set_finalizers};
 use crate::claims;
 use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
@@ -178,40 +178,18 @@ async fn delete_created_topics(
     let namespace = pipeline.namespace().unwrap_or_default();
     let name = pipeline.name_any();
     let uid = pipeline.uid().unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(services.client.clone(), &namespace);
     let mut stopping = false;
     for child in [ingress_name(&name), worker_name(&name)] {
-        let read = deployments
-            .get_opt(&child)
-            .await
-            .map_err(|source| Error::DeleteChild {
-                name: child.clone(),
-                source,
-            })?;
-        // Only a Deployment this pipeline controls is deleted, and only that very object (a
-        // same-named one made since is someone else's).
-        let Some(existing) = read.filter(|d| controlled_by(&d.metadata, &uid)) else {
-            continue;
-        };
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: existing.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::foreground()
-        };
-        match deployments.delete(&child, &params).await {
-            Ok(_) => stopping = true,
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            // The uid precondition failed: it was replaced meanwhile; look again next time.
-            Err(kube::Error::Api(status)) if status.code == 409 => stopping = true,
-            Err(source) => {
-                return Err(Error::DeleteChild {
-                    name: child,
-                    source,
-                })
-            }
-        }
+        // Foreground: the Deployment is gone only once its pods are, so the topics are
+        // deleted after the last worker has stopped.
+        stopping |= delete_child::<Deployment>(
+            &services.client,
+            &namespace,
+            &child,
+            &uid,
+            DeleteParams::foreground(),
+        )
+        .await?;
     }
     if stopping {
         return Ok(false);

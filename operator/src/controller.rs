@@ -494,7 +494,14 @@ async fn apply(
         }
         // Exposed before (the status has its URL), not any more: the Ingress it made goes.
         None if pipeline.status.as_ref().is_some_and(|s| s.url.is_some()) => {
-            delete_child::<Ingress>(client, &namespace, &ingress_name(&valid.name), &uid).await?;
+            delete_child::<Ingress>(
+                client,
+                &namespace,
+                &ingress_name(&valid.name),
+                &uid,
+                kube::api::DeleteParams::default(),
+            )
+            .await?;
         }
         None => {}
     }
