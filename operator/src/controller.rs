@@ -36,7 +36,7 @@ use crate::claims;
 use crate::cleanup::{cleanup, deleting_for, Cleanup, CLEANUP_DEADLINE};
 use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
-use crate::kafka::{TopicAdmin, TopicRequest};
+use crate::kafka::TopicAdmin;
 use crate::memory::{Memories, PipelineMemory};
 use crate::metrics::{Metrics, PipelineLabels};
 use crate::scaler::step::scale;
@@ -397,18 +397,13 @@ async fn apply(
     }
 
     let mut created = claims::created_topics(pipeline);
+    let [raw_request, dead_letter_request] = spec.topic_requests();
     let topic = ensure_topic(
         services,
         &mut memory.topics,
         pipeline,
         &kafka,
-        TopicRequest::for_pipeline(
-            &spec.topic.name,
-            spec.topic.partitions,
-            spec.topic.replication_factor,
-            &spec.topic.config,
-            spec.ingress.max_body_bytes,
-        ),
+        raw_request,
         &spec.topic.config,
         created.contains(&spec.topic.name),
     )
@@ -418,13 +413,7 @@ async fn apply(
         &mut memory.topics,
         pipeline,
         &kafka,
-        TopicRequest::for_pipeline(
-            &spec.dead_letter_topic.name,
-            spec.dead_letter_topic.partitions,
-            spec.dead_letter_topic.replication_factor,
-            &spec.dead_letter_topic.config,
-            spec.ingress.max_body_bytes,
-        ),
+        dead_letter_request,
         &spec.dead_letter_topic.config,
         created.contains(&spec.dead_letter_topic.name),
     )

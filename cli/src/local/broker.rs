@@ -88,26 +88,18 @@ pub async fn wait_until_answering(
 /// The raw and dead-letter topics as the operator would ask for them, for one local broker:
 /// replication 1, and `min.insync.replicas` 1 whatever the cluster's spec says.
 pub fn topic_requests(pipeline: &LocalPipeline) -> [TopicRequest; 2] {
-    let local = |name: &str, partitions: i32, config: &BTreeMap<String, String>| {
-        let mut config = config.clone();
-        config.remove("min.insync.replicas");
-        TopicRequest::for_pipeline(
-            name,
-            partitions,
-            Some(1),
-            &config,
-            pipeline.spec.ingress.max_body_bytes,
-        )
-    };
-    let spec = &pipeline.spec;
-    [
-        local(&spec.topic.name, spec.topic.partitions, &spec.topic.config),
-        local(
-            &spec.dead_letter_topic.name,
-            spec.dead_letter_topic.partitions,
-            &spec.dead_letter_topic.config,
+    let mut spec = pipeline.spec.clone();
+    for (replication_factor, config) in [
+        (&mut spec.topic.replication_factor, &mut spec.topic.config),
+        (
+            &mut spec.dead_letter_topic.replication_factor,
+            &mut spec.dead_letter_topic.config,
         ),
-    ]
+    ] {
+        *replication_factor = Some(1);
+        config.remove("min.insync.replicas");
+    }
+    spec.topic_requests()
 }
 
 #[cfg(test)]
