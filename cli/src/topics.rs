@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::bail;
-use wapipe_core::kafka::KafkaArgs;
+use wapipe_core::kafka::{KafkaArgs, TopicNames};
 use wapipe_operator::kafka::{KafkaConnection, RdKafkaAdmin, TopicAdmin, TopicRequest};
 use wapipe_operator::topic::{apply_topic, TopicPlan};
 
@@ -12,12 +12,8 @@ use wapipe_operator::topic::{apply_topic, TopicPlan};
 pub struct TopicsArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Raw topic (one record per event).
-    #[arg(long, env = wapipe_core::env::TOPIC, default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
-    pub topic: String,
-    /// Dead-letter topic.
-    #[arg(long, env = wapipe_core::env::DEAD_LETTER_TOPIC, default_value = wapipe_core::DEFAULT_DEAD_LETTER_TOPIC)]
-    pub dead_letter_topic: String,
+    #[command(flatten)]
+    pub names: TopicNames,
     /// Partitions of the raw topic: the most workers that can share the load.
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,
@@ -33,7 +29,7 @@ pub struct TopicsArgs {
 /// `--partitions` if smaller, by the operator's rule.
 pub async fn create(args: &TopicsArgs) -> anyhow::Result<()> {
     let kafka = args.kafka.connection()?;
-    for name in [&args.topic, &args.dead_letter_topic] {
+    for name in [&args.names.topic, &args.names.dead_letter_topic] {
         let request = TopicRequest::for_pipeline(
             name,
             args.partitions,

@@ -65,6 +65,19 @@ pub struct KafkaArgs {
     pub options: Vec<(String, String)>,
 }
 
+/// The pipeline's two topics, as flags: where events are written and read, and where the
+/// worker puts the ones it gave up on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopicNames {
+    /// Topic with one record per webhook event, keyed by user.
+    #[arg(long, env = crate::env::TOPIC, default_value = crate::DEFAULT_RAW_TOPIC)]
+    pub topic: String,
+
+    /// Dead-letter topic: events the worker gave up on after `--max-attempts` tries.
+    #[arg(long, env = crate::env::DEAD_LETTER_TOPIC, default_value = crate::DEFAULT_DEAD_LETTER_TOPIC)]
+    pub dead_letter_topic: String,
+}
+
 /// A Kafka setting that could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaConfigError {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wapipe_core::kafka::KafkaArgs;
+use wapipe_core::kafka::{KafkaArgs, TopicNames};
 
 use crate::sink::SinkKind;
 
@@ -67,13 +67,8 @@ pub struct TopicArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Topic with one record per webhook event.
-    #[arg(long, env = wapipe_core::env::TOPIC, default_value = wapipe_core::DEFAULT_RAW_TOPIC)]
-    pub topic: String,
-
-    /// Topic receiving events that failed `--max-attempts` times.
-    #[arg(long, env = wapipe_core::env::DEAD_LETTER_TOPIC, default_value = wapipe_core::DEFAULT_DEAD_LETTER_TOPIC)]
-    pub dead_letter_topic: String,
+    #[command(flatten)]
+    pub names: TopicNames,
 
     /// Consumer group of the workers.
     #[arg(long, env = wapipe_core::env::GROUP, default_value = "wapipe-worker")]

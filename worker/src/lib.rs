@@ -72,7 +72,12 @@ fn settings(args: &RunArgs) -> WorkerSettings {
             .max(std::time::Duration::from_secs(30)),
         group_instance_id: args.group_instance_id.clone(),
         group_protocol: args.group_protocol,
-        ..WorkerSettings::new(t.kafka.clone(), &t.topic, &t.dead_letter_topic, &t.group)
+        ..WorkerSettings::new(
+            t.kafka.clone(),
+            &t.names.topic,
+            &t.names.dead_letter_topic,
+            &t.group,
+        )
     }
 }
 
@@ -179,13 +184,13 @@ pub async fn run_cli(cli: Cli) -> Result<()> {
                     .transpose()?,
                 key: args.key.clone(),
             };
-            let t = &args.topics;
+            let (kafka, names) = (&args.topics.kafka, &args.topics.names);
             let summary =
-                replay::replay_dead_letters(&t.kafka, &t.dead_letter_topic, &t.topic, &filter)
+                replay::replay_dead_letters(kafka, &names.dead_letter_topic, &names.topic, &filter)
                     .await?;
             println!(
                 "replayed {} of {} dead letters from {} to {}",
-                summary.replayed, summary.scanned, t.dead_letter_topic, t.topic
+                summary.replayed, summary.scanned, names.dead_letter_topic, names.topic
             );
             Ok(())
         }
@@ -194,14 +199,14 @@ pub async fn run_cli(cli: Cli) -> Result<()> {
             let since = config::parse_point_in_time(&args.since, now_ms())?;
             let t = args.topics.clone();
             let offsets = tokio::task::spawn_blocking(move || {
-                replay::reset_offsets_to_time(&t.kafka, &t.topic, &t.group, since, args.force)
+                replay::reset_offsets_to_time(&t.kafka, &t.names.topic, &t.group, since, args.force)
             })
             .await
             .map_err(Error::ResetTask)??;
             for (partition, offset) in offsets {
                 println!(
                     "{} partition {partition}: group {} rewound to offset {offset}",
-                    args.topics.topic, args.topics.group
+                    args.topics.names.topic, args.topics.group
                 );
             }
             Ok(())
