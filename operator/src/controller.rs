@@ -397,35 +397,30 @@ async fn apply(
     }
 
     let mut created = claims::created_topics(pipeline);
-    let [raw_request, dead_letter_request] = spec.topic_requests();
-    let topic = ensure_topic(
-        services,
-        &mut memory.topics,
-        pipeline,
-        &kafka,
-        raw_request,
-        &spec.topic.config,
-        created.contains(&spec.topic.name),
-    )
-    .await?;
-    let dead_letter = ensure_topic(
-        services,
-        &mut memory.topics,
-        pipeline,
-        &kafka,
-        dead_letter_request,
-        &spec.dead_letter_topic.config,
-        created.contains(&spec.dead_letter_topic.name),
-    )
-    .await?;
-    for (name, outcome) in [
-        (&spec.topic.name, &topic),
-        (&spec.dead_letter_topic.name, &dead_letter),
-    ] {
-        if outcome.created && !created.contains(name) {
-            created.push(name.clone());
+    // The raw topic, then the dead-letter topic.
+    let mut outcomes = Vec::with_capacity(2);
+    let spec_configs = [&spec.topic.config, &spec.dead_letter_topic.config];
+    for (request, spec_config) in spec.topic_requests().into_iter().zip(spec_configs) {
+        let name = request.name.clone();
+        let recorded = created.contains(&name);
+        let outcome = ensure_topic(
+            services,
+            &mut memory.topics,
+            pipeline,
+            &kafka,
+            request,
+            spec_config,
+            recorded,
+        )
+        .await?;
+        if outcome.created && !recorded {
+            created.push(name);
         }
+        outcomes.push(outcome);
     }
+    let [topic, dead_letter]: [_; 2] = outcomes
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("two topic requests, two outcomes"));
 
     let children = build(&valid);
     let uid = pipeline.uid().unwrap_or_default();
