@@ -37,6 +37,24 @@ pub(crate) async fn set_finalizers(
     Ok(())
 }
 
+/// What a child of a pipeline is to the API: a namespaced object of a kind known at compile
+/// time, read and written as JSON.
+pub(crate) trait Child:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Child for K where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// The kind of a child, as a static name for errors.
 fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
     match K::kind(&()).as_ref() {
@@ -60,10 +78,7 @@ pub(crate) async fn delete_child<K>(
     params: kube::api::DeleteParams,
 ) -> Result<bool>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: Child,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let failed = |source| Error::DeleteChild {
@@ -121,10 +136,7 @@ pub(crate) async fn check_child<K>(
     condition: status::ConditionType,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: Child,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let name = object.meta().name.clone().unwrap_or_default();
@@ -158,11 +170,7 @@ pub(crate) async fn apply_child<K>(
     condition: status::ConditionType,
 ) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: Child + serde::Serialize,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let name = object.meta().name.clone().unwrap_or_default();
