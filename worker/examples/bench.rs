@@ -135,37 +135,62 @@ async fn worker_rate(
     };
     let settings = WorkerSettings {
         max_buffered,
-        ..WorkerSettings::new(
-            kafka_args(brokers)?,
-            topic,
-            &wapipe_testkit::unique_name("bench-dlq"),
-            &wapipe_testkit::unique_name("bench-group"),
-        )
+        ..bench_settings(brokers, topic)?
     };
-    let worker = Arc::new(Worker::new());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (worker, stop) = (worker.clone(), stop.clone());
-        async move { worker.run(settings, sink, stop).await }
-    });
+    let running = Running::start(settings, sink);
     // Timed from the first finished event, so group join and assignment are not counted.
-    while worker.metrics.finished_events() == 0 {
+    while running.worker.metrics.finished_events() == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let started = Instant::now();
-    let start_count = worker.metrics.finished_events();
-    let deadline = Instant::now() + STAGE_LIMIT;
-    while worker.metrics.finished_events() < events as u64 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the worker did not finish within {STAGE_LIMIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let start_count = running.worker.metrics.finished_events();
+    running.finish(events, Duration::from_millis(5)).await?;
+    Ok((events as u64 - start_count) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A worker with a group and dead-letter topic of its own, reading `topic`.
+fn bench_settings(brokers: &str, topic: &str) -> anyhow::Result<WorkerSettings> {
+    Ok(WorkerSettings::new(
+        kafka_args(brokers)?,
+        topic,
+        &wapipe_testkit::unique_name("bench-dlq"),
+        &wapipe_testkit::unique_name("bench-group"),
+    ))
+}
+
+/// A worker running in this process until it has finished a number of events.
+struct Running {
+    worker: Arc<Worker>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<wapipe_worker::Result<()>>,
+}
+
+impl Running {
+    fn start(settings: WorkerSettings, sink: SharedSink) -> Running {
+        let worker = Arc::new(Worker::new());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (worker, stop) = (worker.clone(), stop.clone());
+            async move { worker.run(settings, sink, stop).await }
+        });
+        Running { worker, stop, task }
     }
-    let rate = (events as u64 - start_count) as f64 / started.elapsed().as_secs_f64();
-    stop.cancel();
-    task.await??;
-    Ok(rate)
+
+    /// Waits, polling every `poll`, until `events` are finished (at most [`STAGE_LIMIT`]),
+    /// then stops the worker.
+    async fn finish(self, events: usize, poll: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + STAGE_LIMIT;
+        while self.worker.metrics.finished_events() < events as u64 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the worker did not finish within {STAGE_LIMIT:?}"
+            );
+            tokio::time::sleep(poll).await;
+        }
+        self.stop.cancel();
+        self.task.await??;
+        Ok(())
+    }
 }
 
 /// The worker's Kafka settings: the broker, and `WAPIPE_BENCH_KAFKA_OPTIONS` (raw librdkafka
@@ -435,37 +460,17 @@ async fn e2e_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<
         inner: PostgresSink::connect(&database_url(), Some(schema)).await?,
         latencies_ms: std::sync::Mutex::new(Vec::with_capacity(events)),
     });
-    let settings = WorkerSettings::new(
-        kafka_args(brokers)?,
-        topic,
-        &wapipe_testkit::unique_name("bench-dlq"),
-        &wapipe_testkit::unique_name("bench-group"),
-    );
-    let worker = Arc::new(Worker::new());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (worker, stop, sink) = (worker.clone(), stop.clone(), sink.clone());
-        async move { worker.run(settings, sink, stop).await }
-    });
+    let running = Running::start(bench_settings(brokers, topic)?, sink.clone());
     let readable = tokio::spawn(readable_latencies(
         brokers.to_string(),
         topic.to_string(),
-        stop.clone(),
+        running.stop.clone(),
     ));
-    while worker.metrics.assigned_partitions.get() == 0 {
+    while running.worker.metrics.assigned_partitions.get() == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("e2e: ready");
-    let deadline = Instant::now() + STAGE_LIMIT;
-    while worker.metrics.finished_events() < events as u64 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the worker did not finish within {STAGE_LIMIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.cancel();
-    task.await??;
+    running.finish(events, Duration::from_millis(20)).await?;
     let readable = readable.await??;
     let committed = sink.latencies_ms.lock().unwrap().clone();
     anyhow::ensure!(!committed.is_empty(), "no event carried its receive time");
