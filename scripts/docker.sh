@@ -55,14 +55,10 @@ case "$cmd" in
     nohup dockerd --data-root "$root/data" --exec-root "$run" --pidfile "$run/dockerd.engine.pid" \
       --host "$socket" --storage-driver overlay2 --log-level warn >>"$log" 2>&1 </dev/null &
     proc_record "$!" "$pidfile"
-    for _ in $(seq 1 300); do
-      if answers; then
-        echo "$socket"
-        exit 0
-      fi
-      running || break
-      sleep 0.2
-    done
+    if proc_await "$pidfile" 60 answers; then
+      echo "$socket"
+      exit 0
+    fi
     echo "docker: dockerd did not answer on $socket; the end of $log:" >&2
     tail -n 30 "$log" >&2
     exit 1

@@ -67,14 +67,10 @@ case "$cmd" in
       -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$libs/*" \
       kafka.Kafka "$dir/server.properties" >>"$log" 2>&1 </dev/null &
     proc_record "$!" "$pidfile"
-    for _ in $(seq 1 600); do
-      if answers; then
-        echo "$address:$port"
-        exit 0
-      fi
-      running || break
-      sleep 0.1
-    done
+    if proc_await "$pidfile" 60 answers; then
+      echo "$address:$port"
+      exit 0
+    fi
     echo "kafka: did not answer on $address:$port; the end of $log:" >&2
     tail -n 40 "$log" >&2
     exit 1

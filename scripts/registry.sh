@@ -52,14 +52,10 @@ EOF
     set +m
     nohup "$bin" serve "$dir/config.yml" >>"$log" 2>&1 </dev/null &
     proc_record "$!" "$pidfile"
-    for _ in $(seq 1 100); do
-      if answers; then
-        echo "$address:$port"
-        exit 0
-      fi
-      running || break
-      sleep 0.1
-    done
+    if proc_await "$pidfile" 10 answers; then
+      echo "$address:$port"
+      exit 0
+    fi
     echo "registry: did not answer on $address:$port; the end of $log:" >&2
     tail -n 20 "$log" >&2
     exit 1

@@ -8,6 +8,9 @@
 #   proc_stop FILE [SECS]    SIGTERM (to the process group when it leads one), waits up to SECS
 #                            (default 30), then SIGKILL, and only ever to the process FILE
 #                            recorded; removes FILE
+#   proc_await FILE SECS CMD...
+#                            runs CMD (a readiness probe) every 0.1 s until it succeeds, for up
+#                            to SECS; fails early when the process FILE records has exited
 
 # proc_start_time PID: field 22 of /proc/PID/stat, read after the ")" that ends the command name
 # (which may itself hold spaces or parentheses).
@@ -57,4 +60,15 @@ proc_stop() {
     done
   fi
   rm -f "$file"
+}
+
+proc_await() {
+  local file="$1" end=$((SECONDS + $2))
+  shift 2
+  while ((SECONDS < end)); do
+    "$@" && return 0
+    proc_pid "$file" >/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
 }
