@@ -25,7 +25,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::build::{build, ingress_name};
@@ -47,7 +47,7 @@ use crate::secrets::{
     kafka_settings, SecretCache,
 };
 use crate::services::Services;
-use crate::services::{key, shown};
+use crate::services::{key, scoped_api, shown};
 use crate::status::{self};
 use crate::topic::ensure_topic;
 use crate::validate::{check_images, validate, Invalid};
@@ -111,6 +111,20 @@ impl Context {
         self
     }
 
+    /// Watches only these namespaces (the chart's `watchNamespaces`), reading pipelines,
+    /// their children and their Secrets there alone; empty watches every namespace.
+    pub fn with_watch_namespaces(mut self, namespaces: Vec<String>) -> Self {
+        let mut namespaces: Vec<String> = namespaces
+            .into_iter()
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        self.services.namespaces = namespaces;
+        self
+    }
+
     /// Forgets every pipeline not in `present` (the controller's cache), with its metric
     /// series: a pipeline that left without a cleanup (`Retain` has no finalizer) leaves no
     /// memory and no series behind.
@@ -130,39 +144,55 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Runs the controller until the stream ends (shutdown signal).
+/// Runs the controllers until their streams end (shutdown signal): one for the cluster, or
+/// one per watched namespace.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.services.client.clone();
-    let pipelines = Api::<WhatsAppWebhookPipeline>::all(client.clone());
     let config = watcher::Config::default().any_semantic();
     // Only the children the operator made (they carry the pipeline label): the cluster's other
     // Deployments, Services and PDBs are neither watched nor cached.
     let children = config.clone().labels(crate::build::PIPELINE_LABEL);
-    let controller = Controller::new(pipelines, config)
-        .owns(Api::<Deployment>::all(client.clone()), children.clone())
-        .owns(Api::<Service>::all(client.clone()), children.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client), children);
-    let store = controller.store();
-    let _ = ctx.services.pipelines.set(store.clone());
-    controller
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| {
-            let (ctx, store) = (ctx.clone(), store.clone());
-            async move {
-                match result {
-                    Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                    // A pipeline deleted while a reconcile of it was queued: nothing failed,
-                    // and what was remembered about it goes.
-                    Err(error @ kube::runtime::controller::Error::ObjectNotFound(_)) => {
-                        tracing::debug!(%error, "pipeline gone before its reconcile");
-                        ctx.forget_departed(&store.state());
-                    }
-                    Err(error) => warn!(error = %shown(&wapipe_core::error::with_causes(&error)), "reconcile failed"),
-                }
-            }
+    let controllers: Vec<_> = ctx
+        .services
+        .scopes()
+        .into_iter()
+        .map(|scope| {
+            Controller::new(
+                scoped_api::<WhatsAppWebhookPipeline>(&client, scope),
+                config.clone(),
+            )
+            .owns(scoped_api::<Deployment>(&client, scope), children.clone())
+            .owns(scoped_api::<Service>(&client, scope), children.clone())
+            .owns(
+                scoped_api::<PodDisruptionBudget>(&client, scope),
+                children.clone(),
+            )
         })
-        .await;
+        .collect();
+    let stores = controllers.iter().map(Controller::store).collect();
+    let _ = ctx.services.pipelines.set(stores);
+    let runs = controllers.into_iter().map(|controller| {
+        controller
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| {
+                let ctx = ctx.clone();
+                async move {
+                    match result {
+                        Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                        // A pipeline deleted while a reconcile of it was queued: nothing
+                        // failed, and what was remembered about it goes.
+                        Err(error @ kube::runtime::controller::Error::ObjectNotFound(_)) => {
+                            tracing::debug!(%error, "pipeline gone before its reconcile");
+                            let present = ctx.services.cached_pipelines().unwrap_or_default();
+                            ctx.forget_departed(&present);
+                        }
+                        Err(error) => warn!(error = %shown(&wapipe_core::error::with_causes(&error)), "reconcile failed"),
+                    }
+                }
+            })
+    });
+    futures::future::join_all(runs).await;
 }
 
 /// Transient errors retry with exponential backoff (5 s doubling to 5 min, with jitter: see

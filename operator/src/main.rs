@@ -36,6 +36,16 @@ struct Args {
         default_value = ""
     )]
     allowed_image_prefixes: Vec<String>,
+    /// Namespaces to watch (comma-separated): pipelines, their children and the Secrets they
+    /// name are read there alone, and the operator needs rights only there. Empty watches
+    /// every namespace.
+    #[arg(
+        long,
+        env = "WAPIPE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    watch_namespaces: Vec<String>,
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     namespace: String,
@@ -113,9 +123,21 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(identity = elector.identity(), "became leader");
     metrics.leader.set(1);
 
+    let watched: Vec<&str> = args
+        .watch_namespaces
+        .iter()
+        .map(|ns| ns.trim())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    if watched.is_empty() {
+        tracing::info!("watching every namespace");
+    } else {
+        tracing::info!(namespaces = %watched.join(","), "watching these namespaces only");
+    }
     let ctx = Arc::new(
         Context::new(client, Arc::new(RdKafkaAdmin), args.image, metrics)
             .with_allowed_image_prefixes(args.allowed_image_prefixes)
+            .with_watch_namespaces(args.watch_namespaces)
             .with_cleanup_deadline(Duration::from_secs(args.cleanup_deadline_seconds)),
     );
     // Biased: after any pause (a frozen process, a starved runtime) the Lease is checked

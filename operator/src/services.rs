@@ -26,8 +26,11 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Secret reads kept between reconciles (see [`crate::secrets`]).
     pub(crate) secrets: SecretCache,
-    /// The controller's reflector of every pipeline, once it runs.
-    pub(crate) pipelines: OnceLock<Store<WhatsAppWebhookPipeline>>,
+    /// The namespaces the operator watches; empty for every namespace.
+    pub(crate) namespaces: Vec<String>,
+    /// The controllers' reflectors of the pipelines they watch (one per watched namespace, or
+    /// one for the cluster), once they run.
+    pub(crate) pipelines: OnceLock<Vec<Store<WhatsAppWebhookPipeline>>>,
 }
 
 impl Services {
@@ -42,8 +45,24 @@ impl Services {
             admin,
             metrics,
             secrets: SecretCache::default(),
+            namespaces: Vec::new(),
             pipelines: OnceLock::new(),
         }
+    }
+
+    /// Where the operator looks: each watched namespace, or `None` for the whole cluster.
+    pub(crate) fn scopes(&self) -> Vec<Option<&str>> {
+        if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+        }
+    }
+
+    /// The pipelines in the controllers' caches, `None` before they run.
+    pub(crate) fn cached_pipelines(&self) -> Option<Vec<Arc<WhatsAppWebhookPipeline>>> {
+        let stores = self.pipelines.get()?;
+        Some(stores.iter().flat_map(|store| store.state()).collect())
     }
 
     /// Records an Event on the pipeline; its note has any URL's credentials redacted.
@@ -78,19 +97,34 @@ impl Services {
         }
     }
 
-    /// Every pipeline in the cluster: the controller's own cache, or a list call where no
-    /// controller runs (tests that call reconcile directly).
+    /// Every pipeline the operator watches (in the cluster, or in its watched namespaces):
+    /// the controllers' own caches, or list calls where no controller runs (tests that call
+    /// reconcile directly).
     pub(crate) async fn all_pipelines(&self) -> Result<Vec<WhatsAppWebhookPipeline>> {
-        Ok(match self.pipelines.get() {
-            Some(store) => store.state().iter().map(|p| (**p).clone()).collect(),
-            None => {
-                Api::<WhatsAppWebhookPipeline>::all(self.client.clone())
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(Error::ListPipelines)?
-                    .items
-            }
-        })
+        if let Some(cached) = self.cached_pipelines() {
+            return Ok(cached.iter().map(|p| (**p).clone()).collect());
+        }
+        let mut all = Vec::new();
+        for scope in self.scopes() {
+            let api: Api<WhatsAppWebhookPipeline> = scoped_api(&self.client, scope);
+            let listed = api
+                .list(&ListParams::default())
+                .await
+                .map_err(Error::ListPipelines)?;
+            all.extend(listed.items);
+        }
+        Ok(all)
+    }
+}
+
+/// The API of `K` in `namespace`, or across the cluster for `None`.
+pub(crate) fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
     }
 }
 

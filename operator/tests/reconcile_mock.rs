@@ -114,6 +114,46 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
 /// status write can start from a cached copy read before its status write arrived. The topics it
 /// created must still count as created, or `deletionPolicy: Delete` would leave them behind.
 #[tokio::test]
+async fn a_namespace_scoped_operator_compares_claims_among_its_namespaces_only() {
+    let admin = Arc::new(InMemoryAdmin::default());
+    let (ctx, mut server) = setup_with(admin, |ctx| {
+        ctx.with_watch_namespaces(vec![
+            " shop".into(),
+            "billing".into(),
+            "shop".into(),
+            "".into(),
+        ])
+    });
+    let other = pipeline(json!({
+        "metadata": {"name": "invoices", "namespace": "billing",
+                     "uid": "cccccccc-0000-4000-8000-000000000000"},
+        "spec": {"topic": {"name": "invoices_raw"}, "deadLetterTopic": {"name": "invoices_failed"}}
+    }));
+    let pipeline = pipeline(json!({}));
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    // One list per watched namespace (sorted, once each); never the cluster-wide list, which
+    // the operator has no right to make in this mode.
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/namespaces/billing/whatsappwebhookpipelines?",
+            |_| list_of(&[&other]),
+        )
+        .await;
+    server
+        .expect(
+            "GET",
+            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines?",
+            |_| list_of(&[&pipeline]),
+        )
+        .await;
+    expect_children(&mut server, 1).await;
+    expect_status_write(&mut server, &pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("reconcile succeeds");
+}
+
+#[tokio::test]
 async fn a_reconcile_from_a_copy_older_than_its_own_status_write_keeps_its_topics_created() {
     let admin = Arc::new(InMemoryAdmin::default());
     admin.set_offsets(

@@ -26,6 +26,9 @@
 #      Scaling=False Paused, a replay into the emptied group, the scaler back afterwards
 #   7. two operator processes (operator/tests/cluster_lease.rs): one holds the Lease, kill it
 #      and the other takes over and reconciles
+#   7b. namespace-scoped mode: a second release with watchNamespaces, its ServiceAccount bound
+#      in the watched namespace only; an operator under that token reconciles the pipeline
+#      there, leaves the one elsewhere untouched, and logs no refusal
 #   8. the Argo CD health check on the statuses captured in 4 and 6 (a paused one: Suspended)
 # Exit 77 (skipped) when WAPIPE_TEST_KUBECONFIG is unset.
 set -euo pipefail
@@ -336,6 +339,100 @@ lease_test() {
     cargo test -q -p wapipe-operator --test cluster_lease -- --ignored --test-threads=1
 }
 check "two operators: the Lease holder reconciles, the other takes over when it dies; a frozen leader steps down before the other starts; SIGTERM hands the Lease over" lease_test
+
+# --- 7b. namespace-scoped mode ------------------------------------------------------------
+scoped_release=wapipe-scoped
+scoped_ns=wapipe-scoped-system
+watched=ct-watched
+unwatched=ct-unwatched
+for ns in "$scoped_ns" "$watched" "$unwatched"; do
+  kubectl create namespace "$ns" >/dev/null
+done
+for ns in "$watched" "$unwatched"; do
+  kubectl -n "$ns" create secret generic meta --from-literal=app-secret=s3cret \
+    --from-literal=verify-token=tok >/dev/null
+done
+check "helm install with watchNamespaces" \
+  helm install "$scoped_release" "$chart" --namespace "$scoped_ns" --set replicaCount=1 \
+  --set "watchNamespaces={$watched}" --set leaderElection.leaseName=wapipe-scoped-leader \
+  --set rbac.aggregateToDefaultRoles=false --wait --timeout 3m
+scoped_bindings() {
+  local cluster_wide watched_binding
+  cluster_wide="$(kubectl get clusterrolebinding -l "app.kubernetes.io/instance=$scoped_release" -o name)"
+  watched_binding="$(kubectl -n "$watched" get rolebinding -l "app.kubernetes.io/instance=$scoped_release" -o name)"
+  echo "cluster-wide: [$cluster_wide] in $watched: [$watched_binding]"
+  [[ -z "$cluster_wide" && -n "$watched_binding" ]] &&
+    [[ -z "$(kubectl -n "$unwatched" get rolebinding -l "app.kubernetes.io/instance=$scoped_release" -o name)" ]]
+}
+check "watchNamespaces: a RoleBinding in the watched namespace, none elsewhere, no ClusterRoleBinding" scoped_bindings
+scoped_sa="$(kubectl -n "$scoped_ns" get serviceaccount -l "app.kubernetes.io/instance=$scoped_release" -o jsonpath='{.items[0].metadata.name}')"
+sa_kubeconfig "$scoped_ns" "$scoped_sa" "$work/scoped.kubeconfig"
+as_scoped() { kubectl --kubeconfig "$work/scoped.kubeconfig" "$@"; }
+refused_scoped() {
+  local out
+  if out="$(as_scoped "$@" 2>&1)"; then
+    echo "allowed: $out"
+    return 1
+  fi
+  echo "$out"
+  grep -qi forbidden <<<"$out"
+}
+check "namespace-scoped: the ServiceAccount may watch pipelines and read Secrets in $watched" \
+  bash -c "kubectl --kubeconfig '$work/scoped.kubeconfig' auth can-i watch whatsappwebhookpipelines.wapipe.dev -n $watched &&
+    kubectl --kubeconfig '$work/scoped.kubeconfig' auth can-i get secrets -n $watched"
+check "namespace-scoped: refused outside it: pipelines cluster-wide" refused_scoped get whatsappwebhookpipelines.wapipe.dev -A
+check "namespace-scoped: refused outside it: a Secret in $unwatched" refused_scoped -n "$unwatched" get secret meta
+scoped_log="$work/scoped-operator.log"
+scoped_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+KUBECONFIG="$work/scoped.kubeconfig" POD_NAMESPACE="$scoped_ns" POD_NAME=host-scoped-1 \
+  WAPIPE_OPERATOR_LISTEN="127.0.0.1:$scoped_port" WAPIPE_IMAGE=ghcr.io/wapipe/wapipe:cluster-suite \
+  WAPIPE_LEASE_NAME=wapipe-scoped-leader WAPIPE_WATCH_NAMESPACES="$watched" RUST_LOG=info,kube=warn \
+  "$CARGO_TARGET_DIR/debug/wapipe-operator" >"$scoped_log" 2>&1 &
+operator_pid=$!
+scoped_pipeline() {
+  cat <<YAML
+apiVersion: wapipe.dev/v1alpha1
+kind: WhatsAppWebhookPipeline
+metadata: {name: shop, namespace: $1}
+spec:
+  kafka: {bootstrapServers: "$WAPIPE_TEST_BROKERS"}
+  topic: {name: ct-scoped-$1-$$, partitions: 2, replicationFactor: 1}
+  deadLetterTopic: {name: ct-scoped-$1-$$.failed, partitions: 1, replicationFactor: 1}
+  ingress:
+    appSecretRef: {name: meta, key: app-secret}
+    verifyTokenRef: {name: meta, key: verify-token}
+  worker: {sink: {type: log}}
+YAML
+}
+observed() { kubectl -n "$1" get wapipe shop -o jsonpath='{.status.observedGeneration}'; }
+scoped_reconciles() {
+  scoped_pipeline "$unwatched" | kubectl apply -f - || return 1
+  scoped_pipeline "$watched" | kubectl apply -f - || return 1
+  local i
+  for ((i = 0; i < 90; i++)); do
+    [[ -n "$(observed "$watched")" ]] && break
+    sleep 1
+  done
+  echo "watched: observedGeneration=$(observed "$watched"), Ready=$(kubectl -n "$watched" get wapipe shop -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')"
+  [[ "$(observed "$watched")" == 1 ]] || return 1
+  kubectl -n "$watched" get deployment shop-worker >/dev/null || return 1
+  # The unwatched one was applied first: had the operator seen it, it would have its status.
+  sleep 5
+  echo "unwatched: status=$(kubectl -n "$unwatched" get wapipe shop -o jsonpath='{.status}')"
+  [[ -z "$(kubectl -n "$unwatched" get wapipe shop -o jsonpath='{.status}')" ]] || return 1
+  ! kubectl -n "$unwatched" get deployment shop-worker 2>/dev/null
+}
+check "namespace-scoped: the operator reconciles the pipeline in $watched and never touches the one in $unwatched" scoped_reconciles
+scoped_no_refusal() {
+  if grep -Ei 'forbidden|code: 403' "$scoped_log"; then return 1; fi
+  kill -0 "$operator_pid"
+}
+check "namespace-scoped: the operator logged no refusal" scoped_no_refusal
+kill "$operator_pid" 2>/dev/null || true
+wait "$operator_pid" 2>/dev/null || true
+operator_pid=""
+kubectl delete namespace "$watched" "$unwatched" --wait=false >/dev/null || true
+helm uninstall "$scoped_release" --namespace "$scoped_ns" >/dev/null || true
 
 # --- 5. Argo CD health check on the captured statuses --------------------------------------
 health_on_captured() {
