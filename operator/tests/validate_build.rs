@@ -47,6 +47,28 @@ fn plain(container: &Container, name: &str) -> Option<String> {
     env_value(container, name)?.value.clone()
 }
 
+/// Asserts the container's plain env values, naming every one that differs.
+fn assert_plain(container: &Container, expected: &[(&str, &str)]) {
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter_map(|&(name, value)| {
+            let found = plain(container, name);
+            (found.as_deref() != Some(value))
+                .then(|| format!("{name}={found:?}, expected {value:?}"))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{}", wrong.join("; "));
+}
+
+/// Asserts that no name in `names` appears twice.
+fn assert_distinct<'a>(names: impl Iterator<Item = &'a str>, what: &str) {
+    let mut names: Vec<&str> = names.collect();
+    let count = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), count, "duplicate {what}");
+}
+
 /// What the API server refuses in a server-side apply and a golden file would keep: two env
 /// entries (or volume mounts, or volumes) with the same name in one pod template.
 fn assert_no_duplicate_names(children: &Children) {
@@ -56,47 +78,14 @@ fn assert_no_duplicate_names(children: &Children) {
             .as_ref()
             .and_then(|s| s.template.spec.as_ref())
             .unwrap();
-        let mut volumes: Vec<&str> = pod
-            .volumes
-            .iter()
-            .flatten()
-            .map(|v| v.name.as_str())
-            .collect();
-        let count = volumes.len();
-        volumes.sort_unstable();
-        volumes.dedup();
-        assert_eq!(volumes.len(), count, "duplicate volume names");
+        let volumes = pod.volumes.iter().flatten().map(|v| v.name.as_str());
+        assert_distinct(volumes, "volume names");
         for container in &pod.containers {
-            let mut env: Vec<&str> = container
-                .env
-                .iter()
-                .flatten()
-                .map(|e| e.name.as_str())
-                .collect();
-            let count = env.len();
-            env.sort_unstable();
-            env.dedup();
-            assert_eq!(
-                env.len(),
-                count,
-                "duplicate env names in {}",
-                container.name
-            );
-            let mut mounts: Vec<&str> = container
-                .volume_mounts
-                .iter()
-                .flatten()
-                .map(|m| m.mount_path.as_str())
-                .collect();
-            let count = mounts.len();
-            mounts.sort_unstable();
-            mounts.dedup();
-            assert_eq!(
-                mounts.len(),
-                count,
-                "duplicate mount paths in {}",
-                container.name
-            );
+            let env = container.env.iter().flatten().map(|e| e.name.as_str());
+            assert_distinct(env, &format!("env names in {}", container.name));
+            let mounts = container.volume_mounts.iter().flatten();
+            let paths = mounts.map(|m| m.mount_path.as_str());
+            assert_distinct(paths, &format!("mount paths in {}", container.name));
         }
     }
 }
@@ -176,13 +165,12 @@ fn the_ingress_memory_limit_sets_its_byte_budgets_and_no_limit_keeps_the_default
     // default (operator/src/budget.rs), so a burst of large bodies meets 503, not the OOM killer.
     let ingress = build(&valid("pipeline-meta-postgres.yaml")).ingress_deployment;
     let ingress = container(&ingress);
-    assert_eq!(
-        plain(ingress, "WAPIPE_MAX_IN_FLIGHT_BYTES").as_deref(),
-        Some("16777216")
-    );
-    assert_eq!(
-        plain(ingress, "WAPIPE_MAX_BODY_READ_BYTES").as_deref(),
-        Some("67108864")
+    assert_plain(
+        ingress,
+        &[
+            ("WAPIPE_MAX_IN_FLIGHT_BYTES", "16777216"),
+            ("WAPIPE_MAX_BODY_READ_BYTES", "67108864"),
+        ],
     );
     let minimal = build(&valid("pipeline-minimal.yaml")).ingress_deployment;
     let minimal = container(&minimal);
@@ -208,13 +196,12 @@ fn the_service_exposes_only_the_webhook_and_probes_and_scrapes_use_the_admin_por
             [("http".to_string(), 8080), ("metrics".to_string(), 9090)],
             "{fixture}"
         );
-        assert_eq!(
-            plain(ingress, "WAPIPE_LISTEN").as_deref(),
-            Some("0.0.0.0:8080")
-        );
-        assert_eq!(
-            plain(ingress, "WAPIPE_ADMIN_LISTEN").as_deref(),
-            Some("0.0.0.0:9090")
+        assert_plain(
+            ingress,
+            &[
+                ("WAPIPE_LISTEN", "0.0.0.0:8080"),
+                ("WAPIPE_ADMIN_LISTEN", "0.0.0.0:9090"),
+            ],
         );
         for (probe, path) in [
             (ingress.liveness_probe.as_ref(), "/healthz"),
@@ -292,38 +279,28 @@ fn secrets_are_referenced_by_file_or_secret_key_ref_and_never_copied() {
     let ingress = container(&children.ingress_deployment);
     // The whole Secret is mounted, so a rotation's new key appears without a restart; the
     // referenced key is the prefix of the trusted ones.
-    assert_eq!(
-        plain(ingress, "WAPIPE_APP_SECRET_DIR").as_deref(),
-        Some("/var/run/secrets/wapipe/app-secret")
-    );
-    assert_eq!(
-        plain(ingress, "WAPIPE_APP_SECRET_PREFIX").as_deref(),
-        Some("app-secret")
-    );
-    assert_eq!(
-        plain(ingress, "WAPIPE_VERIFY_TOKEN_DIR").as_deref(),
-        Some("/var/run/secrets/wapipe/verify-token")
-    );
-    assert_eq!(
-        plain(ingress, "WAPIPE_VERIFY_TOKEN_PREFIX").as_deref(),
-        Some("verify-token")
-    );
-    assert_eq!(
-        plain(ingress, "WAPIPE_KAFKA_SASL_PASSWORD_FILE").as_deref(),
-        Some("/var/run/secrets/wapipe/kafka-sasl-password/password")
-    );
-    assert_eq!(
-        plain(ingress, "WAPIPE_KAFKA_SECURITY_PROTOCOL").as_deref(),
-        Some("SASL_SSL")
-    );
-    assert_eq!(
-        plain(ingress, "WAPIPE_KAFKA_SASL_MECHANISM").as_deref(),
-        Some("SCRAM-SHA-512")
-    );
-    assert_eq!(plain(ingress, "WAPIPE_PROVIDER").as_deref(), Some("meta"));
-    assert_eq!(
-        plain(ingress, "WAPIPE_LISTEN").as_deref(),
-        Some("0.0.0.0:8080")
+    assert_plain(
+        ingress,
+        &[
+            (
+                "WAPIPE_APP_SECRET_DIR",
+                "/var/run/secrets/wapipe/app-secret",
+            ),
+            ("WAPIPE_APP_SECRET_PREFIX", "app-secret"),
+            (
+                "WAPIPE_VERIFY_TOKEN_DIR",
+                "/var/run/secrets/wapipe/verify-token",
+            ),
+            ("WAPIPE_VERIFY_TOKEN_PREFIX", "verify-token"),
+            (
+                "WAPIPE_KAFKA_SASL_PASSWORD_FILE",
+                "/var/run/secrets/wapipe/kafka-sasl-password/password",
+            ),
+            ("WAPIPE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("WAPIPE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("WAPIPE_PROVIDER", "meta"),
+            ("WAPIPE_LISTEN", "0.0.0.0:8080"),
+        ],
     );
 
     let worker = container(&children.worker_deployment);
@@ -338,14 +315,13 @@ fn secrets_are_referenced_by_file_or_secret_key_ref_and_never_copied() {
         (selector.name.as_str(), selector.key.as_str()),
         ("orders-db", "url")
     );
-    assert_eq!(
-        plain(worker, "WAPIPE_GROUP").as_deref(),
-        Some("orders-workers")
-    );
-    assert_eq!(plain(worker, "WAPIPE_MAX_ATTEMPTS").as_deref(), Some("5"));
-    assert_eq!(
-        plain(worker, "WAPIPE_LISTEN").as_deref(),
-        Some("0.0.0.0:8081")
+    assert_plain(
+        worker,
+        &[
+            ("WAPIPE_GROUP", "orders-workers"),
+            ("WAPIPE_MAX_ATTEMPTS", "5"),
+            ("WAPIPE_LISTEN", "0.0.0.0:8081"),
+        ],
     );
     assert_eq!(
         worker.image.as_deref(),
