@@ -469,23 +469,13 @@ async fn kafka_refusing_the_credentials_reads_the_password_again_at_the_next_rec
 /// pipeline's own deletion comes next.
 #[tokio::test]
 async fn a_namespace_being_deleted_refusing_the_children_is_not_a_failure() {
-    let (ctx, mut server) = setup(existing_topics());
-    let pipeline = pipeline(json!({}));
-    let task = run_reconcile(pipeline.clone(), ctx).await;
-    expect_pipeline_list(&mut server, &pipeline).await;
-    expect_ingress_secret(&mut server).await;
-    expect_child_reads(&mut server).await;
-    server
-        .expect_status(
-            "PATCH",
-            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
-            403,
-            |_| {
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
-                       "message": "deployments.apps \"orders-ingress\" is forbidden: unable to create new content in namespace shop because it is being terminated"})
-            },
-        )
-        .await;
+    let (_, mut server, _, task) = reconcile_refused_at_ingress_apply(
+        403,
+        "Forbidden",
+        "deployments.apps \"orders-ingress\" is forbidden: unable to create new content in \
+         namespace shop because it is being terminated",
+    )
+    .await;
     server.finish().await;
     let action = task.await.unwrap().expect("not a failure");
     assert_eq!(action, Action::await_change());
@@ -641,23 +631,13 @@ async fn a_pipeline_gone_from_the_cache_is_forgotten_and_the_others_kept() {
 /// Event, and waits for a change instead of showing Progressing forever.
 #[tokio::test]
 async fn a_child_the_api_server_refuses_is_a_spec_condition_at_the_current_generation() {
-    let (ctx, mut server) = setup(existing_topics());
-    let pipeline = pipeline(json!({}));
-    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
-    expect_pipeline_list(&mut server, &pipeline).await;
-    expect_ingress_secret(&mut server).await;
-    expect_child_reads(&mut server).await;
-    server
-        .expect_status(
-            "PATCH",
-            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
-            422,
-            |_| {
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
-                       "message": "Deployment.apps \"orders-ingress\" is invalid: spec.template.spec.containers[0].resources.requests: Invalid value: \"1Gx\": quantities must match the regular expression"})
-            },
-        )
-        .await;
+    let (ctx, mut server, pipeline, task) = reconcile_refused_at_ingress_apply(
+        422,
+        "Invalid",
+        "Deployment.apps \"orders-ingress\" is invalid: spec.template.spec.containers[0].\
+         resources.requests: Invalid value: \"1Gx\": quantities must match the regular expression",
+    )
+    .await;
     let status = expect_status_write(&mut server, &pipeline).await;
     server.finish().await;
     let error = task.await.unwrap().expect_err("the apply failed");

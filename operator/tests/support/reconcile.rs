@@ -229,6 +229,38 @@ pub async fn run_reconcile(
     tokio::spawn(reconcile(Arc::new(pipeline), ctx))
 }
 
+/// A reconcile of the orders pipeline (its topics already there) up to the apply of its
+/// ingress Deployment, which the API server refuses with `code`, `reason` and `message`.
+pub async fn reconcile_refused_at_ingress_apply(
+    code: u16,
+    reason: &str,
+    message: &str,
+) -> (
+    Arc<Context>,
+    ApiServer,
+    WhatsAppWebhookPipeline,
+    tokio::task::JoinHandle<Result<Action, wapipe_operator::Error>>,
+) {
+    let (ctx, mut server) = setup(existing_topics());
+    let pipeline = pipeline(json!({}));
+    let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
+    expect_pipeline_list(&mut server, &pipeline).await;
+    expect_ingress_secret(&mut server).await;
+    expect_child_reads(&mut server).await;
+    server
+        .expect_status(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            code,
+            |_| {
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": reason, "code": code, "message": message})
+            },
+        )
+        .await;
+    (ctx, server, pipeline, task)
+}
+
 /// A pipeline being deleted, its deletionTimestamp `age` ago.
 pub fn deleted_since(policy: &str, topic_created: bool, age: Duration) -> WhatsAppWebhookPipeline {
     let at = k8s_openapi::jiff::Timestamp::now()
