@@ -10,9 +10,7 @@ use std::time::Duration;
 use common::*;
 use futures::future::join_all;
 use rdkafka::producer::FutureProducer;
-use tokio_util::sync::CancellationToken;
 use wapipe_worker::sink::PostgresSink;
-use wapipe_worker::{Worker, WorkerSettings};
 
 /// Produces Meta text messages (user, wamid, body) concurrently, each keyed by its user.
 async fn produce_messages(
@@ -38,41 +36,18 @@ fn per_user(messages: &[(String, String, String)], user: &str) -> Vec<String> {
         .collect()
 }
 
-struct Running {
-    worker: Arc<Worker>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<wapipe_worker::Result<()>>,
-}
-
-fn start(settings: WorkerSettings, sink: PostgresSink) -> Running {
-    let worker = Arc::new(Worker::new());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (worker, stop) = (worker.clone(), stop.clone());
-        async move { worker.run(settings, Arc::new(sink), stop).await }
-    });
-    Running { worker, stop, task }
-}
-
 /// Runs a worker with the postgres sink until `records` records are finished, then stops it.
 async fn drain_into_postgres(setup: &Setup, records: usize) {
     let sink = PostgresSink::connect(&database_url(postgres_port()), Some(setup.schema.clone()))
         .await
         .expect("postgres sink");
-    let running = start(setup.settings(), sink);
+    let running = start(setup.settings(), Arc::new(sink));
     eventually("every record finished", || {
         let metrics = running.worker.metrics.clone();
         async move { metrics.finished_events() >= records as u64 }
     })
     .await;
     running.stop().await;
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.expect("worker task").expect("worker run");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -156,7 +131,7 @@ async fn a_database_cut_while_batches_are_in_flight_loses_nothing_doubles_nothin
     let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
         .await
         .expect("postgres sink through the proxy");
-    let running = start(setup.settings(), sink);
+    let running = start(setup.settings(), Arc::new(sink));
     // Cut as soon as the first rows are in, with batches on the wire.
     loop {
         if count(&db, "SELECT count(*) FROM wapipe_messages").await > 0 {
@@ -166,11 +141,7 @@ async fn a_database_cut_while_batches_are_in_flight_loses_nothing_doubles_nothin
     }
     proxy.cut();
     let at_cut = count(&db, "SELECT count(*) FROM wapipe_messages").await;
-    eventually("the worker reports the sink unavailable", || {
-        let health = running.worker.health.clone();
-        async move { !health.is_ready() }
-    })
-    .await;
+    running.wait_ready(false).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.restore();
     eventually(

@@ -331,36 +331,13 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
         .await
         .expect("postgres sink through the proxy");
     let running = start(setup.settings(), Arc::new(sink));
-    for n in 0..10 {
-        produce_message(
-            &producer,
-            &setup.topic,
-            &format!("1555030{}", n % 3),
-            &format!("wamid.a.{n}"),
-        )
-        .await;
-    }
-    eventually("first 10 rows", || async {
-        count(&db, "SELECT count(*) FROM wapipe_messages").await == 10
-    })
-    .await;
+    produce_messages(&producer, &setup.topic, "1555030", 3, "wamid.a", 10).await;
+    wait_for_rows(&db, 10, "first 10 rows").await;
     assert!(running.worker.health.is_ready());
 
     proxy.cut();
-    for n in 0..10 {
-        produce_message(
-            &producer,
-            &setup.topic,
-            &format!("1555030{}", n % 3),
-            &format!("wamid.b.{n}"),
-        )
-        .await;
-    }
-    eventually("the worker reports not ready", || {
-        let health = running.worker.health.clone();
-        async move { !health.is_ready() }
-    })
-    .await;
+    produce_messages(&producer, &setup.topic, "1555030", 3, "wamid.b", 10).await;
+    running.wait_ready(false).await;
     eventually("several sink retries", || {
         let metrics = running.worker.metrics.clone();
         async move {
@@ -389,15 +366,8 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
     }
 
     proxy.restore();
-    eventually("all 20 rows after the database returned", || async {
-        count(&db, "SELECT count(*) FROM wapipe_messages").await == 20
-    })
-    .await;
-    eventually("ready again", || {
-        let health = running.worker.health.clone();
-        async move { health.is_ready() }
-    })
-    .await;
+    wait_for_rows(&db, 20, "all 20 rows after the database returned").await;
+    running.wait_ready(true).await;
     running.stop().await;
     assert_eq!(setup.dead_letter_count(), 0);
 }
@@ -418,47 +388,17 @@ async fn half_open_connections_left_by_a_failover_are_replaced_and_nothing_is_de
         ..setup.settings()
     };
     let running = start(settings, Arc::new(sink));
-    for n in 0..10 {
-        produce_message(
-            &producer,
-            &setup.topic,
-            &format!("1555031{}", n % 3),
-            &format!("wamid.a.{n}"),
-        )
-        .await;
-    }
-    eventually("first 10 rows", || async {
-        count(&db, "SELECT count(*) FROM wapipe_messages").await == 10
-    })
-    .await;
+    produce_messages(&producer, &setup.topic, "1555031", 3, "wamid.a", 10).await;
+    wait_for_rows(&db, 10, "first 10 rows").await;
 
     proxy.freeze();
-    for n in 0..10 {
-        produce_message(
-            &producer,
-            &setup.topic,
-            &format!("1555031{}", n % 3),
-            &format!("wamid.b.{n}"),
-        )
-        .await;
-    }
-    eventually("the worker reports not ready", || {
-        let health = running.worker.health.clone();
-        async move { !health.is_ready() }
-    })
-    .await;
+    produce_messages(&producer, &setup.topic, "1555031", 3, "wamid.b", 10).await;
+    running.wait_ready(false).await;
     assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 10);
 
     proxy.restore();
-    eventually("all 20 rows after the failover", || async {
-        count(&db, "SELECT count(*) FROM wapipe_messages").await == 20
-    })
-    .await;
-    eventually("ready again", || {
-        let health = running.worker.health.clone();
-        async move { health.is_ready() }
-    })
-    .await;
+    wait_for_rows(&db, 20, "all 20 rows after the failover").await;
+    running.wait_ready(true).await;
     running.stop().await;
     assert_eq!(setup.dead_letter_count(), 0);
 }
@@ -468,15 +408,7 @@ async fn replay_from_a_timestamp_rewinds_the_group_and_is_refused_while_it_has_m
     let setup = Setup::new("rewind", 2).await;
     let producer = setup.producer();
     let before = now_ms() - 1000;
-    for n in 0..10 {
-        produce_message(
-            &producer,
-            &setup.topic,
-            &format!("1555050{}", n % 2),
-            &format!("wamid.{n}"),
-        )
-        .await;
-    }
+    produce_messages(&producer, &setup.topic, "1555050", 2, "wamid", 10).await;
     let sink = Arc::new(RecordingSink::default());
     let running = start(setup.settings(), sink.clone());
     eventually("10 written", || {

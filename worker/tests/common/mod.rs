@@ -258,6 +258,30 @@ pub async fn produce_message(producer: &FutureProducer, topic: &str, user: &str,
     produce(producer, topic, user, &value, "message", Some(wamid), None).await;
 }
 
+/// Produces `count` messages, wamids `<wamid_prefix>.<n>`, from `users` users
+/// `<phone_prefix><n % users>`.
+pub async fn produce_messages(
+    producer: &FutureProducer,
+    topic: &str,
+    phone_prefix: &str,
+    users: usize,
+    wamid_prefix: &str,
+    count: usize,
+) {
+    for n in 0..count {
+        let user = format!("{phone_prefix}{}", n % users);
+        produce_message(producer, topic, &user, &format!("{wamid_prefix}.{n}")).await;
+    }
+}
+
+/// Waits until `wapipe_messages` holds `rows` rows.
+pub async fn wait_for_rows(db: &Client, rows: i64, what: &str) {
+    eventually(what, || async {
+        count(db, "SELECT count(*) FROM wapipe_messages").await == rows
+    })
+    .await;
+}
+
 /// Polls `check` until it holds; panics with `what` after a generous bound (never a timing
 /// assertion: only a guard against hanging forever).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -398,6 +422,20 @@ pub struct Running {
 }
 
 impl Running {
+    /// Waits until the worker's readiness is `ready`.
+    pub async fn wait_ready(&self, ready: bool) {
+        let what = if ready {
+            "the worker ready"
+        } else {
+            "the worker not ready"
+        };
+        eventually(what, || {
+            let health = self.worker.health.clone();
+            async move { health.is_ready() == ready }
+        })
+        .await;
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         self.task.await.expect("worker task").expect("worker run");
