@@ -52,6 +52,11 @@ fn lease(holder: &str, renewed: &str) -> Value {
                     "renewTime": renewed, "acquireTime": renewed, "leaseTransitions": 2}})
 }
 
+/// Answers the elector's read of the Lease with one held by `holder`, renewed at `renewed`.
+async fn read_lease(server: &mut ApiServer, holder: &str, renewed: &str) {
+    answer(server, "GET", LEASE_PATH, 200, lease(holder, renewed)).await;
+}
+
 #[tokio::test]
 async fn an_absent_lease_is_created_and_held() {
     let (elector, mut server) = elector();
@@ -74,14 +79,7 @@ async fn a_fresh_lease_of_another_holder_is_left_alone() {
     let (elector, mut server) = elector();
     let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
     // Renewed long ago by the holder's clock: irrelevant, this candidate has only just seen it.
-    answer(
-        &mut server,
-        "GET",
-        LEASE_PATH,
-        200,
-        lease("pod-b", "2000-01-01T00:00:00.000000Z"),
-    )
-    .await;
+    read_lease(&mut server, "pod-b", "2000-01-01T00:00:00.000000Z").await;
     assert!(!task.await.unwrap().unwrap());
 }
 
@@ -92,14 +90,7 @@ async fn a_lease_unchanged_for_a_lease_duration_is_taken_over_with_the_resource_
         let elector = elector.clone();
         async move { elector.try_acquire_or_renew().await }
     });
-    answer(
-        &mut server,
-        "GET",
-        LEASE_PATH,
-        200,
-        lease("pod-b", "2999-01-01T00:00:00.000000Z"),
-    )
-    .await;
+    read_lease(&mut server, "pod-b", "2999-01-01T00:00:00.000000Z").await;
     assert!(
         !first.await.unwrap().unwrap(),
         "a record seen for the first time is fresh"
@@ -108,14 +99,7 @@ async fn a_lease_unchanged_for_a_lease_duration_is_taken_over_with_the_resource_
     // renewTime says, even a time in the future).
     tokio::time::sleep(Duration::from_millis(3100)).await;
     let second = tokio::spawn(async move { elector.try_acquire_or_renew().await });
-    answer(
-        &mut server,
-        "GET",
-        LEASE_PATH,
-        200,
-        lease("pod-b", "2999-01-01T00:00:00.000000Z"),
-    )
-    .await;
+    read_lease(&mut server, "pod-b", "2999-01-01T00:00:00.000000Z").await;
     let replaced = answer(
         &mut server,
         "PUT",
@@ -148,7 +132,7 @@ async fn a_lease_whose_holder_keeps_renewing_is_never_taken() {
             let elector = elector.clone();
             async move { elector.try_acquire_or_renew().await }
         });
-        answer(&mut server, "GET", LEASE_PATH, 200, lease("pod-b", renewed)).await;
+        read_lease(&mut server, "pod-b", renewed).await;
         assert!(!attempt.await.unwrap().unwrap(), "taken at attempt {n}");
     }
 }
@@ -188,14 +172,7 @@ async fn the_holder_steps_down_once_it_could_not_renew_for_the_renew_deadline() 
 async fn release_hands_the_lease_over_with_an_empty_holder() {
     let (elector, mut server) = elector();
     let task = tokio::spawn(async move { elector.release().await });
-    answer(
-        &mut server,
-        "GET",
-        LEASE_PATH,
-        200,
-        lease("pod-a", "2026-01-01T00:00:00.000000Z"),
-    )
-    .await;
+    read_lease(&mut server, "pod-a", "2026-01-01T00:00:00.000000Z").await;
     let released = answer(
         &mut server,
         "PUT",
@@ -214,14 +191,7 @@ async fn losing_the_write_race_means_not_leader() {
     let (elector, mut server) = elector();
     // An empty holder (a released Lease) may be taken at once.
     let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
-    answer(
-        &mut server,
-        "GET",
-        LEASE_PATH,
-        200,
-        lease("", "2000-01-01T00:00:00.000000Z"),
-    )
-    .await;
+    read_lease(&mut server, "", "2000-01-01T00:00:00.000000Z").await;
     answer(&mut server, "PUT", LEASE_PATH, 409, json!({"kind": "Status", "apiVersion": "v1",
         "metadata": {}, "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"})).await;
     assert!(!task.await.unwrap().unwrap());
