@@ -66,44 +66,112 @@ fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
     }
 }
 
-/// Deletes the child `name` of kind `K` if, and only if, the pipeline with `pipeline_uid`
-/// controls it, with that object's uid as a precondition (a same-named object made since is
-/// someone else's), and `params`' propagation. Gone already is fine. Says whether a child of
-/// the pipeline was there: its deletion asked for, or it was replaced meanwhile (look again).
-pub(crate) async fn delete_child<K>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    pipeline_uid: &str,
-    params: kube::api::DeleteParams,
-) -> Result<bool>
-where
-    K: Child,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let failed = |source| Error::DeleteChild {
-        name: name.to_string(),
-        source,
-    };
-    let Some(existing) = api.get_opt(name).await.map_err(failed)? else {
-        return Ok(false);
-    };
-    if !controlled_by(existing.meta(), pipeline_uid) {
-        return Ok(false);
+/// A pipeline's children in its namespace: each is read before it is applied (never taking
+/// over an object the pipeline does not control), applied, or deleted, always on behalf of the
+/// pipeline with `pipeline_uid`.
+pub(crate) struct ChildScope<'a> {
+    pub client: &'a Client,
+    pub namespace: &'a str,
+    pub pipeline_uid: &'a str,
+}
+
+impl ChildScope<'_> {
+    /// Reads the child `object` would be applied over: none, or one this pipeline controls, may be
+    /// applied; anything else is a [`Error::ChildNotOwned`] (force-applying over it would take its
+    /// fields, and the owner reference would then have it garbage-collected with the pipeline).
+    pub(crate) async fn check<K>(&self, object: &K, condition: status::ConditionType) -> Result<()>
+    where
+        K: Child,
+    {
+        let (client, namespace, pipeline_uid) = (self.client, self.namespace, self.pipeline_uid);
+        let api: Api<K> = Api::namespaced(client.clone(), namespace);
+        let name = object.meta().name.clone().unwrap_or_default();
+        let kind = kind_of::<K>();
+        let existing = api
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::ReadChild {
+                kind,
+                name: name.clone(),
+                source,
+            })?;
+        match existing {
+            Some(existing) if !controlled_by(existing.meta(), pipeline_uid) => {
+                Err(Error::ChildNotOwned {
+                    kind,
+                    name,
+                    condition,
+                    holder: holder_of(existing.meta()),
+                })
+            }
+            _ => Ok(()),
+        }
     }
-    let params = kube::api::DeleteParams {
-        preconditions: Some(kube::api::Preconditions {
-            uid: existing.meta().uid.clone(),
-            resource_version: None,
-        }),
-        ..params
-    };
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        // The uid precondition failed: it was replaced since it was read.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(true),
-        Err(source) => Err(failed(source)),
+
+    /// Applies `object` under [`crate::FIELD_MANAGER`]; `condition` is the one a refusal concerns.
+    pub(crate) async fn apply<K>(&self, object: &K, condition: status::ConditionType) -> Result<K>
+    where
+        K: Child + serde::Serialize,
+    {
+        let (client, namespace) = (self.client, self.namespace);
+        let api: Api<K> = Api::namespaced(client.clone(), namespace);
+        let name = object.meta().name.clone().unwrap_or_default();
+        let kind = kind_of::<K>();
+        let mut value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
+        value["apiVersion"] = json!(K::api_version(&()));
+        value["kind"] = json!(K::kind(&()));
+        api.patch(
+            &name,
+            &PatchParams::apply(crate::FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .map_err(|source| Error::ApplyChild {
+            kind,
+            name,
+            condition,
+            source,
+        })
+    }
+
+    /// Deletes the child `name` of kind `K` if, and only if, the pipeline with `pipeline_uid`
+    /// controls it, with that object's uid as a precondition (a same-named object made since is
+    /// someone else's), and `params`' propagation. Gone already is fine. Says whether a child of
+    /// the pipeline was there: its deletion asked for, or it was replaced meanwhile (look again).
+    pub(crate) async fn delete<K>(
+        &self,
+        name: &str,
+        params: kube::api::DeleteParams,
+    ) -> Result<bool>
+    where
+        K: Child,
+    {
+        let (client, namespace, pipeline_uid) = (self.client, self.namespace, self.pipeline_uid);
+        let api: Api<K> = Api::namespaced(client.clone(), namespace);
+        let failed = |source| Error::DeleteChild {
+            name: name.to_string(),
+            source,
+        };
+        let Some(existing) = api.get_opt(name).await.map_err(failed)? else {
+            return Ok(false);
+        };
+        if !controlled_by(existing.meta(), pipeline_uid) {
+            return Ok(false);
+        }
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: existing.meta().uid.clone(),
+                resource_version: None,
+            }),
+            ..params
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            // The uid precondition failed: it was replaced since it was read.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(true),
+            Err(source) => Err(failed(source)),
+        }
     }
 }
 
@@ -123,73 +191,6 @@ fn holder_of(meta: &ObjectMeta) -> String {
         .find(|owner| owner.controller == Some(true))
         .map(|owner| format!("controlled by {} {}", owner.kind, owner.name))
         .unwrap_or_else(|| "no controller".into())
-}
-
-/// Reads the child `object` would be applied over: none, or one this pipeline controls, may be
-/// applied; anything else is a [`Error::ChildNotOwned`] (force-applying over it would take its
-/// fields, and the owner reference would then have it garbage-collected with the pipeline).
-pub(crate) async fn check_child<K>(
-    client: &Client,
-    pipeline_uid: &str,
-    namespace: &str,
-    object: &K,
-    condition: status::ConditionType,
-) -> Result<()>
-where
-    K: Child,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let name = object.meta().name.clone().unwrap_or_default();
-    let kind = kind_of::<K>();
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::ReadChild {
-            kind,
-            name: name.clone(),
-            source,
-        })?;
-    match existing {
-        Some(existing) if !controlled_by(existing.meta(), pipeline_uid) => {
-            Err(Error::ChildNotOwned {
-                kind,
-                name,
-                condition,
-                holder: holder_of(existing.meta()),
-            })
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Applies `object` under [`crate::FIELD_MANAGER`]; `condition` is the one a refusal concerns.
-pub(crate) async fn apply_child<K>(
-    client: &Client,
-    namespace: &str,
-    object: &K,
-    condition: status::ConditionType,
-) -> Result<K>
-where
-    K: Child + serde::Serialize,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let name = object.meta().name.clone().unwrap_or_default();
-    let kind = kind_of::<K>();
-    let mut value = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
-    value["apiVersion"] = json!(K::api_version(&()));
-    value["kind"] = json!(K::kind(&()));
-    api.patch(
-        &name,
-        &PatchParams::apply(crate::FIELD_MANAGER).force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .map_err(|source| Error::ApplyChild {
-        kind,
-        name,
-        condition,
-        source,
-    })
 }
 
 /// Writes the pipeline's status; condition messages have any URL's credentials redacted. A

@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use tracing::warn;
 
 use crate::build::{ingress_name, worker_name};
-use crate::children::{delete_child, has_finalizer, set_finalizers};
+use crate::children::{has_finalizer, set_finalizers, ChildScope};
 use crate::claims;
 use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
@@ -178,18 +178,18 @@ async fn delete_created_topics(
     let namespace = pipeline.namespace().unwrap_or_default();
     let name = pipeline.name_any();
     let uid = pipeline.uid().unwrap_or_default();
+    let scope = ChildScope {
+        client: &services.client,
+        namespace: &namespace,
+        pipeline_uid: &uid,
+    };
     let mut stopping = false;
     for child in [ingress_name(&name), worker_name(&name)] {
         // Foreground: the Deployment is gone only once its pods are, so the topics are
         // deleted after the last worker has stopped.
-        stopping |= delete_child::<Deployment>(
-            &services.client,
-            &namespace,
-            &child,
-            &uid,
-            DeleteParams::foreground(),
-        )
-        .await?;
+        stopping |= scope
+            .delete::<Deployment>(&child, DeleteParams::foreground())
+            .await?;
     }
     if stopping {
         return Ok(false);

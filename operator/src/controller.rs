@@ -29,9 +29,7 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::build::{build, ingress_name};
-use crate::children::{
-    apply_child, check_child, delete_child, has_finalizer, set_finalizers, write_status,
-};
+use crate::children::{has_finalizer, set_finalizers, write_status, ChildScope};
 use crate::claims;
 use crate::cleanup::{cleanup, deleting_for, Cleanup, CLEANUP_DEADLINE};
 use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
@@ -455,77 +453,44 @@ async fn apply(
     let children = build(&valid);
     let uid = pipeline.uid().unwrap_or_default();
     use status::ConditionType::{IngressReady, WorkersReady};
-    {
-        // Every child is checked before any is applied: a conflict leaves nothing half-applied.
-        check_child(
-            client,
-            &uid,
-            &namespace,
-            &children.ingress_deployment,
-            IngressReady,
-        )
-        .await?;
-        check_child(
-            client,
-            &uid,
-            &namespace,
-            &children.ingress_service,
-            IngressReady,
-        )
-        .await?;
-        check_child(
-            client,
-            &uid,
-            &namespace,
-            &children.ingress_pdb,
-            IngressReady,
-        )
-        .await?;
-        check_child(
-            client,
-            &uid,
-            &namespace,
-            &children.worker_deployment,
-            WorkersReady,
-        )
-        .await?;
-        if let Some(route) = &children.webhook_ingress {
-            check_child(client, &uid, &namespace, route, IngressReady).await?;
-        }
-    }
-    let ingress = apply_child(
+    let scope = ChildScope {
         client,
-        &namespace,
-        &children.ingress_deployment,
-        IngressReady,
-    )
-    .await?;
-    apply_child(client, &namespace, &children.ingress_service, IngressReady).await?;
-    apply_child(client, &namespace, &children.ingress_pdb, IngressReady).await?;
+        namespace: &namespace,
+        pipeline_uid: &uid,
+    };
+    // Every child is checked before any is applied: a conflict leaves nothing half-applied.
+    scope
+        .check(&children.ingress_deployment, IngressReady)
+        .await?;
+    scope.check(&children.ingress_service, IngressReady).await?;
+    scope.check(&children.ingress_pdb, IngressReady).await?;
+    scope
+        .check(&children.worker_deployment, WorkersReady)
+        .await?;
+    if let Some(route) = &children.webhook_ingress {
+        scope.check(route, IngressReady).await?;
+    }
+    let ingress = scope
+        .apply(&children.ingress_deployment, IngressReady)
+        .await?;
+    scope.apply(&children.ingress_service, IngressReady).await?;
+    scope.apply(&children.ingress_pdb, IngressReady).await?;
     match &children.webhook_ingress {
         Some(route) => {
-            apply_child(client, &namespace, route, IngressReady).await?;
+            scope.apply(route, IngressReady).await?;
         }
         // Exposed before (the status has its URL), not any more: the Ingress it made goes.
         None if pipeline.status.as_ref().is_some_and(|s| s.url.is_some()) => {
-            delete_child::<Ingress>(
-                client,
-                &namespace,
-                &ingress_name(&valid.name),
-                &uid,
-                kube::api::DeleteParams::default(),
-            )
-            .await?;
+            let name = ingress_name(&valid.name);
+            scope
+                .delete::<Ingress>(&name, kube::api::DeleteParams::default())
+                .await?;
         }
         None => {}
     }
-    let worker = apply_child(
-        client,
-        &namespace,
-        &children.worker_deployment,
-        WorkersReady,
-    )
-    .await?;
+    let worker = scope
+        .apply(&children.worker_deployment, WorkersReady)
+        .await?;
 
     // Replicas the Deployment asks for now (the API server defaults an unset count to 1).
     let running = worker.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
