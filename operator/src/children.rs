@@ -1,6 +1,6 @@
-//! The pipeline's children in the API server: reading one before it is applied (never taking
-//! over an object this pipeline does not control), applying them with server-side apply, the
-//! status write and the finalizer list.
+//! The pipeline's children in the API server ([`ChildScope`]): reading one before it is applied
+//! (never taking over an object this pipeline does not control), applying them with server-side
+//! apply, deleting one; the status write and the finalizer list.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};

@@ -34,13 +34,7 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
 
     expect_pipeline_list(&mut server, &pipeline).await;
     expect_children(&mut server, 1).await;
-    let scale = server
-        .expect(
-            "PATCH",
-            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
-            |b| b.clone(),
-        )
-        .await;
+    let scale = expect_scale(&mut server).await;
     assert!(
         scale.uri.contains("fieldManager=wapipe-scaler"),
         "{}",
@@ -505,13 +499,7 @@ async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_
 
     expect_pipeline_list(&mut server, &pipeline).await;
     expect_children(&mut server, 2).await;
-    let scale = server
-        .expect(
-            "PATCH",
-            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
-            |b| b.clone(),
-        )
-        .await;
+    let scale = expect_scale(&mut server).await;
     assert_eq!(scale.body["spec"], json!({"replicas": 0}), "paused at 0");
     let status = expect_status_write(&mut server, &pipeline).await;
     server.finish().await;

@@ -261,6 +261,17 @@ pub async fn reconcile_refused_at_ingress_apply(
     (ctx, server, pipeline, task)
 }
 
+/// Expects the scaler's patch of the worker Deployment's replicas; answers with it as sent.
+pub async fn expect_scale(server: &mut ApiServer) -> Seen {
+    server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            |b| b.clone(),
+        )
+        .await
+}
+
 /// A pipeline being deleted, its deletionTimestamp `age` ago.
 pub fn deleted_since(policy: &str, topic_created: bool, age: Duration) -> WhatsAppWebhookPipeline {
     let at = k8s_openapi::jiff::Timestamp::now()
@@ -411,13 +422,7 @@ pub async fn reconcile_lagging_pipeline(
     let task = run_reconcile(pipeline.clone(), ctx.clone()).await;
     expect_pipeline_list(server, pipeline).await;
     expect_children(server, 1).await;
-    server
-        .expect(
-            "PATCH",
-            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
-            |b| b.clone(),
-        )
-        .await;
+    expect_scale(server).await;
     let status = expect_status_write(server, pipeline).await;
     server.finish().await;
     task.await.unwrap().expect("reconcile succeeds");
