@@ -1,4 +1,4 @@
-//! The pipeline's children in the API server ([`ChildScope`]): reading one before it is applied
+//! The pipeline's children in the API server (`ChildScope`): reading one before it is applied
 //! (never taking over an object this pipeline does not control), applying them with server-side
 //! apply, deleting one; the status write and the finalizer list.
 

@@ -10,7 +10,7 @@
 //! needs (the shared [`Services`], its own part of the pipeline's memory) and returns values,
 //! never this context: validation in [`crate::validate`], topics in [`crate::topic`], the
 //! children in [`crate::build`] and [`crate::children`], Secrets in [`crate::secrets`], the
-//! scale step in `scaler::step`, conditions in [`crate::status`] and deletion in
+//! scale step in [`crate::scaling`], conditions in [`crate::status`] and deletion in
 //! [`crate::cleanup`]. What is remembered about a pipeline between reconciles is one
 //! [`crate::memory`] per uid, forgotten with its metric series when the pipeline leaves.
 
@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::kafka::TopicAdmin;
 use crate::memory::{Memories, PipelineMemory};
 use crate::metrics::{Metrics, PipelineLabels};
-use crate::scaler::step::scale;
+use crate::scaling::scale;
 #[cfg(doc)]
 use crate::secrets::SECRET_REFRESH;
 use crate::secrets::{
@@ -428,7 +428,10 @@ async fn apply(
     // The raw topic, then the dead-letter topic.
     let mut outcomes = Vec::with_capacity(2);
     let spec_configs = [&spec.topic.config, &spec.dead_letter_topic.config];
-    for (request, spec_config) in spec.topic_requests().into_iter().zip(spec_configs) {
+    for (request, spec_config) in crate::topic::topic_requests(spec)
+        .into_iter()
+        .zip(spec_configs)
+    {
         let name = request.name.clone();
         let recorded = created.contains(&name);
         let outcome = ensure_topic(

@@ -7,8 +7,6 @@
 use std::collections::BTreeMap;
 
 use kube::CustomResource;
-
-use crate::kafka::TopicRequest;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -121,37 +119,6 @@ pub struct PipelineSpec {
     /// Event; the annotation `wapipe.dev/skip-cleanup: "true"` releases it at once.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
-}
-
-impl PipelineSpec {
-    /// The raw and dead-letter topics as Kafka is asked for them, with wapipe's configuration
-    /// defaults ([`TopicRequest::for_pipeline`]).
-    pub fn topic_requests(&self) -> [TopicRequest; 2] {
-        let request = |name: &str, partitions, replication_factor, config| {
-            TopicRequest::for_pipeline(
-                name,
-                partitions,
-                replication_factor,
-                config,
-                self.ingress.max_body_bytes,
-            )
-        };
-        let (raw, failed) = (&self.topic, &self.dead_letter_topic);
-        [
-            request(
-                &raw.name,
-                raw.partitions,
-                raw.replication_factor,
-                &raw.config,
-            ),
-            request(
-                &failed.name,
-                failed.partitions,
-                failed.replication_factor,
-                &failed.config,
-            ),
-        ]
-    }
 }
 
 /// Kafka connection settings.

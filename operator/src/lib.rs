@@ -20,6 +20,7 @@ pub mod leader;
 pub mod memory;
 pub mod metrics;
 pub mod scaler;
+pub mod scaling;
 pub mod secrets;
 pub mod services;
 pub mod status;

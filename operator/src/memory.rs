@@ -16,7 +16,7 @@ use kube::ResourceExt;
 
 use crate::crd::WhatsAppWebhookPipeline;
 use crate::metrics::{Metrics, PipelineLabels};
-use crate::scaler::step::ScalerMemory;
+use crate::scaling::ScalerMemory;
 use crate::services::lock;
 use crate::topic::TopicMemory;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
-use crate::crd::WhatsAppWebhookPipeline;
+use crate::crd::{PipelineSpec, WhatsAppWebhookPipeline};
 use crate::error::{Error, Result};
 use crate::kafka::{
     config_drift, AdminError, KafkaConnection, TopicAdmin, TopicRequest, TopicShape,
@@ -79,6 +79,35 @@ pub fn plan_topic(
         };
     }
     TopicPlan::Matches
+}
+
+/// The raw and dead-letter topics of `spec` as Kafka is asked for them, with wapipe's
+/// configuration defaults ([`TopicRequest::for_pipeline`]).
+pub fn topic_requests(spec: &PipelineSpec) -> [TopicRequest; 2] {
+    let request = |name: &str, partitions, replication_factor, config| {
+        TopicRequest::for_pipeline(
+            name,
+            partitions,
+            replication_factor,
+            config,
+            spec.ingress.max_body_bytes,
+        )
+    };
+    let (raw, failed) = (&spec.topic, &spec.dead_letter_topic);
+    [
+        request(
+            &raw.name,
+            raw.partitions,
+            raw.replication_factor,
+            &raw.config,
+        ),
+        request(
+            &failed.name,
+            failed.partitions,
+            failed.replication_factor,
+            &failed.config,
+        ),
+    ]
 }
 
 /// What [`apply_topic`] found on the broker and did about it.

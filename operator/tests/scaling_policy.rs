@@ -331,7 +331,7 @@ fn an_empty_partition_list_keeps_replicas() {
 
 #[test]
 fn a_group_at_zero_has_its_committed_offsets_kept_every_keepalive_and_only_then() {
-    use wapipe_operator::scaler::{offsets_to_keep, OFFSET_KEEPALIVE};
+    use wapipe_operator::scaling::{offsets_to_keep, OFFSET_KEEPALIVE};
     let now = Instant::now();
     let offsets = vec![
         PartitionOffsets {

@@ -99,7 +99,7 @@ pub fn topic_requests(pipeline: &LocalPipeline) -> [TopicRequest; 2] {
         *replication_factor = Some(1);
         config.remove("min.insync.replicas");
     }
-    spec.topic_requests()
+    wapipe_operator::topic::topic_requests(&spec)
 }
 
 #[cfg(test)]

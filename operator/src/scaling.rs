@@ -1,5 +1,5 @@
-//! One scaler step for one pipeline: at most once per poll interval, read the group's offsets,
-//! let the pure [`policy`] decide, export what it saw, keep a scaled-to-zero group's offsets
+//! The reconcile's scale step for one pipeline: at most once per poll interval, read the group's
+//! offsets, let the pure [`crate::scaler::policy`] decide, export what it saw, keep a scaled-to-zero group's offsets
 //! from expiring, and write the worker replicas under [`crate::SCALER_FIELD_MANAGER`] when they
 //! change.
 
