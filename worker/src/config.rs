@@ -61,6 +61,11 @@ impl GroupProtocol {
     }
 }
 
+/// How long a hand-over waits for abandoned writes to stop (a dropped future stops at its next
+/// poll, so this only guards against a runtime that cannot run them). A bound on the liveness
+/// timeout ([`RunArgs::check_liveness_bound`]).
+pub(crate) const ABANDON_WAIT: Duration = Duration::from_secs(10);
+
 /// Where the worker reads and which group it belongs to.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopicArgs {
@@ -257,7 +262,7 @@ impl RunArgs {
     /// inside the poll for the revoked partitions' writes, up to the drain timeout and then the
     /// wait for abandoned writes, and `/healthz` must not fail meanwhile.
     pub fn check_liveness_bound(&self) -> Result<(), crate::error::Error> {
-        let abandon = crate::worker::ABANDON_WAIT;
+        let abandon = ABANDON_WAIT;
         if self.liveness_timeout <= self.drain_timeout + abandon {
             return Err(crate::error::Error::LivenessBelowDrain {
                 liveness: self.liveness_timeout,

@@ -36,7 +36,6 @@ pub use self::offsets::is_nothing_to_commit;
 use self::offsets::{commit, ownership, queue_key, Job, Ownership, PartitionSlot, State};
 use self::process::launch;
 use self::rebalance::WorkerContext;
-pub(crate) use self::rebalance::ABANDON_WAIT;
 
 /// What the consumer loop needs, independent of how it was configured.
 #[derive(Debug, Clone)]

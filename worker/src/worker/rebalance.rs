@@ -4,17 +4,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
 
 use super::offsets::{commit, PartitionSlot, State};
 use super::Shared;
-
-/// How long a hand-over waits for abandoned writes to stop (a dropped future stops at its next
-/// poll, so this only guards against a runtime that cannot run them).
-pub(crate) const ABANDON_WAIT: Duration = Duration::from_secs(10);
+use crate::config::ABANDON_WAIT;
 
 /// Consumer context: assignment bookkeeping and a clean hand-over on revocation.
 pub(super) struct WorkerContext {
