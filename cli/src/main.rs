@@ -2,11 +2,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 use wapipe::bench::{bench_ingress, BenchIngressArgs};
 use wapipe::bench_rebalance::{bench_rebalance, BenchRebalanceArgs};
 use wapipe::lag::{lag, stalled, LagArgs};
+use wapipe::local::args::UpArgs;
 use wapipe::output::{print_json, EXIT_FOUND_PROBLEM};
 use wapipe::send::{send, SendArgs};
 use wapipe::simulate::{simulate, SimulateArgs};
 use wapipe::topics::{self, TopicsArgs};
-use wapipe::up::{up, UpArgs};
+use wapipe::up::up;
 
 #[derive(Parser)]
 #[command(

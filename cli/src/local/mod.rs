@@ -2,6 +2,7 @@
 //! own [`wapipe_operator::scaler::policy`]; only the executor differs (a pool of processes
 //! instead of a Deployment's replicas).
 
+pub mod args;
 pub mod broker;
 pub mod env;
 pub mod host;

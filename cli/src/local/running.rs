@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use wapipe_operator::kafka::{KafkaConnection, RdKafkaAdmin};
 use wapipe_operator::scaler::policy::{PolicyConfig, PolicyState};
 
+use crate::local::args::UpArgs;
 use crate::local::broker;
 use crate::local::env::{self, IngressEnv, Origin, SinkChoice};
 use crate::local::host::{self, Children};
@@ -20,7 +21,6 @@ use crate::local::process::{Managed, Spec, WorkerPool};
 use crate::local::scale::{self, Reader, Reading, Watched};
 use crate::local::view::{self, Pids, Screen, Snapshot};
 use crate::topics::ensure_topic;
-use crate::up::UpArgs;
 
 /// Starts everything in order (broker, topics, ingress, workers) and returns the running
 /// pipeline; what is started is in `children`, which stops it.
