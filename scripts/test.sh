@@ -45,6 +45,9 @@ rm -f "$generated"
 step "shellcheck (every shell script)"
 bash scripts/check-shell.sh
 
+step "module imports (no circle between a crate's modules)"
+python3 scripts/check-module-cycles.py
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 

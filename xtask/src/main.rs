@@ -26,7 +26,7 @@ const VERBS: &[Verb] = &[
     },
     Verb {
         name: "lint",
-        about: "rustfmt, clippy with warnings denied, shellcheck",
+        about: "rustfmt, clippy with warnings denied, shellcheck, module import circles",
         steps: &[
             &["cargo", "fmt", "--all", "--", "--check"],
             &[
@@ -39,6 +39,7 @@ const VERBS: &[Verb] = &[
                 "warnings",
             ],
             &["bash", "scripts/check-shell.sh"],
+            &["python3", "scripts/check-module-cycles.py"],
         ],
     },
     Verb {
