@@ -185,21 +185,19 @@ impl Conflict<'_> {
 /// The older pipeline that claims one of `pipeline`'s topics or its consumer group on the same
 /// cluster, if any (a pipeline being deleted still holds its claims). As in Strimzi, the oldest
 /// claim wins. Creation times have a resolution of one second; in a tie, a pipeline the operator
-/// already reconciled (its status records an observed generation) wins over one it has not,
-/// then the lexically smaller namespace/name.
+/// has admitted (a reconcile got past the claims and recorded `status.topic`) wins over one it
+/// has not, then the lexically smaller namespace/name. Being refused does not admit a pipeline,
+/// so the order of two pipelines never flips once one of them has been refused.
 pub fn conflicting_claim<'a>(
     pipeline: &WhatsAppWebhookPipeline,
     cluster_id: Option<&str>,
     others: &'a [WhatsAppWebhookPipeline],
 ) -> Option<Conflict<'a>> {
     let rank = |p: &WhatsAppWebhookPipeline| {
-        let reconciled = p
-            .status
-            .as_ref()
-            .is_some_and(|s| s.observed_generation.is_some());
+        let admitted = p.status.as_ref().is_some_and(|s| s.topic.is_some());
         (
             p.metadata.creation_timestamp.clone().map(|t| t.0),
-            !reconciled,
+            !admitted,
             p.namespace().unwrap_or_default(),
             p.name_any(),
         )
@@ -366,25 +364,35 @@ mod tests {
     }
 
     #[test]
-    fn in_a_tie_of_creation_times_the_pipeline_already_reconciled_keeps_its_claim() {
+    fn in_a_tie_of_creation_times_the_admitted_pipeline_keeps_its_claim() {
         // Created within the same second (the timestamps' resolution): "old" is the one the
-        // operator reconciled, and being deleted it still holds the topic against "new",
+        // operator admitted, and being deleted it still holds the topic against "new",
         // although "new" comes first by name.
         let mut old = pipeline("old", "2026-01-01T00:00:00Z", json!({}));
         old.status = Some(crate::crd::PipelineStatus {
             observed_generation: Some(1),
+            topic: Some(topic_names(&old).0),
             ..Default::default()
         });
         old.metadata.deletion_timestamp = old.metadata.creation_timestamp.clone();
-        let new = pipeline(
+        let mut new = pipeline(
             "new",
             "2026-01-01T00:00:00Z",
-            json!({"worker": {"consumerGroup": "g"}}),
+            json!({"topic": {"name": topic_names(&old).0}, "worker": {"consumerGroup": "g"}}),
         );
-        let others = [old.clone(), new.clone()];
-        let conflict = conflicting_claim(&new, None, &others).expect("old holds the topic");
-        assert_eq!(conflict.holder.name_any(), "old");
-        assert!(conflicting_claim(&old, None, &others).is_none());
+        let conflict_of = |new: &WhatsAppWebhookPipeline| {
+            let others = [old.clone(), new.clone()];
+            assert!(conflicting_claim(&old, None, &others).is_none());
+            conflicting_claim(new, None, &others).map(|c| c.holder.name_any())
+        };
+        assert_eq!(conflict_of(&new).as_deref(), Some("old"));
+        // The refusal is written with an observed generation: "new" is reconciled now, but
+        // not admitted, and the next reconcile refuses it again instead of handing it the topic.
+        new.status = Some(crate::crd::PipelineStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(conflict_of(&new).as_deref(), Some("old"));
     }
 
     #[test]
