@@ -15,7 +15,7 @@ use rdkafka::admin::{
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -219,17 +219,34 @@ pub async fn read_ages(
     times.ages(chrono::Utc::now().timestamp_millis())
 }
 
-/// Tries of a group offset commit while its coordinator is not ready.
-const COMMIT_ATTEMPTS: u32 = 6;
+/// Tries of a request to a group's coordinator while it is not ready.
+const COORDINATOR_ATTEMPTS: u32 = 6;
 
-/// Whether a commit failed only because the group's coordinator is moving or loading.
-fn coordinator_not_ready(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::NotCoordinator
-            | RDKafkaErrorCode::CoordinatorLoadInProgress
-            | RDKafkaErrorCode::CoordinatorNotAvailable
-    )
+/// Runs `request` to a group's coordinator (an offset read or commit), trying it again, 500 ms
+/// apart, while the coordinator is moving or still loading (a broker just started or
+/// restarted) before the error is reported. Blocking: call it on a blocking thread.
+fn when_coordinator_ready<T>(mut request: impl FnMut() -> KafkaResult<T>) -> Result<T, AdminError> {
+    let mut attempt = 1;
+    loop {
+        match request() {
+            Ok(value) => return Ok(value),
+            Err(error)
+                if attempt < COORDINATOR_ATTEMPTS
+                    && matches!(
+                        error.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::NotCoordinator
+                                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                                | RDKafkaErrorCode::CoordinatorNotAvailable
+                        )
+                    ) =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// The connection's client configuration; it never lets a metadata request create a topic (a
@@ -479,8 +496,10 @@ impl TopicAdmin for RdKafkaAdmin {
                 }
                 Ok(list)
             };
-            let committed =
-                consumer.committed_offsets(list_at(Offset::Invalid)?, REQUEST_TIMEOUT)?;
+            let wanted = list_at(Offset::Invalid)?;
+            let committed = when_coordinator_ready(|| {
+                consumer.committed_offsets(wanted.clone(), REQUEST_TIMEOUT)
+            })?;
             // Every partition's log start and log end in one ListOffsets request per leader
             // each (timestamps -2 and -1), not two requests per partition.
             let starts =
@@ -580,21 +599,7 @@ impl TopicAdmin for RdKafkaAdmin {
             list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         }
         blocking(move || {
-            // The group's coordinator may be moving or still loading (a broker just started or
-            // restarted): the commit is tried again a few times before the error is reported.
-            let mut attempt = 1;
-            loop {
-                match consumer.commit(&list, rdkafka::consumer::CommitMode::Sync) {
-                    Ok(()) => return Ok(()),
-                    Err(KafkaError::ConsumerCommit(code))
-                        if attempt < COMMIT_ATTEMPTS && coordinator_not_ready(code) =>
-                    {
-                        attempt += 1;
-                        std::thread::sleep(Duration::from_millis(500));
-                    }
-                    Err(error) => return Err(error.into()),
-                }
-            }
+            when_coordinator_ready(|| consumer.commit(&list, rdkafka::consumer::CommitMode::Sync))
         })
         .await
     }
