@@ -103,9 +103,25 @@ pub struct PipelineSpec {
     pub kafka: KafkaSpec,
     /// The topic incoming webhook events are written to, one record per event keyed by user.
     #[serde(default)]
-    pub topic: TopicSpec,
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)",
+         "message": "topic.name cannot change (nor be set or removed): the records and the group's offsets stay on the old topic; create another pipeline for another topic"},
+        {"rule": "self.partitions >= oldSelf.partitions",
+         "message": "topic.partitions can be increased but never decreased: Kafka cannot remove partitions"},
+        {"rule": "has(self.replicationFactor) == has(oldSelf.replicationFactor) && (!has(self.replicationFactor) || self.replicationFactor == oldSelf.replicationFactor)",
+         "message": "topic.replicationFactor cannot change once the topic exists"}
+    ]))]
+    pub topic: RawTopicSpec,
     /// The topic events go to after the worker gave up on them.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)",
+         "message": "deadLetterTopic.name cannot change (nor be set or removed): the dead letters stay on the old topic; create another pipeline for another topic"},
+        {"rule": "self.partitions >= oldSelf.partitions",
+         "message": "deadLetterTopic.partitions can be increased but never decreased: Kafka cannot remove partitions"},
+        {"rule": "has(self.replicationFactor) == has(oldSelf.replicationFactor) && (!has(self.replicationFactor) || self.replicationFactor == oldSelf.replicationFactor)",
+         "message": "deadLetterTopic.replicationFactor cannot change once the topic exists"}
+    ]))]
     pub dead_letter_topic: DeadLetterTopicSpec,
     /// The HTTP service that receives the provider's webhooks.
     pub ingress: IngressSpec,
@@ -205,27 +221,25 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// The raw events topic.
+/// A topic of the pipeline: the raw events topic ([`RawTopicSpec`]) or the dead-letter topic
+/// ([`DeadLetterTopicSpec`]), which differ only in their default partition count,
+/// `PARTITIONS`. What may change after creation is checked at admission by the rules on
+/// `spec.topic` and `spec.deadLetterTopic`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)",
-     "message": "topic.name cannot change (nor be set or removed): the records and the group's offsets stay on the old topic; create another pipeline for another topic"},
-    {"rule": "self.partitions >= oldSelf.partitions",
-     "message": "topic.partitions can be increased but never decreased: Kafka cannot remove partitions"},
-    {"rule": "has(self.replicationFactor) == has(oldSelf.replicationFactor) && (!has(self.replicationFactor) || self.replicationFactor == oldSelf.replicationFactor)",
-     "message": "topic.replicationFactor cannot change once the topic exists"}
-]))]
-pub struct TopicSpec {
-    /// Topic name. Default: `wapipe-<namespace>.<name>` of the pipeline, so two pipelines left
-    /// at their defaults on one Kafka cluster get two topics. (Pipelines created before this
-    /// default kept the name the API server wrote into them then, `whatsapp_webhooks_raw`.)
+pub struct TopicSpec<const PARTITIONS: i32> {
+    /// Topic name. Default: `wapipe-<namespace>.<name>` of the pipeline for the raw topic,
+    /// with `.failed` appended for the dead-letter topic, so two pipelines left at their
+    /// defaults on one Kafka cluster get distinct topics. (Pipelines created before this
+    /// default kept the names the API server wrote into them then, `whatsapp_webhooks_raw`
+    /// and `whatsapp_webhooks_failed`.)
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
     pub name: String,
-    /// Number of partitions: the ceiling on useful workers. It can be increased (keys then map to
-    /// other partitions, so per-user order breaks across the change) but never decreased.
-    #[serde(default = "default_partitions")]
+    /// Number of partitions; the raw topic's is the ceiling on useful workers. It can be
+    /// increased (keys then map to other partitions, so per-user order breaks across the
+    /// change) but never decreased.
+    #[serde(default = "partitions_default::<PARTITIONS>")]
     #[schemars(range(min = 1, max = 10000))]
     pub partitions: i32,
     /// Replication factor; omit for the broker's default. It cannot be changed later.
@@ -242,57 +256,24 @@ pub struct TopicSpec {
     pub config: BTreeMap<String, String>,
 }
 
-impl Default for TopicSpec {
+/// The raw events topic: 12 partitions unless set.
+pub type RawTopicSpec = TopicSpec<12>;
+/// The dead-letter topic: 3 partitions unless set.
+pub type DeadLetterTopicSpec = TopicSpec<3>;
+
+impl<const PARTITIONS: i32> Default for TopicSpec<PARTITIONS> {
     fn default() -> Self {
         TopicSpec {
             name: String::new(),
-            partitions: default_partitions(),
+            partitions: PARTITIONS,
             replication_factor: None,
             config: BTreeMap::new(),
         }
     }
 }
 
-/// The dead-letter topic.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)",
-     "message": "deadLetterTopic.name cannot change (nor be set or removed): the dead letters stay on the old topic; create another pipeline for another topic"},
-    {"rule": "self.partitions >= oldSelf.partitions",
-     "message": "deadLetterTopic.partitions can be increased but never decreased: Kafka cannot remove partitions"},
-    {"rule": "has(self.replicationFactor) == has(oldSelf.replicationFactor) && (!has(self.replicationFactor) || self.replicationFactor == oldSelf.replicationFactor)",
-     "message": "deadLetterTopic.replicationFactor cannot change once the topic exists"}
-]))]
-pub struct DeadLetterTopicSpec {
-    /// Topic name. Default: `wapipe-<namespace>.<name>.failed` of the pipeline (before this
-    /// default: `whatsapp_webhooks_failed`, kept by the pipelines created then).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
-    pub name: String,
-    /// Number of partitions.
-    #[serde(default = "default_dead_letter_partitions")]
-    #[schemars(range(min = 1, max = 10000))]
-    pub partitions: i32,
-    /// Replication factor; omit for the broker's default. It cannot be changed later.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 32767))]
-    pub replication_factor: Option<i32>,
-    /// Topic configuration passed to Kafka as is; `max.message.bytes` and `min.insync.replicas`
-    /// get the same defaults as the raw topic's.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub config: BTreeMap<String, String>,
-}
-
-impl Default for DeadLetterTopicSpec {
-    fn default() -> Self {
-        DeadLetterTopicSpec {
-            name: String::new(),
-            partitions: default_dead_letter_partitions(),
-            replication_factor: None,
-            config: BTreeMap::new(),
-        }
-    }
+const fn partitions_default<const PARTITIONS: i32>() -> i32 {
+    PARTITIONS
 }
 
 /// Which provider signs and shapes the webhooks.
@@ -671,12 +652,6 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
-fn default_partitions() -> i32 {
-    12
-}
-fn default_dead_letter_partitions() -> i32 {
-    3
-}
 fn default_ingress_replicas() -> i32 {
     2
 }
