@@ -277,13 +277,7 @@ async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
     );
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12}}}));
-    let task = run_reconcile(pipeline.clone(), ctx).await;
-
-    expect_pipeline_list(&mut server, &pipeline).await;
-    expect_children(&mut server, 1).await;
-    let status = expect_status_write(&mut server, &pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("reconcile succeeds");
+    let status = &reconcile_to_status(ctx, &mut server, &pipeline, 1).await;
 
     assert_eq!(
         admin.calls(),
@@ -291,7 +285,6 @@ async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
         "adopted topics: no configuration the spec does not name"
     );
     assert_eq!(admin.topic("whatsapp_webhooks_raw").unwrap().partitions, 12);
-    let status = &status.body["status"];
     let topic_ready = condition(status, "TopicReady");
     assert_eq!(topic_ready["status"], "True");
     assert_eq!(topic_ready["reason"], "PartitionsIncreased");
@@ -312,18 +305,11 @@ async fn a_partition_decrease_or_replication_change_is_not_supported() {
     );
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12, "replicationFactor": 3}}}));
-    let task = run_reconcile(pipeline.clone(), ctx).await;
-
-    expect_pipeline_list(&mut server, &pipeline).await;
-    expect_children(&mut server, 1).await;
-    let status = expect_status_write(&mut server, &pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("reconcile succeeds");
+    let status = &reconcile_to_status(ctx, &mut server, &pipeline, 1).await;
 
     // The raw topic is left as it is; the adopted dead-letter topic gets no configuration
     // its spec does not name.
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
-    let status = &status.body["status"];
     let topic_ready = condition(status, "TopicReady");
     assert_eq!(topic_ready["status"], "False");
     assert_eq!(topic_ready["reason"], "NotSupported");
@@ -383,14 +369,8 @@ async fn lag_that_cannot_be_read_still_writes_the_status_with_scaling_lag_unavai
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({}));
-    let task = run_reconcile(pipeline.clone(), ctx).await;
-    expect_pipeline_list(&mut server, &pipeline).await;
-    expect_children(&mut server, 2).await;
     // No replicas written without a lag reading; the status still is.
-    let status = expect_status_write(&mut server, &pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("the reconcile itself succeeds");
-    let status = &status.body["status"];
+    let status = &reconcile_to_status(ctx, &mut server, &pipeline, 2).await;
     let scaling = condition(status, "Scaling");
     assert_eq!(scaling["status"], "False");
     assert_eq!(scaling["reason"], "LagUnavailable");
@@ -549,14 +529,8 @@ async fn a_pipeline_recreated_under_the_same_name_starts_without_the_old_ones_hi
     let new = pipeline(
         json!({"metadata": {"uid": "5d1e0f4a-7777-4c8e-9a57-000000000002", "generation": 1}}),
     );
-    let task = run_reconcile(new.clone(), ctx.clone()).await;
-    expect_pipeline_list(&mut server, &new).await;
-    expect_children(&mut server, 1).await;
     // The new pipeline polls at once: no lag, one worker, nothing to scale.
-    let status = expect_status_write(&mut server, &new).await;
-    server.finish().await;
-    task.await.unwrap().expect("reconcile succeeds");
-    let status = &status.body["status"];
+    let status = &reconcile_to_status(ctx.clone(), &mut server, &new, 1).await;
     assert_eq!(status["totalLag"], 0, "{status}");
     assert_eq!(status["desiredWorkers"], 1, "{status}");
     assert_eq!(ctx.remembered(), 1, "the old pipeline's memory is gone");

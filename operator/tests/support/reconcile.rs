@@ -229,6 +229,24 @@ pub async fn run_reconcile(
     tokio::spawn(reconcile(Arc::new(pipeline), ctx))
 }
 
+/// A whole reconcile of `pipeline` that gets through: the list, its children (the worker
+/// Deployment applied with `worker_replicas`), no scale, the status write. Returns the status
+/// written.
+pub async fn reconcile_to_status(
+    ctx: Arc<Context>,
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+    worker_replicas: i64,
+) -> Value {
+    let task = run_reconcile(pipeline.clone(), ctx).await;
+    expect_pipeline_list(server, pipeline).await;
+    expect_children(server, worker_replicas).await;
+    let status = expect_status_write(server, pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("the reconcile succeeds");
+    status.body["status"].clone()
+}
+
 /// A reconcile of the orders pipeline (its topics already there) up to the apply of its
 /// ingress Deployment, which the API server refuses with `code`, `reason` and `message`.
 pub async fn reconcile_refused_at_ingress_apply(
