@@ -27,6 +27,14 @@ fn wasender(name: &str) -> Vec<Record> {
     )
 }
 
+/// The one record of `records`, of `kind` and keyed by `key`.
+fn one(records: Vec<Record>, kind: EventKind, key: &str) -> Record {
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = records.into_iter().next().unwrap();
+    assert_eq!((record.kind, record.key.as_str()), (kind, key));
+    record
+}
+
 fn json(record: &Record) -> Value {
     serde_json::from_slice(&record.value).expect("every split record is JSON")
 }
@@ -58,13 +66,7 @@ fn only_event(record: &Record, array: &str) -> Value {
 
 #[test]
 fn text_message_is_keyed_by_sender_and_keeps_escaped_bytes() {
-    let records = meta("text");
-    assert_eq!(records.len(), 1);
-    let r = &records[0];
-    assert_eq!(
-        (r.kind, r.key.as_str()),
-        (EventKind::Message, "5215512345678")
-    );
+    let r = &one(meta("text"), EventKind::Message, "5215512345678");
     assert_eq!(r.message_id.as_deref(), Some("wamid.TEXT1"));
     assert_eq!(r.field.as_deref(), Some("messages"));
     // The message object is copied from the POST byte for byte, escapes included.
@@ -123,12 +125,10 @@ fn unknown_message_type_is_kept_as_it_is() {
 #[test]
 fn statuses_are_keyed_by_recipient_and_carry_their_status() {
     for status in ["sent", "delivered", "read"] {
-        let records = meta(&format!("status_{status}"));
-        assert_eq!(records.len(), 1);
-        let r = &records[0];
-        assert_eq!(
-            (r.kind, r.key.as_str()),
-            (EventKind::Status, "5215512345678")
+        let r = &one(
+            meta(&format!("status_{status}")),
+            EventKind::Status,
+            "5215512345678",
         );
         assert_eq!(r.status.as_deref(), Some(status));
         assert_eq!(r.message_id.as_deref(), Some("wamid.OUT3"));
@@ -138,13 +138,7 @@ fn statuses_are_keyed_by_recipient_and_carry_their_status() {
 
 #[test]
 fn failed_status_without_contacts_still_splits_with_its_errors() {
-    let records = meta("status_failed");
-    assert_eq!(records.len(), 1);
-    let r = &records[0];
-    assert_eq!(
-        (r.kind, r.key.as_str()),
-        (EventKind::Status, "5215512345678")
-    );
+    let r = &one(meta("status_failed"), EventKind::Status, "5215512345678");
     assert_eq!(r.status.as_deref(), Some("failed"));
     assert!(meta_value(r).get("contacts").is_none());
     assert_eq!(only_event(r, "statuses")["errors"][0]["code"], 131049);
@@ -201,26 +195,14 @@ fn username_users_fall_back_to_their_business_scoped_id() {
 
 #[test]
 fn errors_only_post_is_keyed_by_the_business_number() {
-    let records = meta("errors_only");
-    assert_eq!(records.len(), 1);
-    let r = &records[0];
-    assert_eq!(
-        (r.kind, r.key.as_str()),
-        (EventKind::Error, "106540352242922")
-    );
+    let r = &one(meta("errors_only"), EventKind::Error, "106540352242922");
     assert_eq!(r.message_id, None);
     assert_eq!(only_event(r, "errors")["code"], 131000);
 }
 
 #[test]
 fn template_status_update_is_one_field_record_keyed_by_the_account() {
-    let records = meta("template_status");
-    assert_eq!(records.len(), 1);
-    let r = &records[0];
-    assert_eq!(
-        (r.kind, r.key.as_str()),
-        (EventKind::Field, "102290129340398")
-    );
+    let r = &one(meta("template_status"), EventKind::Field, "102290129340398");
     assert_eq!(r.field.as_deref(), Some("message_template_status_update"));
     let envelope = json(r);
     assert_eq!(envelope["entry"][0]["time"], 1767001000);
@@ -287,12 +269,10 @@ fn batch_of_1000_updates_from_several_senders_keeps_every_event_in_order() {
 
 #[test]
 fn wasender_private_message_is_keyed_by_sender_phone() {
-    let records = wasender("private_message");
-    assert_eq!(records.len(), 1);
-    let r = &records[0];
-    assert_eq!(
-        (r.kind, r.key.as_str()),
-        (EventKind::Message, "5215512345678")
+    let r = &one(
+        wasender("private_message"),
+        EventKind::Message,
+        "5215512345678",
     );
     assert_eq!(r.message_id.as_deref(), Some("3EB0X1"));
     assert_eq!(r.field.as_deref(), Some("messages.received"));
