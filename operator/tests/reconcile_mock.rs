@@ -183,11 +183,7 @@ async fn a_reconcile_from_a_copy_older_than_its_own_status_write_keeps_its_topic
 
 #[tokio::test]
 async fn an_update_adopts_existing_topics_changing_only_the_config_keys_the_spec_names() {
-    let admin = Arc::new(
-        InMemoryAdmin::default()
-            .with_topic("whatsapp_webhooks_raw", 12, 1)
-            .with_topic("whatsapp_webhooks_failed", 3, 1),
-    );
+    let admin = Arc::new(topics_there(12));
     // Set by another tool: it stays.
     admin.set_config(
         "whatsapp_webhooks_raw",
@@ -214,20 +210,7 @@ async fn an_update_adopts_existing_topics_changing_only_the_config_keys_the_spec
         )
         .await;
     assert_eq!(ingress.body["spec"]["replicas"], 4);
-    server
-        .expect(
-            "PATCH",
-            "/api/v1/namespaces/shop/services/orders-ingress?",
-            |b| b.clone(),
-        )
-        .await;
-    server
-        .expect(
-            "PATCH",
-            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders-ingress?",
-            |b| b.clone(),
-        )
-        .await;
+    expect_ingress_service_and_budget(&mut server).await;
     server
         .expect(
             "PATCH",
@@ -270,11 +253,7 @@ async fn an_update_adopts_existing_topics_changing_only_the_config_keys_the_spec
 
 #[tokio::test]
 async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
-    let admin = Arc::new(
-        InMemoryAdmin::default()
-            .with_topic("whatsapp_webhooks_raw", 6, 1)
-            .with_topic("whatsapp_webhooks_failed", 3, 1),
-    );
+    let admin = Arc::new(topics_there(6));
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12}}}));
     let status = &reconcile_to_status(ctx, &mut server, &pipeline, 1).await;
@@ -298,11 +277,7 @@ async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
 
 #[tokio::test]
 async fn a_partition_decrease_or_replication_change_is_not_supported() {
-    let admin = Arc::new(
-        InMemoryAdmin::default()
-            .with_topic("whatsapp_webhooks_raw", 24, 1)
-            .with_topic("whatsapp_webhooks_failed", 3, 1),
-    );
+    let admin = Arc::new(topics_there(24));
     let (ctx, mut server) = setup(admin.clone());
     let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12, "replicationFactor": 3}}}));
     let status = &reconcile_to_status(ctx, &mut server, &pipeline, 1).await;
@@ -359,11 +334,7 @@ async fn a_second_pipeline_claiming_the_topic_gets_a_resource_conflict() {
 
 #[tokio::test]
 async fn lag_that_cannot_be_read_still_writes_the_status_with_scaling_lag_unavailable() {
-    let admin = Arc::new(
-        InMemoryAdmin::default()
-            .with_topic("whatsapp_webhooks_raw", 12, 1)
-            .with_topic("whatsapp_webhooks_failed", 3, 1),
-    );
+    let admin = Arc::new(topics_there(12));
     admin
         .fail_lag_reads
         .store(true, std::sync::atomic::Ordering::SeqCst);

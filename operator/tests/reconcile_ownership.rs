@@ -52,11 +52,7 @@ async fn delete_policy_adds_the_finalizer_once_the_pipeline_is_valid() {
 
 #[tokio::test]
 async fn deletion_under_delete_removes_only_the_topics_the_operator_created() {
-    let admin = Arc::new(
-        InMemoryAdmin::default()
-            .with_topic("whatsapp_webhooks_raw", 12, 1)
-            .with_topic("whatsapp_webhooks_failed", 3, 1),
-    );
+    let admin = Arc::new(topics_there(12));
     let (ctx, mut server) = setup(admin.clone());
     let task = run_reconcile(deleted("Delete", true), ctx).await;
 

@@ -270,9 +270,7 @@ async fn every_fixture_has_its_own_idempotency_key_at_the_http_sink() {
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let address = common::serve_http(app).await;
     let sink = HttpSink::new(&format!("http://{address}/events"), Duration::from_secs(5)).unwrap();
     write_all_twice(&sink).await;
     let received = received.lock().unwrap();

@@ -190,10 +190,7 @@ async fn serve(service: Arc<Service>) -> SocketAddr {
     let app = axum::Router::new()
         .route("/events", axum::routing::post(handle))
         .with_state(service);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve_http(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -540,10 +537,7 @@ async fn serve_redirecting(service: Arc<RedirectingService>) -> SocketAddr {
         .route("/events", axum::routing::post(post))
         .route("/moved", axum::routing::get(moved))
         .with_state(service);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve_http(app).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

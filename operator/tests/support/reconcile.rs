@@ -192,20 +192,7 @@ pub async fn expect_child_applies(server: &mut ApiServer, worker_replicas: i64) 
         .await;
     assert!(ingress.uri.contains("fieldManager=wapipe-operator"));
     assert!(ingress.uri.contains("force=true"));
-    server
-        .expect(
-            "PATCH",
-            "/api/v1/namespaces/shop/services/orders-ingress?",
-            |b| b.clone(),
-        )
-        .await;
-    server
-        .expect(
-            "PATCH",
-            "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders-ingress?",
-            |b| b.clone(),
-        )
-        .await;
+    expect_ingress_service_and_budget(server).await;
     let worker = server
         .expect("PATCH", "/apis/apps/v1/namespaces/shop/deployments/orders-worker?", |b| {
             applied(
@@ -220,6 +207,16 @@ pub async fn expect_child_applies(server: &mut ApiServer, worker_replicas: i64) 
         "the template apply must leave replicas to the scaler"
     );
     worker
+}
+
+/// Expects the applies of the ingress Service and PodDisruptionBudget, answered as sent.
+pub async fn expect_ingress_service_and_budget(server: &mut ApiServer) {
+    for path in [
+        "/api/v1/namespaces/shop/services/orders-ingress?",
+        "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/orders-ingress?",
+    ] {
+        server.expect("PATCH", path, |b| b.clone()).await;
+    }
 }
 
 pub async fn run_reconcile(
@@ -389,12 +386,16 @@ pub async fn reconcile_reading_secrets(
     task.await.unwrap().expect("reconcile succeeds");
 }
 
+/// The orders pipeline's two topics, already on the broker: the raw topic with `raw_partitions`,
+/// the dead-letter topic with 3.
+pub fn topics_there(raw_partitions: i32) -> InMemoryAdmin {
+    InMemoryAdmin::default()
+        .with_topic("whatsapp_webhooks_raw", raw_partitions, 1)
+        .with_topic("whatsapp_webhooks_failed", 3, 1)
+}
+
 pub fn existing_topics() -> Arc<InMemoryAdmin> {
-    let admin = Arc::new(
-        InMemoryAdmin::default()
-            .with_topic("whatsapp_webhooks_raw", 12, 1)
-            .with_topic("whatsapp_webhooks_failed", 3, 1),
-    );
+    let admin = Arc::new(topics_there(12));
     admin.set_offsets(
         "whatsapp_webhooks_raw",
         "wapipe-shop.orders",

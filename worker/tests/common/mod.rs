@@ -27,6 +27,14 @@ use wapipe_worker::{Worker, WorkerSettings};
 
 /// The PostgreSQL the tests use: 127.0.0.1, port `WAPIPE_TEST_POSTGRES_PORT` (default 5432,
 /// where scripts/postgres.sh puts it), user postgres, database test.
+/// Serves `app` on a free loopback port, in the background; returns its address.
+pub async fn serve_http(app: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
 pub fn postgres_port() -> u16 {
     std::env::var("WAPIPE_TEST_POSTGRES_PORT")
         .ok()
