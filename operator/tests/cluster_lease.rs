@@ -9,9 +9,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::cluster::cluster_suite;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
@@ -113,16 +113,15 @@ async fn wait_observed(
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn the_lease_holder_reconciles_and_the_other_takes_over_when_it_dies() {
     let vars = [
-        "WAPIPE_TEST_KUBECONFIG",
         "WAPIPE_TEST_OPERATOR_KUBECONFIG",
         "WAPIPE_TEST_OPERATOR_NAMESPACE",
-        "WAPIPE_TEST_BROKERS",
     ]
     .map(std::env::var);
-    let [Ok(admin), Ok(operator_kubeconfig), Ok(operator_ns), Ok(brokers)] = vars else {
+    let [Ok(operator_kubeconfig), Ok(operator_ns)] = vars else {
         panic!("WAPIPE_TEST_*: run by tests/cluster/run.sh");
     };
-    let client = support::client_from(&admin).await;
+    let c = cluster_suite().await;
+    let (client, brokers) = (c.client.clone(), &c.brokers);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &operator_ns);
     let dir = tempfile::tempdir().unwrap();
 
@@ -130,23 +129,7 @@ async fn the_lease_holder_reconciles_and_the_other_takes_over_when_it_dies() {
     wait_holder(&leases, "operator-a").await;
     let b = Operator::start("operator-b", &operator_kubeconfig, &operator_ns, dir.path());
 
-    let ns = wapipe_testkit::unique_name("ct-lease");
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "meta", "namespace": ns},
-        "stringData": {"app-secret": "s3cret", "verify-token": "tok"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    let ns = c.namespace_with_meta_secret("ct-lease").await;
     let pipelines: Api<WhatsAppWebhookPipeline> = Api::namespaced(client.clone(), &ns);
     let raw = wapipe_testkit::unique_name("ct-lease");
     let pipeline: WhatsAppWebhookPipeline = serde_json::from_value(json!({

@@ -12,16 +12,15 @@
 mod host_pods;
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
+use support::cluster::{bin_dir, cluster_suite};
 
 use host_pods::{resolve, PodProcess};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::DeleteParams;
 use kube::Api;
 use serde_json::json;
-use wapipe_operator::crd::WhatsAppWebhookPipeline;
 
 const PATIENCE: Duration = Duration::from_secs(120);
 const DATABASE_URL: &str = "postgres://root@127.0.0.1:5432/test";
@@ -51,93 +50,53 @@ async fn worker_replicas(deployments: &Api<Deployment>, name: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn webhooks_reach_postgres_through_host_processes_run_from_the_pod_templates() {
-    let vars = [
-        "WAPIPE_TEST_KUBECONFIG",
-        "WAPIPE_TEST_BROKERS",
-        "WAPIPE_TEST_BIN_DIR",
-    ]
-    .map(std::env::var);
-    let [Ok(kubeconfig), Ok(brokers), Ok(bin_dir)] = vars else {
-        panic!("WAPIPE_TEST_KUBECONFIG, WAPIPE_TEST_BROKERS and WAPIPE_TEST_BIN_DIR: run by tests/cluster/run.sh");
-    };
-    let client = support::client_from(&kubeconfig).await;
+    let c = cluster_suite().await;
+    let (client, brokers, bin_dir) = (c.client.clone(), &c.brokers, bin_dir());
     let run = wapipe_testkit::unique_name("loop").replace('-', "_");
-    let ns = run.replace('_', "-");
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let ns = c.namespace(&run.replace('_', "-")).await;
+    let meta = [("app-secret", APP_SECRET), ("verify-token", "loop-token")];
+    c.secret(&ns, "meta", &meta).await;
+    c.secret(&ns, "database", &[("url", DATABASE_URL)]).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for (name, data) in [
-        (
-            "meta",
-            json!({"app-secret": APP_SECRET, "verify-token": "loop-token"}),
-        ),
-        ("database", json!({"url": DATABASE_URL})),
-    ] {
-        secrets
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(
-                    json!({"metadata": {"name": name, "namespace": ns}, "stringData": data}),
-                )
-                .unwrap(),
-            )
-            .await
-            .unwrap();
-    }
     let raw = format!("{run}_raw");
-    let pipeline: WhatsAppWebhookPipeline = serde_json::from_value(json!({
-        "apiVersion": "wapipe.dev/v1alpha1",
-        "kind": "WhatsAppWebhookPipeline",
-        "metadata": {"name": "loop", "namespace": ns},
-        "spec": {
-            "kafka": {"bootstrapServers": brokers},
-            "topic": {"name": raw, "partitions": 3, "replicationFactor": 1},
-            "deadLetterTopic": {"name": format!("{run}_failed"), "partitions": 1, "replicationFactor": 1},
-            "ingress": {"provider": "meta", "replicas": 1,
-                        "appSecretRef": {"name": "meta", "key": "app-secret"},
-                        "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
-            "worker": {"minReplicas": 1, "maxReplicas": 3, "lagPerReplica": 20,
-                       "pollIntervalSeconds": 2, "scaleDownWindowSeconds": 6,
-                       "sink": {"type": "postgres", "databaseUrlSecretRef": {"name": "database", "key": "url"}}},
-            "deletionPolicy": "Delete"
-        }
-    }))
-    .unwrap();
-    let pipelines: Api<WhatsAppWebhookPipeline> = Api::namespaced(client.clone(), &ns);
-    pipelines
-        .create(&PostParams::default(), &pipeline)
-        .await
-        .unwrap();
+    c.create_pipeline(
+        &ns,
+        json!({
+            "apiVersion": "wapipe.dev/v1alpha1",
+            "kind": "WhatsAppWebhookPipeline",
+            "metadata": {"name": "loop", "namespace": ns},
+            "spec": {
+                "kafka": {"bootstrapServers": brokers},
+                "topic": {"name": raw, "partitions": 3, "replicationFactor": 1},
+                "deadLetterTopic": {"name": format!("{run}_failed"), "partitions": 1, "replicationFactor": 1},
+                "ingress": {"provider": "meta", "replicas": 1,
+                            "appSecretRef": {"name": "meta", "key": "app-secret"},
+                            "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
+                "worker": {"minReplicas": 1, "maxReplicas": 3, "lagPerReplica": 20,
+                           "pollIntervalSeconds": 2, "scaleDownWindowSeconds": 6,
+                           "sink": {"type": "postgres", "databaseUrlSecretRef": {"name": "database", "key": "url"}}},
+                "deletionPolicy": "Delete"
+            }
+        }),
+    )
+    .await;
+    let pipelines = c.pipelines(&ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while deployments.get_opt("loop-worker").await.unwrap().is_none()
-        || deployments.get_opt("loop-ingress").await.unwrap().is_none()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "children not created"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let ingress = c.deployment(&ns, "loop-ingress").await;
+    let worker = c.deployment(&ns, "loop-worker").await;
 
     let files = tempfile::tempdir().unwrap();
-    let bin_dir = PathBuf::from(bin_dir);
     let template = |d: Deployment| d.spec.unwrap().template.spec.unwrap();
     let ingress_cmd = resolve(
         &secrets,
-        &template(deployments.get("loop-ingress").await.unwrap()),
+        &template(ingress),
         &bin_dir,
         &files.path().join("ingress"),
     )
     .await;
     let worker_cmd = resolve(
         &secrets,
-        &template(deployments.get("loop-worker").await.unwrap()),
+        &template(worker),
         &bin_dir,
         &files.path().join("worker"),
     )

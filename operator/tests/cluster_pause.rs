@@ -10,10 +10,10 @@
 mod support;
 
 use std::time::Duration;
+use support::cluster::{bin_dir, cluster_suite, pipeline_body};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -22,10 +22,6 @@ use wapipe_operator::crd::WhatsAppWebhookPipeline;
 
 const PATIENCE: Duration = Duration::from_secs(90);
 const PARTITIONS: i32 = 4;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set (tests/cluster/run.sh)"))
-}
 
 async fn eventually<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
     what: &str,
@@ -68,53 +64,18 @@ fn scaling(pipeline: &WhatsAppWebhookPipeline) -> Option<(String, String)> {
 #[tokio::test]
 #[ignore = "needs the control plane, a broker and the operator: tests/cluster/run.sh runs it"]
 async fn a_paused_pipeline_holds_its_workers_is_suspended_takes_a_replay_and_resumes() {
-    let client = support::client_from(&env("WAPIPE_TEST_KUBECONFIG")).await;
-    let brokers = env("WAPIPE_TEST_BROKERS");
-    let bin_dir = std::path::PathBuf::from(env("WAPIPE_TEST_BIN_DIR"));
-    let ns = wapipe_testkit::unique_name("ct-pause");
+    let c = cluster_suite().await;
+    let (client, brokers, bin_dir) = (c.client.clone(), c.brokers.clone(), bin_dir());
+    let ns = c.namespace_with_meta_secret("ct-pause").await;
     let raw = wapipe_testkit::unique_name("ct-pause");
     let group = format!("wapipe-{ns}.paused");
     let group = group.as_str();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "meta"},
-                "stringData": {"app-secret": "s3cret", "verify-token": "tok"}}))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
     let pipelines: Api<WhatsAppWebhookPipeline> = Api::namespaced(client.clone(), &ns);
-    let body = json!({
-        "apiVersion": "wapipe.dev/v1alpha1",
-        "kind": "WhatsAppWebhookPipeline",
-        "metadata": {"name": "paused", "namespace": ns},
-        "spec": {
-            "kafka": {"bootstrapServers": brokers},
-            "topic": {"name": raw, "partitions": PARTITIONS, "replicationFactor": 1},
-            "deadLetterTopic": {"name": format!("{raw}.failed"), "partitions": 1, "replicationFactor": 1},
-            "ingress": {"provider": "meta", "replicas": 1,
-                        "appSecretRef": {"name": "meta", "key": "app-secret"},
-                        "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
-            "worker": {"minReplicas": 1, "maxReplicas": 3, "lagPerReplica": 10,
-                       "pollIntervalSeconds": 2, "scaleDownWindowSeconds": 6, "sink": {"type": "log"}},
-            "deletionPolicy": "Delete"
-        }
-    });
-    pipelines
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(body).unwrap(),
-        )
-        .await
-        .expect("the API server accepts the pipeline");
+    c.create_pipeline(
+        &ns,
+        pipeline_body(&ns, "paused", &c.brokers, &raw, PARTITIONS),
+    )
+    .await;
     let get = || async { pipelines.get("paused").await.expect("reading the pipeline") };
     eventually("the first lag poll", get, |p| {
         p.status.as_ref().is_some_and(|s| s.total_lag == Some(0))
@@ -245,8 +206,5 @@ async fn a_paused_pipeline_holds_its_workers_is_suspended_takes_a_replay_and_res
         .delete("paused", &DeleteParams::default())
         .await
         .unwrap();
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_namespace(&ns).await;
 }

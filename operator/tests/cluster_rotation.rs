@@ -13,27 +13,21 @@
 mod host_pods;
 mod support;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::cluster::{bin_dir, cluster_suite};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
 use tokio::time::Instant;
-use wapipe_operator::crd::WhatsAppWebhookPipeline;
 
 const PATIENCE: Duration = Duration::from_secs(120);
 const OLD: &str = "rotation-old-secret";
 const NEW: &str = "rotation-new-secret";
 const NEW_KEY: &str = "app-secret-2026-12";
-
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set (tests/cluster/run.sh sets it)"))
-}
 
 fn post(run: &str, n: u64) -> String {
     format!(
@@ -76,60 +70,35 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the cluster suite: tests/cluster/run.sh runs it with --ignored"]
 async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200() {
-    let client = support::client_from(&env("WAPIPE_TEST_KUBECONFIG")).await;
-    let brokers = env("WAPIPE_TEST_BROKERS");
-    let bin_dir = PathBuf::from(env("WAPIPE_TEST_BIN_DIR"));
+    let c = cluster_suite().await;
+    let (client, brokers, bin_dir) = (c.client.clone(), &c.brokers, bin_dir());
     let run = wapipe_testkit::unique_name("rotate").replace('-', "_");
-    let ns = run.replace('_', "-");
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    let ns = c.namespace(&run.replace('_', "-")).await;
+    let meta = [("app-secret", OLD), ("verify-token", "rotation-token")];
+    c.secret(&ns, "meta", &meta).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "meta", "namespace": ns},
-                "stringData": {"app-secret": OLD, "verify-token": "rotation-token"}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let pipeline: WhatsAppWebhookPipeline = serde_json::from_value(json!({
-        "apiVersion": "wapipe.dev/v1alpha1",
-        "kind": "WhatsAppWebhookPipeline",
-        "metadata": {"name": "rotate", "namespace": ns},
-        "spec": {
-            "kafka": {"bootstrapServers": brokers},
-            "topic": {"name": format!("{run}_raw"), "partitions": 1, "replicationFactor": 1},
-            "deadLetterTopic": {"name": format!("{run}_failed"), "partitions": 1, "replicationFactor": 1},
-            "ingress": {"provider": "meta", "replicas": 1,
-                        "appSecretRef": {"name": "meta", "key": "app-secret"},
-                        "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
-            "worker": {"minReplicas": 1, "maxReplicas": 1, "sink": {"type": "log"}},
-            "deletionPolicy": "Delete"
-        }
-    }))
-    .unwrap();
-    let pipelines: Api<WhatsAppWebhookPipeline> = Api::namespaced(client.clone(), &ns);
-    pipelines
-        .create(&PostParams::default(), &pipeline)
-        .await
-        .unwrap();
+    c.create_pipeline(
+        &ns,
+        json!({
+            "apiVersion": "wapipe.dev/v1alpha1",
+            "kind": "WhatsAppWebhookPipeline",
+            "metadata": {"name": "rotate", "namespace": ns},
+            "spec": {
+                "kafka": {"bootstrapServers": brokers},
+                "topic": {"name": format!("{run}_raw"), "partitions": 1, "replicationFactor": 1},
+                "deadLetterTopic": {"name": format!("{run}_failed"), "partitions": 1, "replicationFactor": 1},
+                "ingress": {"provider": "meta", "replicas": 1,
+                            "appSecretRef": {"name": "meta", "key": "app-secret"},
+                            "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
+                "worker": {"minReplicas": 1, "maxReplicas": 1, "sink": {"type": "log"}},
+                "deletionPolicy": "Delete"
+            }
+        }),
+    )
+    .await;
+    let pipelines = c.pipelines(&ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let deadline = Instant::now() + PATIENCE;
-    let ingress = loop {
-        if let Some(deployment) = deployments.get_opt("rotate-ingress").await.unwrap() {
-            break deployment;
-        }
-        assert!(Instant::now() < deadline, "no ingress Deployment");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let ingress = c.deployment(&ns, "rotate-ingress").await;
     let generation = ingress.metadata.generation;
 
     let files = tempfile::tempdir().unwrap();
@@ -307,8 +276,5 @@ async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200
         .delete("rotate", &DeleteParams::default())
         .await
         .unwrap();
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    c.delete_namespace(&ns).await;
 }

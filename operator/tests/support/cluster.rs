@@ -43,7 +43,23 @@ pub async fn cluster_suite() -> Cluster {
     }
 }
 
+/// The folder holding the built wapipe binaries, for the tests that run them as host processes
+/// (`WAPIPE_TEST_BIN_DIR`, set by tests/cluster/run.sh): panics when unset.
+pub fn bin_dir() -> PathBuf {
+    std::env::var("WAPIPE_TEST_BIN_DIR")
+        .expect("WAPIPE_TEST_BIN_DIR: run by tests/cluster/run.sh")
+        .into()
+}
+
 impl Cluster {
+    /// Deletes a test's namespace and everything in it.
+    pub async fn delete_namespace(&self, ns: &str) {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(ns, &kube::api::DeleteParams::default())
+            .await
+            .expect("deleting the namespace");
+    }
+
     /// A fresh namespace for one test.
     pub async fn namespace(&self, name: &str) -> String {
         let api: Api<Namespace> = Api::all(self.client.clone());
@@ -80,6 +96,22 @@ impl Cluster {
         api.create(&PostParams::default(), &secret)
             .await
             .expect("creating the Secret");
+    }
+
+    /// The Deployment `name` in `ns`, once it exists.
+    pub async fn deployment(&self, ns: &str, name: &str) -> Deployment {
+        let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(deployment) = api.get_opt(name).await.expect("reading a Deployment") {
+                return deployment;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no Deployment {ns}/{name} within {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     pub fn pipelines(&self, ns: &str) -> Api<WhatsAppWebhookPipeline> {
