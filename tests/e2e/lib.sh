@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2154 # url and app_secret are set by the suite that sources this file
+# shellcheck disable=SC2154,SC2034 # url is set by the suite that sources this file; the names below are read by it
 # The test body shared by the end-to-end suites: the kind suite (tests/e2e/run.sh) and the real
-# node suite (tests/node/run.sh). Sourced; the caller sets `url` (the ingress's webhook URL) and
-# `app_secret`, and counts with `passed` and `failed`.
+# node suite (tests/node/run.sh). Sourced; the caller sets `url` (the ingress's webhook URL).
+
+# The names both suites deploy under, and the counts of their checks.
+infra_ns=wapipe-e2e-infra
+operator_ns=wapipe-system
+ns=wapipe-e2e
+pipeline=e2e
+app_secret=e2e-app-secret
+verify_token=e2e-verify-token
+passed=0
+failed=0
 
 log() { printf '\n=== %s\n' "$*"; }
 pass() { passed=$((passed + 1)); echo "PASS $1"; }

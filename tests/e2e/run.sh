@@ -27,16 +27,7 @@ messages_table="${E2E_MESSAGES_TABLE:-wapipe_messages}"
 artifacts="${E2E_ARTIFACTS:-$(mktemp -d)}"
 # The port-forward log goes there before any failure: the folder must exist from the start.
 mkdir -p "$artifacts"
-infra_ns=wapipe-e2e-infra
-operator_ns=wapipe-system
-ns=wapipe-e2e
-pipeline=e2e
-app_secret=e2e-app-secret
-verify_token=e2e-verify-token
 local_port=18080
-
-passed=0
-failed=0
 
 skip() {
   if [[ "${E2E_REQUIRE:-0}" == 1 ]]; then

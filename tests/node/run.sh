@@ -24,15 +24,7 @@ kafka_port="${WAPIPE_NODE_KAFKA_PORT:-19500}"
 # postgres user must reach the cluster's directory. One node suite runs at a time (one bridge).
 pg_dir="${WAPIPE_NODE_PG_DIR:-/var/tmp/wapipe-node-suite-postgres}"
 tag="node-$(date +%s)"
-infra_ns=wapipe-e2e-infra
-operator_ns=wapipe-system
-ns=wapipe-e2e
-pipeline=e2e
-app_secret=e2e-app-secret
-verify_token=e2e-verify-token
 messages_table=wapipe_messages
-passed=0
-failed=0
 
 skip() {
   echo "SKIPPED: $1"
