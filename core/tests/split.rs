@@ -35,6 +35,14 @@ fn one(records: Vec<Record>, kind: EventKind, key: &str) -> Record {
     record
 }
 
+/// Each record's key and message id, in order.
+fn keys_and_ids(records: &[Record]) -> Vec<(&str, &str)> {
+    records
+        .iter()
+        .map(|r| (r.key.as_str(), r.message_id.as_deref().unwrap()))
+        .collect()
+}
+
 fn json(record: &Record) -> Value {
     serde_json::from_slice(&record.value).expect("every split record is JSON")
 }
@@ -213,12 +221,8 @@ fn template_status_update_is_one_field_record_keyed_by_the_account() {
 #[test]
 fn signed_batch_with_two_senders_yields_two_keys() {
     let records = meta("two_senders");
-    let pairs: Vec<_> = records
-        .iter()
-        .map(|r| (r.key.as_str(), r.message_id.as_deref().unwrap()))
-        .collect();
     assert_eq!(
-        pairs,
+        keys_and_ids(&records),
         [("5215512345678", "wamid.A1"), ("2348031234567", "wamid.B1")]
     );
 }
@@ -284,12 +288,8 @@ fn wasender_private_message_is_keyed_by_sender_phone() {
 #[test]
 fn wasender_group_messages_split_by_participant() {
     let records = wasender("group_messages");
-    let pairs: Vec<_> = records
-        .iter()
-        .map(|r| (r.key.as_str(), r.message_id.as_deref().unwrap()))
-        .collect();
     assert_eq!(
-        pairs,
+        keys_and_ids(&records),
         [("2348031234567", "3EB0G1"), ("5215512345678", "3EB0G2")]
     );
     // Each record holds one message object, in the single-object shape.

@@ -136,6 +136,14 @@ fn two_apps(provider: &str, sink: Arc<FakeSink>) -> Arc<AppState> {
     ))
 }
 
+/// The two-sender batch, signed with the app secret.
+fn signed_two_senders() -> Request<Body> {
+    meta_post(
+        TWO_SENDERS,
+        Some(sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes())),
+    )
+}
+
 fn meta_post_to(path: &str, body: &str, secret: &str) -> Request<Body> {
     Request::post(path)
         .header(
@@ -282,8 +290,7 @@ async fn broker_failures_answer_503_with_retry_after() {
             ..FakeSink::default()
         });
         let state = state_with(config(&["--retry-after", "7s"]), sink);
-        let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
-        let (status, retry_after, _) = send(state, meta_post(TWO_SENDERS, Some(signature))).await;
+        let (status, retry_after, _) = send(state, signed_two_senders()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error:?}");
         assert_eq!(retry_after.as_deref(), Some("7"), "{error:?}");
     }
@@ -326,6 +333,18 @@ fn stalled_post(signature: &str) -> Request<Body> {
         .unwrap()
 }
 
+/// A signed POST whose body never finishes arriving, sent in the background; returns once the
+/// router is reading it.
+async fn start_stalled(
+    state: &Arc<AppState>,
+) -> tokio::task::JoinHandle<Result<axum::response::Response, std::convert::Infallible>> {
+    let slow = tokio::spawn(
+        router(state.clone()).oneshot(stalled_post(&sign_meta(SECRET.as_bytes(), b""))),
+    );
+    until_reading(state, 1).await;
+    slow
+}
+
 async fn until_reading(state: &AppState, reads: i64) {
     while state.metrics.body_reads.get() < reads {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -353,13 +372,9 @@ async fn a_body_that_does_not_arrive_in_time_is_408_and_nothing_is_produced() {
 async fn a_request_still_reading_its_body_holds_no_produce_permit() {
     let sink = Arc::new(FakeSink::default());
     let state = state_with(config(&["--max-in-flight", "1"]), sink.clone());
-    let slow = tokio::spawn(
-        router(state.clone()).oneshot(stalled_post(&sign_meta(SECRET.as_bytes(), b""))),
-    );
-    until_reading(&state, 1).await;
+    let slow = start_stalled(&state).await;
     assert_eq!(state.in_flight.available_permits(), 1);
-    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
-    let (status, _, _) = send(state.clone(), meta_post(TWO_SENDERS, Some(signature))).await;
+    let (status, _, _) = send(state.clone(), signed_two_senders()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(sink.produced.lock().unwrap().len(), 2);
     slow.abort();
@@ -369,12 +384,8 @@ async fn a_request_still_reading_its_body_holds_no_produce_permit() {
 async fn a_full_read_stage_cuts_off_its_oldest_read_with_408_to_let_a_new_request_in() {
     let sink = Arc::new(FakeSink::default());
     let state = state_with(config(&["--max-body-reads", "1"]), sink.clone());
-    let slow = tokio::spawn(
-        router(state.clone()).oneshot(stalled_post(&sign_meta(SECRET.as_bytes(), b""))),
-    );
-    until_reading(&state, 1).await;
-    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
-    let (status, _, _) = send(state.clone(), meta_post(TWO_SENDERS, Some(signature))).await;
+    let slow = start_stalled(&state).await;
+    let (status, _, _) = send(state.clone(), signed_two_senders()).await;
     assert_eq!(status, StatusCode::OK);
     let cut_off = slow.await.unwrap().unwrap();
     assert_eq!(cut_off.status(), StatusCode::REQUEST_TIMEOUT);
@@ -472,8 +483,7 @@ async fn wasender_uses_its_shared_secret_header() {
 async fn health_readiness_and_metrics_say_what_they_mean() {
     let sink = Arc::new(FakeSink::default());
     let state = state_with(config(&[]), sink);
-    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
-    send(state.clone(), meta_post(TWO_SENDERS, Some(signature))).await;
+    send(state.clone(), signed_two_senders()).await;
     send(state.clone(), meta_post(TWO_SENDERS, None)).await;
 
     assert_eq!(admin(state.clone(), "/healthz").await.0, StatusCode::OK);
@@ -520,8 +530,7 @@ async fn the_public_port_serves_only_the_webhook_and_the_admin_port_the_rest() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
     let (status, _, _) = answer(admin_router(state.clone()), get(handshake)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
-    let (status, _, _) = answer(admin_router(state), meta_post(TWO_SENDERS, Some(signature))).await;
+    let (status, _, _) = answer(admin_router(state), signed_two_senders()).await;
     assert_ne!(status, StatusCode::OK);
     // The admin port has a default apart from the public one, and a flag of its own.
     let defaults = config(&[]);
@@ -541,8 +550,7 @@ async fn once_stopping_readiness_fails_while_webhooks_are_still_acknowledged() {
     let (status, body) = admin(state.clone(), "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(admin(state.clone(), "/healthz").await.0, StatusCode::OK);
-    let signature = sign_meta(SECRET.as_bytes(), TWO_SENDERS.as_bytes());
-    let (status, _, body) = send(state, meta_post(TWO_SENDERS, Some(signature))).await;
+    let (status, _, body) = send(state, signed_two_senders()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(sink.produced.lock().unwrap().len(), 2);
 }
