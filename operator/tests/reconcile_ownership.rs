@@ -369,16 +369,7 @@ async fn a_cleanup_keeps_a_created_topic_another_pipeline_claims() {
     let old = deleted("Delete", true);
     let new = replacement();
     let task = run_reconcile(old.clone(), ctx).await;
-    for child in ["orders-ingress", "orders-worker"] {
-        server
-            .expect_status(
-                "GET",
-                &format!("/apis/apps/v1/namespaces/shop/deployments/{child}"),
-                404,
-                |_| not_found(),
-            )
-            .await;
-    }
+    expect_deployments_gone(&mut server).await;
     expect_list(&mut server, &[&old, &new]).await;
     expect_finalizers_patch(&mut server, &old).await;
     server.finish().await;

@@ -90,18 +90,30 @@ pub async fn expect_list(server: &mut ApiServer, pipelines: &[&WhatsAppWebhookPi
         .await;
 }
 
+/// The orders pipeline's path on the API server.
+const ORDERS: &str = "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders";
+
+/// Expects a patch of the orders pipeline at `path` (after [`ORDERS`]), answered with `pipeline`
+/// patched.
+async fn expect_orders_patch(
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+    path: &str,
+) -> Seen {
+    let pipeline = serde_json::to_value(pipeline).unwrap();
+    server
+        .expect("PATCH", &format!("{ORDERS}{path}"), |b| {
+            applied(&pipeline, b.clone())
+        })
+        .await
+}
+
 /// Expects the finalizer patch of the orders pipeline, answered with `pipeline` patched.
 pub async fn expect_finalizers_patch(
     server: &mut ApiServer,
     pipeline: &WhatsAppWebhookPipeline,
 ) -> Seen {
-    server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders?",
-            |b| applied(&serde_json::to_value(pipeline).unwrap(), b.clone()),
-        )
-        .await
+    expect_orders_patch(server, pipeline, "?").await
 }
 
 /// Expects the status write of `pipeline`, answered with the pipeline carrying it.
@@ -109,13 +121,7 @@ pub async fn expect_status_write(
     server: &mut ApiServer,
     pipeline: &WhatsAppWebhookPipeline,
 ) -> Seen {
-    server
-        .expect(
-            "PATCH",
-            "/apis/wapipe.dev/v1alpha1/namespaces/shop/whatsappwebhookpipelines/orders/status?",
-            |b| applied(&serde_json::to_value(pipeline).unwrap(), b.clone()),
-        )
-        .await
+    expect_orders_patch(server, pipeline, "/status?").await
 }
 
 /// The API server's answer to an apply: the object, with the fields the server would add.
@@ -310,6 +316,12 @@ pub fn owned_deployment(name: &str, uid: &str) -> Value {
 /// The pods are gone: both Deployments answer 404; then the pipelines are listed, for claims
 /// on the topics, answered with `pipeline` alone.
 pub async fn expect_pods_stopped(server: &mut ApiServer, pipeline: &WhatsAppWebhookPipeline) {
+    expect_deployments_gone(server).await;
+    expect_pipeline_list(server, pipeline).await;
+}
+
+/// Both Deployments of the orders pipeline answer 404.
+pub async fn expect_deployments_gone(server: &mut ApiServer) {
     for child in ["orders-ingress", "orders-worker"] {
         server
             .expect_status(
@@ -320,7 +332,6 @@ pub async fn expect_pods_stopped(server: &mut ApiServer, pipeline: &WhatsAppWebh
             )
             .await;
     }
-    expect_pipeline_list(server, pipeline).await;
 }
 
 pub fn deleted(policy: &str, topic_created: bool) -> WhatsAppWebhookPipeline {
