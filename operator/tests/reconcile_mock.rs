@@ -149,12 +149,7 @@ async fn a_namespace_scoped_operator_compares_claims_among_its_namespaces_only()
 
 #[tokio::test]
 async fn a_reconcile_from_a_copy_older_than_its_own_status_write_keeps_its_topics_created() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets(
-        "whatsapp_webhooks_raw",
-        "wapipe-shop.orders",
-        lagging(12, 0),
-    );
+    let admin = orders_lagging(0);
     let (ctx, mut server) = setup(admin.clone());
     let stale = pipeline(json!({}));
     for round in 0..2 {
@@ -480,12 +475,7 @@ async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_
 /// scale-down window, its last decision).
 #[tokio::test]
 async fn a_pipeline_recreated_under_the_same_name_starts_without_the_old_ones_history() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets(
-        "whatsapp_webhooks_raw",
-        "wapipe-shop.orders",
-        lagging(12, 250),
-    );
+    let admin = orders_lagging(250);
     let (ctx, mut server) = setup(admin.clone());
     let old = pipeline(json!({}));
     let status = reconcile_lagging_pipeline(&ctx, &mut server, &old).await;
@@ -512,12 +502,7 @@ async fn a_pipeline_recreated_under_the_same_name_starts_without_the_old_ones_hi
 /// longer exists).
 #[tokio::test]
 async fn a_pipeline_that_leaves_takes_its_memory_and_metric_series_with_it() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets(
-        "whatsapp_webhooks_raw",
-        "wapipe-shop.orders",
-        lagging(12, 250),
-    );
+    let admin = orders_lagging(250);
     let (ctx, mut server) = setup(admin.clone());
     let live = pipeline(json!({}));
     reconcile_lagging_pipeline(&ctx, &mut server, &live).await;
@@ -542,12 +527,7 @@ async fn a_pipeline_that_leaves_takes_its_memory_and_metric_series_with_it() {
 /// forgotten, series included, while the others are kept.
 #[tokio::test]
 async fn a_pipeline_gone_from_the_cache_is_forgotten_and_the_others_kept() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets(
-        "whatsapp_webhooks_raw",
-        "wapipe-shop.orders",
-        lagging(12, 250),
-    );
+    let admin = orders_lagging(250);
     let (ctx, mut server) = setup(admin.clone());
     let live = pipeline(json!({}));
     reconcile_lagging_pipeline(&ctx, &mut server, &live).await;
@@ -703,12 +683,7 @@ async fn a_sink_url_credential_never_reaches_a_condition_message() {
 /// every poll of 50 idle pipelines used to patch 50 statuses.
 #[tokio::test]
 async fn a_status_that_did_not_change_is_not_written_again() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    admin.set_offsets(
-        "whatsapp_webhooks_raw",
-        "wapipe-shop.orders",
-        lagging(12, 0),
-    );
+    let admin = orders_lagging(0);
     let (ctx, mut server) = setup(admin.clone());
     let mut idle = pipeline(json!({}));
     for poll in 1..=3 {

@@ -405,6 +405,18 @@ pub fn topics_there(raw_partitions: i32) -> InMemoryAdmin {
         .with_topic("whatsapp_webhooks_failed", 3, 1)
 }
 
+/// A broker on which the orders pipeline's group lags `lag_each` on each of 12 partitions (the
+/// topics themselves are not there).
+pub fn orders_lagging(lag_each: i64) -> Arc<InMemoryAdmin> {
+    let admin = Arc::new(InMemoryAdmin::default());
+    admin.set_offsets(
+        "whatsapp_webhooks_raw",
+        "wapipe-shop.orders",
+        lagging(12, lag_each),
+    );
+    admin
+}
+
 pub fn existing_topics() -> Arc<InMemoryAdmin> {
     let admin = Arc::new(topics_there(12));
     admin.set_offsets(
