@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use wapipe_operator::build::{build, Children};
 use wapipe_operator::validate::{validate, ValidPipeline};
 use wapipe_operator::WhatsAppWebhookPipeline;
@@ -27,8 +27,8 @@ fn valid(name: &str) -> ValidPipeline {
     validate(&load(name), &[], OPERATOR_IMAGE).expect("fixture is valid")
 }
 
-fn container(deployment: &Deployment) -> &Container {
-    &deployment
+fn pod_spec(deployment: &Deployment) -> &PodSpec {
+    deployment
         .spec
         .as_ref()
         .unwrap()
@@ -36,7 +36,10 @@ fn container(deployment: &Deployment) -> &Container {
         .spec
         .as_ref()
         .unwrap()
-        .containers[0]
+}
+
+fn container(deployment: &Deployment) -> &Container {
+    &pod_spec(deployment).containers[0]
 }
 
 fn env_value<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
@@ -333,14 +336,7 @@ fn secrets_are_referenced_by_file_or_secret_key_ref_and_never_copied() {
 fn every_container_runs_under_the_restricted_profile() {
     let children = build(&valid("pipeline-minimal.yaml"));
     for deployment in [&children.ingress_deployment, &children.worker_deployment] {
-        let pod = deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
+        let pod = pod_spec(deployment);
         let pod_security = pod.security_context.as_ref().unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
         let security = container(deployment).security_context.as_ref().unwrap();
