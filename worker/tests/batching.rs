@@ -127,10 +127,7 @@ async fn a_database_cut_while_batches_are_in_flight_loses_nothing_doubles_nothin
     produce_messages(&producer, &setup.topic, &messages).await;
     let total = messages.len() as i64;
 
-    let proxy = CuttableProxy::start(postgres_address()).await;
-    let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
-        .await
-        .expect("postgres sink through the proxy");
+    let (proxy, sink) = setup.postgres_through_proxy().await;
     let running = start(setup.settings(), Arc::new(sink));
     // Cut as soon as the first rows are in, with batches on the wire.
     loop {

@@ -323,10 +323,7 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
     let setup = Setup::new("dbdown", 2).await;
     let producer = setup.producer();
     let db = setup.database().await;
-    let proxy = CuttableProxy::start(postgres_address()).await;
-    let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
-        .await
-        .expect("postgres sink through the proxy");
+    let (proxy, sink) = setup.postgres_through_proxy().await;
     let running = start(setup.settings(), Arc::new(sink));
     produce_messages(&producer, &setup.topic, "1555030", 3, "wamid.a", 10).await;
     wait_for_rows(&db, 10, "first 10 rows").await;
@@ -362,8 +359,27 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 
+    recover(
+        &setup,
+        &db,
+        proxy,
+        running,
+        "all 20 rows after the database returned",
+    )
+    .await;
+}
+
+/// The database back: the 20 rows of the test land, the worker is ready again and stops, and
+/// nothing was dead-lettered.
+async fn recover(
+    setup: &Setup,
+    db: &tokio_postgres::Client,
+    proxy: CuttableProxy,
+    running: Running,
+    what: &str,
+) {
     proxy.restore();
-    wait_for_rows(&db, 20, "all 20 rows after the database returned").await;
+    wait_for_rows(db, 20, what).await;
     running.wait_ready(true).await;
     running.stop().await;
     assert_eq!(setup.dead_letter_count(), 0);
@@ -376,10 +392,7 @@ async fn half_open_connections_left_by_a_failover_are_replaced_and_nothing_is_de
     let setup = Setup::new("halfopen", 2).await;
     let producer = setup.producer();
     let db = setup.database().await;
-    let proxy = CuttableProxy::start(postgres_address()).await;
-    let sink = PostgresSink::connect(&database_url(proxy.port), Some(setup.schema.clone()))
-        .await
-        .expect("postgres sink through the proxy");
+    let (proxy, sink) = setup.postgres_through_proxy().await;
     let settings = WorkerSettings {
         sink_timeout: Duration::from_secs(2),
         ..setup.settings()
@@ -393,11 +406,14 @@ async fn half_open_connections_left_by_a_failover_are_replaced_and_nothing_is_de
     running.wait_ready(false).await;
     assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 10);
 
-    proxy.restore();
-    wait_for_rows(&db, 20, "all 20 rows after the failover").await;
-    running.wait_ready(true).await;
-    running.stop().await;
-    assert_eq!(setup.dead_letter_count(), 0);
+    recover(
+        &setup,
+        &db,
+        proxy,
+        running,
+        "all 20 rows after the failover",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

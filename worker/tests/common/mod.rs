@@ -146,6 +146,21 @@ impl Setup {
     }
 
     /// High watermarks summed over the dead-letter topic: how many dead letters exist.
+    /// A PostgreSQL sink into this test's schema that reaches the database through a proxy the
+    /// test can cut, freeze and restore.
+    pub async fn postgres_through_proxy(
+        &self,
+    ) -> (CuttableProxy, wapipe_worker::sink::PostgresSink) {
+        let proxy = CuttableProxy::start(postgres_address()).await;
+        let sink = wapipe_worker::sink::PostgresSink::connect(
+            &database_url(proxy.port),
+            Some(self.schema.clone()),
+        )
+        .await
+        .expect("postgres sink through the proxy");
+        (proxy, sink)
+    }
+
     pub fn dead_letter_count(&self) -> i64 {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
