@@ -30,6 +30,29 @@ fn one_to_one(status: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// The rows of migration 0001 kept by the migration: the group's participant recovered from
+/// the raw event, the one-to-one receipt's empty.
+fn assert_kept(kept: &[String]) {
+    assert_eq!(
+        kept,
+        ["wamid.OLDGROUP:read:5215512340001", "wamid.OLD1:read:"],
+        "rows kept, the group's participant recovered from raw"
+    );
+}
+
+/// Writes after the migration: the lost member's read and a third member's are new rows; the
+/// replays of the kept two are not.
+async fn write_new_receipts(sink: &impl Sink) {
+    for body in [
+        group_receipt("5215512340001", "read"),
+        group_receipt("5215512340002", "read"),
+        group_receipt("5215512340003", "read"),
+        one_to_one("read"),
+    ] {
+        sink.write(&routed(&body)).await.unwrap();
+    }
+}
+
 fn routed(body: &[u8]) -> Event {
     route(&as_ingress_produces(Provider::Meta, body, "raw")[0]).unwrap()
 }
@@ -81,20 +104,8 @@ async fn a_sqlite_database_of_migration_0001_keeps_its_rows_and_takes_the_new_ke
     let kept = read(
         "SELECT wamid || ':' || status || ':' || participant FROM wapipe_statuses ORDER BY rowid",
     );
-    assert_eq!(
-        kept,
-        ["wamid.OLDGROUP:read:5215512340001", "wamid.OLD1:read:"],
-        "rows kept, the group's participant recovered from raw"
-    );
-    // New writes: the lost member's read and a third member's are new rows; replays are not.
-    for body in [
-        group_receipt("5215512340001", "read"),
-        group_receipt("5215512340002", "read"),
-        group_receipt("5215512340003", "read"),
-        one_to_one("read"),
-    ] {
-        sink.write(&routed(&body)).await.unwrap();
-    }
+    assert_kept(&kept);
+    write_new_receipts(&sink).await;
     let after = read("SELECT participant FROM wapipe_statuses ORDER BY rowid");
     println!(
         "sqlite migration: {} rows kept, {} after new writes",
@@ -165,19 +176,8 @@ async fn a_postgres_database_of_migration_0001_keeps_its_rows_and_takes_the_new_
         "SELECT wamid || ':' || status || ':' || participant FROM wapipe_statuses ORDER BY seq",
     )
     .await;
-    assert_eq!(
-        kept,
-        ["wamid.OLDGROUP:read:5215512340001", "wamid.OLD1:read:"],
-        "rows kept, the group's participant recovered from raw"
-    );
-    for body in [
-        group_receipt("5215512340001", "read"),
-        group_receipt("5215512340002", "read"),
-        group_receipt("5215512340003", "read"),
-        one_to_one("read"),
-    ] {
-        sink.write(&routed(&body)).await.unwrap();
-    }
+    assert_kept(&kept);
+    write_new_receipts(&sink).await;
     let after = rows("SELECT participant FROM wapipe_statuses ORDER BY seq").await;
     println!(
         "postgres migration: {} rows kept, {} after new writes",
