@@ -144,6 +144,15 @@ fn signed_two_senders() -> Request<Body> {
     )
 }
 
+/// The two-sender batch, signed with `secret`, posted to `path`.
+async fn post_two_senders_to(
+    state: &Arc<AppState>,
+    path: &str,
+    secret: &str,
+) -> (StatusCode, Option<String>, String) {
+    send(state.clone(), meta_post_to(path, TWO_SENDERS, secret)).await
+}
+
 fn meta_post_to(path: &str, body: &str, secret: &str) -> Request<Body> {
     Request::post(path)
         .header(
@@ -159,15 +168,10 @@ async fn two_apps_signing_with_their_own_secrets_get_200_and_a_third_secret_gets
     let sink = Arc::new(FakeSink::default());
     let state = two_apps("meta", sink.clone());
     for secret in ["secret-of-a", "secret-of-b"] {
-        let (status, _, body) =
-            send(state.clone(), meta_post_to("/webhook", TWO_SENDERS, secret)).await;
+        let (status, _, body) = post_two_senders_to(&state, "/webhook", secret).await;
         assert_eq!(status, StatusCode::OK, "{secret}: {body}");
     }
-    let (status, _, body) = send(
-        state.clone(),
-        meta_post_to("/webhook", TWO_SENDERS, "secret-of-c"),
-    )
-    .await;
+    let (status, _, body) = post_two_senders_to(&state, "/webhook", "secret-of-c").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(sink.produced.lock().unwrap().len(), 4);
     // Matches are counted by the secret's name, never its value.
@@ -212,24 +216,12 @@ async fn two_wasender_sessions_with_their_own_secrets_get_200_and_a_third_gets_4
 async fn a_per_app_path_accepts_only_its_own_apps_secret_and_an_unknown_app_is_404() {
     let sink = Arc::new(FakeSink::default());
     let state = two_apps("meta", sink.clone());
-    let (status, _, _) = send(
-        state.clone(),
-        meta_post_to("/webhook/shop-a", TWO_SENDERS, "secret-of-a"),
-    )
-    .await;
+    let (status, _, _) = post_two_senders_to(&state, "/webhook/shop-a", "secret-of-a").await;
     assert_eq!(status, StatusCode::OK);
     // shop-b's secret is trusted on /webhook, but not on shop-a's own path.
-    let (status, _, _) = send(
-        state.clone(),
-        meta_post_to("/webhook/shop-a", TWO_SENDERS, "secret-of-b"),
-    )
-    .await;
+    let (status, _, _) = post_two_senders_to(&state, "/webhook/shop-a", "secret-of-b").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, body) = send(
-        state.clone(),
-        meta_post_to("/webhook/shop-z", TWO_SENDERS, "secret-of-a"),
-    )
-    .await;
+    let (status, _, body) = post_two_senders_to(&state, "/webhook/shop-z", "secret-of-a").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(sink.produced.lock().unwrap().len(), 2);
     // Each app's handshake on its own path, with any trusted token.

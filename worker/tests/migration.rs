@@ -53,6 +53,16 @@ async fn write_new_receipts(sink: &impl Sink) {
     }
 }
 
+/// The receipts stored under migration 0001, by the participant the row had: its key merged
+/// the members' receipts of one group message, so the second member's read was lost.
+fn old_receipts() -> [(&'static str, Vec<u8>); 3] {
+    [
+        ("5215512340001", group_receipt("+5215512340001", "read")),
+        ("5215512340002", group_receipt("5215512340002", "read")),
+        ("5215512345678", one_to_one("read")),
+    ]
+}
+
 fn routed(body: &[u8]) -> Event {
     route(&as_ingress_produces(Provider::Meta, body, "raw")[0]).unwrap()
 }
@@ -76,11 +86,7 @@ async fn a_sqlite_database_of_migration_0001_keeps_its_rows_and_takes_the_new_ke
         ))
         .unwrap();
         // The old key merged the members' receipts: the second member's read was lost.
-        for (participant, body) in [
-            ("5215512340001", group_receipt("+5215512340001", "read")),
-            ("5215512340002", group_receipt("5215512340002", "read")),
-            ("5215512345678", one_to_one("read")),
-        ] {
+        for (participant, body) in old_receipts() {
             let event = routed(&body);
             let wamid = event.wamid().unwrap().to_string();
             old.execute(
@@ -137,11 +143,7 @@ async fn a_postgres_database_of_migration_0001_keeps_its_rows_and_takes_the_new_
         ))
         .await
         .unwrap();
-    for (participant, body) in [
-        ("5215512340001", group_receipt("+5215512340001", "read")),
-        ("5215512340002", group_receipt("5215512340002", "read")),
-        ("5215512345678", one_to_one("read")),
-    ] {
+    for (participant, body) in old_receipts() {
         let event = routed(&body);
         let raw: serde_json::Value = serde_json::from_str(event.raw.get()).unwrap();
         client
