@@ -153,6 +153,17 @@ async fn post_two_senders_to(
     send(state.clone(), meta_post_to(path, TWO_SENDERS, secret)).await
 }
 
+/// WASender's group-messages fixture posted to `/webhook` with `secret` as its shared-secret
+/// header.
+fn wasender_post(secret: &str) -> Request<Body> {
+    Request::post("/webhook")
+        .header("x-webhook-signature", secret)
+        .body(Body::from(include_str!(
+            "../../core/tests/fixtures/wasender/group_messages.json"
+        )))
+        .unwrap()
+}
+
 fn meta_post_to(path: &str, body: &str, secret: &str) -> Request<Body> {
     Request::post(path)
         .header(
@@ -191,23 +202,16 @@ async fn two_apps_signing_with_their_own_secrets_get_200_and_a_third_secret_gets
 async fn two_wasender_sessions_with_their_own_secrets_get_200_and_a_third_gets_401() {
     let sink = Arc::new(FakeSink::default());
     let state = two_apps("wasender", sink.clone());
-    let body = include_str!("../../core/tests/fixtures/wasender/group_messages.json");
-    let request = |secret: &str| {
-        Request::post("/webhook")
-            .header("x-webhook-signature", secret)
-            .body(Body::from(body))
-            .unwrap()
-    };
     assert_eq!(
-        send(state.clone(), request("secret-of-a")).await.0,
+        send(state.clone(), wasender_post("secret-of-a")).await.0,
         StatusCode::OK
     );
     assert_eq!(
-        send(state.clone(), request("secret-of-b")).await.0,
+        send(state.clone(), wasender_post("secret-of-b")).await.0,
         StatusCode::OK
     );
     assert_eq!(
-        send(state, request("secret-of-c")).await.0,
+        send(state, wasender_post("secret-of-c")).await.0,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -451,16 +455,9 @@ async fn handshake_echoes_the_challenge_byte_for_byte_when_the_token_matches() {
 async fn wasender_uses_its_shared_secret_header() {
     let sink = Arc::new(FakeSink::default());
     let state = state_with(config(&["--provider", "wasender"]), sink.clone());
-    let body = include_str!("../../core/tests/fixtures/wasender/group_messages.json");
-    let request = |secret: &str| {
-        Request::post("/webhook")
-            .header("x-webhook-signature", secret)
-            .body(Body::from(body))
-            .unwrap()
-    };
-    let (status, _, _) = send(state.clone(), request("nope")).await;
+    let (status, _, _) = send(state.clone(), wasender_post("nope")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, response) = send(state, request(SECRET)).await;
+    let (status, _, response) = send(state, wasender_post(SECRET)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(response, r#"{"events":2}"#);
     assert!(sink
