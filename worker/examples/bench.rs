@@ -35,7 +35,7 @@ use wapipe_core::time::now_ms;
 use wapipe_worker::error::Result as SinkResult;
 use wapipe_worker::route::Event;
 use wapipe_worker::sink::{LogSink, PostgresSink, SharedSink, Sink, SqliteSink};
-use wapipe_worker::{Worker, WorkerSettings};
+use wapipe_worker::{Spawned, Worker, WorkerSettings};
 
 /// The worker binary's allocator, so the figures are the binary's.
 #[global_allocator]
@@ -139,11 +139,11 @@ async fn worker_rate(
     };
     let running = Running::start(settings, sink);
     // Timed from the first finished event, so group join and assignment are not counted.
-    while running.worker.metrics.finished_events() == 0 {
+    while running.worker().metrics.finished_events() == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let started = Instant::now();
-    let start_count = running.worker.metrics.finished_events();
+    let start_count = running.worker().metrics.finished_events();
     running.finish(events, Duration::from_millis(5)).await?;
     Ok((events as u64 - start_count) as f64 / started.elapsed().as_secs_f64())
 }
@@ -160,35 +160,36 @@ fn bench_settings(brokers: &str, topic: &str) -> anyhow::Result<WorkerSettings> 
 
 /// A worker running in this process until it has finished a number of events.
 struct Running {
-    worker: Arc<Worker>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<wapipe_worker::Result<()>>,
+    spawned: Spawned,
+    /// Fired when the worker is told to stop.
+    stopping: CancellationToken,
 }
 
 impl Running {
     fn start(settings: WorkerSettings, sink: SharedSink) -> Running {
-        let worker = Arc::new(Worker::new());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (worker, stop) = (worker.clone(), stop.clone());
-            async move { worker.run(settings, sink, stop).await }
-        });
-        Running { worker, stop, task }
+        Running {
+            spawned: Worker::spawn(settings, sink),
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    fn worker(&self) -> &Worker {
+        &self.spawned.worker
     }
 
     /// Waits, polling every `poll`, until `events` are finished (at most [`STAGE_LIMIT`]),
     /// then stops the worker.
     async fn finish(self, events: usize, poll: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + STAGE_LIMIT;
-        while self.worker.metrics.finished_events() < events as u64 {
+        while self.worker().metrics.finished_events() < events as u64 {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "the worker did not finish within {STAGE_LIMIT:?}"
             );
             tokio::time::sleep(poll).await;
         }
-        self.stop.cancel();
-        self.task.await??;
+        self.stopping.cancel();
+        self.spawned.stop().await?;
         Ok(())
     }
 }
@@ -464,9 +465,9 @@ async fn e2e_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<
     let readable = tokio::spawn(readable_latencies(
         brokers.to_string(),
         topic.to_string(),
-        running.stop.clone(),
+        running.stopping.clone(),
     ));
-    while running.worker.metrics.assigned_partitions.get() == 0 {
+    while running.worker().metrics.assigned_partitions.get() == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("e2e: ready");

@@ -21,7 +21,7 @@ use wapipe_core::time::now_ms;
 
 pub use config::Cli;
 pub use error::{Error, Result};
-pub use worker::{Worker, WorkerSettings};
+pub use worker::{Spawned, Worker, WorkerSettings};
 
 use config::{Command, DlqCommand, RunArgs};
 use sink::{HttpSink, LogSink, PostgresOptions, PostgresSink, SharedSink, SinkKind, SqliteSink};

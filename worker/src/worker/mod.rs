@@ -114,6 +114,26 @@ pub struct Worker {
     pub health: Arc<Health>,
 }
 
+/// A worker running on a task of its own in this process (embedding, benchmarks, tests).
+pub struct Spawned {
+    /// Its health and metrics.
+    pub worker: Arc<Worker>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Spawned {
+    /// Stops it as a shutdown signal would (in-flight events drained, offsets committed) and
+    /// returns how its run ended. A panic of the worker's task is raised again here.
+    pub async fn stop(self) -> Result<()> {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(ended) => ended,
+            Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+        }
+    }
+}
+
 impl Worker {
     pub fn new() -> Worker {
         Worker::with_liveness_bound(crate::observe::DEFAULT_LIVENESS_TIMEOUT)
@@ -125,6 +145,18 @@ impl Worker {
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::new(bound)),
         }
+    }
+
+    /// A new worker running `settings` into `sink` on a task of its own, until
+    /// [`Spawned::stop`].
+    pub fn spawn(settings: WorkerSettings, sink: SharedSink) -> Spawned {
+        let worker = Arc::new(Worker::new());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (worker, stop) = (worker.clone(), stop.clone());
+            async move { worker.run(settings, sink, stop).await }
+        });
+        Spawned { worker, stop, task }
     }
 
     /// Consumes until `shutdown` fires, then drains in-flight events and commits. A group

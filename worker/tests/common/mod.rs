@@ -23,10 +23,8 @@ use wapipe_core::record::{
     HEADER_RECEIVED_AT, HEADER_STATUS,
 };
 use wapipe_worker::sink::SharedSink;
-use wapipe_worker::{Worker, WorkerSettings};
+use wapipe_worker::{Spawned, Worker, WorkerSettings};
 
-/// The PostgreSQL the tests use: 127.0.0.1, port `WAPIPE_TEST_POSTGRES_PORT` (default 5432,
-/// where scripts/postgres.sh puts it), user postgres, database test.
 /// Serves `app` on a free loopback port, in the background; returns its address.
 pub async fn serve_http(app: axum::Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -35,6 +33,8 @@ pub async fn serve_http(app: axum::Router) -> SocketAddr {
     address
 }
 
+/// The PostgreSQL the tests use: 127.0.0.1, port `WAPIPE_TEST_POSTGRES_PORT` (default 5432,
+/// where scripts/postgres.sh puts it), user postgres, database test.
 pub fn postgres_port() -> u16 {
     std::env::var("WAPIPE_TEST_POSTGRES_PORT")
         .ok()
@@ -438,10 +438,14 @@ pub async fn wamids_in_write_order(client: &Client, user: &str) -> Vec<String> {
 }
 
 /// A worker running in this process until [`Running::stop`].
-pub struct Running {
-    pub worker: Arc<Worker>,
-    pub stop: CancellationToken,
-    pub task: tokio::task::JoinHandle<wapipe_worker::error::Result<()>>,
+pub struct Running(Spawned);
+
+impl std::ops::Deref for Running {
+    type Target = Spawned;
+
+    fn deref(&self) -> &Spawned {
+        &self.0
+    }
 }
 
 impl Running {
@@ -460,17 +464,10 @@ impl Running {
     }
 
     pub async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.expect("worker task").expect("worker run");
+        self.0.stop().await.expect("worker run");
     }
 }
 
 pub fn start(settings: WorkerSettings, sink: SharedSink) -> Running {
-    let worker = Arc::new(Worker::new());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (worker, stop) = (worker.clone(), stop.clone());
-        async move { worker.run(settings, sink, stop).await }
-    });
-    Running { worker, stop, task }
+    Running(Worker::spawn(settings, sink))
 }
