@@ -277,9 +277,13 @@ down() {
   restore_sysctls
   rm -rf /var/lib/kubelet/device-plugins /var/lib/cni
   rmdir /var/lib/kubelet 2>/dev/null || true
-  bash "$repo/scripts/cluster.sh" down
-  bash "$repo/scripts/registry.sh" stop
+  # Each of the two is stopped even when the other fails (a port another process holds makes
+  # the control plane's down fail, and the registry must not be left running for that).
+  local status=0
+  bash "$repo/scripts/cluster.sh" down || status=$?
+  bash "$repo/scripts/registry.sh" stop || status=$?
   rm -rf "$state/containerd/root" "$state/containerd/state" "$state/kubelet" "$state/run" "$state/cni/ipam"
+  return "$status"
 }
 
 case "$cmd" in

@@ -65,11 +65,12 @@ cleanup() {
       kubectl -n "$ns" logs "$pod" --tail=30 >&2 2>/dev/null || kubectl -n "$operator_ns" logs "$pod" --tail=30 >&2 2>/dev/null
     done
   fi
-  bash "$repo/scripts/node.sh" down
-  WAPIPE_KAFKA_ADDRESS="$address" bash "$repo/scripts/kafka.sh" stop
+  # Every step runs even when one before it fails, so nothing is left running for the next run.
+  bash "$repo/scripts/node.sh" down || echo "node: the node did not come down cleanly" >&2
+  WAPIPE_KAFKA_ADDRESS="$address" bash "$repo/scripts/kafka.sh" stop || echo "node: Kafka did not stop" >&2
   rm -rf "$WAPIPE_STATE_DIR/kafka"
-  pg_down
-  ((started_docker)) && bash "$repo/scripts/docker.sh" stop
+  pg_down || echo "node: PostgreSQL did not stop" >&2
+  if ((started_docker)); then bash "$repo/scripts/docker.sh" stop || echo "node: dockerd did not stop" >&2; fi
 }
 trap cleanup EXIT
 
