@@ -9,6 +9,7 @@ pub mod model;
 pub mod observe;
 pub mod replay;
 pub mod route;
+mod scan;
 pub mod schedule;
 pub mod sink;
 pub mod worker;

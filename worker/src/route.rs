@@ -594,12 +594,16 @@ fn digest_id(provider: Provider, incoming: &Incoming, payload: &[u8], kind: Even
     hex::encode(digest.finalize())
 }
 
-/// Reads what routing needs from the record's text in one parse (the first entry's first
-/// change; strings borrowed from the record, everything else skipped), the change's value read
-/// as a `messages` value, which nearly every event is. Any other field, or a value that does
-/// not read as one, is read again with the value kept as the record's own text until its field
-/// says how to read it (which also gives a `messages` value's error).
+/// Reads what routing needs from the record's text: a `messages` change, which nearly every
+/// event is, by [`crate::scan`]'s one pass; what that declines by a typed parse (the first
+/// entry's first change; strings borrowed from the record, everything else skipped), the
+/// change's value read as a `messages` value. Any other field, or a value that does not read
+/// as one, is read again with the value kept as the record's own text until its field says how
+/// to read it (which also gives a `messages` value's error).
 fn route_meta(text: &str) -> Result<EventBody> {
+    if let Some((field, value)) = crate::scan::meta_messages(text) {
+        return Ok(route_messages_value(field, value));
+    }
     // Boxed: the value is large, and a parse moves it up through every level of the envelope.
     if let Ok(envelope) = serde_json::from_str::<MetaEnvelope<'_, Box<MetaMessagesValue<'_>>>>(text)
     {
@@ -631,7 +635,7 @@ fn route_meta(text: &str) -> Result<EventBody> {
 
 /// The event a `messages` change's value holds: a message, a status, an error, or (none of
 /// those) a field event.
-fn route_messages_value(field: Text<'_>, value: MetaMessagesValue<'_>) -> EventBody {
+pub(crate) fn route_messages_value(field: Text<'_>, value: MetaMessagesValue<'_>) -> EventBody {
     let phone_number_id = value.metadata.and_then(|m| m.phone_number_id.into_string());
     if let Some(message) = value.messages.0 {
         let contact_name = value
