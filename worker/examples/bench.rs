@@ -144,8 +144,8 @@ async fn worker_rate(
     }
     let started = Instant::now();
     let start_count = running.worker().metrics.finished_events();
-    running.finish(events, Duration::from_millis(5)).await?;
-    Ok((events as u64 - start_count) as f64 / started.elapsed().as_secs_f64())
+    let finished = running.finish(events, Duration::from_millis(1)).await?;
+    Ok((events as u64 - start_count) as f64 / finished.duration_since(started).as_secs_f64())
 }
 
 /// A worker with a group and dead-letter topic of its own, reading `topic`.
@@ -178,8 +178,10 @@ impl Running {
     }
 
     /// Waits, polling every `poll`, until `events` are finished (at most [`STAGE_LIMIT`]),
-    /// then stops the worker.
-    async fn finish(self, events: usize, poll: Duration) -> anyhow::Result<()> {
+    /// then stops the worker. Returns when the last was seen finished: a rate ends there, not
+    /// after the worker's shutdown (its drain, last commit and leaving the group), as the
+    /// Python worker's own figure ends before its close.
+    async fn finish(self, events: usize, poll: Duration) -> anyhow::Result<Instant> {
         let deadline = Instant::now() + STAGE_LIMIT;
         while self.worker().metrics.finished_events() < events as u64 {
             anyhow::ensure!(
@@ -188,9 +190,10 @@ impl Running {
             );
             tokio::time::sleep(poll).await;
         }
+        let finished = Instant::now();
         self.stopping.cancel();
         self.spawned.stop().await?;
-        Ok(())
+        Ok(finished)
     }
 }
 

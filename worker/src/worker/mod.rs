@@ -215,6 +215,11 @@ impl Worker {
         let mut defaults = vec![
             ("auto.commit.interval.ms", "1000"),
             ("auto.offset.reset", "earliest"),
+            // librdkafka stops fetching a partition whose prefetch queue is full and, by
+            // default, looks again only after a second. A worker draining a backlog larger
+            // than that queue empties it well within the second and then sat idle: a third of
+            // the drain rate with the log sink (docs/benchmarks.md).
+            ("fetch.queue.backoff.ms", "20"),
         ];
         // Under KIP-848 the broker owns session timeouts and assignment: librdkafka refuses
         // the classic protocol's settings there.
