@@ -85,10 +85,10 @@ impl<T> Once<T> {
 /// What routing reads of one change: its field and, when present and not null, its value.
 type Change<'a> = (Text<'a>, Option<Box<MetaMessagesValue<'a>>>);
 
-/// How many bytes at the start of `bytes` a string scan can pass over: up to the first quote,
-/// backslash or control character. Eight bytes at a time (a byte equal to `c` is a zero byte
+/// How many bytes at the start of `bytes` a string scan can pass over (or a JSON writer copy
+/// as they are): up to the first quote, backslash or control character. Eight bytes at a time (a byte equal to `c` is a zero byte
 /// of `v ^ c`; the lowest flagged byte of each test is always a true match).
-fn plain_run(bytes: &[u8]) -> usize {
+pub(crate) fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v;

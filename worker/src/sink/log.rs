@@ -154,7 +154,7 @@ fn push_line(bytes: &mut Vec<u8>, event: &Event) {
 
 /// `text` as a JSON string: copied when nothing in it needs escaping, else escaped by serde_json.
 fn push_str(bytes: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if crate::scan::plain_run(text.as_bytes()) == text.len() {
         bytes.push(b'"');
         bytes.extend_from_slice(text.as_bytes());
         bytes.push(b'"');
