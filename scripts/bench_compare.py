@@ -20,9 +20,9 @@ Stages (each on the same private Apache Kafka):
      being committed, beside the same to a plain consumer having the record (the ingress's,
      the producer's and Kafka's part), each for the first and the last fifth of the run.
   6. Peak RSS of a worker (log sink) draining a backlog of --rss-events records: with the
-     defaults (librdkafka's prefetch), and with the prefetch bounded to 2 KiB per buffered
-     event for two buffer settings (the drain rate printed beside each: a small prefetch
-     costs throughput).
+     default buffer (and the librdkafka prefetch the worker sizes from it), a smaller buffer,
+     and the default buffer with librdkafka's own prefetch defaults (the drain rate printed
+     beside each).
   7. Instructions per event (callgrind, when valgrind is installed; --skip-callgrind to skip):
      the worker with the log sink and the raw consumer, each on 20,000 and 60,000 of the
      bench's own text messages; the difference of the two runs over 40,000 events, so start-up
@@ -361,14 +361,11 @@ def worker_stages(args: argparse.Namespace, brokers: str, state: Path, services:
 
 # The buffer settings the backlog's peak RSS is measured with: (label, bench environment).
 RSS_SETTINGS = [
-    ("--max-buffered 2000 (default; librdkafka's prefetch defaults, 64 MiB, 100,000 messages)", {"WAPIPE_BENCH_MAX_BUFFERED": "2000"}),
+    ("--max-buffered 2000 (default; the prefetch it sets: 10,000 messages a partition, 16,000 KiB)", {"WAPIPE_BENCH_MAX_BUFFERED": "2000"}),
+    ("--max-buffered 500 (prefetch 2,500 messages a partition, 4,096 KiB)", {"WAPIPE_BENCH_MAX_BUFFERED": "500"}),
     (
-        "--max-buffered 2000, prefetch bounded to 4 MiB (queued.max.messages.kbytes=4000, queued.min.messages=2000)",
-        {"WAPIPE_BENCH_MAX_BUFFERED": "2000", "WAPIPE_BENCH_KAFKA_OPTIONS": "queued.max.messages.kbytes=4000,queued.min.messages=2000"},
-    ),
-    (
-        "--max-buffered 20000, prefetch 40 MiB (queued.max.messages.kbytes=40000, queued.min.messages=20000)",
-        {"WAPIPE_BENCH_MAX_BUFFERED": "20000", "WAPIPE_BENCH_KAFKA_OPTIONS": "queued.max.messages.kbytes=40000,queued.min.messages=20000"},
+        "--max-buffered 2000 with librdkafka's own prefetch defaults (100,000 messages a partition, 64 MiB)",
+        {"WAPIPE_BENCH_MAX_BUFFERED": "2000", "WAPIPE_BENCH_KAFKA_OPTIONS": "queued.max.messages.kbytes=65536,queued.min.messages=100000"},
     ),
 ]
 

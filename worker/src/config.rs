@@ -140,7 +140,9 @@ pub struct RunArgs {
     #[arg(long, env = "WAPIPE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 
-    /// Events received but not finished before fetching pauses.
+    /// Events received but not finished before fetching pauses. Also sizes librdkafka's
+    /// prefetch: five times as many messages a partition and 8 KiB an event (at least 1,000
+    /// and 4 MiB, at most librdkafka's defaults), unless WAPIPE_KAFKA_OPTIONS sets it.
     #[arg(long, env = "WAPIPE_MAX_BUFFERED", default_value_t = 2000)]
     pub max_buffered: usize,
 

@@ -9,6 +9,25 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// librdkafka's prefetch for a buffer of `max_buffered` events: `queued.min.messages` (per
+/// partition) five times the buffer and `queued.max.messages.kbytes` 8 KiB per buffered event,
+/// each within bounds (librdkafka's own defaults, 100,000 messages and 64 MiB, are the upper
+/// ones). So `--max-buffered` bounds what a worker holds when it reads a backlog: the default
+/// 2,000 gives 10,000 messages and 16,000 KiB, which drained a backlog as fast as librdkafka's
+/// defaults and peaked 60 MiB lower (docs/benchmarks.md).
+pub(super) fn prefetch(max_buffered: usize) -> Prefetch {
+    Prefetch {
+        messages: max_buffered.saturating_mul(5).clamp(1_000, 100_000),
+        kbytes: max_buffered.saturating_mul(8).clamp(4_096, 65_536),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Prefetch {
+    pub(super) messages: usize,
+    pub(super) kbytes: usize,
+}
+
 /// How long the buffer may stay full, with no record taken, before fetching is paused.
 pub(super) const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 
@@ -70,6 +89,17 @@ pub(super) fn fetch_decision(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefetch_follows_the_buffer_within_librdkafkas_bounds() {
+        let default = prefetch(2000);
+        assert_eq!((default.messages, default.kbytes), (10_000, 16_000));
+        let small = prefetch(10);
+        assert_eq!((small.messages, small.kbytes), (1_000, 4_096));
+        let large = prefetch(1_000_000);
+        assert_eq!((large.messages, large.kbytes), (100_000, 65_536));
+        assert_eq!(prefetch(usize::MAX), large);
+    }
 
     #[test]
     fn a_full_buffer_first_holds_and_pauses_fetching_only_once_it_stayed_full_for_the_hold() {

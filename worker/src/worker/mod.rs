@@ -221,6 +221,10 @@ impl Worker {
             // the drain rate with the log sink (docs/benchmarks.md).
             ("fetch.queue.backoff.ms", "20"),
         ];
+        let prefetch = fetch::prefetch(settings.max_buffered);
+        let (messages, kbytes) = (prefetch.messages.to_string(), prefetch.kbytes.to_string());
+        defaults.push(("queued.min.messages", &messages));
+        defaults.push(("queued.max.messages.kbytes", &kbytes));
         // Under KIP-848 the broker owns session timeouts and assignment: librdkafka refuses
         // the classic protocol's settings there.
         if settings.group_protocol == GroupProtocol::Classic {
