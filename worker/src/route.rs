@@ -2,6 +2,8 @@
 //! other field) that a sink can write. A record that cannot be understood is the event's own
 //! fault ([`Error::ParseEvent`]): it is retried and then dead-lettered, never dropped.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rdkafka::message::{Headers, Message};
 use serde::Deserialize;
@@ -25,7 +27,8 @@ use crate::model::{
 /// buffer, not a copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
-    pub topic: String,
+    /// Shared by the records of one topic, not copied per record.
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
@@ -34,7 +37,9 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    pub fn from_message<M: Message>(message: &M) -> Incoming {
+    /// The record `message`, read from `topic` (the subscribed topic's name, shared; a record
+    /// of another topic gets its own).
+    pub fn from_message<M: Message>(message: &M, topic: &Arc<str>) -> Incoming {
         let headers = message
             .headers()
             .map(|headers| {
@@ -43,7 +48,10 @@ impl Incoming {
                 const FEW: usize = 8;
                 let mut few: [(&str, &[u8]); FEW] = [("", &[]); FEW];
                 let (mut count, mut bytes) = (0, 0);
-                for h in headers.iter().take(FEW) {
+                // One pass: each step of librdkafka's iterator is a call and a key checked as
+                // UTF-8, so the rest are not reached by stepping over the first few again.
+                let mut all = headers.iter();
+                for h in all.by_ref().take(FEW) {
                     let value = h.value.unwrap_or_default();
                     bytes += h.key.len() + value.len();
                     few[count] = (h.key, value);
@@ -53,14 +61,18 @@ impl Incoming {
                 for &(key, value) in &few[..count] {
                     out.push(key, value);
                 }
-                for h in headers.iter().skip(FEW) {
+                for h in all {
                     out.push(h.key, h.value.unwrap_or_default());
                 }
                 out
             })
             .unwrap_or_default();
         Incoming {
-            topic: message.topic().to_string(),
+            topic: if message.topic() == &**topic {
+                topic.clone()
+            } else {
+                Arc::from(message.topic())
+            },
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),

@@ -41,7 +41,7 @@ pub fn dead_letter_headers(
     let extra = [
         (HEADER_DLQ_ERROR, error.to_string()),
         (HEADER_DLQ_ATTEMPTS, attempts.to_string()),
-        (HEADER_DLQ_SOURCE_TOPIC, incoming.topic.clone()),
+        (HEADER_DLQ_SOURCE_TOPIC, incoming.topic.to_string()),
         (HEADER_DLQ_SOURCE_PARTITION, incoming.partition.to_string()),
         (HEADER_DLQ_SOURCE_OFFSET, incoming.offset.to_string()),
         (HEADER_DLQ_FIRST_FAILURE_AT, first_failure_at.to_string()),

@@ -250,6 +250,7 @@ impl Worker {
         self.health.set_sink_available(true);
         tracing::info!(topic = %settings.topic, group = %settings.group, "consuming");
 
+        let topic: Arc<str> = Arc::from(settings.topic.as_str());
         let mut full_since: Option<tokio::time::Instant> = None;
         let mut store_tick = tokio::time::interval(STORE_INTERVAL);
         store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -316,7 +317,7 @@ impl Worker {
                         let mut received_at = shared.rebalances.load(Ordering::Acquire);
                         // Sized for all of them (at most MAX_BATCH): growing it copied each record.
                         let mut batch = Vec::with_capacity(room);
-                        batch.push(Incoming::from_message(&message));
+                        batch.push(Incoming::from_message(&message, &topic));
                         drop(message);
                         while batch.len() < room {
                             match consumer.recv().now_or_never() {
@@ -328,7 +329,7 @@ impl Worker {
                                         dispatch(&shared, std::mem::take(&mut batch), received_at);
                                         received_at = now;
                                     }
-                                    batch.push(Incoming::from_message(&message));
+                                    batch.push(Incoming::from_message(&message, &topic));
                                 }
                                 Some(Err(error)) => {
                                     tracing::warn!(%error, "receiving from Kafka failed");
