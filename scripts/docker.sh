@@ -50,18 +50,11 @@ case "$cmd" in
         "$(iptables -S FORWARD 2>/dev/null | sed -n 's/^-P FORWARD //p')" >"$saved"
       netfilter_tables >"$saved.tables"
     fi
-    # set +m: dockerd is the recorded process itself, not a job-control parent that exits.
-    set +m
-    nohup dockerd --data-root "$root/data" --exec-root "$run" --pidfile "$run/dockerd.engine.pid" \
-      --host "$socket" --storage-driver overlay2 --log-level warn >>"$log" 2>&1 </dev/null &
-    proc_record "$!" "$pidfile"
-    if proc_await "$pidfile" 60 answers; then
-      echo "$socket"
-      exit 0
-    fi
-    echo "docker: dockerd did not answer on $socket; the end of $log:" >&2
-    tail -n 30 "$log" >&2
-    exit 1
+    proc_spawn "$pidfile" "$log" dockerd --data-root "$root/data" --exec-root "$run" \
+      --pidfile "$run/dockerd.engine.pid" --host "$socket" --storage-driver overlay2 --log-level warn
+    proc_await "$pidfile" 60 answers ||
+      proc_fail "docker: dockerd did not answer on $socket; the end of $log:" "$log" 30
+    echo "$socket"
     ;;
   stop)
     proc_stop "$pidfile" 30

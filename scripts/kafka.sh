@@ -60,20 +60,15 @@ case "$cmd" in
     if [[ ! -f "$dir/data/meta.properties" ]]; then
       java -cp "$libs/*" kafka.tools.StorageTool format --ignore-formatted \
         -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid | tail -n 1)" \
-        -c "$dir/server.properties" >>"$log" 2>&1 || { echo "kafka: formatting $dir/data failed; its log:" >&2; tail -n 40 "$log" >&2; exit 1; }
+        -c "$dir/server.properties" >>"$log" 2>&1 || proc_fail "kafka: formatting $dir/data failed; its log:" "$log" 40
     fi
     # shellcheck disable=SC2086 # KAFKA_HEAP_OPTS holds several JVM flags
-    nohup java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC -Djava.awt.headless=true \
-      -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$libs/*" \
-      kafka.Kafka "$dir/server.properties" >>"$log" 2>&1 </dev/null &
-    proc_record "$!" "$pidfile"
-    if proc_await "$pidfile" 60 answers; then
-      echo "$address:$port"
-      exit 0
-    fi
-    echo "kafka: did not answer on $address:$port; the end of $log:" >&2
-    tail -n 40 "$log" >&2
-    exit 1
+    proc_spawn "$pidfile" "$log" java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx768m} -XX:+UseG1GC \
+      -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$libs/*" \
+      kafka.Kafka "$dir/server.properties"
+    proc_await "$pidfile" 60 answers ||
+      proc_fail "kafka: did not answer on $address:$port; the end of $log:" "$log" 40
+    echo "$address:$port"
     ;;
   stop)
     proc_stop "$pidfile" 30

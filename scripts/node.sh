@@ -51,9 +51,7 @@ alive() { proc_pid "$run/$1.pid" >/dev/null; }
 start() {
   local name="$1"
   shift
-  set +m
-  nohup "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
-  proc_record "$!" "$run/$name.pid"
+  proc_spawn "$run/$name.pid" "$state/logs/$name.log" "$@"
 }
 k() { "$cp_bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 wait_for() {

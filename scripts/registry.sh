@@ -49,16 +49,10 @@ storage:
 http:
   addr: $address:$port
 EOF
-    set +m
-    nohup "$bin" serve "$dir/config.yml" >>"$log" 2>&1 </dev/null &
-    proc_record "$!" "$pidfile"
-    if proc_await "$pidfile" 10 answers; then
-      echo "$address:$port"
-      exit 0
-    fi
-    echo "registry: did not answer on $address:$port; the end of $log:" >&2
-    tail -n 20 "$log" >&2
-    exit 1
+    proc_spawn "$pidfile" "$log" "$bin" serve "$dir/config.yml"
+    proc_await "$pidfile" 10 answers ||
+      proc_fail "registry: did not answer on $address:$port; the end of $log:" "$log" 20
+    echo "$address:$port"
     ;;
   stop)
     proc_stop "$pidfile" 10

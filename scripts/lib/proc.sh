@@ -8,9 +8,14 @@
 #   proc_stop FILE [SECS]    SIGTERM (to the process group when it leads one), waits up to SECS
 #                            (default 30), then SIGKILL, and only ever to the process FILE
 #                            recorded; removes FILE
+#   proc_spawn FILE LOG CMD...
+#                            runs CMD in the background under nohup, stdin from /dev/null, its
+#                            output appended to LOG; records it in FILE
 #   proc_await FILE SECS CMD...
 #                            runs CMD (a readiness probe) every 0.1 s until it succeeds, for up
 #                            to SECS; fails early when the process FILE records has exited
+#   proc_fail MESSAGE LOG LINES
+#                            prints MESSAGE and the last LINES lines of LOG to stderr; exits 1
 
 # proc_start_time PID: field 22 of /proc/PID/stat, read after the ")" that ends the command name
 # (which may itself hold spaces or parentheses).
@@ -62,6 +67,15 @@ proc_stop() {
   rm -f "$file"
 }
 
+proc_spawn() {
+  local file="$1" log="$2"
+  shift 2
+  # set +m: the command is the recorded process itself, not a job-control parent that exits.
+  set +m
+  nohup "$@" >>"$log" 2>&1 </dev/null &
+  proc_record "$!" "$file"
+}
+
 proc_await() {
   local file="$1" end=$((SECONDS + $2))
   shift 2
@@ -71,4 +85,10 @@ proc_await() {
     sleep 0.1
   done
   return 1
+}
+
+proc_fail() {
+  echo "$1" >&2
+  tail -n "$3" "$2" >&2
+  exit 1
 }
