@@ -23,7 +23,9 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cmd="${1:-}"
-state="${WAPIPE_STATE_DIR:-$repo/.wapipe}/cluster"
+# shellcheck source=scripts/lib/state.sh
+source "$repo/scripts/lib/state.sh"
+state="$(state_dir cluster)"
 base="${WAPIPE_CLUSTER_PORT_BASE:-26440}"
 nodes="${WAPIPE_CLUSTER_NODES:-2}"
 address="${WAPIPE_CLUSTER_ADDRESS:-127.0.0.1}"

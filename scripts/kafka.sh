@@ -18,8 +18,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cmd="${1:-}"
 port="${2:-${WAPIPE_KAFKA_PORT:-19092}}"
 address="${WAPIPE_KAFKA_ADDRESS:-127.0.0.1}"
-state="${WAPIPE_STATE_DIR:-$repo/.wapipe}"
-dir="$state/kafka"
+# shellcheck source=scripts/lib/state.sh
+source "$repo/scripts/lib/state.sh"
+dir="$(state_dir kafka)"
 pidfile="$dir/kafka.pid"
 log="$dir/kafka.log"
 

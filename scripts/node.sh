@@ -25,7 +25,11 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cmd="${1:-}"
-export WAPIPE_STATE_DIR="${WAPIPE_STATE_DIR:-$repo/.wapipe}"
+# shellcheck source=scripts/lib/state.sh
+source "$repo/scripts/lib/state.sh"
+# Exported: the registry and control plane it starts keep their state beside the node's.
+WAPIPE_STATE_DIR="$(state_root)"
+export WAPIPE_STATE_DIR
 state="$WAPIPE_STATE_DIR/node"
 bridge="${WAPIPE_NODE_BRIDGE:-wapipe0}"
 subnet="${WAPIPE_NODE_SUBNET:-10.88.0}"

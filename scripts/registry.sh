@@ -16,7 +16,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cmd="${1:-}"
 address="${WAPIPE_REGISTRY_ADDRESS:-127.0.0.1}"
 port="${WAPIPE_REGISTRY_PORT:-5000}"
-dir="${WAPIPE_STATE_DIR:-$repo/.wapipe}/registry"
+# shellcheck source=scripts/lib/state.sh
+source "$repo/scripts/lib/state.sh"
+dir="$(state_dir registry)"
 pidfile="$dir/registry.pid"
 log="$dir/registry.log"
 
