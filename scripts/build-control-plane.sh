@@ -15,7 +15,6 @@
 # <cache>/build-times.log.
 set -euo pipefail
 
-KUBE_VERSION="${WAPIPE_KUBE_VERSION:-1.36.3}"
 ETCD_VERSION="${WAPIPE_ETCD_VERSION:-3.6.14}"
 KWOK_VERSION="${WAPIPE_KWOK_VERSION:-0.8.0}"
 HELM_VERSION="${WAPIPE_HELM_VERSION:-3.21.4}"
@@ -57,7 +56,6 @@ if [[ "${1:-}" == "--print" ]]; then
 fi
 
 log() { printf '[build-control-plane] %s\n' "$*" >&2; }
-timed() { gobuild_timed "$cache" "$@"; }
 
 build_kube() {
   local b missing=0
@@ -70,7 +68,7 @@ build_kube() {
   for b in "${kube_bins[@]}"; do
     [[ -x "$kube_dir/bin/$b" ]] && continue
     # One binary at a time, so the log shows what each one adds (the first pays the shared libraries).
-    timed "$b-v$KUBE_VERSION" gobuild_go "$kube_dir" "$kube_dir/bin/$b" "k8s.io/kubernetes/cmd/$b" "$ld"
+    gobuild_timed "$b-v$KUBE_VERSION" gobuild_go "$kube_dir" "$kube_dir/bin/$b" "k8s.io/kubernetes/cmd/$b" "$ld"
   done
 }
 
@@ -79,7 +77,7 @@ build_etcd() {
   log "etcd v$ETCD_VERSION"
   gobuild_module "$etcd_dir" etcdbin
   (cd "$etcd_dir/mod" && go get -tool "go.etcd.io/etcd/server/v3@v$ETCD_VERSION")
-  timed "etcd-v$ETCD_VERSION" gobuild_go "$etcd_dir" "$etcd_dir/bin/etcd" go.etcd.io/etcd/server/v3
+  gobuild_timed "etcd-v$ETCD_VERSION" gobuild_go "$etcd_dir" "$etcd_dir/bin/etcd" go.etcd.io/etcd/server/v3
 }
 
 build_kwok() {
@@ -87,7 +85,7 @@ build_kwok() {
     log "kwok v$KWOK_VERSION"
     gobuild_module "$kwok_dir" kwokbin
     (cd "$kwok_dir/mod" && go get -tool "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION")
-    timed "kwok-v$KWOK_VERSION" gobuild_go "$kwok_dir" "$kwok_dir/bin/kwok" sigs.k8s.io/kwok/cmd/kwok
+    gobuild_timed "kwok-v$KWOK_VERSION" gobuild_go "$kwok_dir" "$kwok_dir/bin/kwok" sigs.k8s.io/kwok/cmd/kwok
   fi
   if [[ ! -s "$kwok_dir/stages.yaml" ]]; then
     # kwok needs Stage objects: node initialisation and lease heartbeat, pods becoming Ready,
@@ -115,7 +113,7 @@ build_helm() {
   minor="${minor%%.*}"
   local ld="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
   ld+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
-  timed "helm-v$HELM_VERSION" gobuild_go "$helm_dir" "$helm_dir/bin/helm" helm.sh/helm/v3/cmd/helm "$ld"
+  gobuild_timed "helm-v$HELM_VERSION" gobuild_go "$helm_dir" "$helm_dir/bin/helm" helm.sh/helm/v3/cmd/helm "$ld"
 }
 
 if ! complete; then

@@ -20,7 +20,7 @@ if [[ ! -x "$mdbook_dir/bin/mdbook" ]]; then
   log "mdbook $MDBOOK_VERSION (cargo install)"
   # Its own target dir, removed afterwards: only the binary is kept.
   work="$(mktemp -d)"
-  gobuild_timed "$cache" "mdbook-$MDBOOK_VERSION" \
+  gobuild_timed "mdbook-$MDBOOK_VERSION" \
     env CARGO_TARGET_DIR="$work" nice -n 10 cargo install --quiet --locked mdbook \
     --version "$MDBOOK_VERSION" --root "$mdbook_dir.tmp"
   rm -rf "$work" "$mdbook_dir"
@@ -33,7 +33,7 @@ if [[ ! -x "$helm_docs_dir/bin/helm-docs" ]]; then
   gobuild_check
   gobuild_module "$helm_docs_dir" helmdocsbin
   (cd "$helm_docs_dir/mod" && go get -tool "github.com/norwoodj/helm-docs/cmd/helm-docs@v$HELM_DOCS_VERSION")
-  gobuild_timed "$cache" "helm-docs-v$HELM_DOCS_VERSION" \
+  gobuild_timed "helm-docs-v$HELM_DOCS_VERSION" \
     gobuild_go "$helm_docs_dir" "$helm_docs_dir/bin/helm-docs" github.com/norwoodj/helm-docs/cmd/helm-docs
 fi
 

@@ -17,7 +17,6 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/lib/gobuild.sh
 source "$repo/scripts/lib/gobuild.sh"
 
-KUBE_VERSION="${WAPIPE_KUBE_VERSION:-1.36.3}"
 REGISTRY_VERSION="${WAPIPE_REGISTRY_VERSION:-3.1.2}"
 COREDNS_VERSION="${WAPIPE_COREDNS_VERSION:-1.15.0}"
 
@@ -58,8 +57,6 @@ if [[ "${1:-}" == "--print" ]]; then
   exit 0
 fi
 
-timed() { gobuild_timed "$cache" "$@"; }
-
 build() {
   local out
   out="$(path_of "$1")"
@@ -69,26 +66,26 @@ build() {
     registry)
       gobuild_module "$registry_dir" registrybin
       (cd "$registry_dir/mod" && go get -tool "github.com/distribution/distribution/v3/cmd/registry@v$REGISTRY_VERSION")
-      timed "registry-v$REGISTRY_VERSION" gobuild_go "$registry_dir" "$out" \
+      gobuild_timed "registry-v$REGISTRY_VERSION" gobuild_go "$registry_dir" "$out" \
         github.com/distribution/distribution/v3/cmd/registry \
         "-s -w -X github.com/distribution/distribution/v3/version.version=v$REGISTRY_VERSION"
       ;;
     kubelet | kube-proxy)
       gobuild_kube_module "$node_dir" "$KUBE_VERSION" kubelet kube-proxy
-      timed "$1-v$KUBE_VERSION" gobuild_go "$node_dir" "$out" "k8s.io/kubernetes/cmd/$1" \
+      gobuild_timed "$1-v$KUBE_VERSION" gobuild_go "$node_dir" "$out" "k8s.io/kubernetes/cmd/$1" \
         "$(gobuild_kube_ldflags "$KUBE_VERSION")"
       ;;
     coredns)
       gobuild_module "$coredns_dir" corednsbin
       cp "$repo/scripts/node/coredns/main.go" "$coredns_dir/mod/"
       (cd "$coredns_dir/mod" && go get "github.com/coredns/coredns@v$COREDNS_VERSION" && go mod tidy)
-      timed "coredns-v$COREDNS_VERSION" gobuild_go "$coredns_dir" "$out" . \
+      gobuild_timed "coredns-v$COREDNS_VERSION" gobuild_go "$coredns_dir" "$out" . \
         "-s -w -X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION"
       ;;
     pause)
       gobuild_module "$pause_dir" pause
       cp "$repo/scripts/node/pause/main.go" "$pause_dir/mod/"
-      timed pause gobuild_go "$pause_dir" "$out" .
+      gobuild_timed pause gobuild_go "$pause_dir" "$out" .
       ;;
   esac
 }

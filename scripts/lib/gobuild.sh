@@ -2,10 +2,12 @@
 # Building Go programs from the module proxy into a cache keyed by version
 # (scripts/build-control-plane.sh, scripts/build-node.sh).
 #
+#   KUBE_VERSION                    the Kubernetes version of the control plane and of the node
+#                                   ($WAPIPE_KUBE_VERSION, default 1.36.3): one, so that they match
 #   gobuild_cache                   prints the cache root: $WAPIPE_CP_CACHE, else
 #                                   /var/cache/wapipe/k8s, else ~/.cache/wapipe/k8s
 #   gobuild_check                   fails unless Go >= 1.26 is installed
-#   gobuild_timed CACHE NAME CMD... runs CMD; appends its duration to CACHE/build-times.log
+#   gobuild_timed NAME CMD...       runs CMD; appends its duration to the cache's build-times.log
 #   gobuild_module DIR NAME         a fresh wrapper module DIR/mod (module wapipe.invalid/NAME)
 #                                   and DIR/bin
 #   gobuild_kube_module DIR VERSION CMDS...
@@ -17,6 +19,8 @@
 #                                   builds PKG in DIR/mod under nice into OUT (atomically)
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false"
+# shellcheck disable=SC2034 # read by the scripts that source this file
+KUBE_VERSION="${WAPIPE_KUBE_VERSION:-1.36.3}"
 
 gobuild_cache() {
   local cache="${WAPIPE_CP_CACHE:-}"
@@ -38,13 +42,13 @@ gobuild_check() {
 }
 
 gobuild_timed() {
-  local cache="$1" name="$2" start end
-  shift 2
+  local name="$1" start end
+  shift
   start=$(date +%s)
   "$@"
   end=$(date +%s)
   printf '%s %s %ss (go %s, %s cores)\n' "$(date -u +%FT%TZ)" "$name" "$((end - start))" \
-    "$(go env GOVERSION)" "$(nproc)" >>"$cache/build-times.log"
+    "$(go env GOVERSION)" "$(nproc)" >>"$(gobuild_cache)/build-times.log"
   printf '[build] %s built in %ss\n' "$name" "$((end - start))" >&2
 }
 
