@@ -71,12 +71,7 @@ case "$cmd" in
     fi
     ;;
   status)
-    if running && answers; then
-      echo "$socket"
-      exit 0
-    fi
-    if running; then echo "docker: running (pid $(proc_pid "$pidfile")) but not answering" >&2; else echo "docker: not running" >&2; fi
-    exit 1
+    proc_status docker "$pidfile" "$socket" answers
     ;;
   env)
     echo "export DOCKER_HOST='$socket' DOCKER_BUILDKIT=1 DOCKER='$client'"

@@ -75,12 +75,7 @@ case "$cmd" in
     proc_stop "$pidfile" 30
     ;;
   status)
-    if running && answers; then
-      echo "$address:$port"
-      exit 0
-    fi
-    if running; then echo "kafka: running (pid $(proc_pid "$pidfile")) but not answering on $port" >&2; else echo "kafka: not running" >&2; fi
-    exit 1
+    proc_status kafka "$pidfile" "$address:$port" answers
     ;;
   *)
     echo "usage: $0 start [port] | stop | status" >&2

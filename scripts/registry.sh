@@ -61,12 +61,7 @@ EOF
     rm -rf "$dir/storage"
     ;;
   status)
-    if running && answers; then
-      echo "$address:$port"
-      exit 0
-    fi
-    echo "registry: not answering on $address:$port" >&2
-    exit 1
+    proc_status registry "$pidfile" "$address:$port" answers
     ;;
   *)
     echo "usage: $0 start | stop | status" >&2

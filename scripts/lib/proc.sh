@@ -14,6 +14,10 @@
 #   proc_await FILE SECS CMD...
 #                            runs CMD (a readiness probe) every 0.1 s until it succeeds, for up
 #                            to SECS; fails early when the process FILE records has exited
+#   proc_status NAME FILE ADDRESS PROBE...
+#                            prints ADDRESS when the process FILE records runs and PROBE succeeds;
+#                            else fails, saying to stderr "NAME: not running" or "NAME: running
+#                            (pid PID) but not answering on ADDRESS"
 #   proc_fail MESSAGE LOG LINES
 #                            prints MESSAGE and the last LINES lines of LOG to stderr; exits 1
 
@@ -85,6 +89,21 @@ proc_await() {
     sleep 0.1
   done
   return 1
+}
+
+proc_status() {
+  # "where", not "address": a local would hide the caller's $address from PROBE (its function).
+  local name="$1" file="$2" where="$3" pid
+  shift 3
+  if ! pid="$(proc_pid "$file")"; then
+    echo "$name: not running" >&2
+    return 1
+  fi
+  if ! "$@"; then
+    echo "$name: running (pid $pid) but not answering on $where" >&2
+    return 1
+  fi
+  printf '%s\n' "$where"
 }
 
 proc_fail() {
