@@ -47,11 +47,30 @@ export PATH="$bin:$PATH" KUBECONFIG="$WAPIPE_TEST_KUBECONFIG"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
 work="$(mktemp -d)"
 operator_pid=""
+# start_operator LOG PORT VAR=VALUE...: wapipe-operator as a host process, its metrics on PORT,
+# with the environment given; its pid in $operator_pid.
+start_operator() {
+  local log="$1" port="$2"
+  shift 2
+  env WAPIPE_OPERATOR_LISTEN="127.0.0.1:$port" WAPIPE_IMAGE=ghcr.io/wapipe/wapipe:cluster-suite \
+    RUST_LOG=info,kube=warn "$@" "$CARGO_TARGET_DIR/debug/wapipe-operator" >"$log" 2>&1 &
+  operator_pid=$!
+}
+stop_operator() {
+  [[ -n "$operator_pid" ]] || return 0
+  kill "$operator_pid" 2>/dev/null || true
+  wait "$operator_pid" 2>/dev/null || true
+  operator_pid=""
+}
+# no_refusal LOG: the operator logged no refusal by the API server and still runs.
+no_refusal() {
+  if grep -Ei 'forbidden|code: 403' "$1"; then return 1; fi
+  kill -0 "$operator_pid"
+}
+# free_port: a loopback port nothing listens on now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cleanup() {
-  if [[ -n "$operator_pid" ]]; then
-    kill "$operator_pid" 2>/dev/null || true
-    wait "$operator_pid" 2>/dev/null || true
-  fi
+  stop_operator
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -251,9 +270,10 @@ sa="$(kubectl -n "$release_ns" get serviceaccount -l "app.kubernetes.io/instance
 [[ -n "$sa" ]] || fatal "the chart's ServiceAccount is missing"
 sa_kubeconfig "$release_ns" "$sa" "$work/operator.kubeconfig"
 as_operator() { kubectl --kubeconfig "$work/operator.kubeconfig" "$@"; }
+# forbidden AS KUBECTL_ARGS...: the API server refuses the request made as AS (as_operator, as_scoped).
 forbidden() {
   local out
-  if out="$(as_operator "$@" 2>&1)"; then
+  if out="$("$@" 2>&1)"; then
     echo "allowed: $out"
     return 1
   fi
@@ -262,19 +282,15 @@ forbidden() {
 }
 check "the ServiceAccount may watch pipelines cluster-wide" as_operator auth can-i watch whatsappwebhookpipelines.wapipe.dev --all-namespaces
 check "the ServiceAccount may patch Deployments" as_operator auth can-i patch deployments.apps -n default
-check "refused under the chart's RBAC: creating a Secret" forbidden -n default create secret generic nope --from-literal=a=b
-check "refused under the chart's RBAC: listing Pods" forbidden get pods -A
-check "refused under the chart's RBAC: deleting a pipeline" forbidden -n ct-schema delete wapipe anything
+check "refused under the chart's RBAC: creating a Secret" forbidden as_operator -n default create secret generic nope --from-literal=a=b
+check "refused under the chart's RBAC: listing Pods" forbidden as_operator get pods -A
+check "refused under the chart's RBAC: deleting a pipeline" forbidden as_operator -n ct-schema delete wapipe anything
 
 log_file="$work/operator.log"
 cargo build -q -p wapipe-operator --bin wapipe-operator
-metrics_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-KUBECONFIG="$work/operator.kubeconfig" POD_NAMESPACE="$release_ns" POD_NAME=host-operator-1 \
-  WAPIPE_OPERATOR_LISTEN="127.0.0.1:$metrics_port" WAPIPE_IMAGE=ghcr.io/wapipe/wapipe:cluster-suite \
-  WAPIPE_LEASE_NAME=wapipe-operator-leader RUST_LOG=info,kube=warn \
-  WAPIPE_CLEANUP_DEADLINE_SECONDS=45 \
-  "$CARGO_TARGET_DIR/debug/wapipe-operator" >"$log_file" 2>&1 &
-operator_pid=$!
+metrics_port="$(free_port)"
+start_operator "$log_file" "$metrics_port" KUBECONFIG="$work/operator.kubeconfig" POD_NAMESPACE="$release_ns" \
+  POD_NAME=host-operator-1 WAPIPE_LEASE_NAME=wapipe-operator-leader WAPIPE_CLEANUP_DEADLINE_SECONDS=45
 holds_lease() {
   [[ "$(kubectl -n "$release_ns" get lease wapipe-operator-leader -o jsonpath='{.spec.holderIdentity}')" == host-operator-1 ]]
 }
@@ -324,16 +340,10 @@ pause_test() {
     cargo test -q -p wapipe-operator --test cluster_pause -- --include-ignored
 }
 check "pause: the annotation holds the workers (0 for a replay), Scaling=False Paused with the delay measured, replay into the emptied group, the scaler back when it goes" pause_test
-no_refusal() {
-  if grep -Ei 'forbidden|code: 403' "$log_file"; then return 1; fi
-  kill -0 "$operator_pid"
-}
-check "the operator ran the whole suite under the chart's RBAC without a refusal" no_refusal
+check "the operator ran the whole suite under the chart's RBAC without a refusal" no_refusal "$log_file"
 
 # Two operators and the Lease: this one stops first, the test starts its own two.
-kill "$operator_pid" 2>/dev/null || true
-wait "$operator_pid" 2>/dev/null || true
-operator_pid=""
+stop_operator
 lease_test() {
   WAPIPE_TEST_OPERATOR_KUBECONFIG="$work/operator.kubeconfig" WAPIPE_TEST_OPERATOR_NAMESPACE="$release_ns" \
     cargo test -q -p wapipe-operator --test cluster_lease -- --ignored --test-threads=1
@@ -368,27 +378,14 @@ check "watchNamespaces: a RoleBinding in the watched namespace, none elsewhere, 
 scoped_sa="$(kubectl -n "$scoped_ns" get serviceaccount -l "app.kubernetes.io/instance=$scoped_release" -o jsonpath='{.items[0].metadata.name}')"
 sa_kubeconfig "$scoped_ns" "$scoped_sa" "$work/scoped.kubeconfig"
 as_scoped() { kubectl --kubeconfig "$work/scoped.kubeconfig" "$@"; }
-refused_scoped() {
-  local out
-  if out="$(as_scoped "$@" 2>&1)"; then
-    echo "allowed: $out"
-    return 1
-  fi
-  echo "$out"
-  grep -qi forbidden <<<"$out"
-}
 check "namespace-scoped: the ServiceAccount may watch pipelines and read Secrets in $watched" \
   bash -c "kubectl --kubeconfig '$work/scoped.kubeconfig' auth can-i watch whatsappwebhookpipelines.wapipe.dev -n $watched &&
     kubectl --kubeconfig '$work/scoped.kubeconfig' auth can-i get secrets -n $watched"
-check "namespace-scoped: refused outside it: pipelines cluster-wide" refused_scoped get whatsappwebhookpipelines.wapipe.dev -A
-check "namespace-scoped: refused outside it: a Secret in $unwatched" refused_scoped -n "$unwatched" get secret meta
+check "namespace-scoped: refused outside it: pipelines cluster-wide" forbidden as_scoped get whatsappwebhookpipelines.wapipe.dev -A
+check "namespace-scoped: refused outside it: a Secret in $unwatched" forbidden as_scoped -n "$unwatched" get secret meta
 scoped_log="$work/scoped-operator.log"
-scoped_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-KUBECONFIG="$work/scoped.kubeconfig" POD_NAMESPACE="$scoped_ns" POD_NAME=host-scoped-1 \
-  WAPIPE_OPERATOR_LISTEN="127.0.0.1:$scoped_port" WAPIPE_IMAGE=ghcr.io/wapipe/wapipe:cluster-suite \
-  WAPIPE_LEASE_NAME=wapipe-scoped-leader WAPIPE_WATCH_NAMESPACES="$watched" RUST_LOG=info,kube=warn \
-  "$CARGO_TARGET_DIR/debug/wapipe-operator" >"$scoped_log" 2>&1 &
-operator_pid=$!
+start_operator "$scoped_log" "$(free_port)" KUBECONFIG="$work/scoped.kubeconfig" POD_NAMESPACE="$scoped_ns" \
+  POD_NAME=host-scoped-1 WAPIPE_LEASE_NAME=wapipe-scoped-leader WAPIPE_WATCH_NAMESPACES="$watched"
 scoped_pipeline() {
   cat <<YAML
 apiVersion: wapipe.dev/v1alpha1
@@ -423,14 +420,8 @@ scoped_reconciles() {
   ! kubectl -n "$unwatched" get deployment shop-worker 2>/dev/null
 }
 check "namespace-scoped: the operator reconciles the pipeline in $watched and never touches the one in $unwatched" scoped_reconciles
-scoped_no_refusal() {
-  if grep -Ei 'forbidden|code: 403' "$scoped_log"; then return 1; fi
-  kill -0 "$operator_pid"
-}
-check "namespace-scoped: the operator logged no refusal" scoped_no_refusal
-kill "$operator_pid" 2>/dev/null || true
-wait "$operator_pid" 2>/dev/null || true
-operator_pid=""
+check "namespace-scoped: the operator logged no refusal" no_refusal "$scoped_log"
+stop_operator
 kubectl delete namespace "$watched" "$unwatched" --wait=false >/dev/null || true
 helm uninstall "$scoped_release" --namespace "$scoped_ns" >/dev/null || true
 
