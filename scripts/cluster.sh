@@ -39,11 +39,8 @@ ports=("$etcd_port" "$etcd_peer_port" "$api_port" "$kcm_port" "$sched_port" "$kw
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 kubeconfig="$state/kubeconfig"
 
-log() { printf 'cluster: %s\n' "$*" >&2; }
-die() {
-  log "$*"
-  exit 1
-}
+# shellcheck source=scripts/lib/log.sh
+source "$repo/scripts/lib/log.sh"
 
 # shellcheck source=scripts/lib/proc.sh
 source "$repo/scripts/lib/proc.sh"

@@ -23,11 +23,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="${WAPIPE_IMAGE_CACHE:-/var/cache/wapipe/images}"
 cmd="${1:-}"
 
-log() { printf 'image: %s\n' "$*" >&2; }
-die() {
-  log "$*"
-  exit 1
-}
+# shellcheck source=scripts/lib/log.sh
+source "$repo/scripts/lib/log.sh"
 
 host="$(bash "$repo/scripts/docker.sh" status 2>/dev/null)" ||
   die "the engine is not running: bash scripts/docker.sh start"

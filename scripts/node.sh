@@ -41,11 +41,8 @@ node_name=wapipe-node
 sysctls=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.conf.all.route_localnet)
 run="$state/run"
 
-log() { printf 'node: %s\n' "$*" >&2; }
-die() {
-  log "$*"
-  exit 1
-}
+# shellcheck source=scripts/lib/log.sh
+source "$repo/scripts/lib/log.sh"
 
 # shellcheck source=scripts/lib/proc.sh
 source "$repo/scripts/lib/proc.sh"
