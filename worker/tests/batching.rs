@@ -27,6 +27,19 @@ async fn produce_messages(
     }
 }
 
+/// `rounds` messages from each of `users`, round by round (user, wamid, body); a user's
+/// wamids sort in the order they were sent.
+fn rounds_of_messages(users: &[String], rounds: usize) -> Vec<(String, String, String)> {
+    let mut messages = Vec::with_capacity(users.len() * rounds);
+    for n in 0..rounds {
+        for user in users {
+            let wamid = format!("wamid.{user}.{n:02}");
+            messages.push((user.clone(), wamid.clone(), format!("text of {wamid}")));
+        }
+    }
+    messages
+}
+
 /// Each user's wamids in the order they were produced.
 fn per_user(messages: &[(String, String, String)], user: &str) -> Vec<String> {
     messages
@@ -56,13 +69,7 @@ async fn a_poison_event_in_a_batch_is_dead_lettered_while_its_batch_mates_are_wr
     let producer = setup.producer();
     let db = setup.database().await;
     let users: Vec<String> = (0..30).map(|u| format!("155507{u:02}")).collect();
-    let mut messages = Vec::new();
-    for n in 0..5 {
-        for user in &users {
-            let wamid = format!("wamid.{user}.{n}");
-            messages.push((user.clone(), wamid.clone(), format!("text of {wamid}")));
-        }
-    }
+    let mut messages = rounds_of_messages(&users, 5);
     // PostgreSQL text holds no NUL character: a data error (class 22), the event's own fault.
     let poison_user = users[7].clone();
     let poison = (
@@ -117,13 +124,7 @@ async fn a_database_cut_while_batches_are_in_flight_loses_nothing_doubles_nothin
     let producer = setup.producer();
     let db = setup.database().await;
     let users: Vec<String> = (0..200).map(|u| format!("15550{u:03}")).collect();
-    let mut messages = Vec::new();
-    for n in 0..25 {
-        for user in &users {
-            let wamid = format!("wamid.{user}.{n:02}");
-            messages.push((user.clone(), wamid.clone(), format!("text of {wamid}")));
-        }
-    }
+    let messages = rounds_of_messages(&users, 25);
     produce_messages(&producer, &setup.topic, &messages).await;
     let total = messages.len() as i64;
 

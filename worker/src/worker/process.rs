@@ -454,21 +454,18 @@ mod tests {
     #[test]
     fn a_rejected_batch_is_split_so_only_the_faulty_event_is_retried_and_an_outage_retries_it_whole(
     ) {
-        assert_eq!(
-            after_batch_error(Fault::Event, 40),
-            AfterBatchError::WriteEachAlone
-        );
-        assert_eq!(
-            after_batch_error(Fault::Event, 1),
-            AfterBatchError::FirstAttemptFailed
-        );
-        assert_eq!(
-            after_batch_error(Fault::Infrastructure, 40),
-            AfterBatchError::WaitAndWriteAgain
-        );
-        assert_eq!(
-            after_batch_error(Fault::Infrastructure, 1),
-            AfterBatchError::WaitAndWriteAgain
-        );
+        use AfterBatchError::*;
+        for (fault, events, after) in [
+            (Fault::Event, 40, WriteEachAlone),
+            (Fault::Event, 1, FirstAttemptFailed),
+            (Fault::Infrastructure, 40, WaitAndWriteAgain),
+            (Fault::Infrastructure, 1, WaitAndWriteAgain),
+        ] {
+            assert_eq!(
+                after_batch_error(fault, events),
+                after,
+                "{fault:?}, {events} events"
+            );
+        }
     }
 }

@@ -177,29 +177,33 @@ pub use wapipe_core::time::now_ms;
 
 /// A Meta text message from `user` as the ingress produces it.
 pub fn message_value(user: &str, wamid: &str, text: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "waba-1", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "pn-1"},
-            "contacts": [{"wa_id": user, "profile": {"name": "Test User"}}],
-            "messages": [{"from": user, "id": wamid, "timestamp": "1700000000",
-                "type": "text", "text": {"body": text}}]
-        }}]}]
+    meta_messages_record(json!({
+        "contacts": [{"wa_id": user, "profile": {"name": "Test User"}}],
+        "messages": [{"from": user, "id": wamid, "timestamp": "1700000000",
+            "type": "text", "text": {"body": text}}]
     }))
-    .unwrap()
 }
 
 /// A Meta status of `wamid` sent to `user`.
 pub fn status_value(user: &str, wamid: &str, status: &str) -> Vec<u8> {
+    meta_messages_record(json!({
+        "statuses": [{"id": wamid, "status": status, "timestamp": "1700000001",
+            "recipient_id": user}]
+    }))
+}
+
+/// One record of a Meta `messages` change whose `value` holds the metadata and `fields`.
+fn meta_messages_record(fields: serde_json::Value) -> Vec<u8> {
+    let mut value = json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": "pn-1"},
+    });
+    for (name, field) in fields.as_object().into_iter().flatten() {
+        value[name] = field.clone();
+    }
     serde_json::to_vec(&json!({
         "object": "whatsapp_business_account",
-        "entry": [{"id": "waba-1", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "pn-1"},
-            "statuses": [{"id": wamid, "status": status, "timestamp": "1700000001",
-                "recipient_id": user}]
-        }}]}]
+        "entry": [{"id": "waba-1", "changes": [{"field": "messages", "value": value}]}]
     }))
     .unwrap()
 }
