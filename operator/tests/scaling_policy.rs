@@ -154,25 +154,17 @@ fn max_replicas_below_partitions_caps_the_count() {
 fn partitions_without_commits_count_only_what_they_retain() {
     // KEDA #2612/#7936: a new group on an idle topic whose history was deleted by retention.
     let idle_history: Vec<_> = (0..12).map(|p| offsets(p, None, 50_000, 50_000)).collect();
+    // One caller polling twice: the second poll sees the state the first left.
     let mut state = PolicyState::default();
-    let decision = decide(
-        &config(1, 12, 100),
-        &mut state,
-        &idle_history,
-        1,
-        Instant::now(),
-    );
+    let mut poll = |offsets: &[PartitionOffsets]| {
+        decide(&config(1, 12, 100), &mut state, offsets, 1, Instant::now())
+    };
+    let decision = poll(&idle_history);
     assert_eq!(decision.total_lag, 0);
     assert_eq!((decision.desired, decision.reason), (1, Reason::Steady));
 
     let retained: Vec<_> = (0..12).map(|p| offsets(p, None, 50_000, 50_050)).collect();
-    let decision = decide(
-        &config(1, 12, 100),
-        &mut state,
-        &retained,
-        1,
-        Instant::now(),
-    );
+    let decision = poll(&retained);
     assert_eq!(decision.total_lag, 600);
     assert_eq!(decision.desired, 6);
     assert!(decision
