@@ -27,9 +27,7 @@ use support::cluster::*;
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_events() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-ready").await;
-    let raw = wapipe_testkit::unique_name("ct-ready");
+    let (c, ns, raw) = cluster_suite_in("ct-ready").await;
     let created = c
         .create_pipeline(&ns, pipeline_body(&ns, "orders", &c.brokers, &raw, 3))
         .await;
@@ -241,12 +239,7 @@ async fn deletion_policy_delete_removes_only_created_topics_and_retain_keeps_the
             .unwrap();
     }
     for name in ["adopting", "retaining"] {
-        c.wait(
-            "pipeline gone",
-            || async { c.pipelines(&ns).get_opt(name).await.unwrap().is_some() },
-            |present| !present,
-        )
-        .await;
+        c.wait_gone(&ns, name, PATIENCE).await;
     }
     assert_eq!(
         topic_partitions(&c.brokers, &adopted),
@@ -361,15 +354,8 @@ async fn a_missing_secret_and_an_unreachable_kafka_show_in_the_conditions() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn ingress_and_workers_ready_follow_the_deployments_real_status() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-follow").await;
-    let raw = wapipe_testkit::unique_name("ct-follow");
-    c.create_pipeline(&ns, pipeline_body(&ns, "follow", &c.brokers, &raw, 1))
-        .await;
-    c.wait_pipeline(&ns, "follow", "Ready=True", |p| {
-        is(p, "Ready", "True", None)
-    })
-    .await;
+    let (c, ns, raw) = cluster_suite_in("ct-follow").await;
+    c.create_ready(&ns, "follow", &raw, 1).await;
 
     // No node takes pods: replacements of deleted pods stay Pending.
     let nodes: Api<Node> = Api::all(c.client.clone());
@@ -438,16 +424,9 @@ async fn produce(brokers: &str, topic: &str, count: usize) {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-scaling").await;
-    let raw = wapipe_testkit::unique_name("ct-scaling");
+    let (c, ns, raw) = cluster_suite_in("ct-scaling").await;
     // 4 partitions, max 3 workers: the cap is min(max, partitions) = 3.
-    c.create_pipeline(&ns, pipeline_body(&ns, "scaling", &c.brokers, &raw, 4))
-        .await;
-    c.wait_pipeline(&ns, "scaling", "Ready=True", |p| {
-        is(p, "Ready", "True", None)
-    })
-    .await;
+    c.create_ready(&ns, "scaling", &raw, 4).await;
     assert_eq!(
         replicas(&deployment(&c.client, &ns, "scaling-worker").await),
         Some(1)
@@ -691,9 +670,7 @@ async fn a_kafka_outage_under_a_ready_pipeline_shows_in_the_status_and_heals() {
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn an_exposed_pipeline_gets_an_ingress_and_its_url_in_the_status() {
     use k8s_openapi::api::networking::v1::Ingress;
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-expose").await;
-    let raw = wapipe_testkit::unique_name("ct-expose");
+    let (c, ns, raw) = cluster_suite_in("ct-expose").await;
     let mut body = pipeline_body(&ns, "hooks", &c.brokers, &raw, 1);
     body["spec"]["ingress"]["expose"] = json!({
         "host": "hooks.example.com",

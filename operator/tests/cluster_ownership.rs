@@ -44,12 +44,12 @@ async fn hold_pods(c: &Cluster, ns: &str, hold: bool) -> usize {
 
 /// A Ready pipeline with `deletionPolicy: Delete` whose topics the operator created.
 async fn ready_pipeline(c: &Cluster, ns: &str, name: &str, raw: &str) {
-    c.create_pipeline(ns, pipeline_body(ns, name, &c.brokers, raw, 2))
-        .await;
-    c.wait_pipeline(ns, name, "Ready=True, topic Created", |p| {
-        is(p, "Ready", "True", None) && is(p, "TopicReady", "True", Some("Created"))
-    })
-    .await;
+    let ready = c.create_ready(ns, name, raw, 2).await;
+    assert!(
+        is(&ready, "TopicReady", "True", Some("Created")),
+        "{ns}/{name}: topic not created: {:?}",
+        ready.status
+    );
 }
 
 /// The old pipeline's cleanup waits for a pod stuck Terminating; a replacement naming the same
@@ -58,9 +58,7 @@ async fn ready_pipeline(c: &Cluster, ns: &str, name: &str, raw: &str) {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-replace").await;
-    let raw = wapipe_testkit::unique_name("ct-replace");
+    let (c, ns, raw) = cluster_suite_in("ct-replace").await;
     ready_pipeline(&c, &ns, "old", &raw).await;
     assert!(
         hold_pods(&c, &ns, true).await >= 2,
@@ -89,13 +87,7 @@ async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup(
     );
 
     hold_pods(&c, &ns, false).await;
-    c.wait_within(
-        LONG_PATIENCE,
-        "the old pipeline gone",
-        || async { c.pipelines(&ns).get_opt("old").await.unwrap().is_some() },
-        |present| !present,
-    )
-    .await;
+    c.wait_gone(&ns, "old", LONG_PATIENCE).await;
     assert_eq!(
         topic_partitions(&c.brokers, &raw),
         Some(2),
@@ -210,9 +202,7 @@ async fn same_named(c: &Cluster, ns: &str, name: &str) -> Vec<Option<(String, Ve
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_throwaway_pipeline_neither_takes_nor_deletes_same_named_objects() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-squat").await;
-    let raw = wapipe_testkit::unique_name("ct-squat");
+    let (c, ns, raw) = cluster_suite_in("ct-squat").await;
     let before = foreign_children(&c, &ns, "shop").await;
     let created = c
         .create_pipeline(&ns, pipeline_body(&ns, "shop", &c.brokers, &raw, 1))
@@ -256,9 +246,7 @@ async fn a_throwaway_pipeline_neither_takes_nor_deletes_same_named_objects() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn the_cleanup_deadline_holds_while_a_pod_is_stuck_terminating() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-stuck").await;
-    let raw = wapipe_testkit::unique_name("ct-stuck");
+    let (c, ns, raw) = cluster_suite_in("ct-stuck").await;
     ready_pipeline(&c, &ns, "stuck", &raw).await;
     assert!(
         hold_pods(&c, &ns, true).await >= 2,
@@ -403,9 +391,7 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_rename_onto_an_existing_topic_never_deletes_that_topic() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-rename").await;
-    let raw = wapipe_testkit::unique_name("ct-rename");
+    let (c, ns, raw) = cluster_suite_in("ct-rename").await;
     let foreign = wapipe_testkit::unique_name("ct-foreign");
     wapipe_testkit::create_topic(&c.brokers, &foreign, 2)
         .await

@@ -43,6 +43,15 @@ pub async fn cluster_suite() -> Cluster {
     }
 }
 
+/// [`cluster_suite`], a fresh namespace holding the Secret `meta`
+/// ([`Cluster::namespace_with_meta_secret`]) and a raw topic name no other test uses, both named
+/// after `prefix`: `(cluster, namespace, raw topic)`.
+pub async fn cluster_suite_in(prefix: &str) -> (Cluster, String, String) {
+    let c = cluster_suite().await;
+    let ns = c.namespace_with_meta_secret(prefix).await;
+    (c, ns, wapipe_testkit::unique_name(prefix))
+}
+
 /// The folder holding the built wapipe binaries, for the tests that run them as host processes
 /// (`WAPIPE_TEST_BIN_DIR`, set by tests/cluster/run.sh): panics when unset.
 pub fn bin_dir() -> PathBuf {
@@ -81,6 +90,16 @@ impl Cluster {
         )
         .await;
         ns
+    }
+
+    /// A fresh namespace for one run of a test that runs pods as host processes: returns the
+    /// run's name (`prefix` made unique, with underscores, for the topics and rows it names) and
+    /// the namespace named after it, which holds the Secret `meta` with `meta`.
+    pub async fn run_namespace(&self, prefix: &str, meta: &[(&str, &str)]) -> (String, String) {
+        let run = wapipe_testkit::unique_name(prefix).replace('-', "_");
+        let ns = self.namespace(&run.replace('_', "-")).await;
+        self.secret(&ns, "meta", meta).await;
+        (run, ns)
     }
 
     pub async fn secret(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
@@ -176,6 +195,20 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+
+    /// Creates the pipeline of [`pipeline_body`] and waits until it is Ready.
+    pub async fn create_ready(
+        &self,
+        ns: &str,
+        name: &str,
+        raw: &str,
+        partitions: i32,
+    ) -> WhatsAppWebhookPipeline {
+        let body = pipeline_body(ns, name, &self.brokers, raw, partitions);
+        self.create_pipeline(ns, body).await;
+        self.wait_pipeline(ns, name, "Ready=True", |p| is(p, "Ready", "True", None))
+            .await
     }
 
     /// Waits until `check` holds, polling `probe`.
@@ -344,6 +377,11 @@ impl Cluster {
             .delete(name, &kube::api::DeleteParams::background())
             .await
             .expect("deleting the pipeline");
+        self.wait_gone(ns, name, patience).await;
+    }
+
+    /// Waits until the pipeline is gone (its finalizer released).
+    pub async fn wait_gone(&self, ns: &str, name: &str, patience: Duration) {
         self.wait_within(
             patience,
             &format!("{ns}/{name} gone"),
