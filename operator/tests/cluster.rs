@@ -211,8 +211,7 @@ async fn deletion_policy_delete_removes_only_created_topics_and_retain_keeps_the
         .await;
     // Retain: both topics created by the operator, both kept.
     let retained = wapipe_testkit::unique_name("ct-retained");
-    let mut body = pipeline_body(&ns, "retaining", &c.brokers, &retained, 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
+    let body = retaining_pipeline_body(&ns, "retaining", &c.brokers, &retained, 1);
     c.create_pipeline(&ns, body).await;
     for name in ["adopting", "retaining"] {
         c.wait_pipeline(&ns, name, "TopicReady=True", |p| {
@@ -311,38 +310,37 @@ async fn a_missing_secret_and_an_unreachable_kafka_show_in_the_conditions() {
         .await;
     assert!(is(&fixed, "IngressReady", "True", None));
 
-    // Nothing listens on port 1.
-    let mut body = pipeline_body(&ns, "no-kafka", "127.0.0.1:1", "ct-unreachable", 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
-    c.create_pipeline(&ns, body).await;
-    let down = c
-        .wait_pipeline(&ns, "no-kafka", "TopicReady=False KafkaUnavailable", |p| {
-            is(p, "TopicReady", "False", Some("KafkaUnavailable")) && is(p, "Ready", "False", None)
-        })
-        .await;
-    c.capture(
-        "92-captured-kafka-down.yaml",
-        &down,
-        "Progressing",
-        "KafkaUnavailable",
-    );
-
-    // A spec error the schema cannot catch (the CEL rules refuse the rest at admission): a
-    // bootstrap list of blanks.
-    let mut body = pipeline_body(&ns, "blank-kafka", " ", "ct-same", 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
-    c.create_pipeline(&ns, body).await;
-    let invalid = c
-        .wait_pipeline(&ns, "blank-kafka", "Ready=False InvalidSpec", |p| {
-            is(p, "Ready", "False", Some("InvalidSpec"))
-        })
-        .await;
-    c.capture(
-        "93-captured-invalid-spec.yaml",
-        &invalid,
-        "Degraded",
-        "InvalidSpec",
-    );
+    // Kafka out of reach (nothing listens on port 1), and a spec error the schema cannot catch
+    // (the CEL rules refuse the rest at admission): a bootstrap list of blanks.
+    for (name, bootstrap, raw, type_, reason, fixture, health) in [
+        (
+            "no-kafka",
+            "127.0.0.1:1",
+            "ct-unreachable",
+            "TopicReady",
+            "KafkaUnavailable",
+            "92-captured-kafka-down.yaml",
+            "Progressing",
+        ),
+        (
+            "blank-kafka",
+            " ",
+            "ct-same",
+            "Ready",
+            "InvalidSpec",
+            "93-captured-invalid-spec.yaml",
+            "Degraded",
+        ),
+    ] {
+        c.create_pipeline(&ns, retaining_pipeline_body(&ns, name, bootstrap, raw, 1))
+            .await;
+        let failed = c
+            .wait_pipeline(&ns, name, &format!("{type_}=False {reason}"), |p| {
+                is(p, type_, "False", Some(reason)) && is(p, "Ready", "False", None)
+            })
+            .await;
+        c.capture(fixture, &failed, health, reason);
+    }
     for name in ["no-secret", "no-kafka", "blank-kafka"] {
         c.pipelines(&ns)
             .delete(name, &DeleteParams::default())
@@ -618,8 +616,7 @@ async fn a_kafka_outage_under_a_ready_pipeline_shows_in_the_status_and_heals() {
         .unwrap()
         .expect("a private broker");
     let ns = c.namespace_with_meta_secret("ct-outage").await;
-    let mut body = pipeline_body(&ns, "outage", &broker.bootstrap(), "ct-outage", 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
+    let body = retaining_pipeline_body(&ns, "outage", &broker.bootstrap(), "ct-outage", 1);
     c.create_pipeline(&ns, body).await;
     c.wait_pipeline(&ns, "outage", "Ready=True", |p| {
         is(p, "Ready", "True", None)
@@ -633,12 +630,7 @@ async fn a_kafka_outage_under_a_ready_pipeline_shows_in_the_status_and_heals() {
         })
         .await;
     assert!(observed_current(&down), "observedGeneration is the spec's");
-    let message = down
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "TopicReady"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = condition_message(&down, "TopicReady");
     assert!(
         message.contains("ct-outage"),
         "the message names the topic and the error: {message:?}"

@@ -71,12 +71,7 @@ async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup(
 
     c.create_pipeline(&ns, pipeline_body(&ns, "new", &c.brokers, &raw, 2))
         .await;
-    let refused = c
-        .wait_pipeline(&ns, "new", "TopicReady=False ResourceConflict", |p| {
-            is(p, "TopicReady", "False", Some("ResourceConflict"))
-        })
-        .await;
-    let message = condition_message(&refused, "TopicReady");
+    let message = topic_conflict(&c, &ns, "new").await;
     assert!(
         message.contains(&format!("{ns}/old")),
         "names the holder: {message}"
@@ -108,6 +103,16 @@ async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup(
         "an adopted topic is never deleted"
     );
     delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+}
+
+/// Waits until the pipeline's TopicReady is False for a ResourceConflict; returns its message.
+async fn topic_conflict(c: &Cluster, ns: &str, name: &str) -> String {
+    let refused = c
+        .wait_pipeline(ns, name, "TopicReady=False ResourceConflict", |p| {
+            is(p, "TopicReady", "False", Some("ResourceConflict"))
+        })
+        .await;
+    condition_message(&refused, "TopicReady")
 }
 
 /// Same-named objects that exist before the pipeline: a Deployment, Service and
@@ -321,18 +326,9 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
     let alias = other_name_of(&c.brokers);
 
     // The same topic through the other name.
-    let mut body = pipeline_body(&other_ns, "same-topic", &alias, &raw, 2);
-    body["spec"]["deletionPolicy"] = json!("Retain");
+    let body = retaining_pipeline_body(&other_ns, "same-topic", &alias, &raw, 2);
     c.create_pipeline(&other_ns, body).await;
-    let refused = c
-        .wait_pipeline(
-            &other_ns,
-            "same-topic",
-            "TopicReady=False ResourceConflict",
-            |p| is(p, "TopicReady", "False", Some("ResourceConflict")),
-        )
-        .await;
-    let message = condition_message(&refused, "TopicReady");
+    let message = topic_conflict(&c, &other_ns, "same-topic").await;
     assert!(
         message.contains(&format!("{first_ns}/first")) && message.contains(&raw),
         "{message}"
@@ -340,20 +336,11 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
 
     // Other topics, but the first pipeline's consumer group, through the other name.
     let other_raw = wapipe_testkit::unique_name("ct-claim-group");
-    let mut body = pipeline_body(&other_ns, "same-group", &alias, &other_raw, 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
+    let mut body = retaining_pipeline_body(&other_ns, "same-group", &alias, &other_raw, 1);
     let first_group = format!("wapipe-{first_ns}.first");
     body["spec"]["worker"]["consumerGroup"] = json!(first_group);
     c.create_pipeline(&other_ns, body).await;
-    let refused = c
-        .wait_pipeline(
-            &other_ns,
-            "same-group",
-            "TopicReady=False ResourceConflict",
-            |p| is(p, "TopicReady", "False", Some("ResourceConflict")),
-        )
-        .await;
-    let message = condition_message(&refused, "TopicReady");
+    let message = topic_conflict(&c, &other_ns, "same-group").await;
     assert!(
         message.contains(&format!("consumer group {first_group}")),
         "{message}"

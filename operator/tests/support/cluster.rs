@@ -325,6 +325,19 @@ pub fn pipeline_body(ns: &str, name: &str, brokers: &str, raw: &str, partitions:
     })
 }
 
+/// [`pipeline_body`] under `deletionPolicy: Retain`: its topics stay when it goes.
+pub fn retaining_pipeline_body(
+    ns: &str,
+    name: &str,
+    brokers: &str,
+    raw: &str,
+    partitions: i32,
+) -> Value {
+    let mut body = pipeline_body(ns, name, brokers, raw, partitions);
+    body["spec"]["deletionPolicy"] = json!("Retain");
+    body
+}
+
 pub fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
