@@ -42,14 +42,9 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
     assert!(is(&ready, "IngressReady", "True", Some("Available")));
     assert!(is(&ready, "WorkersReady", "True", None));
     assert_eq!(
-        topic_partitions(&c.brokers, &raw),
-        Some(3),
-        "raw topic on Kafka"
-    );
-    assert_eq!(
-        topic_partitions(&c.brokers, &format!("{raw}.failed")),
-        Some(1),
-        "dead-letter topic on Kafka"
+        pipeline_topic_partitions(&c.brokers, &raw),
+        (Some(3), Some(1)),
+        "raw and dead-letter topics on Kafka"
     );
 
     // Children exist, each controlled by the pipeline.
@@ -252,14 +247,9 @@ async fn deletion_policy_delete_removes_only_created_topics_and_retain_keeps_the
     )
     .await;
     assert_eq!(
-        topic_partitions(&c.brokers, &retained),
-        Some(1),
-        "Retain keeps the topic"
-    );
-    assert_eq!(
-        topic_partitions(&c.brokers, &format!("{retained}.failed")),
-        Some(1),
-        "Retain keeps the dead-letter topic"
+        pipeline_topic_partitions(&c.brokers, &retained),
+        (Some(1), Some(1)),
+        "Retain keeps the topic and the dead-letter topic"
     );
 }
 
@@ -585,23 +575,17 @@ async fn deleting_the_namespace_of_delete_policy_pipelines_never_hangs_it() {
         "the unreachable pipeline's cleanup was abandoned, and counted (its Event cannot be \
          written in a namespace being deleted)"
     );
-    for topic in [deleted.clone(), format!("{deleted}.failed")] {
-        assert_eq!(
-            topic_partitions(&c.brokers, &topic),
-            None,
-            "{topic}: the reachable pipeline's cleanup deleted it"
-        );
-    }
+    assert_eq!(
+        pipeline_topic_partitions(&c.brokers, &deleted),
+        (None, None),
+        "{deleted}: the reachable pipeline's cleanup deleted its topics"
+    );
     assert_eq!(
         topic_partitions(&c.brokers, &left),
         Some(1),
         "the abandoned cleanup left its topic on Kafka"
     );
-    for topic in [left.clone(), format!("{left}.failed")] {
-        let _ = admin(&c.brokers)
-            .delete_topics(&[&topic], &rdkafka::admin::AdminOptions::new())
-            .await;
-    }
+    delete_pipeline_topics(&c.brokers, &[&left]).await;
 }
 
 /// A pipeline that is Ready loses its Kafka (a private broker, killed) and gets it back: the

@@ -102,7 +102,7 @@ async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup(
         Some(2),
         "an adopted topic is never deleted"
     );
-    delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+    delete_pipeline_topics(&c.brokers, &[&raw]).await;
 }
 
 /// Waits until the pipeline's TopicReady is False for a ResourceConflict; returns its message.
@@ -243,7 +243,7 @@ async fn a_throwaway_pipeline_neither_takes_nor_deletes_same_named_objects() {
              deletes it with the pipeline): {owners:?}"
         );
     }
-    delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+    delete_pipeline_topics(&c.brokers, &[&raw]).await;
 }
 
 /// With a pod stuck Terminating (its node lost), a `Delete` pipeline's cleanup gives up at the
@@ -289,7 +289,7 @@ async fn the_cleanup_deadline_holds_while_a_pod_is_stuck_terminating() {
         "the pods were still Terminating when the pipeline went"
     );
     hold_pods(&c, &ns, false).await;
-    delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+    delete_pipeline_topics(&c.brokers, &[&raw]).await;
 }
 
 /// `bootstrap` with its loopback host written the other way (`127.0.0.1` ↔ `localhost`): the
@@ -359,16 +359,7 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
         c.delete_and_wait_gone(&other_ns, name, PATIENCE).await;
     }
     c.delete_and_wait_gone(&first_ns, "first", PATIENCE).await;
-    delete_topics(
-        &c.brokers,
-        &[
-            &raw,
-            &format!("{raw}.failed"),
-            &other_raw,
-            &format!("{other_raw}.failed"),
-        ],
-    )
-    .await;
+    delete_pipeline_topics(&c.brokers, &[&raw, &other_raw]).await;
 }
 
 /// Renaming `spec.topic.name` onto a topic that already exists is refused by the API server (a

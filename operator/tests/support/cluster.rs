@@ -359,6 +359,15 @@ pub fn topic_partitions(brokers: &str, topic: &str) -> Option<usize> {
         .map(|t| t.partitions().len())
 }
 
+/// Partitions of the topics of a pipeline whose raw topic is `raw`: the raw topic and its
+/// dead-letter topic `<raw>.failed`, each `None` when it does not exist.
+pub fn pipeline_topic_partitions(brokers: &str, raw: &str) -> (Option<usize>, Option<usize>) {
+    (
+        topic_partitions(brokers, raw),
+        topic_partitions(brokers, &format!("{raw}.failed")),
+    )
+}
+
 pub async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
     Api::<Deployment>::namespaced(client.clone(), ns)
         .get_opt(name)
@@ -410,4 +419,15 @@ pub async fn delete_topics(brokers: &str, topics: &[&str]) {
     let _ = admin(brokers)
         .delete_topics(topics, &rdkafka::admin::AdminOptions::new())
         .await;
+}
+
+/// Deletes the topics of the pipelines whose raw topics are `raws` (each with its dead-letter
+/// topic `<raw>.failed`), ignoring any that are already gone.
+pub async fn delete_pipeline_topics(brokers: &str, raws: &[&str]) {
+    let names: Vec<String> = raws
+        .iter()
+        .flat_map(|raw| [raw.to_string(), format!("{raw}.failed")])
+        .collect();
+    let topics: Vec<&str> = names.iter().map(String::as_str).collect();
+    delete_topics(brokers, &topics).await;
 }
