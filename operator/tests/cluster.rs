@@ -15,7 +15,6 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -94,29 +93,14 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
         .all(|p| { p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") }));
 
     // Events recorded on the pipeline.
-    let events = Api::<Event>::namespaced(c.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let reasons: Vec<String> = events
-        .items
-        .iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("orders"))
-        .filter_map(|e| e.reason.clone())
-        .collect();
+    let events = c.events_of(&ns, "orders").await;
     assert!(
-        reasons.iter().any(|r| r == "TopicCreated"),
-        "events: {reasons:?}"
+        events.iter().any(|(reason, _)| reason == "TopicCreated"),
+        "events: {events:?}"
     );
 
     // Printer columns.
-    let out = c.kubectl(&["-n", &ns, "get", "wapipe", "orders"]);
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let table = c.kubectl(&["-n", &ns, "get", "wapipe", "orders"]);
     let header = table.lines().next().unwrap_or_default();
     for column in ["READY", "PARTITIONS", "WORKERS", "LAG"] {
         assert!(header.contains(column), "printer columns: {table}");
@@ -131,13 +115,7 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
         ["get", "wwp", "orders", "-o", "wide"],
         ["get", "whatsappwebhookpipelines", "orders", "-o", "wide"],
     ] {
-        let out = c.kubectl(&[&["-n", ns.as_str()][..], &args[..]].concat());
-        let wide = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let wide = c.kubectl(&[&["-n", ns.as_str()][..], &args[..]].concat());
         let header = wide.lines().next().unwrap_or_default();
         for column in ["DESIRED", "MAX", "TOPIC", "REASON", "MESSAGE"] {
             assert!(header.contains(column), "wide columns: {wide}");
@@ -475,18 +453,13 @@ async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
     assert!(condition(&scaled, "Scaling").is_some());
 
     // A person scales by hand: the scaler owns spec.replicas and puts it back at its next poll.
-    let out = c.kubectl(&[
+    c.kubectl(&[
         "-n",
         &ns,
         "scale",
         "deployment/scaling-worker",
         "--replicas=1",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     c.wait(
         "the scaler restores 3 replicas",
         || deployment(&c.client, &ns, "scaling-worker"),

@@ -247,13 +247,19 @@ impl Cluster {
         }
     }
 
-    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(std::env::var("WAPIPE_TEST_KUBECTL").unwrap_or("kubectl".into()))
+    /// Runs kubectl with `args` on the cluster and returns what it printed; panics with its
+    /// errors when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let kubectl = std::env::var("WAPIPE_TEST_KUBECTL").unwrap_or("kubectl".into());
+        let out = std::process::Command::new(kubectl)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
             .output()
-            .expect("running kubectl")
+            .expect("running kubectl");
+        let errors = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {args:?}: {errors}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Saves the pipeline as an Argo CD health-check fixture expecting `status` and `message`.
