@@ -52,6 +52,23 @@ pub async fn cluster_suite_in(prefix: &str) -> (Cluster, String, String) {
     (c, ns, wapipe_testkit::unique_name(prefix))
 }
 
+/// [`cluster_suite`] for one run of a test that runs pods as host processes: `(cluster,
+/// [`bin_dir`], run, namespace)`, the run's name being `prefix` made unique, with underscores (it
+/// names topics and rows), and the fresh namespace named after it holding the Secret `meta` with
+/// `meta`.
+pub async fn cluster_suite_run(
+    prefix: &str,
+    meta: &[(&str, &str)],
+) -> (Cluster, PathBuf, String, String) {
+    // Read before anything is created: panics when unset.
+    let bin_dir = bin_dir();
+    let c = cluster_suite().await;
+    let run = wapipe_testkit::unique_name(prefix).replace('-', "_");
+    let ns = c.namespace(&run.replace('_', "-")).await;
+    c.secret(&ns, "meta", meta).await;
+    (c, bin_dir, run, ns)
+}
+
 /// The folder holding the built wapipe binaries, for the tests that run them as host processes
 /// (`WAPIPE_TEST_BIN_DIR`, set by tests/cluster/run.sh): panics when unset.
 pub fn bin_dir() -> PathBuf {
@@ -90,16 +107,6 @@ impl Cluster {
         )
         .await;
         ns
-    }
-
-    /// A fresh namespace for one run of a test that runs pods as host processes: returns the
-    /// run's name (`prefix` made unique, with underscores, for the topics and rows it names) and
-    /// the namespace named after it, which holds the Secret `meta` with `meta`.
-    pub async fn run_namespace(&self, prefix: &str, meta: &[(&str, &str)]) -> (String, String) {
-        let run = wapipe_testkit::unique_name(prefix).replace('-', "_");
-        let ns = self.namespace(&run.replace('_', "-")).await;
-        self.secret(&ns, "meta", meta).await;
-        (run, ns)
     }
 
     pub async fn secret(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
@@ -329,6 +336,20 @@ pub fn pipeline_body(ns: &str, name: &str, brokers: &str, raw: &str, partitions:
             "deletionPolicy": "Delete"
         }
     })
+}
+
+/// [`pipeline_body`] for a test run `run` of [`cluster_suite_run`]: the raw topic
+/// `<run>_raw` with `partitions`, the dead-letter topic `<run>_failed`.
+pub fn host_run_pipeline_body(
+    ns: &str,
+    name: &str,
+    brokers: &str,
+    run: &str,
+    partitions: i32,
+) -> Value {
+    let mut body = pipeline_body(ns, name, brokers, &format!("{run}_raw"), partitions);
+    body["spec"]["deadLetterTopic"]["name"] = json!(format!("{run}_failed"));
+    body
 }
 
 /// [`pipeline_body`] under `deletionPolicy: Retain`: its topics stay when it goes.
