@@ -9,12 +9,17 @@
 
 mod support;
 
+use std::fmt::Debug;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
 use support::cluster::*;
 
 /// A finalizer the tests put on pods so that they stay Terminating, as on a lost node.
@@ -115,6 +120,36 @@ async fn topic_conflict(c: &Cluster, ns: &str, name: &str) -> String {
     condition_message(&refused, "TopicReady")
 }
 
+/// A namespaced kind the tests create and read as JSON.
+trait Object:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+{
+}
+
+impl<K> Object for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize
+{
+}
+
+/// Creates `object` as a `K` in `ns`; returns its (kind, uid).
+async fn create<K: Object>(c: &Cluster, ns: &str, object: Value) -> (String, String) {
+    let kind = K::kind(&()).into_owned();
+    let object: K = serde_json::from_value(object).unwrap();
+    let made = Api::<K>::namespaced(c.client.clone(), ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating a {kind}: {e}"));
+    (kind, made.uid().unwrap())
+}
+
 /// Same-named objects that exist before the pipeline: a Deployment, Service and
 /// PodDisruptionBudget named `<name>-ingress` and a Deployment named `<name>-worker`.
 async fn foreign_children(c: &Cluster, ns: &str, name: &str) -> Vec<(String, String)> {
@@ -125,79 +160,49 @@ async fn foreign_children(c: &Cluster, ns: &str, name: &str) -> Vec<(String, Str
     });
     let mut uids = Vec::new();
     for suffix in ["ingress", "worker"] {
-        let deployment: Deployment = serde_json::from_value(json!({
+        let deployment = json!({
             "metadata": {"name": format!("{name}-{suffix}"), "namespace": ns},
             "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": pod_template}
-        }))
-        .unwrap();
-        let made = Api::<Deployment>::namespaced(c.client.clone(), ns)
-            .create(&PostParams::default(), &deployment)
-            .await
-            .expect("creating a Deployment");
-        uids.push(("Deployment".into(), made.uid().unwrap()));
+        });
+        uids.push(create::<Deployment>(c, ns, deployment).await);
     }
-    let service: Service = serde_json::from_value(json!({
+    let service = json!({
         "metadata": {"name": format!("{name}-ingress"), "namespace": ns},
         "spec": {"selector": labels, "ports": [{"port": 80}]}
-    }))
-    .unwrap();
-    let made = Api::<Service>::namespaced(c.client.clone(), ns)
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("creating a Service");
-    uids.push(("Service".into(), made.uid().unwrap()));
-    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+    });
+    uids.push(create::<Service>(c, ns, service).await);
+    let pdb = json!({
         "metadata": {"name": format!("{name}-ingress"), "namespace": ns},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}
-    }))
-    .unwrap();
-    let made = Api::<PodDisruptionBudget>::namespaced(c.client.clone(), ns)
-        .create(&PostParams::default(), &pdb)
-        .await
-        .expect("creating a PodDisruptionBudget");
-    uids.push(("PodDisruptionBudget".into(), made.uid().unwrap()));
+    });
+    uids.push(create::<PodDisruptionBudget>(c, ns, pdb).await);
     uids
 }
 
-/// The (kind, uid, owner uids) of the four same-named objects, `None` for one that is gone.
+/// The (uid, owner uids) of the `K` named `name` in `ns`, `None` when there is none.
+async fn seen<K: Object>(c: &Cluster, ns: &str, name: &str) -> Option<(String, Vec<String>)> {
+    let object = Api::<K>::namespaced(c.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()?;
+    let owners = object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| o.uid.clone())
+        .collect();
+    Some((object.meta().uid.clone().unwrap_or_default(), owners))
+}
+
+/// The (uid, owner uids) of the four same-named objects, `None` for one that is gone.
 async fn same_named(c: &Cluster, ns: &str, name: &str) -> Vec<Option<(String, Vec<String>)>> {
-    fn seen<K: Resource>(object: Option<K>) -> Option<(String, Vec<String>)> {
-        let object = object?;
-        let owners = object
-            .meta()
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|o| o.uid.clone())
-            .collect();
-        Some((object.meta().uid.clone().unwrap_or_default(), owners))
-    }
-    let deployments = Api::<Deployment>::namespaced(c.client.clone(), ns);
+    let (ingress, worker) = (format!("{name}-ingress"), format!("{name}-worker"));
     vec![
-        seen(
-            deployments
-                .get_opt(&format!("{name}-ingress"))
-                .await
-                .unwrap(),
-        ),
-        seen(
-            deployments
-                .get_opt(&format!("{name}-worker"))
-                .await
-                .unwrap(),
-        ),
-        seen(
-            Api::<Service>::namespaced(c.client.clone(), ns)
-                .get_opt(&format!("{name}-ingress"))
-                .await
-                .unwrap(),
-        ),
-        seen(
-            Api::<PodDisruptionBudget>::namespaced(c.client.clone(), ns)
-                .get_opt(&format!("{name}-ingress"))
-                .await
-                .unwrap(),
-        ),
+        seen::<Deployment>(c, ns, &ingress).await,
+        seen::<Deployment>(c, ns, &worker).await,
+        seen::<Service>(c, ns, &ingress).await,
+        seen::<PodDisruptionBudget>(c, ns, &ingress).await,
     ]
 }
 
