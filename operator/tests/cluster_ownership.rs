@@ -57,6 +57,13 @@ async fn ready_pipeline(c: &Cluster, ns: &str, name: &str, raw: &str) {
     );
 }
 
+/// [`ready_pipeline`], its pods (ingress and worker) held by [`HOLD`]: deleted, they stay
+/// Terminating.
+async fn ready_pipeline_with_pods_held(c: &Cluster, ns: &str, name: &str, raw: &str) {
+    ready_pipeline(c, ns, name, raw).await;
+    assert!(hold_pods(c, ns, true).await >= 2, "ingress and worker pods");
+}
+
 /// The old pipeline's cleanup waits for a pod stuck Terminating; a replacement naming the same
 /// topic meanwhile is refused (the old one still claims it), and when the old cleanup goes on
 /// the topic, now wanted by the replacement, stays on Kafka with its records.
@@ -64,11 +71,7 @@ async fn ready_pipeline(c: &Cluster, ns: &str, name: &str, raw: &str) {
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup() {
     let (c, ns, raw) = cluster_suite_in("ct-replace").await;
-    ready_pipeline(&c, &ns, "old", &raw).await;
-    assert!(
-        hold_pods(&c, &ns, true).await >= 2,
-        "ingress and worker pods"
-    );
+    ready_pipeline_with_pods_held(&c, &ns, "old", &raw).await;
     c.pipelines(&ns)
         .delete("old", &kube::api::DeleteParams::background())
         .await
@@ -257,11 +260,7 @@ async fn a_throwaway_pipeline_neither_takes_nor_deletes_same_named_objects() {
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn the_cleanup_deadline_holds_while_a_pod_is_stuck_terminating() {
     let (c, ns, raw) = cluster_suite_in("ct-stuck").await;
-    ready_pipeline(&c, &ns, "stuck", &raw).await;
-    assert!(
-        hold_pods(&c, &ns, true).await >= 2,
-        "ingress and worker pods"
-    );
+    ready_pipeline_with_pods_held(&c, &ns, "stuck", &raw).await;
 
     c.delete_and_wait_gone(&ns, "stuck", LONG_PATIENCE).await;
     let abandoned = format!(
