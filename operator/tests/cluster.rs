@@ -162,12 +162,8 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
         |present| *present == (false, false, false),
     )
     .await;
-    c.wait(
-        "topics deleted from Kafka",
-        || async { topic_partitions(&c.brokers, &raw) },
-        Option::is_none,
-    )
-    .await;
+    c.wait_topic_deleted(&raw, "topics deleted from Kafka")
+        .await;
 }
 
 #[tokio::test]
@@ -218,12 +214,9 @@ async fn deletion_policy_delete_removes_only_created_topics_and_retain_keeps_the
         Some(2),
         "adopted topic kept"
     );
-    c.wait(
-        "created dead-letter topic deleted",
-        || async { topic_partitions(&c.brokers, &format!("{adopted}.failed")) },
-        Option::is_none,
-    )
-    .await;
+    let dead_letter = format!("{adopted}.failed");
+    c.wait_topic_deleted(&dead_letter, "created dead-letter topic deleted")
+        .await;
     assert_eq!(
         pipeline_topic_partitions(&c.brokers, &retained),
         (Some(1), Some(1)),

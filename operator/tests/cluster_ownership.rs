@@ -399,12 +399,8 @@ async fn a_rename_onto_an_existing_topic_never_deletes_that_topic() {
         Some(2),
         "the topic it was to be renamed onto is not the operator's to delete"
     );
-    c.wait(
-        "the topic it created deleted, not leaked",
-        || async { topic_partitions(&c.brokers, &raw) },
-        Option::is_none,
-    )
-    .await;
+    c.wait_topic_deleted(&raw, "the topic it created deleted, not leaked")
+        .await;
     delete_topics(&c.brokers, &[&foreign]).await;
 }
 
@@ -445,11 +441,7 @@ async fn pipelines_left_at_the_default_topics_each_get_their_own() {
     for name in ["first", "second"] {
         c.delete_and_wait_gone(&ns, name, PATIENCE).await;
         let topic = format!("wapipe-{ns}.{name}");
-        c.wait(
-            "the default topic deleted from Kafka",
-            || async { topic_partitions(&c.brokers, &topic) },
-            Option::is_none,
-        )
-        .await;
+        c.wait_topic_deleted(&topic, "the default topic deleted from Kafka")
+            .await;
     }
 }

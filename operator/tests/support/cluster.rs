@@ -429,6 +429,16 @@ impl Cluster {
         self.wait_gone(ns, name, patience).await;
     }
 
+    /// Waits until `topic` is gone from the broker; panics with `what` when it stays.
+    pub async fn wait_topic_deleted(&self, topic: &str, what: &str) {
+        self.wait(
+            what,
+            || async { topic_partitions(&self.brokers, topic) },
+            Option::is_none,
+        )
+        .await;
+    }
+
     /// Waits until the pipeline is gone (its finalizer released).
     pub async fn wait_gone(&self, ns: &str, name: &str, patience: Duration) {
         self.wait_within(
