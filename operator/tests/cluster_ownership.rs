@@ -153,6 +153,16 @@ async fn create<K: Object>(c: &Cluster, ns: &str, object: Value) -> (String, Str
     (kind, made.uid().unwrap())
 }
 
+/// Whether `ns` holds no `K` at all.
+async fn none_in<K: Object>(c: &Cluster, ns: &str) -> bool {
+    Api::<K>::namespaced(c.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+}
+
 /// Same-named objects that exist before the pipeline: a Deployment, Service and
 /// PodDisruptionBudget named `<name>-ingress` and a Deployment named `<name>-worker`.
 async fn foreign_children(c: &Cluster, ns: &str, name: &str) -> Vec<(String, String)> {
@@ -282,14 +292,8 @@ async fn the_cleanup_deadline_holds_while_a_pod_is_stuck_terminating() {
         "a topic is never deleted while a pod may still use it"
     );
 
-    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
     assert!(
-        !pods
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
+        !none_in::<Pod>(&c, &ns).await,
         "the pods were still Terminating when the pipeline went"
     );
     hold_pods(&c, &ns, false).await;
@@ -350,12 +354,7 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
         "{message}"
     );
     assert!(
-        Api::<Deployment>::namespaced(c.client.clone(), &other_ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
+        none_in::<Deployment>(&c, &other_ns).await,
         "no worker was started to join the group"
     );
 
