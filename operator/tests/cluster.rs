@@ -169,8 +169,7 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn deletion_policy_delete_removes_only_created_topics_and_retain_keeps_them() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-deletion").await;
+    let (c, ns) = cluster_suite_with_namespace("ct-deletion").await;
     // Delete, with a raw topic that existed before (adopted) and a dead-letter topic it creates.
     let adopted = wapipe_testkit::unique_name("ct-adopted");
     wapipe_testkit::create_topic(&c.brokers, &adopted, 2)
@@ -485,8 +484,7 @@ async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn deleting_the_namespace_of_delete_policy_pipelines_never_hangs_it() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-nsdel").await;
+    let (c, ns) = cluster_suite_with_namespace("ct-nsdel").await;
     let deleted = wapipe_testkit::unique_name("ct-nsdel-ok");
     let left = wapipe_testkit::unique_name("ct-nsdel-left");
     c.create_pipeline(

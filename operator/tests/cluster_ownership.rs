@@ -409,8 +409,7 @@ async fn a_rename_onto_an_existing_topic_never_deletes_that_topic() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn pipelines_left_at_the_default_topics_each_get_their_own() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-defaults").await;
+    let (c, ns) = cluster_suite_with_namespace("ct-defaults").await;
     for name in ["first", "second"] {
         let mut body = pipeline_body(&ns, name, &c.brokers, "unused", 1);
         let spec = body["spec"].as_object_mut().unwrap();

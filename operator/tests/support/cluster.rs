@@ -47,9 +47,16 @@ pub async fn cluster_suite() -> Cluster {
 /// ([`Cluster::namespace_with_meta_secret`]) and a raw topic name no other test uses, both named
 /// after `prefix`: `(cluster, namespace, raw topic)`.
 pub async fn cluster_suite_in(prefix: &str) -> (Cluster, String, String) {
+    let (c, ns) = cluster_suite_with_namespace(prefix).await;
+    (c, ns, wapipe_testkit::unique_name(prefix))
+}
+
+/// [`cluster_suite`] and a fresh namespace named after `prefix` holding the Secret `meta`
+/// ([`Cluster::namespace_with_meta_secret`]).
+pub async fn cluster_suite_with_namespace(prefix: &str) -> (Cluster, String) {
     let c = cluster_suite().await;
     let ns = c.namespace_with_meta_secret(prefix).await;
-    (c, ns, wapipe_testkit::unique_name(prefix))
+    (c, ns)
 }
 
 /// [`cluster_suite`] for one run of a test that runs pods as host processes: `(cluster,
