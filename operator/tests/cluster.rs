@@ -251,12 +251,7 @@ async fn a_missing_secret_and_an_unreachable_kafka_show_in_the_conditions() {
         "no pod is created that could never start"
     );
     // The Secret arrives; an edit of the resource (any change) makes the operator look again.
-    c.secret(
-        &ns,
-        "meta",
-        &[("app-secret", "s3cret"), ("verify-token", "tok")],
-    )
-    .await;
+    c.meta_secret(&ns).await;
     c.merge_patch(
         &ns,
         "no-secret",

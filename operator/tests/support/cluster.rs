@@ -107,13 +107,14 @@ impl Cluster {
     /// [`pipeline_body`] reference.
     pub async fn namespace_with_meta_secret(&self, prefix: &str) -> String {
         let ns = self.namespace(&wapipe_testkit::unique_name(prefix)).await;
-        self.secret(
-            &ns,
-            "meta",
-            &[("app-secret", "s3cret"), ("verify-token", "tok")],
-        )
-        .await;
+        self.meta_secret(&ns).await;
         ns
+    }
+
+    /// The Secret `meta` in `ns`, holding the keys the pipelines of [`pipeline_body`] reference.
+    pub async fn meta_secret(&self, ns: &str) {
+        let keys = [("app-secret", "s3cret"), ("verify-token", "tok")];
+        self.secret(ns, "meta", &keys).await;
     }
 
     pub async fn secret(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
