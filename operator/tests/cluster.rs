@@ -15,7 +15,6 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -27,9 +26,7 @@ use support::cluster::*;
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_events() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-ready").await;
-    let raw = wapipe_testkit::unique_name("ct-ready");
+    let (c, ns, raw) = cluster_suite_in("ct-ready").await;
     let created = c
         .create_pipeline(&ns, pipeline_body(&ns, "orders", &c.brokers, &raw, 3))
         .await;
@@ -44,14 +41,9 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
     assert!(is(&ready, "IngressReady", "True", Some("Available")));
     assert!(is(&ready, "WorkersReady", "True", None));
     assert_eq!(
-        topic_partitions(&c.brokers, &raw),
-        Some(3),
-        "raw topic on Kafka"
-    );
-    assert_eq!(
-        topic_partitions(&c.brokers, &format!("{raw}.failed")),
-        Some(1),
-        "dead-letter topic on Kafka"
+        pipeline_topic_partitions(&c.brokers, &raw),
+        (Some(3), Some(1)),
+        "raw and dead-letter topics on Kafka"
     );
 
     // Children exist, each controlled by the pipeline.
@@ -101,29 +93,14 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
         .all(|p| { p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") }));
 
     // Events recorded on the pipeline.
-    let events = Api::<Event>::namespaced(c.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let reasons: Vec<String> = events
-        .items
-        .iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("orders"))
-        .filter_map(|e| e.reason.clone())
-        .collect();
+    let events = c.events_of(&ns, "orders").await;
     assert!(
-        reasons.iter().any(|r| r == "TopicCreated"),
-        "events: {reasons:?}"
+        events.iter().any(|(reason, _)| reason == "TopicCreated"),
+        "events: {events:?}"
     );
 
     // Printer columns.
-    let out = c.kubectl(&["-n", &ns, "get", "wapipe", "orders"]);
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let table = c.kubectl(&["-n", &ns, "get", "wapipe", "orders"]);
     let header = table.lines().next().unwrap_or_default();
     for column in ["READY", "PARTITIONS", "WORKERS", "LAG"] {
         assert!(header.contains(column), "printer columns: {table}");
@@ -138,13 +115,7 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
         ["get", "wwp", "orders", "-o", "wide"],
         ["get", "whatsappwebhookpipelines", "orders", "-o", "wide"],
     ] {
-        let out = c.kubectl(&[&["-n", ns.as_str()][..], &args[..]].concat());
-        let wide = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let wide = c.kubectl(&[&["-n", ns.as_str()][..], &args[..]].concat());
         let header = wide.lines().next().unwrap_or_default();
         for column in ["DESIRED", "MAX", "TOPIC", "REASON", "MESSAGE"] {
             assert!(header.contains(column), "wide columns: {wide}");
@@ -191,19 +162,14 @@ async fn a_pipeline_becomes_ready_with_topics_children_owner_references_and_even
         |present| *present == (false, false, false),
     )
     .await;
-    c.wait(
-        "topics deleted from Kafka",
-        || async { topic_partitions(&c.brokers, &raw) },
-        Option::is_none,
-    )
-    .await;
+    c.wait_topic_deleted(&raw, "topics deleted from Kafka")
+        .await;
 }
 
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn deletion_policy_delete_removes_only_created_topics_and_retain_keeps_them() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-deletion").await;
+    let (c, ns) = cluster_suite_with_namespace("ct-deletion").await;
     // Delete, with a raw topic that existed before (adopted) and a dead-letter topic it creates.
     let adopted = wapipe_testkit::unique_name("ct-adopted");
     wapipe_testkit::create_topic(&c.brokers, &adopted, 2)
@@ -213,8 +179,7 @@ async fn deletion_policy_delete_removes_only_created_topics_and_retain_keeps_the
         .await;
     // Retain: both topics created by the operator, both kept.
     let retained = wapipe_testkit::unique_name("ct-retained");
-    let mut body = pipeline_body(&ns, "retaining", &c.brokers, &retained, 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
+    let body = retaining_pipeline_body(&ns, "retaining", &c.brokers, &retained, 1);
     c.create_pipeline(&ns, body).await;
     for name in ["adopting", "retaining"] {
         c.wait_pipeline(&ns, name, "TopicReady=True", |p| {
@@ -241,33 +206,20 @@ async fn deletion_policy_delete_removes_only_created_topics_and_retain_keeps_the
             .unwrap();
     }
     for name in ["adopting", "retaining"] {
-        c.wait(
-            "pipeline gone",
-            || async { c.pipelines(&ns).get_opt(name).await.unwrap().is_some() },
-            |present| !present,
-        )
-        .await;
+        c.wait_gone(&ns, name, PATIENCE).await;
     }
     assert_eq!(
         topic_partitions(&c.brokers, &adopted),
         Some(2),
         "adopted topic kept"
     );
-    c.wait(
-        "created dead-letter topic deleted",
-        || async { topic_partitions(&c.brokers, &format!("{adopted}.failed")) },
-        Option::is_none,
-    )
-    .await;
+    let dead_letter = format!("{adopted}.failed");
+    c.wait_topic_deleted(&dead_letter, "created dead-letter topic deleted")
+        .await;
     assert_eq!(
-        topic_partitions(&c.brokers, &retained),
-        Some(1),
-        "Retain keeps the topic"
-    );
-    assert_eq!(
-        topic_partitions(&c.brokers, &format!("{retained}.failed")),
-        Some(1),
-        "Retain keeps the dead-letter topic"
+        pipeline_topic_partitions(&c.brokers, &retained),
+        (Some(1), Some(1)),
+        "Retain keeps the topic and the dead-letter topic"
     );
 }
 
@@ -299,12 +251,7 @@ async fn a_missing_secret_and_an_unreachable_kafka_show_in_the_conditions() {
         "no pod is created that could never start"
     );
     // The Secret arrives; an edit of the resource (any change) makes the operator look again.
-    c.secret(
-        &ns,
-        "meta",
-        &[("app-secret", "s3cret"), ("verify-token", "tok")],
-    )
-    .await;
+    c.meta_secret(&ns).await;
     c.merge_patch(
         &ns,
         "no-secret",
@@ -318,38 +265,37 @@ async fn a_missing_secret_and_an_unreachable_kafka_show_in_the_conditions() {
         .await;
     assert!(is(&fixed, "IngressReady", "True", None));
 
-    // Nothing listens on port 1.
-    let mut body = pipeline_body(&ns, "no-kafka", "127.0.0.1:1", "ct-unreachable", 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
-    c.create_pipeline(&ns, body).await;
-    let down = c
-        .wait_pipeline(&ns, "no-kafka", "TopicReady=False KafkaUnavailable", |p| {
-            is(p, "TopicReady", "False", Some("KafkaUnavailable")) && is(p, "Ready", "False", None)
-        })
-        .await;
-    c.capture(
-        "92-captured-kafka-down.yaml",
-        &down,
-        "Progressing",
-        "KafkaUnavailable",
-    );
-
-    // A spec error the schema cannot catch (the CEL rules refuse the rest at admission): a
-    // bootstrap list of blanks.
-    let mut body = pipeline_body(&ns, "blank-kafka", " ", "ct-same", 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
-    c.create_pipeline(&ns, body).await;
-    let invalid = c
-        .wait_pipeline(&ns, "blank-kafka", "Ready=False InvalidSpec", |p| {
-            is(p, "Ready", "False", Some("InvalidSpec"))
-        })
-        .await;
-    c.capture(
-        "93-captured-invalid-spec.yaml",
-        &invalid,
-        "Degraded",
-        "InvalidSpec",
-    );
+    // Kafka out of reach (nothing listens on port 1), and a spec error the schema cannot catch
+    // (the CEL rules refuse the rest at admission): a bootstrap list of blanks.
+    for (name, bootstrap, raw, type_, reason, fixture, health) in [
+        (
+            "no-kafka",
+            "127.0.0.1:1",
+            "ct-unreachable",
+            "TopicReady",
+            "KafkaUnavailable",
+            "92-captured-kafka-down.yaml",
+            "Progressing",
+        ),
+        (
+            "blank-kafka",
+            " ",
+            "ct-same",
+            "Ready",
+            "InvalidSpec",
+            "93-captured-invalid-spec.yaml",
+            "Degraded",
+        ),
+    ] {
+        c.create_pipeline(&ns, retaining_pipeline_body(&ns, name, bootstrap, raw, 1))
+            .await;
+        let failed = c
+            .wait_pipeline(&ns, name, &format!("{type_}=False {reason}"), |p| {
+                is(p, type_, "False", Some(reason)) && is(p, "Ready", "False", None)
+            })
+            .await;
+        c.capture(fixture, &failed, health, reason);
+    }
     for name in ["no-secret", "no-kafka", "blank-kafka"] {
         c.pipelines(&ns)
             .delete(name, &DeleteParams::default())
@@ -361,15 +307,8 @@ async fn a_missing_secret_and_an_unreachable_kafka_show_in_the_conditions() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn ingress_and_workers_ready_follow_the_deployments_real_status() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-follow").await;
-    let raw = wapipe_testkit::unique_name("ct-follow");
-    c.create_pipeline(&ns, pipeline_body(&ns, "follow", &c.brokers, &raw, 1))
-        .await;
-    c.wait_pipeline(&ns, "follow", "Ready=True", |p| {
-        is(p, "Ready", "True", None)
-    })
-    .await;
+    let (c, ns, raw) = cluster_suite_in("ct-follow").await;
+    c.create_ready(&ns, "follow", &raw, 1).await;
 
     // No node takes pods: replacements of deleted pods stay Pending.
     let nodes: Api<Node> = Api::all(c.client.clone());
@@ -438,16 +377,9 @@ async fn produce(brokers: &str, topic: &str, count: usize) {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-scaling").await;
-    let raw = wapipe_testkit::unique_name("ct-scaling");
+    let (c, ns, raw) = cluster_suite_in("ct-scaling").await;
     // 4 partitions, max 3 workers: the cap is min(max, partitions) = 3.
-    c.create_pipeline(&ns, pipeline_body(&ns, "scaling", &c.brokers, &raw, 4))
-        .await;
-    c.wait_pipeline(&ns, "scaling", "Ready=True", |p| {
-        is(p, "Ready", "True", None)
-    })
-    .await;
+    c.create_ready(&ns, "scaling", &raw, 4).await;
     assert_eq!(
         replicas(&deployment(&c.client, &ns, "scaling-worker").await),
         Some(1)
@@ -508,18 +440,13 @@ async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
     assert!(condition(&scaled, "Scaling").is_some());
 
     // A person scales by hand: the scaler owns spec.replicas and puts it back at its next poll.
-    let out = c.kubectl(&[
+    c.kubectl(&[
         "-n",
         &ns,
         "scale",
         "deployment/scaling-worker",
         "--replicas=1",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     c.wait(
         "the scaler restores 3 replicas",
         || deployment(&c.client, &ns, "scaling-worker"),
@@ -552,8 +479,7 @@ async fn workers_scale_up_on_real_lag_and_down_after_the_window() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn deleting_the_namespace_of_delete_policy_pipelines_never_hangs_it() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-nsdel").await;
+    let (c, ns) = cluster_suite_with_namespace("ct-nsdel").await;
     let deleted = wapipe_testkit::unique_name("ct-nsdel-ok");
     let left = wapipe_testkit::unique_name("ct-nsdel-left");
     c.create_pipeline(
@@ -608,23 +534,17 @@ async fn deleting_the_namespace_of_delete_policy_pipelines_never_hangs_it() {
         "the unreachable pipeline's cleanup was abandoned, and counted (its Event cannot be \
          written in a namespace being deleted)"
     );
-    for topic in [deleted.clone(), format!("{deleted}.failed")] {
-        assert_eq!(
-            topic_partitions(&c.brokers, &topic),
-            None,
-            "{topic}: the reachable pipeline's cleanup deleted it"
-        );
-    }
+    assert_eq!(
+        pipeline_topic_partitions(&c.brokers, &deleted),
+        (None, None),
+        "{deleted}: the reachable pipeline's cleanup deleted its topics"
+    );
     assert_eq!(
         topic_partitions(&c.brokers, &left),
         Some(1),
         "the abandoned cleanup left its topic on Kafka"
     );
-    for topic in [left.clone(), format!("{left}.failed")] {
-        let _ = admin(&c.brokers)
-            .delete_topics(&[&topic], &rdkafka::admin::AdminOptions::new())
-            .await;
-    }
+    delete_pipeline_topics(&c.brokers, &[&left]).await;
 }
 
 /// A pipeline that is Ready loses its Kafka (a private broker, killed) and gets it back: the
@@ -639,8 +559,7 @@ async fn a_kafka_outage_under_a_ready_pipeline_shows_in_the_status_and_heals() {
         .unwrap()
         .expect("a private broker");
     let ns = c.namespace_with_meta_secret("ct-outage").await;
-    let mut body = pipeline_body(&ns, "outage", &broker.bootstrap(), "ct-outage", 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
+    let body = retaining_pipeline_body(&ns, "outage", &broker.bootstrap(), "ct-outage", 1);
     c.create_pipeline(&ns, body).await;
     c.wait_pipeline(&ns, "outage", "Ready=True", |p| {
         is(p, "Ready", "True", None)
@@ -654,12 +573,7 @@ async fn a_kafka_outage_under_a_ready_pipeline_shows_in_the_status_and_heals() {
         })
         .await;
     assert!(observed_current(&down), "observedGeneration is the spec's");
-    let message = down
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "TopicReady"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = condition_message(&down, "TopicReady");
     assert!(
         message.contains("ct-outage"),
         "the message names the topic and the error: {message:?}"
@@ -691,9 +605,7 @@ async fn a_kafka_outage_under_a_ready_pipeline_shows_in_the_status_and_heals() {
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn an_exposed_pipeline_gets_an_ingress_and_its_url_in_the_status() {
     use k8s_openapi::api::networking::v1::Ingress;
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-expose").await;
-    let raw = wapipe_testkit::unique_name("ct-expose");
+    let (c, ns, raw) = cluster_suite_in("ct-expose").await;
     let mut body = pipeline_body(&ns, "hooks", &c.brokers, &raw, 1);
     body["spec"]["ingress"]["expose"] = json!({
         "host": "hooks.example.com",

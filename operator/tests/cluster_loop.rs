@@ -13,9 +13,9 @@ mod host_pods;
 mod support;
 
 use std::time::Duration;
-use support::cluster::{bin_dir, cluster_suite};
+use support::cluster::{cluster_suite_run, host_run_pipeline_body};
 
-use host_pods::{resolve, PodProcess};
+use host_pods::{resolve_deployment, PodProcess};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::DeleteParams;
@@ -50,57 +50,24 @@ async fn worker_replicas(deployments: &Api<Deployment>, name: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn webhooks_reach_postgres_through_host_processes_run_from_the_pod_templates() {
-    let c = cluster_suite().await;
-    let (client, brokers, bin_dir) = (c.client.clone(), &c.brokers, bin_dir());
-    let run = wapipe_testkit::unique_name("loop").replace('-', "_");
-    let ns = c.namespace(&run.replace('_', "-")).await;
     let meta = [("app-secret", APP_SECRET), ("verify-token", "loop-token")];
-    c.secret(&ns, "meta", &meta).await;
+    let (c, bin_dir, run, ns) = cluster_suite_run("loop", &meta).await;
     c.secret(&ns, "database", &[("url", DATABASE_URL)]).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let raw = format!("{run}_raw");
-    c.create_pipeline(
-        &ns,
-        json!({
-            "apiVersion": "wapipe.dev/v1alpha1",
-            "kind": "WhatsAppWebhookPipeline",
-            "metadata": {"name": "loop", "namespace": ns},
-            "spec": {
-                "kafka": {"bootstrapServers": brokers},
-                "topic": {"name": raw, "partitions": 3, "replicationFactor": 1},
-                "deadLetterTopic": {"name": format!("{run}_failed"), "partitions": 1, "replicationFactor": 1},
-                "ingress": {"provider": "meta", "replicas": 1,
-                            "appSecretRef": {"name": "meta", "key": "app-secret"},
-                            "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
-                "worker": {"minReplicas": 1, "maxReplicas": 3, "lagPerReplica": 20,
-                           "pollIntervalSeconds": 2, "scaleDownWindowSeconds": 6,
-                           "sink": {"type": "postgres", "databaseUrlSecretRef": {"name": "database", "key": "url"}}},
-                "deletionPolicy": "Delete"
-            }
-        }),
-    )
-    .await;
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), &ns);
+    let mut body = host_run_pipeline_body(&ns, "loop", &c.brokers, &run, 3);
+    body["spec"]["worker"]["lagPerReplica"] = json!(20);
+    body["spec"]["worker"]["sink"] = json!({"type": "postgres",
+        "databaseUrlSecretRef": {"name": "database", "key": "url"}});
+    c.create_pipeline(&ns, body).await;
     let pipelines = c.pipelines(&ns);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), &ns);
     let ingress = c.deployment(&ns, "loop-ingress").await;
     let worker = c.deployment(&ns, "loop-worker").await;
 
     let files = tempfile::tempdir().unwrap();
-    let template = |d: Deployment| d.spec.unwrap().template.spec.unwrap();
-    let ingress_cmd = resolve(
-        &secrets,
-        &template(ingress),
-        &bin_dir,
-        &files.path().join("ingress"),
-    )
-    .await;
-    let worker_cmd = resolve(
-        &secrets,
-        &template(worker),
-        &bin_dir,
-        &files.path().join("worker"),
-    )
-    .await;
+    let dir = files.path();
+    let ingress_cmd = resolve_deployment(&secrets, ingress, &bin_dir, &dir.join("ingress")).await;
+    let worker_cmd = resolve_deployment(&secrets, worker, &bin_dir, &dir.join("worker")).await;
     assert_eq!(
         worker_cmd
             .env

@@ -9,12 +9,17 @@
 
 mod support;
 
+use std::fmt::Debug;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::NamespaceResourceScope;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
 use support::cluster::*;
 
 /// A finalizer the tests put on pods so that they stay Terminating, as on a lost node.
@@ -44,12 +49,19 @@ async fn hold_pods(c: &Cluster, ns: &str, hold: bool) -> usize {
 
 /// A Ready pipeline with `deletionPolicy: Delete` whose topics the operator created.
 async fn ready_pipeline(c: &Cluster, ns: &str, name: &str, raw: &str) {
-    c.create_pipeline(ns, pipeline_body(ns, name, &c.brokers, raw, 2))
-        .await;
-    c.wait_pipeline(ns, name, "Ready=True, topic Created", |p| {
-        is(p, "Ready", "True", None) && is(p, "TopicReady", "True", Some("Created"))
-    })
-    .await;
+    let ready = c.create_ready(ns, name, raw, 2).await;
+    assert!(
+        is(&ready, "TopicReady", "True", Some("Created")),
+        "{ns}/{name}: topic not created: {:?}",
+        ready.status
+    );
+}
+
+/// [`ready_pipeline`], its pods (ingress and worker) held by [`HOLD`]: deleted, they stay
+/// Terminating.
+async fn ready_pipeline_with_pods_held(c: &Cluster, ns: &str, name: &str, raw: &str) {
+    ready_pipeline(c, ns, name, raw).await;
+    assert!(hold_pods(c, ns, true).await >= 2, "ingress and worker pods");
 }
 
 /// The old pipeline's cleanup waits for a pod stuck Terminating; a replacement naming the same
@@ -58,14 +70,8 @@ async fn ready_pipeline(c: &Cluster, ns: &str, name: &str, raw: &str) {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-replace").await;
-    let raw = wapipe_testkit::unique_name("ct-replace");
-    ready_pipeline(&c, &ns, "old", &raw).await;
-    assert!(
-        hold_pods(&c, &ns, true).await >= 2,
-        "ingress and worker pods"
-    );
+    let (c, ns, raw) = cluster_suite_in("ct-replace").await;
+    ready_pipeline_with_pods_held(&c, &ns, "old", &raw).await;
     c.pipelines(&ns)
         .delete("old", &kube::api::DeleteParams::background())
         .await
@@ -73,12 +79,7 @@ async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup(
 
     c.create_pipeline(&ns, pipeline_body(&ns, "new", &c.brokers, &raw, 2))
         .await;
-    let refused = c
-        .wait_pipeline(&ns, "new", "TopicReady=False ResourceConflict", |p| {
-            is(p, "TopicReady", "False", Some("ResourceConflict"))
-        })
-        .await;
-    let message = condition_message(&refused, "TopicReady");
+    let message = topic_conflict(&c, &ns, "new").await;
     assert!(
         message.contains(&format!("{ns}/old")),
         "names the holder: {message}"
@@ -89,13 +90,7 @@ async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup(
     );
 
     hold_pods(&c, &ns, false).await;
-    c.wait_within(
-        LONG_PATIENCE,
-        "the old pipeline gone",
-        || async { c.pipelines(&ns).get_opt("old").await.unwrap().is_some() },
-        |present| !present,
-    )
-    .await;
+    c.wait_gone(&ns, "old", LONG_PATIENCE).await;
     assert_eq!(
         topic_partitions(&c.brokers, &raw),
         Some(2),
@@ -115,7 +110,57 @@ async fn a_replacement_pipeline_does_not_lose_the_topic_to_the_old_ones_cleanup(
         Some(2),
         "an adopted topic is never deleted"
     );
-    delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+    delete_pipeline_topics(&c.brokers, &[&raw]).await;
+}
+
+/// Waits until the pipeline's TopicReady is False for a ResourceConflict; returns its message.
+async fn topic_conflict(c: &Cluster, ns: &str, name: &str) -> String {
+    let refused = c
+        .wait_pipeline(ns, name, "TopicReady=False ResourceConflict", |p| {
+            is(p, "TopicReady", "False", Some("ResourceConflict"))
+        })
+        .await;
+    condition_message(&refused, "TopicReady")
+}
+
+/// A namespaced kind the tests create and read as JSON.
+trait Object:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+{
+}
+
+impl<K> Object for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize
+{
+}
+
+/// Creates `object` as a `K` in `ns`; returns its (kind, uid).
+async fn create<K: Object>(c: &Cluster, ns: &str, object: Value) -> (String, String) {
+    let kind = K::kind(&()).into_owned();
+    let object: K = serde_json::from_value(object).unwrap();
+    let made = Api::<K>::namespaced(c.client.clone(), ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating a {kind}: {e}"));
+    (kind, made.uid().unwrap())
+}
+
+/// Whether `ns` holds no `K` at all.
+async fn none_in<K: Object>(c: &Cluster, ns: &str) -> bool {
+    Api::<K>::namespaced(c.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
 }
 
 /// Same-named objects that exist before the pipeline: a Deployment, Service and
@@ -128,79 +173,49 @@ async fn foreign_children(c: &Cluster, ns: &str, name: &str) -> Vec<(String, Str
     });
     let mut uids = Vec::new();
     for suffix in ["ingress", "worker"] {
-        let deployment: Deployment = serde_json::from_value(json!({
+        let deployment = json!({
             "metadata": {"name": format!("{name}-{suffix}"), "namespace": ns},
             "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": pod_template}
-        }))
-        .unwrap();
-        let made = Api::<Deployment>::namespaced(c.client.clone(), ns)
-            .create(&PostParams::default(), &deployment)
-            .await
-            .expect("creating a Deployment");
-        uids.push(("Deployment".into(), made.uid().unwrap()));
+        });
+        uids.push(create::<Deployment>(c, ns, deployment).await);
     }
-    let service: Service = serde_json::from_value(json!({
+    let service = json!({
         "metadata": {"name": format!("{name}-ingress"), "namespace": ns},
         "spec": {"selector": labels, "ports": [{"port": 80}]}
-    }))
-    .unwrap();
-    let made = Api::<Service>::namespaced(c.client.clone(), ns)
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("creating a Service");
-    uids.push(("Service".into(), made.uid().unwrap()));
-    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+    });
+    uids.push(create::<Service>(c, ns, service).await);
+    let pdb = json!({
         "metadata": {"name": format!("{name}-ingress"), "namespace": ns},
         "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}
-    }))
-    .unwrap();
-    let made = Api::<PodDisruptionBudget>::namespaced(c.client.clone(), ns)
-        .create(&PostParams::default(), &pdb)
-        .await
-        .expect("creating a PodDisruptionBudget");
-    uids.push(("PodDisruptionBudget".into(), made.uid().unwrap()));
+    });
+    uids.push(create::<PodDisruptionBudget>(c, ns, pdb).await);
     uids
 }
 
-/// The (kind, uid, owner uids) of the four same-named objects, `None` for one that is gone.
+/// The (uid, owner uids) of the `K` named `name` in `ns`, `None` when there is none.
+async fn seen<K: Object>(c: &Cluster, ns: &str, name: &str) -> Option<(String, Vec<String>)> {
+    let object = Api::<K>::namespaced(c.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()?;
+    let owners = object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| o.uid.clone())
+        .collect();
+    Some((object.meta().uid.clone().unwrap_or_default(), owners))
+}
+
+/// The (uid, owner uids) of the four same-named objects, `None` for one that is gone.
 async fn same_named(c: &Cluster, ns: &str, name: &str) -> Vec<Option<(String, Vec<String>)>> {
-    fn seen<K: Resource>(object: Option<K>) -> Option<(String, Vec<String>)> {
-        let object = object?;
-        let owners = object
-            .meta()
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|o| o.uid.clone())
-            .collect();
-        Some((object.meta().uid.clone().unwrap_or_default(), owners))
-    }
-    let deployments = Api::<Deployment>::namespaced(c.client.clone(), ns);
+    let (ingress, worker) = (format!("{name}-ingress"), format!("{name}-worker"));
     vec![
-        seen(
-            deployments
-                .get_opt(&format!("{name}-ingress"))
-                .await
-                .unwrap(),
-        ),
-        seen(
-            deployments
-                .get_opt(&format!("{name}-worker"))
-                .await
-                .unwrap(),
-        ),
-        seen(
-            Api::<Service>::namespaced(c.client.clone(), ns)
-                .get_opt(&format!("{name}-ingress"))
-                .await
-                .unwrap(),
-        ),
-        seen(
-            Api::<PodDisruptionBudget>::namespaced(c.client.clone(), ns)
-                .get_opt(&format!("{name}-ingress"))
-                .await
-                .unwrap(),
-        ),
+        seen::<Deployment>(c, ns, &ingress).await,
+        seen::<Deployment>(c, ns, &worker).await,
+        seen::<Service>(c, ns, &ingress).await,
+        seen::<PodDisruptionBudget>(c, ns, &ingress).await,
     ]
 }
 
@@ -210,9 +225,7 @@ async fn same_named(c: &Cluster, ns: &str, name: &str) -> Vec<Option<(String, Ve
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_throwaway_pipeline_neither_takes_nor_deletes_same_named_objects() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-squat").await;
-    let raw = wapipe_testkit::unique_name("ct-squat");
+    let (c, ns, raw) = cluster_suite_in("ct-squat").await;
     let before = foreign_children(&c, &ns, "shop").await;
     let created = c
         .create_pipeline(&ns, pipeline_body(&ns, "shop", &c.brokers, &raw, 1))
@@ -248,7 +261,7 @@ async fn a_throwaway_pipeline_neither_takes_nor_deletes_same_named_objects() {
              deletes it with the pipeline): {owners:?}"
         );
     }
-    delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+    delete_pipeline_topics(&c.brokers, &[&raw]).await;
 }
 
 /// With a pod stuck Terminating (its node lost), a `Delete` pipeline's cleanup gives up at the
@@ -256,14 +269,8 @@ async fn a_throwaway_pipeline_neither_takes_nor_deletes_same_named_objects() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn the_cleanup_deadline_holds_while_a_pod_is_stuck_terminating() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-stuck").await;
-    let raw = wapipe_testkit::unique_name("ct-stuck");
-    ready_pipeline(&c, &ns, "stuck", &raw).await;
-    assert!(
-        hold_pods(&c, &ns, true).await >= 2,
-        "ingress and worker pods"
-    );
+    let (c, ns, raw) = cluster_suite_in("ct-stuck").await;
+    ready_pipeline_with_pods_held(&c, &ns, "stuck", &raw).await;
 
     c.delete_and_wait_gone(&ns, "stuck", LONG_PATIENCE).await;
     let abandoned = format!(
@@ -285,18 +292,12 @@ async fn the_cleanup_deadline_holds_while_a_pod_is_stuck_terminating() {
         "a topic is never deleted while a pod may still use it"
     );
 
-    let pods: Api<Pod> = Api::namespaced(c.client.clone(), &ns);
     assert!(
-        !pods
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
+        !none_in::<Pod>(&c, &ns).await,
         "the pods were still Terminating when the pipeline went"
     );
     hold_pods(&c, &ns, false).await;
-    delete_topics(&c.brokers, &[&raw, &format!("{raw}.failed")]).await;
+    delete_pipeline_topics(&c.brokers, &[&raw]).await;
 }
 
 /// `bootstrap` with its loopback host written the other way (`127.0.0.1` ↔ `localhost`): the
@@ -333,18 +334,9 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
     let alias = other_name_of(&c.brokers);
 
     // The same topic through the other name.
-    let mut body = pipeline_body(&other_ns, "same-topic", &alias, &raw, 2);
-    body["spec"]["deletionPolicy"] = json!("Retain");
+    let body = retaining_pipeline_body(&other_ns, "same-topic", &alias, &raw, 2);
     c.create_pipeline(&other_ns, body).await;
-    let refused = c
-        .wait_pipeline(
-            &other_ns,
-            "same-topic",
-            "TopicReady=False ResourceConflict",
-            |p| is(p, "TopicReady", "False", Some("ResourceConflict")),
-        )
-        .await;
-    let message = condition_message(&refused, "TopicReady");
+    let message = topic_conflict(&c, &other_ns, "same-topic").await;
     assert!(
         message.contains(&format!("{first_ns}/first")) && message.contains(&raw),
         "{message}"
@@ -352,31 +344,17 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
 
     // Other topics, but the first pipeline's consumer group, through the other name.
     let other_raw = wapipe_testkit::unique_name("ct-claim-group");
-    let mut body = pipeline_body(&other_ns, "same-group", &alias, &other_raw, 1);
-    body["spec"]["deletionPolicy"] = json!("Retain");
+    let mut body = retaining_pipeline_body(&other_ns, "same-group", &alias, &other_raw, 1);
     let first_group = format!("wapipe-{first_ns}.first");
     body["spec"]["worker"]["consumerGroup"] = json!(first_group);
     c.create_pipeline(&other_ns, body).await;
-    let refused = c
-        .wait_pipeline(
-            &other_ns,
-            "same-group",
-            "TopicReady=False ResourceConflict",
-            |p| is(p, "TopicReady", "False", Some("ResourceConflict")),
-        )
-        .await;
-    let message = condition_message(&refused, "TopicReady");
+    let message = topic_conflict(&c, &other_ns, "same-group").await;
     assert!(
         message.contains(&format!("consumer group {first_group}")),
         "{message}"
     );
     assert!(
-        Api::<Deployment>::namespaced(c.client.clone(), &other_ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
+        none_in::<Deployment>(&c, &other_ns).await,
         "no worker was started to join the group"
     );
 
@@ -384,16 +362,7 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
         c.delete_and_wait_gone(&other_ns, name, PATIENCE).await;
     }
     c.delete_and_wait_gone(&first_ns, "first", PATIENCE).await;
-    delete_topics(
-        &c.brokers,
-        &[
-            &raw,
-            &format!("{raw}.failed"),
-            &other_raw,
-            &format!("{other_raw}.failed"),
-        ],
-    )
-    .await;
+    delete_pipeline_topics(&c.brokers, &[&raw, &other_raw]).await;
 }
 
 /// Renaming `spec.topic.name` onto a topic that already exists is refused by the API server (a
@@ -403,9 +372,7 @@ async fn claims_compare_the_kafka_cluster_id_not_the_bootstrap_string() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn a_rename_onto_an_existing_topic_never_deletes_that_topic() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-rename").await;
-    let raw = wapipe_testkit::unique_name("ct-rename");
+    let (c, ns, raw) = cluster_suite_in("ct-rename").await;
     let foreign = wapipe_testkit::unique_name("ct-foreign");
     wapipe_testkit::create_topic(&c.brokers, &foreign, 2)
         .await
@@ -431,12 +398,8 @@ async fn a_rename_onto_an_existing_topic_never_deletes_that_topic() {
         Some(2),
         "the topic it was to be renamed onto is not the operator's to delete"
     );
-    c.wait(
-        "the topic it created deleted, not leaked",
-        || async { topic_partitions(&c.brokers, &raw) },
-        Option::is_none,
-    )
-    .await;
+    c.wait_topic_deleted(&raw, "the topic it created deleted, not leaked")
+        .await;
     delete_topics(&c.brokers, &[&foreign]).await;
 }
 
@@ -446,8 +409,7 @@ async fn a_rename_onto_an_existing_topic_never_deletes_that_topic() {
 #[tokio::test]
 #[ignore = "needs tests/cluster/run.sh (control plane, broker, operator)"]
 async fn pipelines_left_at_the_default_topics_each_get_their_own() {
-    let c = cluster_suite().await;
-    let ns = c.namespace_with_meta_secret("ct-defaults").await;
+    let (c, ns) = cluster_suite_with_namespace("ct-defaults").await;
     for name in ["first", "second"] {
         let mut body = pipeline_body(&ns, name, &c.brokers, "unused", 1);
         let spec = body["spec"].as_object_mut().unwrap();
@@ -477,11 +439,7 @@ async fn pipelines_left_at_the_default_topics_each_get_their_own() {
     for name in ["first", "second"] {
         c.delete_and_wait_gone(&ns, name, PATIENCE).await;
         let topic = format!("wapipe-{ns}.{name}");
-        c.wait(
-            "the default topic deleted from Kafka",
-            || async { topic_partitions(&c.brokers, &topic) },
-            Option::is_none,
-        )
-        .await;
+        c.wait_topic_deleted(&topic, "the default topic deleted from Kafka")
+            .await;
     }
 }

@@ -15,7 +15,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::cluster::{bin_dir, cluster_suite};
+use support::cluster::{cluster_suite_run, host_run_pipeline_body};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -60,6 +60,14 @@ async fn wait_metric(http: &reqwest::Client, port: u16, series: &str, want: f64)
     }
 }
 
+/// Changes the Secret `meta` with a JSON merge patch, as the person rotating the key does.
+async fn merge_into_secret(secrets: &Api<Secret>, patch: serde_json::Value) {
+    secrets
+        .patch("meta", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patching the Secret meta");
+}
+
 /// Answers of the load while one phase lasted.
 #[derive(Default, Debug, Clone)]
 struct Tally {
@@ -70,45 +78,20 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the cluster suite: tests/cluster/run.sh runs it with --ignored"]
 async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200() {
-    let c = cluster_suite().await;
-    let (client, brokers, bin_dir) = (c.client.clone(), &c.brokers, bin_dir());
-    let run = wapipe_testkit::unique_name("rotate").replace('-', "_");
-    let ns = c.namespace(&run.replace('_', "-")).await;
     let meta = [("app-secret", OLD), ("verify-token", "rotation-token")];
-    c.secret(&ns, "meta", &meta).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    c.create_pipeline(
-        &ns,
-        json!({
-            "apiVersion": "wapipe.dev/v1alpha1",
-            "kind": "WhatsAppWebhookPipeline",
-            "metadata": {"name": "rotate", "namespace": ns},
-            "spec": {
-                "kafka": {"bootstrapServers": brokers},
-                "topic": {"name": format!("{run}_raw"), "partitions": 1, "replicationFactor": 1},
-                "deadLetterTopic": {"name": format!("{run}_failed"), "partitions": 1, "replicationFactor": 1},
-                "ingress": {"provider": "meta", "replicas": 1,
-                            "appSecretRef": {"name": "meta", "key": "app-secret"},
-                            "verifyTokenRef": {"name": "meta", "key": "verify-token"}},
-                "worker": {"minReplicas": 1, "maxReplicas": 1, "sink": {"type": "log"}},
-                "deletionPolicy": "Delete"
-            }
-        }),
-    )
-    .await;
+    let (c, bin_dir, run, ns) = cluster_suite_run("rotate", &meta).await;
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), &ns);
+    let mut body = host_run_pipeline_body(&ns, "rotate", &c.brokers, &run, 1);
+    body["spec"]["worker"] = json!({"minReplicas": 1, "maxReplicas": 1, "sink": {"type": "log"}});
+    c.create_pipeline(&ns, body).await;
     let pipelines = c.pipelines(&ns);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), &ns);
     let ingress = c.deployment(&ns, "rotate-ingress").await;
     let generation = ingress.metadata.generation;
 
     let files = tempfile::tempdir().unwrap();
-    let command = host_pods::resolve(
-        &secrets,
-        &ingress.spec.unwrap().template.spec.unwrap(),
-        &bin_dir,
-        &files.path().join("ingress"),
-    )
-    .await;
+    let ingress_files = files.path().join("ingress");
+    let command = host_pods::resolve_deployment(&secrets, ingress, &bin_dir, &ingress_files).await;
     assert!(
         command
             .volumes
@@ -186,14 +169,7 @@ async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200
     end_phase("steady on the old key", &mut phases);
 
     // 1. The Secret gains the new key; wait until the ingress has loaded it.
-    secrets
-        .patch(
-            "meta",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"stringData": {NEW_KEY: NEW}})),
-        )
-        .await
-        .unwrap();
+    merge_into_secret(&secrets, json!({"stringData": {NEW_KEY: NEW}})).await;
     wait_metric(&http, admin, &new_loaded, 1.0).await;
     end_phase("Secret gains the new key, until loaded", &mut phases);
 
@@ -209,14 +185,7 @@ async fn rotating_a_real_secret_under_steady_signed_load_answers_nothing_but_200
     end_phase("sender switched to the new key", &mut phases);
 
     // 3. The old key is removed; wait until the ingress no longer trusts it.
-    secrets
-        .patch(
-            "meta",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"app-secret": null}})),
-        )
-        .await
-        .unwrap();
+    merge_into_secret(&secrets, json!({"data": {"app-secret": null}})).await;
     wait_metric(&http, admin, old_loaded, 0.0).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     end_phase("old key removed, until unloaded", &mut phases);

@@ -3,11 +3,13 @@
 //! duration by this candidate's own clock, step down past the renew deadline, release on
 //! shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Response;
 use kube::client::Body;
 use serde_json::{json, Value};
+use tokio::task::JoinHandle;
 use wapipe_operator::leader::{LeaderElector, LeaseTiming, LostLeadership};
 
 #[path = "support/api.rs"]
@@ -33,7 +35,7 @@ async fn answer(
 }
 
 /// A short lease (3 s: renew deadline 2 s, retry 1 s) so expiry can be waited out for real.
-fn elector() -> (std::sync::Arc<LeaderElector>, ApiServer) {
+fn elector() -> (Arc<LeaderElector>, ApiServer) {
     let (client, server) = api::pair("wapipe");
     let elector = LeaderElector::new(
         client,
@@ -42,7 +44,7 @@ fn elector() -> (std::sync::Arc<LeaderElector>, ApiServer) {
         "pod-a",
         LeaseTiming::for_duration(Duration::from_secs(3)),
     );
-    (std::sync::Arc::new(elector), server)
+    (Arc::new(elector), server)
 }
 
 fn lease(holder: &str, renewed: &str) -> Value {
@@ -57,19 +59,25 @@ async fn read_lease(server: &mut ApiServer, holder: &str, renewed: &str) {
     answer(server, "GET", LEASE_PATH, 200, lease(holder, renewed)).await;
 }
 
+/// Accepts the elector's write of the Lease (`method`, answered with `status`) as a record held
+/// by `holder`; returns what the elector wrote.
+async fn accept_write(server: &mut ApiServer, method: &str, status: u16, holder: &str) -> Value {
+    let written = lease(holder, "2026-01-01T00:00:00.000000Z");
+    answer(server, method, LEASE_PATH, status, written).await
+}
+
+/// One attempt of `elector` to acquire or renew the Lease, running while the test answers.
+fn attempt(elector: &Arc<LeaderElector>) -> JoinHandle<Result<bool, kube::Error>> {
+    let elector = elector.clone();
+    tokio::spawn(async move { elector.try_acquire_or_renew().await })
+}
+
 #[tokio::test]
 async fn an_absent_lease_is_created_and_held() {
     let (elector, mut server) = elector();
-    let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
+    let task = attempt(&elector);
     answer(&mut server, "GET", LEASE_PATH, 404, not_found()).await;
-    let created = answer(
-        &mut server,
-        "POST",
-        LEASE_PATH,
-        201,
-        lease("pod-a", "2026-01-01T00:00:00.000000Z"),
-    )
-    .await;
+    let created = accept_write(&mut server, "POST", 201, "pod-a").await;
     assert_eq!(created["spec"]["holderIdentity"], "pod-a");
     assert!(task.await.unwrap().unwrap());
 }
@@ -77,7 +85,7 @@ async fn an_absent_lease_is_created_and_held() {
 #[tokio::test]
 async fn a_fresh_lease_of_another_holder_is_left_alone() {
     let (elector, mut server) = elector();
-    let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
+    let task = attempt(&elector);
     // Renewed long ago by the holder's clock: irrelevant, this candidate has only just seen it.
     read_lease(&mut server, "pod-b", "2000-01-01T00:00:00.000000Z").await;
     assert!(!task.await.unwrap().unwrap());
@@ -86,10 +94,7 @@ async fn a_fresh_lease_of_another_holder_is_left_alone() {
 #[tokio::test]
 async fn a_lease_unchanged_for_a_lease_duration_is_taken_over_with_the_resource_version_read() {
     let (elector, mut server) = elector();
-    let first = tokio::spawn({
-        let elector = elector.clone();
-        async move { elector.try_acquire_or_renew().await }
-    });
+    let first = attempt(&elector);
     read_lease(&mut server, "pod-b", "2999-01-01T00:00:00.000000Z").await;
     assert!(
         !first.await.unwrap().unwrap(),
@@ -98,16 +103,9 @@ async fn a_lease_unchanged_for_a_lease_duration_is_taken_over_with_the_resource_
     // The same record, a lease duration later by this candidate's clock (whatever the holder's
     // renewTime says, even a time in the future).
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    let second = tokio::spawn(async move { elector.try_acquire_or_renew().await });
+    let second = attempt(&elector);
     read_lease(&mut server, "pod-b", "2999-01-01T00:00:00.000000Z").await;
-    let replaced = answer(
-        &mut server,
-        "PUT",
-        LEASE_PATH,
-        200,
-        lease("pod-a", "2026-01-01T00:00:00.000000Z"),
-    )
-    .await;
+    let replaced = accept_write(&mut server, "PUT", 200, "pod-a").await;
     assert_eq!(replaced["spec"]["holderIdentity"], "pod-a");
     assert_eq!(replaced["spec"]["leaseTransitions"], 3);
     assert_eq!(replaced["metadata"]["resourceVersion"], "7");
@@ -128,12 +126,9 @@ async fn a_lease_whose_holder_keeps_renewing_is_never_taken() {
         if n > 0 {
             tokio::time::sleep(Duration::from_millis(1600)).await;
         }
-        let attempt = tokio::spawn({
-            let elector = elector.clone();
-            async move { elector.try_acquire_or_renew().await }
-        });
+        let task = attempt(&elector);
         read_lease(&mut server, "pod-b", renewed).await;
-        assert!(!attempt.await.unwrap().unwrap(), "taken at attempt {n}");
+        assert!(!task.await.unwrap().unwrap(), "taken at attempt {n}");
     }
 }
 
@@ -173,14 +168,7 @@ async fn release_hands_the_lease_over_with_an_empty_holder() {
     let (elector, mut server) = elector();
     let task = tokio::spawn(async move { elector.release().await });
     read_lease(&mut server, "pod-a", "2026-01-01T00:00:00.000000Z").await;
-    let released = answer(
-        &mut server,
-        "PUT",
-        LEASE_PATH,
-        200,
-        lease("", "2026-01-01T00:00:00.000000Z"),
-    )
-    .await;
+    let released = accept_write(&mut server, "PUT", 200, "").await;
     assert_eq!(released["spec"]["holderIdentity"], "");
     assert_eq!(released["metadata"]["resourceVersion"], "7");
     task.await.unwrap().unwrap();
@@ -190,7 +178,7 @@ async fn release_hands_the_lease_over_with_an_empty_holder() {
 async fn losing_the_write_race_means_not_leader() {
     let (elector, mut server) = elector();
     // An empty holder (a released Lease) may be taken at once.
-    let task = tokio::spawn(async move { elector.try_acquire_or_renew().await });
+    let task = attempt(&elector);
     read_lease(&mut server, "", "2000-01-01T00:00:00.000000Z").await;
     answer(&mut server, "PUT", LEASE_PATH, 409, json!({"kind": "Status", "apiVersion": "v1",
         "metadata": {}, "status": "Failure", "reason": "Conflict", "code": 409, "message": "conflict"})).await;

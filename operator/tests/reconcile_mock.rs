@@ -12,8 +12,6 @@ use wapipe_operator::controller::{backoff, error_policy, jittered, retry_delay};
 use wapipe_operator::kafka::InMemoryAdmin;
 use wapipe_operator::metrics::PipelineLabels;
 
-#[path = "support/api.rs"]
-mod api;
 #[path = "support/reconcile.rs"]
 mod kit;
 
@@ -21,8 +19,7 @@ use kit::*;
 
 #[tokio::test]
 async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(InMemoryAdmin::default());
     let pipeline = pipeline(json!({}));
     // Topics are created by the reconcile before the lag read; offsets are set up front.
     admin.set_offsets(
@@ -82,16 +79,8 @@ async fn a_new_pipeline_gets_topics_children_scaled_workers_and_a_status() {
     // One worker of the three wanted is ready: not Ready yet.
     assert_eq!(condition(status, "WorkersReady")["status"], "False");
     assert_eq!(condition(status, "Ready")["reason"], "WorkersNotReady");
-    assert!(
-        server.events.contains(&"TopicCreated".to_string()),
-        "{:?}",
-        server.events
-    );
-    assert!(
-        server.events.contains(&"ScaledUp".to_string()),
-        "{:?}",
-        server.events
-    );
+    server.assert_event("TopicCreated");
+    server.assert_event("ScaledUp");
     let labels = PipelineLabels {
         namespace: "shop".into(),
         pipeline: "orders".into(),
@@ -142,29 +131,17 @@ async fn a_namespace_scoped_operator_compares_claims_among_its_namespaces_only()
         )
         .await;
     expect_children(&mut server, 1).await;
-    expect_status_write(&mut server, &pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("reconcile succeeds");
+    expect_last_status_write(&mut server, &pipeline, task).await;
 }
 
 #[tokio::test]
 async fn a_reconcile_from_a_copy_older_than_its_own_status_write_keeps_its_topics_created() {
-    let admin = orders_lagging(0);
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(orders_lagging(0));
     let stale = pipeline(json!({}));
     for round in 0..2 {
         let task = run_reconcile(stale.clone(), ctx.clone()).await;
-        expect_pipeline_list(&mut server, &stale).await;
-        if round == 0 {
-            expect_children(&mut server, 1).await;
-        } else {
-            // The Secret read of the first round is kept.
-            expect_child_applies(&mut server, 1).await;
-        }
-        let status = expect_status_write(&mut server, &stale).await;
-        server.finish().await;
-        task.await.unwrap().expect("reconcile succeeds");
-        let status = &status.body["status"];
+        expect_list_and_children(&mut server, &stale, round == 0).await;
+        let status = &expect_last_status_write(&mut server, &stale, task).await;
         assert_eq!(status["topicCreated"], true, "round {round}");
         assert_eq!(status["deadLetterTopicCreated"], true, "round {round}");
         assert_eq!(
@@ -197,31 +174,12 @@ async fn an_update_adopts_existing_topics_changing_only_the_config_keys_the_spec
     expect_pipeline_list(&mut server, &pipeline).await;
     expect_ingress_secret(&mut server).await;
     expect_child_reads(&mut server).await;
-    let ingress = server
-        .expect(
-            "PATCH",
-            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
-            |b| applied(b, json!({"status": {"availableReplicas": 4}})),
-        )
-        .await;
+    let ingress = expect_ingress_apply(&mut server, 4).await;
     assert_eq!(ingress.body["spec"]["replicas"], 4);
     expect_ingress_service_and_budget(&mut server).await;
-    server
-        .expect(
-            "PATCH",
-            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
-            |b| {
-                applied(
-                    b,
-                    json!({"spec": {"replicas": 2}, "status": {"readyReplicas": 2}}),
-                )
-            },
-        )
-        .await;
+    expect_worker_apply(&mut server, 2).await;
     // ceil(1200 / 1000) = 2 = running: no scaler write, straight to the status.
-    let status = expect_status_write(&mut server, &pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("reconcile succeeds");
+    let status = &expect_last_status_write(&mut server, &pipeline, task).await;
 
     // Adopting creates nothing and sets only what the spec names: not wapipe's own defaults
     // (the record limit), not on the dead-letter topic whose spec names no key.
@@ -231,16 +189,11 @@ async fn an_update_adopts_existing_topics_changing_only_the_config_keys_the_spec
             r#"set config whatsapp_webhooks_raw {"retention.ms": "86400000", "segment.bytes": "1048576"}"#
         ]
     );
-    let status = &status.body["status"];
     assert_eq!(status["topicCreated"], false);
     assert_eq!(condition(status, "TopicReady")["reason"], "Adopted");
-    assert!(
-        condition(status, "TopicReady")["message"]
-            .as_str()
-            .unwrap()
-            .contains("applied to topic whatsapp_webhooks_raw: retention.ms=86400000"),
-        "{}",
-        condition(status, "TopicReady")["message"]
+    assert_message_contains(
+        condition(status, "TopicReady"),
+        "applied to topic whatsapp_webhooks_raw: retention.ms=86400000",
     );
     assert_eq!(condition(status, "Ready")["status"], "True");
     assert_eq!(condition(status, "Scaling")["reason"], "Steady");
@@ -248,8 +201,7 @@ async fn an_update_adopts_existing_topics_changing_only_the_config_keys_the_spec
 
 #[tokio::test]
 async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
-    let admin = Arc::new(topics_there(6));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(topics_there(6));
     let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12}}}));
     let status = &reconcile_to_status(ctx, &mut server, &pipeline, 1).await;
 
@@ -262,18 +214,14 @@ async fn a_partition_increase_is_applied_with_a_key_remap_warning() {
     let topic_ready = condition(status, "TopicReady");
     assert_eq!(topic_ready["status"], "True");
     assert_eq!(topic_ready["reason"], "PartitionsIncreased");
-    assert!(topic_ready["message"]
-        .as_str()
-        .unwrap()
-        .contains("per-user order"));
+    assert_message_contains(topic_ready, "per-user order");
     assert_eq!(status["partitions"], 12);
-    assert!(server.events.contains(&"PartitionsIncreased".to_string()));
+    server.assert_event("PartitionsIncreased");
 }
 
 #[tokio::test]
 async fn a_partition_decrease_or_replication_change_is_not_supported() {
-    let admin = Arc::new(topics_there(24));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(topics_there(24));
     let pipeline = pipeline(json!({"spec": {"topic": {"partitions": 12, "replicationFactor": 3}}}));
     let status = &reconcile_to_status(ctx, &mut server, &pipeline, 1).await;
 
@@ -286,13 +234,12 @@ async fn a_partition_decrease_or_replication_change_is_not_supported() {
     let message = topic_ready["message"].as_str().unwrap();
     assert!(message.contains("decreasing partitions") && message.contains("replication factor"));
     assert_eq!(condition(status, "Ready")["reason"], "TopicNotReady");
-    assert!(server.events.contains(&"NotSupported".to_string()));
+    server.assert_event("NotSupported");
 }
 
 #[tokio::test]
 async fn a_second_pipeline_claiming_the_topic_gets_a_resource_conflict() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(InMemoryAdmin::default());
     let older = pipeline(
         json!({"metadata": {"name": "first", "uid": "aaaaaaaa-0000-4000-8000-000000000000",
         "creationTimestamp": "2025-06-01T00:00:00Z"}}),
@@ -320,11 +267,8 @@ async fn a_second_pipeline_claiming_the_topic_gets_a_resource_conflict() {
         condition(status, "TopicReady")["reason"],
         "ResourceConflict"
     );
-    assert!(condition(status, "Ready")["message"]
-        .as_str()
-        .unwrap()
-        .contains("shop/first"));
-    assert!(server.events.contains(&"ResourceConflict".to_string()));
+    assert_message_contains(condition(status, "Ready"), "shop/first");
+    server.assert_event("ResourceConflict");
 }
 
 #[tokio::test]
@@ -340,13 +284,7 @@ async fn lag_that_cannot_be_read_still_writes_the_status_with_scaling_lag_unavai
     let scaling = condition(status, "Scaling");
     assert_eq!(scaling["status"], "False");
     assert_eq!(scaling["reason"], "LagUnavailable");
-    assert!(
-        scaling["message"]
-            .as_str()
-            .unwrap()
-            .contains("wapipe-shop.orders"),
-        "{scaling}"
-    );
+    assert_message_contains(scaling, "wapipe-shop.orders");
     assert_eq!(
         status["observedGeneration"],
         pipeline.metadata.generation.unwrap()
@@ -423,8 +361,7 @@ async fn a_namespace_being_deleted_refusing_the_children_is_not_a_failure() {
 
 #[tokio::test]
 async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_it_is() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(InMemoryAdmin::default());
     let pipeline = pipeline(json!({
         "metadata": {"annotations": {"wapipe.dev/pause-scaling": "0"}}
     }));
@@ -447,11 +384,7 @@ async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_
     expect_children(&mut server, 2).await;
     let scale = expect_scale(&mut server).await;
     assert_eq!(scale.body["spec"], json!({"replicas": 0}), "paused at 0");
-    let status = expect_status_write(&mut server, &pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("reconcile succeeds");
-
-    let status = &status.body["status"];
+    let status = &expect_last_status_write(&mut server, &pipeline, task).await;
     let scaling = condition(status, "Scaling");
     assert_eq!(scaling["status"], "False");
     assert_eq!(scaling["reason"], "Paused");
@@ -475,8 +408,7 @@ async fn a_pipeline_paused_at_zero_empties_its_group_and_still_reports_how_late_
 /// scale-down window, its last decision).
 #[tokio::test]
 async fn a_pipeline_recreated_under_the_same_name_starts_without_the_old_ones_history() {
-    let admin = orders_lagging(250);
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(orders_lagging(250));
     let old = pipeline(json!({}));
     let status = reconcile_lagging_pipeline(&ctx, &mut server, &old).await;
     assert_eq!(status["totalLag"], 3000);
@@ -502,8 +434,7 @@ async fn a_pipeline_recreated_under_the_same_name_starts_without_the_old_ones_hi
 /// longer exists).
 #[tokio::test]
 async fn a_pipeline_that_leaves_takes_its_memory_and_metric_series_with_it() {
-    let admin = orders_lagging(250);
-    let (ctx, mut server) = setup(admin.clone());
+    let (_, ctx, mut server) = setup_on(orders_lagging(250));
     let live = pipeline(json!({}));
     reconcile_lagging_pipeline(&ctx, &mut server, &live).await;
     let series = series_of_orders(&ctx);
@@ -527,8 +458,7 @@ async fn a_pipeline_that_leaves_takes_its_memory_and_metric_series_with_it() {
 /// forgotten, series included, while the others are kept.
 #[tokio::test]
 async fn a_pipeline_gone_from_the_cache_is_forgotten_and_the_others_kept() {
-    let admin = orders_lagging(250);
-    let (ctx, mut server) = setup(admin.clone());
+    let (_, ctx, mut server) = setup_on(orders_lagging(250));
     let live = pipeline(json!({}));
     reconcile_lagging_pipeline(&ctx, &mut server, &live).await;
     ctx.forget_departed(&[Arc::new(live.clone())]);
@@ -559,16 +489,9 @@ async fn a_child_the_api_server_refuses_is_a_spec_condition_at_the_current_gener
     let ingress = condition(status, "IngressReady");
     assert_eq!(ingress["status"], "False");
     assert_eq!(ingress["reason"], "ChildRefused");
-    assert!(
-        ingress["message"].as_str().unwrap().contains("1Gx"),
-        "{ingress}"
-    );
+    assert_message_contains(ingress, "1Gx");
     assert_eq!(condition(status, "Ready")["status"], "False");
-    assert!(
-        server.events.contains(&"ChildRefused".to_string()),
-        "{:?}",
-        server.events
-    );
+    server.assert_event("ChildRefused");
     let action = error_policy(Arc::new(pipeline), &error, ctx);
     assert_eq!(
         action,
@@ -670,12 +593,9 @@ async fn a_sink_url_credential_never_reaches_a_condition_message() {
         "{text}"
     );
     let workers = condition(&status.body["status"], "WorkersReady");
-    assert!(
-        workers["message"]
-            .as_str()
-            .unwrap()
-            .contains("https://REDACTED@hooks.example.com/wa?token=REDACTED"),
-        "{workers}"
+    assert_message_contains(
+        workers,
+        "https://REDACTED@hooks.example.com/wa?token=REDACTED",
     );
 }
 
@@ -683,18 +603,11 @@ async fn a_sink_url_credential_never_reaches_a_condition_message() {
 /// every poll of 50 idle pipelines used to patch 50 statuses.
 #[tokio::test]
 async fn a_status_that_did_not_change_is_not_written_again() {
-    let admin = orders_lagging(0);
-    let (ctx, mut server) = setup(admin.clone());
+    let (_, ctx, mut server) = setup_on(orders_lagging(0));
     let mut idle = pipeline(json!({}));
     for poll in 1..=3 {
         let task = run_reconcile(idle.clone(), ctx.clone()).await;
-        expect_pipeline_list(&mut server, &idle).await;
-        if poll == 1 {
-            expect_children(&mut server, 1).await;
-        } else {
-            // The Secret was read once and is kept.
-            expect_child_applies(&mut server, 1).await;
-        }
+        expect_list_and_children(&mut server, &idle, poll == 1).await;
         if poll < 3 {
             let written = expect_status_write(&mut server, &idle).await;
             idle.status = Some(serde_json::from_value(written.body["status"].clone()).unwrap());

@@ -11,18 +11,15 @@ use serde_json::json;
 use wapipe_operator::controller::{backoff, retry_delay};
 use wapipe_operator::kafka::InMemoryAdmin;
 
-#[path = "support/api.rs"]
-mod api;
 #[path = "support/reconcile.rs"]
 mod kit;
 
-use api::not_found;
+use kit::api::not_found;
 use kit::*;
 
 #[tokio::test]
 async fn delete_policy_adds_the_finalizer_once_the_pipeline_is_valid() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    let (ctx, mut server) = setup(admin.clone());
+    let (_, ctx, mut server) = setup_on(InMemoryAdmin::default());
     let pipeline = pipeline(json!({"spec": {"deletionPolicy": "Delete"}}));
     let task = run_reconcile(pipeline.clone(), ctx).await;
     expect_pipeline_list(&mut server, &pipeline).await;
@@ -45,15 +42,12 @@ async fn delete_policy_adds_the_finalizer_once_the_pipeline_is_valid() {
     );
     assert_eq!(finalizer.body["metadata"]["resourceVersion"], "100");
     expect_children(&mut server, 1).await;
-    expect_status_write(&mut server, &pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("reconcile succeeds");
+    expect_last_status_write(&mut server, &pipeline, task).await;
 }
 
 #[tokio::test]
 async fn deletion_under_delete_removes_only_the_topics_the_operator_created() {
-    let admin = Arc::new(topics_there(12));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(topics_there(12));
     let task = run_reconcile(deleted("Delete", true), ctx).await;
 
     expect_pods_stopped(&mut server, &deleted("Delete", true)).await;
@@ -65,14 +59,13 @@ async fn deletion_under_delete_removes_only_the_topics_the_operator_created() {
     // The dead-letter topic was adopted (deadLetterTopicCreated false): it stays.
     assert_eq!(admin.calls(), ["delete whatsapp_webhooks_raw"]);
     assert!(admin.topic("whatsapp_webhooks_failed").is_some());
-    assert!(server.events.contains(&"TopicDeleted".to_string()));
-    assert!(server.events.contains(&"TopicRetained".to_string()));
+    server.assert_event("TopicDeleted");
+    server.assert_event("TopicRetained");
 }
 
 #[tokio::test]
 async fn deletion_under_delete_keeps_an_adopted_topic() {
-    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(raw_topic_there());
     let task = run_reconcile(deleted("Delete", false), ctx).await;
     expect_pods_stopped(&mut server, &deleted("Delete", false)).await;
     expect_finalizers_patch(&mut server, &deleted("Delete", false)).await;
@@ -83,8 +76,7 @@ async fn deletion_under_delete_keeps_an_adopted_topic() {
 
 #[tokio::test]
 async fn deletion_under_retain_keeps_every_topic_and_releases_the_finalizer() {
-    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(raw_topic_there());
     let task = run_reconcile(deleted("Retain", true), ctx).await;
     let release = expect_finalizers_patch(&mut server, &deleted("Retain", true)).await;
     assert_eq!(release.body["metadata"]["finalizers"], json!([]));
@@ -96,8 +88,7 @@ async fn deletion_under_retain_keeps_every_topic_and_releases_the_finalizer() {
 
 #[tokio::test]
 async fn deletion_without_our_finalizer_makes_no_call() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(InMemoryAdmin::default());
     let mut pipeline = deleted("Retain", false);
     pipeline.metadata.finalizers = Some(vec!["someone.else/finalizer".into()]);
     let task = run_reconcile(pipeline, ctx).await;
@@ -108,8 +99,7 @@ async fn deletion_without_our_finalizer_makes_no_call() {
 
 #[tokio::test]
 async fn deletion_stops_the_pods_before_it_touches_the_topics() {
-    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(raw_topic_there());
     let task = run_reconcile(deleted("Delete", true), ctx).await;
     // Both Deployments still exist: deleted in the foreground (gone only with their pods),
     // each on the condition that it is still the object read.
@@ -138,8 +128,7 @@ async fn deletion_stops_the_pods_before_it_touches_the_topics() {
 
 #[tokio::test]
 async fn the_skip_cleanup_annotation_releases_the_finalizer_without_touching_kafka() {
-    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(raw_topic_there());
     let mut pipeline = deleted("Delete", true);
     pipeline
         .metadata
@@ -152,11 +141,7 @@ async fn the_skip_cleanup_annotation_releases_the_finalizer_without_touching_kaf
     server.finish().await;
     task.await.unwrap().expect("released");
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
-    assert!(
-        server.events.contains(&"CleanupSkipped".to_string()),
-        "{:?}",
-        server.events
-    );
+    server.assert_event("CleanupSkipped");
 }
 
 #[tokio::test]
@@ -167,8 +152,7 @@ async fn a_cleanup_that_cannot_reach_kafka_retries_then_gives_up_at_the_deadline
         (Duration::from_secs(60), false),
         (Duration::from_secs(3600), true),
     ] {
-        let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
-        let (ctx, mut server) = setup(admin.clone());
+        let (admin, ctx, mut server) = setup_on(raw_topic_there());
         let pipeline = deleted_with_sasl(age);
         let task = run_reconcile(pipeline.clone(), ctx).await;
         expect_pods_stopped(&mut server, &pipeline).await;
@@ -185,11 +169,7 @@ async fn a_cleanup_that_cannot_reach_kafka_retries_then_gives_up_at_the_deadline
             assert_eq!(release.body["metadata"]["finalizers"], json!([]));
             server.finish().await;
             task.await.unwrap().expect("released after the deadline");
-            assert!(
-                server.events.contains(&"CleanupAbandoned".to_string()),
-                "{:?}",
-                server.events
-            );
+            server.assert_event("CleanupAbandoned");
         } else {
             server.finish().await;
             assert!(
@@ -253,17 +233,12 @@ async fn a_same_named_deployment_the_pipeline_does_not_control_is_a_conflict_and
     assert_eq!(ingress["status"], "False");
     assert_eq!(ingress["reason"], "ResourceConflict");
     assert_eq!(condition(status, "Ready")["reason"], "ResourceConflict");
-    assert!(
-        server.events.contains(&"ResourceConflict".to_string()),
-        "{:?}",
-        server.events
-    );
+    server.assert_event("ResourceConflict");
 }
 
 #[tokio::test]
 async fn a_cleanup_never_deletes_a_same_named_deployment_the_pipeline_does_not_control() {
-    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(raw_topic_there());
     let pipeline = deleted("Delete", true);
     let task = run_reconcile(pipeline.clone(), ctx).await;
     for child in ["orders-ingress", "orders-worker"] {
@@ -285,8 +260,7 @@ async fn a_cleanup_never_deletes_a_same_named_deployment_the_pipeline_does_not_c
 
 #[tokio::test]
 async fn an_invalid_pipeline_under_delete_gets_no_finalizer() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(InMemoryAdmin::default());
     let pipeline = pipeline(json!({"spec": {"deletionPolicy": "Delete",
         "deadLetterTopic": {"name": "whatsapp_webhooks_raw"}}}));
     let task = run_reconcile(pipeline.clone(), ctx).await;
@@ -308,8 +282,7 @@ async fn an_invalid_pipeline_under_delete_gets_no_finalizer() {
 /// forever: the deadline must hold on that path too.
 #[tokio::test]
 async fn a_cleanup_waiting_for_pods_that_never_stop_gives_up_at_the_deadline() {
-    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(raw_topic_there());
     let pipeline = deleted_since("Delete", true, Duration::from_secs(3600));
     let task = run_reconcile(pipeline.clone(), ctx).await;
     for child in ["orders-ingress", "orders-worker"] {
@@ -331,19 +304,13 @@ async fn a_cleanup_waiting_for_pods_that_never_stop_gives_up_at_the_deadline() {
         admin.calls().is_empty(),
         "no topic deleted under running pods"
     );
-    assert!(
-        server.events.contains(&"CleanupAbandoned".to_string()),
-        "{:?}",
-        server.events
-    );
+    server.assert_event("CleanupAbandoned");
 }
 
 #[tokio::test]
 async fn a_replacement_pipeline_cannot_adopt_a_topic_whose_owner_is_being_deleted() {
-    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
-    let (ctx, mut server) = setup(admin.clone());
-    let old = deleted("Delete", true);
-    let new = replacement();
+    let (admin, ctx, mut server) = setup_on(raw_topic_there());
+    let (old, new) = deleted_and_replacement();
     let task = run_reconcile(new.clone(), ctx).await;
     expect_list(&mut server, &[&old, &new]).await;
     let status = server
@@ -364,10 +331,8 @@ async fn a_replacement_pipeline_cannot_adopt_a_topic_whose_owner_is_being_delete
 
 #[tokio::test]
 async fn a_cleanup_keeps_a_created_topic_another_pipeline_claims() {
-    let admin = Arc::new(InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1));
-    let (ctx, mut server) = setup(admin.clone());
-    let old = deleted("Delete", true);
-    let new = replacement();
+    let (admin, ctx, mut server) = setup_on(raw_topic_there());
+    let (old, new) = deleted_and_replacement();
     let task = run_reconcile(old.clone(), ctx).await;
     expect_deployments_gone(&mut server).await;
     expect_list(&mut server, &[&old, &new]).await;
@@ -376,7 +341,7 @@ async fn a_cleanup_keeps_a_created_topic_another_pipeline_claims() {
     task.await.unwrap().expect("cleanup succeeds");
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
     assert!(admin.topic("whatsapp_webhooks_raw").is_some());
-    assert!(server.events.contains(&"TopicRetained".to_string()));
+    server.assert_event("TopicRetained");
 }
 
 /// `topicCreated` was one flag carried across a rename of `spec.topic.name`: renamed onto an
@@ -403,8 +368,7 @@ async fn after_a_rename_the_cleanup_deletes_the_topic_it_created_not_the_one_it_
 
 #[tokio::test]
 async fn a_second_bootstrap_name_of_the_same_kafka_cluster_is_a_resource_conflict() {
-    let admin = Arc::new(InMemoryAdmin::default().with_cluster_id("cluster-1"));
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(InMemoryAdmin::default().with_cluster_id("cluster-1"));
     let mut first = pipeline(
         json!({"metadata": {"name": "first", "namespace": "payments",
         "uid": "aaaaaaaa-0000-4000-8000-000000000000", "creationTimestamp": "2025-06-01T00:00:00Z"},
@@ -422,20 +386,13 @@ async fn a_second_bootstrap_name_of_the_same_kafka_cluster_is_a_resource_conflic
     task.await.unwrap().expect("a conflict is reported");
     let ready = condition(&status.body["status"], "Ready");
     assert_eq!(ready["reason"], "ResourceConflict");
-    assert!(
-        ready["message"]
-            .as_str()
-            .unwrap()
-            .contains("payments/first"),
-        "{ready}"
-    );
+    assert_message_contains(ready, "payments/first");
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
 }
 
 #[tokio::test]
 async fn a_consumer_group_another_pipeline_uses_is_a_resource_conflict() {
-    let admin = Arc::new(InMemoryAdmin::default());
-    let (ctx, mut server) = setup(admin.clone());
+    let (admin, ctx, mut server) = setup_on(InMemoryAdmin::default());
     let first = pipeline(json!({"metadata": {"name": "first",
         "uid": "aaaaaaaa-0000-4000-8000-000000000000", "creationTimestamp": "2025-06-01T00:00:00Z"},
         "spec": {"worker": {"consumerGroup": "shared"}}}));
@@ -446,9 +403,9 @@ async fn a_consumer_group_another_pipeline_uses_is_a_resource_conflict() {
     let status = expect_status_write(&mut server, &second).await;
     server.finish().await;
     task.await.unwrap().expect("a conflict is reported");
-    assert!(condition(&status.body["status"], "Ready")["message"]
-        .as_str()
-        .unwrap()
-        .contains("consumer group shared"));
+    assert_message_contains(
+        condition(&status.body["status"], "Ready"),
+        "consumer group shared",
+    );
     assert!(admin.calls().is_empty(), "{:?}", admin.calls());
 }

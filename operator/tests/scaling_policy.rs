@@ -4,8 +4,23 @@
 use std::time::{Duration, Instant};
 
 use wapipe_operator::scaler::policy::{
-    decide, PartitionOffsets, PartitionStatus, PolicyConfig, PolicyState, Reason,
+    decide, Decision, PartitionOffsets, PartitionStatus, PolicyConfig, PolicyState, Reason,
 };
+
+/// The offsets of one partition.
+fn offsets(
+    partition: i32,
+    committed: Option<i64>,
+    log_start: i64,
+    log_end: i64,
+) -> PartitionOffsets {
+    PartitionOffsets {
+        partition,
+        committed,
+        log_start,
+        log_end,
+    }
+}
 
 /// `partitions` partitions, each committed at `end - lag_each` of `end`.
 fn even_lag(partitions: i32, total_lag: i64) -> Vec<PartitionOffsets> {
@@ -13,14 +28,20 @@ fn even_lag(partitions: i32, total_lag: i64) -> Vec<PartitionOffsets> {
         .map(|partition| {
             let share = total_lag / i64::from(partitions)
                 + i64::from(i64::from(partition) < total_lag % i64::from(partitions));
-            PartitionOffsets {
-                partition,
-                committed: Some(10_000 - share),
-                log_start: 0,
-                log_end: 10_000,
-            }
+            offsets(partition, Some(10_000 - share), 0, 10_000)
         })
         .collect()
+}
+
+/// The decision of a caller polling for the first time, with `current` replicas running.
+fn first_decision(config: &PolicyConfig, offsets: &[PartitionOffsets], current: u32) -> Decision {
+    decide(
+        config,
+        &mut PolicyState::default(),
+        offsets,
+        current,
+        Instant::now(),
+    )
 }
 
 fn config(min: u32, max: u32, lag_per_replica: u64) -> PolicyConfig {
@@ -106,14 +127,7 @@ fn lag_between_p_and_p_plus_one_thresholds_never_asks_for_p_plus_one_replicas() 
         (1199, 12),
     ];
     for (lag, expected) in cases {
-        let mut state = PolicyState::default();
-        let decision = decide(
-            &config(1, 50, 100),
-            &mut state,
-            &even_lag(12, lag),
-            1,
-            Instant::now(),
-        );
+        let decision = first_decision(&config(1, 50, 100), &even_lag(12, lag), 1);
         assert_eq!(decision.desired, expected, "lag {lag}");
     }
 }
@@ -132,54 +146,25 @@ fn lag_just_above_p_minus_one_thresholds_reaches_every_partition() {
 
 #[test]
 fn max_replicas_below_partitions_caps_the_count() {
-    let mut state = PolicyState::default();
-    let decision = decide(
-        &config(1, 4, 100),
-        &mut state,
-        &even_lag(12, 10_000),
-        1,
-        Instant::now(),
-    );
+    let decision = first_decision(&config(1, 4, 100), &even_lag(12, 10_000), 1);
     assert_eq!((decision.desired, decision.reason), (4, Reason::ScaledUp));
 }
 
 #[test]
 fn partitions_without_commits_count_only_what_they_retain() {
     // KEDA #2612/#7936: a new group on an idle topic whose history was deleted by retention.
-    let idle_history: Vec<_> = (0..12)
-        .map(|partition| PartitionOffsets {
-            partition,
-            committed: None,
-            log_start: 50_000,
-            log_end: 50_000,
-        })
-        .collect();
+    let idle_history: Vec<_> = (0..12).map(|p| offsets(p, None, 50_000, 50_000)).collect();
+    // One caller polling twice: the second poll sees the state the first left.
     let mut state = PolicyState::default();
-    let decision = decide(
-        &config(1, 12, 100),
-        &mut state,
-        &idle_history,
-        1,
-        Instant::now(),
-    );
+    let mut poll = |offsets: &[PartitionOffsets]| {
+        decide(&config(1, 12, 100), &mut state, offsets, 1, Instant::now())
+    };
+    let decision = poll(&idle_history);
     assert_eq!(decision.total_lag, 0);
     assert_eq!((decision.desired, decision.reason), (1, Reason::Steady));
 
-    let retained: Vec<_> = (0..12)
-        .map(|partition| PartitionOffsets {
-            partition,
-            committed: None,
-            log_start: 50_000,
-            log_end: 50_050,
-        })
-        .collect();
-    let decision = decide(
-        &config(1, 12, 100),
-        &mut state,
-        &retained,
-        1,
-        Instant::now(),
-    );
+    let retained: Vec<_> = (0..12).map(|p| offsets(p, None, 50_000, 50_050)).collect();
+    let decision = poll(&retained);
     assert_eq!(decision.total_lag, 600);
     assert_eq!(decision.desired, 6);
     assert!(decision
@@ -190,19 +175,9 @@ fn partitions_without_commits_count_only_what_they_retain() {
 
 #[test]
 fn committed_offset_behind_retention_counts_only_retained_records() {
-    let offsets = PartitionOffsets {
-        partition: 0,
-        committed: Some(10),
-        log_start: 900,
-        log_end: 1000,
-    };
-    assert_eq!(offsets.lag(), 100);
-    let ahead = PartitionOffsets {
-        partition: 0,
-        committed: Some(1200),
-        log_start: 0,
-        log_end: 1000,
-    };
+    let behind = offsets(0, Some(10), 900, 1000);
+    assert_eq!(behind.lag(), 100);
+    let ahead = offsets(0, Some(1200), 0, 1000);
     assert_eq!(ahead.lag(), 0);
 }
 
@@ -275,18 +250,8 @@ fn a_partition_stuck_with_lag_is_reported_stalled_and_not_scaled_for() {
     // Partition 0 holds a poison event: its committed offset never moves while lag grows.
     let poll = |stuck_end: i64, moving_committed: i64| {
         vec![
-            PartitionOffsets {
-                partition: 0,
-                committed: Some(100),
-                log_start: 0,
-                log_end: stuck_end,
-            },
-            PartitionOffsets {
-                partition: 1,
-                committed: Some(moving_committed),
-                log_start: 0,
-                log_end: moving_committed,
-            },
+            offsets(0, Some(100), 0, stuck_end),
+            offsets(1, Some(moving_committed), 0, moving_committed),
         ]
     };
     let config = config(1, 2, 100);
@@ -321,8 +286,7 @@ fn a_partition_stuck_with_lag_is_reported_stalled_and_not_scaled_for() {
 
 #[test]
 fn an_empty_partition_list_keeps_replicas() {
-    let mut state = PolicyState::default();
-    let decision = decide(&config(1, 12, 100), &mut state, &[], 3, Instant::now());
+    let decision = first_decision(&config(1, 12, 100), &[], 3);
     assert_eq!(
         (decision.desired, decision.reason),
         (3, Reason::NoPartitions)
@@ -333,20 +297,7 @@ fn an_empty_partition_list_keeps_replicas() {
 fn a_group_at_zero_has_its_committed_offsets_kept_every_keepalive_and_only_then() {
     use wapipe_operator::scaling::{offsets_to_keep, OFFSET_KEEPALIVE};
     let now = Instant::now();
-    let offsets = vec![
-        PartitionOffsets {
-            partition: 0,
-            committed: Some(5),
-            log_start: 0,
-            log_end: 5,
-        },
-        PartitionOffsets {
-            partition: 1,
-            committed: None,
-            log_start: 0,
-            log_end: 0,
-        },
-    ];
+    let offsets = vec![offsets(0, Some(5), 0, 5), offsets(1, None, 0, 0)];
     // Never kept yet: keep what is committed (a partition without a commit has nothing to keep).
     assert_eq!(
         offsets_to_keep(0, 0, None, now, &offsets),

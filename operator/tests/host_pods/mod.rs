@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, KeyToPath, PodSpec, Secret};
 use kube::Api;
 use wapipe_core::env as wenv;
@@ -115,6 +116,20 @@ pub struct HostCommand {
     /// Its Secret volumes, projected once; [`SecretVolume::sync`] follows later changes.
     #[allow(dead_code)] // cluster_loop projects them once and never follows a change
     pub volumes: Vec<SecretVolume>,
+}
+
+/// [`resolve`] for the pod template of `deployment`.
+pub async fn resolve_deployment(
+    secrets: &Api<Secret>,
+    deployment: Deployment,
+    bin_dir: &Path,
+    files: &Path,
+) -> HostCommand {
+    let spec = deployment
+        .spec
+        .and_then(|spec| spec.template.spec)
+        .expect("the Deployment has a pod template");
+    resolve(secrets, &spec, bin_dir, files).await
 }
 
 /// Resolves the first container of `spec`: the binary from `bin_dir`, plain env values,

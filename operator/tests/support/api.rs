@@ -99,6 +99,16 @@ impl ApiServer {
         }
     }
 
+    /// Checks that an Event with `reason` was recorded.
+    #[track_caller]
+    pub fn assert_event(&self, reason: &str) {
+        assert!(
+            self.events.iter().any(|seen| seen == reason),
+            "no {reason} Event among {:?}",
+            self.events
+        );
+    }
+
     /// Answers any events still queued, then checks no other request comes.
     pub async fn finish(&mut self) {
         while let Ok(Some((request, send))) =

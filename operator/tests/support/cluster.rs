@@ -43,6 +43,39 @@ pub async fn cluster_suite() -> Cluster {
     }
 }
 
+/// [`cluster_suite`], a fresh namespace holding the Secret `meta`
+/// ([`Cluster::namespace_with_meta_secret`]) and a raw topic name no other test uses, both named
+/// after `prefix`: `(cluster, namespace, raw topic)`.
+pub async fn cluster_suite_in(prefix: &str) -> (Cluster, String, String) {
+    let (c, ns) = cluster_suite_with_namespace(prefix).await;
+    (c, ns, wapipe_testkit::unique_name(prefix))
+}
+
+/// [`cluster_suite`] and a fresh namespace named after `prefix` holding the Secret `meta`
+/// ([`Cluster::namespace_with_meta_secret`]).
+pub async fn cluster_suite_with_namespace(prefix: &str) -> (Cluster, String) {
+    let c = cluster_suite().await;
+    let ns = c.namespace_with_meta_secret(prefix).await;
+    (c, ns)
+}
+
+/// [`cluster_suite`] for one run of a test that runs pods as host processes: `(cluster,
+/// [`bin_dir`], run, namespace)`, the run's name being `prefix` made unique, with underscores (it
+/// names topics and rows), and the fresh namespace named after it holding the Secret `meta` with
+/// `meta`.
+pub async fn cluster_suite_run(
+    prefix: &str,
+    meta: &[(&str, &str)],
+) -> (Cluster, PathBuf, String, String) {
+    // Read before anything is created: panics when unset.
+    let bin_dir = bin_dir();
+    let c = cluster_suite().await;
+    let run = wapipe_testkit::unique_name(prefix).replace('-', "_");
+    let ns = c.namespace(&run.replace('_', "-")).await;
+    c.secret(&ns, "meta", meta).await;
+    (c, bin_dir, run, ns)
+}
+
 /// The folder holding the built wapipe binaries, for the tests that run them as host processes
 /// (`WAPIPE_TEST_BIN_DIR`, set by tests/cluster/run.sh): panics when unset.
 pub fn bin_dir() -> PathBuf {
@@ -74,13 +107,14 @@ impl Cluster {
     /// [`pipeline_body`] reference.
     pub async fn namespace_with_meta_secret(&self, prefix: &str) -> String {
         let ns = self.namespace(&wapipe_testkit::unique_name(prefix)).await;
-        self.secret(
-            &ns,
-            "meta",
-            &[("app-secret", "s3cret"), ("verify-token", "tok")],
-        )
-        .await;
+        self.meta_secret(&ns).await;
         ns
+    }
+
+    /// The Secret `meta` in `ns`, holding the keys the pipelines of [`pipeline_body`] reference.
+    pub async fn meta_secret(&self, ns: &str) {
+        let keys = [("app-secret", "s3cret"), ("verify-token", "tok")];
+        self.secret(ns, "meta", &keys).await;
     }
 
     pub async fn secret(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
@@ -178,6 +212,20 @@ impl Cluster {
         }
     }
 
+    /// Creates the pipeline of [`pipeline_body`] and waits until it is Ready.
+    pub async fn create_ready(
+        &self,
+        ns: &str,
+        name: &str,
+        raw: &str,
+        partitions: i32,
+    ) -> WhatsAppWebhookPipeline {
+        let body = pipeline_body(ns, name, &self.brokers, raw, partitions);
+        self.create_pipeline(ns, body).await;
+        self.wait_pipeline(ns, name, "Ready=True", |p| is(p, "Ready", "True", None))
+            .await
+    }
+
     /// Waits until `check` holds, polling `probe`.
     pub async fn wait<T, F, Fut>(&self, what: &str, probe: F, check: impl Fn(&T) -> bool) -> T
     where
@@ -214,13 +262,19 @@ impl Cluster {
         }
     }
 
-    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(std::env::var("WAPIPE_TEST_KUBECTL").unwrap_or("kubectl".into()))
+    /// Runs kubectl with `args` on the cluster and returns what it printed; panics with its
+    /// errors when it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let kubectl = std::env::var("WAPIPE_TEST_KUBECTL").unwrap_or("kubectl".into());
+        let out = std::process::Command::new(kubectl)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
             .output()
-            .expect("running kubectl")
+            .expect("running kubectl");
+        let errors = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {args:?}: {errors}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Saves the pipeline as an Argo CD health-check fixture expecting `status` and `message`.
@@ -292,6 +346,33 @@ pub fn pipeline_body(ns: &str, name: &str, brokers: &str, raw: &str, partitions:
     })
 }
 
+/// [`pipeline_body`] for a test run `run` of [`cluster_suite_run`]: the raw topic
+/// `<run>_raw` with `partitions`, the dead-letter topic `<run>_failed`.
+pub fn host_run_pipeline_body(
+    ns: &str,
+    name: &str,
+    brokers: &str,
+    run: &str,
+    partitions: i32,
+) -> Value {
+    let mut body = pipeline_body(ns, name, brokers, &format!("{run}_raw"), partitions);
+    body["spec"]["deadLetterTopic"]["name"] = json!(format!("{run}_failed"));
+    body
+}
+
+/// [`pipeline_body`] under `deletionPolicy: Retain`: its topics stay when it goes.
+pub fn retaining_pipeline_body(
+    ns: &str,
+    name: &str,
+    brokers: &str,
+    raw: &str,
+    partitions: i32,
+) -> Value {
+    let mut body = pipeline_body(ns, name, brokers, raw, partitions);
+    body["spec"]["deletionPolicy"] = json!("Retain");
+    body
+}
+
 pub fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -311,6 +392,15 @@ pub fn topic_partitions(brokers: &str, topic: &str) -> Option<usize> {
         .iter()
         .find(|t| t.name() == topic && t.error().is_none())
         .map(|t| t.partitions().len())
+}
+
+/// Partitions of the topics of a pipeline whose raw topic is `raw`: the raw topic and its
+/// dead-letter topic `<raw>.failed`, each `None` when it does not exist.
+pub fn pipeline_topic_partitions(brokers: &str, raw: &str) -> (Option<usize>, Option<usize>) {
+    (
+        topic_partitions(brokers, raw),
+        topic_partitions(brokers, &format!("{raw}.failed")),
+    )
 }
 
 pub async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
@@ -344,6 +434,21 @@ impl Cluster {
             .delete(name, &kube::api::DeleteParams::background())
             .await
             .expect("deleting the pipeline");
+        self.wait_gone(ns, name, patience).await;
+    }
+
+    /// Waits until `topic` is gone from the broker; panics with `what` when it stays.
+    pub async fn wait_topic_deleted(&self, topic: &str, what: &str) {
+        self.wait(
+            what,
+            || async { topic_partitions(&self.brokers, topic) },
+            Option::is_none,
+        )
+        .await;
+    }
+
+    /// Waits until the pipeline is gone (its finalizer released).
+    pub async fn wait_gone(&self, ns: &str, name: &str, patience: Duration) {
         self.wait_within(
             patience,
             &format!("{ns}/{name} gone"),
@@ -359,4 +464,15 @@ pub async fn delete_topics(brokers: &str, topics: &[&str]) {
     let _ = admin(brokers)
         .delete_topics(topics, &rdkafka::admin::AdminOptions::new())
         .await;
+}
+
+/// Deletes the topics of the pipelines whose raw topics are `raws` (each with its dead-letter
+/// topic `<raw>.failed`), ignoring any that are already gone.
+pub async fn delete_pipeline_topics(brokers: &str, raws: &[&str]) {
+    let names: Vec<String> = raws
+        .iter()
+        .flat_map(|raw| [raw.to_string(), format!("{raw}.failed")])
+        .collect();
+    let topics: Vec<&str> = names.iter().map(String::as_str).collect();
+    delete_topics(brokers, &topics).await;
 }

@@ -2,6 +2,9 @@
 //! the API calls a reconcile makes, expected one helper per step.
 #![allow(dead_code)] // not every test file uses every helper
 
+#[path = "api.rs"]
+pub mod api;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +16,17 @@ use wapipe_operator::metrics::Metrics;
 use wapipe_operator::scaler::policy::PartitionOffsets;
 use wapipe_operator::WhatsAppWebhookPipeline;
 
-use crate::api::{not_found, ApiServer, Seen};
+use api::{not_found, ApiServer, Seen};
 
 pub fn setup(admin: Arc<InMemoryAdmin>) -> (Arc<Context>, ApiServer) {
     setup_with(admin, |ctx| ctx)
+}
+
+/// [`setup`] on `admin`, which is returned too, for what the test checks on it.
+pub fn setup_on(admin: InMemoryAdmin) -> (Arc<InMemoryAdmin>, Arc<Context>, ApiServer) {
+    let admin = Arc::new(admin);
+    let (ctx, server) = setup(admin.clone());
+    (admin, ctx, server)
 }
 
 /// [`setup`], with the context changed by `configure`.
@@ -24,7 +34,7 @@ pub fn setup_with(
     admin: Arc<InMemoryAdmin>,
     configure: impl FnOnce(Context) -> Context,
 ) -> (Arc<Context>, ApiServer) {
-    let (client, server) = crate::api::pair("default");
+    let (client, server) = api::pair("default");
     let ctx = Context::new(
         client,
         admin,
@@ -151,6 +161,13 @@ pub fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
+/// Checks that `condition`'s message contains `part`.
+#[track_caller]
+pub fn assert_message_contains(condition: &Value, part: &str) {
+    let message = condition["message"].as_str().unwrap_or_default();
+    assert!(message.contains(part), "{part:?} not in {condition}");
+}
+
 /// Expects the read of the ingress app Secret, which exists.
 pub async fn expect_ingress_secret(server: &mut ApiServer) {
     server
@@ -189,30 +206,60 @@ pub async fn expect_child_reads(server: &mut ApiServer) {
 /// after the reads that check no one else holds those names.
 pub async fn expect_child_applies(server: &mut ApiServer, worker_replicas: i64) -> Seen {
     expect_child_reads(server).await;
-    let ingress = server
-        .expect(
-            "PATCH",
-            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
-            |b| applied(b, json!({"status": {"availableReplicas": 2}})),
-        )
-        .await;
+    let ingress = expect_ingress_apply(server, 2).await;
     assert!(ingress.uri.contains("fieldManager=wapipe-operator"));
     assert!(ingress.uri.contains("force=true"));
     expect_ingress_service_and_budget(server).await;
-    let worker = server
-        .expect("PATCH", "/apis/apps/v1/namespaces/shop/deployments/orders-worker?", |b| {
-            applied(
-                b,
-                json!({"spec": {"replicas": worker_replicas}, "status": {"readyReplicas": worker_replicas}}),
-            )
-        })
-        .await;
+    let worker = expect_worker_apply(server, worker_replicas).await;
     assert!(worker.uri.contains("fieldManager=wapipe-operator"));
     assert!(
         worker.body["spec"].get("replicas").is_none(),
         "the template apply must leave replicas to the scaler"
     );
     worker
+}
+
+/// Expects the apply of the ingress Deployment, answered with `available` replicas available.
+pub async fn expect_ingress_apply(server: &mut ApiServer, available: i64) -> Seen {
+    server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-ingress?",
+            |b| applied(b, json!({"status": {"availableReplicas": available}})),
+        )
+        .await
+}
+
+/// Expects the template apply of the worker Deployment, answered as a Deployment running
+/// `replicas`, all ready.
+pub async fn expect_worker_apply(server: &mut ApiServer, replicas: i64) -> Seen {
+    server
+        .expect(
+            "PATCH",
+            "/apis/apps/v1/namespaces/shop/deployments/orders-worker?",
+            |b| {
+                applied(
+                    b,
+                    json!({"spec": {"replicas": replicas}, "status": {"readyReplicas": replicas}}),
+                )
+            },
+        )
+        .await
+}
+
+/// Expects the list of every pipeline and the children of `pipeline`, its worker Deployment at
+/// one replica; the ingress Secret is read only when `reads_secret` (later reconciles keep the
+/// first one's read).
+pub async fn expect_list_and_children(
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+    reads_secret: bool,
+) {
+    expect_pipeline_list(server, pipeline).await;
+    if reads_secret {
+        expect_ingress_secret(server).await;
+    }
+    expect_child_applies(server, 1).await;
 }
 
 /// Expects the applies of the ingress Service and PodDisruptionBudget, answered as sent.
@@ -225,11 +272,24 @@ pub async fn expect_ingress_service_and_budget(server: &mut ApiServer) {
     }
 }
 
-pub async fn run_reconcile(
-    pipeline: WhatsAppWebhookPipeline,
-    ctx: Arc<Context>,
-) -> tokio::task::JoinHandle<Result<Action, wapipe_operator::Error>> {
+/// A reconcile running while the test answers its requests.
+pub type ReconcileTask = tokio::task::JoinHandle<Result<Action, wapipe_operator::Error>>;
+
+pub async fn run_reconcile(pipeline: WhatsAppWebhookPipeline, ctx: Arc<Context>) -> ReconcileTask {
     tokio::spawn(reconcile(Arc::new(pipeline), ctx))
+}
+
+/// Expects the status write of `pipeline` as the last request of the reconcile `task`, which
+/// must succeed; returns the status written.
+pub async fn expect_last_status_write(
+    server: &mut ApiServer,
+    pipeline: &WhatsAppWebhookPipeline,
+    task: ReconcileTask,
+) -> Value {
+    let status = expect_status_write(server, pipeline).await;
+    server.finish().await;
+    task.await.unwrap().expect("the reconcile succeeds");
+    status.body["status"].clone()
 }
 
 /// A whole reconcile of `pipeline` that gets through: the list, its children (the worker
@@ -244,10 +304,7 @@ pub async fn reconcile_to_status(
     let task = run_reconcile(pipeline.clone(), ctx).await;
     expect_pipeline_list(server, pipeline).await;
     expect_children(server, worker_replicas).await;
-    let status = expect_status_write(server, pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("the reconcile succeeds");
-    status.body["status"].clone()
+    expect_last_status_write(server, pipeline, task).await
 }
 
 /// A reconcile of the orders pipeline (its topics already there) up to the apply of its
@@ -260,7 +317,7 @@ pub async fn reconcile_refused_at_ingress_apply(
     Arc<Context>,
     ApiServer,
     WhatsAppWebhookPipeline,
-    tokio::task::JoinHandle<Result<Action, wapipe_operator::Error>>,
+    ReconcileTask,
 ) {
     let (ctx, mut server) = setup(existing_topics());
     let pipeline = pipeline(json!({}));
@@ -392,9 +449,12 @@ pub async fn reconcile_reading_secrets(
         expect_ingress_secret(server).await;
     }
     expect_child_applies(server, 1).await;
-    expect_status_write(server, pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("reconcile succeeds");
+    expect_last_status_write(server, pipeline, task).await;
+}
+
+/// The orders pipeline's raw topic alone, already on the broker with 12 partitions.
+pub fn raw_topic_there() -> InMemoryAdmin {
+    InMemoryAdmin::default().with_topic("whatsapp_webhooks_raw", 12, 1)
 }
 
 /// The orders pipeline's two topics, already on the broker: the raw topic with `raw_partitions`,
@@ -407,8 +467,8 @@ pub fn topics_there(raw_partitions: i32) -> InMemoryAdmin {
 
 /// A broker on which the orders pipeline's group lags `lag_each` on each of 12 partitions (the
 /// topics themselves are not there).
-pub fn orders_lagging(lag_each: i64) -> Arc<InMemoryAdmin> {
-    let admin = Arc::new(InMemoryAdmin::default());
+pub fn orders_lagging(lag_each: i64) -> InMemoryAdmin {
+    let admin = InMemoryAdmin::default();
     admin.set_offsets(
         "whatsapp_webhooks_raw",
         "wapipe-shop.orders",
@@ -434,13 +494,14 @@ pub fn foreign_deployment(name: &str) -> Value {
                         "labels": {"app": "billing"}}})
 }
 
-/// The old pipeline is being deleted (its cleanup waits for its pods) while a replacement
-/// names the same topic.
-pub fn replacement() -> WhatsAppWebhookPipeline {
-    pipeline(
+/// The old pipeline, being deleted (its cleanup waits for its pods), and a replacement naming
+/// the same topic.
+pub fn deleted_and_replacement() -> (WhatsAppWebhookPipeline, WhatsAppWebhookPipeline) {
+    let replacement = pipeline(
         json!({"metadata": {"name": "orders-v2", "uid": "bbbbbbbb-0000-4000-8000-000000000000",
         "creationTimestamp": "2026-03-01T00:00:00Z"}}),
-    )
+    );
+    (deleted("Delete", true), replacement)
 }
 
 /// The operator's metrics as Prometheus text, lines naming the test pipeline only.
@@ -465,8 +526,5 @@ pub async fn reconcile_lagging_pipeline(
     expect_pipeline_list(server, pipeline).await;
     expect_children(server, 1).await;
     expect_scale(server).await;
-    let status = expect_status_write(server, pipeline).await;
-    server.finish().await;
-    task.await.unwrap().expect("reconcile succeeds");
-    status.body["status"].clone()
+    expect_last_status_write(server, pipeline, task).await
 }
