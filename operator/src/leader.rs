@@ -176,12 +176,12 @@ impl LeaderElector {
         }
         spec.lease_duration_seconds = Some(duration_seconds);
         spec.renew_time = Some(MicroTime(now));
+        let written = self
+            .api
+            .replace(&self.lease_name, &PostParams::default(), &lease)
+            .await;
         // A conflict: someone else wrote the Lease since we read it, and won this round.
-        self.won(
-            self.api
-                .replace(&self.lease_name, &PostParams::default(), &lease)
-                .await,
-        )
+        self.won(written)
     }
 
     /// Whether a write of the Lease made this candidate its holder: a conflict (409) means
