@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
@@ -411,6 +411,29 @@ fn up_carries_webhooks_into_sqlite_once_scales_with_lag_and_leaves_nothing_runni
     assert!(output.contains("none left running"), "{output}");
 }
 
+/// The flags of the ports `wapipe up` listens on.
+const PORT_FLAGS: [&str; 3] = ["--port", "--admin-port", "--broker-port"];
+
+/// `wapipe up` without its screen, its state under `state_dir`, the ingress and the worker from
+/// `bin_dir`, and a free port for every port flag but `except`.
+fn up_on_free_ports(state_dir: &Path, bin_dir: &Path, except: Option<&str>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wapipe"));
+    command
+        .args(["up", "--no-tui", "--state-dir"])
+        .arg(state_dir)
+        .env("WAPIPE_BIN_DIR", bin_dir);
+    for flag in PORT_FLAGS.into_iter().filter(|f| Some(*f) != except) {
+        command.args([flag, &wapipe_testkit::free_port().to_string()]);
+    }
+    command
+}
+
+/// The stderr of a run that must have failed.
+fn failure_stderr(output: &Output) -> String {
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn up_says_so_when_the_broker_cannot_start_and_leaves_nothing_behind() {
     let bin_dir = build_siblings();
@@ -425,18 +448,11 @@ fn up_says_so_when_the_broker_cannot_start_and_leaves_nothing_behind() {
     )
     .unwrap();
     std::fs::set_permissions(&java, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_wapipe"))
-        .args(["up", "--no-tui", "--state-dir"])
-        .arg(dir.path())
-        .args(["--port", &wapipe_testkit::free_port().to_string()])
-        .args(["--admin-port", &wapipe_testkit::free_port().to_string()])
-        .args(["--broker-port", &wapipe_testkit::free_port().to_string()])
-        .env("WAPIPE_BIN_DIR", &bin_dir)
+    let output = up_on_free_ports(dir.path(), &bin_dir, None)
         .env("JAVA_HOME", &java_home)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = failure_stderr(&output);
     assert!(
         stderr.contains("the Kafka broker could not start")
             && stderr.contains("the broker exited")
@@ -452,22 +468,12 @@ fn up_refuses_a_taken_port_and_names_the_flag_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let flags = ["--port", "--admin-port", "--broker-port"];
-    for flag in flags {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wapipe"));
-        command
-            .args(["up", "--no-tui", "--state-dir"])
-            .arg(dir.path());
-        for other in flags.iter().filter(|f| **f != flag) {
-            command.args([*other, &wapipe_testkit::free_port().to_string()]);
-        }
-        let output = command
+    for flag in PORT_FLAGS {
+        let output = up_on_free_ports(dir.path(), &bin_dir, Some(flag))
             .args([flag, &port])
-            .env("WAPIPE_BIN_DIR", &bin_dir)
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success());
+        let stderr = failure_stderr(&output);
         assert!(
             stderr.contains(&format!("port {port}")) && stderr.contains(flag),
             "{stderr}"

@@ -536,26 +536,23 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if state.sink.is_alive() {
         (StatusCode::OK, "ok").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the producer hit a fatal error",
-        )
-            .into_response()
+        unavailable("the producer hit a fatal error")
     }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.stopping.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response()
+        unavailable("stopping")
     } else if state.sink.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the broker is unreachable or the topic is missing",
-        )
-            .into_response()
+        unavailable("the broker is unreachable or the topic is missing")
     }
+}
+
+/// A 503 from a health endpoint, saying why.
+fn unavailable(why: &'static str) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {

@@ -84,99 +84,106 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("wapipe_ingress");
-        wapipe_core::service::register_process_metrics(&mut registry);
-        let requests = Family::<OutcomeLabel, Counter>::default();
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("wapipe_ingress"),
+            unknown_events: Family::default(),
+            unknown_series: Default::default(),
+            requests: Family::default(),
+            events: Family::default(),
+            // 1 ms .. ~16 s
+            produce_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            in_flight: Gauge::default(),
+            in_flight_bytes: Gauge::default(),
+            body_reads: Gauge::default(),
+            body_read_bytes: Gauge::default(),
+            header_timeouts: Counter::default(),
+            signature_matches: Family::default(),
+            signature_failures: Family::default(),
+            secrets: Family::default(),
+            secrets_shown: Default::default(),
+            secret_reloads: Family::default(),
+        };
+        let registry = &mut metrics.registry;
+        wapipe_core::service::register_process_metrics(registry);
         registry.register(
             "requests",
             "Webhook requests by outcome (ok, unauthorized, unknown_app, too_large, bad_request, body_timeout, body_evicted, unavailable, overloaded, verified, forbidden)",
-            requests.clone(),
+            metrics.requests.clone(),
         );
-        let events = Family::<KindLabel, Counter>::default();
         registry.register(
             "events_produced",
             "Events acknowledged by Kafka, by kind",
-            events.clone(),
+            metrics.events.clone(),
         );
-        // 1 ms .. ~16 s
-        let produce_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         registry.register(
             "produce_duration_seconds",
             "Time from handing a request's records to the producer until Kafka acknowledged all of them",
-            produce_seconds.clone(),
+            metrics.produce_seconds.clone(),
         );
-        let in_flight = Gauge::default();
         registry.register(
             "in_flight_requests",
             "Signed webhook requests holding a produce permit (out of --max-in-flight)",
-            in_flight.clone(),
+            metrics.in_flight.clone(),
         );
-        let in_flight_bytes = Gauge::default();
         registry.register(
             "in_flight_bytes",
             "Bytes of verified bodies held from their signature check until Kafka answered (out of --max-in-flight-bytes, counted in KiB)",
-            in_flight_bytes.clone(),
+            metrics.in_flight_bytes.clone(),
         );
-        let body_reads = Gauge::default();
         registry.register(
             "body_reads",
             "Webhook requests reading their body, before any signature is checked (out of --max-body-reads)",
-            body_reads.clone(),
+            metrics.body_reads.clone(),
         );
-        let body_read_bytes = Gauge::default();
         registry.register(
             "body_read_bytes",
             "Bytes held by the bodies being read (out of --max-body-read-bytes)",
-            body_read_bytes.clone(),
+            metrics.body_read_bytes.clone(),
         );
-        let header_timeouts = Counter::default();
         registry.register(
             "header_timeouts",
             "Connections closed because a request's headers did not arrive within --header-read-timeout (idle kept-alive connections included)",
-            header_timeouts.clone(),
+            metrics.header_timeouts.clone(),
         );
-        let unknown_events = Family::<UnknownLabels, Counter>::default();
         registry.register(
             "unknown_events",
             "Events of a field or message type wapipe does not know, produced whole, by field and type (at most 32 series, then field=\"other\")",
-            unknown_events.clone(),
+            metrics.unknown_events.clone(),
         );
-        let signature_matches = Family::<SecretLabel, Counter>::default();
         registry.register(
             "signature_matches",
             "Webhook requests whose signature matched, by the name of the secret (never its value) that signed them",
-            signature_matches.clone(),
+            metrics.signature_matches.clone(),
         );
-        let signature_failures = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "signature_failures",
             "Webhook requests refused for their signature, by reason (missing, missing_prefix, malformed, mismatch)",
-            signature_failures.clone(),
+            metrics.signature_failures.clone(),
         );
-        let secrets = Family::<LoadedSecretLabels, Gauge>::default();
         registry.register(
             "secrets",
             "1 for each app secret (kind=\"signing\") and verify token (kind=\"verify_token\") in use, by name; 0 once removed",
-            secrets.clone(),
+            metrics.secrets.clone(),
         );
-        let secret_reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "secret_reloads",
             "Reads of the secret files that put a changed set in use (changed) or failed and kept the previous set (failed)",
-            secret_reloads.clone(),
+            metrics.secret_reloads.clone(),
         );
         for reason in ["missing", "missing_prefix", "malformed", "mismatch"] {
-            let _ = signature_failures.get_or_create(&ReasonLabel {
+            let _ = metrics.signature_failures.get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             });
         }
         for outcome in ["changed", "failed"] {
-            let _ = secret_reloads.get_or_create(&OutcomeLabel {
+            let _ = metrics.secret_reloads.get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),
             });
         }
         // Every series exists from the start at 0, so rate() and increase() see the first one.
-        let _ = unknown_events.get_or_create(&UnknownLabels::other());
+        let _ = metrics
+            .unknown_events
+            .get_or_create(&UnknownLabels::other());
         for outcome in [
             "ok",
             "unauthorized",
@@ -190,33 +197,16 @@ impl Default for Metrics {
             "body_timeout",
             "body_evicted",
         ] {
-            let _ = requests.get_or_create(&OutcomeLabel {
+            let _ = metrics.requests.get_or_create(&OutcomeLabel {
                 outcome: outcome.to_string(),
             });
         }
         for kind in wapipe_core::EventKind::ALL {
-            let _ = events.get_or_create(&KindLabel {
+            let _ = metrics.events.get_or_create(&KindLabel {
                 kind: kind.as_str().to_string(),
             });
         }
-        Metrics {
-            registry,
-            unknown_events,
-            unknown_series: Default::default(),
-            requests,
-            events,
-            produce_seconds,
-            in_flight,
-            in_flight_bytes,
-            body_reads,
-            body_read_bytes,
-            header_timeouts,
-            signature_matches,
-            signature_failures,
-            secrets,
-            secrets_shown: Default::default(),
-            secret_reloads,
-        }
+        metrics
     }
 }
 

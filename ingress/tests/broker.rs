@@ -22,10 +22,8 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_splits_into_keyed_records_and_broker_outage_answers_503_then_recovers() {
-    let mut broker = Kafka::start().expect("kafka starts");
+    let (mut broker, topic) = private_broker_with_topic(4).await;
     let brokers = broker.bootstrap();
-    let topic = unique_name("raw");
-    create_topic(&brokers, &topic, 4).await.unwrap();
     let ingress = Ingress::start(&brokers, &topic, "2s").await;
 
     // 1. A batch with several senders becomes one record per event.
@@ -93,10 +91,8 @@ async fn a_request_answered_503_leaves_no_record_behind_and_the_producer_recover
     // timeout): when the broker comes back, nothing of a POST answered 503 is delivered late,
     // ahead of or behind the provider's retry. The idempotent producer whose records timed out
     // locally recovers on its own (Kafka bumps its epoch); nothing is rebuilt.
-    let mut broker = Kafka::start().expect("kafka starts");
+    let (mut broker, topic) = private_broker_with_topic(4).await;
     let brokers = broker.bootstrap();
-    let topic = unique_name("raw");
-    create_topic(&brokers, &topic, 4).await.unwrap();
     let ingress = Ingress::start(&brokers, &topic, "2s").await;
     assert_eq!(ingress.post(&batch(6, 5)).await.status(), 200);
 

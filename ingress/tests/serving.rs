@@ -8,16 +8,14 @@ mod common;
 use std::time::Duration;
 
 use wapipe_core::record::HEADER_MESSAGE_ID;
-use wapipe_testkit::{create_topic, unique_name, Kafka};
+use wapipe_testkit::{create_topic, unique_name};
 
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_the_in_flight_request_finish_and_then_stops() {
-    let mut broker = Kafka::start().expect("kafka starts");
+    let (mut broker, topic) = private_broker_with_topic(2).await;
     let brokers = broker.bootstrap();
-    let topic = unique_name("raw");
-    create_topic(&brokers, &topic, 2).await.unwrap();
     let mut ingress = Ingress::start(&brokers, &topic, "3s").await;
     assert_eq!(ingress.post(&batch(1, 1)).await.status(), 200);
 
@@ -72,10 +70,8 @@ async fn after_the_stop_signal_new_connections_are_served_for_the_delay_then_ref
     // A rolling update behind a Service: the old pod gets SIGTERM before every proxy has
     // dropped it, so connections keep arriving for a moment. They are answered (readiness
     // already says 503, which takes the pod out of the endpoints), then the listener closes.
-    let broker = Kafka::start().expect("kafka starts");
+    let (broker, topic) = private_broker_with_topic(1).await;
     let brokers = broker.bootstrap();
-    let topic = unique_name("raw");
-    create_topic(&brokers, &topic, 1).await.unwrap();
     let mut ingress =
         Ingress::start_with(&brokers, &topic, "3s", &["--shutdown-delay", "5s"]).await;
     assert_eq!(ingress.post(&batch(1, 1)).await.status(), 200);
@@ -356,10 +352,8 @@ fn kubelet_swap(dir: &std::path::Path, generation: u32, keys: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_secret_under_steady_signed_load_answers_no_request_but_200() {
-    let broker = Kafka::start().expect("kafka starts");
+    let (broker, topic) = private_broker_with_topic(1).await;
     let brokers = broker.bootstrap();
-    let topic = unique_name("raw");
-    create_topic(&brokers, &topic, 1).await.unwrap();
     let secrets = tempfile::tempdir().unwrap();
     kubelet_swap(secrets.path(), 1, &[("old", "old-secret")]);
     let dir = secrets.path().to_str().unwrap().to_string();

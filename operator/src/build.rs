@@ -325,11 +325,35 @@ fn pod_template(
     }
 }
 
-fn tmp_mount() -> VolumeMount {
-    VolumeMount {
+/// The container of the `wapipe-<component>` binary: `/healthz` and `/readyz` probed on
+/// `health_port`, the restricted security context, and the pod's writable `/tmp` mounted
+/// beside `mounts`.
+fn component_container(
+    component: &str,
+    image: &str,
+    vars: Vec<EnvVar>,
+    ports: Vec<ContainerPort>,
+    health_port: i32,
+    requested: Option<&Resources>,
+    mut mounts: Vec<VolumeMount>,
+) -> Container {
+    mounts.push(VolumeMount {
         name: "tmp".into(),
         mount_path: "/tmp".into(),
         ..VolumeMount::default()
+    });
+    Container {
+        name: component.into(),
+        image: Some(image.into()),
+        command: Some(vec![format!("wapipe-{component}")]),
+        env: Some(vars),
+        ports: Some(ports),
+        liveness_probe: Some(http_probe("/healthz", health_port, 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", health_port, 5, 2)),
+        resources: resources(requested),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
     }
 }
 
@@ -382,24 +406,18 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
             budgets.in_flight_bytes.to_string(),
         ));
     }
-    let mut mounts = files.mounts;
-    mounts.push(tmp_mount());
-    let container = Container {
-        name: "ingress".into(),
-        image: Some(pipeline.ingress_image.clone()),
-        command: Some(vec!["wapipe-ingress".into()]),
-        env: Some(vars),
-        ports: Some(vec![
+    let container = component_container(
+        "ingress",
+        &pipeline.ingress_image,
+        vars,
+        vec![
             container_port("http", INGRESS_PORT),
             container_port(METRICS_PORT_NAME, INGRESS_ADMIN_PORT),
-        ]),
-        liveness_probe: Some(http_probe("/healthz", INGRESS_ADMIN_PORT, 10, 3)),
-        readiness_probe: Some(http_probe("/readyz", INGRESS_ADMIN_PORT, 5, 2)),
-        resources: resources(spec.ingress.resources.as_ref()),
-        security_context: Some(container_security()),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
+        ],
+        INGRESS_ADMIN_PORT,
+        spec.ingress.resources.as_ref(),
+        files.mounts,
+    );
     // The shutdown delay, then the ingress's default 25 s for in-flight requests.
     let mut template = pod_template(
         pipeline,
@@ -542,21 +560,15 @@ fn worker_deployment(pipeline: &ValidPipeline) -> Deployment {
         }
         SinkType::Log => {}
     }
-    let mut mounts = files.mounts;
-    mounts.push(tmp_mount());
-    let container = Container {
-        name: "worker".into(),
-        image: Some(pipeline.worker_image.clone()),
-        command: Some(vec!["wapipe-worker".into()]),
-        env: Some(vars),
-        ports: Some(vec![container_port(METRICS_PORT_NAME, WORKER_PORT)]),
-        liveness_probe: Some(http_probe("/healthz", WORKER_PORT, 10, 3)),
-        readiness_probe: Some(http_probe("/readyz", WORKER_PORT, 5, 2)),
-        resources: resources(worker.resources.as_ref()),
-        security_context: Some(container_security()),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
+    let container = component_container(
+        "worker",
+        &pipeline.worker_image,
+        vars,
+        vec![container_port(METRICS_PORT_NAME, WORKER_PORT)],
+        WORKER_PORT,
+        worker.resources.as_ref(),
+        files.mounts,
+    );
     // Time to finish the event in hand and commit its offset before the pod is killed.
     let mut template = pod_template(pipeline, "worker", container, files.volumes, 60);
     let settings = worker.template.as_ref();

@@ -222,11 +222,7 @@ async fn delete_created_topics(
             .admin
             .delete_topic(&kafka, topic)
             .await
-            .map_err(|source| Error::Topic {
-                action: "deleting",
-                topic: topic.clone(),
-                source,
-            })?;
+            .map_err(Error::topic("deleting", topic))?;
         services
             .publish(
                 pipeline,

@@ -32,7 +32,7 @@ use crate::build::{build, ingress_name};
 use crate::children::{has_finalizer, set_finalizers, write_status, ChildScope};
 use crate::claims;
 use crate::cleanup::{cleanup, deleting_for, Cleanup, CLEANUP_DEADLINE};
-use crate::crd::{DeletionPolicy, WhatsAppWebhookPipeline, FINALIZER};
+use crate::crd::{DeletionPolicy, PipelineStatus, WhatsAppWebhookPipeline, FINALIZER};
 use crate::error::{Error, Result};
 use crate::kafka::TopicAdmin;
 use crate::memory::{Memories, PipelineMemory};
@@ -46,7 +46,7 @@ use crate::secrets::{
 };
 use crate::services::Services;
 use crate::services::{key, scoped_api, shown};
-use crate::status::{self};
+use crate::status::{self, Reason};
 use crate::topic::ensure_topic;
 use crate::validate::{check_images, validate, Invalid};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -317,24 +317,17 @@ async fn write_failure(
     let Some(failure) = error.failure_condition() else {
         return Ok(());
     };
-    services
-        .publish(
-            pipeline,
-            EventType::Warning,
-            failure.reason.as_str(),
-            error.message(),
-        )
-        .await;
+    let message = error.message();
     let previous = pipeline.status.clone().unwrap_or_default();
     let status = status::failed(
         &previous,
         pipeline.metadata.generation,
         failure.condition,
         failure.reason,
-        &error.message(),
+        &message,
         &now(),
     );
-    write_status(&services.client, pipeline, status).await
+    warn_in_status(services, pipeline, failure.reason, message, status).await
 }
 
 /// A pipeline that cannot be reconciled as written: an Event, and its status says why.
@@ -344,14 +337,6 @@ async fn refuse(
     invalid: Invalid,
 ) -> Result<()> {
     warn!(pipeline = %key(pipeline), reason = %invalid.reason, message = %shown(&invalid.message), "cannot reconcile");
-    services
-        .publish(
-            pipeline,
-            EventType::Warning,
-            invalid.reason.as_str(),
-            invalid.message.clone(),
-        )
-        .await;
     let previous = pipeline.status.clone().unwrap_or_default();
     let status = status::invalid(
         &previous,
@@ -360,6 +345,21 @@ async fn refuse(
         &invalid.message,
         &now(),
     );
+    warn_in_status(services, pipeline, invalid.reason, invalid.message, status).await
+}
+
+/// Publishes a Warning Event with `reason` and `message`, then writes `status`, which says the
+/// same.
+async fn warn_in_status(
+    services: &Services,
+    pipeline: &WhatsAppWebhookPipeline,
+    reason: Reason,
+    message: String,
+    status: PipelineStatus,
+) -> Result<()> {
+    services
+        .publish(pipeline, EventType::Warning, reason.as_str(), message)
+        .await;
     write_status(&services.client, pipeline, status).await
 }
 

@@ -84,6 +84,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// What a failed Kafka admin call on `topic` becomes, for `map_err`: `action` names the
+    /// call in the message ("deleting", "describing").
+    pub fn topic(action: &'static str, topic: &str) -> impl FnOnce(AdminError) -> Error {
+        let topic = topic.to_string();
+        move |source| Error::Topic {
+            action,
+            topic,
+            source,
+        }
+    }
+
     /// Whether retrying later may succeed without a change to the resource.
     pub fn is_transient(&self) -> bool {
         !matches!(self, Error::InvalidSpec(_)) && !self.is_child_refused()

@@ -155,17 +155,8 @@ impl LeaderElector {
                     ..LeaseSpec::default()
                 }),
             };
-            return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(created) => {
-                    if let Some(spec) = &created.spec {
-                        self.observe(spec);
-                    }
-                    Ok(true)
-                }
-                // Another candidate created it first.
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-                Err(error) => Err(error),
-            };
+            // A conflict: another candidate created it first.
+            return self.won(self.api.create(&PostParams::default(), &lease).await);
         };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let seen_since = self.observe(spec);
@@ -185,18 +176,24 @@ impl LeaderElector {
         }
         spec.lease_duration_seconds = Some(duration_seconds);
         spec.renew_time = Some(MicroTime(now));
-        match self
+        let written = self
             .api
             .replace(&self.lease_name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(written) => {
-                if let Some(spec) = &written.spec {
+            .await;
+        // A conflict: someone else wrote the Lease since we read it, and won this round.
+        self.won(written)
+    }
+
+    /// Whether a write of the Lease made this candidate its holder: a conflict (409) means
+    /// another candidate's write came first; the Lease written is recorded as seen.
+    fn won(&self, written: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
+        match written {
+            Ok(lease) => {
+                if let Some(spec) = &lease.spec {
                     self.observe(spec);
                 }
                 Ok(true)
             }
-            // Someone else wrote the Lease since we read it: they won this round.
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(error) => Err(error),
         }

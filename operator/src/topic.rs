@@ -129,27 +129,20 @@ pub async fn apply_topic(
     kafka: &KafkaConnection,
     request: &TopicRequest,
 ) -> Result<AppliedTopic> {
-    let topic_error = |action: &'static str| {
-        move |source| Error::Topic {
-            action,
-            topic: request.name.clone(),
-            source,
-        }
-    };
     let existing = admin
         .describe_topic(kafka, &request.name)
         .await
-        .map_err(topic_error("describing"))?;
+        .map_err(Error::topic("describing", &request.name))?;
     let plan = plan_topic(request.partitions, request.replication_factor, existing);
     match &plan {
         TopicPlan::Create => admin
             .create_topic(kafka, request)
             .await
-            .map_err(topic_error("creating"))?,
+            .map_err(Error::topic("creating", &request.name))?,
         TopicPlan::IncreasePartitions { to, .. } => admin
             .create_partitions(kafka, &request.name, *to)
             .await
-            .map_err(topic_error("adding partitions to"))?,
+            .map_err(Error::topic("adding partitions to", &request.name))?,
         TopicPlan::Matches | TopicPlan::NotSupported(_) => {}
     }
     Ok(AppliedTopic { existing, plan })
@@ -297,11 +290,7 @@ async fn sync_topic_config(
         .admin
         .topic_config(kafka, name)
         .await
-        .map_err(|source| Error::Topic {
-            action: "reading the configuration of",
-            topic: name.to_string(),
-            source,
-        })?;
+        .map_err(Error::topic("reading the configuration of", name))?;
     let drift = config_drift(desired, &current);
     if drift.is_empty() {
         memory
@@ -352,13 +341,7 @@ async fn sync_topic_config(
             outcome.reason = Reason::TopicConfigRefused;
             outcome.message = message;
         }
-        Err(source) => {
-            return Err(Error::Topic {
-                action: "configuring",
-                topic: name.to_string(),
-                source,
-            })
-        }
+        Err(source) => return Err(Error::topic("configuring", name)(source)),
     }
     Ok(outcome)
 }

@@ -63,10 +63,7 @@ pub fn secrets(count: usize) -> Vec<Vec<u8>> {
 /// The genuine Meta header of secret `index`, with its last hex digit changed: a forgery that
 /// agrees with that secret's signature on all but the last of its 64 digits.
 pub fn near_meta(secrets: &[Vec<u8>], index: usize) -> Vec<u8> {
-    let mut header = sign_meta(&secrets[index], BODY).into_bytes();
-    let last = header.len() - 1;
-    header[last] = if header[last] == b'0' { b'1' } else { b'0' };
-    header
+    with_last_changed(sign_meta(&secrets[index], BODY).into_bytes())
 }
 
 /// A well-formed Meta header that is close to no secret's signature.
@@ -76,7 +73,11 @@ pub fn far_meta() -> Vec<u8> {
 
 /// Secret `index` with its last character changed.
 pub fn near_shared(secrets: &[Vec<u8>], index: usize) -> Vec<u8> {
-    let mut value = secrets[index].clone();
+    with_last_changed(secrets[index].clone())
+}
+
+/// `value` with its last byte changed to another hex digit.
+fn with_last_changed(mut value: Vec<u8>) -> Vec<u8> {
     let last = value.len() - 1;
     value[last] = if value[last] == b'0' { b'1' } else { b'0' };
     value

@@ -10,9 +10,20 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use wapipe_ingress::{server, Config};
-use wapipe_testkit::{free_port, unique_name};
+use wapipe_testkit::{create_topic, free_port, unique_name, Kafka};
 
 pub const SECRET: &str = "integration-secret";
+
+/// A private broker (for a test that stops it, or must not share it) and a fresh raw topic of
+/// `partitions` on it.
+pub async fn private_broker_with_topic(partitions: i32) -> (Kafka, String) {
+    let broker = Kafka::start().expect("kafka starts");
+    let topic = unique_name("raw");
+    create_topic(&broker.bootstrap(), &topic, partitions)
+        .await
+        .unwrap();
+    (broker, topic)
+}
 
 /// A POST with `senders` users, `per_sender` text messages each, interleaved as Meta batches
 /// them: message i of every sender before message i+1 of any.

@@ -1,6 +1,7 @@
 //! [`InMemoryAdmin`], built under `cargo test` and with the `test-support` feature.
 
 use super::*;
+use std::sync::atomic::Ordering;
 
 /// An in-memory [`TopicAdmin`] for tests: topics are shapes in a map, offsets are
 /// whatever the caller sets, and every call is recorded.
@@ -72,10 +73,7 @@ impl TopicAdmin for InMemoryAdmin {
         _kafka: &KafkaConnection,
         topic: &str,
     ) -> Result<Option<TopicShape>, AdminError> {
-        if self
-            .refuse_credentials
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.refuse_credentials.load(Ordering::SeqCst) {
             return Err(AdminError::Refused(
                 RDKafkaErrorCode::SaslAuthenticationFailed,
             ));
@@ -137,10 +135,7 @@ impl TopicAdmin for InMemoryAdmin {
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionOffsets>, AdminError> {
-        if self
-            .fail_lag_reads
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.fail_lag_reads.load(Ordering::SeqCst) {
             return Err(AdminError::Kafka(KafkaError::OffsetFetch(
                 RDKafkaErrorCode::BrokerTransportFailure,
             )));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use wapipe_operator::metrics::{ErrorLabels, PartitionLabels, PipelineLabels, ScalingLabels};
 
 /// Sample names a scrape can contain, from its `# TYPE` lines (OpenMetrics: a counter `x` is
 /// sampled as `x_total`, a histogram as `x_bucket`, `x_sum` and `x_count`).
@@ -161,15 +162,13 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_by_a_binary() {
     // The operator's endpoints with its registry, as its main builds them. Its series are per
     // pipeline and appear once one is reconciled: a pipeline's worth of them is set here.
     let metrics = wapipe_operator::metrics::Metrics::default();
-    let pipeline = wapipe_operator::metrics::PipelineLabels {
+    let pipeline = PipelineLabels {
         namespace: "shop".into(),
         pipeline: "meta".into(),
     };
-    let _ = metrics
-        .reconcile_errors
-        .get_or_create(&wapipe_operator::metrics::ErrorLabels {
-            error: "kafka".into(),
-        });
+    let _ = metrics.reconcile_errors.get_or_create(&ErrorLabels {
+        error: "kafka".into(),
+    });
     for gauge in [
         &metrics.total_lag,
         &metrics.desired_workers,
@@ -179,20 +178,16 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_by_a_binary() {
     ] {
         let _ = gauge.get_or_create(&pipeline);
     }
-    let _ = metrics
-        .partition_lag
-        .get_or_create(&wapipe_operator::metrics::PartitionLabels {
-            namespace: "shop".into(),
-            pipeline: "meta".into(),
-            partition: "0".into(),
-        });
-    let _ = metrics
-        .scaling_changes
-        .get_or_create(&wapipe_operator::metrics::ScalingLabels {
-            namespace: "shop".into(),
-            pipeline: "meta".into(),
-            reason: "ScaledUp".into(),
-        });
+    let _ = metrics.partition_lag.get_or_create(&PartitionLabels {
+        namespace: "shop".into(),
+        pipeline: "meta".into(),
+        partition: "0".into(),
+    });
+    let _ = metrics.scaling_changes.get_or_create(&ScalingLabels {
+        namespace: "shop".into(),
+        pipeline: "meta".into(),
+        reason: "ScaledUp".into(),
+    });
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let url = serve(wapipe_operator::http::router(
