@@ -34,7 +34,7 @@ use wapipe_core::record::{HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER, HEADE
 use wapipe_core::time::now_ms;
 use wapipe_worker::error::Result as SinkResult;
 use wapipe_worker::route::Event;
-use wapipe_worker::sink::{LogSink, PostgresSink, SharedSink, Sink, SqliteSink};
+use wapipe_worker::sink::{LogSink, PostgresOptions, PostgresSink, SharedSink, Sink, SqliteSink};
 use wapipe_worker::{Spawned, Worker, WorkerSettings};
 
 /// The worker binary's allocator, so the figures are the binary's.
@@ -287,7 +287,15 @@ fn bench_schema() -> String {
 async fn postgres_stage(brokers: &str, topic: &str, events: usize) -> anyhow::Result<()> {
     let url = database_url();
     let schema = bench_schema();
-    let postgres = PostgresSink::connect(&url, Some(schema.clone())).await?;
+    // WAPIPE_BENCH_PG_CONNECTIONS tries another number of connections than the default.
+    let mut options = PostgresOptions {
+        schema: Some(schema.clone()),
+        ..PostgresOptions::default()
+    };
+    if let Ok(value) = std::env::var("WAPIPE_BENCH_PG_CONNECTIONS") {
+        options.connections = value.parse()?;
+    }
+    let postgres = PostgresSink::connect_with(&url, options).await?;
     let pg = worker_rate(brokers, topic, events, Arc::new(postgres)).await?;
     println!("worker, postgres sink (synchronous commit): {pg:>7.0} events/s  (schema {schema})");
     let copy = copy_ceiling(&url, &schema, events).await?;

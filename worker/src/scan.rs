@@ -176,14 +176,25 @@ impl<'a> Scan<'a> {
         self.expect(b'"')?;
         let bytes = self.bytes();
         let start = self.pos;
-        let mut pos = start;
-        let mut escaped = false;
+        // Nearly every string is plain: its closing quote ends the first run.
+        let end = start + plain_run(bytes.get(start..)?);
+        if bytes.get(end) == Some(&b'"') {
+            self.pos = end + 1;
+            return Some((start, end, false));
+        }
+        self.escaped_string(start, end)
+    }
+
+    /// The rest of a string from `pos`, where its first run ended at something other than the
+    /// closing quote. Kept out of [`Scan::string`], so the plain case stays a short call.
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize, mut pos: usize) -> Option<(usize, usize, bool)> {
+        let bytes = self.bytes();
         loop {
-            pos += plain_run(&bytes[pos..]);
             match *bytes.get(pos)? {
                 b'"' => break,
                 b'\\' => {
-                    escaped = true;
                     pos += match *bytes.get(pos + 1)? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
                         b'u' => match hex_unit(bytes, pos)? {
@@ -204,9 +215,10 @@ impl<'a> Scan<'a> {
                 }
                 _ => return None,
             }
+            pos += plain_run(&bytes[pos..]);
         }
         self.pos = pos + 1;
-        Some((start, pos, escaped))
+        Some((start, pos, true))
     }
 
     /// A string value, borrowed unless it has escapes (then unescaped by serde_json itself).
