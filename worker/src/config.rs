@@ -141,9 +141,10 @@ pub struct RunArgs {
     pub concurrency: u32,
 
     /// Events received but not finished before fetching pauses. Also sizes librdkafka's
-    /// prefetch: five times as many messages a partition and 8 KiB an event (at least 1,000
-    /// and 4 MiB, at most librdkafka's defaults), unless WAPIPE_KAFKA_OPTIONS sets it.
-    #[arg(long, env = "WAPIPE_MAX_BUFFERED", default_value_t = 2000)]
+    /// prefetch: two and a half times as many messages a partition and 4 KiB an event (at
+    /// least 1,000 and 4 MiB, at most librdkafka's defaults), unless WAPIPE_KAFKA_OPTIONS sets
+    /// it.
+    #[arg(long, env = "WAPIPE_MAX_BUFFERED", default_value_t = crate::worker::DEFAULT_MAX_BUFFERED)]
     pub max_buffered: usize,
 
     /// First backoff between attempts; doubles per attempt up to --max-backoff.

@@ -22,7 +22,7 @@ use wapipe_core::time::now_ms;
 
 pub use config::Cli;
 pub use error::{Error, Result};
-pub use worker::{Spawned, Worker, WorkerSettings};
+pub use worker::{Spawned, Worker, WorkerSettings, DEFAULT_MAX_BUFFERED};
 
 use config::{Command, DlqCommand, RunArgs};
 use sink::{HttpSink, LogSink, PostgresOptions, PostgresSink, SharedSink, SinkKind, SqliteSink};

@@ -10,15 +10,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// librdkafka's prefetch for a buffer of `max_buffered` events: `queued.min.messages` (per
-/// partition) five times the buffer and `queued.max.messages.kbytes` 8 KiB per buffered event,
-/// each within bounds (librdkafka's own defaults, 100,000 messages and 64 MiB, are the upper
-/// ones). So `--max-buffered` bounds what a worker holds when it reads a backlog: the default
-/// 2,000 gives 10,000 messages and 16,000 KiB, which drained a backlog as fast as librdkafka's
-/// defaults and peaked 60 MiB lower (docs/benchmarks.md).
+/// partition) two and a half times the buffer and `queued.max.messages.kbytes` 4 KiB per
+/// buffered event, each within bounds (librdkafka's own defaults, 100,000 messages and 64 MiB,
+/// are the upper ones). So `--max-buffered` bounds what a worker holds when it reads a
+/// backlog: the default 4,000 gives 10,000 messages and 16,000 KiB, which drained a backlog as
+/// fast as librdkafka's defaults and peaked 60 MiB lower (docs/benchmarks.md).
 pub(super) fn prefetch(max_buffered: usize) -> Prefetch {
     Prefetch {
-        messages: max_buffered.saturating_mul(5).clamp(1_000, 100_000),
-        kbytes: max_buffered.saturating_mul(8).clamp(4_096, 65_536),
+        messages: (max_buffered.saturating_mul(5) / 2).clamp(1_000, 100_000),
+        kbytes: max_buffered.saturating_mul(4).clamp(4_096, 65_536),
     }
 }
 
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn the_prefetch_follows_the_buffer_within_librdkafkas_bounds() {
-        let default = prefetch(2000);
+        let default = prefetch(crate::worker::DEFAULT_MAX_BUFFERED);
         assert_eq!((default.messages, default.kbytes), (10_000, 16_000));
         let small = prefetch(10);
         assert_eq!((small.messages, small.kbytes), (1_000, 4_096));

@@ -37,6 +37,12 @@ use self::offsets::{commit, ownership, queue_key, Job, Ownership, PartitionSlot,
 use self::process::launch;
 use self::rebalance::WorkerContext;
 
+/// Events a worker holds (received and not finished) by default. The buffer holds the
+/// PostgreSQL sink's four batches of 500 in flight and as much again: a user's next events
+/// wait while one of theirs is in flight, so with only the batches in flight buffered, the next
+/// batch gathered from the few users not in flight (half-full batches, twice the commits).
+pub const DEFAULT_MAX_BUFFERED: usize = 4000;
+
 /// What the consumer loop needs, independent of how it was configured.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -47,6 +53,7 @@ pub struct WorkerSettings {
     pub max_attempts: u32,
     /// Sink writes in flight at a time (each a batch of up to the sink's `max_batch` events).
     pub concurrency: usize,
+    /// Events received and not finished before the worker stops taking records.
     pub max_buffered: usize,
     pub retry_backoff: Duration,
     pub max_backoff: Duration,
@@ -69,7 +76,7 @@ impl WorkerSettings {
             group: group.into(),
             max_attempts: 3,
             concurrency: 16,
-            max_buffered: 2000,
+            max_buffered: DEFAULT_MAX_BUFFERED,
             retry_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
