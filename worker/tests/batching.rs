@@ -55,11 +55,11 @@ async fn drain_into_postgres(setup: &Setup, records: usize) {
         .await
         .expect("postgres sink");
     let running = start(setup.settings(), Arc::new(sink));
-    eventually("every record finished", || {
-        let metrics = running.worker.metrics.clone();
-        async move { metrics.finished_events() >= records as u64 }
-    })
-    .await;
+    running
+        .wait_finished("every record finished", |finished| {
+            finished >= records as u64
+        })
+        .await;
     running.stop().await;
 }
 

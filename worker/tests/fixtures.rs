@@ -7,12 +7,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::http::HeaderMap;
 use wapipe_core::{EventKind, Provider};
 use wapipe_worker::route::{as_ingress_produces, route, Event};
-use wapipe_worker::sink::{HttpSink, PostgresSink, Sink, SqliteSink};
+use wapipe_worker::sink::{PostgresSink, Sink, SqliteSink};
 
 /// The (kind, partition key) of each event of a fixture, in order.
 type Expected = &'static [(EventKind, &'static str)];
@@ -271,7 +270,7 @@ async fn every_fixture_has_its_own_idempotency_key_at_the_http_sink() {
         ),
     );
     let address = common::serve_http(app).await;
-    let sink = HttpSink::new(&format!("http://{address}/events"), Duration::from_secs(5)).unwrap();
+    let sink = common::http_sink(address);
     write_all_twice(&sink).await;
     let received = received.lock().unwrap();
     assert_eq!(received.len(), 2 * total_events());

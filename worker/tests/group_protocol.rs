@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use common::*;
@@ -12,27 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 use wapipe_worker::config::GroupProtocol;
-use wapipe_worker::error::Result;
-use wapipe_worker::route::Event;
-use wapipe_worker::sink::Sink;
 use wapipe_worker::{Worker, WorkerSettings};
-
-#[derive(Default)]
-struct CountingSink {
-    writes: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl Sink for CountingSink {
-    fn name(&self) -> &'static str {
-        "counting"
-    }
-
-    async fn write(&self, _event: &Event) -> Result<()> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
 
 /// Starts a private broker with `overrides`, produces 30 events and runs a worker asking for
 /// the consumer protocol until all are written.
@@ -65,7 +45,7 @@ async fn consume_with_the_consumer_protocol(overrides: &[(&str, &str)]) {
         .await;
     }
 
-    let sink = Arc::new(CountingSink::default());
+    let sink = Arc::new(RecordingSink::default());
     let settings = WorkerSettings {
         group_protocol: GroupProtocol::Consumer,
         ..WorkerSettings::new(
@@ -81,11 +61,7 @@ async fn consume_with_the_consumer_protocol(overrides: &[(&str, &str)]) {
         let (worker, stop, sink) = (worker.clone(), stop.clone(), sink.clone());
         async move { worker.run(settings, sink, stop).await }
     });
-    eventually("the 30 events written", || {
-        let sink = sink.clone();
-        async move { sink.writes.load(Ordering::SeqCst) >= 30 }
-    })
-    .await;
+    sink.wait_writes("the 30 events written", 30).await;
     stop.cancel();
     task.await
         .expect("the worker task")

@@ -13,44 +13,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::*;
-use wapipe_worker::error::{Error, Result};
+use wapipe_worker::error::Error;
 use wapipe_worker::replay::{self, DeadLetterFilter};
-use wapipe_worker::route::Event;
-use wapipe_worker::sink::{HttpSink, PostgresSink, Sink};
+use wapipe_worker::sink::PostgresSink;
 use wapipe_worker::WorkerSettings;
-
-/// Records the order of writes per user and how many writes overlapped.
-#[derive(Default)]
-struct RecordingSink {
-    order: Mutex<HashMap<String, Vec<String>>>,
-    running: AtomicUsize,
-    most_running: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl Sink for RecordingSink {
-    fn name(&self) -> &'static str {
-        "recording"
-    }
-
-    async fn write(&self, event: &Event) -> Result<()> {
-        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_running.fetch_max(now, Ordering::SeqCst);
-        // Uneven write times, so that a scheduler that reorders would show it.
-        let spread = event.id.bytes().map(u64::from).sum::<u64>() % 7;
-        tokio::time::sleep(Duration::from_millis(spread)).await;
-        self.order
-            .lock()
-            .unwrap()
-            .entry(event.user_key.clone())
-            .or_default()
-            .push(event.id.clone());
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_of_one_user_are_written_in_order_while_users_of_one_partition_run_concurrently() {
@@ -75,11 +41,7 @@ async fn events_of_one_user_are_written_in_order_while_users_of_one_partition_ru
         ..setup.settings()
     };
     let running = start(settings, sink.clone());
-    eventually("all 240 events written", || {
-        let sink = sink.clone();
-        async move { sink.writes.load(Ordering::SeqCst) >= 240 }
-    })
-    .await;
+    sink.wait_writes("all 240 events written", 240).await;
     running.stop().await;
 
     let order = sink.order.lock().unwrap();
@@ -127,11 +89,9 @@ async fn statuses_never_regress_and_duplicates_leave_one_row_in_postgres() {
     )
     .await;
     let running = start(setup.settings(), Arc::new(sink));
-    eventually("7 events finished", || {
-        let metrics = running.worker.metrics.clone();
-        async move { metrics.finished_events() >= 7 }
-    })
-    .await;
+    running
+        .wait_finished("7 events finished", |finished| finished >= 7)
+        .await;
     running.stop().await;
 
     assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 1);
@@ -222,13 +182,11 @@ async fn a_poison_event_is_dead_lettered_after_exactly_three_attempts_and_replay
         None,
     )
     .await;
-    let sink = HttpSink::new(&format!("http://{addr}/events"), Duration::from_secs(5)).unwrap();
+    let sink = http_sink(addr);
     let running = start(setup.settings(), Arc::new(sink));
-    eventually("every event finished", || {
-        let metrics = running.worker.metrics.clone();
-        async move { metrics.finished_events() >= 43 }
-    })
-    .await;
+    running
+        .wait_finished("every event finished", |finished| finished >= 43)
+        .await;
     {
         let calls = service.calls.lock().unwrap();
         assert_eq!(
@@ -424,11 +382,7 @@ async fn replay_from_a_timestamp_rewinds_the_group_and_is_refused_while_it_has_m
     produce_messages(&producer, &setup.topic, "1555050", 2, "wamid", 10).await;
     let sink = Arc::new(RecordingSink::default());
     let running = start(setup.settings(), sink.clone());
-    eventually("10 written", || {
-        let sink = sink.clone();
-        async move { sink.writes.load(Ordering::SeqCst) >= 10 }
-    })
-    .await;
+    sink.wait_writes("10 written", 10).await;
     // Refused while the group is active, naming how many members it has.
     let refused =
         replay::reset_offsets_to_time(&setup.kafka(), &setup.topic, &setup.group, before, false);
@@ -462,11 +416,7 @@ async fn replay_from_a_timestamp_rewinds_the_group_and_is_refused_while_it_has_m
     .await;
     assert!(offsets.unwrap().iter().all(|(_, offset)| *offset == 0));
     let running = start(setup.settings(), sink.clone());
-    eventually("the 10 events written again", || {
-        let sink = sink.clone();
-        async move { sink.writes.load(Ordering::SeqCst) >= 20 }
-    })
-    .await;
+    sink.wait_writes("the 10 events written again", 20).await;
     running.stop().await;
 }
 
@@ -486,7 +436,7 @@ async fn a_service_answering_503_is_waited_out_without_dead_letters() {
         )
         .await;
     }
-    let sink = HttpSink::new(&format!("http://{addr}/events"), Duration::from_secs(5)).unwrap();
+    let sink = http_sink(addr);
     let running = start(setup.settings(), Arc::new(sink));
     // Far more failed requests than --max-attempts, yet no dead letter.
     eventually("the first event tried more than three times", || {
@@ -506,11 +456,11 @@ async fn a_service_answering_503_is_waited_out_without_dead_letters() {
     assert!(!running.worker.health.is_ready());
     assert_eq!(running.worker.metrics.finished_events(), 0);
     service.down.store(false, Ordering::SeqCst);
-    eventually("all five delivered once the service is back", || {
-        let metrics = running.worker.metrics.clone();
-        async move { metrics.finished_events() == 5 }
-    })
-    .await;
+    running
+        .wait_finished("all five delivered once the service is back", |finished| {
+            finished == 5
+        })
+        .await;
     running.stop().await;
     assert_eq!(setup.dead_letter_count(), 0);
     // Order held while waiting: events after the first were not sent before it succeeded.
@@ -566,7 +516,7 @@ async fn a_redirected_post_is_not_written_but_waited_out_until_the_url_itself_an
     service.redirecting.store(true, Ordering::SeqCst);
     let addr = serve_redirecting(service.clone()).await;
     produce_message(&producer, &setup.topic, "15550650", "wamid.redirected").await;
-    let sink = HttpSink::new(&format!("http://{addr}/events"), Duration::from_secs(5)).unwrap();
+    let sink = http_sink(addr);
     let running = start(setup.settings(), Arc::new(sink));
     eventually(
         "more POSTs than --max-attempts, or the event finished",
@@ -591,11 +541,11 @@ async fn a_redirected_post_is_not_written_but_waited_out_until_the_url_itself_an
     );
 
     service.redirecting.store(false, Ordering::SeqCst);
-    eventually("the event delivered once /events answers 200", || {
-        let metrics = running.worker.metrics.clone();
-        async move { metrics.finished_events() == 1 }
-    })
-    .await;
+    running
+        .wait_finished("the event delivered once /events answers 200", |finished| {
+            finished == 1
+        })
+        .await;
     running.stop().await;
     assert_eq!(*service.delivered.lock().unwrap(), ["wamid.redirected"]);
     assert_eq!(setup.dead_letter_count(), 0);

@@ -2,9 +2,10 @@
 //! records shaped like the ingress produces them, and a TCP proxy that can cut the database.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,8 @@ use wapipe_core::record::{
     HEADER_BODY_SHA256, HEADER_EVENT_INDEX, HEADER_KIND, HEADER_MESSAGE_ID, HEADER_PROVIDER,
     HEADER_RECEIVED_AT, HEADER_STATUS,
 };
-use wapipe_worker::sink::SharedSink;
+use wapipe_worker::route::Event;
+use wapipe_worker::sink::{HttpSink, SharedSink, Sink};
 use wapipe_worker::{Spawned, Worker, WorkerSettings};
 
 /// Serves `app` on a free loopback port, in the background; returns its address.
@@ -31,6 +33,11 @@ pub async fn serve_http(app: axum::Router) -> SocketAddr {
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     address
+}
+
+/// An HTTP sink posting to `/events` at `address`.
+pub fn http_sink(address: SocketAddr) -> HttpSink {
+    HttpSink::new(&format!("http://{address}/events"), Duration::from_secs(5)).unwrap()
 }
 
 /// The PostgreSQL the tests use: 127.0.0.1, port `WAPIPE_TEST_POSTGRES_PORT` (default 5432,
@@ -467,6 +474,14 @@ impl Running {
         .await;
     }
 
+    /// Waits until the number of events the worker finished is `done`.
+    pub async fn wait_finished(&self, what: &str, done: impl Fn(u64) -> bool) {
+        eventually(what, || {
+            std::future::ready(done(self.worker.metrics.finished_events()))
+        })
+        .await;
+    }
+
     pub async fn stop(self) {
         self.0.stop().await.expect("worker run");
     }
@@ -474,4 +489,48 @@ impl Running {
 
 pub fn start(settings: WorkerSettings, sink: SharedSink) -> Running {
     Running(Worker::spawn(settings, sink))
+}
+
+/// A sink that records the order of writes per user, how many writes overlapped and how many
+/// there were.
+#[derive(Default)]
+pub struct RecordingSink {
+    pub order: Mutex<HashMap<String, Vec<String>>>,
+    running: AtomicUsize,
+    pub most_running: AtomicUsize,
+    pub writes: AtomicUsize,
+}
+
+impl RecordingSink {
+    /// Waits until the sink has taken at least `writes` writes.
+    pub async fn wait_writes(&self, what: &str, writes: usize) {
+        eventually(what, || {
+            std::future::ready(self.writes.load(Ordering::SeqCst) >= writes)
+        })
+        .await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for RecordingSink {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+
+    async fn write(&self, event: &Event) -> wapipe_worker::Result<()> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_running.fetch_max(now, Ordering::SeqCst);
+        // Uneven write times, so that a scheduler that reorders would show it.
+        let spread = event.id.bytes().map(u64::from).sum::<u64>() % 7;
+        tokio::time::sleep(Duration::from_millis(spread)).await;
+        self.order
+            .lock()
+            .unwrap()
+            .entry(event.user_key.clone())
+            .or_default()
+            .push(event.id.clone());
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
 }
