@@ -258,11 +258,7 @@ async fn every_fixture_has_its_own_idempotency_key_at_the_http_sink() {
             move |headers: HeaderMap, axum::Json(body): axum::Json<serde_json::Value>| {
                 let seen = seen.clone();
                 async move {
-                    let key = headers
-                        .get("idempotency-key")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
+                    let key = common::idempotency_key(&headers);
                     seen.lock().unwrap().push((key, body));
                     "ok"
                 }

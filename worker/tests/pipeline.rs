@@ -128,11 +128,7 @@ struct Service {
 
 async fn serve(service: Arc<Service>) -> SocketAddr {
     async fn handle(State(service): State<Arc<Service>>, headers: HeaderMap) -> StatusCode {
-        let key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let key = idempotency_key(&headers);
         *service
             .calls
             .lock()
@@ -487,11 +483,7 @@ async fn serve_redirecting(service: Arc<RedirectingService>) -> SocketAddr {
         if service.redirecting.load(Ordering::SeqCst) {
             return (StatusCode::FOUND, [("location", "/moved")]).into_response();
         }
-        let key = headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let key = idempotency_key(&headers);
         service.delivered.lock().unwrap().push(key);
         StatusCode::OK.into_response()
     }

@@ -241,6 +241,19 @@ async fn connect(url: &str, schema: &str) -> Result<PostgresSink, String> {
         .map_err(|error| wapipe_core::error::Causes(&error).to_string())
 }
 
+/// Connects to `url`, which must be refused (`accepted` is the failure where it is not) with an
+/// error that names every one of `reasons`.
+async fn assert_refused(url: &str, schema: &str, accepted: &str, reasons: &[&str]) {
+    let error = match connect(url, schema).await {
+        Ok(_) => panic!("{accepted}"),
+        Err(error) => error,
+    };
+    assert!(
+        reasons.iter().all(|reason| error.contains(reason)),
+        "unclear error for {url}: {error}"
+    );
+}
+
 fn with_ca(path: &Path) -> String {
     format!("sslrootcert={}", path.display())
 }
@@ -304,17 +317,17 @@ async fn a_certificate_from_another_ca_is_refused_naming_sslmode_and_the_reason(
     for mode in ["verify-full", "verify-ca", "require"] {
         // require with a CA verifies the chain, as libpq does.
         let url = pg.url("127.0.0.1", &format!("sslmode={mode}&{other}"));
-        let error = connect(&url, "tls_other_ca")
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("sslmode={mode} accepted a certificate of another CA"))
-            .to_string();
-        assert!(
-            error.contains(&format!("sslmode={mode}"))
-                && error.contains("did not verify against the CA")
-                && error.contains("other-ca.crt"),
-            "unclear error for sslmode={mode}: {error}"
-        );
+        assert_refused(
+            &url,
+            "tls_other_ca",
+            &format!("sslmode={mode} accepted a certificate of another CA"),
+            &[
+                &format!("sslmode={mode}"),
+                "did not verify against the CA",
+                "other-ca.crt",
+            ],
+        )
+        .await;
     }
 }
 
@@ -332,27 +345,23 @@ async fn verify_ca_ignores_the_host_name_that_verify_full_checks() {
     connect(&url("verify-ca"), "tls_ca_only")
         .await
         .expect("verify-ca does not check the host name");
-    let error = connect(&url("verify-full"), "tls_ca_only")
-        .await
-        .err()
-        .expect("verify-full accepted a certificate for another host")
-        .to_string();
-    assert!(
-        error.contains("sslmode=verify-full") && error.contains("not valid for the host name"),
-        "unclear error: {error}"
-    );
+    assert_refused(
+        &url("verify-full"),
+        "tls_ca_only",
+        "verify-full accepted a certificate for another host",
+        &["sslmode=verify-full", "not valid for the host name"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmode_disable_is_refused_by_a_server_that_accepts_only_tls() {
     let pg = PrivatePostgres::start().await;
-    let error = connect(&pg.url("127.0.0.1", "sslmode=disable"), "tls_disable")
-        .await
-        .err()
-        .expect("a plain connection to a hostssl-only server")
-        .to_string();
-    assert!(
-        error.contains("sslmode=disable") && error.contains("no pg_hba.conf entry"),
-        "unclear error: {error}"
-    );
+    assert_refused(
+        &pg.url("127.0.0.1", "sslmode=disable"),
+        "tls_disable",
+        "a plain connection to a hostssl-only server",
+        &["sslmode=disable", "no pg_hba.conf entry"],
+    )
+    .await;
 }

@@ -40,6 +40,15 @@ pub fn http_sink(address: SocketAddr) -> HttpSink {
     HttpSink::new(&format!("http://{address}/events"), Duration::from_secs(5)).unwrap()
 }
 
+/// The `Idempotency-Key` of a request to an HTTP sink's service (empty where it has none).
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The PostgreSQL the tests use: 127.0.0.1, port `WAPIPE_TEST_POSTGRES_PORT` (default 5432,
 /// where scripts/postgres.sh puts it), user postgres, database test.
 pub fn postgres_port() -> u16 {
