@@ -13,153 +13,79 @@ use wapipe_core::{EventKind, Provider};
 use wapipe_worker::route::{as_ingress_produces, route, Event};
 use wapipe_worker::sink::{PostgresSink, Sink, SqliteSink};
 
-/// The (kind, partition key) of each event of a fixture, in order.
-type Expected = &'static [(EventKind, &'static str)];
+/// What each fixture splits into, from `fixture_events.txt`.
+struct Fixture {
+    name: &'static str,
+    provider: Provider,
+    /// The (kind, partition key) of each event, in order.
+    expected: Vec<(EventKind, &'static str)>,
+}
 
-/// (fixture, provider, what it splits into).
-const FIXTURES: &[(&str, Provider, Expected)] = &[
-    (
-        "group_receipts.json",
-        Provider::Meta,
-        &[
-            (EventKind::Status, "5215512340001"),
-            (EventKind::Status, "5215512340001"),
-            (EventKind::Status, "5215512340002"),
-            (EventKind::Status, "5215512340002"),
-            (EventKind::Status, "5215512340003"),
-            (EventKind::Status, "5215512340003"),
-        ],
-    ),
-    (
-        "statuses_one_to_one.json",
-        Provider::Meta,
-        &[
-            (EventKind::Status, "5215512345678"),
-            (EventKind::Status, "5215512345678"),
-        ],
-    ),
-    (
-        "messages_text_reaction_edit.json",
-        Provider::Meta,
-        &[
-            (EventKind::Message, "5215512345678"),
-            (EventKind::Message, "5215512345678"),
-            (EventKind::Message, "5215512345678"),
-        ],
-    ),
-    (
-        "message_unknown_type_in_group.json",
-        Provider::Meta,
-        &[(EventKind::Message, "2348031234567")],
-    ),
-    (
-        "smb_message_echoes.json",
-        Provider::Meta,
-        &[
-            (EventKind::Echo, "5215512345678"),
-            (EventKind::Echo, "2348031234567"),
-        ],
-    ),
-    (
-        "calls_user_initiated_connect.json",
-        Provider::Meta,
-        &[(EventKind::Call, "5215512345678")],
-    ),
-    (
-        "calls_business_initiated_terminate.json",
-        Provider::Meta,
-        &[(EventKind::Call, "2348031234567")],
-    ),
-    (
-        "calls_status_ringing.json",
-        Provider::Meta,
-        &[(EventKind::Call, "2348031234567")],
-    ),
-    (
-        "group_lifecycle_update.json",
-        Provider::Meta,
-        &[(EventKind::Group, "120363040000000001@g.us")],
-    ),
-    (
-        "group_participants_update.json",
-        Provider::Meta,
-        &[(EventKind::Group, "120363040000000001@g.us")],
-    ),
-    (
-        "history.json",
-        Provider::Meta,
-        &[
-            (EventKind::History, "5215512345678"),
-            (EventKind::History, "2348031234567"),
-        ],
-    ),
-    (
-        "template_approved.json",
-        Provider::Meta,
-        &[(EventKind::Field, "102290129340398")],
-    ),
-    (
-        "quality_flagged.json",
-        Provider::Meta,
-        &[(EventKind::Field, "102290129340398")],
-    ),
-    (
-        "account_update.json",
-        Provider::Meta,
-        &[(EventKind::Field, "102290129340398")],
-    ),
-    (
-        "value_errors.json",
-        Provider::Meta,
-        &[
-            (EventKind::Error, "106540352242922"),
-            (EventKind::Error, "106540352242922"),
-            (EventKind::Error, "106540352242922"),
-        ],
-    ),
-    (
-        "unknown_field.json",
-        Provider::Meta,
-        &[(EventKind::Field, "102290129340398")],
-    ),
-    (
-        "wasender_messages_received.json",
-        Provider::Wasender,
-        &[(EventKind::Message, "5215512345678")],
-    ),
-    (
-        "wasender_messages_reaction.json",
-        Provider::Wasender,
-        &[(EventKind::Field, "5215512345678")],
-    ),
-];
+fn fixtures() -> Vec<Fixture> {
+    include_str!("fixture_events.txt")
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next().expect("a fixture's name");
+            let provider = words
+                .next()
+                .and_then(|provider| provider.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: no provider"));
+            let expected = words
+                .map(|event| {
+                    let (kind, key) = event
+                        .split_once(':')
+                        .unwrap_or_else(|| panic!("{name}: {event} is not kind:key"));
+                    (kind.parse().unwrap_or_else(|e| panic!("{name}: {e}")), key)
+                })
+                .collect();
+            Fixture {
+                name,
+                provider,
+                expected,
+            }
+        })
+        .collect()
+}
+
+const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{FIXTURE_DIR}/{name}");
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
 /// Every fixture's events, routed, each checked against its expected kind and key.
 fn routed_fixtures() -> Vec<(&'static str, Vec<Event>)> {
-    FIXTURES
-        .iter()
-        .map(|(name, provider, expected)| {
-            let events: Vec<Event> = as_ingress_produces(*provider, &fixture(name), "raw")
-                .iter()
-                .map(|record| route(record).unwrap_or_else(|e| panic!("{name}: {e}")))
-                .collect();
-            let got: Vec<(EventKind, &str)> = events
-                .iter()
-                .map(|e| (e.event_kind(), e.user_key.as_str()))
-                .collect();
-            assert_eq!(got, expected.to_vec(), "{name}");
-            (*name, events)
-        })
+    fixtures()
+        .into_iter()
+        .map(
+            |Fixture {
+                 name,
+                 provider,
+                 expected,
+             }| {
+                let events: Vec<Event> = as_ingress_produces(provider, &fixture(name), "raw")
+                    .iter()
+                    .map(|record| route(record).unwrap_or_else(|e| panic!("{name}: {e}")))
+                    .collect();
+                let got: Vec<(EventKind, &str)> = events
+                    .iter()
+                    .map(|e| (e.event_kind(), e.user_key.as_str()))
+                    .collect();
+                assert_eq!(got, expected, "{name}");
+                (name, events)
+            },
+        )
         .collect()
 }
 
 fn total_events() -> usize {
-    FIXTURES.iter().map(|(_, _, expected)| expected.len()).sum()
+    fixtures()
+        .iter()
+        .map(|fixture| fixture.expected.len())
+        .sum()
 }
 
 /// Writes every fixture's events twice (a Meta retry of each POST).
@@ -183,6 +109,15 @@ fn every_fixture_routes_to_its_typed_kind_keyed_by_its_user_with_distinct_ids() 
         .flat_map(|(_, events)| events.into_iter().map(|e| e.id))
         .collect();
     assert_eq!(ids.len(), total_events(), "two events share an id");
+    let listed: BTreeSet<String> = fixtures().iter().map(|f| f.name.to_string()).collect();
+    let files: BTreeSet<String> = std::fs::read_dir(FIXTURE_DIR)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        listed, files,
+        "a fixture without its line in fixture_events.txt"
+    );
 }
 
 #[tokio::test]
