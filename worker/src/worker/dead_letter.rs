@@ -12,7 +12,6 @@ use wapipe_core::record::{
     HEADER_DLQ_LAST_FAILURE_AT, HEADER_DLQ_SOURCE_OFFSET, HEADER_DLQ_SOURCE_PARTITION,
     HEADER_DLQ_SOURCE_TOPIC,
 };
-use wapipe_core::time::doubling_backoff;
 
 use super::offsets::Job;
 use super::Shared;
@@ -97,11 +96,7 @@ pub(super) async fn dead_letter(
                 tracing::warn!(error = %Causes(&error), key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "dead-letter produce failed; retrying");
             }
         }
-        let wait = doubling_backoff(
-            shared.settings.retry_backoff,
-            shared.settings.max_backoff,
-            failures,
-        );
+        let wait = shared.settings.backoff(failures);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shared.abandon.cancelled() => return false,

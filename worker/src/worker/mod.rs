@@ -23,6 +23,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use wapipe_core::kafka::KafkaArgs;
+use wapipe_core::time::doubling_backoff;
 
 use crate::config::GroupProtocol;
 use crate::error::{Error, Result};
@@ -84,6 +85,11 @@ impl WorkerSettings {
             group_instance_id: None,
             group_protocol: GroupProtocol::Classic,
         }
+    }
+    /// The wait before retry number `attempt` (1 for the first): `retry_backoff`, doubled for
+    /// each further attempt, never more than `max_backoff`.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        doubling_backoff(self.retry_backoff, self.max_backoff, attempt)
     }
 }
 

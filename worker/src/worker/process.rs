@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use wapipe_core::error::Causes;
-use wapipe_core::time::{doubling_backoff, now_ms};
+use wapipe_core::time::now_ms;
 
 use super::dead_letter::dead_letter;
 use super::offsets::{Job, QueueKey, State};
@@ -230,11 +230,7 @@ async fn run_batch(shared: Arc<Shared>, batch: Vec<Claimed>) {
                 failing.get_or_insert_with(|| shared.health.failing_write());
                 shared.metrics.retry(RetryReason::Sink);
                 tracing::warn!(error = %Causes(&error), sink_failures, events = claims.len(), "sink unavailable; waiting");
-                let wait = doubling_backoff(
-                    shared.settings.retry_backoff,
-                    shared.settings.max_backoff,
-                    sink_failures,
-                );
+                let wait = shared.settings.backoff(sink_failures);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = any_cancelled(&claims) => {}
@@ -414,14 +410,14 @@ async fn process(
                 }
                 tracing::info!(error = %Causes(&error), attempts, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "event failed; retrying");
                 shared.metrics.retry(RetryReason::Event);
-                doubling_backoff(settings.retry_backoff, settings.max_backoff, attempts)
+                settings.backoff(attempts)
             }
             Err(error) => {
                 sink_failures += 1;
                 failing.get_or_insert_with(|| shared.health.failing_write());
                 shared.metrics.retry(RetryReason::Sink);
                 tracing::warn!(error = %Causes(&error), sink_failures, key = %incoming.key_str(), partition = incoming.partition, offset = incoming.offset, "sink unavailable; waiting");
-                doubling_backoff(settings.retry_backoff, settings.max_backoff, sink_failures)
+                settings.backoff(sink_failures)
             }
         };
         tokio::select! {
