@@ -524,58 +524,67 @@ impl AsyncWrite for RustlsStream {
 mod tests {
     use super::*;
 
-    fn split(url: &str) -> (String, Option<SslMode>, Option<String>) {
-        let s = split_url(url).unwrap();
-        (s.rest, s.sslmode, s.sslrootcert)
+    /// Each case: a URL, and what `split_url` leaves of it, its sslmode and its sslrootcert.
+    fn assert_splits(cases: &[(&str, &str, Option<SslMode>, Option<&str>)]) {
+        for &(url, rest, sslmode, sslrootcert) in cases {
+            let split = split_url(url).unwrap();
+            assert_eq!(
+                (
+                    split.rest.as_str(),
+                    split.sslmode,
+                    split.sslrootcert.as_deref()
+                ),
+                (rest, sslmode, sslrootcert),
+                "{url}"
+            );
+        }
     }
 
     #[test]
     fn sslmode_and_sslrootcert_are_taken_out_of_a_urls_query_and_the_rest_kept() {
-        assert_eq!(
-            split("postgres://u:p@db:5432/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x"),
+        use SslMode::*;
+        assert_splits(&[
             (
-                "postgres://u:p@db:5432/app?application_name=x".into(),
-                Some(SslMode::VerifyFull),
-                Some("/etc/ca.pem".into())
-            )
-        );
-        assert_eq!(
-            split("postgresql://db/app?sslmode=require"),
-            ("postgresql://db/app".into(), Some(SslMode::Require), None)
-        );
-        assert_eq!(
-            split("postgres://db/app"),
-            ("postgres://db/app".into(), None, None)
-        );
-        // A `?` in the password is not the query.
-        assert_eq!(
-            split("postgres://u:a?b@db/app?sslmode=disable&sslmode=verify-ca"),
+                "postgres://u:p@db:5432/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x",
+                "postgres://u:p@db:5432/app?application_name=x",
+                Some(VerifyFull),
+                Some("/etc/ca.pem"),
+            ),
+            ("postgresql://db/app?sslmode=require", "postgresql://db/app", Some(Require), None),
+            ("postgres://db/app", "postgres://db/app", None, None),
+            // A `?` in the password is not the query.
             (
-                "postgres://u:a?b@db/app".into(),
-                Some(SslMode::VerifyCa),
-                None
-            )
-        );
+                "postgres://u:a?b@db/app?sslmode=disable&sslmode=verify-ca",
+                "postgres://u:a?b@db/app",
+                Some(VerifyCa),
+                None,
+            ),
+        ]);
     }
 
     #[test]
     fn sslmode_and_sslrootcert_are_taken_out_of_key_value_pairs_quoted_or_not() {
-        assert_eq!(
-            split("host=db sslmode=verify-ca user=u sslrootcert = '/a b/ca.pem' dbname=app"),
+        use SslMode::*;
+        assert_splits(&[
             (
-                "host=db user=u dbname=app".into(),
-                Some(SslMode::VerifyCa),
-                Some("/a b/ca.pem".into())
-            )
-        );
-        assert_eq!(
-            split(r"password='a b\' c' sslmode=require"),
-            (r"password='a b\' c' ".into(), Some(SslMode::Require), None)
-        );
-        assert_eq!(
-            split(r"sslmode=prefer password=a\ b"),
-            (r"password=a\ b".into(), Some(SslMode::Prefer), None)
-        );
+                "host=db sslmode=verify-ca user=u sslrootcert = '/a b/ca.pem' dbname=app",
+                "host=db user=u dbname=app",
+                Some(VerifyCa),
+                Some("/a b/ca.pem"),
+            ),
+            (
+                r"password='a b\' c' sslmode=require",
+                r"password='a b\' c' ",
+                Some(Require),
+                None,
+            ),
+            (
+                r"sslmode=prefer password=a\ b",
+                r"password=a\ b",
+                Some(Prefer),
+                None,
+            ),
+        ]);
     }
 
     #[test]
