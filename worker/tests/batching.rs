@@ -19,10 +19,11 @@ async fn produce_messages(
     messages: &[(String, String, String)],
 ) {
     for chunk in messages.chunks(500) {
-        join_all(chunk.iter().map(|(user, wamid, body)| async move {
-            let value = message_value(user, wamid, body);
-            produce(producer, topic, user, &value, "message", Some(wamid), None).await;
-        }))
+        join_all(
+            chunk
+                .iter()
+                .map(|(user, wamid, body)| produce_text(producer, topic, user, wamid, body)),
+        )
         .await;
     }
 }
@@ -174,39 +175,10 @@ async fn a_users_events_around_an_unreadable_one_keep_their_order_when_their_bat
     let producer = setup.producer();
     let db = setup.database().await;
     let user = "15550800";
-    let first = message_value(user, "wamid.first", "first");
-    produce(
-        &producer,
-        &setup.topic,
-        user,
-        &first,
-        "message",
-        Some("wamid.first"),
-        None,
-    )
-    .await;
+    produce_text(&producer, &setup.topic, user, "wamid.first", "first").await;
     // Unreadable: leaves the batch at routing, with the user's later events behind it.
-    produce(
-        &producer,
-        &setup.topic,
-        user,
-        b"\x00garbage",
-        "unparsed",
-        None,
-        None,
-    )
-    .await;
-    let third = message_value(user, "wamid.third", "third");
-    produce(
-        &producer,
-        &setup.topic,
-        user,
-        &third,
-        "message",
-        Some("wamid.third"),
-        None,
-    )
-    .await;
+    produce_other(&producer, &setup.topic, user, b"\x00garbage", "unparsed").await;
+    produce_text(&producer, &setup.topic, user, "wamid.third", "third").await;
     // Another user's poison message makes the database reject the batch: it is split.
     let others: Vec<(String, String, String)> = (0..10)
         .map(|u| {

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use common::*;
 use wapipe_worker::error::Error;
 use wapipe_worker::replay::{self, DeadLetterFilter};
-use wapipe_worker::sink::PostgresSink;
+use wapipe_worker::sink::{HttpSink, PostgresSink};
 use wapipe_worker::WorkerSettings;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -78,16 +77,7 @@ async fn statuses_never_regress_and_duplicates_leave_one_row_in_postgres() {
         .await;
     }
     let other_field = br#"{"object":"whatsapp_business_account","entry":[{"id":"w","time":1,"changes":[{"field":"message_template_status_update","value":{"event":"APPROVED"}}]}]}"#;
-    produce(
-        &producer,
-        &setup.topic,
-        "pn-1",
-        other_field,
-        "field",
-        None,
-        None,
-    )
-    .await;
+    produce_other(&producer, &setup.topic, "pn-1", other_field, "field").await;
     let running = start(setup.settings(), Arc::new(sink));
     running
         .wait_finished("7 events finished", |finished| finished >= 7)
@@ -126,7 +116,8 @@ struct Service {
     down: AtomicBool,
 }
 
-async fn serve(service: Arc<Service>) -> SocketAddr {
+/// Serves `service`; returns it shared, and an HTTP sink that posts to it.
+async fn serve(service: Service) -> (Arc<Service>, HttpSink) {
     async fn handle(State(service): State<Arc<Service>>, headers: HeaderMap) -> StatusCode {
         let key = idempotency_key(&headers);
         *service
@@ -143,18 +134,26 @@ async fn serve(service: Arc<Service>) -> SocketAddr {
             StatusCode::OK
         }
     }
-    let app = axum::Router::new()
-        .route("/events", axum::routing::post(handle))
-        .with_state(service);
-    serve_http(app).await
+    let routes = axum::Router::new().route("/events", axum::routing::post(handle));
+    serve_with_state(routes, service).await
+}
+
+/// Serves `routes` with `service` as their state; returns the service, shared, and an HTTP
+/// sink that posts to its `/events`.
+async fn serve_with_state<S: Send + Sync + 'static>(
+    routes: axum::Router<Arc<S>>,
+    service: S,
+) -> (Arc<S>, HttpSink) {
+    let service = Arc::new(service);
+    let app = routes.with_state(service.clone());
+    (service, http_sink(serve_http(app).await))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poison_event_is_dead_lettered_after_exactly_three_attempts_and_replayed_once_fixed() {
     let setup = Setup::new("poison", 2).await;
     let producer = setup.producer();
-    let service = Arc::new(Service::default());
-    let addr = serve(service.clone()).await;
+    let (service, sink) = serve(Service::default()).await;
     let user = "15550200";
     produce_message(&producer, &setup.topic, user, "wamid.before").await;
     produce_message(&producer, &setup.topic, user, "wamid.poison").await;
@@ -168,17 +167,7 @@ async fn a_poison_event_is_dead_lettered_after_exactly_three_attempts_and_replay
         )
         .await;
     }
-    produce(
-        &producer,
-        &setup.topic,
-        "pn-1",
-        b"\x00garbage",
-        "unparsed",
-        None,
-        None,
-    )
-    .await;
-    let sink = http_sink(addr);
+    produce_other(&producer, &setup.topic, "pn-1", b"\x00garbage", "unparsed").await;
     let running = start(setup.settings(), Arc::new(sink));
     running
         .wait_finished("every event finished", |finished| finished >= 43)
@@ -420,9 +409,11 @@ async fn replay_from_a_timestamp_rewinds_the_group_and_is_refused_while_it_has_m
 async fn a_service_answering_503_is_waited_out_without_dead_letters() {
     let setup = Setup::new("http503", 1).await;
     let producer = setup.producer();
-    let service = Arc::new(Service::default());
-    service.down.store(true, Ordering::SeqCst);
-    let addr = serve(service.clone()).await;
+    let (service, sink) = serve(Service {
+        down: AtomicBool::new(true),
+        ..Service::default()
+    })
+    .await;
     for n in 0..5 {
         produce_message(
             &producer,
@@ -432,7 +423,6 @@ async fn a_service_answering_503_is_waited_out_without_dead_letters() {
         )
         .await;
     }
-    let sink = http_sink(addr);
     let running = start(setup.settings(), Arc::new(sink));
     // Far more failed requests than --max-attempts, yet no dead letter.
     eventually("the first event tried more than three times", || {
@@ -473,7 +463,8 @@ struct RedirectingService {
     delivered: Mutex<Vec<String>>,
 }
 
-async fn serve_redirecting(service: Arc<RedirectingService>) -> SocketAddr {
+/// Serves `service`; returns it shared, and an HTTP sink that posts to it.
+async fn serve_redirecting(service: RedirectingService) -> (Arc<RedirectingService>, HttpSink) {
     async fn post(
         State(service): State<Arc<RedirectingService>>,
         headers: HeaderMap,
@@ -491,11 +482,10 @@ async fn serve_redirecting(service: Arc<RedirectingService>) -> SocketAddr {
         service.gets_of_moved.fetch_add(1, Ordering::SeqCst);
         StatusCode::OK
     }
-    let app = axum::Router::new()
+    let routes = axum::Router::new()
         .route("/events", axum::routing::post(post))
-        .route("/moved", axum::routing::get(moved))
-        .with_state(service);
-    serve_http(app).await
+        .route("/moved", axum::routing::get(moved));
+    serve_with_state(routes, service).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -504,11 +494,12 @@ async fn a_redirected_post_is_not_written_but_waited_out_until_the_url_itself_an
     // the event written, or the event is lost.
     let setup = Setup::new("http302", 1).await;
     let producer = setup.producer();
-    let service = Arc::new(RedirectingService::default());
-    service.redirecting.store(true, Ordering::SeqCst);
-    let addr = serve_redirecting(service.clone()).await;
+    let (service, sink) = serve_redirecting(RedirectingService {
+        redirecting: AtomicBool::new(true),
+        ..RedirectingService::default()
+    })
+    .await;
     produce_message(&producer, &setup.topic, "15550650", "wamid.redirected").await;
-    let sink = http_sink(addr);
     let running = start(setup.settings(), Arc::new(sink));
     eventually(
         "more POSTs than --max-attempts, or the event finished",

@@ -296,9 +296,33 @@ pub async fn produce_at(
         .expect("producing a test record");
 }
 
-pub async fn produce_message(producer: &FutureProducer, topic: &str, user: &str, wamid: &str) {
-    let value = message_value(user, wamid, &format!("text of {wamid}"));
+/// [`produce`] of a record with neither a message id nor a status (a field event, a body the
+/// worker cannot read).
+pub async fn produce_other(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+    kind: &str,
+) {
+    produce(producer, topic, key, value, kind, None, None).await
+}
+
+/// Produces a Meta text message `text`, `wamid`, from `user`.
+pub async fn produce_text(
+    producer: &FutureProducer,
+    topic: &str,
+    user: &str,
+    wamid: &str,
+    text: &str,
+) {
+    let value = message_value(user, wamid, text);
     produce(producer, topic, user, &value, "message", Some(wamid), None).await;
+}
+
+/// Produces a Meta text message `wamid` from `user`, its text `text of <wamid>`.
+pub async fn produce_message(producer: &FutureProducer, topic: &str, user: &str, wamid: &str) {
+    produce_text(producer, topic, user, wamid, &format!("text of {wamid}")).await;
 }
 
 /// Produces `count` messages, wamids `<wamid_prefix>.<n>`, from `users` users
