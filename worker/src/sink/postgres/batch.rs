@@ -24,6 +24,17 @@ pub(super) struct Table {
     pub(super) on_conflict: &'static str,
 }
 
+/// When the ingress received the event (milliseconds since the epoch), as a timestamp: every
+/// table but the current status has it.
+const RECEIVED_AT: (&str, &str, &str) = (
+    "received_at",
+    "bigint",
+    "to_timestamp(b.received_at / 1000.0)",
+);
+
+/// The event's own JSON, kept whole: every table but the current status has it.
+const RAW: (&str, &str, &str) = ("raw", "text", "b.raw::jsonb");
+
 pub(super) const MESSAGES: Table = Table {
     name: "wapipe_messages",
     columns: &[
@@ -38,12 +49,8 @@ pub(super) const MESSAGES: Table = Table {
         ("body", "text", "b.body"),
         ("contact_name", "text", "b.contact_name"),
         ("sent_at", "bigint", "to_timestamp(b.sent_at)"),
-        (
-            "received_at",
-            "bigint",
-            "to_timestamp(b.received_at / 1000.0)",
-        ),
-        ("raw", "text", "b.raw::jsonb"),
+        RECEIVED_AT,
+        RAW,
     ],
     on_conflict: "(wamid) DO NOTHING",
 };
@@ -60,12 +67,8 @@ pub(super) const STATUSES: Table = Table {
         ("phone_number_id", "text", "b.phone_number_id"),
         ("status_at", "bigint", "to_timestamp(b.status_at)"),
         ("errors", "text", "b.errors::jsonb"),
-        (
-            "received_at",
-            "bigint",
-            "to_timestamp(b.received_at / 1000.0)",
-        ),
-        ("raw", "text", "b.raw::jsonb"),
+        RECEIVED_AT,
+        RAW,
         ("participant", "text", "b.participant"),
     ],
     on_conflict: "(wamid, status, participant) DO NOTHING",
@@ -81,12 +84,8 @@ pub(super) const EVENTS: Table = Table {
         ("user_key", "text", "b.user_key"),
         ("error_code", "bigint", "b.error_code"),
         ("error_title", "text", "b.error_title"),
-        (
-            "received_at",
-            "bigint",
-            "to_timestamp(b.received_at / 1000.0)",
-        ),
-        ("raw", "text", "b.raw::jsonb"),
+        RECEIVED_AT,
+        RAW,
     ],
     on_conflict: "(event_id) DO NOTHING",
 };
