@@ -8,6 +8,12 @@ use wapipe_core::kafka::{KafkaArgs, TopicNames};
 
 use crate::sink::SinkKind;
 
+/// Events a worker holds (received and not finished) by default. The buffer holds the
+/// PostgreSQL sink's four batches of 500 in flight and as much again: a user's next events
+/// wait while one of theirs is in flight, so with only the batches in flight buffered, the next
+/// batch gathered from the few users not in flight (half-full batches, twice the commits).
+pub const DEFAULT_MAX_BUFFERED: usize = 4000;
+
 /// Consumes the raw topic and writes events to a sink; also replays dead letters.
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -144,7 +150,7 @@ pub struct RunArgs {
     /// prefetch: two and a half times as many messages a partition and 4 KiB an event (at
     /// least 1,000 and 4 MiB, at most librdkafka's defaults), unless WAPIPE_KAFKA_OPTIONS sets
     /// it.
-    #[arg(long, env = "WAPIPE_MAX_BUFFERED", default_value_t = crate::worker::DEFAULT_MAX_BUFFERED)]
+    #[arg(long, env = "WAPIPE_MAX_BUFFERED", default_value_t = DEFAULT_MAX_BUFFERED)]
     pub max_buffered: usize,
 
     /// First backoff between attempts; doubles per attempt up to --max-backoff.

@@ -21,8 +21,9 @@ use wapipe_core::error::Causes;
 use wapipe_core::time::now_ms;
 
 pub use config::Cli;
+pub use config::DEFAULT_MAX_BUFFERED;
 pub use error::{Error, Result};
-pub use worker::{Spawned, Worker, WorkerSettings, DEFAULT_MAX_BUFFERED};
+pub use worker::{Spawned, Worker, WorkerSettings};
 
 use config::{Command, DlqCommand, RunArgs};
 use sink::{HttpSink, LogSink, PostgresOptions, PostgresSink, SharedSink, SinkKind, SqliteSink};

@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn the_prefetch_follows_the_buffer_within_librdkafkas_bounds() {
-        let default = prefetch(crate::worker::DEFAULT_MAX_BUFFERED);
+        let default = prefetch(crate::config::DEFAULT_MAX_BUFFERED);
         assert_eq!((default.messages, default.kbytes), (10_000, 16_000));
         let small = prefetch(10);
         assert_eq!((small.messages, small.kbytes), (1_000, 4_096));

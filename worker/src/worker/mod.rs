@@ -38,12 +38,6 @@ use self::offsets::{commit, ownership, queue_key, Job, Ownership, PartitionSlot,
 use self::process::launch;
 use self::rebalance::WorkerContext;
 
-/// Events a worker holds (received and not finished) by default. The buffer holds the
-/// PostgreSQL sink's four batches of 500 in flight and as much again: a user's next events
-/// wait while one of theirs is in flight, so with only the batches in flight buffered, the next
-/// batch gathered from the few users not in flight (half-full batches, twice the commits).
-pub const DEFAULT_MAX_BUFFERED: usize = 4000;
-
 /// What the consumer loop needs, independent of how it was configured.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -77,7 +71,7 @@ impl WorkerSettings {
             group: group.into(),
             max_attempts: 3,
             concurrency: 16,
-            max_buffered: DEFAULT_MAX_BUFFERED,
+            max_buffered: crate::config::DEFAULT_MAX_BUFFERED,
             retry_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
