@@ -170,7 +170,8 @@ pub struct Config {
     #[arg(long, env = wapipe_core::env::SHUTDOWN_TIMEOUT, default_value = "25s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// How often readiness asks the broker for the topic's metadata.
+    /// How often readiness asks the broker for the topic's metadata. Records delivered to the
+    /// topic also mark the ingress ready at once.
     #[arg(long, env = wapipe_core::env::READINESS_INTERVAL, default_value = "5s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
 

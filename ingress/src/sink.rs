@@ -236,6 +236,10 @@ impl EventSink for KafkaSink {
                     }
                 }
             }
+            // The broker just took records for our topic: ready, without waiting for the next
+            // metadata check. After a broker restart the check may lag by up to an interval,
+            // and the kubelet would take a pod out of its Service while it acknowledges.
+            self.ready.store(true, Ordering::SeqCst);
             Ok(())
         })
     }

@@ -273,3 +273,30 @@ async fn readiness_asks_for_its_topic_without_creating_it_then_is_200_once_it_ex
     assert!(became_ready, "never ready after the topic was created");
     ingress.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_request_marks_the_ingress_ready_before_the_next_metadata_check() {
+    // After a broker restart the periodic check lags; a pod that acknowledges must not be
+    // reported unready meanwhile (the kubelet would take it out of its Service). The check runs
+    // once at start, before the topic exists, and not again for an hour.
+    let (brokers, _broker) = wapipe_testkit::broker().expect("a broker");
+    let topic = unique_name("ready-by-delivery");
+    let ingress =
+        Ingress::start_with(&brokers, &topic, "2s", &["--readiness-interval", "1h"]).await;
+    let readyz = || async {
+        reqwest::get(format!("{}/readyz", ingress.admin_url))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(readyz().await, 503, "ready before its topic exists");
+
+    create_topic(&brokers, &topic, 2).await.unwrap();
+    assert!(ingress.posts_until_ok().await, "never answered 200");
+    assert_eq!(
+        readyz().await,
+        200,
+        "acknowledged a request yet reports unready"
+    );
+    ingress.shutdown().await;
+}

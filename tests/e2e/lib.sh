@@ -58,12 +58,23 @@ post() {
     -H 'Content-Type: application/json' -H "X-Hub-Signature-256: $signature" --data-binary "$body"
 }
 
+# post_refused CODE: says what a POST answered, and (000: no answer) whether the ingress pods
+# were in their Service then. Returns 1.
+post_refused() {
+  echo "POST answered $1" >&2
+  if [[ "$1" == 000 ]]; then
+    kubectl -n "$ns" get endpointslices -l "kubernetes.io/service-name=$pipeline-ingress" \
+      -o jsonpath='{range .items[*].endpoints[*]}endpoint {.addresses[0]} ready={.conditions.ready}{"\n"}{end}' >&2
+  fi
+  return 1
+}
+
 # send_batch FIRST POSTS PER_POST: POSTS signed requests, all must answer 200.
 send_batch() {
   local first=$1 posts=$2 per=$3 p code
   for ((p = 0; p < posts; p++)); do
     code="$(post "$(meta_payload $((first + p * per)) "$per")")"
-    [[ "$code" == 200 ]] || { echo "POST answered $code" >&2; return 1; }
+    [[ "$code" == 200 ]] || post_refused "$code" || return 1
   done
 }
 

@@ -239,7 +239,7 @@ burst_with() {
   for ((p = 0; p < 20; p++)); do
     ((p == 5)) && "$kill"
     code="$(post "$(meta_payload $((first + p * 5)) 5)")"
-    [[ "$code" == 200 ]] || { echo "POST answered $code" >&2; return 1; }
+    [[ "$code" == 200 ]] || post_refused "$code" || return 1
   done
 }
 force_delete_worker() {

@@ -80,9 +80,10 @@ impl Ingress {
             brokers,
             "--produce-timeout",
             produce_timeout,
-            "--readiness-interval",
-            "200ms",
         ];
+        if !extra.contains(&"--readiness-interval") {
+            args.extend_from_slice(&["--readiness-interval", "200ms"]);
+        }
         args.extend_from_slice(extra);
         let config = Config::try_parse_from(args).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
