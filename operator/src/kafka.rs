@@ -83,6 +83,14 @@ pub struct TopicRequest {
     pub config: BTreeMap<String, String>,
 }
 
+/// Offsets of one consumer group on one topic, to commit: `(partition, offset)` pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupOffsets<'a> {
+    pub topic: &'a str,
+    pub group: &'a str,
+    pub offsets: &'a [(i32, i64)],
+}
+
 /// The entries of `desired` whose value on the topic (`current`) differs or is missing.
 pub fn config_drift(
     desired: &BTreeMap<String, String>,
@@ -184,16 +192,14 @@ pub trait TopicAdmin: Send + Sync + 'static {
         topic: &str,
         config: &BTreeMap<String, String>,
     ) -> Result<(), AdminError>;
-    /// Commits `group`'s offsets on `topic` again, unchanged, so that Kafka's offset retention
+    /// Commits a group's offsets on a topic again, unchanged, so that Kafka's offset retention
     /// (`offsets.retention.minutes`, counted from the last commit while a group is empty)
     /// never expires them while the group is scaled to zero. Kafka refuses it while the group
     /// has members.
     async fn keep_offsets(
         &self,
         kafka: &KafkaConnection,
-        topic: &str,
-        group: &str,
-        offsets: &[(i32, i64)],
+        commit: GroupOffsets<'_>,
     ) -> Result<(), AdminError>;
 }
 
@@ -585,18 +591,16 @@ impl TopicAdmin for RdKafkaAdmin {
     async fn keep_offsets(
         &self,
         kafka: &KafkaConnection,
-        topic: &str,
-        group: &str,
-        offsets: &[(i32, i64)],
+        commit: GroupOffsets<'_>,
     ) -> Result<(), AdminError> {
-        if offsets.is_empty() {
+        if commit.offsets.is_empty() {
             return Ok(());
         }
         // The same non-subscribing client of the group that reads its lag.
-        let consumer = Self::lag_reader(kafka, group)?;
+        let consumer = Self::lag_reader(kafka, commit.group)?;
         let mut list = TopicPartitionList::new();
-        for &(partition, offset) in offsets {
-            list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        for &(partition, offset) in commit.offsets {
+            list.add_partition_offset(commit.topic, partition, Offset::Offset(offset))?;
         }
         blocking(move || {
             when_coordinator_ready(|| consumer.commit(&list, rdkafka::consumer::CommitMode::Sync))

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::build::worker_name;
 use crate::crd::WhatsAppWebhookPipeline;
 use crate::error::{Error, Result};
-use crate::kafka::{read_ages, KafkaConnection};
+use crate::kafka::{read_ages, GroupOffsets, KafkaConnection};
 use crate::metrics::{ExportedSeries, PartitionLabels, PipelineLabels, ScalingLabels};
 use crate::scaler::policy::{self, Decision, PartitionOffsets, PartitionStatus, PolicyState};
 use crate::scaler::rate::RecordTimes;
@@ -128,7 +128,14 @@ pub(crate) async fn scale(
     if let Some(keep) = keep {
         match services
             .admin
-            .keep_offsets(kafka, &valid.spec.topic.name, &valid.consumer_group, &keep)
+            .keep_offsets(
+                kafka,
+                GroupOffsets {
+                    topic: &valid.spec.topic.name,
+                    group: &valid.consumer_group,
+                    offsets: &keep,
+                },
+            )
             .await
         {
             Ok(()) => {

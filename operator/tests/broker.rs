@@ -10,7 +10,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use wapipe_operator::kafka::{KafkaConnection, RdKafkaAdmin, TopicAdmin, TopicRequest};
+use wapipe_operator::kafka::{
+    GroupOffsets, KafkaConnection, RdKafkaAdmin, TopicAdmin, TopicRequest,
+};
 use wapipe_operator::scaler::policy::PartitionOffsets;
 use wapipe_operator::topic::{plan_topic, TopicPlan};
 use wapipe_testkit::{broker, create_topic, unique_name, Kafka};
@@ -325,11 +327,20 @@ async fn a_scaled_to_zero_groups_offsets_outlive_offset_retention_when_kept() {
     produce(&bootstrap, &topic, 0, 10).await;
     produce(&bootstrap, &topic, 1, 10).await;
     let (kept, left) = (unique_name("wapipe-op-kept"), unique_name("wapipe-op-left"));
+    // Commits offsets 8 and 9 of the topic's two partitions for `group`.
+    let keep = |group: String| {
+        let (kafka, topic) = (kafka.clone(), topic.clone());
+        async move {
+            let offsets = GroupOffsets {
+                topic: &topic,
+                group: &group,
+                offsets: &[(0, 8), (1, 9)],
+            };
+            RdKafkaAdmin.keep_offsets(&kafka, offsets).await.unwrap();
+        }
+    };
     for group in [&kept, &left] {
-        RdKafkaAdmin
-            .keep_offsets(&kafka, &topic, group, &[(0, 8), (1, 9)])
-            .await
-            .unwrap();
+        keep(group.clone()).await;
     }
     let committed = |group: String| {
         let (kafka, topic) = (kafka.clone(), topic.clone());
@@ -346,10 +357,7 @@ async fn a_scaled_to_zero_groups_offsets_outlive_offset_retention_when_kept() {
     let mut expired = false;
     for _ in 0..12 {
         tokio::time::sleep(Duration::from_secs(20)).await;
-        RdKafkaAdmin
-            .keep_offsets(&kafka, &topic, &kept, &[(0, 8), (1, 9)])
-            .await
-            .unwrap();
+        keep(kept.clone()).await;
         if committed(left.clone()).await == vec![None, None] {
             expired = true;
             break;

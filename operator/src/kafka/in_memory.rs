@@ -161,11 +161,12 @@ impl TopicAdmin for InMemoryAdmin {
     async fn keep_offsets(
         &self,
         _kafka: &KafkaConnection,
-        topic: &str,
-        group: &str,
-        offsets: &[(i32, i64)],
+        commit: GroupOffsets<'_>,
     ) -> Result<(), AdminError> {
-        self.record(format!("keep offsets {topic} {group} {offsets:?}"));
+        self.record(format!(
+            "keep offsets {} {} {:?}",
+            commit.topic, commit.group, commit.offsets
+        ));
         Ok(())
     }
 
