@@ -363,10 +363,7 @@ mod tests {
 
     #[test]
     fn password_file_wins_and_loses_its_trailing_newline() {
-        let dir = std::env::temp_dir().join(format!("wapipe-kafka-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("password");
-        std::fs::write(&file, "s3cret\n").unwrap();
+        let (_, file) = crate::secret::tests::password_file("kafka", "s3cret\n");
         let args = KafkaArgs {
             sasl_password: Some("from-flag".into()),
             sasl_password_file: Some(file),

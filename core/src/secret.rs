@@ -36,15 +36,22 @@ pub fn file_or_inline(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A file `password` holding `contents`, in a directory of this test process's own that
+    /// `test` tells apart from other tests' (the directory, then the file).
+    pub(crate) fn password_file(test: &str, contents: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("wapipe-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, contents).unwrap();
+        (dir, file)
+    }
 
     #[test]
     fn the_file_wins_over_the_inline_value_and_loses_its_trailing_newline() {
-        let dir = std::env::temp_dir().join(format!("wapipe-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("password");
-        std::fs::write(&file, "from-file\r\n").unwrap();
+        let (dir, file) = password_file("secret", "from-file\r\n");
         assert_eq!(
             file_or_inline(Some("inline"), Some(&file)).unwrap(),
             Some("from-file".to_string())
