@@ -82,6 +82,32 @@ impl<T> Once<T> {
     }
 }
 
+/// Reads an object into the struct `$ty` as serde's derive does, in `Scan`'s single pass:
+/// each listed key's value read into its field by its reader (with the `Scan` named `$s`), at
+/// most once; any other key checked and skipped. A missing key leaves its field's default
+/// (`#[serde(default)]`; for an `Option`, `None`), or declines for a `#[required]` field.
+/// Expands to the `Once` slots and the `match` on the key that one would write by hand.
+macro_rules! read_object {
+    ($scan:expr, |$s:ident| $ty:ident {
+        $($(#[$required:ident])? $field:ident: $key:literal => $read:expr,)*
+    }) => {{
+        $(let mut $field = Once::default();)*
+        $scan.object(|$s, key| match key {
+            $($key => $field.set($read?),)*
+            _ => $s.skip_value(),
+        })?;
+        Some($ty {
+            $($field: read_object!(@take $field $($required)?),)*
+        })
+    }};
+    (@take $field:ident) => {
+        $field.or_default()
+    };
+    (@take $field:ident required) => {
+        $field.get()?
+    };
+}
+
 /// What routing reads of one change: its field and, when present and not null, its value.
 type Change<'a> = (Text<'a>, Option<Box<MetaMessagesValue<'a>>>);
 
@@ -421,23 +447,12 @@ impl<'a> Scan<'a> {
     }
 
     fn messages_value(&mut self) -> Option<MetaMessagesValue<'a>> {
-        let mut metadata = Once::default();
-        let (mut contacts, mut messages) = (Once::default(), Once::default());
-        let (mut statuses, mut errors) = (Once::default(), Once::default());
-        self.object(|s, key| match key {
-            "metadata" => metadata.set(s.option(Scan::metadata)?),
-            "contacts" => contacts.set(s.first(Scan::contact)?),
-            "messages" => messages.set(s.first(Scan::message)?),
-            "statuses" => statuses.set(s.first(Scan::status)?),
-            "errors" => errors.set(s.first(Scan::error)?),
-            _ => s.skip_value(),
-        })?;
-        Some(MetaMessagesValue {
-            metadata: metadata.get().flatten(),
-            contacts: contacts.or_default(),
-            messages: messages.or_default(),
-            statuses: statuses.or_default(),
-            errors: errors.or_default(),
+        read_object!(self, |s| MetaMessagesValue {
+            metadata: "metadata" => s.option(Scan::metadata),
+            contacts: "contacts" => s.first(Scan::contact),
+            messages: "messages" => s.first(Scan::message),
+            statuses: "statuses" => s.first(Scan::status),
+            errors: "errors" => s.first(Scan::error),
         })
     }
 
@@ -459,28 +474,15 @@ impl<'a> Scan<'a> {
     }
 
     fn message(&mut self) -> Option<MetaMessage<'a>> {
-        let (mut id, mut from, mut from_user_id) =
-            (Once::default(), Once::default(), Once::default());
-        let (mut timestamp, mut message_type) = (Once::default(), Once::default());
-        let (mut group_id, mut text) = (Once::default(), Once::default());
-        self.object(|s, key| match key {
-            "id" => id.set(s.text()?),
-            "from" => from.set(s.loose()?),
-            "from_user_id" => from_user_id.set(s.optional_text()?),
-            "timestamp" => timestamp.set(s.loose()?),
-            "type" => message_type.set(s.optional_text()?),
-            "group_id" => group_id.set(s.optional_text()?),
-            "text" => text.set(s.option(Scan::message_text)?),
-            _ => s.skip_value(),
-        })?;
-        Some(MetaMessage {
-            id: id.get()?,
-            from: from.or_default(),
-            from_user_id: from_user_id.get().flatten(),
-            timestamp: timestamp.or_default(),
-            message_type: message_type.get().flatten(),
-            group_id: group_id.get().flatten(),
-            text: text.get().flatten(),
+        read_object!(self, |s| MetaMessage {
+            #[required]
+            id: "id" => s.text(),
+            from: "from" => s.loose(),
+            from_user_id: "from_user_id" => s.optional_text(),
+            timestamp: "timestamp" => s.loose(),
+            message_type: "type" => s.optional_text(),
+            group_id: "group_id" => s.optional_text(),
+            text: "text" => s.option(Scan::message_text),
         })
     }
 
@@ -490,44 +492,24 @@ impl<'a> Scan<'a> {
     }
 
     fn status(&mut self) -> Option<MetaStatus<'a>> {
-        let (mut id, mut status, mut timestamp) =
-            (Once::default(), Once::default(), Once::default());
-        let (mut recipient_id, mut recipient_user_id) = (Once::default(), Once::default());
-        let (mut participant, mut errors) = (Once::default(), Once::default());
-        self.object(|s, key| match key {
-            "id" => id.set(s.text()?),
-            "status" => status.set(s.text()?),
-            "timestamp" => timestamp.set(s.loose()?),
-            "recipient_id" => recipient_id.set(s.loose()?),
-            "recipient_user_id" => recipient_user_id.set(s.optional_text()?),
-            "recipient_participant_id" => participant.set(s.optional_text()?),
-            "errors" => errors.set(s.parsed::<Vec<Value>>()?),
-            _ => s.skip_value(),
-        })?;
-        Some(MetaStatus {
-            id: id.get()?,
-            status: status.get()?,
-            timestamp: timestamp.or_default(),
-            recipient_id: recipient_id.or_default(),
-            recipient_user_id: recipient_user_id.get().flatten(),
-            recipient_participant_id: participant.get().flatten(),
-            errors: errors.or_default(),
+        read_object!(self, |s| MetaStatus {
+            #[required]
+            id: "id" => s.text(),
+            #[required]
+            status: "status" => s.text(),
+            timestamp: "timestamp" => s.loose(),
+            recipient_id: "recipient_id" => s.loose(),
+            recipient_user_id: "recipient_user_id" => s.optional_text(),
+            recipient_participant_id: "recipient_participant_id" => s.optional_text(),
+            errors: "errors" => s.parsed::<Vec<Value>>(),
         })
     }
 
     fn error(&mut self) -> Option<MetaError<'a>> {
-        let (mut code, mut title, mut message) =
-            (Once::default(), Once::default(), Once::default());
-        self.object(|s, key| match key {
-            "code" => code.set(s.parsed::<Option<i64>>()?),
-            "title" => title.set(s.optional_text()?),
-            "message" => message.set(s.optional_text()?),
-            _ => s.skip_value(),
-        })?;
-        Some(MetaError {
-            code: code.get().flatten(),
-            title: title.get().flatten(),
-            message: message.get().flatten(),
+        read_object!(self, |s| MetaError {
+            code: "code" => s.parsed::<Option<i64>>(),
+            title: "title" => s.optional_text(),
+            message: "message" => s.optional_text(),
         })
     }
 
