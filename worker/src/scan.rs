@@ -309,38 +309,16 @@ impl<'a> Scan<'a> {
         match self.peek()? {
             b'"' => self.string().map(drop),
             b'{' => {
-                self.nest()?;
                 self.pos += 1;
-                if self.peek()? != b'}' {
-                    loop {
-                        self.string()?;
-                        self.expect(b':')?;
-                        self.skip_value()?;
-                        if self.peek()? != b',' {
-                            break;
-                        }
-                        self.pos += 1;
-                    }
-                }
-                self.expect(b'}')?;
-                self.depth -= 1;
-                Some(())
+                self.members(b'}', |s| {
+                    s.string()?;
+                    s.expect(b':')?;
+                    s.skip_value()
+                })
             }
             b'[' => {
-                self.nest()?;
                 self.pos += 1;
-                if self.peek()? != b']' {
-                    loop {
-                        self.skip_value()?;
-                        if self.peek()? != b',' {
-                            break;
-                        }
-                        self.pos += 1;
-                    }
-                }
-                self.expect(b']')?;
-                self.depth -= 1;
-                Some(())
+                self.members(b']', Scan::skip_value)
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -349,24 +327,37 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// An object, each key handed to `field` with the cursor at its value.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        self.expect(b'{')?;
+    /// The rest of an object or an array, from just after its opening bracket to its `close`,
+    /// one level deeper meanwhile: each member (an object's key, colon and value; an array's
+    /// element) read by `member`, members separated by commas.
+    fn members(
+        &mut self,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         self.nest()?;
-        if self.peek()? != b'}' {
+        if self.peek()? != close {
             loop {
-                let key = self.key()?;
-                self.expect(b':')?;
-                field(self, key)?;
+                member(self)?;
                 if self.peek()? != b',' {
                     break;
                 }
                 self.pos += 1;
             }
         }
-        self.expect(b'}')?;
+        self.expect(close)?;
         self.depth -= 1;
         Some(())
+    }
+
+    /// An object, each key handed to `field` with the cursor at its value.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.expect(b'{')?;
+        self.members(b'}', |s| {
+            let key = s.key()?;
+            s.expect(b':')?;
+            field(s, key)
+        })
     }
 
     /// An array's first element read by `element`, the rest checked and skipped (`First`).
