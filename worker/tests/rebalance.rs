@@ -112,17 +112,16 @@ impl Sink for GatedSink {
     }
 
     async fn write_batch(&self, events: &[Event]) -> Result<()> {
-        for event in events {
-            if self.closed.load(Ordering::SeqCst) {
-                self.refused.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                return Err(Error::SinkUnavailable {
-                    sink: "gated",
-                    reason: "gate closed".into(),
-                });
-            }
-            self.written.lock().unwrap().insert(event.id.clone());
+        if self.closed.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return Err(Error::SinkUnavailable {
+                sink: "gated",
+                reason: "gate closed".into(),
+            });
         }
+        let ids = events.iter().map(|event| event.id.clone());
+        self.written.lock().unwrap().extend(ids);
         Ok(())
     }
 }
