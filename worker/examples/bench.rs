@@ -382,10 +382,6 @@ impl Sink for LatencySink {
         self.inner.max_concurrent_batches()
     }
 
-    async fn write(&self, event: &Event) -> SinkResult<()> {
-        self.write_batch(std::slice::from_ref(event)).await
-    }
-
     async fn write_batch(&self, events: &[Event]) -> SinkResult<()> {
         self.inner.write_batch(events).await?;
         let now = now_ms();

@@ -82,6 +82,32 @@ impl<T> Once<T> {
     }
 }
 
+/// Reads an object into the struct `$ty` as serde's derive does, in `Scan`'s single pass:
+/// each listed key's value read into its field by its reader (with the `Scan` named `$s`), at
+/// most once; any other key checked and skipped. A missing key leaves its field's default
+/// (`#[serde(default)]`; for an `Option`, `None`), or declines for a `#[required]` field.
+/// Expands to the `Once` slots and the `match` on the key that one would write by hand.
+macro_rules! read_object {
+    ($scan:expr, |$s:ident| $ty:ident {
+        $($(#[$required:ident])? $field:ident: $key:literal => $read:expr,)*
+    }) => {{
+        $(let mut $field = Once::default();)*
+        $scan.object(|$s, key| match key {
+            $($key => $field.set($read?),)*
+            _ => $s.skip_value(),
+        })?;
+        Some($ty {
+            $($field: read_object!(@take $field $($required)?),)*
+        })
+    }};
+    (@take $field:ident) => {
+        $field.or_default()
+    };
+    (@take $field:ident required) => {
+        $field.get()?
+    };
+}
+
 /// What routing reads of one change: its field and, when present and not null, its value.
 type Change<'a> = (Text<'a>, Option<Box<MetaMessagesValue<'a>>>);
 
@@ -283,38 +309,16 @@ impl<'a> Scan<'a> {
         match self.peek()? {
             b'"' => self.string().map(drop),
             b'{' => {
-                self.nest()?;
                 self.pos += 1;
-                if self.peek()? != b'}' {
-                    loop {
-                        self.string()?;
-                        self.expect(b':')?;
-                        self.skip_value()?;
-                        if self.peek()? != b',' {
-                            break;
-                        }
-                        self.pos += 1;
-                    }
-                }
-                self.expect(b'}')?;
-                self.depth -= 1;
-                Some(())
+                self.members(b'}', |s| {
+                    s.string()?;
+                    s.expect(b':')?;
+                    s.skip_value()
+                })
             }
             b'[' => {
-                self.nest()?;
                 self.pos += 1;
-                if self.peek()? != b']' {
-                    loop {
-                        self.skip_value()?;
-                        if self.peek()? != b',' {
-                            break;
-                        }
-                        self.pos += 1;
-                    }
-                }
-                self.expect(b']')?;
-                self.depth -= 1;
-                Some(())
+                self.members(b']', Scan::skip_value)
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -323,24 +327,37 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// An object, each key handed to `field` with the cursor at its value.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        self.expect(b'{')?;
+    /// The rest of an object or an array, from just after its opening bracket to its `close`,
+    /// one level deeper meanwhile: each member (an object's key, colon and value; an array's
+    /// element) read by `member`, members separated by commas.
+    fn members(
+        &mut self,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         self.nest()?;
-        if self.peek()? != b'}' {
+        if self.peek()? != close {
             loop {
-                let key = self.key()?;
-                self.expect(b':')?;
-                field(self, key)?;
+                member(self)?;
                 if self.peek()? != b',' {
                     break;
                 }
                 self.pos += 1;
             }
         }
-        self.expect(b'}')?;
+        self.expect(close)?;
         self.depth -= 1;
         Some(())
+    }
+
+    /// An object, each key handed to `field` with the cursor at its value.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.expect(b'{')?;
+        self.members(b'}', |s| {
+            let key = s.key()?;
+            s.expect(b':')?;
+            field(s, key)
+        })
     }
 
     /// An array's first element read by `element`, the rest checked and skipped (`First`).
@@ -421,23 +438,12 @@ impl<'a> Scan<'a> {
     }
 
     fn messages_value(&mut self) -> Option<MetaMessagesValue<'a>> {
-        let mut metadata = Once::default();
-        let (mut contacts, mut messages) = (Once::default(), Once::default());
-        let (mut statuses, mut errors) = (Once::default(), Once::default());
-        self.object(|s, key| match key {
-            "metadata" => metadata.set(s.option(Scan::metadata)?),
-            "contacts" => contacts.set(s.first(Scan::contact)?),
-            "messages" => messages.set(s.first(Scan::message)?),
-            "statuses" => statuses.set(s.first(Scan::status)?),
-            "errors" => errors.set(s.first(Scan::error)?),
-            _ => s.skip_value(),
-        })?;
-        Some(MetaMessagesValue {
-            metadata: metadata.get().flatten(),
-            contacts: contacts.or_default(),
-            messages: messages.or_default(),
-            statuses: statuses.or_default(),
-            errors: errors.or_default(),
+        read_object!(self, |s| MetaMessagesValue {
+            metadata: "metadata" => s.option(Scan::metadata),
+            contacts: "contacts" => s.first(Scan::contact),
+            messages: "messages" => s.first(Scan::message),
+            statuses: "statuses" => s.first(Scan::status),
+            errors: "errors" => s.first(Scan::error),
         })
     }
 
@@ -459,28 +465,15 @@ impl<'a> Scan<'a> {
     }
 
     fn message(&mut self) -> Option<MetaMessage<'a>> {
-        let (mut id, mut from, mut from_user_id) =
-            (Once::default(), Once::default(), Once::default());
-        let (mut timestamp, mut message_type) = (Once::default(), Once::default());
-        let (mut group_id, mut text) = (Once::default(), Once::default());
-        self.object(|s, key| match key {
-            "id" => id.set(s.text()?),
-            "from" => from.set(s.loose()?),
-            "from_user_id" => from_user_id.set(s.optional_text()?),
-            "timestamp" => timestamp.set(s.loose()?),
-            "type" => message_type.set(s.optional_text()?),
-            "group_id" => group_id.set(s.optional_text()?),
-            "text" => text.set(s.option(Scan::message_text)?),
-            _ => s.skip_value(),
-        })?;
-        Some(MetaMessage {
-            id: id.get()?,
-            from: from.or_default(),
-            from_user_id: from_user_id.get().flatten(),
-            timestamp: timestamp.or_default(),
-            message_type: message_type.get().flatten(),
-            group_id: group_id.get().flatten(),
-            text: text.get().flatten(),
+        read_object!(self, |s| MetaMessage {
+            #[required]
+            id: "id" => s.text(),
+            from: "from" => s.loose(),
+            from_user_id: "from_user_id" => s.optional_text(),
+            timestamp: "timestamp" => s.loose(),
+            message_type: "type" => s.optional_text(),
+            group_id: "group_id" => s.optional_text(),
+            text: "text" => s.option(Scan::message_text),
         })
     }
 
@@ -490,44 +483,24 @@ impl<'a> Scan<'a> {
     }
 
     fn status(&mut self) -> Option<MetaStatus<'a>> {
-        let (mut id, mut status, mut timestamp) =
-            (Once::default(), Once::default(), Once::default());
-        let (mut recipient_id, mut recipient_user_id) = (Once::default(), Once::default());
-        let (mut participant, mut errors) = (Once::default(), Once::default());
-        self.object(|s, key| match key {
-            "id" => id.set(s.text()?),
-            "status" => status.set(s.text()?),
-            "timestamp" => timestamp.set(s.loose()?),
-            "recipient_id" => recipient_id.set(s.loose()?),
-            "recipient_user_id" => recipient_user_id.set(s.optional_text()?),
-            "recipient_participant_id" => participant.set(s.optional_text()?),
-            "errors" => errors.set(s.parsed::<Vec<Value>>()?),
-            _ => s.skip_value(),
-        })?;
-        Some(MetaStatus {
-            id: id.get()?,
-            status: status.get()?,
-            timestamp: timestamp.or_default(),
-            recipient_id: recipient_id.or_default(),
-            recipient_user_id: recipient_user_id.get().flatten(),
-            recipient_participant_id: participant.get().flatten(),
-            errors: errors.or_default(),
+        read_object!(self, |s| MetaStatus {
+            #[required]
+            id: "id" => s.text(),
+            #[required]
+            status: "status" => s.text(),
+            timestamp: "timestamp" => s.loose(),
+            recipient_id: "recipient_id" => s.loose(),
+            recipient_user_id: "recipient_user_id" => s.optional_text(),
+            recipient_participant_id: "recipient_participant_id" => s.optional_text(),
+            errors: "errors" => s.parsed::<Vec<Value>>(),
         })
     }
 
     fn error(&mut self) -> Option<MetaError<'a>> {
-        let (mut code, mut title, mut message) =
-            (Once::default(), Once::default(), Once::default());
-        self.object(|s, key| match key {
-            "code" => code.set(s.parsed::<Option<i64>>()?),
-            "title" => title.set(s.optional_text()?),
-            "message" => message.set(s.optional_text()?),
-            _ => s.skip_value(),
-        })?;
-        Some(MetaError {
-            code: code.get().flatten(),
-            title: title.get().flatten(),
-            message: message.get().flatten(),
+        read_object!(self, |s| MetaError {
+            code: "code" => s.parsed::<Option<i64>>(),
+            title: "title" => s.optional_text(),
+            message: "message" => s.optional_text(),
         })
     }
 

@@ -111,7 +111,7 @@ impl Sink for GatedSink {
         "gated"
     }
 
-    async fn write(&self, event: &Event) -> Result<()> {
+    async fn write_batch(&self, events: &[Event]) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -120,7 +120,8 @@ impl Sink for GatedSink {
                 reason: "gate closed".into(),
             });
         }
-        self.written.lock().unwrap().insert(event.id.clone());
+        let ids = events.iter().map(|event| event.id.clone());
+        self.written.lock().unwrap().extend(ids);
         Ok(())
     }
 }
@@ -241,12 +242,14 @@ impl Sink for HangingSink {
         "hanging"
     }
 
-    async fn write(&self, event: &Event) -> Result<()> {
-        if self.hang.contains(&event.id) && self.hung.lock().unwrap().insert(event.id.clone()) {
-            let _abandoned = LogOnDrop(self.log.clone(), format!("abandoned {}", event.id));
-            std::future::pending::<()>().await;
+    async fn write_batch(&self, events: &[Event]) -> Result<()> {
+        for event in events {
+            if self.hang.contains(&event.id) && self.hung.lock().unwrap().insert(event.id.clone()) {
+                let _abandoned = LogOnDrop(self.log.clone(), format!("abandoned {}", event.id));
+                std::future::pending::<()>().await;
+            }
+            self.log.lock().unwrap().push(format!("wrote {}", event.id));
         }
-        self.log.lock().unwrap().push(format!("wrote {}", event.id));
         Ok(())
     }
 }

@@ -48,13 +48,9 @@ pub fn is_transient(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
-#[async_trait::async_trait]
-impl Sink for HttpSink {
-    fn name(&self) -> &'static str {
-        SINK
-    }
-
-    async fn write(&self, event: &Event) -> Result<()> {
+impl HttpSink {
+    /// POSTs one event.
+    async fn post(&self, event: &Event) -> Result<()> {
         let response = self
             .client
             .post(&self.url)
@@ -105,6 +101,20 @@ impl Sink for HttpSink {
                 reason: format!("{status}: {}", body.chars().take(200).collect::<String>()),
             })
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for HttpSink {
+    fn name(&self) -> &'static str {
+        SINK
+    }
+
+    async fn write_batch(&self, events: &[Event]) -> Result<()> {
+        for event in events {
+            self.post(event).await?;
+        }
+        Ok(())
     }
 }
 

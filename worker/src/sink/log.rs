@@ -97,10 +97,6 @@ impl Sink for LogSink {
         let _ = lock(&self.out).flush();
     }
 
-    async fn write(&self, event: &Event) -> Result<()> {
-        self.write_batch(std::slice::from_ref(event)).await
-    }
-
     fn max_batch(&self) -> usize {
         MAX_BATCH
     }

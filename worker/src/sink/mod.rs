@@ -4,7 +4,7 @@
 //!
 //! The worker hands a sink the ready events at once (at most [`Sink::max_batch`], each user's
 //! in order): a sink that can writes them all or none, in order, in one transaction
-//! ([`Sink::write_batch`]); one that cannot keeps the default, which writes them one by one.
+//! ([`Sink::write_batch`]); one that cannot writes them one by one.
 //!
 //! `sqlite` is the local-mode sink: the postgres tables in one file.
 
@@ -29,8 +29,10 @@ pub trait Sink: Send + Sync + 'static {
     /// A short name for logs and metrics.
     fn name(&self) -> &'static str;
 
-    /// Writes one event. Must be idempotent for the same [`Event::id`].
-    async fn write(&self, event: &Event) -> Result<()>;
+    /// Writes one event: a batch of one. Must be idempotent for the same [`Event::id`].
+    async fn write(&self, event: &Event) -> Result<()> {
+        self.write_batch(std::slice::from_ref(event)).await
+    }
 
     /// Most events the worker hands [`Sink::write_batch`] at once; 1 (the default) means the
     /// sink only ever sees one event per call, as many calls in flight as `--concurrency`.
@@ -48,14 +50,9 @@ pub trait Sink: Send + Sync + 'static {
     /// Writes several events (one user's in the order given; a sink must keep it, as one
     /// transaction in order does): all of them, or (on an error) possibly only
     /// some, so a retry writes them all again (idempotently). On an error that is an event's
-    /// fault the worker writes the batch's events one by one to find whose it is. The default
-    /// writes them one by one, in order.
-    async fn write_batch(&self, events: &[Event]) -> Result<()> {
-        for event in events {
-            self.write(event).await?;
-        }
-        Ok(())
-    }
+    /// fault the worker writes the batch's events one by one to find whose it is. A sink that
+    /// cannot write several at once writes them one by one, in order.
+    async fn write_batch(&self, events: &[Event]) -> Result<()>;
 
     /// Makes everything written so far durable. The worker calls it before it stores offsets
     /// for the auto-commit and before it commits on a hand-over or at shutdown, so an event

@@ -261,10 +261,6 @@ impl Sink for PostgresSink {
         SINK
     }
 
-    async fn write(&self, event: &Event) -> Result<()> {
-        self.write_batch(std::slice::from_ref(event)).await
-    }
-
     fn max_batch(&self) -> usize {
         MAX_BATCH
     }

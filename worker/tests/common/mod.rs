@@ -550,20 +550,22 @@ impl Sink for RecordingSink {
         "recording"
     }
 
-    async fn write(&self, event: &Event) -> wapipe_worker::Result<()> {
-        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_running.fetch_max(now, Ordering::SeqCst);
-        // Uneven write times, so that a scheduler that reorders would show it.
-        let spread = event.id.bytes().map(u64::from).sum::<u64>() % 7;
-        tokio::time::sleep(Duration::from_millis(spread)).await;
-        self.order
-            .lock()
-            .unwrap()
-            .entry(event.user_key.clone())
-            .or_default()
-            .push(event.id.clone());
-        self.running.fetch_sub(1, Ordering::SeqCst);
-        self.writes.fetch_add(1, Ordering::SeqCst);
+    async fn write_batch(&self, events: &[Event]) -> wapipe_worker::Result<()> {
+        for event in events {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_running.fetch_max(now, Ordering::SeqCst);
+            // Uneven write times, so that a scheduler that reorders would show it.
+            let spread = event.id.bytes().map(u64::from).sum::<u64>() % 7;
+            tokio::time::sleep(Duration::from_millis(spread)).await;
+            self.order
+                .lock()
+                .unwrap()
+                .entry(event.user_key.clone())
+                .or_default()
+                .push(event.id.clone());
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(())
     }
 }
