@@ -361,7 +361,7 @@ def worker_stages(args: argparse.Namespace, brokers: str, state: Path, services:
 
 # The buffer settings the backlog's peak RSS is measured with: (label, bench environment).
 RSS_SETTINGS = [
-    ("--max-buffered 4000 (default; the prefetch it sets: 10,000 messages a partition, 16,000 KiB)", {"WAPIPE_BENCH_MAX_BUFFERED": "4000"}),
+    ("--max-buffered 4000 (the log and postgres sinks' default; the prefetch it sets: 10,000 messages a partition, 16,000 KiB)", {"WAPIPE_BENCH_MAX_BUFFERED": "4000"}),
     ("--max-buffered 1000 (prefetch 2,500 messages a partition, 4,096 KiB)", {"WAPIPE_BENCH_MAX_BUFFERED": "1000"}),
     (
         "--max-buffered 4000 with librdkafka's own prefetch defaults (100,000 messages a partition, 64 MiB)",

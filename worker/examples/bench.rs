@@ -9,7 +9,7 @@
 //! `produce,raw,log,postgres,sqlite`) picks the stages, e.g. `log` alone under a profiler.
 //! `WAPIPE_BENCH_TOPIC` names an existing topic (e.g. filled through the ingress by `wapipe
 //! send`) holding `events` records, to read instead of a new one; `produce` then adds to it.
-//! `WAPIPE_BENCH_MAX_BUFFERED` overrides the worker's buffer (default `DEFAULT_MAX_BUFFERED`) and
+//! `WAPIPE_BENCH_MAX_BUFFERED` overrides the worker's buffer (default: derived from the sink, `default_max_buffered`) and
 //! `WAPIPE_BENCH_KAFKA_OPTIONS` adds raw librdkafka options (`key=value,...`, as
 //! `WAPIPE_KAFKA_OPTIONS`), e.g. librdkafka's own prefetch defaults for a before/after.
 //! The `e2e` stage runs the postgres sink on the topic until `events` events are written, and
@@ -130,8 +130,8 @@ async fn worker_rate(
     sink: SharedSink,
 ) -> anyhow::Result<f64> {
     let max_buffered = match std::env::var("WAPIPE_BENCH_MAX_BUFFERED") {
-        Ok(value) => value.parse()?,
-        Err(_) => wapipe_worker::DEFAULT_MAX_BUFFERED,
+        Ok(value) => Some(value.parse()?),
+        Err(_) => None,
     };
     let settings = WorkerSettings {
         max_buffered,

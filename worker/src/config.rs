@@ -8,12 +8,6 @@ use wapipe_core::kafka::{KafkaArgs, TopicNames};
 
 use crate::sink::SinkKind;
 
-/// Events a worker holds (received and not finished) by default. The buffer holds the
-/// PostgreSQL sink's four batches of 500 in flight and as much again: a user's next events
-/// wait while one of theirs is in flight, so with only the batches in flight buffered, the next
-/// batch gathered from the few users not in flight (half-full batches, twice the commits).
-pub const DEFAULT_MAX_BUFFERED: usize = 4000;
-
 /// Consumes the raw topic and writes events to a sink; also replays dead letters.
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -146,12 +140,14 @@ pub struct RunArgs {
     #[arg(long, env = "WAPIPE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
 
-    /// Events received but not finished before fetching pauses. Also sizes librdkafka's
-    /// prefetch: two and a half times as many messages a partition and 4 KiB an event (at
-    /// least 1,000 and 4 MiB, at most librdkafka's defaults), unless WAPIPE_KAFKA_OPTIONS sets
-    /// it.
-    #[arg(long, env = "WAPIPE_MAX_BUFFERED", default_value_t = DEFAULT_MAX_BUFFERED)]
-    pub max_buffered: usize,
+    /// Events received but not finished before fetching pauses. By default twice what the sink
+    /// writes at once (its batch size times the batches it takes in flight, at most
+    /// --concurrency), at least 1,000 and at most 4,000: 4,000 for postgres (4 connections of
+    /// 500), sqlite and log, 1,000 for http. Also sizes librdkafka's prefetch: two and a half
+    /// times as many messages a partition and 4 KiB an event (at least 1,000 and 4 MiB, at
+    /// most librdkafka's defaults), unless WAPIPE_KAFKA_OPTIONS sets it.
+    #[arg(long, env = "WAPIPE_MAX_BUFFERED")]
+    pub max_buffered: Option<usize>,
 
     /// First backoff between attempts; doubles per attempt up to --max-backoff.
     #[arg(long, env = "WAPIPE_RETRY_BACKOFF", default_value = "200ms", value_parser = humantime::parse_duration)]

@@ -21,7 +21,6 @@ use wapipe_core::error::Causes;
 use wapipe_core::time::now_ms;
 
 pub use config::Cli;
-pub use config::DEFAULT_MAX_BUFFERED;
 pub use error::{Error, Result};
 pub use worker::{Spawned, Worker, WorkerSettings};
 
@@ -65,7 +64,7 @@ fn settings(args: &RunArgs) -> WorkerSettings {
     WorkerSettings {
         max_attempts: args.max_attempts,
         concurrency: args.concurrency as usize,
-        max_buffered: args.max_buffered.max(1),
+        max_buffered: args.max_buffered.map(|events| events.max(1)),
         retry_backoff: args.retry_backoff,
         max_backoff: args.max_backoff,
         drain_timeout: args.drain_timeout,

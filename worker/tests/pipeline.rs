@@ -36,7 +36,7 @@ async fn events_of_one_user_are_written_in_order_while_users_of_one_partition_ru
     let sink = Arc::new(RecordingSink::default());
     // A small buffer makes the worker pause and resume fetching many times along the way.
     let settings = WorkerSettings {
-        max_buffered: 20,
+        max_buffered: Some(20),
         ..setup.settings()
     };
     let running = start(settings, sink.clone());

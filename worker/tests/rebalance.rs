@@ -153,7 +153,7 @@ async fn paused_partitions_keep_flowing_after_a_worker_joins_and_leaves_and_the_
     sink.closed.store(true, Ordering::SeqCst);
     let max_buffered = 16;
     let settings = WorkerSettings {
-        max_buffered,
+        max_buffered: Some(max_buffered),
         concurrency: 4,
         drain_timeout: Duration::from_secs(2),
         retry_backoff: Duration::from_millis(20),

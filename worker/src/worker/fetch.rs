@@ -9,12 +9,36 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The fewest and the most events buffered by default ([`default_max_buffered`]).
+pub const DEFAULT_BUFFER_BOUNDS: (usize, usize) = (1_000, 4_000);
+
+/// Events a worker buffers (received and not finished) unless told: twice what the sink writes
+/// at once, `max_batch` events a batch and `max_concurrent_batches` batches in flight (at most
+/// `concurrency`), within [`DEFAULT_BUFFER_BOUNDS`]. A user's next events wait while one of
+/// theirs is being written; with only what is in flight buffered, the next batch could gather
+/// only from the few users with nothing in flight, and a database sink committed half-full
+/// batches (PostgreSQL: four connections of 500, about 265 events a batch with 2,000 buffered,
+/// 460 with 4,000; docs/benchmarks.md). The upper bound keeps the memory a worker holds for a
+/// sink that takes many batches at once (the log sink) at what the PostgreSQL sink holds.
+pub fn default_max_buffered(
+    max_batch: usize,
+    max_concurrent_batches: usize,
+    concurrency: usize,
+) -> usize {
+    let in_flight = max_batch
+        .max(1)
+        .saturating_mul(max_concurrent_batches.clamp(1, concurrency.max(1)));
+    let (least, most) = DEFAULT_BUFFER_BOUNDS;
+    in_flight.saturating_mul(2).clamp(least, most)
+}
+
 /// librdkafka's prefetch for a buffer of `max_buffered` events: `queued.min.messages` (per
 /// partition) two and a half times the buffer and `queued.max.messages.kbytes` 4 KiB per
 /// buffered event, each within bounds (librdkafka's own defaults, 100,000 messages and 64 MiB,
 /// are the upper ones). So `--max-buffered` bounds what a worker holds when it reads a
-/// backlog: the default 4,000 gives 10,000 messages and 16,000 KiB, which drained a backlog as
-/// fast as librdkafka's defaults and peaked 60 MiB lower (docs/benchmarks.md).
+/// backlog: a buffer of 4,000 (the most by default) gives 10,000 messages and 16,000 KiB,
+/// which drained a backlog as fast as librdkafka's defaults and peaked 60 MiB lower
+/// (docs/benchmarks.md).
 pub(super) fn prefetch(max_buffered: usize) -> Prefetch {
     Prefetch {
         messages: (max_buffered.saturating_mul(5) / 2).clamp(1_000, 100_000),
@@ -92,13 +116,32 @@ mod tests {
 
     #[test]
     fn the_prefetch_follows_the_buffer_within_librdkafkas_bounds() {
-        let default = prefetch(crate::config::DEFAULT_MAX_BUFFERED);
+        let default = prefetch(DEFAULT_BUFFER_BOUNDS.1);
         assert_eq!((default.messages, default.kbytes), (10_000, 16_000));
         let small = prefetch(10);
         assert_eq!((small.messages, small.kbytes), (1_000, 4_096));
         let large = prefetch(1_000_000);
         assert_eq!((large.messages, large.kbytes), (100_000, 65_536));
         assert_eq!(prefetch(usize::MAX), large);
+    }
+
+    #[test]
+    fn the_default_buffer_is_twice_what_the_sink_writes_at_once_within_bounds() {
+        // postgres: 4 connections of 500.
+        assert_eq!(default_max_buffered(500, 4, 16), 4_000);
+        // 2 connections: the window's double.
+        assert_eq!(default_max_buffered(500, 2, 16), 2_000);
+        // --concurrency caps the batches in flight.
+        assert_eq!(default_max_buffered(500, 4, 1), 1_000);
+        // Many batches at once (log, sqlite): the upper bound.
+        assert_eq!(default_max_buffered(1024, usize::MAX, 16), 4_000);
+        assert_eq!(
+            default_max_buffered(usize::MAX, usize::MAX, usize::MAX),
+            4_000
+        );
+        // One event a write (http): the lower bound.
+        assert_eq!(default_max_buffered(1, usize::MAX, 16), 1_000);
+        assert_eq!(default_max_buffered(0, 0, 0), 1_000);
     }
 
     #[test]

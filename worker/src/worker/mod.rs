@@ -32,6 +32,7 @@ use crate::route::Incoming;
 use crate::sink::SharedSink;
 
 pub use self::dead_letter::dead_letter_headers;
+pub use self::fetch::{default_max_buffered, DEFAULT_BUFFER_BOUNDS};
 use self::fetch::{fetch_decision, FetchChange};
 pub use self::offsets::is_nothing_to_commit;
 use self::offsets::{commit, ownership, queue_key, Job, Ownership, PartitionSlot, State};
@@ -48,8 +49,9 @@ pub struct WorkerSettings {
     pub max_attempts: u32,
     /// Sink writes in flight at a time (each a batch of up to the sink's `max_batch` events).
     pub concurrency: usize,
-    /// Events received and not finished before the worker stops taking records.
-    pub max_buffered: usize,
+    /// Events received and not finished before the worker stops taking records; `None`: twice
+    /// what the sink writes at once, within bounds ([`default_max_buffered`]).
+    pub max_buffered: Option<usize>,
     pub retry_backoff: Duration,
     pub max_backoff: Duration,
     pub drain_timeout: Duration,
@@ -71,7 +73,7 @@ impl WorkerSettings {
             group: group.into(),
             max_attempts: 3,
             concurrency: 16,
-            max_buffered: crate::config::DEFAULT_MAX_BUFFERED,
+            max_buffered: None,
             retry_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(20),
@@ -228,7 +230,14 @@ impl Worker {
             // the drain rate with the log sink (docs/benchmarks.md).
             ("fetch.queue.backoff.ms", "20"),
         ];
-        let prefetch = fetch::prefetch(settings.max_buffered);
+        let max_buffered = settings.max_buffered.unwrap_or_else(|| {
+            default_max_buffered(
+                shared.sink.max_batch(),
+                shared.sink.max_concurrent_batches(),
+                settings.concurrency,
+            )
+        });
+        let prefetch = fetch::prefetch(max_buffered);
         let (messages, kbytes) = (prefetch.messages.to_string(), prefetch.kbytes.to_string());
         defaults.push(("queued.min.messages", &messages));
         defaults.push(("queued.max.messages.kbytes", &kbytes));
@@ -255,7 +264,7 @@ impl Worker {
         consumer.subscribe(&[&settings.topic])?;
         self.health.set_consuming(true);
         self.health.set_sink_available(true);
-        tracing::info!(topic = %settings.topic, group = %settings.group, "consuming");
+        tracing::info!(topic = %settings.topic, group = %settings.group, max_buffered, "consuming");
 
         let topic: Arc<str> = Arc::from(settings.topic.as_str());
         let mut full_since: Option<tokio::time::Instant> = None;
@@ -286,7 +295,7 @@ impl Worker {
             };
             let decision = fetch_decision(
                 buffered,
-                settings.max_buffered,
+                max_buffered,
                 was_paused,
                 full_since,
                 tokio::time::Instant::now(),
@@ -320,7 +329,7 @@ impl Worker {
                     Ok(message) => {
                         // The records already waiting in the queue come along, as many as the
                         // buffer has room for, so the bookkeeping is done once per batch.
-                        let room = settings.max_buffered.saturating_sub(buffered).clamp(1, MAX_BATCH);
+                        let room = max_buffered.saturating_sub(buffered).clamp(1, MAX_BATCH);
                         let mut received_at = shared.rebalances.load(Ordering::Acquire);
                         // Sized for all of them (at most MAX_BATCH): growing it copied each record.
                         let mut batch = Vec::with_capacity(room);
