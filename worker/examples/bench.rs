@@ -9,9 +9,10 @@
 //! `produce,raw,log,postgres,sqlite`) picks the stages, e.g. `log` alone under a profiler.
 //! `WAPIPE_BENCH_TOPIC` names an existing topic (e.g. filled through the ingress by `wapipe
 //! send`) holding `events` records, to read instead of a new one; `produce` then adds to it.
-//! `WAPIPE_BENCH_MAX_BUFFERED` overrides the worker's buffer (default: derived from the sink, `default_max_buffered`) and
-//! `WAPIPE_BENCH_KAFKA_OPTIONS` adds raw librdkafka options (`key=value,...`, as
-//! `WAPIPE_KAFKA_OPTIONS`), e.g. librdkafka's own prefetch defaults for a before/after.
+//! `WAPIPE_BENCH_MAX_BUFFERED` overrides the worker's buffer (by default derived from the sink,
+//! `default_max_buffered`) and `WAPIPE_BENCH_KAFKA_OPTIONS` adds raw librdkafka options
+//! (`key=value,...`, as `WAPIPE_KAFKA_OPTIONS`), e.g. librdkafka's own prefetch defaults for a
+//! before/after.
 //! The `e2e` stage runs the postgres sink on the topic until `events` events are written, and
 //! prints the p50/p99 from the ingress receiving each event to its row being committed, beside
 //! the same from the ingress to a plain consumer having the record (the part before the
