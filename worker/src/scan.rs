@@ -112,8 +112,9 @@ macro_rules! read_object {
 type Change<'a> = (Text<'a>, Option<Box<MetaMessagesValue<'a>>>);
 
 /// How many bytes at the start of `bytes` a string scan can pass over (or a JSON writer copy
-/// as they are): up to the first quote, backslash or control character. Eight bytes at a time (a byte equal to `c` is a zero byte
-/// of `v ^ c`; the lowest flagged byte of each test is always a true match).
+/// as they are): up to the first quote, backslash or control character. Eight bytes at a time
+/// (a byte equal to `c` is a zero byte of `v ^ c`; the lowest flagged byte of each test is
+/// always a true match).
 pub(crate) fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
