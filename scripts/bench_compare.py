@@ -175,6 +175,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--worker-events", type=int, default=120000, help="events for the worker comparison (through the ingress)")
     parser.add_argument("--rss-events", type=int, default=1000000, help="backlog for the worker's peak RSS (0 = skip)")
+    parser.add_argument("--steady-events", type=int, default=1000000, help="events (through the ingress, the same mix) for the raw consumer and the log sink draining a long backlog (0 = skip)")
     parser.add_argument("--skip-worker", action="store_true")
     parser.add_argument("--skip-callgrind", action="store_true", help="skip the instructions-per-event stage (valgrind)")
     parser.add_argument("--kafka-port", type=int, default=0, help="port of the private broker (its controller uses port + 1; default: a free one)")
@@ -338,6 +339,20 @@ def worker_stages(args: argparse.Namespace, brokers: str, state: Path, services:
     )
     out["python"] = peer
 
+    # The raw consumer drains the table's backlog in a fraction of a second, where start-up
+    # weighs on the worker; the same two on a backlog long enough for a steady rate.
+    if args.steady_events:
+        steady_topic = "bench_steady"
+        run([wapipe, "topics", "create", "--kafka-brokers", brokers, "--topic", steady_topic, "--partitions", "12"])
+        ingress, url = start_ingress(args, brokers, steady_topic, state, services)
+        sent = send(args, url, max(1, args.steady_events // 10))
+        ingress.stop()
+        services.remove(ingress)
+        steady = int(figure(r"events\s+(\d+) acknowledged", sent) or 0)
+        if steady:
+            steady_env = {"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": steady_topic}
+            out["steady"] = (steady, run([bench, str(steady), "12"], env={**steady_env, "WAPIPE_BENCH_STAGES": "raw,log"}, timeout=1200))
+
     # End to end at half (and a quarter of) the worker's PostgreSQL rate, one ingress and one
     # worker, each on a topic of its own.
     pg_rate = figure(r"worker, postgres sink \(synchronous commit\):\s+([\d.]+)", str(out["bench"])) or 1000.0
@@ -441,6 +456,12 @@ def print_worker(w: dict[str, object]) -> None:
     print(f"| Python worker (confluent-kafka + psycopg2, 500 rows per transaction, idempotent upserts) | {fmt(py)} | 1 |")
     print(f"| ceiling: the same rows by COPY, one client, one transaction | {fmt(copy)} | |")
     print(f"| wapipe-worker, SQLite sink | {fmt(lite)} | |")
+    if "steady" in w:
+        steady, text = w["steady"]
+        steady_raw = figure(r"raw rdkafka consumer:\s+([\d.]+)", str(text))
+        steady_log = figure(r"worker, log sink:\s+([\d.]+)", str(text))
+        print()
+        print(f"The same two on a longer backlog, {steady:,} events of the same mix (the raw consumer drains the table's in about {w['events'] / raw:.2f} s, where the worker's start-up weighs): raw rdkafka consumer {fmt(steady_raw)} events/s, log sink {fmt(steady_log)} events/s, **{ratio(steady_log, steady_raw)}** of the raw consumer" if raw else "")
     if "callgrind" in w:
         cg = w["callgrind"]
         print()
