@@ -313,20 +313,27 @@ def send(args: argparse.Namespace, url: str, requests: int, rate: float | None =
     return run(argv)
 
 
+def fill_through_ingress(args: argparse.Namespace, brokers: str, topic: str, state: Path, services: list[Service], events: int) -> int:
+    """Creates `topic` and sends about `events` events (10 a POST) through an ingress of its own;
+    returns how many were acknowledged."""
+    run([str(args.bin_dir / "wapipe"), "topics", "create", "--kafka-brokers", brokers, "--topic", topic, "--partitions", "12"])
+    ingress, url = start_ingress(args, brokers, topic, state, services)
+    sent = send(args, url, max(1, events // 10))
+    ingress.stop()
+    services.remove(ingress)
+    acknowledged = int(figure(r"events\s+(\d+) acknowledged", sent) or 0)
+    if acknowledged == 0:
+        raise SystemExit(f"bench: no event reached {topic}:\n{sent}")
+    return acknowledged
+
+
 def worker_stages(args: argparse.Namespace, brokers: str, state: Path, services: list[Service]) -> dict[str, object]:
     """Stages 4-6. Each consumer drains the same topic from the start in a group of its own."""
     bench = str(args.bin_dir / "examples" / "bench")
     wapipe = str(args.bin_dir / "wapipe")
     out: dict[str, object] = {}
     topic = "bench_worker"
-    run([wapipe, "topics", "create", "--kafka-brokers", brokers, "--topic", topic, "--partitions", "12"])
-    ingress, url = start_ingress(args, brokers, topic, state, services)
-    sent = send(args, url, max(1, args.worker_events // 10))
-    ingress.stop()
-    services.remove(ingress)
-    events = int(figure(r"events\s+(\d+) acknowledged", sent) or 0)
-    if events == 0:
-        raise SystemExit(f"bench: no event reached the worker topic:\n{sent}")
+    events = fill_through_ingress(args, brokers, topic, state, services, args.worker_events)
     out["events"] = events
     env = {"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": topic, "WAPIPE_BENCH_DATABASE_URL": args.database_url}
     out["bench"] = run([bench, str(events), "12"], env={**env, "WAPIPE_BENCH_STAGES": "raw,log,postgres,sqlite"}, timeout=1200)
@@ -339,19 +346,13 @@ def worker_stages(args: argparse.Namespace, brokers: str, state: Path, services:
     )
     out["python"] = peer
 
-    # The raw consumer drains the table's backlog in a fraction of a second, where start-up
-    # weighs on the worker; the same two on a backlog long enough for a steady rate.
+    # The raw consumer drains the table's backlog in a fraction of a second, so its figure
+    # there is mostly how fast it starts; the same two on a backlog long enough for a steady rate.
     if args.steady_events:
         steady_topic = "bench_steady"
-        run([wapipe, "topics", "create", "--kafka-brokers", brokers, "--topic", steady_topic, "--partitions", "12"])
-        ingress, url = start_ingress(args, brokers, steady_topic, state, services)
-        sent = send(args, url, max(1, args.steady_events // 10))
-        ingress.stop()
-        services.remove(ingress)
-        steady = int(figure(r"events\s+(\d+) acknowledged", sent) or 0)
-        if steady:
-            steady_env = {"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": steady_topic}
-            out["steady"] = (steady, run([bench, str(steady), "12"], env={**steady_env, "WAPIPE_BENCH_STAGES": "raw,log"}, timeout=1200))
+        steady = fill_through_ingress(args, brokers, steady_topic, state, services, args.steady_events)
+        steady_env = {"WAPIPE_TEST_BROKERS": brokers, "WAPIPE_BENCH_TOPIC": steady_topic}
+        out["steady"] = (steady, run([bench, str(steady), "12"], env={**steady_env, "WAPIPE_BENCH_STAGES": "raw,log"}, timeout=1200))
 
     # End to end at half (and a quarter of) the worker's PostgreSQL rate, one ingress and one
     # worker, each on a topic of its own.
@@ -461,7 +462,7 @@ def print_worker(w: dict[str, object]) -> None:
         steady_raw = figure(r"raw rdkafka consumer:\s+([\d.]+)", str(text))
         steady_log = figure(r"worker, log sink:\s+([\d.]+)", str(text))
         print()
-        print(f"The same two on a longer backlog, {steady:,} events of the same mix (the raw consumer drains the table's in about {w['events'] / raw:.2f} s, where the worker's start-up weighs): raw rdkafka consumer {fmt(steady_raw)} events/s, log sink {fmt(steady_log)} events/s, **{ratio(steady_log, steady_raw)}** of the raw consumer" if raw else "")
+        print(f"The same two on a longer backlog, {steady:,} events of the same mix (the raw consumer drains the table's in about {w['events'] / raw:.2f} s, so that figure is mostly how fast it starts): raw rdkafka consumer {fmt(steady_raw)} events/s, log sink {fmt(steady_log)} events/s, **{ratio(steady_log, steady_raw)}** of the raw consumer" if raw else "")
     if "callgrind" in w:
         cg = w["callgrind"]
         print()
