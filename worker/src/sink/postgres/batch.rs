@@ -4,9 +4,10 @@
 //! data-modifying CTEs, which PostgreSQL runs as one transaction: a batch is written whole or
 //! not at all, with one commit. A batch of one event is how a single event is written.
 //!
-//! Each table's columns, the array type each is bound as, the expression that stores it, and
-//! the conflict target are listed once, below ([`MESSAGES`], [`STATUSES`], [`EVENTS`],
-//! [`CURRENT_STATUS`]); the `*Rows` types bind the arrays in the same order.
+//! Each table's columns are listed once, below ([`MESSAGES`], [`STATUSES`], [`EVENTS`],
+//! [`CURRENT_STATUS`]): each column's name, the Rust type of its values, the array type it is
+//! bound as and the expression that stores it, then the conflict target. The statement's
+//! columns and the `*Rows` struct whose arrays are bound to them come from that one list.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -24,88 +25,114 @@ pub(super) struct Table {
     pub(super) on_conflict: &'static str,
 }
 
+/// Declares a table a batch writes: the [`Table`] the statement is built from, and the struct
+/// of its column arrays, bound in the same order. Each column: its name (the array's field
+/// too), the Rust type of one row's value, the array element type it is bound as, and the
+/// expression over the unnested column `b.<name>` that stores it. One list, so the statement's
+/// columns and the parameters bound to them cannot drift apart.
+macro_rules! table {
+    (
+        $(#[$doc:meta])*
+        $table:ident = $name:literal, $rows:ident {
+            $($column:ident: $value:ty as $kind:literal => $expr:expr,)*
+        }
+        on conflict $on_conflict:expr
+    ) => {
+        $(#[$doc])*
+        pub(super) const $table: Table = Table {
+            name: $name,
+            columns: &[$((stringify!($column), $kind, $expr),)*],
+            on_conflict: $on_conflict,
+        };
+
+        #[derive(Default)]
+        struct $rows<'a> {
+            $($column: Vec<$value>,)*
+        }
+
+        impl<'a> $rows<'a> {
+            /// Binds the column arrays, in the order of the table's columns.
+            fn bind<'s>(&'s self, params: &mut Vec<&'s (dyn ToSql + Sync)>) {
+                $(params.push(&self.$column);)*
+            }
+        }
+    };
+}
+
 /// When the ingress received the event (milliseconds since the epoch), as a timestamp: every
 /// table but the current status has it.
-const RECEIVED_AT: (&str, &str, &str) = (
-    "received_at",
-    "bigint",
-    "to_timestamp(b.received_at / 1000.0)",
-);
+const RECEIVED_AT: &str = "to_timestamp(b.received_at / 1000.0)";
 
 /// The event's own JSON, kept whole: every table but the current status has it.
-const RAW: (&str, &str, &str) = ("raw", "text", "b.raw::jsonb");
+const RAW: &str = "b.raw::jsonb";
 
-pub(super) const MESSAGES: Table = Table {
-    name: "wapipe_messages",
-    columns: &[
-        ("wamid", "text", "b.wamid"),
-        ("provider", "text", "b.provider"),
-        ("user_key", "text", "b.user_key"),
-        ("from_phone", "text", "b.from_phone"),
-        ("from_user_id", "text", "b.from_user_id"),
-        ("phone_number_id", "text", "b.phone_number_id"),
-        ("message_type", "text", "b.message_type"),
-        ("group_id", "text", "b.group_id"),
-        ("body", "text", "b.body"),
-        ("contact_name", "text", "b.contact_name"),
-        ("sent_at", "bigint", "to_timestamp(b.sent_at)"),
-        RECEIVED_AT,
-        RAW,
-    ],
-    on_conflict: "(wamid) DO NOTHING",
-};
+table! {
+    MESSAGES = "wapipe_messages", MessageRows {
+        wamid: &'a str as "text" => "b.wamid",
+        provider: &'a str as "text" => "b.provider",
+        user_key: &'a str as "text" => "b.user_key",
+        from_phone: Option<&'a str> as "text" => "b.from_phone",
+        from_user_id: Option<&'a str> as "text" => "b.from_user_id",
+        phone_number_id: Option<&'a str> as "text" => "b.phone_number_id",
+        message_type: &'a str as "text" => "b.message_type",
+        group_id: Option<&'a str> as "text" => "b.group_id",
+        body: Option<&'a str> as "text" => "b.body",
+        contact_name: Option<&'a str> as "text" => "b.contact_name",
+        sent_at: Option<i64> as "bigint" => "to_timestamp(b.sent_at)",
+        received_at: Option<i64> as "bigint" => RECEIVED_AT,
+        raw: &'a str as "text" => RAW,
+    }
+    on conflict "(wamid) DO NOTHING"
+}
 
-pub(super) const STATUSES: Table = Table {
-    name: "wapipe_statuses",
-    columns: &[
-        ("wamid", "text", "b.wamid"),
-        ("status", "text", "b.status"),
-        ("rank", "smallint", "b.rank"),
-        ("provider", "text", "b.provider"),
-        ("user_key", "text", "b.user_key"),
-        ("recipient_id", "text", "b.recipient_id"),
-        ("phone_number_id", "text", "b.phone_number_id"),
-        ("status_at", "bigint", "to_timestamp(b.status_at)"),
-        ("errors", "text", "b.errors::jsonb"),
-        RECEIVED_AT,
-        RAW,
-        ("participant", "text", "b.participant"),
-    ],
-    on_conflict: "(wamid, status, participant) DO NOTHING",
-};
+table! {
+    STATUSES = "wapipe_statuses", StatusRows {
+        wamid: &'a str as "text" => "b.wamid",
+        status: &'a str as "text" => "b.status",
+        rank: i16 as "smallint" => "b.rank",
+        provider: &'a str as "text" => "b.provider",
+        user_key: &'a str as "text" => "b.user_key",
+        recipient_id: Option<&'a str> as "text" => "b.recipient_id",
+        phone_number_id: Option<&'a str> as "text" => "b.phone_number_id",
+        status_at: Option<i64> as "bigint" => "to_timestamp(b.status_at)",
+        errors: Option<String> as "text" => "b.errors::jsonb",
+        received_at: Option<i64> as "bigint" => RECEIVED_AT,
+        raw: &'a str as "text" => RAW,
+        participant: &'a str as "text" => "b.participant",
+    }
+    on conflict "(wamid, status, participant) DO NOTHING"
+}
 
-pub(super) const EVENTS: Table = Table {
-    name: "wapipe_events",
-    columns: &[
-        ("event_id", "text", "b.event_id"),
-        ("kind", "text", "b.kind"),
-        ("provider", "text", "b.provider"),
-        ("field", "text", "b.field"),
-        ("user_key", "text", "b.user_key"),
-        ("error_code", "bigint", "b.error_code"),
-        ("error_title", "text", "b.error_title"),
-        RECEIVED_AT,
-        RAW,
-    ],
-    on_conflict: "(event_id) DO NOTHING",
-};
+table! {
+    EVENTS = "wapipe_events", EventRows {
+        event_id: &'a str as "text" => "b.event_id",
+        kind: &'a str as "text" => "b.kind",
+        provider: &'a str as "text" => "b.provider",
+        field: Option<&'a str> as "text" => "b.field",
+        user_key: &'a str as "text" => "b.user_key",
+        error_code: Option<i64> as "bigint" => "b.error_code",
+        error_title: Option<&'a str> as "text" => "b.error_title",
+        received_at: Option<i64> as "bigint" => RECEIVED_AT,
+        raw: &'a str as "text" => RAW,
+    }
+    on conflict "(event_id) DO NOTHING"
+}
 
-/// The current status per wamid: only moves up in rank (`failed` ranks highest). `ON CONFLICT DO
-/// UPDATE` may not touch a row twice in one statement, so a batch brings at most one row per
-/// wamid ([`current_statuses`]).
-pub(super) const CURRENT_STATUS: Table = Table {
-    name: "wapipe_message_status",
-    columns: &[
-        ("wamid", "text", "b.wamid"),
-        ("status", "text", "b.status"),
-        ("rank", "smallint", "b.rank"),
-        ("status_at", "bigint", "to_timestamp(b.status_at)"),
-    ],
-    on_conflict: "(wamid) DO UPDATE
+table! {
+    /// The current status per wamid: only moves up in rank (`failed` ranks highest). `ON
+    /// CONFLICT DO UPDATE` may not touch a row twice in one statement, so a batch brings at most
+    /// one row per wamid ([`current_statuses`]).
+    CURRENT_STATUS = "wapipe_message_status", CurrentRows {
+        wamid: &'a str as "text" => "b.wamid",
+        status: &'a str as "text" => "b.status",
+        rank: i16 as "smallint" => "b.rank",
+        status_at: Option<i64> as "bigint" => "to_timestamp(b.status_at)",
+    }
+    on conflict "(wamid) DO UPDATE
     SET status = excluded.status, rank = excluded.rank, status_at = excluded.status_at,
         updated_at = now()
-    WHERE excluded.rank > current.rank",
-};
+    WHERE excluded.rank > current.rank"
+}
 
 /// The batch statement: messages, statuses and other events inserted in CTEs, then the
 /// current statuses upserted; parameters are the tables' column arrays in that order.
@@ -180,60 +207,6 @@ pub(super) struct BatchRows<'a> {
     current: CurrentRows<'a>,
 }
 
-#[derive(Default)]
-struct MessageRows<'a> {
-    wamid: Vec<&'a str>,
-    provider: Vec<&'a str>,
-    user_key: Vec<&'a str>,
-    from_phone: Vec<Option<&'a str>>,
-    from_user_id: Vec<Option<&'a str>>,
-    phone_number_id: Vec<Option<&'a str>>,
-    message_type: Vec<&'a str>,
-    group_id: Vec<Option<&'a str>>,
-    body: Vec<Option<&'a str>>,
-    contact_name: Vec<Option<&'a str>>,
-    sent_at: Vec<Option<i64>>,
-    received_at: Vec<Option<i64>>,
-    raw: Vec<&'a str>,
-}
-
-#[derive(Default)]
-struct StatusRows<'a> {
-    wamid: Vec<&'a str>,
-    status: Vec<&'a str>,
-    rank: Vec<i16>,
-    provider: Vec<&'a str>,
-    user_key: Vec<&'a str>,
-    recipient_id: Vec<Option<&'a str>>,
-    phone_number_id: Vec<Option<&'a str>>,
-    status_at: Vec<Option<i64>>,
-    errors: Vec<Option<String>>,
-    received_at: Vec<Option<i64>>,
-    raw: Vec<&'a str>,
-    participant: Vec<&'a str>,
-}
-
-#[derive(Default)]
-struct EventRows<'a> {
-    event_id: Vec<&'a str>,
-    kind: Vec<&'a str>,
-    provider: Vec<&'a str>,
-    field: Vec<Option<&'a str>>,
-    user_key: Vec<&'a str>,
-    error_code: Vec<Option<i64>>,
-    error_title: Vec<Option<&'a str>>,
-    received_at: Vec<Option<i64>>,
-    raw: Vec<&'a str>,
-}
-
-#[derive(Default)]
-struct CurrentRows<'a> {
-    wamid: Vec<&'a str>,
-    status: Vec<&'a str>,
-    rank: Vec<i16>,
-    status_at: Vec<Option<i64>>,
-}
-
 impl<'a> BatchRows<'a> {
     pub(super) fn new(events: &'a [Event]) -> BatchRows<'a> {
         let mut rows = BatchRows::default();
@@ -299,54 +272,11 @@ impl<'a> BatchRows<'a> {
 
     /// The statement's parameters, in the order of the tables' columns.
     pub(super) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        let m = &self.messages;
-        let s = &self.statuses;
-        let e = &self.events;
-        let c = &self.current;
-        let params: Vec<&(dyn ToSql + Sync)> = vec![
-            // MESSAGES
-            &m.wamid,
-            &m.provider,
-            &m.user_key,
-            &m.from_phone,
-            &m.from_user_id,
-            &m.phone_number_id,
-            &m.message_type,
-            &m.group_id,
-            &m.body,
-            &m.contact_name,
-            &m.sent_at,
-            &m.received_at,
-            &m.raw,
-            // STATUSES
-            &s.wamid,
-            &s.status,
-            &s.rank,
-            &s.provider,
-            &s.user_key,
-            &s.recipient_id,
-            &s.phone_number_id,
-            &s.status_at,
-            &s.errors,
-            &s.received_at,
-            &s.raw,
-            &s.participant,
-            // EVENTS
-            &e.event_id,
-            &e.kind,
-            &e.provider,
-            &e.field,
-            &e.user_key,
-            &e.error_code,
-            &e.error_title,
-            &e.received_at,
-            &e.raw,
-            // CURRENT_STATUS
-            &c.wamid,
-            &c.status,
-            &c.rank,
-            &c.status_at,
-        ];
+        let mut params = Vec::new();
+        self.messages.bind(&mut params);
+        self.statuses.bind(&mut params);
+        self.events.bind(&mut params);
+        self.current.bind(&mut params);
         debug_assert_eq!(
             params.len(),
             [MESSAGES, STATUSES, EVENTS, CURRENT_STATUS]
