@@ -10,7 +10,7 @@
 //! `WAPIPE_BENCH_TOPIC` names an existing topic (e.g. filled through the ingress by `wapipe
 //! send`) holding `events` records, to read instead of a new one; `produce` then adds to it.
 //! `WAPIPE_BENCH_MAX_BUFFERED` overrides the worker's buffer (by default derived from the sink,
-//! `default_max_buffered`) and `WAPIPE_BENCH_KAFKA_OPTIONS` adds raw librdkafka options
+//! `WriteWindow::default_max_buffered`) and `WAPIPE_BENCH_KAFKA_OPTIONS` adds raw librdkafka options
 //! (`key=value,...`, as `WAPIPE_KAFKA_OPTIONS`), e.g. librdkafka's own prefetch defaults for a
 //! before/after.
 //! The `e2e` stage runs the postgres sink on the topic until `events` events are written, and

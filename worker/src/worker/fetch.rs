@@ -9,27 +9,48 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The fewest and the most events buffered by default ([`default_max_buffered`]).
+use crate::sink::Sink;
+
+/// The fewest and the most events buffered by default ([`WriteWindow::default_max_buffered`]).
 pub const DEFAULT_BUFFER_BOUNDS: (usize, usize) = (1_000, 4_000);
 
-/// Events a worker buffers (received and not finished) unless told: twice what the sink writes
-/// at once, `max_batch` events a batch and `max_concurrent_batches` batches in flight (at most
-/// `concurrency`), within [`DEFAULT_BUFFER_BOUNDS`]. A user's next events wait while one of
-/// theirs is being written; with only what is in flight buffered, the next batch could gather
-/// only from the few users with nothing in flight, and a database sink committed half-full
-/// batches (PostgreSQL: four connections of 500, about 265 events a batch with 2,000 buffered,
-/// 460 with 4,000; docs/benchmarks.md). The upper bound keeps the memory a worker holds for a
-/// sink that takes many batches at once (the log sink) at what the PostgreSQL sink holds.
-pub fn default_max_buffered(
-    max_batch: usize,
-    max_concurrent_batches: usize,
-    concurrency: usize,
-) -> usize {
-    let in_flight = max_batch
-        .max(1)
-        .saturating_mul(max_concurrent_batches.clamp(1, concurrency.max(1)));
-    let (least, most) = DEFAULT_BUFFER_BOUNDS;
-    in_flight.saturating_mul(2).clamp(least, most)
+/// What a worker has the sink write at once: batches of at most `max_batch` events, at most
+/// `batches` of them in flight. Derived once, from the sink and `--concurrency`; the batch
+/// launcher and the default buffer both follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteWindow {
+    pub max_batch: usize,
+    pub batches: usize,
+}
+
+impl WriteWindow {
+    /// The sink's batch size and the batches it takes at once, the latter capped by
+    /// `concurrency`; each at least 1.
+    pub fn new(max_batch: usize, max_concurrent_batches: usize, concurrency: usize) -> Self {
+        WriteWindow {
+            max_batch: max_batch.max(1),
+            batches: max_concurrent_batches.clamp(1, concurrency.max(1)),
+        }
+    }
+
+    pub fn of(sink: &dyn Sink, concurrency: usize) -> Self {
+        WriteWindow::new(sink.max_batch(), sink.max_concurrent_batches(), concurrency)
+    }
+
+    /// Events a worker buffers (received and not finished) unless told: twice the window,
+    /// within [`DEFAULT_BUFFER_BOUNDS`]. A user's next events wait while one of theirs is being
+    /// written; with only what is in flight buffered, the next batch could gather only from the
+    /// few users with nothing in flight, and a database sink committed half-full batches
+    /// (PostgreSQL: four connections of 500, about 265 events a batch with 2,000 buffered, 460
+    /// with 4,000; docs/benchmarks.md). The upper bound keeps the memory a worker holds for a
+    /// sink that takes many batches at once (the log sink) at what the PostgreSQL sink holds.
+    pub fn default_max_buffered(self) -> usize {
+        let (least, most) = DEFAULT_BUFFER_BOUNDS;
+        self.max_batch
+            .saturating_mul(self.batches)
+            .saturating_mul(2)
+            .clamp(least, most)
+    }
 }
 
 /// librdkafka's prefetch for a buffer of `max_buffered` events: `queued.min.messages` (per
@@ -128,20 +149,26 @@ mod tests {
     #[test]
     fn the_default_buffer_is_twice_what_the_sink_writes_at_once_within_bounds() {
         // postgres: 4 connections of 500.
-        assert_eq!(default_max_buffered(500, 4, 16), 4_000);
+        assert_eq!(WriteWindow::new(500, 4, 16).default_max_buffered(), 4_000);
         // 2 connections: the window's double.
-        assert_eq!(default_max_buffered(500, 2, 16), 2_000);
+        assert_eq!(WriteWindow::new(500, 2, 16).default_max_buffered(), 2_000);
         // --concurrency caps the batches in flight.
-        assert_eq!(default_max_buffered(500, 4, 1), 1_000);
+        assert_eq!(WriteWindow::new(500, 4, 1).default_max_buffered(), 1_000);
         // Many batches at once (log, sqlite): the upper bound.
-        assert_eq!(default_max_buffered(1024, usize::MAX, 16), 4_000);
         assert_eq!(
-            default_max_buffered(usize::MAX, usize::MAX, usize::MAX),
+            WriteWindow::new(1024, usize::MAX, 16).default_max_buffered(),
+            4_000
+        );
+        assert_eq!(
+            WriteWindow::new(usize::MAX, usize::MAX, usize::MAX).default_max_buffered(),
             4_000
         );
         // One event a write (http): the lower bound.
-        assert_eq!(default_max_buffered(1, usize::MAX, 16), 1_000);
-        assert_eq!(default_max_buffered(0, 0, 0), 1_000);
+        assert_eq!(
+            WriteWindow::new(1, usize::MAX, 16).default_max_buffered(),
+            1_000
+        );
+        assert_eq!(WriteWindow::new(0, 0, 0).default_max_buffered(), 1_000);
     }
 
     #[test]

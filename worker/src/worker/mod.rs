@@ -32,8 +32,8 @@ use crate::route::Incoming;
 use crate::sink::SharedSink;
 
 pub use self::dead_letter::dead_letter_headers;
-pub use self::fetch::{default_max_buffered, DEFAULT_BUFFER_BOUNDS};
 use self::fetch::{fetch_decision, FetchChange};
+pub use self::fetch::{WriteWindow, DEFAULT_BUFFER_BOUNDS};
 pub use self::offsets::is_nothing_to_commit;
 use self::offsets::{commit, ownership, queue_key, Job, Ownership, PartitionSlot, State};
 use self::process::launch;
@@ -50,7 +50,7 @@ pub struct WorkerSettings {
     /// Sink writes in flight at a time (each a batch of up to the sink's `max_batch` events).
     pub concurrency: usize,
     /// Events received and not finished before the worker stops taking records; `None`: twice
-    /// what the sink writes at once, within bounds ([`default_max_buffered`]).
+    /// what the sink writes at once, within bounds ([`WriteWindow::default_max_buffered`]).
     pub max_buffered: Option<usize>,
     pub retry_backoff: Duration,
     pub max_backoff: Duration,
@@ -110,6 +110,8 @@ struct Shared {
     /// Set when a partition's offset moved; the consumer loop stores them all at once.
     unstored: AtomicBool,
     sink: SharedSink,
+    /// What the sink writes at once, derived from it and `--concurrency` once.
+    window: WriteWindow,
     producer: FutureProducer,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -212,6 +214,7 @@ impl Worker {
             epochs: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             unstored: AtomicBool::new(false),
+            window: WriteWindow::of(sink.as_ref(), settings.concurrency),
             sink,
             producer,
             metrics: self.metrics.clone(),
@@ -230,13 +233,9 @@ impl Worker {
             // the drain rate with the log sink (docs/benchmarks.md).
             ("fetch.queue.backoff.ms", "20"),
         ];
-        let max_buffered = settings.max_buffered.unwrap_or_else(|| {
-            default_max_buffered(
-                shared.sink.max_batch(),
-                shared.sink.max_concurrent_batches(),
-                settings.concurrency,
-            )
-        });
+        let max_buffered = settings
+            .max_buffered
+            .unwrap_or_else(|| shared.window.default_max_buffered());
         let prefetch = fetch::prefetch(max_buffered);
         let (messages, kbytes) = (prefetch.messages.to_string(), prefetch.kbytes.to_string());
         defaults.push(("queued.min.messages", &messages));

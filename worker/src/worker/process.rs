@@ -18,7 +18,7 @@ use wapipe_core::time::now_ms;
 
 use super::dead_letter::dead_letter;
 use super::offsets::{Job, QueueKey, State};
-use super::Shared;
+use super::{Shared, WriteWindow};
 use crate::error::{Error, Fault, Result};
 use crate::observe::{KindLabel, Outcome, RetryReason};
 use crate::route::{claimed_kind, route, Event, Incoming};
@@ -59,12 +59,10 @@ impl Launched {
 /// queued events of an ownership that ended are dropped here (the next owner reads them again).
 pub(super) fn launch(shared: &Shared, mut state: MutexGuard<'_, State>) -> Launched {
     let state = &mut *state;
-    let max_batch = shared.sink.max_batch().max(1);
-    let concurrency = shared
-        .settings
-        .concurrency
-        .min(shared.sink.max_concurrent_batches())
-        .max(1);
+    let WriteWindow {
+        max_batch,
+        batches: concurrency,
+    } = shared.window;
     let mut launched = Launched {
         batches: Vec::new(),
         dropped: false,
