@@ -82,6 +82,7 @@ impl WorkerSettings {
             group_protocol: GroupProtocol::Classic,
         }
     }
+
     /// The wait before retry number `attempt` (1 for the first): `retry_backoff`, doubled for
     /// each further attempt, never more than `max_backoff`.
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
