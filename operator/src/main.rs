@@ -29,22 +29,12 @@ struct Args {
     /// Prefixes every ingress and worker image must start with (comma-separated, e.g.
     /// `registry.example.com/wapipe/`); a pipeline naming another image is refused with
     /// `ImageNotAllowed`. Empty allows any image.
-    #[arg(
-        long,
-        env = "WAPIPE_ALLOWED_IMAGE_PREFIXES",
-        value_delimiter = ',',
-        default_value = ""
-    )]
+    #[arg(long, env = "WAPIPE_ALLOWED_IMAGE_PREFIXES", value_delimiter = ',')]
     allowed_image_prefixes: Vec<String>,
     /// Namespaces to watch (comma-separated): pipelines, their children and the Secrets they
     /// name are read there alone, and the operator needs rights only there. Empty watches
     /// every namespace.
-    #[arg(
-        long,
-        env = "WAPIPE_WATCH_NAMESPACES",
-        value_delimiter = ',',
-        default_value = ""
-    )]
+    #[arg(long, env = "WAPIPE_WATCH_NAMESPACES", value_delimiter = ',')]
     watch_namespaces: Vec<String>,
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
