@@ -41,29 +41,49 @@ pub fn is_dead_letter_header(key: &str) -> bool {
     key.starts_with("wapipe-dlq-")
 }
 
-/// Which provider signed and sent a webhook. On command lines its choices are listed by
-/// `--help` (clap's `ValueEnum`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(any(feature = "kafka", feature = "service"), derive(clap::ValueEnum))]
-pub enum Provider {
-    /// Meta's WhatsApp Cloud API (`X-Hub-Signature-256`).
-    Meta,
-    /// WASenderApi (`X-Webhook-Signature`).
-    Wasender,
-}
-
-impl Provider {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Provider::Meta => "meta",
-            Provider::Wasender => "wasender",
+/// A fieldless enum declared with each variant's name: `ALL` (every variant, in order),
+/// `as_str` (a variant's name, as headers and labels write it) and `Display` (the same name)
+/// all come from that one list.
+macro_rules! named_enum {
+    (
+        $(#[$attr:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_attr:meta])* $variant:ident => $text:literal,)+
         }
-    }
+    ) => {
+        $(#[$attr])*
+        pub enum $name {
+            $($(#[$variant_attr])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+named_enum! {
+    /// Which provider signed and sent a webhook. On command lines its choices are listed by
+    /// `--help` (clap's `ValueEnum`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[cfg_attr(any(feature = "kafka", feature = "service"), derive(clap::ValueEnum))]
+    pub enum Provider {
+        /// Meta's WhatsApp Cloud API (`X-Hub-Signature-256`).
+        Meta => "meta",
+        /// WASenderApi (`X-Webhook-Signature`).
+        Wasender => "wasender",
     }
 }
 
@@ -80,30 +100,32 @@ impl FromStr for Provider {
     }
 }
 
-/// What one record on the raw topic holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventKind {
-    /// An inbound message from a user (any type, including ones wapipe does not know).
-    Message,
-    /// A delivery status of an outbound message.
-    Status,
-    /// An error reported by the platform with no message attached (`value.errors[]`).
-    Error,
-    /// A change of a field other than messages (template status, quality updates, ...), or a
-    /// provider event that is neither a message nor a status.
-    Field,
-    /// A signed body whose shape was not understood, kept whole so it can be dead-lettered.
-    Unparsed,
-    /// A message the business sent from the WhatsApp Business app, echoed to the API
-    /// (`smb_message_echoes`), keyed by the user it was sent to.
-    Echo,
-    /// A call event or call status (`calls`), keyed by the user's side of the call.
-    Call,
-    /// A group event (`group_lifecycle_update`, `group_participants_update`, ...), keyed by the
-    /// group.
-    Group,
-    /// One thread of a chat history chunk (`history`), keyed by the thread's user.
-    History,
+named_enum! {
+    /// What one record on the raw topic holds.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum EventKind {
+        /// An inbound message from a user (any type, including ones wapipe does not know).
+        Message => "message",
+        /// A delivery status of an outbound message.
+        Status => "status",
+        /// An error reported by the platform with no message attached (`value.errors[]`).
+        Error => "error",
+        /// A change of a field other than messages (template status, quality updates, ...), or a
+        /// provider event that is neither a message nor a status.
+        Field => "field",
+        /// A signed body whose shape was not understood, kept whole so it can be dead-lettered.
+        Unparsed => "unparsed",
+        /// A message the business sent from the WhatsApp Business app, echoed to the API
+        /// (`smb_message_echoes`), keyed by the user it was sent to.
+        Echo => "echo",
+        /// A call event or call status (`calls`), keyed by the user's side of the call.
+        Call => "call",
+        /// A group event (`group_lifecycle_update`, `group_participants_update`, ...), keyed by
+        /// the group.
+        Group => "group",
+        /// One thread of a chat history chunk (`history`), keyed by the thread's user.
+        History => "history",
+    }
 }
 
 impl EventKind {
@@ -123,38 +145,6 @@ impl EventKind {
             "messages.update" | "message-receipt.update" => EventKind::Status,
             _ => EventKind::Field,
         }
-    }
-
-    pub const ALL: [EventKind; 9] = [
-        EventKind::Message,
-        EventKind::Status,
-        EventKind::Error,
-        EventKind::Field,
-        EventKind::Unparsed,
-        EventKind::Echo,
-        EventKind::Call,
-        EventKind::Group,
-        EventKind::History,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Message => "message",
-            EventKind::Status => "status",
-            EventKind::Error => "error",
-            EventKind::Field => "field",
-            EventKind::Unparsed => "unparsed",
-            EventKind::Echo => "echo",
-            EventKind::Call => "call",
-            EventKind::Group => "group",
-            EventKind::History => "history",
-        }
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -220,5 +210,24 @@ impl Record {
             headers.push((HEADER_STATUS, status));
         }
         headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_back_to_its_variant() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.to_string().parse(), Ok(kind));
+        }
+        assert!(
+            "Message".parse::<EventKind>().is_err(),
+            "kinds match exactly"
+        );
+        for provider in Provider::ALL {
+            assert_eq!(provider.as_str().to_uppercase().parse(), Ok(provider));
+        }
     }
 }
