@@ -278,18 +278,8 @@ async fn read_dead_letters(setup: &Setup) -> Vec<HashMap<String, String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_when_it_returns() {
-    let setup = Setup::new("dbdown", 2).await;
-    let producer = setup.producer();
-    let db = setup.database().await;
-    let (proxy, sink) = setup.postgres_through_proxy().await;
-    let running = start(setup.settings(), Arc::new(sink));
-    produce_messages(&producer, &setup.topic, "1555030", 3, "wamid.a", 10).await;
-    wait_for_rows(&db, 10, "first 10 rows").await;
-    assert!(running.worker.health.is_ready());
-
-    proxy.cut();
-    produce_messages(&producer, &setup.topic, "1555030", 3, "wamid.b", 10).await;
-    running.wait_ready(false).await;
+    let (setup, db, proxy, running) =
+        lose_the_database("dbdown", "1555030", |settings| settings, CuttableProxy::cut).await;
     eventually("several sink retries", || {
         let metrics = running.worker.metrics.clone();
         async move {
@@ -327,6 +317,31 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
     .await;
 }
 
+/// The database goes away under a running worker: 10 rows land through the proxy, `outage`
+/// cuts or freezes it, 10 more events arrive (users `<user_prefix>0` to `<user_prefix>2`
+/// throughout), and the worker turns unready. Returns the setup, the database, the proxy and
+/// the worker, for [`recover`].
+async fn lose_the_database(
+    name: &str,
+    user_prefix: &str,
+    settings: impl FnOnce(WorkerSettings) -> WorkerSettings,
+    outage: impl FnOnce(&CuttableProxy),
+) -> (Setup, tokio_postgres::Client, CuttableProxy, Running) {
+    let setup = Setup::new(name, 2).await;
+    let producer = setup.producer();
+    let db = setup.database().await;
+    let (proxy, sink) = setup.postgres_through_proxy().await;
+    let running = start(settings(setup.settings()), Arc::new(sink));
+    produce_messages(&producer, &setup.topic, user_prefix, 3, "wamid.a", 10).await;
+    wait_for_rows(&db, 10, "first 10 rows").await;
+    assert!(running.worker.health.is_ready());
+
+    outage(&proxy);
+    produce_messages(&producer, &setup.topic, user_prefix, 3, "wamid.b", 10).await;
+    running.wait_ready(false).await;
+    (setup, db, proxy, running)
+}
+
 /// The database back: the 20 rows of the test land, the worker is ready again and stops, and
 /// nothing was dead-lettered.
 async fn recover(
@@ -347,21 +362,12 @@ async fn recover(
 async fn half_open_connections_left_by_a_failover_are_replaced_and_nothing_is_dead_lettered() {
     // After a failover the old connections hang instead of failing: a write that timed out on
     // one must not leave it in use, or every later write on it times out too.
-    let setup = Setup::new("halfopen", 2).await;
-    let producer = setup.producer();
-    let db = setup.database().await;
-    let (proxy, sink) = setup.postgres_through_proxy().await;
-    let settings = WorkerSettings {
+    let sink_timeout = |settings| WorkerSettings {
         sink_timeout: Duration::from_secs(2),
-        ..setup.settings()
+        ..settings
     };
-    let running = start(settings, Arc::new(sink));
-    produce_messages(&producer, &setup.topic, "1555031", 3, "wamid.a", 10).await;
-    wait_for_rows(&db, 10, "first 10 rows").await;
-
-    proxy.freeze();
-    produce_messages(&producer, &setup.topic, "1555031", 3, "wamid.b", 10).await;
-    running.wait_ready(false).await;
+    let (setup, db, proxy, running) =
+        lose_the_database("halfopen", "1555031", sink_timeout, CuttableProxy::freeze).await;
     assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 10);
 
     recover(
