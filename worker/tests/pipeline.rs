@@ -107,18 +107,31 @@ async fn statuses_never_regress_and_duplicates_leave_one_row_in_postgres() {
     assert!(raw_kept);
 }
 
-/// An HTTP service that refuses one wamid with 422 (until fixed) and counts every request.
+/// An HTTP service that refuses one wamid with 422 (until fixed), counts every request, and
+/// keeps the wamids it answered 200, in order. While `outage` is set, every POST fails that way.
 #[derive(Default)]
 struct Service {
     calls: Mutex<HashMap<String, usize>>,
     fixed: AtomicBool,
-    /// While set, every request answers 503.
-    down: AtomicBool,
+    outage: Mutex<Option<Outage>>,
+    gets_of_moved: AtomicUsize,
+    delivered: Mutex<Vec<String>>,
 }
 
-/// Serves `service`; returns it shared, and an HTTP sink that posts to it.
+/// How a service that is down answers a POST.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// A 503.
+    Unavailable,
+    /// A 302 to /moved, where a GET answers 200: what a moved or misconfigured endpoint looks
+    /// like.
+    Redirect,
+}
+
+/// Serves `service`; returns it shared, and an HTTP sink that posts to its `/events`.
 async fn serve(service: Service) -> (Arc<Service>, HttpSink) {
-    async fn handle(State(service): State<Arc<Service>>, headers: HeaderMap) -> StatusCode {
+    use axum::response::{IntoResponse, Response};
+    async fn post(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
         let key = idempotency_key(&headers);
         *service
             .calls
@@ -126,26 +139,28 @@ async fn serve(service: Service) -> (Arc<Service>, HttpSink) {
             .unwrap()
             .entry(key.clone())
             .or_default() += 1;
-        if service.down.load(Ordering::SeqCst) {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else if key == "wamid.poison" && !service.fixed.load(Ordering::SeqCst) {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::OK
+        let outage = *service.outage.lock().unwrap();
+        match outage {
+            Some(Outage::Unavailable) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            Some(Outage::Redirect) => (StatusCode::FOUND, [("location", "/moved")]).into_response(),
+            None if key == "wamid.poison" && !service.fixed.load(Ordering::SeqCst) => {
+                StatusCode::UNPROCESSABLE_ENTITY.into_response()
+            }
+            None => {
+                service.delivered.lock().unwrap().push(key);
+                StatusCode::OK.into_response()
+            }
         }
     }
-    let routes = axum::Router::new().route("/events", axum::routing::post(handle));
-    serve_with_state(routes, service).await
-}
-
-/// Serves `routes` with `service` as their state; returns the service, shared, and an HTTP
-/// sink that posts to its `/events`.
-async fn serve_with_state<S: Send + Sync + 'static>(
-    routes: axum::Router<Arc<S>>,
-    service: S,
-) -> (Arc<S>, HttpSink) {
+    async fn moved(State(service): State<Arc<Service>>) -> StatusCode {
+        service.gets_of_moved.fetch_add(1, Ordering::SeqCst);
+        StatusCode::OK
+    }
     let service = Arc::new(service);
-    let app = routes.with_state(service.clone());
+    let app = axum::Router::new()
+        .route("/events", axum::routing::post(post))
+        .route("/moved", axum::routing::get(moved))
+        .with_state(service.clone());
     (service, http_sink(serve_http(app).await))
 }
 
@@ -263,18 +278,8 @@ async fn read_dead_letters(setup: &Setup) -> Vec<HashMap<String, String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_when_it_returns() {
-    let setup = Setup::new("dbdown", 2).await;
-    let producer = setup.producer();
-    let db = setup.database().await;
-    let (proxy, sink) = setup.postgres_through_proxy().await;
-    let running = start(setup.settings(), Arc::new(sink));
-    produce_messages(&producer, &setup.topic, "1555030", 3, "wamid.a", 10).await;
-    wait_for_rows(&db, 10, "first 10 rows").await;
-    assert!(running.worker.health.is_ready());
-
-    proxy.cut();
-    produce_messages(&producer, &setup.topic, "1555030", 3, "wamid.b", 10).await;
-    running.wait_ready(false).await;
+    let (setup, db, proxy, running) =
+        lose_the_database("dbdown", "1555030", |settings| settings, CuttableProxy::cut).await;
     eventually("several sink retries", || {
         let metrics = running.worker.metrics.clone();
         async move {
@@ -312,6 +317,31 @@ async fn an_unreachable_database_causes_no_dead_letters_and_processing_resumes_w
     .await;
 }
 
+/// The database goes away under a running worker: 10 rows land through the proxy, `outage`
+/// cuts or freezes it, 10 more events arrive (users `<user_prefix>0` to `<user_prefix>2`
+/// throughout), and the worker turns unready. Returns the setup, the database, the proxy and
+/// the worker, for [`recover`].
+async fn lose_the_database(
+    name: &str,
+    user_prefix: &str,
+    settings: impl FnOnce(WorkerSettings) -> WorkerSettings,
+    outage: impl FnOnce(&CuttableProxy),
+) -> (Setup, tokio_postgres::Client, CuttableProxy, Running) {
+    let setup = Setup::new(name, 2).await;
+    let producer = setup.producer();
+    let db = setup.database().await;
+    let (proxy, sink) = setup.postgres_through_proxy().await;
+    let running = start(settings(setup.settings()), Arc::new(sink));
+    produce_messages(&producer, &setup.topic, user_prefix, 3, "wamid.a", 10).await;
+    wait_for_rows(&db, 10, "first 10 rows").await;
+    assert!(running.worker.health.is_ready());
+
+    outage(&proxy);
+    produce_messages(&producer, &setup.topic, user_prefix, 3, "wamid.b", 10).await;
+    running.wait_ready(false).await;
+    (setup, db, proxy, running)
+}
+
 /// The database back: the 20 rows of the test land, the worker is ready again and stops, and
 /// nothing was dead-lettered.
 async fn recover(
@@ -332,21 +362,12 @@ async fn recover(
 async fn half_open_connections_left_by_a_failover_are_replaced_and_nothing_is_dead_lettered() {
     // After a failover the old connections hang instead of failing: a write that timed out on
     // one must not leave it in use, or every later write on it times out too.
-    let setup = Setup::new("halfopen", 2).await;
-    let producer = setup.producer();
-    let db = setup.database().await;
-    let (proxy, sink) = setup.postgres_through_proxy().await;
-    let settings = WorkerSettings {
+    let sink_timeout = |settings| WorkerSettings {
         sink_timeout: Duration::from_secs(2),
-        ..setup.settings()
+        ..settings
     };
-    let running = start(settings, Arc::new(sink));
-    produce_messages(&producer, &setup.topic, "1555031", 3, "wamid.a", 10).await;
-    wait_for_rows(&db, 10, "first 10 rows").await;
-
-    proxy.freeze();
-    produce_messages(&producer, &setup.topic, "1555031", 3, "wamid.b", 10).await;
-    running.wait_ready(false).await;
+    let (setup, db, proxy, running) =
+        lose_the_database("halfopen", "1555031", sink_timeout, CuttableProxy::freeze).await;
     assert_eq!(count(&db, "SELECT count(*) FROM wapipe_messages").await, 10);
 
     recover(
@@ -407,41 +428,60 @@ async fn replay_from_a_timestamp_rewinds_the_group_and_is_refused_while_it_has_m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_service_answering_503_is_waited_out_without_dead_letters() {
-    let setup = Setup::new("http503", 1).await;
+    wait_out(Outage::Unavailable, "http503").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redirected_post_is_not_written_but_waited_out_until_the_url_itself_answers() {
+    // Following a 302 turns the POST into a bodiless GET; a 200 on that GET must not count as
+    // the event written, or the event is lost.
+    wait_out(Outage::Redirect, "http302").await;
+}
+
+/// A service down from the start (`outage`) is waited out: the worker tries the first of five
+/// events far more often than --max-attempts, yet finishes nothing, is not ready and
+/// dead-letters nothing; once the service is back, all five are delivered, in order.
+async fn wait_out(outage: Outage, name: &str) {
+    let setup = Setup::new(name, 1).await;
     let producer = setup.producer();
     let (service, sink) = serve(Service {
-        down: AtomicBool::new(true),
+        outage: Mutex::new(Some(outage)),
         ..Service::default()
     })
     .await;
-    for n in 0..5 {
-        produce_message(
-            &producer,
-            &setup.topic,
-            "15550600",
-            &format!("wamid.down.{n}"),
-        )
-        .await;
+    let wamids: Vec<String> = (0..5).map(|n| format!("wamid.down.{n}")).collect();
+    for wamid in &wamids {
+        produce_message(&producer, &setup.topic, "15550600", wamid).await;
     }
     let running = start(setup.settings(), Arc::new(sink));
+    let calls = |wamid: &str| {
+        let calls = service.calls.lock().unwrap();
+        calls.get(wamid).copied().unwrap_or(0)
+    };
     // Far more failed requests than --max-attempts, yet no dead letter.
-    eventually("the first event tried more than three times", || {
-        let service = service.clone();
-        async move {
-            service
-                .calls
-                .lock()
-                .unwrap()
-                .get("wamid.down.0")
-                .copied()
-                .unwrap_or(0)
-                > 5
-        }
-    })
+    eventually(
+        "the first event tried more than three times, or an event finished",
+        || {
+            let finished = running.worker.metrics.finished_events();
+            std::future::ready(calls("wamid.down.0") > 5 || finished > 0)
+        },
+    )
     .await;
+    assert_eq!(
+        running.worker.metrics.finished_events(),
+        0,
+        "a failed POST ({outage:?}) counted as written (GETs of the redirect target: {})",
+        service.gets_of_moved.load(Ordering::SeqCst)
+    );
+    assert_eq!(service.gets_of_moved.load(Ordering::SeqCst), 0);
     assert!(!running.worker.health.is_ready());
-    assert_eq!(running.worker.metrics.finished_events(), 0);
-    service.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        setup.dead_letter_count(),
+        0,
+        "a service that is down (a redirect too) is the sink's fault"
+    );
+
+    *service.outage.lock().unwrap() = None;
     running
         .wait_finished("all five delivered once the service is back", |finished| {
             finished == 5
@@ -450,86 +490,6 @@ async fn a_service_answering_503_is_waited_out_without_dead_letters() {
     running.stop().await;
     assert_eq!(setup.dead_letter_count(), 0);
     // Order held while waiting: events after the first were not sent before it succeeded.
-    assert_eq!(service.calls.lock().unwrap()["wamid.down.4"], 1);
-}
-
-/// An HTTP service that, while `redirecting` is set, answers every POST to /events with a 302
-/// to /moved, where a GET answers 200: what a moved or misconfigured endpoint looks like.
-#[derive(Default)]
-struct RedirectingService {
-    redirecting: AtomicBool,
-    posts: AtomicUsize,
-    gets_of_moved: AtomicUsize,
-    delivered: Mutex<Vec<String>>,
-}
-
-/// Serves `service`; returns it shared, and an HTTP sink that posts to it.
-async fn serve_redirecting(service: RedirectingService) -> (Arc<RedirectingService>, HttpSink) {
-    async fn post(
-        State(service): State<Arc<RedirectingService>>,
-        headers: HeaderMap,
-    ) -> axum::response::Response {
-        use axum::response::IntoResponse;
-        service.posts.fetch_add(1, Ordering::SeqCst);
-        if service.redirecting.load(Ordering::SeqCst) {
-            return (StatusCode::FOUND, [("location", "/moved")]).into_response();
-        }
-        let key = idempotency_key(&headers);
-        service.delivered.lock().unwrap().push(key);
-        StatusCode::OK.into_response()
-    }
-    async fn moved(State(service): State<Arc<RedirectingService>>) -> StatusCode {
-        service.gets_of_moved.fetch_add(1, Ordering::SeqCst);
-        StatusCode::OK
-    }
-    let routes = axum::Router::new()
-        .route("/events", axum::routing::post(post))
-        .route("/moved", axum::routing::get(moved));
-    serve_with_state(routes, service).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_redirected_post_is_not_written_but_waited_out_until_the_url_itself_answers() {
-    // Following a 302 turns the POST into a bodiless GET; a 200 on that GET must not count as
-    // the event written, or the event is lost.
-    let setup = Setup::new("http302", 1).await;
-    let producer = setup.producer();
-    let (service, sink) = serve_redirecting(RedirectingService {
-        redirecting: AtomicBool::new(true),
-        ..RedirectingService::default()
-    })
-    .await;
-    produce_message(&producer, &setup.topic, "15550650", "wamid.redirected").await;
-    let running = start(setup.settings(), Arc::new(sink));
-    eventually(
-        "more POSTs than --max-attempts, or the event finished",
-        || {
-            let (service, metrics) = (service.clone(), running.worker.metrics.clone());
-            async move { service.posts.load(Ordering::SeqCst) > 5 || metrics.finished_events() > 0 }
-        },
-    )
-    .await;
-    assert_eq!(
-        running.worker.metrics.finished_events(),
-        0,
-        "a redirected POST counted as written (GETs of the redirect target: {})",
-        service.gets_of_moved.load(Ordering::SeqCst)
-    );
-    assert_eq!(service.gets_of_moved.load(Ordering::SeqCst), 0);
-    assert!(!running.worker.health.is_ready());
-    assert_eq!(
-        setup.dead_letter_count(),
-        0,
-        "a redirect is the sink's fault"
-    );
-
-    service.redirecting.store(false, Ordering::SeqCst);
-    running
-        .wait_finished("the event delivered once /events answers 200", |finished| {
-            finished == 1
-        })
-        .await;
-    running.stop().await;
-    assert_eq!(*service.delivered.lock().unwrap(), ["wamid.redirected"]);
-    assert_eq!(setup.dead_letter_count(), 0);
+    assert_eq!(calls("wamid.down.4"), 1);
+    assert_eq!(*service.delivered.lock().unwrap(), wamids);
 }

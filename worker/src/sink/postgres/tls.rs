@@ -242,11 +242,8 @@ impl Tls {
                     .build()
                     .map_err(|e| Error::DatabaseTls(format!("the database CA: {e}")))?
             }
-            (_, Some(roots)) => Arc::new(ChainOnly {
-                roots: Arc::new(roots),
-                provider: provider.clone(),
-            }),
-            (_, None) => Arc::new(Unverified {
+            (_, roots) => Arc::new(NameUnchecked {
+                roots: roots.map(Arc::new),
                 provider: provider.clone(),
             }),
         };
@@ -292,74 +289,38 @@ fn read_roots(path: &Path) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// `require` (and `prefer`) without a CA: encrypted, the certificate taken as it comes; the
-/// handshake's signatures are still checked.
-#[derive(Debug)]
-struct Unverified {
-    provider: Arc<CryptoProvider>,
-}
-
-/// `verify-ca`, and `require` with a CA: the chain must end at the CA; the name is not checked.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-macro_rules! handshake_signatures {
-    () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.provider
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
+/// The handshake signature checks of a [`ServerCertVerifier`], one a TLS version: each is
+/// rustls' own function of the method's name, with the provider's algorithms.
+macro_rules! signature_checks {
+    ($($verify:ident),*) => {
+        $(
+            fn $verify(
+                &self,
+                message: &[u8],
+                cert: &CertificateDer<'_>,
+                dss: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                $verify(
+                    message,
+                    cert,
+                    dss,
+                    &self.provider.signature_verification_algorithms,
+                )
+            }
+        )*
     };
 }
 
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    handshake_signatures!();
+/// `verify-ca`, and `require` with a CA: the chain must end at the CA; `require` (and `prefer`)
+/// without a CA: encrypted, the certificate taken as it comes. The name is not checked; the
+/// handshake's signatures are.
+#[derive(Debug)]
+struct NameUnchecked {
+    roots: Option<Arc<RootCertStore>>,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NameUnchecked {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -368,18 +329,26 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
-    handshake_signatures!();
+    signature_checks!(verify_tls12_signature, verify_tls13_signature);
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Makes one [`RustlsConnect`] per host tokio-postgres connects to.
