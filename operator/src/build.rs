@@ -366,7 +366,10 @@ fn ingress_deployment(pipeline: &ValidPipeline) -> Deployment {
     let mut vars = vec![
         env(wenv::LISTEN, format!("0.0.0.0:{INGRESS_PORT}")),
         env(wenv::ADMIN_LISTEN, format!("0.0.0.0:{INGRESS_ADMIN_PORT}")),
-        env(wenv::PROVIDER, spec.ingress.provider.as_str()),
+        env(
+            wenv::PROVIDER,
+            wapipe_core::record::Provider::from(spec.ingress.provider).as_str(),
+        ),
         env(wenv::TOPIC, spec.topic.name.clone()),
         env(wenv::LOG_FORMAT, "json"),
         // Serving on after SIGTERM until kube-proxy everywhere has dropped the pod from the

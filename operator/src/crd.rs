@@ -287,11 +287,12 @@ pub enum Provider {
     Wasender,
 }
 
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Meta => "meta",
-            Provider::Wasender => "wasender",
+/// The ingress's provider of the same name: what the operator passes it as `--provider`.
+impl From<Provider> for wapipe_core::record::Provider {
+    fn from(provider: Provider) -> Self {
+        match provider {
+            Provider::Meta => wapipe_core::record::Provider::Meta,
+            Provider::Wasender => wapipe_core::record::Provider::Wasender,
         }
     }
 }
@@ -672,4 +673,21 @@ fn default_poll_interval() -> i64 {
 }
 fn default_max_attempts() -> i32 {
     3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_provider_a_pipeline_names_is_the_ingress_provider_of_that_name() {
+        // The CRD's value (what users write) is passed to the ingress as `--provider`: an
+        // ingress that parsed it as another provider would check the wrong signature header.
+        for provider in [Provider::Meta, Provider::Wasender] {
+            let written = serde_json::to_value(provider).unwrap();
+            let ingress = wapipe_core::record::Provider::from(provider);
+            assert_eq!(written, ingress.as_str(), "{provider:?}");
+            assert_eq!(written.as_str().unwrap().parse(), Ok(ingress));
+        }
+    }
 }
