@@ -189,12 +189,10 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_by_a_binary() {
     });
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let url = serve(wapipe_operator::http::router(
-        wapipe_operator::http::AppState {
-            registry: Arc::new(registry),
-            ready: Arc::new(AtomicBool::new(true)),
-        },
-    ))
+    let url = serve(probe_router(Arc::new(wapipe_operator::http::AppState {
+        registry,
+        ready: AtomicBool::new(true),
+    })))
     .await;
     exported.extend(sample_names(&scrape(&url).await));
     assert!(
