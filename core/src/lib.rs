@@ -10,7 +10,7 @@
 //!   write;
 //! - [`kafka`] (feature `kafka`): Kafka connection settings and client configuration;
 //! - [`service`] (feature `service`): what every long-running process does the same way (log
-//!   setup, stop signals, `/metrics`);
+//!   setup, stop signals, the probe endpoints `/healthz`, `/readyz` and `/metrics`);
 //! - [`logging`]: whether log lines may carry colour;
 //! - [`time`]: clock readings and retry delays.
 //!

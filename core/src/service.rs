@@ -1,9 +1,16 @@
 //! What every long-running wapipe process (ingress, worker, operator) does the same way: its
-//! log format and subscriber, the signals that stop it, its `/metrics` answer and the process
-//! metrics in it (CPU, memory, file descriptors, start time).
+//! log format and subscriber, the signals that stop it, its probe endpoints (`/healthz`,
+//! `/readyz`, `/metrics`: [`probe_router`] over what it implements of [`Probes`]) and the
+//! process metrics in `/metrics` (CPU, memory, file descriptors, start time).
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use prometheus_client::registry::Registry;
 
 /// How log lines are written: `text` for a person, `json` for a log pipeline (what the operator
@@ -72,6 +79,51 @@ pub fn metrics_response(registry: &Registry) -> Response {
             format!("encoding the metrics failed: {error}"),
         )
             .into_response(),
+    }
+}
+
+/// Why a process is not alive or not ready: the body of its 503.
+pub type Reason = Cow<'static, str>;
+
+/// What a process's probe endpoints read: its liveness, its readiness and its registry.
+pub trait Probes: Send + Sync + 'static {
+    /// `/healthz`: alive, or why the process should be restarted. Alive unless said otherwise.
+    fn live(&self) -> Result<(), Reason> {
+        Ok(())
+    }
+
+    /// `/readyz`: ready for traffic, or why not.
+    fn ready(&self) -> Result<(), Reason>;
+
+    /// `/metrics`: what is scraped.
+    fn registry(&self) -> &Registry;
+}
+
+/// The probe endpoints: `/healthz` (200 `ok`, or 503 with the reason [`Probes::live`] gives),
+/// `/readyz` (200 `ready`, or 503 with the reason [`Probes::ready`] gives) and `/metrics`
+/// ([`metrics_response`] of [`Probes::registry`]).
+pub fn probe_router<P: Probes>(probes: Arc<P>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|State(p): State<Arc<P>>| async move { verdict(p.live(), "ok") }),
+        )
+        .route(
+            "/readyz",
+            get(|State(p): State<Arc<P>>| async move { verdict(p.ready(), "ready") }),
+        )
+        .route(
+            "/metrics",
+            get(|State(p): State<Arc<P>>| async move { metrics_response(p.registry()) }),
+        )
+        .with_state(probes)
+}
+
+/// A probe's answer: 200 with `ok`, or 503 with the reason.
+fn verdict(verdict: Result<(), Reason>, ok: &'static str) -> Response {
+    match verdict {
+        Ok(()) => (StatusCode::OK, ok).into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
     }
 }
 
@@ -255,6 +307,144 @@ mod tests {
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(text.contains("answered_total 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Probes whose verdicts the test sets.
+    struct Fixed {
+        live: Result<(), Reason>,
+        ready: Result<(), Reason>,
+        registry: Registry,
+    }
+
+    impl Probes for Fixed {
+        fn live(&self) -> Result<(), Reason> {
+            self.live.clone()
+        }
+        fn ready(&self) -> Result<(), Reason> {
+            self.ready.clone()
+        }
+        fn registry(&self) -> &Registry {
+            &self.registry
+        }
+    }
+
+    /// Status, content type and body of `GET path`.
+    async fn probe(probes: Fixed, path: &str) -> (StatusCode, String, String) {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = probe_router(Arc::new(probes))
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|value| value.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    fn fixed(live: Result<(), Reason>, ready: Result<(), Reason>) -> Fixed {
+        let mut registry = Registry::with_prefix("probed");
+        let counter: Counter = Counter::default();
+        counter.inc_by(3);
+        registry.register("scrapes", "Scrapes", counter);
+        Fixed {
+            live,
+            ready,
+            registry,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_probes_answer_200_with_ok_and_ready_or_503_with_the_reason() {
+        let text = "text/plain; charset=utf-8".to_string();
+        let up = || fixed(Ok(()), Ok(()));
+        assert_eq!(
+            probe(up(), "/healthz").await,
+            (StatusCode::OK, text.clone(), "ok".into())
+        );
+        assert_eq!(
+            probe(up(), "/readyz").await,
+            (StatusCode::OK, text.clone(), "ready".into())
+        );
+
+        // A static reason and a formatted one, each on its own endpoint only.
+        let down = || {
+            fixed(
+                Err("stuck".into()),
+                Err(format!("{} brokers down", 2).into()),
+            )
+        };
+        assert_eq!(
+            probe(down(), "/healthz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                text.clone(),
+                "stuck".into()
+            )
+        );
+        assert_eq!(
+            probe(down(), "/readyz").await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                text.clone(),
+                "2 brokers down".into()
+            )
+        );
+        let alive_unready = || fixed(Ok(()), Err("starting".into()));
+        assert_eq!(probe(alive_unready(), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            probe(alive_unready(), "/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, text, "starting".into())
+        );
+        assert_eq!(
+            probe(up(), "/other").await.0,
+            StatusCode::NOT_FOUND,
+            "only the three endpoints are served"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_probe_router_serves_the_registry_on_metrics_whatever_the_verdicts() {
+        for probes in [
+            fixed(Ok(()), Ok(())),
+            fixed(Err("stuck".into()), Err("stopping".into())),
+        ] {
+            let (status, content_type, body) = probe(probes, "/metrics").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                content_type,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            );
+            assert!(body.contains("\nprobed_scrapes_total 3\n"), "{body}");
+            assert!(body.ends_with("# EOF\n"), "{body}");
+        }
+    }
+
+    /// Alive unless the implementation says otherwise.
+    #[test]
+    fn probes_are_live_by_default() {
+        struct NeverReady(Registry);
+        impl Probes for NeverReady {
+            fn ready(&self) -> Result<(), Reason> {
+                Err("starting".into())
+            }
+            fn registry(&self) -> &Registry {
+                &self.0
+            }
+        }
+        assert_eq!(NeverReady(Registry::default()).live(), Ok(()));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::sync::Semaphore;
+use wapipe_core::service::{probe_router, Probes, Reason};
 use wapipe_core::signature::{self, SignatureError};
 use wapipe_core::split::split;
 use wapipe_core::Provider;
@@ -266,14 +267,35 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The ingress's admin routes, served on their own port (`--admin-listen`) for the kubelet's
-/// probes and Prometheus: `/healthz`, `/readyz`, `/metrics`.
+/// probes and Prometheus: `/healthz`, `/readyz`, `/metrics` (see [`Probes`] for `AppState`).
 pub fn admin_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+    probe_router(state).layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Alive until the producer hits a fatal error; ready while the broker answers with the topic,
+/// until the stop signal.
+impl Probes for AppState {
+    fn live(&self) -> Result<(), Reason> {
+        if self.sink.is_alive() {
+            Ok(())
+        } else {
+            Err("the producer hit a fatal error".into())
+        }
+    }
+
+    fn ready(&self) -> Result<(), Reason> {
+        if self.stopping.load(Ordering::Relaxed) {
+            Err("stopping".into())
+        } else if self.sink.is_ready() {
+            Ok(())
+        } else {
+            Err("the broker is unreachable or the topic is missing".into())
+        }
+    }
+
+    fn registry(&self) -> &prometheus_client::registry::Registry {
+        self.metrics.registry()
+    }
 }
 
 /// Meta's verification handshake: echo `hub.challenge` when the token matches.
@@ -530,33 +552,6 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-}
-
-async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    if state.sink.is_alive() {
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        unavailable("the producer hit a fatal error")
-    }
-}
-
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.stopping.load(Ordering::Relaxed) {
-        unavailable("stopping")
-    } else if state.sink.is_ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        unavailable("the broker is unreachable or the topic is missing")
-    }
-}
-
-/// A 503 from a health endpoint, saying why.
-fn unavailable(why: &'static str) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
-}
-
-async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    wapipe_core::service::metrics_response(state.metrics.registry())
 }
 
 pub mod server;

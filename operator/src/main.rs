@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use prometheus_client::registry::Registry;
+use wapipe_core::service::probe_router;
 use wapipe_operator::controller::{self, Context};
-use wapipe_operator::http::{router, AppState};
+use wapipe_operator::http::AppState;
 use wapipe_operator::kafka::RdKafkaAdmin;
 use wapipe_operator::leader::{LeaderElector, LeaseTiming};
 use wapipe_operator::metrics::Metrics;
@@ -71,14 +72,14 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let state = AppState {
-        registry: Arc::new(registry),
-        ready: Arc::new(AtomicBool::new(false)),
-    };
+    let state = Arc::new(AppState {
+        registry,
+        ready: AtomicBool::new(false),
+    });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    let app = router(state.clone());
+    let app = probe_router(state.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let client = kube::Client::try_default()

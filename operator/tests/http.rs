@@ -8,11 +8,12 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use tower::ServiceExt;
-use wapipe_operator::http::{router, AppState};
+use wapipe_core::service::probe_router;
+use wapipe_operator::http::AppState;
 use wapipe_operator::metrics::Metrics;
 
-async fn get(state: &AppState, path: &str) -> (StatusCode, String) {
-    let response = router(state.clone())
+async fn get(state: &Arc<AppState>, path: &str) -> (StatusCode, String) {
+    let response = probe_router(state.clone())
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -26,17 +27,21 @@ async fn readiness_follows_the_api_server_connection_and_metrics_are_exported() 
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let state = AppState {
-        registry: Arc::new(registry),
-        ready: Arc::new(AtomicBool::new(false)),
-    };
-    assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
+    let state = Arc::new(AppState {
+        registry,
+        ready: AtomicBool::new(false),
+    });
+    assert_eq!(get(&state, "/healthz").await, (StatusCode::OK, "ok".into()));
     assert_eq!(
-        get(&state, "/readyz").await.0,
-        StatusCode::SERVICE_UNAVAILABLE
+        get(&state, "/readyz").await,
+        (StatusCode::SERVICE_UNAVAILABLE, "starting".into())
     );
     state.ready.store(true, Ordering::Relaxed);
-    assert_eq!(get(&state, "/readyz").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&state, "/readyz").await,
+        (StatusCode::OK, "ready".into())
+    );
+    assert_eq!(get(&state, "/healthz").await, (StatusCode::OK, "ok".into()));
 
     let (status, text) = get(&state, "/metrics").await;
     assert_eq!(status, StatusCode::OK);

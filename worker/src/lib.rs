@@ -93,10 +93,10 @@ pub async fn run_worker(args: RunArgs) -> Result<()> {
             addr: args.listen,
             source,
         })?;
-    let app = observe::router(observe::AppState {
+    let app = wapipe_core::service::probe_router(Arc::new(observe::AppState {
         metrics: worker.metrics.clone(),
         health: worker.health.clone(),
-    });
+    }));
     let server_shutdown = shutdown.clone();
     let addr = args.listen;
     let server = tokio::spawn(async move {

@@ -6,11 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use std::fmt::Write as _;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -19,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use wapipe_core::service::{Probes, Reason};
 use wapipe_core::EventKind;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -363,32 +359,36 @@ impl Drop for FailingWrite {
     }
 }
 
-#[derive(Clone)]
+/// What the worker's endpoints read: served by [`wapipe_core::service::probe_router`].
 pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn healthz(State(state): State<AppState>) -> axum::response::Response {
-    match state.health.liveness() {
-        Ok(()) => (StatusCode::OK, "ok").into_response(),
-        Err(Stale { since, bound }) => (
-            StatusCode::SERVICE_UNAVAILABLE,
+/// Alive while the consumer loop turns within the liveness bound; ready while consuming with a
+/// sink that works ([`Health::is_ready`]).
+impl Probes for AppState {
+    fn live(&self) -> Result<(), Reason> {
+        self.health.liveness().map_err(|Stale { since, bound }| {
             format!(
                 "the consumer loop has not polled Kafka for {} (bound {}): it is stuck",
                 whole_ms(since),
                 whole_ms(bound)
-            ),
-        )
-            .into_response(),
+            )
+            .into()
+        })
+    }
+
+    fn ready(&self) -> Result<(), Reason> {
+        if self.health.is_ready() {
+            Ok(())
+        } else {
+            Err("not ready".into())
+        }
+    }
+
+    fn registry(&self) -> &Registry {
+        self.metrics.registry()
     }
 }
 
@@ -396,30 +396,19 @@ fn whole_ms(duration: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(Duration::from_millis(duration.as_millis() as u64))
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    wapipe_core::service::metrics_response(state.metrics.registry())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
+    use wapipe_core::service::probe_router;
 
     async fn healthz_of(health: Arc<Health>) -> (StatusCode, String) {
-        let app = router(AppState {
+        let app = probe_router(Arc::new(AppState {
             metrics: Arc::new(Metrics::new()),
             health,
-        });
+        }));
         let request = Request::get("/healthz").body(Body::empty()).unwrap();
         let response = app.oneshot(request).await.unwrap();
         let status = response.status();
@@ -473,14 +462,18 @@ mod tests {
 
     #[tokio::test]
     async fn readyz_answers_503_until_consuming_with_a_working_sink() {
-        let state = AppState {
+        let state = Arc::new(AppState {
             metrics: Arc::new(Metrics::new()),
             health: Arc::new(Health::default()),
-        };
-        let app = router(state.clone());
+        });
+        let app = probe_router(state.clone());
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
-        let status = app.clone().oneshot(get("/readyz")).await.unwrap().status();
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let response = app.clone().oneshot(get("/readyz")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"not ready");
         state.health.set_consuming(true);
         state.health.set_sink_available(true);
         let status = app.clone().oneshot(get("/readyz")).await.unwrap().status();

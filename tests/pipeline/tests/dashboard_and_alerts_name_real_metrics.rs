@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use wapipe_core::service::probe_router;
 use wapipe_operator::metrics::{ErrorLabels, PartitionLabels, PipelineLabels, ScalingLabels};
 
 /// Sample names a scrape can contain, from its `# TYPE` lines (OpenMetrics: a counter `x` is
@@ -150,12 +151,10 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_by_a_binary() {
 
     // The worker's endpoints with a worker's metrics.
     let worker = wapipe_worker::Worker::new();
-    let url = serve(wapipe_worker::observe::router(
-        wapipe_worker::observe::AppState {
-            metrics: worker.metrics.clone(),
-            health: worker.health.clone(),
-        },
-    ))
+    let url = serve(probe_router(Arc::new(wapipe_worker::observe::AppState {
+        metrics: worker.metrics.clone(),
+        health: worker.health.clone(),
+    })))
     .await;
     exported.extend(sample_names(&scrape(&url).await));
 
@@ -190,12 +189,10 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_by_a_binary() {
     });
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let url = serve(wapipe_operator::http::router(
-        wapipe_operator::http::AppState {
-            registry: Arc::new(registry),
-            ready: Arc::new(AtomicBool::new(true)),
-        },
-    ))
+    let url = serve(probe_router(Arc::new(wapipe_operator::http::AppState {
+        registry,
+        ready: AtomicBool::new(true),
+    })))
     .await;
     exported.extend(sample_names(&scrape(&url).await));
     assert!(
