@@ -64,7 +64,7 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
 }
 
 /// The `/metrics` answer: the registry in the OpenMetrics text format.
-pub fn metrics_response(registry: &Registry) -> Response {
+fn metrics_response(registry: &Registry) -> Response {
     match encode(registry) {
         Ok(body) => (
             [(
@@ -101,7 +101,7 @@ pub trait Probes: Send + Sync + 'static {
 
 /// The probe endpoints: `/healthz` (200 `ok`, or 503 with the reason [`Probes::live`] gives),
 /// `/readyz` (200 `ready`, or 503 with the reason [`Probes::ready`] gives) and `/metrics`
-/// ([`metrics_response`] of [`Probes::registry`]).
+/// ([`Probes::registry`] in the OpenMetrics text format).
 pub fn probe_router<P: Probes>(probes: Arc<P>) -> Router {
     Router::new()
         .route(
