@@ -26,6 +26,8 @@ struct FakeSink {
     fail_with: Mutex<Option<ProduceError>>,
     not_ready: bool,
     hang: bool,
+    /// As a producer that hit a fatal error (librdkafka's idempotence broken) reports itself.
+    fatal: bool,
 }
 
 impl EventSink for FakeSink {
@@ -50,6 +52,9 @@ impl EventSink for FakeSink {
     }
     fn is_ready(&self) -> bool {
         !self.not_ready
+    }
+    fn is_alive(&self) -> bool {
+        !self.fatal
     }
 }
 
@@ -488,21 +493,31 @@ async fn health_readiness_and_metrics_say_what_they_mean() {
     assert!(metrics.contains("wapipe_ingress_produce_duration_seconds_count 1"));
     assert!(metrics.contains("wapipe_ingress_in_flight_requests 0"));
 
-    let unready = state_with(
-        config(&[]),
-        Arc::new(FakeSink {
-            not_ready: true,
-            ..FakeSink::default()
-        }),
-    );
-    let (status, body) = admin(unready, "/readyz").await;
-    assert_eq!(
-        (status, body.as_str()),
+    // Unready while the broker cannot take records; not alive (the kubelet restarts the pod)
+    // once the producer hit a fatal error, which it cannot recover from by itself.
+    let unready = FakeSink {
+        not_ready: true,
+        ..FakeSink::default()
+    };
+    let dead = FakeSink {
+        fatal: true,
+        ..FakeSink::default()
+    };
+    for (sink, path, reason) in [
         (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the broker is unreachable or the topic is missing"
-        )
-    );
+            unready,
+            "/readyz",
+            "the broker is unreachable or the topic is missing",
+        ),
+        (dead, "/healthz", "the producer hit a fatal error"),
+    ] {
+        let (status, body) = admin(state_with(config(&[]), Arc::new(sink)), path).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, reason),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]
