@@ -12,10 +12,10 @@ use clap::Parser;
 use prometheus_client::registry::Registry;
 use wapipe_core::service::probe_router;
 use wapipe_operator::controller::{self, Context};
-use wapipe_operator::http::AppState;
 use wapipe_operator::kafka::RdKafkaAdmin;
 use wapipe_operator::leader::{LeaderElector, LeaseTiming};
 use wapipe_operator::metrics::Metrics;
+use wapipe_operator::probes::AppState;
 
 /// Kubernetes operator for WhatsAppWebhookPipeline resources.
 #[derive(Debug, Parser)]

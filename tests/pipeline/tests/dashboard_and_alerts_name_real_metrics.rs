@@ -189,7 +189,7 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_by_a_binary() {
     });
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let url = serve(probe_router(Arc::new(wapipe_operator::http::AppState {
+    let url = serve(probe_router(Arc::new(wapipe_operator::probes::AppState {
         registry,
         ready: AtomicBool::new(true),
     })))

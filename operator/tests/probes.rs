@@ -9,8 +9,8 @@ use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use tower::ServiceExt;
 use wapipe_core::service::probe_router;
-use wapipe_operator::http::AppState;
 use wapipe_operator::metrics::Metrics;
+use wapipe_operator::probes::AppState;
 
 async fn get(state: &Arc<AppState>, path: &str) -> (StatusCode, String) {
     let response = probe_router(state.clone())
